@@ -1,0 +1,132 @@
+//! The command line: one module per subcommand. Each returns an [`Exit`]
+//! (or an error that `main` prints); none of them calls `process::exit`.
+//!
+//! Exit codes are part of the interface (documented in the README):
+//! see [`Exit`].
+
+mod config_cmd;
+mod run;
+mod status;
+mod version;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+/// Exit codes. Stable: scripts and systemd (`RestartPreventExitStatus=78`) rely on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success; for `bootstrap plan`: the node is in sync.
+    Ok = 0,
+    /// A runtime failure (the message says which).
+    Failure = 1,
+    /// Not a failure, but attention needed: changes pending (`bootstrap
+    /// plan`), rules that did not load (`rules check`).
+    Pending = 2,
+    /// The daemon is not running (commands that need it).
+    NotRunning = 3,
+    /// The control socket refused us: run as root or join the control group.
+    PermissionDenied = 4,
+    /// Bad command-line usage (EX_USAGE).
+    Usage = 64,
+    /// The config file is missing or invalid (EX_CONFIG); systemd does not
+    /// restart the agent on it, since a restart would fail the same way.
+    Config = 78,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edge-agent",
+    version = crate::VERSION,
+    about = "Node agent for K3s edge fleets: prepares the node, watches it, keeps what it must report, and syncs it over MQTT.",
+    after_help = "On a node, start with `edge-agent status`: it says whether the agent runs, is connected, is protecting the node, and what it is waiting to send.\nExit codes: 0 ok, 1 failure, 2 attention needed, 3 daemon not running, 4 permission denied, 64 usage, 78 bad config."
+)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, short = 'c', global = true, value_name = "PATH", env = "EDGE_AGENT_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent in the foreground (what systemd starts).
+    Run,
+    /// Is this node healthy, connected, protected, and what is it waiting to send?
+    Status {
+        /// Print the status as one JSON document (stable keys, `schema` versioned).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the version and build target.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file (default: the one given with --config) and print every problem.
+    Check {
+        /// The file to check.
+        file: Option<PathBuf>,
+    },
+}
+
+impl Cli {
+    /// Parse argv; usage errors print clap's message and map to [`Exit::Usage`]
+    /// (clap's own code 2 is taken by "attention needed").
+    pub fn parse_or_exit() -> Result<Cli, ExitCode> {
+        match Cli::try_parse() {
+            Ok(cli) => Ok(cli),
+            Err(e) => {
+                let _ = e.print();
+                Err(match e.kind() {
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Exit::Ok.into(),
+                    _ => Exit::Usage.into(),
+                })
+            }
+        }
+    }
+}
+
+/// Run the command. Errors are for `main` to print; exit codes for
+/// expected outcomes come back as `Ok(Exit)`.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Run => run::run(&cli.config),
+        Command::Status { json } => block_on(status::status(&cli.config, json)),
+        Command::Config(ConfigCommand::Check { file }) => Ok(config_cmd::check(file.as_deref().unwrap_or(&cli.config))),
+        Command::Version => {
+            version::print();
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// A small runtime for the one-shot commands.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime for a CLI command")
+        .block_on(f)
+}
+
+/// Start logging for one-shot commands: warnings and errors only.
+pub fn init_cli_logging() {
+    crate::logging::init(&crate::config::LogConfig { level: crate::config::LogLevel::Warn, ..Default::default() });
+}

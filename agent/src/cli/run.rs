@@ -1,0 +1,35 @@
+//! `edge-agent run`: load the config, start logging, run the daemon.
+
+use std::path::Path;
+
+use super::Exit;
+use crate::config::AgentConfig;
+
+/// Worker threads for the daemon's runtime. Edge nodes have 1-4 cores and the
+/// agent must stay small; two workers keep the sensor and the uplink from
+/// starving each other without claiming a big node's every core.
+const MAX_WORKER_THREADS: usize = 2;
+
+pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
+    let loaded = match AgentConfig::load(config_path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Exit::Config);
+        }
+    };
+    crate::logging::init(&loaded.config.log);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKER_THREADS);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("edge-agent")
+        .enable_all()
+        .build()?;
+    match runtime.block_on(crate::daemon::run(loaded)) {
+        Ok(()) => Ok(Exit::Ok),
+        Err(e) => {
+            tracing::error!(error = %e, "edge-agent stopped on an error");
+            Ok(Exit::Failure)
+        }
+    }
+}

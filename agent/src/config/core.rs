@@ -1,0 +1,189 @@
+//! The sections every agent has: `[node]`, `[paths]`, `[log]`, `[control]`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Problem, check_topic_level, resolve_path};
+
+/// `[node]`: who this node is in the fleet. These become MQTT topic levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node id; empty means `/etc/machine-id`, else the hostname.
+    pub id: String,
+    /// Fleet id: the second level of every topic.
+    pub fleet: String,
+    /// Groups this node belongs to, for group-wide config pushes.
+    pub groups: Vec<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { id: String::new(), fleet: "default".into(), groups: Vec::new() }
+    }
+}
+
+impl NodeConfig {
+    pub(super) fn resolve(&mut self) {
+        if self.id.is_empty() {
+            self.id = default_node_id();
+        }
+    }
+
+    pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
+        check_topic_level("node.id", &self.id, problems);
+        check_topic_level("node.fleet", &self.fleet, problems);
+        for (i, g) in self.groups.iter().enumerate() {
+            check_topic_level(&format!("node.groups[{i}]"), g, problems);
+        }
+    }
+}
+
+/// `/etc/machine-id` when it holds an id, else the hostname, else "unknown".
+pub fn default_node_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `[paths]`: where the agent keeps state (outbox, undo log) and its socket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathsConfig {
+    /// Empty means: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`),
+    /// else `/var/lib/edge-agent` as root, else `$XDG_STATE_HOME/edge-agent`.
+    pub state_dir: PathBuf,
+    /// Empty means: `$RUNTIME_DIRECTORY`, else `/run/edge-agent` as root,
+    /// else `$XDG_RUNTIME_DIR/edge-agent`, else `/tmp/edge-agent-<uid>`.
+    pub runtime_dir: PathBuf,
+}
+
+impl PathsConfig {
+    pub(super) fn resolve(&mut self, base: &Path) {
+        let root = nix::unistd::geteuid().is_root();
+        if self.state_dir.as_os_str().is_empty() {
+            self.state_dir = first_env_dir("STATE_DIRECTORY").unwrap_or_else(|| {
+                if root {
+                    PathBuf::from("/var/lib/edge-agent")
+                } else {
+                    xdg_dir("XDG_STATE_HOME", ".local/state").join("edge-agent")
+                }
+            });
+        }
+        if self.runtime_dir.as_os_str().is_empty() {
+            self.runtime_dir = first_env_dir("RUNTIME_DIRECTORY").unwrap_or_else(|| {
+                if root {
+                    PathBuf::from("/run/edge-agent")
+                } else if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+                    PathBuf::from(dir).join("edge-agent")
+                } else {
+                    PathBuf::from(format!("/tmp/edge-agent-{}", nix::unistd::geteuid()))
+                }
+            });
+        }
+        resolve_path(base, &mut self.state_dir);
+        resolve_path(base, &mut self.runtime_dir);
+    }
+
+    pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
+        // The socket path must fit in sockaddr_un.sun_path (108 bytes with NUL).
+        const SUN_PATH_MAX: usize = 107;
+        let sock = self.control_socket();
+        if sock.as_os_str().len() > SUN_PATH_MAX {
+            problems.push(Problem::new(
+                "paths.runtime_dir",
+                format!("{} is too long for a Unix socket path; choose a shorter runtime_dir", sock.display()),
+            ));
+        }
+    }
+
+    /// `<runtime_dir>/control.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime_dir.join("control.sock")
+    }
+}
+
+/// systemd passes `STATE_DIRECTORY=/var/lib/a:/var/lib/b`; the first is ours.
+fn first_env_dir(var: &str) -> Option<PathBuf> {
+    let v = std::env::var_os(var)?;
+    let s = v.to_string_lossy();
+    s.split(':').next().filter(|s| !s.is_empty()).map(PathBuf::from)
+}
+
+fn xdg_dir(var: &str, fallback_below_home: &str) -> PathBuf {
+    match std::env::var_os(var).filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+            home.join(fallback_below_home)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event, no colours, no timestamps (journald adds its own).
+    #[default]
+    Plain,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+/// `[control]`: who may talk to the daemon's control socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Group that owns the socket (mode 0660). Members and root may connect.
+    pub group: String,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self { group: "edge-agent".into() }
+    }
+}
+
+impl ControlConfig {
+    pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
+        if self.group.is_empty() || self.group.contains(|c: char| c == ':' || c.is_whitespace()) {
+            problems.push(Problem::new("control.group", format!("\"{}\" is not a valid group name", self.group)));
+        }
+    }
+}

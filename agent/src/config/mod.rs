@@ -1,0 +1,280 @@
+//! `agent.toml`: the schema, its defaults, and validation.
+//!
+//! Owns turning a file into an [`AgentConfig`] or into errors a person can act
+//! on: every error names the file, the key path and the reason
+//! (`agent.toml: metrics.interval: expected a duration such as "30s", got "abc"`).
+//! Unknown keys are errors, not warnings: a typo in a security agent's config
+//! must not silently fall back to a default. Never starts or stops anything.
+//!
+//! Each section lives in its own file beside this one; a section validates
+//! itself and resolves its relative paths against the config file's
+//! directory, so `rules/*.yaml` in `/etc/edge-agent/agent.toml` means
+//! `/etc/edge-agent/rules/*.yaml`.
+
+mod bootstrap;
+mod core;
+mod metrics;
+mod outbox;
+mod rules;
+mod sensor;
+mod units;
+mod uplink;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::bootstrap::BootstrapConfig;
+pub use self::core::{ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig};
+pub use self::metrics::MetricsConfig;
+pub use self::outbox::OutboxConfig;
+pub use self::rules::{Priority, RulesConfig};
+pub use self::sensor::SensorConfig;
+pub use self::units::{ByteSize, HumanDuration};
+pub use self::uplink::UplinkConfig;
+
+/// Where the agent looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/edge-agent/agent.toml";
+
+/// The whole of `agent.toml`. Every section has defaults, so an empty file is
+/// a valid config for a local, offline try.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub node: NodeConfig,
+    pub paths: PathsConfig,
+    pub log: LogConfig,
+    pub control: ControlConfig,
+    pub uplink: UplinkConfig,
+    pub outbox: OutboxConfig,
+    pub sensor: SensorConfig,
+    pub rules: RulesConfig,
+    pub metrics: MetricsConfig,
+    pub bootstrap: BootstrapConfig,
+}
+
+/// One thing wrong with a value that parsed: which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `uplink.cert_file`.
+    pub key: String,
+    pub reason: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { key: key.into(), reason: reason.into() }
+    }
+}
+
+/// Why a config could not be used. Display gives one line per problem, each
+/// starting with the file path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the config file: {source} (check the path given with --config)", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {}{}", path.display(), key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default(), message)]
+    Parse {
+        path: PathBuf,
+        /// The dotted key path where the value was wrong, when known.
+        key: Option<String>,
+        /// `message` already carries "(line L, column C)" when the position is known.
+        message: String,
+    },
+    #[error("{}", render_problems(path, problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {}: {}", path.display(), p.key, p.reason))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A config that parsed and validated, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedConfig {
+    pub config: AgentConfig,
+    /// The file it was read from (as given, not canonicalised).
+    pub path: PathBuf,
+}
+
+impl AgentConfig {
+    /// Read, parse, resolve defaults and relative paths, and validate.
+    pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let config = Self::from_toml(&text, path)?;
+        Ok(LoadedConfig { config, path: path.to_path_buf() })
+    }
+
+    /// Parse `text` as if it were the file at `path` (used for error messages
+    /// and to resolve relative paths).
+    pub fn from_toml(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
+        let mut config = parse(text, path)?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        config.resolve(base);
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { path: path.to_path_buf(), problems })
+        }
+    }
+
+    /// Fill derived defaults (node id, state paths) and make relative paths
+    /// absolute against `base`, the directory holding the config file.
+    fn resolve(&mut self, base: &Path) {
+        self.node.resolve();
+        self.paths.resolve(base);
+        self.uplink.resolve(base);
+        self.outbox.resolve(base);
+        self.sensor.resolve(base);
+        self.rules.resolve(base);
+        self.metrics.resolve(base);
+        self.bootstrap.resolve(base);
+    }
+
+    /// Every problem at once, so an operator fixes the file in one pass.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        self.node.validate(&mut problems);
+        self.paths.validate(&mut problems);
+        self.control.validate(&mut problems);
+        self.uplink.validate(&mut problems);
+        self.outbox.validate(&mut problems);
+        self.sensor.validate(&mut problems);
+        self.rules.validate(&mut problems);
+        self.metrics.validate(&mut problems);
+        self.bootstrap.validate(&mut problems);
+        problems
+    }
+}
+
+fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
+    let position = |span: Option<std::ops::Range<usize>>| -> String {
+        match span {
+            Some(span) => {
+                let (line, column) = line_column(text, span.start);
+                format!(" (line {line}, column {column})")
+            }
+            None => String::new(),
+        }
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        key: None,
+        message: format!("not valid TOML: {}{}", e.message().trim(), position(e.span())),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            key: (key != "." && !key.is_empty()).then_some(key),
+            message: format!("{}{}", inner.message().trim(), position(inner.span())),
+        }
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Make `p` absolute against `base` when it is relative. Empty stays empty.
+pub fn resolve_path(base: &Path, p: &mut PathBuf) {
+    if !p.as_os_str().is_empty() && p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+/// Check a value that becomes one level of an MQTT topic (node id, fleet,
+/// group): non-empty, no `/`, `+`, `#`, whitespace or control characters.
+pub fn check_topic_level(key: &str, value: &str, problems: &mut Vec<Problem>) {
+    /// Long enough for a UUID or a machine-id with a prefix; short enough that
+    /// topics stay readable.
+    const MAX_TOPIC_LEVEL: usize = 64;
+    if value.is_empty() {
+        problems.push(Problem::new(key, "must not be empty"));
+    } else if value.len() > MAX_TOPIC_LEVEL {
+        problems.push(Problem::new(key, format!("must be at most {MAX_TOPIC_LEVEL} characters, got {}", value.len())));
+    } else if let Some(c) = value.chars().find(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control()) {
+        problems.push(Problem::new(
+            key,
+            format!("\"{value}\" contains {c:?}, which cannot appear in an MQTT topic level; use letters, digits, '-', '_' or '.'"),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        AgentConfig::from_toml(text, Path::new("agent.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_empty_file_is_a_valid_config() {
+        let c = AgentConfig::from_toml("", Path::new("agent.toml")).unwrap();
+        assert!(!c.node.id.is_empty());
+    }
+
+    #[test]
+    fn a_bad_duration_names_file_key_and_reason() {
+        let e = err("[metrics]\ninterval = \"abc\"\n");
+        assert!(
+            e.starts_with("agent.toml: metrics.interval: expected a duration such as \"30s\", got \"abc\""),
+            "{e}"
+        );
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let e = err("[metrics]\nintervall = \"30s\"\n");
+        assert!(e.contains("metrics"), "{e}");
+        assert!(e.contains("intervall"), "{e}");
+        let e = err("[metrix]\n");
+        assert!(e.contains("metrix"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected_with_their_path() {
+        let e = err("[node]\ngroups = \"edge\"\n");
+        assert!(e.contains("node.groups"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let e = err("[node\n");
+        assert!(e.starts_with("agent.toml: not valid TOML"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn impossible_values_are_all_reported_at_once() {
+        let e = err("[node]\nid = \"a/b\"\nfleet = \"\"\n");
+        assert!(e.contains("agent.toml: node.id:"), "{e}");
+        assert!(e.contains("agent.toml: node.fleet: must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let c = AgentConfig::from_toml("[paths]\nstate_dir = \"state\"\n", Path::new("/etc/edge-agent/agent.toml")).unwrap();
+        assert_eq!(c.paths.state_dir, PathBuf::from("/etc/edge-agent/state"));
+    }
+}

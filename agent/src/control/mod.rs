@@ -1,0 +1,146 @@
+//! The control socket: a Unix-socket API used by `edge-agent status` and the
+//! other local commands.
+//!
+//! Owns the wire protocol, the socket file and the peer check. Never holds a
+//! stage's state: stages register handlers on the [`Router`] and answer
+//! through them (usually by asking their own task over a channel).
+//!
+//! # Wire protocol, version 1
+//! Newline-delimited JSON over a stream socket; one request per line, any
+//! number of requests per connection.
+//! - request: `{"v":1,"method":"status","params":{...}}` (`params` optional)
+//! - answer: `{"v":1,"ok":true,"result":...}` or
+//!   `{"v":1,"ok":false,"error":{"code":"unknown_method","message":"..."}}`
+//! - streaming answer: any number of `{"v":1,"ok":true,"item":...}` lines,
+//!   then `{"v":1,"ok":true,"end":true}`; the client ends a stream early by
+//!   closing the connection.
+//!
+//! A request with a `v` the daemon does not speak gets error code
+//! `unsupported_version` and the connection stays open. A line longer than
+//! [`MAX_REQUEST_BYTES`] closes the connection.
+
+mod client;
+mod server;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub use client::{Client, ClientError};
+pub use server::{ServerError, serve};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Requests are small commands; anything larger is a confused or hostile peer.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub v: u32,
+    pub method: String,
+    #[serde(default)]
+    pub params: Value,
+}
+
+/// A stable, machine-readable error: `code` is what scripts match on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} [{code}]")]
+pub struct ControlError {
+    pub code: String,
+    pub message: String,
+}
+
+impl ControlError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { code: code.to_string(), message: message.into() }
+    }
+    pub fn bad_params(message: impl Into<String>) -> Self {
+        Self::new("bad_params", message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new("unavailable", message)
+    }
+}
+
+/// What a handler answers.
+pub enum Reply {
+    Value(Value),
+    /// Items until the sender is dropped or the client goes away.
+    Stream(mpsc::Receiver<Value>),
+}
+
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, ControlError>> + Send>>;
+pub type Handler = Arc<dyn Fn(Value) -> HandlerFuture + Send + Sync>;
+
+/// Method name -> handler. Stages register theirs when they start.
+#[derive(Clone, Default)]
+pub struct Router {
+    handlers: Arc<RwLock<HashMap<String, Handler>>>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register (or replace) `method`.
+    pub fn register<F, Fut>(&self, method: &str, f: F)
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Reply, ControlError>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |params| Box::pin(f(params)));
+        self.handlers.write().expect("router lock").insert(method.to_string(), handler);
+    }
+
+    pub fn unregister(&self, method: &str) {
+        self.handlers.write().expect("router lock").remove(method);
+    }
+
+    pub fn methods(&self) -> Vec<String> {
+        let mut m: Vec<_> = self.handlers.read().expect("router lock").keys().cloned().collect();
+        m.sort();
+        m
+    }
+
+    pub async fn dispatch(&self, request: Request) -> Result<Reply, ControlError> {
+        if request.v != PROTOCOL_VERSION {
+            return Err(ControlError::new(
+                "unsupported_version",
+                format!("this daemon speaks control protocol v{PROTOCOL_VERSION}, the request was v{}", request.v),
+            ));
+        }
+        let handler = self.handlers.read().expect("router lock").get(&request.method).cloned();
+        match handler {
+            Some(h) => h(request.params).await,
+            None => Err(ControlError::new(
+                "unknown_method",
+                format!("the daemon has no method \"{}\" (is the stage that serves it enabled?)", request.method),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(v: u32, method: &str) -> Request {
+        Request { v, method: method.into(), params: Value::Null }
+    }
+
+    #[tokio::test]
+    async fn unknown_methods_and_versions_get_stable_error_codes() {
+        let r = Router::new();
+        r.register("ping", |_| async { Ok(Reply::Value(Value::from("pong"))) });
+        assert!(matches!(r.dispatch(req(1, "ping")).await, Ok(Reply::Value(v)) if v == "pong"));
+        assert_eq!(r.dispatch(req(1, "nope")).await.err().unwrap().code, "unknown_method");
+        assert_eq!(r.dispatch(req(2, "ping")).await.err().unwrap().code, "unsupported_version");
+    }
+}

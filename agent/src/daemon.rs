@@ -1,0 +1,323 @@
+//! The daemon: wires the stages together and owns the process's life cycle.
+//!
+//! Owns signals (only here), sd_notify (READY, STATUS, WATCHDOG, STOPPING),
+//! config reloads and the order of shutdown. Stages are tasks joined by
+//! bounded channels; each gets its config, its inputs and outputs, and a
+//! cancellation token, and runs until the token fires.
+//!
+//! Shutdown happens in two phases so nothing in flight is lost: first the
+//! producers (sensor, rules, metrics, bootstrap, control socket) are
+//! cancelled and joined; then the sinks (outbox, uplink), which by then have
+//! every report the producers made, are cancelled and flush. The whole of it
+//! is bounded by [`SHUTDOWN_GRACE`].
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sd_notify::NotifyState;
+use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{AgentConfig, ConfigError, LoadedConfig};
+use crate::control::{self, ControlError, Reply, Router};
+use crate::report::{self, ReportSender};
+use crate::status::{StageState, StatusBoard, StatusReporter, unix_now};
+
+/// How long SIGTERM may take end to end. systemd's `TimeoutStopSec=` in the
+/// shipped unit is larger, so the agent always exits on its own terms.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Share of the grace period the producers get before the sinks are told to
+/// flush; the sinks need the rest to commit and publish what they were given.
+const PRODUCER_GRACE: Duration = Duration::from_secs(4);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Control(#[from] control::ServerError),
+    #[error("cannot create the state directory {}: {source}", path.display())]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("stage {stage} failed to start: {message}")]
+    StageStart { stage: &'static str, message: String },
+    #[error("shutdown took longer than {}s; stages still running: {}", SHUTDOWN_GRACE.as_secs(), .0.join(", "))]
+    ShutdownTimeout(Vec<&'static str>),
+}
+
+/// Everything a stage is handed when it starts.
+#[derive(Clone)]
+pub struct StageContext {
+    /// The current config; a reload sends a new value. A stage applies what
+    /// it can live and logs what needs a restart.
+    pub config: watch::Receiver<Arc<AgentConfig>>,
+    pub board: StatusBoard,
+    pub router: Router,
+    /// Where reports for the fleet go (the outbox's input).
+    pub reports: ReportSender,
+}
+
+/// A running stage.
+pub struct Stage {
+    pub name: &'static str,
+    pub task: JoinHandle<()>,
+}
+
+/// Spawn `fut` as stage `name`: its error, if any, is logged and shown in status.
+pub fn spawn_stage<F, E>(name: &'static str, status: StatusReporter, fut: F) -> Stage
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let task = tokio::spawn(async move {
+        match fut.await {
+            Ok(()) => {
+                if status.current().state != StageState::Disabled {
+                    status.set_state(StageState::Stopped, "stopped");
+                }
+            }
+            Err(e) => {
+                error!(stage = name, error = %e, "stage stopped with an error");
+                status.fail(e.to_string());
+            }
+        }
+    });
+    Stage { name, task }
+}
+
+/// What the daemon knows about itself, for `status`.
+struct DaemonInfo {
+    started: SystemTime,
+    started_instant: Instant,
+    config_path: PathBuf,
+    last_reload: Option<(u64, Result<(), String>)>,
+    config: Arc<AgentConfig>,
+}
+
+/// Run until SIGTERM/SIGINT. Returns an error only for failures that should
+/// make systemd restart the agent.
+pub async fn run(loaded: LoadedConfig) -> Result<(), DaemonError> {
+    let started_instant = Instant::now();
+    let LoadedConfig { config, path: config_path } = loaded;
+    let config = Arc::new(config);
+
+    std::fs::create_dir_all(&config.paths.state_dir)
+        .map_err(|source| DaemonError::StateDir { path: config.paths.state_dir.clone(), source })?;
+
+    // Signals first: a SIGTERM during start-up must not kill us half-way.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    let shutdown = CancellationToken::new();
+    let producers_shutdown = shutdown.child_token();
+    let board = StatusBoard::new();
+    let router = Router::new();
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let (reports, reports_rx) = report::channel(report::REPORT_CHANNEL_CAPACITY);
+
+    let info = Arc::new(Mutex::new(DaemonInfo {
+        started: SystemTime::now(),
+        started_instant,
+        config_path: config_path.clone(),
+        last_reload: None,
+        config: config.clone(),
+    }));
+    register_daemon_methods(&router, &board, info.clone(), reports.clone());
+
+    // Consumers before producers: the control socket and the sinks are up
+    // before anything starts producing.
+    let control_task = control::serve(
+        &config.paths.control_socket(),
+        &config.control.group,
+        router.clone(),
+        producers_shutdown.clone(),
+    )
+    .await?;
+
+    let ctx = StageContext { config: config_rx, board: board.clone(), router: router.clone(), reports: reports.clone() };
+    let sinks = start_sinks(&ctx, reports_rx, shutdown.clone());
+    let producers = start_producers(&ctx, producers_shutdown.clone());
+    // The daemon's own sender must not keep the outbox input open at shutdown.
+    drop(reports);
+    drop(ctx);
+
+    let startup = started_instant.elapsed();
+    info!(
+        node = %config.node.id,
+        fleet = %config.node.fleet,
+        config = %config_path.display(),
+        startup_ms = startup.as_millis() as u64,
+        "edge-agent started"
+    );
+    notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&board))]);
+
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    // Refresh systemd's STATUS= line now and then, so `systemctl status` is current.
+    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sighup.recv() => reload(&config_path, &config_tx, &info).await,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
+            _ = status_tick.tick() => notify(&[NotifyState::Status(&status_line(&board))]),
+        }
+    }
+
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    producers_shutdown.cancel();
+    let mut unfinished = join_all(producers, Instant::now() + PRODUCER_GRACE).await;
+    let _ = tokio::time::timeout_at(deadline.into(), control_task).await;
+    shutdown.cancel();
+    unfinished.extend(join_all(sinks, deadline).await);
+    if unfinished.is_empty() {
+        info!("edge-agent stopped");
+        Ok(())
+    } else {
+        Err(DaemonError::ShutdownTimeout(unfinished))
+    }
+}
+
+/// The stages that consume reports: the outbox and the uplink.
+fn start_sinks(
+    _ctx: &StageContext,
+    reports_rx: tokio::sync::mpsc::Receiver<report::Report>,
+    _shutdown: CancellationToken,
+) -> Vec<Stage> {
+    // Until the outbox stage exists, reports have nowhere durable to go.
+    drop(reports_rx);
+    Vec::new()
+}
+
+/// The stages that produce reports: sensor, rules, metrics, bootstrap.
+fn start_producers(_ctx: &StageContext, _shutdown: CancellationToken) -> Vec<Stage> {
+    Vec::new()
+}
+
+/// Wait for stages until `deadline`; return the names of those still running.
+async fn join_all(stages: Vec<Stage>, deadline: Instant) -> Vec<&'static str> {
+    let mut unfinished = Vec::new();
+    for stage in stages {
+        let abort = stage.task.abort_handle();
+        if tokio::time::timeout_at(deadline.into(), stage.task).await.is_err() {
+            warn!(stage = stage.name, "stage did not stop in time");
+            abort.abort();
+            unfinished.push(stage.name);
+        }
+    }
+    unfinished
+}
+
+async fn reload(path: &std::path::Path, config_tx: &watch::Sender<Arc<AgentConfig>>, info: &Mutex<DaemonInfo>) {
+    info!(config = %path.display(), "SIGHUP: reloading config");
+    let result = AgentConfig::load(path);
+    let mut info = info.lock().await;
+    match result {
+        Ok(loaded) => {
+            let old = config_tx.borrow().clone();
+            let new = Arc::new(loaded.config);
+            for section in restart_only_changes(&old, &new) {
+                warn!(section, "this change takes effect only after a restart");
+            }
+            info.config = new.clone();
+            config_tx.send_replace(new);
+            info.last_reload = Some((unix_now(), Ok(())));
+            info!("config reloaded");
+        }
+        Err(e) => {
+            let reason = render_config_error(&e);
+            error!(error = %reason, "the new config was refused; the running config stays in force");
+            info.last_reload = Some((unix_now(), Err(reason)));
+        }
+    }
+}
+
+/// Sections whose change needs a restart to apply.
+fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.node != new.node {
+        v.push("node");
+    }
+    if old.paths != new.paths {
+        v.push("paths");
+    }
+    if old.control != new.control {
+        v.push("control");
+    }
+    if old.log != new.log {
+        v.push("log");
+    }
+    v
+}
+
+/// Config errors can span several lines; logs want one.
+fn render_config_error(e: &ConfigError) -> String {
+    e.to_string().replace('\n', "; ")
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// systemd's one-line STATUS=: each stage and its state.
+fn status_line(board: &StatusBoard) -> String {
+    let parts: Vec<String> = board.snapshot().iter().map(|(n, s)| format!("{n} {}", s.state.as_str())).collect();
+    if parts.is_empty() { "running".into() } else { parts.join(", ") }
+}
+
+fn register_daemon_methods(router: &Router, board: &StatusBoard, info: Arc<Mutex<DaemonInfo>>, reports: ReportSender) {
+    router.register("ping", |_| async { Ok(Reply::Value(json!("pong"))) });
+    let board = board.clone();
+    router.register("status", move |_| {
+        let board = board.clone();
+        let info = info.clone();
+        let reports = reports.clone();
+        async move {
+            let info = info.lock().await;
+            Ok::<_, ControlError>(Reply::Value(status_document(&info, &board, &reports)))
+        }
+    });
+}
+
+/// The `status --json` document (schema 1). Keys are stable; new keys may be
+/// added, none are renamed or removed without bumping `schema`.
+fn status_document(info: &DaemonInfo, board: &StatusBoard, reports: &ReportSender) -> Value {
+    let c = &info.config;
+    let dropped: serde_json::Map<String, Value> = crate::report::Class::ALL
+        .iter()
+        .map(|cl| (cl.as_str().to_string(), Value::from(reports.dropped().get(*cl))))
+        .collect();
+    json!({
+        "schema": 1,
+        "daemon": {
+            "running": true,
+            "pid": std::process::id(),
+            "version": crate::VERSION,
+            "started_at": info.started.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "uptime_secs": info.started_instant.elapsed().as_secs(),
+        },
+        "node": { "id": c.node.id, "fleet": c.node.fleet, "groups": c.node.groups },
+        "config": {
+            "path": info.config_path,
+            "last_reload": info.last_reload.as_ref().map(|(at, r)| match r {
+                Ok(()) => json!({"at": at, "ok": true}),
+                Err(e) => json!({"at": at, "ok": false, "error": e}),
+            }),
+        },
+        "paths": { "state_dir": c.paths.state_dir, "runtime_dir": c.paths.runtime_dir },
+        "reports_dropped_before_outbox": dropped,
+        "stages": board.to_json(),
+    })
+}

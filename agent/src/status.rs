@@ -1,0 +1,204 @@
+//! The status board: every stage publishes a small snapshot of itself here,
+//! and the control socket reads them all for `edge-agent status`.
+//!
+//! Owns the snapshot types and their JSON shape (part of the stable
+//! `status --json` document). A stage writes only its own snapshot through a
+//! [`StatusReporter`]; nothing here blocks a stage (a `watch` channel keeps
+//! just the latest value).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+/// Where a stage is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageState {
+    Starting,
+    /// Doing its job.
+    Running,
+    /// Working, but not fully (a probe missing, the broker unreachable).
+    Degraded,
+    /// Not working; `last_error` says why.
+    Failed,
+    /// Switched off in the config.
+    Disabled,
+    Stopped,
+}
+
+impl StageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageState::Starting => "starting",
+            StageState::Running => "running",
+            StageState::Degraded => "degraded",
+            StageState::Failed => "failed",
+            StageState::Disabled => "disabled",
+            StageState::Stopped => "stopped",
+        }
+    }
+}
+
+/// An error as the technician sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorNote {
+    /// Unix seconds.
+    pub at: u64,
+    pub message: String,
+}
+
+/// One stage's snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageStatus {
+    pub state: StageState,
+    /// Unix seconds of the last state change.
+    pub since: u64,
+    /// One line for a person, e.g. "connected to mqtts://broker:8883".
+    pub summary: String,
+    /// Key numbers, in the order the stage set them. Names are stable
+    /// (`snake_case`), values are JSON scalars or small objects.
+    pub details: Map<String, Value>,
+    pub last_error: Option<ErrorNote>,
+}
+
+impl StageStatus {
+    fn new(state: StageState) -> Self {
+        Self { state, since: unix_now(), summary: String::new(), details: Map::new(), last_error: None }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The set of stages, in registration order.
+#[derive(Clone, Default)]
+pub struct StatusBoard {
+    inner: Arc<Mutex<Vec<(String, watch::Receiver<StageStatus>)>>>,
+}
+
+impl StatusBoard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a stage (or replace the one of the same name, after a restart).
+    pub fn register(&self, name: &str) -> StatusReporter {
+        let (tx, rx) = watch::channel(StageStatus::new(StageState::Starting));
+        let mut stages = self.inner.lock().expect("status board lock");
+        match stages.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = rx,
+            None => stages.push((name.to_string(), rx)),
+        }
+        StatusReporter { tx: Arc::new(tx) }
+    }
+
+    /// The latest snapshot of every stage, in registration order.
+    pub fn snapshot(&self) -> Vec<(String, StageStatus)> {
+        let stages = self.inner.lock().expect("status board lock");
+        stages.iter().map(|(n, rx)| (n.clone(), rx.borrow().clone())).collect()
+    }
+
+    /// Snapshot as a JSON object keyed by stage name (order kept).
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        for (name, st) in self.snapshot() {
+            map.insert(name, serde_json::to_value(st).unwrap_or(Value::Null));
+        }
+        Value::Object(map)
+    }
+
+    pub fn names(&self) -> BTreeMap<String, StageState> {
+        self.snapshot().into_iter().map(|(n, s)| (n, s.state)).collect()
+    }
+}
+
+/// A stage's handle on its own snapshot. Cheap to clone into sub-tasks.
+#[derive(Clone)]
+pub struct StatusReporter {
+    tx: Arc<watch::Sender<StageStatus>>,
+}
+
+impl StatusReporter {
+    /// A reporter not attached to any board (tests, one-shot CLI commands).
+    pub fn detached() -> Self {
+        let (tx, _rx) = watch::channel(StageStatus::new(StageState::Starting));
+        Self { tx: Arc::new(tx) }
+    }
+
+    /// Change state (and summary); `since` moves only when the state does.
+    pub fn set_state(&self, state: StageState, summary: impl Into<String>) {
+        let summary = summary.into();
+        self.tx.send_modify(|s| {
+            if s.state != state {
+                s.state = state;
+                s.since = unix_now();
+            }
+            s.summary = summary;
+        });
+    }
+
+    /// Set one detail value, keeping the order in which details first appeared.
+    pub fn set(&self, key: &str, value: impl Into<Value>) {
+        let value = value.into();
+        self.tx.send_modify(|s| {
+            s.details.insert(key.to_string(), value);
+        });
+    }
+
+    /// Update several details at once (one notification).
+    pub fn update(&self, f: impl FnOnce(&mut Map<String, Value>)) {
+        self.tx.send_modify(|s| f(&mut s.details));
+    }
+
+    /// Record an error without changing state.
+    pub fn error(&self, message: impl Into<String>) {
+        let note = ErrorNote { at: unix_now(), message: message.into() };
+        self.tx.send_modify(|s| s.last_error = Some(note));
+    }
+
+    /// Record an error and mark the stage failed.
+    pub fn fail(&self, message: impl Into<String>) {
+        let message = message.into();
+        self.set_state(StageState::Failed, message.clone());
+        self.error(message);
+    }
+
+    pub fn current(&self) -> StageStatus {
+        self.tx.borrow().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_keep_registration_order_and_detail_order() {
+        let board = StatusBoard::new();
+        let b = board.register("outbox");
+        let a = board.register("uplink");
+        a.set("zeta", 1);
+        a.set("alpha", 2);
+        b.set_state(StageState::Running, "ok");
+        let snap = board.snapshot();
+        assert_eq!(snap[0].0, "outbox");
+        assert_eq!(snap[0].1.state, StageState::Running);
+        let keys: Vec<_> = snap[1].1.details.keys().cloned().collect();
+        assert_eq!(keys, ["zeta", "alpha"]);
+    }
+
+    #[test]
+    fn failing_records_the_error_and_the_state() {
+        let board = StatusBoard::new();
+        let r = board.register("sensor");
+        r.fail("tracefs not mounted");
+        let (_, s) = &board.snapshot()[0];
+        assert_eq!(s.state, StageState::Failed);
+        assert_eq!(s.last_error.as_ref().unwrap().message, "tracefs not mounted");
+    }
+}
