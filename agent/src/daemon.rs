@@ -42,11 +42,17 @@ pub enum DaemonError {
     #[error(transparent)]
     Control(#[from] control::ServerError),
     #[error("cannot create the state directory {}: {source}", path.display())]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("stage {stage} failed to start: {message}")]
-    StageStart { stage: &'static str, message: String },
+    StageStart {
+        stage: &'static str,
+        message: String,
+    },
     #[error("shutdown took longer than {}s; stages still running: {}", SHUTDOWN_GRACE.as_secs(), .0.join(", "))]
     ShutdownTimeout(Vec<&'static str>),
 }
@@ -104,11 +110,16 @@ struct DaemonInfo {
 /// make systemd restart the agent.
 pub async fn run(loaded: LoadedConfig) -> Result<(), DaemonError> {
     let started_instant = Instant::now();
-    let LoadedConfig { config, path: config_path } = loaded;
+    let LoadedConfig {
+        config,
+        path: config_path,
+    } = loaded;
     let config = Arc::new(config);
 
-    std::fs::create_dir_all(&config.paths.state_dir)
-        .map_err(|source| DaemonError::StateDir { path: config.paths.state_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.paths.state_dir).map_err(|source| DaemonError::StateDir {
+        path: config.paths.state_dir.clone(),
+        source,
+    })?;
 
     // Signals first: a SIGTERM during start-up must not kill us half-way.
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -141,7 +152,12 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), DaemonError> {
     )
     .await?;
 
-    let ctx = StageContext { config: config_rx, board: board.clone(), router: router.clone(), reports: reports.clone() };
+    let ctx = StageContext {
+        config: config_rx,
+        board: board.clone(),
+        router: router.clone(),
+        reports: reports.clone(),
+    };
     let sinks = start_sinks(&ctx, reports_rx, shutdown.clone());
     let producers = start_producers(&ctx, producers_shutdown.clone());
     // The daemon's own sender must not keep the outbox input open at shutdown.
@@ -156,7 +172,10 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), DaemonError> {
         startup_ms = startup.as_millis() as u64,
         "edge-agent started"
     );
-    notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&board))]);
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&status_line(&board)),
+    ]);
 
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -209,7 +228,10 @@ async fn join_all(stages: Vec<Stage>, deadline: Instant) -> Vec<&'static str> {
     let mut unfinished = Vec::new();
     for stage in stages {
         let abort = stage.task.abort_handle();
-        if tokio::time::timeout_at(deadline.into(), stage.task).await.is_err() {
+        if tokio::time::timeout_at(deadline.into(), stage.task)
+            .await
+            .is_err()
+        {
             warn!(stage = stage.name, "stage did not stop in time");
             abort.abort();
             unfinished.push(stage.name);
@@ -218,7 +240,11 @@ async fn join_all(stages: Vec<Stage>, deadline: Instant) -> Vec<&'static str> {
     unfinished
 }
 
-async fn reload(path: &std::path::Path, config_tx: &watch::Sender<Arc<AgentConfig>>, info: &Mutex<DaemonInfo>) {
+async fn reload(
+    path: &std::path::Path,
+    config_tx: &watch::Sender<Arc<AgentConfig>>,
+    info: &Mutex<DaemonInfo>,
+) {
     info!(config = %path.display(), "SIGHUP: reloading config");
     let result = AgentConfig::load(path);
     let mut info = info.lock().await;
@@ -273,11 +299,24 @@ fn notify(states: &[NotifyState]) {
 
 /// systemd's one-line STATUS=: each stage and its state.
 fn status_line(board: &StatusBoard) -> String {
-    let parts: Vec<String> = board.snapshot().iter().map(|(n, s)| format!("{n} {}", s.state.as_str())).collect();
-    if parts.is_empty() { "running".into() } else { parts.join(", ") }
+    let parts: Vec<String> = board
+        .snapshot()
+        .iter()
+        .map(|(n, s)| format!("{n} {}", s.state.as_str()))
+        .collect();
+    if parts.is_empty() {
+        "running".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
-fn register_daemon_methods(router: &Router, board: &StatusBoard, info: Arc<Mutex<DaemonInfo>>, reports: ReportSender) {
+fn register_daemon_methods(
+    router: &Router,
+    board: &StatusBoard,
+    info: Arc<Mutex<DaemonInfo>>,
+    reports: ReportSender,
+) {
     router.register("ping", |_| async { Ok(Reply::Value(json!("pong"))) });
     let board = board.clone();
     router.register("status", move |_| {
@@ -297,7 +336,12 @@ fn status_document(info: &DaemonInfo, board: &StatusBoard, reports: &ReportSende
     let c = &info.config;
     let dropped: serde_json::Map<String, Value> = crate::report::Class::ALL
         .iter()
-        .map(|cl| (cl.as_str().to_string(), Value::from(reports.dropped().get(*cl))))
+        .map(|cl| {
+            (
+                cl.as_str().to_string(),
+                Value::from(reports.dropped().get(*cl)),
+            )
+        })
         .collect();
     json!({
         "schema": 1,

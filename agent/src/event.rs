@@ -161,7 +161,10 @@ impl EventType {
     }
 
     pub fn is_open(self) -> bool {
-        matches!(self, EventType::Open | EventType::Openat | EventType::Openat2 | EventType::Creat)
+        matches!(
+            self,
+            EventType::Open | EventType::Openat | EventType::Openat2 | EventType::Creat
+        )
     }
 
     pub fn is_exec(self) -> bool {
@@ -205,7 +208,11 @@ impl fmt::Display for EventType {
 impl FromStr for EventType {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        EventType::ALL.iter().copied().find(|t| t.as_str() == s).ok_or(())
+        EventType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.as_str() == s)
+            .ok_or(())
     }
 }
 
@@ -360,7 +367,9 @@ impl Process {
             pid,
             ppid,
             name: name.chars().take(15).collect(),
-            exe: argv.first().map_or_else(|| exepath.to_string(), |a| a.to_string()),
+            exe: argv
+                .first()
+                .map_or_else(|| exepath.to_string(), |a| a.to_string()),
             exepath: exepath.to_string(),
             args: argv.iter().skip(1).map(|a| a.to_string()).collect(),
             ..Default::default()
@@ -382,7 +391,9 @@ impl Process {
     /// `proc.args`: the arguments joined with spaces.
     pub fn args_str(&self) -> Cow<'_, str> {
         match self.cmdline.strip_prefix(self.name.as_str()) {
-            Some(rest) if !self.cmdline.is_empty() => Cow::Borrowed(rest.strip_prefix(' ').unwrap_or(rest)),
+            Some(rest) if !self.cmdline.is_empty() => {
+                Cow::Borrowed(rest.strip_prefix(' ').unwrap_or(rest))
+            }
             _ => Cow::Owned(self.args.join(" ")),
         }
     }
@@ -503,17 +514,43 @@ pub struct Fd {
 
 impl Fd {
     pub fn file(num: i64, path: &str) -> Self {
-        Fd { num, ty: FdType::File, name: path.to_string(), local: None, remote: None, role: None, l4proto: None }
+        Fd {
+            num,
+            ty: FdType::File,
+            name: path.to_string(),
+            local: None,
+            remote: None,
+            role: None,
+            l4proto: None,
+        }
     }
 
     /// An IP socket fd; `fd.name` is built the way Falco builds it.
-    pub fn socket(num: i64, local: SocketAddr, remote: SocketAddr, role: Role, l4proto: L4Proto) -> Self {
-        let ty = if remote.is_ipv4() { FdType::Ipv4 } else { FdType::Ipv6 };
+    pub fn socket(
+        num: i64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        role: Role,
+        l4proto: L4Proto,
+    ) -> Self {
+        let ty = if remote.is_ipv4() {
+            FdType::Ipv4
+        } else {
+            FdType::Ipv6
+        };
         let (c, s) = match role {
             Role::Client => (local, remote),
             Role::Server => (remote, local),
         };
-        Fd { num, ty, name: format!("{c}->{s}"), local: Some(local), remote: Some(remote), role: Some(role), l4proto: Some(l4proto) }
+        Fd {
+            num,
+            ty,
+            name: format!("{c}->{s}"),
+            local: Some(local),
+            remote: Some(remote),
+            role: Some(role),
+            l4proto: Some(l4proto),
+        }
     }
 
     fn client(&self) -> Option<SocketAddr> {
@@ -568,7 +605,10 @@ impl Container {
     pub const HOST_ID: &'static str = "host";
 
     pub fn host() -> Arc<Container> {
-        Arc::new(Container { id: Self::HOST_ID.into(), ..Default::default() })
+        Arc::new(Container {
+            id: Self::HOST_ID.into(),
+            ..Default::default()
+        })
     }
 
     pub fn is_host(&self) -> bool {
@@ -603,7 +643,13 @@ impl Event {
             .map_or(0, |d| d.as_nanos() as u64);
         let tid = proc.pid;
         Event {
-            evt: Evt { ty, time, num: 0, res: 0, args: Args::default() },
+            evt: Evt {
+                ty,
+                time,
+                num: 0,
+                res: 0,
+                args: Args::default(),
+            },
             proc,
             ancestors: Vec::new(),
             user: User::default(),
@@ -615,7 +661,11 @@ impl Event {
 
     /// The `n`th ancestor: 0 is the process itself, 1 its parent, ...
     pub fn ancestor(&self, n: usize) -> Option<&Process> {
-        if n == 0 { Some(&self.proc) } else { self.ancestors.get(n - 1).map(|a| &**a) }
+        if n == 0 {
+            Some(&self.proc)
+        } else {
+            self.ancestors.get(n - 1).map(|a| &**a)
+        }
     }
 
     /// Read a field. Never panics; what the event does not know is `Absent`.
@@ -632,8 +682,12 @@ impl Event {
             Field::EvtRes => FieldValue::Str(render_res(self.evt.res)),
             Field::EvtRawres => Int(self.evt.res),
             Field::EvtDir => s("<"),
-            Field::EvtIsOpenRead => self.open_flags().map_or(Absent, |fl| Bool(fl & libc::O_ACCMODE as u64 != libc::O_WRONLY as u64)),
-            Field::EvtIsOpenWrite => self.open_flags().map_or(Absent, |fl| Bool(fl & libc::O_ACCMODE as u64 != libc::O_RDONLY as u64)),
+            Field::EvtIsOpenRead => self.open_flags().map_or(Absent, |fl| {
+                Bool(fl & libc::O_ACCMODE as u64 != libc::O_WRONLY as u64)
+            }),
+            Field::EvtIsOpenWrite => self.open_flags().map_or(Absent, |fl| {
+                Bool(fl & libc::O_ACCMODE as u64 != libc::O_RDONLY as u64)
+            }),
             Field::EvtIsOpenExec => Absent,
             Field::EvtArgs => FieldValue::Str(Cow::Owned(self.render_args())),
             Field::EvtArg(arg) => self.arg(arg),
@@ -662,17 +716,38 @@ impl Event {
             Field::ProcPexepath => self.ancestor(1).map_or(Absent, |p| s(&p.exepath)),
             Field::ProcPcmdline => self.ancestor(1).map_or(Absent, |p| s(&p.cmdline)),
             Field::ProcAname(n) => self.ancestor(n.into()).map_or(Absent, |p| s(&p.name)),
-            Field::ProcApid(n) => self.ancestor(n.into()).map_or(Absent, |p| Int(p.pid.into())),
+            Field::ProcApid(n) => self
+                .ancestor(n.into())
+                .map_or(Absent, |p| Int(p.pid.into())),
             Field::ProcAexe(n) => self.ancestor(n.into()).map_or(Absent, |p| s(&p.exe)),
             Field::ProcAexepath(n) => self.ancestor(n.into()).map_or(Absent, |p| s(&p.exepath)),
-            Field::ProcAnameAny => FieldValue::List(self.ancestors.iter().map(|p| Cow::Borrowed(p.name.as_str())).collect()),
-            Field::ProcApidAny => FieldValue::List(self.ancestors.iter().map(|p| Cow::Owned(p.pid.to_string())).collect()),
+            Field::ProcAnameAny => FieldValue::List(
+                self.ancestors
+                    .iter()
+                    .map(|p| Cow::Borrowed(p.name.as_str()))
+                    .collect(),
+            ),
+            Field::ProcApidAny => FieldValue::List(
+                self.ancestors
+                    .iter()
+                    .map(|p| Cow::Owned(p.pid.to_string()))
+                    .collect(),
+            ),
             Field::ProcIsExeUpperLayer => self.proc.exe_upper_layer.map_or(Absent, Bool),
             Field::ProcIsExeFromMemfd => self.proc.exe_from_memfd.map_or(Absent, Bool),
-            Field::ProcStartTs => if self.proc.start_time == 0 { Absent } else { Int(self.proc.start_time as i64) },
+            Field::ProcStartTs => {
+                if self.proc.start_time == 0 {
+                    Absent
+                } else {
+                    Int(self.proc.start_time as i64)
+                }
+            }
 
             Field::ThreadTid => Int(self.tid.into()),
-            Field::ThreadCapEffective => self.proc.cap_effective.map_or(Absent, |c| FieldValue::Str(Cow::Owned(render_caps(c)))),
+            Field::ThreadCapEffective => self
+                .proc
+                .cap_effective
+                .map_or(Absent, |c| FieldValue::Str(Cow::Owned(render_caps(c)))),
 
             Field::UserUid => Int(self.user.uid.into()),
             Field::UserName => self.user.name.as_deref().map_or(Absent, s),
@@ -710,18 +785,30 @@ impl Event {
 
             Field::ContainerId => s(&self.container.id),
             Field::ContainerName => {
-                if self.container.is_host() { s("host") } else { os(&self.container.name) }
+                if self.container.is_host() {
+                    s("host")
+                } else {
+                    os(&self.container.name)
+                }
             }
             Field::ContainerImage => os(&self.container.image),
             Field::ContainerImageRepository => os(&self.container.image_repository),
             Field::ContainerImageTag => os(&self.container.image_tag),
             Field::ContainerPrivileged => self.container.privileged.map_or(Absent, Bool),
-            Field::ContainerMountDest => {
-                FieldValue::List(self.container.mounts.iter().map(|m| Cow::Borrowed(m.dest.as_str())).collect())
-            }
-            Field::ContainerMountSource => {
-                FieldValue::List(self.container.mounts.iter().map(|m| Cow::Borrowed(m.source.as_str())).collect())
-            }
+            Field::ContainerMountDest => FieldValue::List(
+                self.container
+                    .mounts
+                    .iter()
+                    .map(|m| Cow::Borrowed(m.dest.as_str()))
+                    .collect(),
+            ),
+            Field::ContainerMountSource => FieldValue::List(
+                self.container
+                    .mounts
+                    .iter()
+                    .map(|m| Cow::Borrowed(m.source.as_str()))
+                    .collect(),
+            ),
             Field::ContainerStartTs => int(self.container.start_ts.map(|t| t as i64)),
             Field::K8sPodName => os(&self.container.pod_name),
             Field::K8sNsName => os(&self.container.pod_namespace),
@@ -730,7 +817,11 @@ impl Event {
     }
 
     fn open_flags(&self) -> Option<u64> {
-        if self.evt.ty.is_open() { self.evt.args.flags } else { None }
+        if self.evt.ty.is_open() {
+            self.evt.args.flags
+        } else {
+            None
+        }
     }
 
     /// `evt.arg.<name>`, rendered the way Falco renders it.
@@ -740,8 +831,12 @@ impl Event {
         let s = fv_opt;
         let n = |v: Option<u32>| v.map_or(Absent, |x| Int(x.into()));
         match arg {
-            Arg::Flags => a.flags.map_or(Absent, |f| FieldValue::Str(render_flags(self.evt.ty, f))),
-            Arg::Mode => a.mode.map_or(Absent, |m| FieldValue::Str(Cow::Owned(format!("0{m:o}")))),
+            Arg::Flags => a
+                .flags
+                .map_or(Absent, |f| FieldValue::Str(render_flags(self.evt.ty, f))),
+            Arg::Mode => a
+                .mode
+                .map_or(Absent, |m| FieldValue::Str(Cow::Owned(format!("0{m:o}")))),
             Arg::Filename => s(&a.filename),
             Arg::Name => s(&a.name),
             Arg::Path => s(&a.path),
@@ -749,7 +844,9 @@ impl Event {
             Arg::Newpath => s(&a.newpath),
             Arg::Target => s(&a.target),
             Arg::Linkpath => s(&a.linkpath),
-            Arg::Request => a.request.map_or(Absent, |r| FieldValue::Str(Cow::Borrowed(ptrace_request_name(r)))),
+            Arg::Request => a.request.map_or(Absent, |r| {
+                FieldValue::Str(Cow::Borrowed(ptrace_request_name(r)))
+            }),
             Arg::Pid => a.pid.map_or(Absent, Int),
             Arg::Uid => n(a.uid),
             Arg::Gid => n(a.gid),
@@ -762,14 +859,22 @@ impl Event {
             Arg::Fd => a.fd.map_or(Absent, Int),
             Arg::Oldfd => a.oldfd.map_or(Absent, Int),
             Arg::Newfd => a.newfd.map_or(Absent, Int),
-            Arg::Domain => a.domain.map_or(Absent, |d| FieldValue::Str(Cow::Borrowed(af_name(d)))),
-            Arg::Type => a.sock_type.map_or(Absent, |t| FieldValue::Str(Cow::Borrowed(sock_type_name(t)))),
+            Arg::Domain => a
+                .domain
+                .map_or(Absent, |d| FieldValue::Str(Cow::Borrowed(af_name(d)))),
+            Arg::Type => a.sock_type.map_or(Absent, |t| {
+                FieldValue::Str(Cow::Borrowed(sock_type_name(t)))
+            }),
             Arg::Proto => n(a.proto),
             Arg::Dev => s(&a.dev),
             Arg::Dir => s(&a.dir),
             Arg::Fstype => s(&a.fstype),
             Arg::Status => a.status.map_or(Absent, Int),
-            Arg::Tuple => self.fd.as_ref().filter(|f| f.ty.is_ip() || f.ty == FdType::Unix).map_or(Absent, |f| FieldValue::Str(Cow::Borrowed(&f.name))),
+            Arg::Tuple => self
+                .fd
+                .as_ref()
+                .filter(|f| f.ty.is_ip() || f.ty == FdType::Unix)
+                .map_or(Absent, |f| FieldValue::Str(Cow::Borrowed(&f.name))),
             Arg::Res => FieldValue::Str(render_res(self.evt.res)),
         }
     }
@@ -981,7 +1086,15 @@ impl Arg {
 
     fn kind(self) -> FieldKind {
         match self {
-            Arg::Pid | Arg::Uid | Arg::Gid | Arg::Ruid | Arg::Euid | Arg::Suid | Arg::Rgid | Arg::Egid | Arg::Sgid => FieldKind::Int,
+            Arg::Pid
+            | Arg::Uid
+            | Arg::Gid
+            | Arg::Ruid
+            | Arg::Euid
+            | Arg::Suid
+            | Arg::Rgid
+            | Arg::Egid
+            | Arg::Sgid => FieldKind::Int,
             Arg::Fd | Arg::Oldfd | Arg::Newfd | Arg::Proto | Arg::Status => FieldKind::Int,
             _ => FieldKind::Str,
         }
@@ -1089,28 +1202,45 @@ impl Field {
     pub fn parse(name: &str, index: Option<&str>) -> Result<Field, FieldError> {
         let no_index = |f: Field| match index {
             None => Ok(f),
-            Some(_) => Err(FieldError::IndexNotAllowed { field: name.to_string() }),
+            Some(_) => Err(FieldError::IndexNotAllowed {
+                field: name.to_string(),
+            }),
         };
         let depth = |make: fn(u8) -> Field, any: Option<Field>| -> Result<Field, FieldError> {
             match index {
-                None => any.ok_or_else(|| FieldError::IndexRequired { field: name.to_string() }),
+                None => any.ok_or_else(|| FieldError::IndexRequired {
+                    field: name.to_string(),
+                }),
                 Some(i) => match i.trim().parse::<u8>() {
                     Ok(n) if n <= MAX_ANCESTOR_DEPTH => Ok(make(n)),
-                    _ => Err(FieldError::BadIndex { field: name.to_string(), index: i.to_string() }),
+                    _ => Err(FieldError::BadIndex {
+                        field: name.to_string(),
+                        index: i.to_string(),
+                    }),
                 },
             }
         };
-        if let Some(arg) = name.strip_prefix("evt.arg.").or_else(|| name.strip_prefix("evt.rawarg.")) {
+        if let Some(arg) = name
+            .strip_prefix("evt.arg.")
+            .or_else(|| name.strip_prefix("evt.rawarg."))
+        {
             let arg = Arg::parse(arg).ok_or_else(|| FieldError::Unknown(name.to_string()))?;
             return no_index(Field::EvtArg(arg));
         }
         if name == "evt.arg" {
-            let i = index.ok_or_else(|| FieldError::IndexRequired { field: name.to_string() })?;
+            let i = index.ok_or_else(|| FieldError::IndexRequired {
+                field: name.to_string(),
+            })?;
             return match i.trim().parse::<u8>() {
                 Ok(n) => Ok(Field::EvtArgIndex(n)),
-                Err(_) => Arg::parse(i.trim())
-                    .map(Field::EvtArg)
-                    .ok_or_else(|| FieldError::BadIndex { field: name.to_string(), index: i.to_string() }),
+                Err(_) => {
+                    Arg::parse(i.trim())
+                        .map(Field::EvtArg)
+                        .ok_or_else(|| FieldError::BadIndex {
+                            field: name.to_string(),
+                            index: i.to_string(),
+                        })
+                }
             };
         }
         let f = match name {
@@ -1192,15 +1322,16 @@ impl Field {
     pub fn kind(&self) -> FieldKind {
         use Field::*;
         match self {
-            EvtTime | EvtRawtime | EvtNum | EvtRawres | ProcPid | ProcPpid | ProcSid | ProcTty | ProcApid(_) | ProcStartTs => FieldKind::Int,
-            ThreadTid | UserUid | UserLoginuid | GroupGid | FdNum | FdSport | FdCport | FdLport | FdRport | ContainerStartTs => {
-                FieldKind::Int
-            }
-            EvtIsOpenRead | EvtIsOpenWrite | EvtIsOpenExec | ProcIsExeUpperLayer | ProcIsExeFromMemfd | ContainerPrivileged => {
-                FieldKind::Bool
-            }
+            EvtTime | EvtRawtime | EvtNum | EvtRawres | ProcPid | ProcPpid | ProcSid | ProcTty
+            | ProcApid(_) | ProcStartTs => FieldKind::Int,
+            ThreadTid | UserUid | UserLoginuid | GroupGid | FdNum | FdSport | FdCport | FdLport
+            | FdRport | ContainerStartTs => FieldKind::Int,
+            EvtIsOpenRead | EvtIsOpenWrite | EvtIsOpenExec | ProcIsExeUpperLayer
+            | ProcIsExeFromMemfd | ContainerPrivileged => FieldKind::Bool,
             FdSip | FdCip | FdLip | FdRip => FieldKind::Ip,
-            ProcAnameAny | ProcApidAny | ContainerMountDest | ContainerMountSource => FieldKind::List,
+            ProcAnameAny | ProcApidAny | ContainerMountDest | ContainerMountSource => {
+                FieldKind::List
+            }
             EvtArg(a) => a.kind(),
             _ => FieldKind::Str,
         }
@@ -1282,7 +1413,11 @@ fn render_flags(ty: EventType, flags: u64) -> Cow<'static, str> {
                 _ => "O_RDONLY",
             };
             let rest = render_bits(flags & !(libc::O_ACCMODE as u64), OPEN_FLAGS);
-            if rest.is_empty() { mode.to_string() } else { format!("{mode}|{rest}") }
+            if rest.is_empty() {
+                mode.to_string()
+            } else {
+                format!("{mode}|{rest}")
+            }
         }
         Execve | Execveat => render_bits(
             flags,
@@ -1295,9 +1430,22 @@ fn render_flags(ty: EventType, flags: u64) -> Cow<'static, str> {
         ),
         MemfdCreate => render_bits(
             flags,
-            &[(1, "MFD_CLOEXEC"), (2, "MFD_ALLOW_SEALING"), (4, "MFD_HUGETLB"), (8, "MFD_NOEXEC_SEAL"), (0x10, "MFD_EXEC")],
+            &[
+                (1, "MFD_CLOEXEC"),
+                (2, "MFD_ALLOW_SEALING"),
+                (4, "MFD_HUGETLB"),
+                (8, "MFD_NOEXEC_SEAL"),
+                (0x10, "MFD_EXEC"),
+            ],
         ),
-        Renameat2 => render_bits(flags, &[(1, "RENAME_NOREPLACE"), (2, "RENAME_EXCHANGE"), (4, "RENAME_WHITEOUT")]),
+        Renameat2 => render_bits(
+            flags,
+            &[
+                (1, "RENAME_NOREPLACE"),
+                (2, "RENAME_EXCHANGE"),
+                (4, "RENAME_WHITEOUT"),
+            ],
+        ),
         Unlinkat => render_bits(flags, &[(libc::AT_REMOVEDIR as u64, "AT_REMOVEDIR")]),
         Dup3 => render_bits(flags, &[(libc::O_CLOEXEC as u64, "O_CLOEXEC")]),
         Mount => render_bits(
@@ -1459,7 +1607,10 @@ mod tests {
     use super::*;
 
     fn open_event(path: &str, flags: i32) -> Event {
-        let mut e = Event::new(EventType::Openat, Arc::new(Process::new(10, 1, "/usr/bin/cat", &["cat", path])));
+        let mut e = Event::new(
+            EventType::Openat,
+            Arc::new(Process::new(10, 1, "/usr/bin/cat", &["cat", path])),
+        );
         e.evt.args.flags = Some(flags as u64);
         e.evt.args.name = Some(path.into());
         e.evt.res = 3;
@@ -1474,18 +1625,29 @@ mod tests {
     #[test]
     fn process_fields_follow_falco_names() {
         let mut e = open_event("/etc/shadow", libc::O_RDONLY);
-        let parent = Arc::new(Process::new(1, 0, "/bin/bash", &["bash", "-c", "cat /etc/shadow"]));
+        let parent = Arc::new(Process::new(
+            1,
+            0,
+            "/bin/bash",
+            &["bash", "-c", "cat /etc/shadow"],
+        ));
         let grand = Arc::new(Process::new(0, 0, "/sbin/init", &["init"]));
         e.ancestors = vec![parent, grand];
         assert_eq!(get(&e, "proc.name", None).to_string(), "cat");
         assert_eq!(get(&e, "proc.cmdline", None).to_string(), "cat /etc/shadow");
         assert_eq!(get(&e, "proc.args", None).to_string(), "/etc/shadow");
         assert_eq!(get(&e, "proc.pname", None).to_string(), "bash");
-        assert_eq!(get(&e, "proc.pcmdline", None).to_string(), "bash -c cat /etc/shadow");
+        assert_eq!(
+            get(&e, "proc.pcmdline", None).to_string(),
+            "bash -c cat /etc/shadow"
+        );
         assert_eq!(get(&e, "proc.aname", Some("2")).to_string(), "init");
         assert_eq!(get(&e, "proc.aname", Some("0")).to_string(), "cat");
         assert!(get(&e, "proc.aname", Some("3")).is_absent());
-        assert_eq!(get(&e, "proc.aname", None), FieldValue::List(vec!["bash".into(), "init".into()]));
+        assert_eq!(
+            get(&e, "proc.aname", None),
+            FieldValue::List(vec!["bash".into(), "init".into()])
+        );
     }
 
     #[test]
@@ -1493,7 +1655,10 @@ mod tests {
         let e = open_event("/etc/x", libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC);
         let flags = get(&e, "evt.arg.flags", None).to_string();
         assert!(flags.starts_with("O_WRONLY|"), "{flags}");
-        assert!(flags.contains("O_TRUNC") && flags.contains("O_CREAT"), "{flags}");
+        assert!(
+            flags.contains("O_TRUNC") && flags.contains("O_CREAT"),
+            "{flags}"
+        );
         assert_eq!(get(&e, "evt.is_open_write", None), FieldValue::Bool(true));
         assert_eq!(get(&e, "evt.is_open_read", None), FieldValue::Bool(false));
         assert_eq!(get(&e, "evt.arg", Some("flags")).to_string(), flags);
@@ -1514,11 +1679,17 @@ mod tests {
 
     #[test]
     fn socket_fields_distinguish_client_server_local_remote() {
-        let mut e = Event::new(EventType::Connect, Arc::new(Process::new(5, 1, "/usr/bin/curl", &["curl"])));
+        let mut e = Event::new(
+            EventType::Connect,
+            Arc::new(Process::new(5, 1, "/usr/bin/curl", &["curl"])),
+        );
         let local: SocketAddr = "10.0.0.2:40000".parse().unwrap();
         let remote: SocketAddr = "10.43.0.1:443".parse().unwrap();
         e.fd = Some(Fd::socket(4, local, remote, Role::Client, L4Proto::Tcp));
-        assert_eq!(get(&e, "fd.name", None).to_string(), "10.0.0.2:40000->10.43.0.1:443");
+        assert_eq!(
+            get(&e, "fd.name", None).to_string(),
+            "10.0.0.2:40000->10.43.0.1:443"
+        );
         assert_eq!(get(&e, "fd.sip", None).to_string(), "10.43.0.1");
         assert_eq!(get(&e, "fd.sport", None), FieldValue::Int(443));
         assert_eq!(get(&e, "fd.cport", None), FieldValue::Int(40000));
@@ -1533,19 +1704,40 @@ mod tests {
         let e = open_event("/x", 0);
         assert_eq!(get(&e, "k8s.pod.name", None).to_string(), "<NA>");
         assert_eq!(get(&e, "container.id", None).to_string(), "host");
-        assert_eq!(Field::parse("k8s.pod.label", None), Err(FieldError::Unknown("k8s.pod.label".into())));
-        assert!(matches!(Field::parse("proc.aexepath", None), Err(FieldError::IndexRequired { .. })));
-        assert!(matches!(Field::parse("proc.name", Some("1")), Err(FieldError::IndexNotAllowed { .. })));
+        assert_eq!(
+            Field::parse("k8s.pod.label", None),
+            Err(FieldError::Unknown("k8s.pod.label".into()))
+        );
+        assert!(matches!(
+            Field::parse("proc.aexepath", None),
+            Err(FieldError::IndexRequired { .. })
+        ));
+        assert!(matches!(
+            Field::parse("proc.name", Some("1")),
+            Err(FieldError::IndexNotAllowed { .. })
+        ));
     }
 
     #[test]
     fn args_render_by_type() {
-        let mut e = Event::new(EventType::Ptrace, Arc::new(Process::new(5, 1, "/usr/bin/gdb", &["gdb"])));
+        let mut e = Event::new(
+            EventType::Ptrace,
+            Arc::new(Process::new(5, 1, "/usr/bin/gdb", &["gdb"])),
+        );
         e.evt.args.request = Some(16);
         e.evt.args.pid = Some(42);
-        assert_eq!(get(&e, "evt.arg.request", None).to_string(), "PTRACE_ATTACH");
-        assert_eq!(get(&e, "evt.args", None).to_string(), "res=SUCCESS request=PTRACE_ATTACH pid=42");
-        let mut s = Event::new(EventType::Socket, Arc::new(Process::new(5, 1, "/x", &["x"])));
+        assert_eq!(
+            get(&e, "evt.arg.request", None).to_string(),
+            "PTRACE_ATTACH"
+        );
+        assert_eq!(
+            get(&e, "evt.args", None).to_string(),
+            "res=SUCCESS request=PTRACE_ATTACH pid=42"
+        );
+        let mut s = Event::new(
+            EventType::Socket,
+            Arc::new(Process::new(5, 1, "/x", &["x"])),
+        );
         s.evt.args.domain = Some(libc::AF_PACKET as u32);
         assert_eq!(get(&s, "evt.arg.domain", None).to_string(), "AF_PACKET");
     }
@@ -1568,6 +1760,9 @@ mod tests {
 
     #[test]
     fn capabilities_render_by_name() {
-        assert_eq!(render_caps((1 << 21) | (1 << 16)), "CAP_SYS_MODULE CAP_SYS_ADMIN");
+        assert_eq!(
+            render_caps((1 << 21) | (1 << 16)),
+            "CAP_SYS_MODULE CAP_SYS_ADMIN"
+        );
     }
 }

@@ -31,7 +31,12 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 4] = [Class::CriticalAlert, Class::Alert, Class::NodeEvent, Class::Metrics];
+    pub const ALL: [Class; 4] = [
+        Class::CriticalAlert,
+        Class::Alert,
+        Class::NodeEvent,
+        Class::Metrics,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -88,8 +93,17 @@ pub struct Report {
 impl Report {
     /// An alert (Falco's alert object as payload).
     pub fn alert(critical: bool, payload: Map<String, Value>) -> Self {
-        let class = if critical { Class::CriticalAlert } else { Class::Alert };
-        Self { class, topic: Topic::Alerts, created: SystemTime::now(), payload }
+        let class = if critical {
+            Class::CriticalAlert
+        } else {
+            Class::Alert
+        };
+        Self {
+            class,
+            topic: Topic::Alerts,
+            created: SystemTime::now(),
+            payload,
+        }
     }
 
     /// A node event: `{"kind": .., "message": .., ..fields}`. `kind` is a
@@ -99,12 +113,22 @@ impl Report {
         payload.insert("kind".into(), Value::from(kind));
         payload.insert("message".into(), Value::from(message.into()));
         payload.extend(fields);
-        Self { class: Class::NodeEvent, topic: Topic::Events, created: SystemTime::now(), payload }
+        Self {
+            class: Class::NodeEvent,
+            topic: Topic::Events,
+            created: SystemTime::now(),
+            payload,
+        }
     }
 
     /// A metrics batch.
     pub fn metrics(payload: Map<String, Value>) -> Self {
-        Self { class: Class::Metrics, topic: Topic::Metrics, created: SystemTime::now(), payload }
+        Self {
+            class: Class::Metrics,
+            topic: Topic::Metrics,
+            created: SystemTime::now(),
+            payload,
+        }
     }
 }
 
@@ -165,7 +189,13 @@ impl ReportSender {
 /// A bounded report channel of `capacity`.
 pub fn channel(capacity: usize) -> (ReportSender, mpsc::Receiver<Report>) {
     let (tx, rx) = mpsc::channel(capacity);
-    (ReportSender { tx, dropped: Arc::default() }, rx)
+    (
+        ReportSender {
+            tx,
+            dropped: Arc::default(),
+        },
+        rx,
+    )
 }
 
 #[cfg(test)]
@@ -185,7 +215,12 @@ mod tests {
 
     #[test]
     fn classes_sort_in_drain_order() {
-        let mut v = vec![Class::Metrics, Class::CriticalAlert, Class::NodeEvent, Class::Alert];
+        let mut v = vec![
+            Class::Metrics,
+            Class::CriticalAlert,
+            Class::NodeEvent,
+            Class::Alert,
+        ];
         v.sort();
         assert_eq!(v, Class::ALL);
     }

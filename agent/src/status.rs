@@ -67,18 +67,29 @@ pub struct StageStatus {
 
 impl StageStatus {
     fn new(state: StageState) -> Self {
-        Self { state, since: unix_now(), summary: String::new(), details: Map::new(), last_error: None }
+        Self {
+            state,
+            since: unix_now(),
+            summary: String::new(),
+            details: Map::new(),
+            last_error: None,
+        }
     }
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
+
+/// One registered stage: its name and the receiving end of its snapshot.
+type Slot = (String, watch::Receiver<StageStatus>);
 
 /// The set of stages, in registration order.
 #[derive(Clone, Default)]
 pub struct StatusBoard {
-    inner: Arc<Mutex<Vec<(String, watch::Receiver<StageStatus>)>>>,
+    inner: Arc<Mutex<Vec<Slot>>>,
 }
 
 impl StatusBoard {
@@ -100,7 +111,10 @@ impl StatusBoard {
     /// The latest snapshot of every stage, in registration order.
     pub fn snapshot(&self) -> Vec<(String, StageStatus)> {
         let stages = self.inner.lock().expect("status board lock");
-        stages.iter().map(|(n, rx)| (n.clone(), rx.borrow().clone())).collect()
+        stages
+            .iter()
+            .map(|(n, rx)| (n.clone(), rx.borrow().clone()))
+            .collect()
     }
 
     /// Snapshot as a JSON object keyed by stage name (order kept).
@@ -113,7 +127,10 @@ impl StatusBoard {
     }
 
     pub fn names(&self) -> BTreeMap<String, StageState> {
-        self.snapshot().into_iter().map(|(n, s)| (n, s.state)).collect()
+        self.snapshot()
+            .into_iter()
+            .map(|(n, s)| (n, s.state))
+            .collect()
     }
 }
 
@@ -157,7 +174,10 @@ impl StatusReporter {
 
     /// Record an error without changing state.
     pub fn error(&self, message: impl Into<String>) {
-        let note = ErrorNote { at: unix_now(), message: message.into() };
+        let note = ErrorNote {
+            at: unix_now(),
+            message: message.into(),
+        };
         self.tx.send_modify(|s| s.last_error = Some(note));
     }
 
@@ -199,6 +219,9 @@ mod tests {
         r.fail("tracefs not mounted");
         let (_, s) = &board.snapshot()[0];
         assert_eq!(s.state, StageState::Failed);
-        assert_eq!(s.last_error.as_ref().unwrap().message, "tracefs not mounted");
+        assert_eq!(
+            s.last_error.as_ref().unwrap().message,
+            "tracefs not mounted"
+        );
     }
 }

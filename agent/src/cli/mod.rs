@@ -95,7 +95,8 @@ impl Cli {
             Err(e) => {
                 let _ = e.print();
                 Err(match e.kind() {
-                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Exit::Ok.into(),
+                    clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion => Exit::Ok.into(),
                     _ => Exit::Usage.into(),
                 })
             }
@@ -109,7 +110,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Run => run::run(&cli.config),
         Command::Status { json } => block_on(status::status(&cli.config, json)),
-        Command::Config(ConfigCommand::Check { file }) => Ok(config_cmd::check(file.as_deref().unwrap_or(&cli.config))),
+        Command::Config(ConfigCommand::Check { file }) => {
+            Ok(config_cmd::check(file.as_deref().unwrap_or(&cli.config)))
+        }
         Command::Version => {
             version::print();
             Ok(Exit::Ok)
@@ -128,5 +131,8 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// Start logging for one-shot commands: warnings and errors only.
 pub fn init_cli_logging() {
-    crate::logging::init(&crate::config::LogConfig { level: crate::config::LogLevel::Warn, ..Default::default() });
+    crate::logging::init(&crate::config::LogConfig {
+        level: crate::config::LogLevel::Warn,
+        ..Default::default()
+    });
 }

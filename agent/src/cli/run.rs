@@ -19,7 +19,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
         }
     };
     crate::logging::init(&loaded.config.log);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKER_THREADS);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORKER_THREADS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("edge-agent")

@@ -65,7 +65,8 @@ fn offline_document(
     match loaded {
         Ok(l) => {
             let c = &l.config;
-            doc["node"] = json!({ "id": c.node.id, "fleet": c.node.fleet, "groups": c.node.groups });
+            doc["node"] =
+                json!({ "id": c.node.id, "fleet": c.node.fleet, "groups": c.node.groups });
             doc["config"] = json!({ "path": config_path, "valid": true });
             doc["paths"] = json!({
                 "state_dir": c.paths.state_dir,
@@ -94,7 +95,13 @@ fn offline_sections(_config: &AgentConfig) -> Map<String, Value> {
 /// Bytes in the regular files directly below `dir` (the state directory is flat).
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -110,8 +117,15 @@ fn render_running(doc: &Value) -> String {
     );
     render_node_and_config(&mut out, doc);
     let dropped = &doc["reports_dropped_before_outbox"];
-    if dropped.as_object().is_some_and(|m| m.values().any(|v| v.as_u64().unwrap_or(0) > 0)) {
-        let _ = writeln!(out, "WARNING  reports dropped before reaching the outbox: {}", inline(dropped));
+    if dropped
+        .as_object()
+        .is_some_and(|m| m.values().any(|v| v.as_u64().unwrap_or(0) > 0))
+    {
+        let _ = writeln!(
+            out,
+            "WARNING  reports dropped before reaching the outbox: {}",
+            inline(dropped)
+        );
     }
     render_stages(&mut out, &doc["stages"]);
     out
@@ -119,8 +133,15 @@ fn render_running(doc: &Value) -> String {
 
 fn render_offline(doc: &Value) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "edge-agent is NOT RUNNING: {}", str_of(&doc["daemon"]["reason"]));
-    let _ = writeln!(out, "  start it with: systemctl start edge-agent    (logs: journalctl -u edge-agent)");
+    let _ = writeln!(
+        out,
+        "edge-agent is NOT RUNNING: {}",
+        str_of(&doc["daemon"]["reason"])
+    );
+    let _ = writeln!(
+        out,
+        "  start it with: systemctl start edge-agent    (logs: journalctl -u edge-agent)"
+    );
     render_node_and_config(&mut out, doc);
     if let Some(p) = doc.get("paths") {
         let _ = writeln!(
@@ -128,7 +149,10 @@ fn render_offline(doc: &Value) -> String {
             "state    {} ({})",
             str_of(&p["state_dir"]),
             if p["state_dir_exists"].as_bool() == Some(true) {
-                format!("{} on disk", human_bytes(p["state_dir_bytes"].as_u64().unwrap_or(0)))
+                format!(
+                    "{} on disk",
+                    human_bytes(p["state_dir_bytes"].as_u64().unwrap_or(0))
+                )
             } else {
                 "missing".into()
             }
@@ -142,32 +166,50 @@ fn render_offline(doc: &Value) -> String {
 
 fn render_node_and_config(out: &mut String, doc: &Value) {
     if let Some(n) = doc.get("node") {
-        let groups = n["groups"].as_array().map(|g| g.iter().map(str_of).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        let groups = n["groups"]
+            .as_array()
+            .map(|g| g.iter().map(str_of).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "node     {}  fleet {}{}",
             str_of(&n["id"]),
             str_of(&n["fleet"]),
-            if groups.is_empty() { String::new() } else { format!("  groups {groups}") }
+            if groups.is_empty() {
+                String::new()
+            } else {
+                format!("  groups {groups}")
+            }
         );
     }
     let c = &doc["config"];
     let mut line = format!("config   {}", str_of(&c["path"]));
     if c["valid"].as_bool() == Some(false) {
-        let _ = write!(line, "  INVALID:\n  {}", str_of(&c["error"]).replace('\n', "\n  "));
+        let _ = write!(
+            line,
+            "  INVALID:\n  {}",
+            str_of(&c["error"]).replace('\n', "\n  ")
+        );
     }
     if let Some(r) = c.get("last_reload").filter(|r| !r.is_null()) {
         if r["ok"].as_bool() == Some(true) {
             let _ = write!(line, "  (reloaded {})", when(r["at"].as_u64()));
         } else {
-            let _ = write!(line, "\n  last reload REFUSED {}: {}", when(r["at"].as_u64()), str_of(&r["error"]));
+            let _ = write!(
+                line,
+                "\n  last reload REFUSED {}: {}",
+                when(r["at"].as_u64()),
+                str_of(&r["error"])
+            );
         }
     }
     let _ = writeln!(out, "{line}");
 }
 
 fn render_stages(out: &mut String, stages: &Value) {
-    let Some(stages) = stages.as_object() else { return };
+    let Some(stages) = stages.as_object() else {
+        return;
+    };
     if stages.is_empty() {
         return;
     }
@@ -179,14 +221,24 @@ fn render_stages(out: &mut String, stages: &Value) {
             "degraded" => "!  ",
             _ => "   ",
         };
-        let _ = writeln!(out, "{marker}{name:<10} {:<9} {}", state.to_uppercase(), str_of(&s["summary"]));
+        let _ = writeln!(
+            out,
+            "{marker}{name:<10} {:<9} {}",
+            state.to_uppercase(),
+            str_of(&s["summary"])
+        );
         if let Some(details) = s["details"].as_object() {
             for (k, v) in details {
                 let _ = writeln!(out, "      {k}: {}", inline(v));
             }
         }
         if let Some(e) = s.get("last_error").filter(|e| !e.is_null()) {
-            let _ = writeln!(out, "      last error {}: {}", when(e["at"].as_u64()), str_of(&e["message"]));
+            let _ = writeln!(
+                out,
+                "      last error {}: {}",
+                when(e["at"].as_u64()),
+                str_of(&e["message"])
+            );
         }
     }
 }
@@ -194,7 +246,11 @@ fn render_stages(out: &mut String, stages: &Value) {
 /// A JSON value on one line: objects as `k=v k=v`, arrays comma separated.
 fn inline(v: &Value) -> String {
     match v {
-        Value::Object(m) => m.iter().map(|(k, v)| format!("{k}={}", inline(v))).collect::<Vec<_>>().join(" "),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", inline(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
         Value::Array(a) => a.iter().map(inline).collect::<Vec<_>>().join(", "),
         Value::Null => "-".into(),
         other => str_of(other),
@@ -211,9 +267,9 @@ fn str_of(v: &Value) -> String {
 
 fn when(unix: Option<u64>) -> String {
     match unix {
-        Some(t) if t > 0 => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string().replace('T', " ")
-        }
+        Some(t) if t > 0 => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t))
+            .to_string()
+            .replace('T', " "),
         _ => "-".into(),
     }
 }
@@ -240,7 +296,10 @@ mod tests {
 
     #[test]
     fn details_render_on_one_line_each() {
-        assert_eq!(inline(&json!({"alert": 3, "metrics": 10})), "alert=3 metrics=10");
+        assert_eq!(
+            inline(&json!({"alert": 3, "metrics": 10})),
+            "alert=3 metrics=10"
+        );
         assert_eq!(inline(&json!(["a", "b"])), "a, b");
         assert_eq!(inline(&Value::Null), "-");
     }
@@ -252,6 +311,9 @@ mod tests {
         render_stages(&mut out, &stages);
         assert!(out.contains("!! sensor"), "{out}");
         assert!(out.contains("FAILED"), "{out}");
-        assert!(out.contains("last error - : no BTF") || out.contains("no BTF"), "{out}");
+        assert!(
+            out.contains("last error - : no BTF") || out.contains("no BTF"),
+            "{out}"
+        );
     }
 }

@@ -17,7 +17,10 @@ pub struct BootstrapConfig {
 
 impl Default for BootstrapConfig {
     fn default() -> Self {
-        Self { enabled: false, root: PathBuf::from("/") }
+        Self {
+            enabled: false,
+            root: PathBuf::from("/"),
+        }
     }
 }
 

@@ -20,7 +20,11 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { id: String::new(), fleet: "default".into(), groups: Vec::new() }
+        Self {
+            id: String::new(),
+            fleet: "default".into(),
+            groups: Vec::new(),
+        }
     }
 }
 
@@ -46,7 +50,11 @@ pub fn default_node_id() -> String {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()))
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())
 }
@@ -79,7 +87,9 @@ impl PathsConfig {
             self.runtime_dir = first_env_dir("RUNTIME_DIRECTORY").unwrap_or_else(|| {
                 if root {
                     PathBuf::from("/run/edge-agent")
-                } else if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+                } else if let Some(dir) =
+                    std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty())
+                {
                     PathBuf::from(dir).join("edge-agent")
                 } else {
                     PathBuf::from(format!("/tmp/edge-agent-{}", nix::unistd::geteuid()))
@@ -97,7 +107,10 @@ impl PathsConfig {
         if sock.as_os_str().len() > SUN_PATH_MAX {
             problems.push(Problem::new(
                 "paths.runtime_dir",
-                format!("{} is too long for a Unix socket path; choose a shorter runtime_dir", sock.display()),
+                format!(
+                    "{} is too long for a Unix socket path; choose a shorter runtime_dir",
+                    sock.display()
+                ),
             ));
         }
     }
@@ -112,14 +125,19 @@ impl PathsConfig {
 fn first_env_dir(var: &str) -> Option<PathBuf> {
     let v = std::env::var_os(var)?;
     let s = v.to_string_lossy();
-    s.split(':').next().filter(|s| !s.is_empty()).map(PathBuf::from)
+    s.split(':')
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
 }
 
 fn xdg_dir(var: &str, fallback_below_home: &str) -> PathBuf {
     match std::env::var_os(var).filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d),
         None => {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"));
             home.join(fallback_below_home)
         }
     }
@@ -176,14 +194,19 @@ pub struct ControlConfig {
 
 impl Default for ControlConfig {
     fn default() -> Self {
-        Self { group: "edge-agent".into() }
+        Self {
+            group: "edge-agent".into(),
+        }
     }
 }
 
 impl ControlConfig {
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         if self.group.is_empty() || self.group.contains(|c: char| c == ':' || c.is_whitespace()) {
-            problems.push(Problem::new("control.group", format!("\"{}\" is not a valid group name", self.group)));
+            problems.push(Problem::new(
+                "control.group",
+                format!("\"{}\" is not a valid group name", self.group),
+            ));
         }
     }
 }

@@ -34,7 +34,10 @@ impl MetricsConfig {
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         if self.interval.get().as_secs() < 1 {
-            problems.push(Problem::new("metrics.interval", format!("must be at least \"1s\", got \"{}\"", self.interval)));
+            problems.push(Problem::new(
+                "metrics.interval",
+                format!("must be at least \"1s\", got \"{}\"", self.interval),
+            ));
         }
         if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(Problem::new(

@@ -64,7 +64,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { key: key.into(), reason: reason.into() }
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -73,7 +76,10 @@ impl Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read the config file: {source} (check the path given with --config)", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: {}{}", path.display(), key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default(), message)]
     Parse {
         path: PathBuf,
@@ -83,7 +89,10 @@ pub enum ConfigError {
         message: String,
     },
     #[error("{}", render_problems(path, problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
@@ -105,23 +114,34 @@ pub struct LoadedConfig {
 impl AgentConfig {
     /// Read, parse, resolve defaults and relative paths, and validate.
     pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let config = Self::from_toml(&text, path)?;
-        Ok(LoadedConfig { config, path: path.to_path_buf() })
+        Ok(LoadedConfig {
+            config,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Parse `text` as if it were the file at `path` (used for error messages
     /// and to resolve relative paths).
     pub fn from_toml(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         let mut config = parse(text, path)?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         config.resolve(base);
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid { path: path.to_path_buf(), problems })
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
         }
     }
 
@@ -167,7 +187,11 @@ fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         key: None,
-        message: format!("not valid TOML: {}{}", e.message().trim(), position(e.span())),
+        message: format!(
+            "not valid TOML: {}{}",
+            e.message().trim(),
+            position(e.span())
+        ),
     })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
@@ -210,8 +234,17 @@ pub fn check_topic_level(key: &str, value: &str, problems: &mut Vec<Problem>) {
     if value.is_empty() {
         problems.push(Problem::new(key, "must not be empty"));
     } else if value.len() > MAX_TOPIC_LEVEL {
-        problems.push(Problem::new(key, format!("must be at most {MAX_TOPIC_LEVEL} characters, got {}", value.len())));
-    } else if let Some(c) = value.chars().find(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control()) {
+        problems.push(Problem::new(
+            key,
+            format!(
+                "must be at most {MAX_TOPIC_LEVEL} characters, got {}",
+                value.len()
+            ),
+        ));
+    } else if let Some(c) = value
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control())
+    {
         problems.push(Problem::new(
             key,
             format!("\"{value}\" contains {c:?}, which cannot appear in an MQTT topic level; use letters, digits, '-', '_' or '.'"),
@@ -224,7 +257,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        AgentConfig::from_toml(text, Path::new("agent.toml")).unwrap_err().to_string()
+        AgentConfig::from_toml(text, Path::new("agent.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -237,7 +272,9 @@ mod tests {
     fn a_bad_duration_names_file_key_and_reason() {
         let e = err("[metrics]\ninterval = \"abc\"\n");
         assert!(
-            e.starts_with("agent.toml: metrics.interval: expected a duration such as \"30s\", got \"abc\""),
+            e.starts_with(
+                "agent.toml: metrics.interval: expected a duration such as \"30s\", got \"abc\""
+            ),
             "{e}"
         );
         assert!(e.contains("line 2"), "{e}");
@@ -269,12 +306,19 @@ mod tests {
     fn impossible_values_are_all_reported_at_once() {
         let e = err("[node]\nid = \"a/b\"\nfleet = \"\"\n");
         assert!(e.contains("agent.toml: node.id:"), "{e}");
-        assert!(e.contains("agent.toml: node.fleet: must not be empty"), "{e}");
+        assert!(
+            e.contains("agent.toml: node.fleet: must not be empty"),
+            "{e}"
+        );
     }
 
     #[test]
     fn relative_paths_resolve_against_the_config_directory() {
-        let c = AgentConfig::from_toml("[paths]\nstate_dir = \"state\"\n", Path::new("/etc/edge-agent/agent.toml")).unwrap();
+        let c = AgentConfig::from_toml(
+            "[paths]\nstate_dir = \"state\"\n",
+            Path::new("/etc/edge-agent/agent.toml"),
+        )
+        .unwrap();
         assert_eq!(c.paths.state_dir, PathBuf::from("/etc/edge-agent/state"));
     }
 }

@@ -16,7 +16,9 @@ pub struct OutboxConfig {
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        Self { max_bytes: ByteSize::mib(256) }
+        Self {
+            max_bytes: ByteSize::mib(256),
+        }
     }
 }
 
@@ -27,7 +29,10 @@ impl OutboxConfig {
         // Below this the budget cannot hold even one metrics batch plus alerts.
         const MIN_BYTES: ByteSize = ByteSize::mib(1);
         if self.max_bytes < MIN_BYTES {
-            problems.push(Problem::new("outbox.max_bytes", format!("must be at least {MIN_BYTES}, got {}", self.max_bytes)));
+            problems.push(Problem::new(
+                "outbox.max_bytes",
+                format!("must be at least {MIN_BYTES}, got {}", self.max_bytes),
+            ));
         }
     }
 }

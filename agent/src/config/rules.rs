@@ -58,7 +58,13 @@ impl RulesConfig {
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         if !(self.rate.is_finite() && self.rate > 0.0) {
-            problems.push(Problem::new("rules.rate", format!("must be a positive number of alerts per second, got {}", self.rate)));
+            problems.push(Problem::new(
+                "rules.rate",
+                format!(
+                    "must be a positive number of alerts per second, got {}",
+                    self.rate
+                ),
+            ));
         }
         if self.max_burst == 0 {
             problems.push(Problem::new("rules.max_burst", "must be at least 1"));

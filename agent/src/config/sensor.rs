@@ -28,10 +28,17 @@ impl Default for SensorConfig {
             enabled: true,
             exclude_comms: Vec::new(),
             exclude_paths: Vec::new(),
-            watch_open_prefixes: ["/etc", "/root", "/var/run/secrets", "/run/secrets", "/proc/self", "/dev/shm"]
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
+            watch_open_prefixes: [
+                "/etc",
+                "/root",
+                "/var/run/secrets",
+                "/run/secrets",
+                "/proc/self",
+                "/dev/shm",
+            ]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
             ring_buffer_bytes: ByteSize::mib(8),
             deny_exec: Vec::new(),
         }
@@ -49,10 +56,16 @@ impl SensorConfig {
                 format!("must be a power of two of at least 4 KiB (the kernel's rule), got {rb}"),
             ));
         }
-        for (key, list) in [("sensor.exclude_paths", &self.exclude_paths), ("sensor.watch_open_prefixes", &self.watch_open_prefixes)] {
+        for (key, list) in [
+            ("sensor.exclude_paths", &self.exclude_paths),
+            ("sensor.watch_open_prefixes", &self.watch_open_prefixes),
+        ] {
             for (i, p) in list.iter().enumerate() {
                 if !p.is_absolute() {
-                    problems.push(Problem::new(format!("{key}[{i}]"), format!("\"{}\" must be an absolute path", p.display())));
+                    problems.push(Problem::new(
+                        format!("{key}[{i}]"),
+                        format!("\"{}\" must be an absolute path", p.display()),
+                    ));
                 }
             }
         }

@@ -104,7 +104,9 @@ impl FromStr for ByteSize {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         bytesize::ByteSize::from_str(s.trim())
             .map(|b| ByteSize(b.as_u64()))
-            .map_err(|_| format!("expected a size such as \"256 MiB\" or a number of bytes, got \"{s}\""))
+            .map_err(|_| {
+                format!("expected a size such as \"256 MiB\" or a number of bytes, got \"{s}\"")
+            })
     }
 }
 
@@ -129,9 +131,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom(format!("expected a size of zero or more bytes, got {v}")))
+                u64::try_from(v).map(ByteSize).map_err(|_| {
+                    E::custom(format!("expected a size of zero or more bytes, got {v}"))
+                })
             }
         }
         d.deserialize_any(V)
@@ -144,15 +146,24 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units_and_reject_bare_words() {
-        assert_eq!("30s".parse::<HumanDuration>().unwrap().get(), Duration::from_secs(30));
-        assert_eq!("1h 30m".parse::<HumanDuration>().unwrap().get(), Duration::from_secs(5400));
+        assert_eq!(
+            "30s".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            "1h 30m".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(5400)
+        );
         let err = "abc".parse::<HumanDuration>().unwrap_err();
         assert_eq!(err, "expected a duration such as \"30s\", got \"abc\"");
     }
 
     #[test]
     fn sizes_accept_iec_units_and_plain_numbers() {
-        assert_eq!("256 MiB".parse::<ByteSize>().unwrap().get(), 256 * 1024 * 1024);
+        assert_eq!(
+            "256 MiB".parse::<ByteSize>().unwrap().get(),
+            256 * 1024 * 1024
+        );
         assert_eq!("4KiB".parse::<ByteSize>().unwrap().get(), 4096);
         assert!("lots".parse::<ByteSize>().is_err());
     }

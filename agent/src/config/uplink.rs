@@ -64,16 +64,29 @@ impl UplinkConfig {
         }
         if let Some(rest) = self.url.strip_prefix("mqtts://") {
             if rest.is_empty() {
-                problems.push(Problem::new("uplink.url", "has no host; expected mqtts://host:port"));
+                problems.push(Problem::new(
+                    "uplink.url",
+                    "has no host; expected mqtts://host:port",
+                ));
             }
-            for (key, path) in [("uplink.ca_file", &self.ca_file), ("uplink.cert_file", &self.cert_file), ("uplink.key_file", &self.key_file)] {
+            for (key, path) in [
+                ("uplink.ca_file", &self.ca_file),
+                ("uplink.cert_file", &self.cert_file),
+                ("uplink.key_file", &self.key_file),
+            ] {
                 if path.as_os_str().is_empty() {
-                    problems.push(Problem::new(key, "is required with an mqtts:// url (a PEM file path)"));
+                    problems.push(Problem::new(
+                        key,
+                        "is required with an mqtts:// url (a PEM file path)",
+                    ));
                 }
             }
         } else if let Some(rest) = self.url.strip_prefix("mqtt://") {
             if rest.is_empty() {
-                problems.push(Problem::new("uplink.url", "has no host; expected mqtt://host:port"));
+                problems.push(Problem::new(
+                    "uplink.url",
+                    "has no host; expected mqtt://host:port",
+                ));
             }
             if !self.insecure_plaintext {
                 problems.push(Problem::new(
@@ -84,7 +97,10 @@ impl UplinkConfig {
         } else {
             problems.push(Problem::new(
                 "uplink.url",
-                format!("\"{}\" must start with mqtts:// (or mqtt:// with insecure_plaintext = true)", self.url),
+                format!(
+                    "\"{}\" must start with mqtts:// (or mqtt:// with insecure_plaintext = true)",
+                    self.url
+                ),
             ));
         }
     }

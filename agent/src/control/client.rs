@@ -33,30 +33,54 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(path).await.map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning { path: path.to_path_buf() },
-            io::ErrorKind::PermissionDenied => ClientError::PermissionDenied { path: path.to_path_buf() },
-            _ => ClientError::Io { path: path.to_path_buf(), source },
-        })?;
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning {
+                        path: path.to_path_buf(),
+                    }
+                }
+                io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                    path: path.to_path_buf(),
+                },
+                _ => ClientError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
         let (read, write) = stream.into_split();
-        Ok(Client { path: path.to_path_buf(), lines: BufReader::new(read).lines(), write })
+        Ok(Client {
+            path: path.to_path_buf(),
+            lines: BufReader::new(read).lines(),
+            write,
+        })
     }
 
     async fn send(&mut self, method: &str, params: Value) -> Result<(), ClientError> {
-        let mut line = serde_json::to_vec(&json!({"v": PROTOCOL_VERSION, "method": method, "params": params}))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(&json!({"v": PROTOCOL_VERSION, "method": method, "params": params}))
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
-        self.write.write_all(&line).await.map_err(|source| self.io(source))
+        self.write
+            .write_all(&line)
+            .await
+            .map_err(|source| self.io(source))
     }
 
     fn io(&self, source: io::Error) -> ClientError {
-        ClientError::Io { path: self.path.clone(), source }
+        ClientError::Io {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     async fn next_answer(&mut self) -> Result<Value, ClientError> {
         let line = self.lines.next_line().await.map_err(|e| self.io(e))?;
-        let line = line.ok_or_else(|| ClientError::Protocol("the daemon closed the connection".into()))?;
-        let v: Value = serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let line =
+            line.ok_or_else(|| ClientError::Protocol("the daemon closed the connection".into()))?;
+        let v: Value =
+            serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
         if v.get("ok") == Some(&Value::Bool(true)) {
             Ok(v)
         } else {
@@ -65,7 +89,9 @@ impl Client {
                 .and_then(|e| serde_json::from_value::<ControlError>(e.clone()).ok())
                 .unwrap_or_else(|| ControlError::new("unknown", line));
             if err.code == "permission_denied" {
-                return Err(ClientError::PermissionDenied { path: self.path.clone() });
+                return Err(ClientError::PermissionDenied {
+                    path: self.path.clone(),
+                });
             }
             Err(ClientError::Refused(err))
         }
@@ -88,6 +114,8 @@ impl Client {
         if v.get("end") == Some(&Value::Bool(true)) {
             return Ok(None);
         }
-        Ok(Some(v.get_mut("item").map(Value::take).unwrap_or(Value::Null)))
+        Ok(Some(
+            v.get_mut("item").map(Value::take).unwrap_or(Value::Null),
+        ))
     }
 }

@@ -58,7 +58,10 @@ pub struct ControlError {
 
 impl ControlError {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.to_string(), message: message.into() }
+        Self {
+            code: code.to_string(),
+            message: message.into(),
+        }
     }
     pub fn bad_params(message: impl Into<String>) -> Self {
         Self::new("bad_params", message)
@@ -96,7 +99,10 @@ impl Router {
         Fut: Future<Output = Result<Reply, ControlError>> + Send + 'static,
     {
         let handler: Handler = Arc::new(move |params| Box::pin(f(params)));
-        self.handlers.write().expect("router lock").insert(method.to_string(), handler);
+        self.handlers
+            .write()
+            .expect("router lock")
+            .insert(method.to_string(), handler);
     }
 
     pub fn unregister(&self, method: &str) {
@@ -104,7 +110,13 @@ impl Router {
     }
 
     pub fn methods(&self) -> Vec<String> {
-        let mut m: Vec<_> = self.handlers.read().expect("router lock").keys().cloned().collect();
+        let mut m: Vec<_> = self
+            .handlers
+            .read()
+            .expect("router lock")
+            .keys()
+            .cloned()
+            .collect();
         m.sort();
         m
     }
@@ -113,15 +125,26 @@ impl Router {
         if request.v != PROTOCOL_VERSION {
             return Err(ControlError::new(
                 "unsupported_version",
-                format!("this daemon speaks control protocol v{PROTOCOL_VERSION}, the request was v{}", request.v),
+                format!(
+                    "this daemon speaks control protocol v{PROTOCOL_VERSION}, the request was v{}",
+                    request.v
+                ),
             ));
         }
-        let handler = self.handlers.read().expect("router lock").get(&request.method).cloned();
+        let handler = self
+            .handlers
+            .read()
+            .expect("router lock")
+            .get(&request.method)
+            .cloned();
         match handler {
             Some(h) => h(request.params).await,
             None => Err(ControlError::new(
                 "unknown_method",
-                format!("the daemon has no method \"{}\" (is the stage that serves it enabled?)", request.method),
+                format!(
+                    "the daemon has no method \"{}\" (is the stage that serves it enabled?)",
+                    request.method
+                ),
             )),
         }
     }
@@ -132,7 +155,11 @@ mod tests {
     use super::*;
 
     fn req(v: u32, method: &str) -> Request {
-        Request { v, method: method.into(), params: Value::Null }
+        Request {
+            v,
+            method: method.into(),
+            params: Value::Null,
+        }
     }
 
     #[tokio::test]
@@ -140,7 +167,13 @@ mod tests {
         let r = Router::new();
         r.register("ping", |_| async { Ok(Reply::Value(Value::from("pong"))) });
         assert!(matches!(r.dispatch(req(1, "ping")).await, Ok(Reply::Value(v)) if v == "pong"));
-        assert_eq!(r.dispatch(req(1, "nope")).await.err().unwrap().code, "unknown_method");
-        assert_eq!(r.dispatch(req(2, "ping")).await.err().unwrap().code, "unsupported_version");
+        assert_eq!(
+            r.dispatch(req(1, "nope")).await.err().unwrap().code,
+            "unknown_method"
+        );
+        assert_eq!(
+            r.dispatch(req(2, "ping")).await.err().unwrap().code,
+            "unsupported_version"
+        );
     }
 }

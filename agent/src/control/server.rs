@@ -40,18 +40,27 @@ impl Access {
         if uid == 0 || uid == self.own_uid.as_raw() {
             return true;
         }
-        let Some(group) = self.group else { return false };
-        gid == group.as_raw() || pid.is_some_and(|pid| supplementary_groups(pid).contains(&group.as_raw()))
+        let Some(group) = self.group else {
+            return false;
+        };
+        gid == group.as_raw()
+            || pid.is_some_and(|pid| supplementary_groups(pid).contains(&group.as_raw()))
     }
 }
 
 /// The supplementary groups of a live process, from `/proc/<pid>/status`.
 fn supplementary_groups(pid: i32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return Vec::new() };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -64,20 +73,34 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|source| ServerError::CreateDir { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| ServerError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
 
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
-            return Err(ServerError::AlreadyRunning { path: path.to_path_buf() });
+            return Err(ServerError::AlreadyRunning {
+                path: path.to_path_buf(),
+            });
         }
-        std::fs::remove_file(path).map_err(|source| ServerError::RemoveStale { path: path.to_path_buf(), source })?;
+        std::fs::remove_file(path).map_err(|source| ServerError::RemoveStale {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
-    let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind { path: path.to_path_buf(), source })?;
+    let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
 
     let group = match Group::from_name(group_name) {
         Ok(Some(g)) => Some(g.gid),
         Ok(None) => {
-            warn!(group = group_name, "control.group does not exist; only root and the agent's user may use the control socket");
+            warn!(
+                group = group_name,
+                "control.group does not exist; only root and the agent's user may use the control socket"
+            );
             None
         }
         Err(e) => {
@@ -85,7 +108,10 @@ pub async fn serve(
             None
         }
     };
-    let perm_err = |source| ServerError::Permissions { path: path.to_path_buf(), source };
+    let perm_err = |source| ServerError::Permissions {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(gid) = group {
         // Only root may give a file to a group it is not in; anyone else keeps
         // their own group and the 0660 mode still keeps others out.
@@ -96,7 +122,10 @@ pub async fn serve(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(perm_err)?;
     info!(socket = %path.display(), "control socket listening");
 
-    let access = Access { own_uid: nix::unistd::geteuid(), group };
+    let access = Access {
+        own_uid: nix::unistd::geteuid(),
+        group,
+    };
     let path = path.to_path_buf();
     Ok(tokio::spawn(async move {
         loop {
@@ -120,7 +149,12 @@ pub async fn serve(
     }))
 }
 
-async fn connection(stream: UnixStream, access: Access, router: Router, shutdown: CancellationToken) {
+async fn connection(
+    stream: UnixStream,
+    access: Access,
+    router: Router,
+    shutdown: CancellationToken,
+) {
     let (uid, gid, pid) = match stream.peer_cred() {
         Ok(c) => (c.uid(), c.gid(), c.pid()),
         Err(e) => {
@@ -130,8 +164,14 @@ async fn connection(stream: UnixStream, access: Access, router: Router, shutdown
     };
     let (read, mut write) = stream.into_split();
     if !access.allows(uid, gid, pid) {
-        warn!(uid, gid, pid, "control socket: refused a peer that is neither root nor in control.group");
-        let err = ControlError::new("permission_denied", "only root and members of the control group may use this socket");
+        warn!(
+            uid,
+            gid, pid, "control socket: refused a peer that is neither root nor in control.group"
+        );
+        let err = ControlError::new(
+            "permission_denied",
+            "only root and members of the control group may use this socket",
+        );
         let _ = write_line(&mut write, &error_line(&err)).await;
         return;
     }
@@ -153,10 +193,19 @@ async fn connection(stream: UnixStream, access: Access, router: Router, shutdown
         }
         let answer = match serde_json::from_slice::<Request>(&buf) {
             Ok(req) => router.dispatch(req).await,
-            Err(e) => Err(ControlError::new("bad_request", format!("not a control request: {e}"))),
+            Err(e) => Err(ControlError::new(
+                "bad_request",
+                format!("not a control request: {e}"),
+            )),
         };
         let ok = match answer {
-            Ok(Reply::Value(v)) => write_line(&mut write, &json!({"v": PROTOCOL_VERSION, "ok": true, "result": v})).await,
+            Ok(Reply::Value(v)) => {
+                write_line(
+                    &mut write,
+                    &json!({"v": PROTOCOL_VERSION, "ok": true, "result": v}),
+                )
+                .await
+            }
             Ok(Reply::Stream(mut rx)) => {
                 loop {
                     let item = tokio::select! {
@@ -164,11 +213,21 @@ async fn connection(stream: UnixStream, access: Access, router: Router, shutdown
                         item = rx.recv() => item,
                     };
                     let Some(item) = item else { break };
-                    if write_line(&mut write, &json!({"v": PROTOCOL_VERSION, "ok": true, "item": item})).await.is_err() {
+                    if write_line(
+                        &mut write,
+                        &json!({"v": PROTOCOL_VERSION, "ok": true, "item": item}),
+                    )
+                    .await
+                    .is_err()
+                    {
                         return; // client went away: dropping rx tells the producer
                     }
                 }
-                write_line(&mut write, &json!({"v": PROTOCOL_VERSION, "ok": true, "end": true})).await
+                write_line(
+                    &mut write,
+                    &json!({"v": PROTOCOL_VERSION, "ok": true, "end": true}),
+                )
+                .await
             }
             Err(e) => write_line(&mut write, &error_line(&e)).await,
         };
@@ -182,7 +241,10 @@ fn error_line(e: &ControlError) -> Value {
     json!({"v": PROTOCOL_VERSION, "ok": false, "error": e})
 }
 
-async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<usize> {
+async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> io::Result<usize> {
     loop {
         let available = r.fill_buf().await?;
         if available.is_empty() {
@@ -196,7 +258,10 @@ async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &
         buf.extend_from_slice(chunk);
         r.consume(used);
         if buf.len() > MAX_REQUEST_BYTES {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "control request too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "control request too long",
+            ));
         }
         if done {
             return Ok(buf.len());
@@ -211,19 +276,24 @@ async fn write_line<W: AsyncWriteExt + Unpin>(w: &mut W, v: &Value) -> io::Resul
     w.flush().await
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn root_own_user_and_group_members_are_allowed_others_not() {
-        let a = Access { own_uid: Uid::from_raw(998), group: Some(Gid::from_raw(990)) };
+        let a = Access {
+            own_uid: Uid::from_raw(998),
+            group: Some(Gid::from_raw(990)),
+        };
         assert!(a.allows(0, 0, None));
         assert!(a.allows(998, 5, None));
         assert!(a.allows(1000, 990, None));
         assert!(!a.allows(1000, 1000, None));
-        let no_group = Access { own_uid: Uid::from_raw(0), group: None };
+        let no_group = Access {
+            own_uid: Uid::from_raw(0),
+            group: None,
+        };
         assert!(!no_group.allows(1000, 990, None));
     }
 }
