@@ -225,11 +225,11 @@ fn start_sinks(
 pub const EVENT_CHANNEL_CAPACITY: usize = 8192;
 
 /// The stages that produce reports: sensor, rules, metrics, bootstrap.
-fn start_producers(_ctx: &StageContext, _shutdown: CancellationToken) -> Vec<Stage> {
+fn start_producers(ctx: &StageContext, shutdown: CancellationToken) -> Vec<Stage> {
     // The sensor sends on `events_tx`; the rules engine reads `events_rx`.
     let (_events_tx, _events_rx) =
         tokio::sync::mpsc::channel::<crate::event::Event>(EVENT_CHANNEL_CAPACITY);
-    Vec::new()
+    vec![crate::bootstrap::spawn(ctx, shutdown.clone())]
 }
 
 /// Wait for stages until `deadline`; return the names of those still running.

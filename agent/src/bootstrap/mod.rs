@@ -1,4 +1,275 @@
-//! Node bootstrap: a reconciler for the K3s, containerd/nydus and kube-proxy
-//! host files. Owns the files it manages and their undo log. Never touches a
-//! file it does not own.
-//! (Built in the node bootstrap issue.)
+//! Node bootstrap: a reconciler for the K3s, containerd/nydus and
+//! kube-proxy host files. Owns the files it manages and their undo log.
+//! Never touches a file it does not own: a file it never wrote is left
+//! alone, and one edited by hand since it wrote it is reported, not
+//! overwritten, unless the operator says `--force`.
+//!
+//! The flow, each step its own module:
+//! - [`render`]: `[bootstrap]` (+ the K3s version) -> the bytes of every file,
+//!   the modules and the sysctls. Pure.
+//! - [`preflight`]: can this node run it? Findings with what to do.
+//! - [`plan`]: rendered vs. on disk vs. undo log -> what apply would do. Pure.
+//! - [`apply`]: render everything first, then write each file atomically
+//!   (temp + fsync + rename, explicit mode and owner) after recording the new
+//!   generation in the undo log ([`ledger`]); load modules and set sysctls
+//!   (real root, as root); restart K3s / nydus-snapshotter through systemd
+//!   only when a file they read changed. `rollback` restores the previous
+//!   generation.
+//! - [`stage`]: the daemon's drift checks on a timer.
+//!
+//! Every node path lives under a root (`/` on a node, a scratch directory
+//! in tests and trials); kernel state is only read and changed for `/`.
+//! Test hook: `EDGE_AGENT_TEST_APPLY_PAUSE_MS` (see [`fsio`]) pauses between
+//! file writes so a test can kill apply half-way; it is for tests only.
+
+pub mod apply;
+pub mod fsio;
+pub mod k3s;
+pub mod kernel;
+pub mod ledger;
+pub mod plan;
+pub mod preflight;
+pub mod render;
+pub mod stage;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+pub use self::apply::{ApplyOptions, ApplyReport, Force, apply, rollback};
+pub use self::k3s::{K3sInfo, K3sVersion};
+pub use self::stage::spawn;
+
+use crate::config::{AgentConfig, BootstrapConfig};
+
+use self::fsio::Observed;
+use self::ledger::{Generation, LastApply, Ledger, LedgerError};
+use self::plan::{KernelObs, Plan, PlanInput};
+use self::preflight::{Finding, HostFacts};
+use self::render::{Blocker, Rendered};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(
+        "bootstrap.role is not set in {config}: there is no desired state to reconcile; set role = \"agent\" or \"server\" in [bootstrap]"
+    )]
+    NoDesiredState { config: String },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("apply refused; nothing was written:\n{}", list(.0))]
+    Refused(Vec<Blocker>),
+    #[error("apply refused by preflight (the node would not work this way); nothing was written:\n{}\nfix these, or pass --force to apply anyway", .0.iter().map(|f| format!("  - {}", f.message)).collect::<Vec<_>>().join("\n"))]
+    Preflight(Vec<Finding>),
+    #[error("writing {} failed: {source}. Files before it have their new content, the rest their old; the undo log has the new generation pending: run apply again, or rollback", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("nothing to roll back: edge-agent has not applied anything under {}", .0.display())]
+    NothingToRollBack(PathBuf),
+    #[error("rollback refused; nothing was changed:\n{}", list(.0))]
+    RollbackRefused(Vec<Blocker>),
+}
+
+fn list(b: &[Blocker]) -> String {
+    b.iter()
+        .map(|b| format!("  - {b}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `path` (absolute on the node) below `root`. Paths are validated to have
+/// no `..`; the filter here keeps that true for paths from the undo log.
+pub fn under_root(root: &Path, path: &Path) -> PathBuf {
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    root.join(rel)
+}
+
+/// Where a reconciler works: the config, the root, the undo log.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub cfg: BootstrapConfig,
+    pub root: PathBuf,
+    pub ledger_dir: PathBuf,
+    /// For messages: which agent.toml this came from.
+    pub config_path: String,
+}
+
+impl Target {
+    /// From a loaded config, with `--root` overriding `bootstrap.root`.
+    pub fn new(config: &AgentConfig, config_path: &Path, root: Option<&Path>) -> Target {
+        let root = root
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| config.bootstrap.root.clone());
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
+        Target {
+            cfg: config.bootstrap.clone(),
+            ledger_dir: ledger::dir_for(&config.paths.state_dir, &root),
+            root,
+            config_path: config_path.display().to_string(),
+        }
+    }
+
+    pub fn real_root(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    pub fn k3s_unit(&self) -> String {
+        self.cfg.k3s_service()
+    }
+}
+
+/// Everything known about the node at one moment: the input of `plan`,
+/// `apply` and the daemon's checks.
+pub struct Assessment {
+    pub k3s: K3sInfo,
+    pub rendered: Rendered,
+    pub plan: Plan,
+    pub findings: Vec<Finding>,
+    pub generation: u64,
+    pub interrupted: Option<u64>,
+    pub last_apply: Option<LastApply>,
+    pub observed: BTreeMap<PathBuf, Observed>,
+    pub current: Generation,
+}
+
+impl Assessment {
+    pub fn text(&self, root: &Path) -> String {
+        plan::render_text(
+            &self.plan,
+            &plan::Header {
+                root,
+                k3s: self.k3s.describe(),
+                generation: self.generation,
+                interrupted: self.interrupted,
+            },
+            &self.findings,
+        )
+    }
+}
+
+/// Look at the node and decide (no change is made).
+pub fn assess(target: &Target, force: Force) -> Result<Assessment, BootstrapError> {
+    let ledger = Ledger::open(&target.ledger_dir, &target.root)?;
+    assess_with(target, &ledger, force)
+}
+
+pub(crate) fn assess_with(
+    target: &Target,
+    ledger: &Ledger,
+    force: Force,
+) -> Result<Assessment, BootstrapError> {
+    let cfg = &target.cfg;
+    if cfg.role.is_none() {
+        return Err(BootstrapError::NoDesiredState {
+            config: target.config_path.clone(),
+        });
+    }
+    let k3s = k3s::detect(&target.root, &cfg.k3s_bin, &cfg.k3s_version);
+    let (secrets, secret_blockers) = render::gather_secrets(cfg, &target.root);
+    let mut rendered = render::render(cfg, &k3s, &secrets);
+    rendered.blockers.extend(secret_blockers);
+
+    let current = ledger.generation(ledger.current())?;
+    let pending = match ledger.pending() {
+        Some(p) => Some(ledger.generation(p)?),
+        None => None,
+    };
+    let mut observed = BTreeMap::new();
+    let paths = rendered
+        .files
+        .iter()
+        .map(|f| &f.path)
+        .chain(current.files.keys())
+        .chain(pending.iter().flat_map(|g| g.files.keys()));
+    for p in paths {
+        observed
+            .entry(p.clone())
+            .or_insert_with(|| fsio::observe(&under_root(&target.root, p)));
+    }
+
+    let facts = HostFacts::gather(cfg, &target.root, &rendered.modules);
+    let findings = preflight::findings(cfg, &k3s, &facts);
+    let kernel = target.real_root().then(|| KernelObs {
+        modules: facts.modules.clone(),
+        sysctls: kernel::read_sysctls(rendered.sysctls.keys()),
+    });
+    let k3s_unit = target.k3s_unit();
+    let plan = plan::plan(&PlanInput {
+        rendered: &rendered,
+        observed: &observed,
+        current: &current.files,
+        pending: pending.as_ref().map(|g| &g.files),
+        kernel: kernel.as_ref(),
+        owed_restarts: ledger.owed_restarts(),
+        k3s_unit: &k3s_unit,
+        nydus_unit: render::NYDUS_UNIT,
+        force,
+        owner: fsio::wanted_owner(),
+    });
+    Ok(Assessment {
+        k3s,
+        rendered,
+        plan,
+        findings,
+        generation: ledger.current(),
+        interrupted: ledger.pending(),
+        last_apply: ledger.last_apply().cloned(),
+        observed,
+        current,
+    })
+}
+
+/// Preflight alone (for `bootstrap preflight`).
+pub fn preflight(target: &Target) -> (K3sInfo, Vec<Finding>) {
+    let cfg = &target.cfg;
+    let k3s = k3s::detect(&target.root, &cfg.k3s_bin, &cfg.k3s_version);
+    let modules = render::modules(cfg);
+    let facts = HostFacts::gather(cfg, &target.root, &modules);
+    let findings = preflight::findings(cfg, &k3s, &facts);
+    (k3s, findings)
+}
+
+/// What `status` shows without the daemon: the undo log's last apply.
+pub fn offline_status(config: &AgentConfig) -> Option<serde_json::Value> {
+    let b = &config.bootstrap;
+    b.role?;
+    let root = std::fs::canonicalize(&b.root).unwrap_or_else(|_| b.root.clone());
+    let dir = ledger::dir_for(&config.paths.state_dir, &root);
+    let ledger = Ledger::open(&dir, &root).ok()?;
+    let mut details = serde_json::Map::new();
+    details.insert("root".into(), root.display().to_string().into());
+    details.insert("generation".into(), ledger.current().into());
+    if let Some(p) = ledger.pending() {
+        details.insert("interrupted_apply".into(), p.into());
+    }
+    details.insert(
+        "last_apply".into(),
+        ledger
+            .last_apply()
+            .map(|l| serde_json::to_value(l).unwrap_or_default())
+            .unwrap_or(serde_json::Value::Null),
+    );
+    if !ledger.owed_restarts().is_empty() {
+        details.insert("owed_restarts".into(), ledger.owed_restarts().into());
+    }
+    let summary = match ledger.last_apply() {
+        Some(l) => format!(
+            "last {} {}: generation {} ({})",
+            l.action, l.outcome, l.generation, l.summary
+        ),
+        None => "never applied (run `edge-agent bootstrap plan`)".into(),
+    };
+    Some(serde_json::json!({
+        "state": if b.enabled { "stopped" } else { "disabled" },
+        "since": 0,
+        "summary": summary,
+        "details": details,
+        "last_error": null,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,7 @@
 //! Exit codes are part of the interface (documented in the README):
 //! see [`Exit`].
 
+mod bootstrap;
 mod config_cmd;
 mod run;
 mod status;
@@ -73,6 +74,9 @@ pub enum Command {
     /// Work with the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Reconcile the node's K3s host files (plan, apply, rollback, preflight).
+    #[command(subcommand)]
+    Bootstrap(bootstrap::BootstrapCommand),
     /// Print the version and build target.
     Version,
 }
@@ -113,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Config(ConfigCommand::Check { file }) => {
             Ok(config_cmd::check(file.as_deref().unwrap_or(&cli.config)))
         }
+        Command::Bootstrap(cmd) => bootstrap::run(&cli.config, cmd),
         Command::Version => {
             version::print();
             Ok(Exit::Ok)

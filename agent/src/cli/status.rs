@@ -88,8 +88,12 @@ fn offline_document(
 
 /// Per-stage facts readable from disk without the daemon (e.g. what waits in
 /// the outbox). Each stage that can contributes a section here.
-fn offline_sections(_config: &AgentConfig) -> Map<String, Value> {
-    Map::new()
+fn offline_sections(config: &AgentConfig) -> Map<String, Value> {
+    let mut m = Map::new();
+    if let Some(b) = crate::bootstrap::offline_status(config) {
+        m.insert("bootstrap".into(), b);
+    }
+    m
 }
 
 /// Bytes in the regular files directly below `dir` (the state directory is flat).

@@ -25,7 +25,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::bootstrap::BootstrapConfig;
+pub use self::bootstrap::{
+    BootstrapConfig, KubeProxyConfig, KubeProxyMode, MirrorConfig, NydusConfig, RegistriesConfig,
+    RegistryAuthConfig, Role, Snapshotter,
+};
 pub use self::core::{ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig};
 pub use self::metrics::MetricsConfig;
 pub use self::outbox::OutboxConfig;

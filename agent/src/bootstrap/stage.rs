@@ -1,0 +1,261 @@
+//! The daemon's bootstrap stage: the same plan as `edge-agent bootstrap
+//! plan`, on a timer. Drift (a managed file edited, deleted or chmod-ed by
+//! hand, a sysctl changed) becomes a node event for the fleet and a status
+//! line; changes are made only when `bootstrap.auto_correct = true`, and
+//! then only to edge-agent's own files (a foreign file is never taken over,
+//! a failing preflight is never overridden).
+//!
+//! With `bootstrap.enabled = false` (the shipped default) the stage only
+//! reports "disabled" and waits for a config reload. Enabled without
+//! auto-correct, it only reads: safe on a developer machine, where it will
+//! simply report every file as pending.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::daemon::{Stage, StageContext, spawn_stage};
+use crate::report::Report;
+use crate::status::{StageState, StatusReporter, unix_now};
+
+use super::preflight::Severity;
+use super::{ApplyOptions, Assessment, BootstrapError, Force, Target};
+
+/// Start the stage.
+pub fn spawn(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
+    let status = ctx.board.register("bootstrap");
+    let fut = run(ctx.clone(), status.clone(), shutdown);
+    spawn_stage("bootstrap", status, fut)
+}
+
+/// What one check found, reduced to what the stage reports.
+struct Check {
+    assessment: Assessment,
+    applied: Option<Result<super::ApplyReport, String>>,
+}
+
+async fn run(
+    ctx: StageContext,
+    status: StatusReporter,
+    shutdown: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let mut config_rx = ctx.config.clone();
+    let mut last_drift: Vec<String> = Vec::new();
+    loop {
+        let cfg: Arc<AgentConfig> = config_rx.borrow_and_update().clone();
+        if !cfg.bootstrap.enabled || cfg.bootstrap.role.is_none() {
+            status.set_state(
+                StageState::Disabled,
+                "off (bootstrap.enabled = false); `edge-agent bootstrap plan` works without it",
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                changed = config_rx.changed() => if changed.is_err() { return Ok(()) },
+            }
+            continue;
+        }
+        let interval = cfg.bootstrap.interval.get();
+        let auto_correct = cfg.bootstrap.auto_correct;
+        let target = Target::new(&cfg, Path::new("agent.toml"), None);
+        let root = target.root.clone();
+        let task = tokio::task::spawn_blocking(move || check_once(&target, auto_correct));
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = task => r,
+        };
+        match result {
+            Ok(Ok(check)) => {
+                report(&ctx, &status, &root, &check, &mut last_drift).await;
+            }
+            Ok(Err(e)) => {
+                status.set_state(StageState::Degraded, format!("check failed: {e}"));
+                status.error(e.to_string());
+            }
+            Err(join) => {
+                status.set_state(StageState::Degraded, "check panicked");
+                status.error(join.to_string());
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+            changed = config_rx.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
+}
+
+fn check_once(target: &Target, auto_correct: bool) -> Result<Check, BootstrapError> {
+    let assessment = super::assess(target, Force::none())?;
+    let mut applied = None;
+    if auto_correct && !assessment.plan.in_sync() {
+        let r = super::apply(
+            target,
+            ApplyOptions {
+                force: Force::drift(),
+                action: "auto-correct",
+            },
+        );
+        applied = Some(r.map_err(|e| e.to_string()));
+        // Report what the node looks like after the correction.
+        let after = super::assess(target, Force::none())?;
+        return Ok(Check {
+            assessment: Assessment {
+                // Drift seen before the correction is what the fleet must hear.
+                plan: merge_drift(assessment.plan, after.plan),
+                ..after
+            },
+            applied,
+        });
+    }
+    Ok(Check {
+        assessment,
+        applied,
+    })
+}
+
+/// The plan after a correction, but remembering what drifted before it.
+fn merge_drift(before: super::plan::Plan, mut after: super::plan::Plan) -> super::plan::Plan {
+    let seen = before.drift();
+    if !seen.is_empty() {
+        after.notes.push(format!("corrected: {}", seen.join("; ")));
+    }
+    after
+}
+
+async fn report(
+    ctx: &StageContext,
+    status: &StatusReporter,
+    root: &Path,
+    check: &Check,
+    last_drift: &mut Vec<String>,
+) {
+    let a = &check.assessment;
+    let plan = &a.plan;
+    let mut drift = plan.drift();
+    // Drift that an auto-correct just undid is still news.
+    for n in &plan.notes {
+        if let Some(rest) = n.strip_prefix("corrected: ") {
+            drift.extend(rest.split("; ").map(|s| format!("{s} [corrected]")));
+        }
+    }
+    let pending = plan.pending_paths();
+    let in_sync = plan
+        .files
+        .iter()
+        .filter(|f| {
+            f.status == super::plan::FileStatus::InSync && f.action == super::plan::FileAction::None
+        })
+        .count();
+    let failing: Vec<String> = a
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warn)
+        .map(|f| format!("{}: {}", f.severity.as_str(), f.message))
+        .collect();
+
+    let mut fields = Map::new();
+    fields.insert("root".into(), root.display().to_string().into());
+    fields.insert("drift".into(), drift.clone().into());
+
+    if drift != *last_drift {
+        if drift.is_empty() {
+            ctx.reports
+                .send(Report::node_event(
+                    "bootstrap_drift_cleared",
+                    "the managed K3s host files are as edge-agent wrote them again",
+                    fields.clone(),
+                ))
+                .await;
+        } else {
+            ctx.reports
+                .send(Report::node_event(
+                    "bootstrap_drift",
+                    format!(
+                        "{} change{} by hand to files or settings edge-agent manages: {}",
+                        drift.len(),
+                        if drift.len() == 1 { "" } else { "s" },
+                        drift.join("; ")
+                    ),
+                    fields.clone(),
+                ))
+                .await;
+        }
+        *last_drift = drift.clone();
+    }
+    if let Some(applied) = &check.applied {
+        let (kind, message) = match applied {
+            Ok(r) => (
+                "bootstrap_applied",
+                format!("auto-correct: {}", r.summary()),
+            ),
+            Err(e) => (
+                "bootstrap_apply_failed",
+                format!("auto-correct failed: {e}"),
+            ),
+        };
+        let mut f = fields.clone();
+        if let Ok(r) = applied {
+            f.insert("generation".into(), r.generation.into());
+            f.insert("outcome".into(), r.outcome().into());
+        }
+        ctx.reports.send(Report::node_event(kind, message, f)).await;
+        if let Err(e) = applied {
+            status.error(e.clone());
+        }
+    }
+
+    let (state, summary) = if !drift.is_empty() {
+        (StageState::Degraded, format!("DRIFT: {}", drift.join("; ")))
+    } else if !plan.blockers.is_empty() {
+        (
+            StageState::Degraded,
+            format!("blocked: {}", plan.blockers[0]),
+        )
+    } else if plan.in_sync() {
+        (
+            StageState::Running,
+            format!("in sync ({in_sync} files, generation {})", a.generation),
+        )
+    } else {
+        (
+            StageState::Running,
+            format!(
+                "{} change{} pending (auto_correct is off): run `edge-agent bootstrap apply`",
+                plan.file_changes() + plan.kernel_changes(),
+                if plan.file_changes() + plan.kernel_changes() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            ),
+        )
+    };
+    status.set_state(state, summary);
+    status.update(|d| {
+        d.insert("root".into(), root.display().to_string().into());
+        d.insert("k3s".into(), a.k3s.describe().into());
+        d.insert(
+            "files".into(),
+            json!({"in_sync": in_sync, "drifted": plan.files.iter().filter(|f| f.status.is_drift()).count(), "pending": pending.len()}),
+        );
+        d.insert("drift".into(), drift.clone().into());
+        d.insert("pending".into(), pending.clone().into());
+        d.insert("generation".into(), a.generation.into());
+        d.insert(
+            "interrupted_apply".into(),
+            a.interrupted.map_or(Value::Null, Value::from),
+        );
+        d.insert(
+            "last_apply".into(),
+            a.last_apply
+                .as_ref()
+                .map(|l| serde_json::to_value(l).unwrap_or_default())
+                .unwrap_or(Value::Null),
+        );
+        d.insert("preflight".into(), failing.clone().into());
+        d.insert("last_check".into(), unix_now().into());
+    });
+}
