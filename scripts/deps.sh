@@ -5,6 +5,9 @@ set -euo pipefail
 
 PACKAGES=(
     build-essential pkg-config git ca-certificates openssl
+    # bootstrap: a real containerd (with runc) accepts the rendered nydus
+    # config; preflight finds the tools of each kube-proxy mode.
+    containerd runc nftables ipset iptables
 )
 
 missing=()

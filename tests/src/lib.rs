@@ -8,6 +8,8 @@
 //! Each area keeps its own helpers in a module here (`pub mod broker;` ...),
 //! so that test files stay about behaviour.
 
+pub mod bootstrap;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -435,6 +435,9 @@ fn restart(
     }
 }
 
+/// What rollback puts at a path: bytes, mode, owner (None: remove it).
+type Restore = (Vec<u8>, u32, Option<(u32, u32)>);
+
 /// Restore the previous generation: the one before the current, or, after
 /// an interrupted apply, the current one. Paths the restored generation
 /// does not have get back what they held before edge-agent first wrote
@@ -457,7 +460,7 @@ pub fn rollback(target: &Target, force: bool) -> Result<ApplyReport, BootstrapEr
 
     let paths: BTreeSet<&PathBuf> = from.files.keys().chain(to.files.keys()).collect();
     let mut blockers = Vec::new();
-    let mut actions: Vec<(PathBuf, Option<(Vec<u8>, u32, Option<(u32, u32)>)>)> = Vec::new();
+    let mut actions: Vec<(PathBuf, Option<Restore>)> = Vec::new();
     let mut displaced = BTreeMap::new();
     for path in paths {
         let observed = fsio::observe(&under_root(&target.root, path));

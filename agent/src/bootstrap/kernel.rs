@@ -170,10 +170,11 @@ fn parse_kconfig(text: &str) -> HashMap<String, String> {
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=') {
             m.insert(k.trim().to_string(), v.trim().to_string());
-        } else if let Some(rest) = line.strip_prefix("# ") {
-            if let Some(k) = rest.strip_suffix(" is not set") {
-                m.insert(k.trim().to_string(), "n".into());
-            }
+        } else if let Some(k) = line
+            .strip_prefix("# ")
+            .and_then(|rest| rest.strip_suffix(" is not set"))
+        {
+            m.insert(k.trim().to_string(), "n".into());
         }
     }
     m

@@ -595,6 +595,12 @@ pub fn render_text(plan: &Plan, header: &Header<'_>, findings: &[Finding]) -> St
     if plan.restarts.is_empty() {
         let _ = writeln!(out, "  none");
     } else {
+        if header.root != Path::new("/") {
+            let _ = writeln!(
+                out,
+                "  (on a node; apply into a scratch root restarts nothing)"
+            );
+        }
         if plan.daemon_reload {
             let _ = writeln!(out, "  systemctl daemon-reload");
         }

@@ -115,10 +115,7 @@ impl HostFacts {
 pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<Finding> {
     let mut out = Vec::new();
     let host = if facts.scratch_root {
-        format!(
-            "this machine (kernel {}; not the scratch root)",
-            facts.kernel_release
-        )
+        "this machine".to_string()
     } else {
         format!("kernel {}", facts.kernel_release)
     };
@@ -130,6 +127,18 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             message,
         });
     };
+
+    if facts.scratch_root {
+        f(
+            "scope",
+            "scratch_root",
+            Severity::Info,
+            format!(
+                "kernel, cgroup, swap, tool and systemd checks describe this machine (kernel {}), not the node the scratch root stands for",
+                facts.kernel_release
+            ),
+        );
+    }
 
     // Kernel modules.
     let mode = cfg.kube_proxy.mode;

@@ -124,13 +124,13 @@ impl std::fmt::Debug for Secrets {
 pub fn gather_secrets(cfg: &BootstrapConfig, root: &Path) -> (Secrets, Vec<Blocker>) {
     let mut blockers = Vec::new();
     let mut secrets = Secrets::default();
-    if !cfg.token_file.as_os_str().is_empty() {
-        if let Err(why) = check_secret_file(root, &cfg.token_file, "the K3s join token") {
-            blockers.push(Blocker {
-                key: Some("bootstrap.token_file".into()),
-                message: why,
-            });
-        }
+    if !cfg.token_file.as_os_str().is_empty()
+        && let Err(why) = check_secret_file(root, &cfg.token_file, "the K3s join token")
+    {
+        blockers.push(Blocker {
+            key: Some("bootstrap.token_file".into()),
+            message: why,
+        });
     }
     for (host, auth) in &cfg.registries.configs {
         if auth.password_file.as_os_str().is_empty() {

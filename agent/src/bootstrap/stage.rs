@@ -31,6 +31,13 @@ pub fn spawn(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
     spawn_stage("bootstrap", status, fut)
 }
 
+/// What the stage remembers between checks, so that news is sent once.
+#[derive(Default)]
+struct Memory {
+    drift: Vec<String>,
+    last_failure: Option<String>,
+}
+
 /// What one check found, reduced to what the stage reports.
 struct Check {
     assessment: Assessment,
@@ -43,7 +50,7 @@ async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
     let mut config_rx = ctx.config.clone();
-    let mut last_drift: Vec<String> = Vec::new();
+    let mut memory = Memory::default();
     loop {
         let cfg: Arc<AgentConfig> = config_rx.borrow_and_update().clone();
         if !cfg.bootstrap.enabled || cfg.bootstrap.role.is_none() {
@@ -68,7 +75,7 @@ async fn run(
         };
         match result {
             Ok(Ok(check)) => {
-                report(&ctx, &status, &root, &check, &mut last_drift).await;
+                report(&ctx, &status, &root, &check, &mut memory).await;
             }
             Ok(Err(e)) => {
                 status.set_state(StageState::Degraded, format!("check failed: {e}"));
@@ -130,7 +137,7 @@ async fn report(
     status: &StatusReporter,
     root: &Path,
     check: &Check,
-    last_drift: &mut Vec<String>,
+    memory: &mut Memory,
 ) {
     let a = &check.assessment;
     let plan = &a.plan;
@@ -160,7 +167,7 @@ async fn report(
     fields.insert("root".into(), root.display().to_string().into());
     fields.insert("drift".into(), drift.clone().into());
 
-    if drift != *last_drift {
+    if drift != memory.drift {
         if drift.is_empty() {
             ctx.reports
                 .send(Report::node_event(
@@ -183,7 +190,7 @@ async fn report(
                 ))
                 .await;
         }
-        *last_drift = drift.clone();
+        memory.drift = drift.clone();
     }
     if let Some(applied) = &check.applied {
         let (kind, message) = match applied {
@@ -201,7 +208,13 @@ async fn report(
             f.insert("generation".into(), r.generation.into());
             f.insert("outcome".into(), r.outcome().into());
         }
-        ctx.reports.send(Report::node_event(kind, message, f)).await;
+        // A correction that keeps failing the same way is one event, not
+        // one per interval.
+        let repeat = applied.is_err() && memory.last_failure.as_deref() == Some(message.as_str());
+        memory.last_failure = applied.is_err().then(|| message.clone());
+        if !repeat {
+            ctx.reports.send(Report::node_event(kind, message, f)).await;
+        }
         if let Err(e) = applied {
             status.error(e.clone());
         }
@@ -258,4 +271,120 @@ async fn report(
         d.insert("preflight".into(), failing.clone().into());
         d.insert("last_check".into(), unix_now().into());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AgentConfig, Role};
+    use crate::report::{self, Class};
+    use crate::status::StatusBoard;
+    use std::path::PathBuf;
+
+    fn target(root: &Path, state: &Path) -> Target {
+        let mut cfg = AgentConfig::default();
+        cfg.paths.state_dir = state.to_path_buf();
+        cfg.bootstrap.role = Some(Role::Server);
+        cfg.bootstrap.root = root.to_path_buf();
+        Target::new(&cfg, Path::new("agent.toml"), None)
+    }
+
+    fn context() -> (StageContext, tokio::sync::mpsc::Receiver<Report>) {
+        let (reports, rx) = report::channel(16);
+        let (_tx, config) = tokio::sync::watch::channel(Arc::new(AgentConfig::default()));
+        (
+            StageContext {
+                config,
+                board: StatusBoard::new(),
+                router: crate::control::Router::new(),
+                reports,
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn drift_becomes_one_node_event_and_its_end_another() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let t = target(root.path(), state.path());
+        super::super::apply(
+            &t,
+            ApplyOptions {
+                force: Force::none(),
+                action: "apply",
+            },
+        )
+        .unwrap();
+        let (ctx, mut rx) = context();
+        let status = ctx.board.register("bootstrap");
+        let mut last = Memory::default();
+
+        let sysctl: PathBuf = root.path().join("etc/sysctl.d/90-edge-agent.conf");
+        let good = std::fs::read_to_string(&sysctl).unwrap();
+        std::fs::write(&sysctl, "kernel.panic = 0\n").unwrap();
+        for _ in 0..2 {
+            let check = check_once(&t, false).unwrap();
+            report(&ctx, &status, &t.root, &check, &mut last).await;
+        }
+        let event = rx.try_recv().expect("a drift event");
+        assert_eq!(event.class, Class::NodeEvent);
+        assert_eq!(event.payload["kind"], "bootstrap_drift");
+        assert!(
+            event.payload["message"]
+                .as_str()
+                .unwrap()
+                .contains("90-edge-agent.conf (edited by hand)")
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "the same drift is reported once, not every check"
+        );
+        let snap = status.current();
+        assert_eq!(snap.state, StageState::Degraded);
+        assert!(
+            snap.summary
+                .starts_with("DRIFT: /etc/sysctl.d/90-edge-agent.conf"),
+            "{}",
+            snap.summary
+        );
+        assert_eq!(
+            std::fs::read_to_string(&sysctl).unwrap(),
+            "kernel.panic = 0\n",
+            "only reported"
+        );
+
+        std::fs::write(&sysctl, &good).unwrap();
+        let check = check_once(&t, false).unwrap();
+        report(&ctx, &status, &t.root, &check, &mut last).await;
+        assert_eq!(
+            rx.try_recv().unwrap().payload["kind"],
+            "bootstrap_drift_cleared"
+        );
+        assert!(status.current().summary.starts_with("in sync"));
+    }
+
+    #[tokio::test]
+    async fn auto_correct_undoes_a_hand_edit_and_says_so() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let t = target(root.path(), state.path());
+        let (ctx, mut rx) = context();
+        let status = ctx.board.register("bootstrap");
+        let mut last = Memory::default();
+        // Pending changes are applied too.
+        let check = check_once(&t, true).unwrap();
+        report(&ctx, &status, &t.root, &check, &mut last).await;
+        assert_eq!(rx.try_recv().unwrap().payload["kind"], "bootstrap_applied");
+        let modules = root.path().join("etc/modules-load.d/edge-agent.conf");
+        let good = std::fs::read_to_string(&modules).unwrap();
+        std::fs::write(&modules, "evil\n").unwrap();
+        let check = check_once(&t, true).unwrap();
+        report(&ctx, &status, &t.root, &check, &mut last).await;
+        assert_eq!(std::fs::read_to_string(&modules).unwrap(), good);
+        let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|r| r.payload["kind"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kinds, ["bootstrap_drift", "bootstrap_applied"]);
+    }
 }
