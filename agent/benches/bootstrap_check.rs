@@ -55,7 +55,10 @@ fn main() {
     let median = times[times.len() / 2];
     let p99 = times[times.len() * 99 / 100];
     let interval = Duration::from_secs(300);
-    println!("bootstrap: first apply (7 files, undo log): {:.2} ms", ms(first_apply));
+    println!(
+        "bootstrap: first apply (7 files, undo log): {:.2} ms",
+        ms(first_apply)
+    );
     println!(
         "bootstrap: drift check (render + read back + preflight + plan), {CHECKS} runs: median {:.2} ms, p99 {:.2} ms",
         ms(median),

@@ -192,6 +192,16 @@ pub fn apply(target: &Target, opts: ApplyOptions) -> Result<ApplyReport, Bootstr
     if !a.plan.blockers.is_empty() {
         return Err(BootstrapError::Refused(a.plan.blockers));
     }
+    let mut report = ApplyReport {
+        generation: ledger.current(),
+        notes: a.plan.notes.clone(),
+        ..Default::default()
+    };
+    if a.plan.in_sync() && ledger.pending().is_none() {
+        report.already_in_sync = true;
+        return Ok(report);
+    }
+
     if target.real_root() && !opts.force.preflight {
         let failing: Vec<_> = a
             .findings
@@ -202,15 +212,6 @@ pub fn apply(target: &Target, opts: ApplyOptions) -> Result<ApplyReport, Bootstr
         if !failing.is_empty() {
             return Err(BootstrapError::Preflight(failing));
         }
-    }
-    let mut report = ApplyReport {
-        generation: ledger.current(),
-        notes: a.plan.notes.clone(),
-        ..Default::default()
-    };
-    if a.plan.in_sync() && ledger.pending().is_none() {
-        report.already_in_sync = true;
-        return Ok(report);
     }
 
     let real = target.real_root();

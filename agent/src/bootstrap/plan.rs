@@ -298,6 +298,20 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             }
         }
     }
+    // An interrupted apply may have written files its readers have not
+    // seen yet: restart them when that apply is finished.
+    if let Some(pending) = input.pending {
+        let changed = |p: &PathBuf| {
+            pending.get(p).map(|g| &g.content) != input.current.get(p).map(|g| &g.content)
+        };
+        for path in pending.keys().chain(input.current.keys()) {
+            if changed(path)
+                && let Some(r) = reader_of(path)
+            {
+                readers.insert(r);
+            }
+        }
+    }
     let mut restarts: Vec<String> = Vec::new();
     if readers.contains(&Reader::Nydus) {
         restarts.push(input.nydus_unit.to_string());
@@ -823,6 +837,41 @@ mod tests {
             false,
         );
         assert_eq!(p.files[0].status, FileStatus::Changed);
+    }
+
+    #[test]
+    fn finishing_an_interrupted_apply_restarts_the_readers_of_what_it_wrote() {
+        let path = "/etc/rancher/k3s/config.yaml.d/50-edge-agent.yaml";
+        let file = |c: &str| GenFile {
+            content: c.as_bytes().to_vec(),
+            mode: 0o600,
+            sensitive: false,
+        };
+        let current = BTreeMap::from([(PathBuf::from(path), file("old\n"))]);
+        let pending = BTreeMap::from([(PathBuf::from(path), file("new\n"))]);
+        let r = Rendered {
+            files: vec![RenderedFile {
+                path: PathBuf::from(path),
+                content: b"new\n".to_vec(),
+                mode: 0o600,
+                reader: Reader::K3s,
+                sensitive: false,
+            }],
+            ..Default::default()
+        };
+        // The crash came after the write: the file is already new.
+        let obs = BTreeMap::from([(
+            PathBuf::from(path),
+            Observed::File {
+                content: b"new\n".to_vec(),
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+            },
+        )]);
+        let p = run(&r, &obs, &current, Some(&pending), false);
+        assert_eq!(p.file_changes(), 0);
+        assert_eq!(p.restarts, ["k3s-agent.service"]);
     }
 
     #[test]
