@@ -229,7 +229,10 @@ fn start_producers(ctx: &StageContext, shutdown: CancellationToken) -> Vec<Stage
     // The sensor sends on `events_tx`; the rules engine reads `events_rx`.
     let (_events_tx, _events_rx) =
         tokio::sync::mpsc::channel::<crate::event::Event>(EVENT_CHANNEL_CAPACITY);
-    vec![crate::bootstrap::spawn(ctx, shutdown.clone())]
+    vec![
+        crate::bootstrap::spawn(ctx, shutdown.clone()),
+        crate::metrics::start(ctx, shutdown.clone()),
+    ]
 }
 
 /// Wait for stages until `deadline`; return the names of those still running.

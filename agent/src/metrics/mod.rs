@@ -1,4 +1,480 @@
 //! Host metrics: node_exporter-compatible collectors, the local Prometheus
-//! endpoint, and metrics batches for the outbox. Owns reading /proc and /sys
-//! for metrics. Never blocks on the uplink.
-//! (Built in the host metrics issue.)
+//! endpoint, and metrics batches for the outbox.
+//!
+//! Owns reading /proc and /sys for metrics, the `/metrics` socket, and the
+//! `metrics` status snapshot. Every `metrics.interval` it collects once and
+//! hands one self-contained batch to the outbox with `try_send`: a full or
+//! gone outbox costs that batch (counted by the report channel and in
+//! `batches_refused_total`), never a wait, so collection and the local
+//! endpoint go on whatever the outbox and the uplink are doing, and nothing
+//! here grows with an outage (the stage keeps exactly one snapshot).
+//! Never blocks on the uplink; never writes outside its own socket.
+//!
+//! The pieces: `collectors` (file readers, run on a blocking thread),
+//! `health` (K3s probes, async), `agent` (the agent's own `edge_agent_*`
+//! metrics from the status board), `exposition` (text format), `batch`
+//! (outbox JSON), `server` (hyper).
+
+mod agent;
+mod batch;
+mod collectors;
+mod exposition;
+mod family;
+mod health;
+mod server;
+mod source;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::MetricsConfig;
+use crate::daemon::{Stage, StageContext, spawn_stage};
+use crate::report::Report;
+use crate::status::{StageState, StatusReporter};
+
+pub use batch::{Encoding, METRICS_SCHEMA, decode_families, payload};
+pub use collectors::{CollectorId, Host, Outcome, collector_names, select};
+pub use exposition::{CONTENT_TYPE, render};
+pub use family::{Family, Kind, Sample, Snapshot};
+pub use health::{HealthTargets, K3sHealth};
+pub use source::Roots;
+
+/// Scrapes waiting for the stage. Prometheus sends one at a time; anything
+/// beyond a handful is a client misbehaving and gets a 503.
+const SCRAPE_QUEUE: usize = 8;
+
+/// A snapshot younger than this answers a scrape (or a batch) instead of a
+/// new collection, so scrape storms and a scrape right before a batch cost
+/// one collection. node_exporter has no such floor; a second is well below
+/// any sane scrape interval.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("the metrics collector thread failed: {0}")]
+    Collector(String),
+}
+
+/// Start the metrics stage (the daemon's one line).
+pub fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
+    let status = ctx.board.register("metrics");
+    spawn_stage(
+        "metrics",
+        status.clone(),
+        run(ctx.clone(), status, shutdown),
+    )
+}
+
+/// `[metrics]` turned into what the stage runs with.
+#[derive(Debug, Clone, PartialEq)]
+struct Settings {
+    enabled: bool,
+    interval: Duration,
+    listen: Option<SocketAddr>,
+    collectors: Vec<CollectorId>,
+    encoding: Encoding,
+    roots: Roots,
+    health: HealthTargets,
+}
+
+impl Settings {
+    fn from_config(c: &MetricsConfig) -> Self {
+        Self {
+            enabled: c.enabled,
+            interval: c.interval.get(),
+            // Validated with the config; an unparsable value cannot get here.
+            listen: c.listen.parse().ok(),
+            collectors: select(&c.collectors),
+            encoding: if c.compress {
+                Encoding::DeflateBase64
+            } else {
+                Encoding::Json
+            },
+            roots: Roots {
+                procfs: c.procfs.clone(),
+                sysfs: c.sysfs.clone(),
+                rootfs: c.rootfs.clone(),
+            },
+            health: HealthTargets {
+                kubelet_url: c.kubelet_healthz_url.clone(),
+                apiserver_url: c.apiserver_readyz_url.clone(),
+                ca_file: c.apiserver_ca_file.clone(),
+                cert_file: c.apiserver_cert_file.clone(),
+                key_file: c.apiserver_key_file.clone(),
+            },
+        }
+    }
+}
+
+/// The running endpoint.
+struct Endpoint {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Everything one collection needs besides the host state, and the
+/// bookkeeping between collections.
+pub struct Collector {
+    /// `None` only while a collection runs on the blocking pool.
+    host: Option<Host>,
+    health: K3sHealth,
+    board: crate::status::StatusBoard,
+    dropped: Arc<crate::report::DropCounters>,
+    collectors: Vec<CollectorId>,
+    roots: Roots,
+    /// The last error of each failing collector, to log changes only.
+    failing: HashMap<CollectorId, String>,
+    last: Option<(Instant, Arc<Snapshot>)>,
+    last_probes: Option<Vec<health::Probe>>,
+    stuck: usize,
+    pub collections: u64,
+    pub last_seconds: f64,
+}
+
+impl Collector {
+    pub fn new(
+        roots: Roots,
+        health: HealthTargets,
+        collectors: Vec<CollectorId>,
+        board: crate::status::StatusBoard,
+        dropped: Arc<crate::report::DropCounters>,
+    ) -> Self {
+        Self {
+            host: Some(Host::new(roots.clone())),
+            health: K3sHealth::new(health),
+            board,
+            dropped,
+            collectors,
+            roots,
+            failing: HashMap::new(),
+            last: None,
+            last_probes: None,
+            stuck: 0,
+            collections: 0,
+            last_seconds: 0.0,
+        }
+    }
+
+    /// The latest snapshot if younger than [`MIN_REFRESH`], else a new one.
+    pub async fn snapshot(&mut self) -> Result<Arc<Snapshot>, MetricsError> {
+        if let Some((at, snap)) = &self.last
+            && at.elapsed() < MIN_REFRESH
+        {
+            return Ok(snap.clone());
+        }
+        self.collect().await
+    }
+
+    /// Run every enabled collector once.
+    pub async fn collect(&mut self) -> Result<Arc<Snapshot>, MetricsError> {
+        let started = Instant::now();
+        let which = self.collectors.clone();
+        let mut host = self
+            .host
+            .take()
+            .unwrap_or_else(|| Host::new(self.roots.clone()));
+        host.set_roots(self.roots.clone());
+        let blocking = tokio::task::spawn_blocking(move || {
+            let mut snap = Snapshot::new();
+            let outcomes = host.collect(&which, &mut snap);
+            (host, snap, outcomes)
+        });
+        let want_k3s = self.collectors.contains(&CollectorId::K3s);
+        let probes = async {
+            if want_k3s {
+                Some(self.health.probe().await)
+            } else {
+                None
+            }
+        };
+        let (joined, probes) = tokio::join!(blocking, probes);
+        let (host, mut snap, mut outcomes) =
+            joined.map_err(|e| MetricsError::Collector(e.to_string()))?;
+        let stuck = host.stuck_mounts();
+        self.host = Some(host);
+
+        if let Some(probes) = &probes {
+            health::push(&mut snap, probes);
+            outcomes.push(Outcome {
+                collector: CollectorId::K3s,
+                seconds: probes.iter().map(|p| p.seconds).fold(0.0, f64::max),
+                // Unreachable is a value, not a failure of the collector.
+                error: None,
+            });
+        }
+        if self.collectors.contains(&CollectorId::Agent) {
+            let t = Instant::now();
+            agent::collect(&self.board.snapshot(), &self.dropped, &mut snap);
+            outcomes.push(Outcome {
+                collector: CollectorId::Agent,
+                seconds: t.elapsed().as_secs_f64(),
+                error: None,
+            });
+        }
+        collectors::push_outcomes(&mut snap, &outcomes);
+        self.log_failures(&outcomes);
+
+        self.collections += 1;
+        self.last_seconds = started.elapsed().as_secs_f64();
+        let snap = Arc::new(snap);
+        self.last = Some((Instant::now(), snap.clone()));
+        self.last_probes = probes;
+        self.stuck = stuck;
+        Ok(snap)
+    }
+
+    fn log_failures(&mut self, outcomes: &[Outcome]) {
+        for o in outcomes {
+            match (&o.error, self.failing.get(&o.collector)) {
+                (Some(e), prev) if prev != Some(e) => {
+                    warn!(collector = o.collector.name(), error = %e, "metrics collector failed");
+                    self.failing.insert(o.collector, e.clone());
+                }
+                (None, Some(_)) => {
+                    info!(
+                        collector = o.collector.name(),
+                        "metrics collector recovered"
+                    );
+                    self.failing.remove(&o.collector);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Collectors failing in the last collection, as "name: error".
+    pub fn failing(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .failing
+            .iter()
+            .map(|(c, e)| format!("{}: {e}", c.name()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn apply(&mut self, s: &Settings) {
+        self.collectors = s.collectors.clone();
+        self.roots = s.roots.clone();
+        self.health.set_targets(s.health.clone());
+        self.last = None;
+    }
+}
+
+/// The stage: collect on a timer and on scrapes, queue batches, serve the
+/// endpoint, follow config reloads, stop on `shutdown`.
+pub async fn run(
+    ctx: StageContext,
+    status: StatusReporter,
+    shutdown: CancellationToken,
+) -> Result<(), MetricsError> {
+    let mut config_rx = ctx.config.clone();
+    let mut settings = Settings::from_config(&config_rx.borrow_and_update().metrics);
+    let mut collector = Collector::new(
+        settings.roots.clone(),
+        settings.health.clone(),
+        settings.collectors.clone(),
+        ctx.board.clone(),
+        ctx.reports.dropped().clone(),
+    );
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<server::ScrapeRequest>(SCRAPE_QUEUE);
+    let served = Arc::new(AtomicU64::new(0));
+    let mut endpoint: Option<Endpoint> = None;
+    let mut endpoint_error: Option<String> = None;
+    let mut counters = BatchCounters::default();
+
+    loop {
+        // (Re)configure: endpoint and timer follow the settings.
+        if settings.enabled {
+            if endpoint.as_ref().map(|e| Some(e.addr)) != Some(settings.listen)
+                || (endpoint.is_none() && settings.listen.is_some())
+            {
+                stop_endpoint(endpoint.take()).await;
+                endpoint_error = None;
+                if let Some(addr) = settings.listen {
+                    match server::bind(addr).await {
+                        Ok((listener, local)) => {
+                            let stop = shutdown.child_token();
+                            let task = tokio::spawn(server::serve(
+                                listener,
+                                scrape_tx.clone(),
+                                served.clone(),
+                                stop.clone(),
+                            ));
+                            info!(listen = %local, "metrics endpoint listening");
+                            endpoint = Some(Endpoint {
+                                addr: local,
+                                stop,
+                                task,
+                            });
+                        }
+                        Err(e) => {
+                            let msg = format!(
+                                "cannot listen on {addr} (metrics.listen): {e}; collecting without the local endpoint"
+                            );
+                            warn!("{msg}");
+                            status.error(msg.clone());
+                            endpoint_error = Some(msg);
+                        }
+                    }
+                }
+            }
+        } else {
+            stop_endpoint(endpoint.take()).await;
+            status.set_state(
+                StageState::Disabled,
+                "switched off (metrics.enabled = false)",
+            );
+        }
+
+        let mut ticker = tokio::time::interval(settings.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Wait for the next event, then handle it; a config change breaks
+        // out to reconfigure at the top.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    stop_endpoint(endpoint.take()).await;
+                    return Ok(());
+                }
+                changed = config_rx.changed() => {
+                    if changed.is_err() {
+                        // The daemon dropped the config sender: it is shutting down.
+                        shutdown.cancelled().await;
+                        continue;
+                    }
+                    let new = Settings::from_config(&config_rx.borrow_and_update().metrics);
+                    if new != settings {
+                        info!("metrics: applying the new [metrics] config");
+                        // A listen address that stays the same keeps its socket.
+                        let keep = endpoint.as_ref().map(|e| e.addr);
+                        if new.listen != settings.listen || keep.is_none() {
+                            stop_endpoint(endpoint.take()).await;
+                        }
+                        collector.apply(&new);
+                        settings = new;
+                        break;
+                    }
+                }
+                _ = ticker.tick(), if settings.enabled => {
+                    let snap = tokio::select! {
+                        s = collector.snapshot() => s?,
+                        _ = shutdown.cancelled() => continue,
+                    };
+                    counters.queue(&ctx, &snap, settings.interval, settings.encoding);
+                    publish_status(&status, &collector, &snap, &counters, &served, endpoint.as_ref(), endpoint_error.as_deref(), &settings);
+                }
+                Some(req) = scrape_rx.recv() => {
+                    let snap = tokio::select! {
+                        s = collector.snapshot() => s?,
+                        _ = shutdown.cancelled() => continue,
+                    };
+                    let _ = req.reply.send(snap.clone());
+                    publish_status(&status, &collector, &snap, &counters, &served, endpoint.as_ref(), endpoint_error.as_deref(), &settings);
+                }
+            }
+        }
+    }
+}
+
+async fn stop_endpoint(endpoint: Option<Endpoint>) {
+    if let Some(e) = endpoint {
+        e.stop.cancel();
+        let _ = e.task.await;
+    }
+}
+
+/// Batches handed to the outbox, and their size.
+#[derive(Debug, Default)]
+struct BatchCounters {
+    queued: u64,
+    refused: u64,
+    last_bytes: u64,
+}
+
+impl BatchCounters {
+    /// Hand one batch to the outbox without waiting.
+    fn queue(
+        &mut self,
+        ctx: &StageContext,
+        snap: &Snapshot,
+        interval: Duration,
+        encoding: Encoding,
+    ) {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let payload = batch::payload(snap, now_ms, interval.as_millis() as u64, encoding);
+        self.last_bytes = serde_json::to_vec(&payload).map_or(0, |v| v.len() as u64);
+        if ctx.reports.try_send(Report::metrics(payload)) {
+            self.queued += 1;
+        } else {
+            self.refused += 1;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn publish_status(
+    status: &StatusReporter,
+    collector: &Collector,
+    snap: &Snapshot,
+    counters: &BatchCounters,
+    served: &AtomicU64,
+    endpoint: Option<&Endpoint>,
+    endpoint_error: Option<&str>,
+    settings: &Settings,
+) {
+    let failing = collector.failing();
+    let listen = match (endpoint, settings.listen) {
+        (Some(e), _) => e.addr.to_string(),
+        (None, Some(_)) => "unavailable".to_string(),
+        (None, None) => "off".to_string(),
+    };
+    status.update(|d| {
+        d.insert("series".into(), (snap.series() as u64).into());
+        d.insert("collections_total".into(), collector.collections.into());
+        d.insert("collection_seconds".into(), collector.last_seconds.into());
+        d.insert("batches_queued_total".into(), counters.queued.into());
+        d.insert("batches_refused_total".into(), counters.refused.into());
+        d.insert("last_batch_bytes".into(), counters.last_bytes.into());
+        d.insert(
+            "scrapes_total".into(),
+            served.load(Ordering::Relaxed).into(),
+        );
+        d.insert("failing_collectors".into(), (failing.len() as u64).into());
+        d.insert("stuck_mounts".into(), (collector.stuck as u64).into());
+        d.insert("listen".into(), listen.clone().into());
+        if let Some(probes) = &collector.last_probes {
+            for p in probes {
+                d.insert(format!("k3s_{}", p.endpoint), p.outcome.describe().into());
+            }
+        }
+    });
+    let every = humantime::format_duration(settings.interval);
+    let endpoint_part = match endpoint {
+        Some(e) => format!("; endpoint http://{}/metrics", e.addr),
+        None => String::new(),
+    };
+    let summary = format!("{} series every {every}{endpoint_part}", snap.series());
+    if let Some(e) = endpoint_error {
+        status.set_state(StageState::Degraded, format!("{summary}; {e}"));
+    } else if !failing.is_empty() {
+        status.set_state(
+            StageState::Degraded,
+            format!("{summary}; failing: {}", failing.join("; ")),
+        );
+    } else {
+        status.set_state(StageState::Running, summary);
+    }
+}
