@@ -24,6 +24,9 @@ mod health;
 mod server;
 mod source;
 
+#[cfg(test)]
+mod fixture_tests;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -371,7 +374,7 @@ pub async fn run(
                         s = collector.snapshot() => s?,
                         _ = shutdown.cancelled() => continue,
                     };
-                    counters.queue(&ctx, &snap, settings.interval, settings.encoding);
+                    counters.queue(&ctx.reports, &snap, settings.interval, settings.encoding);
                     publish_status(&status, &collector, &snap, &counters, &served, endpoint.as_ref(), endpoint_error.as_deref(), &settings);
                 }
                 Some(req) = scrape_rx.recv() => {
@@ -406,7 +409,7 @@ impl BatchCounters {
     /// Hand one batch to the outbox without waiting.
     fn queue(
         &mut self,
-        ctx: &StageContext,
+        reports: &crate::report::ReportSender,
         snap: &Snapshot,
         interval: Duration,
         encoding: Encoding,
@@ -416,7 +419,7 @@ impl BatchCounters {
             .map_or(0, |d| d.as_millis() as u64);
         let payload = batch::payload(snap, now_ms, interval.as_millis() as u64, encoding);
         self.last_bytes = serde_json::to_vec(&payload).map_or(0, |v| v.len() as u64);
-        if ctx.reports.try_send(Report::metrics(payload)) {
+        if reports.try_send(Report::metrics(payload)) {
             self.queued += 1;
         } else {
             self.refused += 1;
@@ -476,5 +479,57 @@ fn publish_status(
         );
     } else {
         status.set_state(StageState::Running, summary);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Class;
+    use crate::status::StatusBoard;
+
+    #[tokio::test]
+    async fn a_full_outbox_input_refuses_batches_but_collection_goes_on() {
+        // Capacity 1 and nobody draining: the outbox stage is stuck or gone.
+        let (reports, _rx) = crate::report::channel(1);
+        let mut collector = Collector::new(
+            Roots::default(),
+            HealthTargets::default(),
+            select(&["-k3s".to_string()]),
+            StatusBoard::new(),
+            reports.dropped().clone(),
+        );
+        let mut counters = BatchCounters::default();
+        for _ in 0..20 {
+            let snap = collector.collect().await.unwrap();
+            assert!(snap.series() > 100, "{} series", snap.series());
+            counters.queue(
+                &reports,
+                &snap,
+                Duration::from_secs(30),
+                Encoding::DeflateBase64,
+            );
+        }
+        assert_eq!(collector.collections, 20);
+        assert_eq!(counters.queued, 1);
+        assert_eq!(counters.refused, 19);
+        assert_eq!(reports.dropped().get(Class::Metrics), 19);
+        assert!(counters.last_bytes > 0);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_younger_than_a_second_answers_without_collecting() {
+        let (reports, _rx) = crate::report::channel(1);
+        let mut collector = Collector::new(
+            Roots::default(),
+            HealthTargets::default(),
+            vec![CollectorId::Loadavg],
+            StatusBoard::new(),
+            reports.dropped().clone(),
+        );
+        let a = collector.snapshot().await.unwrap();
+        let b = collector.snapshot().await.unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(collector.collections, 1);
     }
 }

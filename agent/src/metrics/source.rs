@@ -37,8 +37,16 @@ impl Roots {
         self.sysfs.join(rel)
     }
     /// `mountpoint` (absolute, from the mount table) below the root prefix.
+    /// `..` and `.` are dropped, so no mount table entry can name a path
+    /// outside the prefix.
     pub fn under_root(&self, mountpoint: &str) -> PathBuf {
-        self.rootfs.join(mountpoint.trim_start_matches('/'))
+        let mut p = self.rootfs.clone();
+        for c in Path::new(mountpoint).components() {
+            if let std::path::Component::Normal(part) = c {
+                p.push(part);
+            }
+        }
+        p
     }
 }
 
