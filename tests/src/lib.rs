@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod metrics;
+
 /// Path of the `edge-agent` binary under test.
 pub fn agent_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("EDGE_AGENT_BIN") {
