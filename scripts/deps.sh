@@ -8,6 +8,8 @@ PACKAGES=(
     # bootstrap: a real containerd (with runc) accepts the rendered nydus
     # config; preflight finds the tools of each kube-proxy mode.
     containerd runc nftables ipset iptables
+    # metrics: promtool checks the endpoint; node_exporter is the reference.
+    prometheus prometheus-node-exporter
 )
 
 missing=()

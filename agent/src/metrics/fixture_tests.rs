@@ -4,7 +4,7 @@
 //! mutated between collections the way a live node changes.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::collectors::{CollectorId, Host, Outcome};
 use super::family::Snapshot;
