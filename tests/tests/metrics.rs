@@ -378,3 +378,26 @@ fn a_taken_port_degrades_the_stage_and_collection_goes_on() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reload_switches_the_endpoint_on_and_narrows_the_collectors() {
+    let s = Scratch::new("[metrics]\nlisten = \"\"\ninterval = \"1s\"\n");
+    let d = s.start();
+    wait_collections(&s, 1, Duration::from_secs(60));
+    s.write_config(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\ninterval = \"1s\"\ncollectors = [\"loadavg\", \"agent\"]\n",
+    );
+    d.signal(edge_agent_tests::SIGHUP);
+    let addr = metrics_addr(&s);
+    let m = wait_for(Duration::from_secs(30), || {
+        let m = scrape(&addr);
+        one(&m, "node_scrape_collector_success", &[("collector", "cpu")])
+            .is_none()
+            .then_some(m)
+    })
+    .expect("the narrowed collector list never took effect");
+    assert!(one(&m, "node_load1", &[]).is_some());
+    assert!(one(&m, "edge_agent_stage_up", &[("stage", "metrics")]).is_some());
+    assert!(series(&m, "node_cpu_seconds_total").next().is_none());
+    assert!(series(&m, "node_memory_MemTotal_bytes").next().is_none());
+}

@@ -180,4 +180,11 @@ mod tests {
         let e = err("[metrics]\nkubelet_healthz_url = \"localhost:10248\"\n");
         assert!(e.contains("metrics.kubelet_healthz_url"), "{e}");
     }
+
+    #[test]
+    fn the_shipped_example_documents_the_metrics_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/agent.toml");
+        let c = AgentConfig::load(&path).unwrap().config;
+        assert_eq!(c.metrics, super::MetricsConfig::default());
+    }
 }

@@ -120,6 +120,9 @@ impl Settings {
 
 /// The running endpoint.
 struct Endpoint {
+    /// What `metrics.listen` said (port 0 means "any").
+    configured: SocketAddr,
+    /// Where it is actually bound.
     addr: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -297,43 +300,48 @@ pub async fn run(
     let mut counters = BatchCounters::default();
 
     loop {
-        // (Re)configure: endpoint and timer follow the settings.
-        if settings.enabled {
-            if endpoint.as_ref().map(|e| Some(e.addr)) != Some(settings.listen)
-                || (endpoint.is_none() && settings.listen.is_some())
-            {
-                stop_endpoint(endpoint.take()).await;
-                endpoint_error = None;
-                if let Some(addr) = settings.listen {
-                    match server::bind(addr).await {
-                        Ok((listener, local)) => {
-                            let stop = shutdown.child_token();
-                            let task = tokio::spawn(server::serve(
-                                listener,
-                                scrape_tx.clone(),
-                                served.clone(),
-                                stop.clone(),
-                            ));
-                            info!(listen = %local, "metrics endpoint listening");
-                            endpoint = Some(Endpoint {
-                                addr: local,
-                                stop,
-                                task,
-                            });
-                        }
-                        Err(e) => {
-                            let msg = format!(
-                                "cannot listen on {addr} (metrics.listen): {e}; collecting without the local endpoint"
-                            );
-                            warn!("{msg}");
-                            status.error(msg.clone());
-                            endpoint_error = Some(msg);
-                        }
+        // (Re)configure: the endpoint follows the settings. It is rebound
+        // only when the configured address changes (or the last bind
+        // failed), so a reload that keeps `listen` keeps the socket.
+        let want = if settings.enabled {
+            settings.listen
+        } else {
+            None
+        };
+        if endpoint.as_ref().map(|e| e.configured) != want || (want.is_some() && endpoint.is_none())
+        {
+            stop_endpoint(endpoint.take()).await;
+            endpoint_error = None;
+            if let Some(addr) = want {
+                match server::bind(addr).await {
+                    Ok((listener, local)) => {
+                        let stop = shutdown.child_token();
+                        let task = tokio::spawn(server::serve(
+                            listener,
+                            scrape_tx.clone(),
+                            served.clone(),
+                            stop.clone(),
+                        ));
+                        info!(listen = %local, "metrics endpoint listening");
+                        endpoint = Some(Endpoint {
+                            configured: addr,
+                            addr: local,
+                            stop,
+                            task,
+                        });
+                    }
+                    Err(e) => {
+                        let msg = format!(
+                            "cannot listen on {addr} (metrics.listen): {e}; collecting without the local endpoint"
+                        );
+                        warn!("{msg}");
+                        status.error(msg.clone());
+                        endpoint_error = Some(msg);
                     }
                 }
             }
-        } else {
-            stop_endpoint(endpoint.take()).await;
+        }
+        if !settings.enabled {
             status.set_state(
                 StageState::Disabled,
                 "switched off (metrics.enabled = false)",
@@ -359,11 +367,6 @@ pub async fn run(
                     let new = Settings::from_config(&config_rx.borrow_and_update().metrics);
                     if new != settings {
                         info!("metrics: applying the new [metrics] config");
-                        // A listen address that stays the same keeps its socket.
-                        let keep = endpoint.as_ref().map(|e| e.addr);
-                        if new.listen != settings.listen || keep.is_none() {
-                            stop_endpoint(endpoint.take()).await;
-                        }
                         collector.apply(&new);
                         settings = new;
                         break;
