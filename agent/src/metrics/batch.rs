@@ -42,7 +42,7 @@ pub const METRICS_SCHEMA: u64 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     /// Inline JSON under `families`: readable with `mosquitto_sub`, about
-    /// six times larger on the wire.
+    /// five times larger on the wire.
     Json,
     /// Raw deflate, base64, under `data`.
     DeflateBase64,
