@@ -285,45 +285,111 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), MetricsError> {
     let mut config_rx = ctx.config.clone();
-    let mut settings = Settings::from_config(&config_rx.borrow_and_update().metrics);
-    let mut collector = Collector::new(
-        settings.roots.clone(),
-        settings.health.clone(),
-        settings.collectors.clone(),
-        ctx.board.clone(),
-        ctx.reports.dropped().clone(),
-    );
+    let settings = Settings::from_config(&config_rx.borrow_and_update().metrics);
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<server::ScrapeRequest>(SCRAPE_QUEUE);
-    let served = Arc::new(AtomicU64::new(0));
-    let mut endpoint: Option<Endpoint> = None;
-    let mut endpoint_error: Option<String> = None;
-    let mut counters = BatchCounters::default();
+    let mut stage = MetricsStage {
+        collector: Collector::new(
+            settings.roots.clone(),
+            settings.health.clone(),
+            settings.collectors.clone(),
+            ctx.board.clone(),
+            ctx.reports.dropped().clone(),
+        ),
+        settings,
+        reports: ctx.reports.clone(),
+        status,
+        scrape_tx,
+        served: Arc::new(AtomicU64::new(0)),
+        endpoint: None,
+        endpoint_error: None,
+        counters: BatchCounters::default(),
+    };
 
     loop {
-        // (Re)configure: the endpoint follows the settings. It is rebound
-        // only when the configured address changes (or the last bind
-        // failed), so a reload that keeps `listen` keeps the socket.
-        let want = if settings.enabled {
-            settings.listen
+        stage.reconfigure(&shutdown).await;
+        let mut ticker = tokio::time::interval(stage.settings.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Wait for the next event and handle it; a config change breaks
+        // out to reconfigure at the top.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    stop_endpoint(stage.endpoint.take()).await;
+                    return Ok(());
+                }
+                changed = config_rx.changed() => {
+                    if changed.is_err() {
+                        // The daemon dropped the config sender: it is shutting down.
+                        shutdown.cancelled().await;
+                        continue;
+                    }
+                    let new = Settings::from_config(&config_rx.borrow_and_update().metrics);
+                    if new != stage.settings {
+                        info!("metrics: applying the new [metrics] config");
+                        stage.collector.apply(&new);
+                        stage.settings = new;
+                        break;
+                    }
+                }
+                _ = ticker.tick(), if stage.settings.enabled => {
+                    tokio::select! {
+                        _ = stage.on_tick() => {}
+                        _ = shutdown.cancelled() => continue,
+                    }
+                }
+                Some(req) = scrape_rx.recv() => {
+                    tokio::select! {
+                        _ = stage.on_scrape(req) => {}
+                        _ = shutdown.cancelled() => continue,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The stage's state between events.
+struct MetricsStage {
+    settings: Settings,
+    collector: Collector,
+    reports: crate::report::ReportSender,
+    status: StatusReporter,
+    scrape_tx: mpsc::Sender<server::ScrapeRequest>,
+    /// Scrapes answered, shared with the endpoint's connections.
+    served: Arc<AtomicU64>,
+    endpoint: Option<Endpoint>,
+    /// Why the endpoint is not up although `listen` asks for it.
+    endpoint_error: Option<String>,
+    counters: BatchCounters,
+}
+
+impl MetricsStage {
+    /// The endpoint follows the settings. It is rebound only when the
+    /// configured address changes (or the last bind failed), so a reload
+    /// that keeps `listen` keeps the socket.
+    async fn reconfigure(&mut self, shutdown: &CancellationToken) {
+        let want = if self.settings.enabled {
+            self.settings.listen
         } else {
             None
         };
-        if endpoint.as_ref().map(|e| e.configured) != want || (want.is_some() && endpoint.is_none())
+        if self.endpoint.as_ref().map(|e| e.configured) != want
+            || (want.is_some() && self.endpoint.is_none())
         {
-            stop_endpoint(endpoint.take()).await;
-            endpoint_error = None;
+            stop_endpoint(self.endpoint.take()).await;
+            self.endpoint_error = None;
             if let Some(addr) = want {
                 match server::bind(addr).await {
                     Ok((listener, local)) => {
                         let stop = shutdown.child_token();
                         let task = tokio::spawn(server::serve(
                             listener,
-                            scrape_tx.clone(),
-                            served.clone(),
+                            self.scrape_tx.clone(),
+                            self.served.clone(),
                             stop.clone(),
                         ));
                         info!(listen = %local, "metrics endpoint listening");
-                        endpoint = Some(Endpoint {
+                        self.endpoint = Some(Endpoint {
                             configured: addr,
                             addr: local,
                             stop,
@@ -335,60 +401,109 @@ pub async fn run(
                             "cannot listen on {addr} (metrics.listen): {e}; collecting without the local endpoint"
                         );
                         warn!("{msg}");
-                        status.error(msg.clone());
-                        endpoint_error = Some(msg);
+                        self.status.error(msg.clone());
+                        self.endpoint_error = Some(msg);
                     }
                 }
             }
         }
-        if !settings.enabled {
-            status.set_state(
+        if !self.settings.enabled {
+            self.status.set_state(
                 StageState::Disabled,
                 "switched off (metrics.enabled = false)",
             );
         }
+    }
 
-        let mut ticker = tokio::time::interval(settings.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Wait for the next event, then handle it; a config change breaks
-        // out to reconfigure at the top.
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    stop_endpoint(endpoint.take()).await;
-                    return Ok(());
-                }
-                changed = config_rx.changed() => {
-                    if changed.is_err() {
-                        // The daemon dropped the config sender: it is shutting down.
-                        shutdown.cancelled().await;
-                        continue;
-                    }
-                    let new = Settings::from_config(&config_rx.borrow_and_update().metrics);
-                    if new != settings {
-                        info!("metrics: applying the new [metrics] config");
-                        collector.apply(&new);
-                        settings = new;
-                        break;
-                    }
-                }
-                _ = ticker.tick(), if settings.enabled => {
-                    let snap = tokio::select! {
-                        s = collector.snapshot() => s?,
-                        _ = shutdown.cancelled() => continue,
-                    };
-                    counters.queue(&ctx.reports, &snap, settings.interval, settings.encoding);
-                    publish_status(&status, &collector, &snap, &counters, &served, endpoint.as_ref(), endpoint_error.as_deref(), &settings);
-                }
-                Some(req) = scrape_rx.recv() => {
-                    let snap = tokio::select! {
-                        s = collector.snapshot() => s?,
-                        _ = shutdown.cancelled() => continue,
-                    };
-                    let _ = req.reply.send(snap.clone());
-                    publish_status(&status, &collector, &snap, &counters, &served, endpoint.as_ref(), endpoint_error.as_deref(), &settings);
+    async fn on_tick(&mut self) {
+        let Some(snap) = self.snapshot().await else {
+            return;
+        };
+        self.counters.queue(
+            &self.reports,
+            &snap,
+            self.settings.interval,
+            self.settings.encoding,
+        );
+        self.publish(&snap);
+    }
+
+    async fn on_scrape(&mut self, req: server::ScrapeRequest) {
+        // A failed collection drops `req`: the scrape gets a 503.
+        if let Some(snap) = self.snapshot().await {
+            let _ = req.reply.send(snap.clone());
+            self.publish(&snap);
+        }
+    }
+
+    /// A snapshot, or `None` (logged, shown in status) if the collection
+    /// itself failed; the next tick or scrape tries again.
+    async fn snapshot(&mut self) -> Option<Arc<Snapshot>> {
+        match self.collector.snapshot().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "metrics collection failed; retrying at the next tick");
+                self.status.error(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn publish(&self, snap: &Snapshot) {
+        let failing = self.collector.failing();
+        let listen = match (&self.endpoint, self.settings.listen) {
+            (Some(e), _) => e.addr.to_string(),
+            (None, Some(_)) => "unavailable".to_string(),
+            (None, None) => "off".to_string(),
+        };
+        let c = &self.counters;
+        self.status.update(|d| {
+            d.insert("series".into(), (snap.series() as u64).into());
+            d.insert(
+                "collections_total".into(),
+                self.collector.collections.into(),
+            );
+            d.insert(
+                "collection_seconds".into(),
+                self.collector.last_seconds.into(),
+            );
+            d.insert("batches_queued_total".into(), c.queued.into());
+            d.insert("batches_refused_total".into(), c.refused.into());
+            d.insert("last_batch_bytes".into(), c.last_bytes.into());
+            d.insert(
+                "scrapes_total".into(),
+                self.served.load(Ordering::Relaxed).into(),
+            );
+            d.insert("failing_collectors".into(), (failing.len() as u64).into());
+            d.insert("stuck_mounts".into(), (self.collector.stuck as u64).into());
+            d.insert("listen".into(), listen.into());
+            if let Some(probes) = &self.collector.last_probes {
+                for p in probes {
+                    d.insert(format!("k3s_{}", p.endpoint), p.outcome.describe().into());
                 }
             }
+        });
+        let every = humantime::format_duration(self.settings.interval);
+        let mut summary = format!("{} series every {every}", snap.series());
+        if let Some(e) = &self.endpoint {
+            summary.push_str(&format!("; endpoint http://{}/metrics", e.addr));
+        }
+        if c.last_refused {
+            summary.push_str(&format!(
+                "; the outbox refused {} batches so far (full or not running)",
+                c.refused
+            ));
+        }
+        if let Some(e) = &self.endpoint_error {
+            self.status
+                .set_state(StageState::Degraded, format!("{summary}; {e}"));
+        } else if !failing.is_empty() {
+            self.status.set_state(
+                StageState::Degraded,
+                format!("{summary}; failing: {}", failing.join("; ")),
+            );
+        } else {
+            self.status.set_state(StageState::Running, summary);
         }
     }
 }
@@ -405,6 +520,7 @@ async fn stop_endpoint(endpoint: Option<Endpoint>) {
 struct BatchCounters {
     queued: u64,
     refused: u64,
+    last_refused: bool,
     last_bytes: u64,
 }
 
@@ -422,66 +538,12 @@ impl BatchCounters {
             .map_or(0, |d| d.as_millis() as u64);
         let payload = batch::payload(snap, now_ms, interval.as_millis() as u64, encoding);
         self.last_bytes = serde_json::to_vec(&payload).map_or(0, |v| v.len() as u64);
-        if reports.try_send(Report::metrics(payload)) {
-            self.queued += 1;
-        } else {
+        self.last_refused = !reports.try_send(Report::metrics(payload));
+        if self.last_refused {
             self.refused += 1;
+        } else {
+            self.queued += 1;
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn publish_status(
-    status: &StatusReporter,
-    collector: &Collector,
-    snap: &Snapshot,
-    counters: &BatchCounters,
-    served: &AtomicU64,
-    endpoint: Option<&Endpoint>,
-    endpoint_error: Option<&str>,
-    settings: &Settings,
-) {
-    let failing = collector.failing();
-    let listen = match (endpoint, settings.listen) {
-        (Some(e), _) => e.addr.to_string(),
-        (None, Some(_)) => "unavailable".to_string(),
-        (None, None) => "off".to_string(),
-    };
-    status.update(|d| {
-        d.insert("series".into(), (snap.series() as u64).into());
-        d.insert("collections_total".into(), collector.collections.into());
-        d.insert("collection_seconds".into(), collector.last_seconds.into());
-        d.insert("batches_queued_total".into(), counters.queued.into());
-        d.insert("batches_refused_total".into(), counters.refused.into());
-        d.insert("last_batch_bytes".into(), counters.last_bytes.into());
-        d.insert(
-            "scrapes_total".into(),
-            served.load(Ordering::Relaxed).into(),
-        );
-        d.insert("failing_collectors".into(), (failing.len() as u64).into());
-        d.insert("stuck_mounts".into(), (collector.stuck as u64).into());
-        d.insert("listen".into(), listen.clone().into());
-        if let Some(probes) = &collector.last_probes {
-            for p in probes {
-                d.insert(format!("k3s_{}", p.endpoint), p.outcome.describe().into());
-            }
-        }
-    });
-    let every = humantime::format_duration(settings.interval);
-    let endpoint_part = match endpoint {
-        Some(e) => format!("; endpoint http://{}/metrics", e.addr),
-        None => String::new(),
-    };
-    let summary = format!("{} series every {every}{endpoint_part}", snap.series());
-    if let Some(e) = endpoint_error {
-        status.set_state(StageState::Degraded, format!("{summary}; {e}"));
-    } else if !failing.is_empty() {
-        status.set_state(
-            StageState::Degraded,
-            format!("{summary}; failing: {}", failing.join("; ")),
-        );
-    } else {
-        status.set_state(StageState::Running, summary);
     }
 }
 
