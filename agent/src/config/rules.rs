@@ -21,6 +21,66 @@ pub enum Priority {
     Debug,
 }
 
+impl Priority {
+    /// Most severe first.
+    pub const ALL: [Priority; 8] = [
+        Priority::Emergency,
+        Priority::Alert,
+        Priority::Critical,
+        Priority::Error,
+        Priority::Warning,
+        Priority::Notice,
+        Priority::Info,
+        Priority::Debug,
+    ];
+
+    /// How Falco prints it in alerts (`"priority": "Warning"`).
+    pub fn falco_name(self) -> &'static str {
+        match self {
+            Priority::Emergency => "Emergency",
+            Priority::Alert => "Alert",
+            Priority::Critical => "Critical",
+            Priority::Error => "Error",
+            Priority::Warning => "Warning",
+            Priority::Notice => "Notice",
+            Priority::Info => "Informational",
+            Priority::Debug => "Debug",
+        }
+    }
+
+    /// Lower-case key (`warning`), as in config and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Emergency => "emergency",
+            Priority::Alert => "alert",
+            Priority::Critical => "critical",
+            Priority::Error => "error",
+            Priority::Warning => "warning",
+            Priority::Notice => "notice",
+            Priority::Info => "info",
+            Priority::Debug => "debug",
+        }
+    }
+
+    /// A rule file's `priority:` value, in any case (`WARNING`, `Informational`).
+    pub fn parse_falco(s: &str) -> Option<Priority> {
+        let l = s.trim().to_ascii_lowercase();
+        match l.as_str() {
+            "informational" | "info" => Some(Priority::Info),
+            _ => Priority::ALL.into_iter().find(|p| p.as_str() == l),
+        }
+    }
+
+    /// Whether this priority is at least as severe as `threshold`.
+    pub fn at_or_above(self, threshold: Priority) -> bool {
+        self <= threshold
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RulesConfig {
@@ -68,6 +128,12 @@ impl RulesConfig {
         }
         if self.max_burst == 0 {
             problems.push(Problem::new("rules.max_burst", "must be at least 1"));
+        }
+        if self.files.is_empty() {
+            problems.push(Problem::new(
+                "rules.files",
+                "must name at least one rule file or glob (the shipped set is \"rules/*.yaml\")",
+            ));
         }
     }
 }

@@ -1,4 +1,23 @@
 //! The rules engine: Falco's rule language over [`crate::event::Event`]s,
-//! alerts into the outbox. Owns loading, compiling and evaluating rules.
-//! Never reads the kernel or the disk on the hot path.
-//! (Built in the rules engine issue.)
+//! alerts into the outbox.
+//!
+//! Owns loading rule files ([`loader`]), parsing conditions ([`condition`]),
+//! compiling them into evaluators ([`compile`]), rendering alerts
+//! ([`output`]), per-rule rate limits and counters ([`engine`]), and the
+//! daemon stage that ties them to the event channel, the outbox, reloads
+//! and the control socket ([`stage`]). Never reads the kernel or the disk
+//! on the hot path: rule files are read and compiled off it, and the
+//! compiled set is swapped in whole.
+
+pub mod compile;
+pub mod condition;
+pub mod engine;
+pub mod glob;
+pub mod loader;
+pub mod output;
+pub mod stage;
+pub mod strset;
+
+pub use engine::Engine;
+pub use loader::{Loaded, Problem, RuleSet, Severity, load_paths, load_sources};
+pub use stage::start;

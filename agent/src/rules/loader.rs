@@ -1,0 +1,1130 @@
+//! Rule files: YAML in, a [`RuleSet`] plus every [`Problem`] out.
+//!
+//! Owns Falco's rules-file semantics: `list`, `macro` and `rule` items,
+//! `append: true` and `override: {key: append|replace}`, rule exceptions,
+//! the legacy "only `enabled`" rule item, `required_engine_version`, and
+//! `skip-if-unknown-filter`. Files load in order; later items change
+//! earlier ones. Loading is partial success: a rule that does not compile
+//! is left out and listed with its file, line, column and the precise
+//! reason, and the rest load. Never touches the event path: the result is
+//! an immutable [`RuleSet`] that the engine swaps in whole.
+//!
+//! YAML is parsed with `saphyr` (YAML 1.2, maintained; `serde_yaml` is
+//! archived). We walk its marked node tree instead of deriving serde types
+//! so that every problem carries the line and column of the exact item and
+//! key, and scalars keep their source text (`'"(systemd)"'` stays quoted for
+//! the condition language).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use saphyr::{MarkedYaml, YamlData, YamlLoader};
+use serde::Serialize;
+
+use crate::config::Priority;
+use crate::event::{Event, EventType};
+
+use super::compile::{self, CompileError, ListDef, MacroDef, Node, TypeMask};
+use super::condition::{self, Literal};
+use super::output::OutputFormat;
+
+/// The highest Falco engine version whose rule syntax this engine reads
+/// (the stable rules of 2026 ask for 0.57.0; the items they use are here).
+pub const ENGINE_VERSION: &str = "0.57.0";
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The file, item or rule did not load.
+    Error,
+    /// Skipped as the rule asked (`skip-if-unknown-filter`) or by source.
+    Skipped,
+    /// Loaded, but something deserves a look (an unknown output field).
+    Warning,
+}
+
+/// One thing wrong with the rule files.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem is the whole file.
+    pub line: usize,
+    pub column: usize,
+    /// `rule`, `macro`, `list`, or `file`.
+    pub kind: &'static str,
+    /// The rule, macro or list name ("" for the file).
+    pub name: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Skipped => "skipped",
+            Severity::Warning => "warning",
+        };
+        write!(f, ": {sev}: ")?;
+        if !self.name.is_empty() {
+            write!(f, "{} \"{}\": ", self.kind, self.name)?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+/// A rule file as loaded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    /// Hex SHA-256 of the bytes read.
+    pub sha256: String,
+    pub bytes: usize,
+    pub required_engine_version: Option<String>,
+    /// Rules this file defined (not counting appends and overrides).
+    pub rules: usize,
+    /// Why the file did not load, when it did not.
+    pub error: Option<String>,
+}
+
+/// A rule as `rules list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleInfo {
+    pub name: String,
+    pub priority: Priority,
+    pub enabled: bool,
+    /// `loaded`, `failed`, `skipped` or `disabled`.
+    pub state: &'static str,
+    pub file: PathBuf,
+    pub line: usize,
+    pub tags: Vec<String>,
+    /// Event types the rule is indexed under (empty unless loaded).
+    pub event_types: Vec<&'static str>,
+}
+
+/// A compiled, enabled rule.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub name: Arc<str>,
+    pub priority: Priority,
+    pub tags: Vec<String>,
+    pub output: OutputFormat,
+    pub node: Node,
+    pub types: TypeMask,
+}
+
+/// An immutable, compiled rule set, indexed by event type.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub rules: Vec<CompiledRule>,
+    /// For each event type, the rules (indexes into `rules`) it must meet.
+    index: Vec<Box<[u32]>>,
+    pub catalog: Vec<RuleInfo>,
+    pub files: Vec<FileInfo>,
+}
+
+impl RuleSet {
+    /// Call `f` with each rule that matches `e`, in load order.
+    #[inline]
+    pub fn for_each_match(&self, e: &Event, mut f: impl FnMut(usize, &CompiledRule)) {
+        if let Some(ids) = self.index.get(e.evt.ty.index()) {
+            for &i in ids.iter() {
+                let rule = &self.rules[i as usize];
+                if rule.node.eval(e) {
+                    f(i as usize, rule);
+                }
+            }
+        }
+    }
+
+    /// Rules an event of type `t` meets.
+    pub fn rules_for(&self, t: EventType) -> usize {
+        self.index.get(t.index()).map_or(0, |v| v.len())
+    }
+
+    pub fn count(&self, state: &str) -> usize {
+        self.catalog.iter().filter(|r| r.state == state).count()
+    }
+}
+
+/// Partial success: the set that loaded and everything that did not.
+#[derive(Debug)]
+pub struct Loaded {
+    pub set: RuleSet,
+    pub problems: Vec<Problem>,
+}
+
+impl Loaded {
+    /// Errors (not warnings or skips): a reload with any is refused.
+    pub fn errors(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| p.severity == Severity::Error)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+}
+
+/// One file's text (or why it could not be read).
+pub struct Source {
+    pub path: PathBuf,
+    pub text: Result<String, String>,
+}
+
+/// Expand globs in order (each glob's matches sorted), keeping plain paths
+/// that do not exist so their absence is reported.
+pub fn expand_files(patterns: &[PathBuf]) -> (Vec<PathBuf>, Vec<Problem>) {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for p in patterns {
+        let s = p.to_string_lossy();
+        if !s.contains(['*', '?', '[']) {
+            files.push(p.clone());
+            continue;
+        }
+        let matched = glob_paths(p);
+        if matched.is_empty() {
+            problems.push(Problem {
+                severity: Severity::Error,
+                file: p.clone(),
+                line: 0,
+                column: 0,
+                kind: "file",
+                name: String::new(),
+                reason: "no rule file matches this pattern (check rules.files in agent.toml)".into(),
+            });
+        }
+        for m in matched {
+            if !files.contains(&m) {
+                files.push(m);
+            }
+        }
+    }
+    (files, problems)
+}
+
+/// Files matching a glob whose wildcards are in the last path component.
+fn glob_paths(pattern: &Path) -> Vec<PathBuf> {
+    let dir = pattern.parent().unwrap_or(Path::new("."));
+    let Some(name) = pattern.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let g = super::glob::Glob::new(&name, false);
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    !n.starts_with('.') && g.matches(&n)
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Read and load rule files (paths or globs), in order.
+pub fn load_paths(patterns: &[PathBuf]) -> Loaded {
+    let (files, mut problems) = expand_files(patterns);
+    let sources = files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read the file: {e}"));
+            Source { path, text }
+        })
+        .collect();
+    let mut loaded = load_sources(sources);
+    problems.append(&mut loaded.problems);
+    loaded.problems = problems;
+    loaded
+}
+
+/// Load rule files from their text, in order.
+pub fn load_sources(sources: Vec<Source>) -> Loaded {
+    let mut b = Builder::default();
+    for (fi, src) in sources.iter().enumerate() {
+        b.file(fi, src);
+    }
+    b.finish()
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Loc {
+    file: usize,
+    line: usize,
+    column: usize,
+}
+
+struct MacroEntry {
+    condition: String,
+    at: Loc,
+}
+
+#[derive(Clone)]
+struct ExceptionDef {
+    name: String,
+    fields: Vec<String>,
+    /// `fields: proc.name` (one field, not a list): values are plain items.
+    single: bool,
+    comps: Vec<String>,
+    values: Vec<ExcValue>,
+}
+
+#[derive(Clone)]
+enum ExcValue {
+    Scalar(String, bool),
+    Tuple(Vec<ExcValue>),
+}
+
+struct RuleEntry {
+    name: String,
+    at: Loc,
+    condition: String,
+    output: String,
+    priority: Priority,
+    tags: Vec<String>,
+    enabled: bool,
+    exceptions: Vec<ExceptionDef>,
+    source: String,
+    skip_if_unknown: bool,
+}
+
+#[derive(Default)]
+struct Builder {
+    files: Vec<FileInfo>,
+    lists: HashMap<String, ListDef>,
+    macros: HashMap<String, MacroEntry>,
+    rules: Vec<RuleEntry>,
+    problems: Vec<Problem>,
+}
+
+type Map<'a> = saphyr::AnnotatedMapping<'a, MarkedYaml<'a>>;
+
+fn text_of<'a>(n: &'a MarkedYaml<'_>) -> Option<Cow<'a, str>> {
+    match &n.data {
+        YamlData::Representation(s, _, _) => Some(Cow::Borrowed(s.as_ref())),
+        YamlData::Value(v) => Some(Cow::Owned(match v {
+            saphyr::Scalar::Null => return None,
+            saphyr::Scalar::Boolean(b) => b.to_string(),
+            saphyr::Scalar::Integer(i) => i.to_string(),
+            saphyr::Scalar::FloatingPoint(f) => f.to_string(),
+            saphyr::Scalar::String(s) => s.to_string(),
+        })),
+        _ => None,
+    }
+}
+
+fn is_null(n: &MarkedYaml<'_>) -> bool {
+    match &n.data {
+        YamlData::Representation(s, style, _) => {
+            *style == saphyr::ScalarStyle::Plain && matches!(s.as_ref(), "" | "~" | "null" | "Null" | "NULL")
+        }
+        YamlData::Value(saphyr::Scalar::Null) => true,
+        _ => false,
+    }
+}
+
+fn is_quoted(n: &MarkedYaml<'_>) -> bool {
+    matches!(
+        &n.data,
+        YamlData::Representation(_, saphyr::ScalarStyle::SingleQuoted | saphyr::ScalarStyle::DoubleQuoted, _)
+    )
+}
+
+fn get<'m, 'a>(m: &'m Map<'a>, key: &str) -> Option<&'m MarkedYaml<'a>> {
+    m.iter()
+        .find(|(k, _)| text_of(k).as_deref() == Some(key))
+        .map(|(_, v)| v)
+}
+
+fn keys<'m>(m: &'m Map<'_>) -> Vec<(String, &'m MarkedYaml<'m>)> {
+    m.iter()
+        .filter_map(|(k, _)| text_of(k).map(|t| (t.into_owned(), k)))
+        .collect()
+}
+
+fn parse_bool(n: &MarkedYaml<'_>) -> Option<bool> {
+    match text_of(n)?.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" => Some(true),
+        "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn seq<'m, 'a>(n: &'m MarkedYaml<'a>) -> Option<&'m Vec<MarkedYaml<'a>>> {
+    match &n.data {
+        YamlData::Sequence(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Scalars of a sequence (or a single scalar), as text.
+fn strings(n: &MarkedYaml<'_>) -> Option<Vec<String>> {
+    if is_null(n) {
+        return Some(Vec::new());
+    }
+    match &n.data {
+        YamlData::Sequence(items) => items
+            .iter()
+            .filter(|i| !is_null(i))
+            .map(|i| text_of(i).map(Cow::into_owned))
+            .collect(),
+        _ => text_of(n).map(|t| vec![t.into_owned()]),
+    }
+}
+
+impl Builder {
+    fn problem(&mut self, severity: Severity, at: Loc, kind: &'static str, name: &str, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            severity,
+            file: self.files[at.file].path.clone(),
+            line: at.line,
+            column: at.column,
+            kind,
+            name: name.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    fn loc(&self, file: usize, n: &MarkedYaml<'_>) -> Loc {
+        Loc {
+            file,
+            line: n.span.start.line(),
+            column: n.span.start.col() + 1,
+        }
+    }
+
+    fn file(&mut self, fi: usize, src: &Source) {
+        let (sha256, bytes) = match &src.text {
+            Ok(t) => (sha256_hex(t.as_bytes()), t.len()),
+            Err(_) => (String::new(), 0),
+        };
+        self.files.push(FileInfo {
+            path: src.path.clone(),
+            sha256,
+            bytes,
+            required_engine_version: None,
+            rules: 0,
+            error: None,
+        });
+        let whole = Loc { file: fi, line: 0, column: 0 };
+        let text = match &src.text {
+            Ok(t) => t,
+            Err(e) => {
+                self.files[fi].error = Some(e.clone());
+                self.problem(Severity::Error, whole, "file", "", e.clone());
+                return;
+            }
+        };
+        let mut parser = saphyr_parser::Parser::new_from_str(text);
+        let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
+        loader.early_parse(false);
+        let docs = match parser.load(&mut loader, true) {
+            Err(e) => Err(e),
+            Ok(()) => match loader.error() {
+                Some(e) => Err(e.clone()),
+                None => Ok(loader.into_documents()),
+            },
+        };
+        let docs = match docs {
+            Ok(d) => d,
+            Err(e) => {
+                let at = Loc {
+                    file: fi,
+                    line: e.marker().line(),
+                    column: e.marker().col() + 1,
+                };
+                let reason = format!("not valid YAML: {}", e.info());
+                self.files[fi].error = Some(format!("line {}, column {}: {reason}", at.line, at.column));
+                self.problem(Severity::Error, at, "file", "", reason);
+                return;
+            }
+        };
+        for doc in &docs {
+            if is_null(doc) {
+                continue;
+            }
+            let Some(items) = seq(doc) else {
+                let at = self.loc(fi, doc);
+                let reason = "a rules file is a YAML sequence of items (- rule: ..., - macro: ..., - list: ...)";
+                self.files[fi].error = Some(reason.into());
+                self.problem(Severity::Error, at, "file", "", reason);
+                return;
+            };
+            for item in items {
+                self.item(fi, item);
+            }
+        }
+    }
+
+    fn item(&mut self, fi: usize, item: &MarkedYaml<'_>) {
+        let at = self.loc(fi, item);
+        let YamlData::Mapping(m) = &item.data else {
+            self.problem(Severity::Error, at, "file", "", "each item must be a mapping such as \"- rule: NAME\"");
+            return;
+        };
+        if let Some(v) = get(m, "required_engine_version") {
+            let version = text_of(v).map(|s| s.into_owned()).unwrap_or_default();
+            if version_newer(&version, ENGINE_VERSION) {
+                self.problem(
+                    Severity::Warning,
+                    at,
+                    "file",
+                    "",
+                    format!("requires Falco engine version {version}; this engine reads the syntax of {ENGINE_VERSION} (rules using newer syntax report their own errors)"),
+                );
+            }
+            self.files[fi].required_engine_version = Some(version);
+            return;
+        }
+        if get(m, "required_plugin_versions").is_some() {
+            return;
+        }
+        if let Some(name) = get(m, "list") {
+            self.list(fi, at, m, name);
+        } else if let Some(name) = get(m, "macro") {
+            self.macro_item(fi, at, m, name);
+        } else if let Some(name) = get(m, "rule") {
+            self.rule(fi, at, m, name);
+        } else {
+            let kinds: Vec<String> = keys(m).into_iter().map(|(k, _)| k).collect();
+            self.problem(
+                Severity::Error,
+                at,
+                "file",
+                "",
+                format!("unknown item ({}): expected rule, macro, list or required_engine_version", kinds.join(", ")),
+            );
+        }
+    }
+
+    /// `append: true` or `override: {key: append|replace}` for `key`.
+    fn how(&mut self, at: Loc, kind: &'static str, name: &str, m: &Map<'_>, key: &str) -> Option<How> {
+        if let Some(o) = get(m, "override") {
+            let YamlData::Mapping(om) = &o.data else {
+                self.problem(Severity::Error, at, kind, name, "override must map keys to append or replace");
+                return None;
+            };
+            return match get(om, key).and_then(text_of).as_deref() {
+                Some("append") => Some(How::Append),
+                Some("replace") => Some(How::Replace),
+                Some(other) => {
+                    self.problem(Severity::Error, at, kind, name, format!("override.{key}: \"{other}\" is neither append nor replace"));
+                    None
+                }
+                None => Some(How::Keep),
+            };
+        }
+        match get(m, "append").map(parse_bool) {
+            Some(Some(true)) => Some(How::Append),
+            Some(None) => {
+                self.problem(Severity::Error, at, kind, name, "append must be true or false");
+                None
+            }
+            _ => Some(How::Define),
+        }
+    }
+
+    fn list(&mut self, fi: usize, at: Loc, m: &Map<'_>, name: &MarkedYaml<'_>) {
+        let Some(name) = text_of(name).map(Cow::into_owned) else {
+            self.problem(Severity::Error, at, "list", "", "the list has no name");
+            return;
+        };
+        let items = match get(m, "items") {
+            None => {
+                self.problem(Severity::Error, at, "list", &name, "missing key items");
+                return;
+            }
+            Some(n) => match &n.data {
+                YamlData::Sequence(seq) => seq
+                    .iter()
+                    .filter(|i| !is_null(i))
+                    .map(|i| {
+                        let t = text_of(i).unwrap_or_default();
+                        if is_quoted(i) {
+                            // A YAML-quoted item may still carry condition quoting inside.
+                            let inner = condition::unquote_item(&t);
+                            if inner.quoted {
+                                inner
+                            } else {
+                                Literal { text: t.into_owned(), quoted: false }
+                            }
+                        } else {
+                            condition::unquote_item(&t)
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+                _ if is_null(n) => Vec::new(),
+                _ => {
+                    let at = self.loc(fi, n);
+                    self.problem(Severity::Error, at, "list", &name, "items must be a sequence such as [a, b]");
+                    return;
+                }
+            },
+        };
+        let Some(how) = self.how(at, "list", &name, m, "items") else { return };
+        match (how, self.lists.get_mut(&name)) {
+            (How::Append, Some(l)) => l.items.extend(items),
+            (How::Append, None) => {
+                self.problem(Severity::Error, at, "list", &name, "appends to a list that is not defined earlier")
+            }
+            (How::Keep, _) => {}
+            _ => {
+                self.lists.insert(name, ListDef { items });
+            }
+        }
+    }
+
+    fn macro_item(&mut self, fi: usize, at: Loc, m: &Map<'_>, name: &MarkedYaml<'_>) {
+        let Some(name) = text_of(name).map(Cow::into_owned) else {
+            self.problem(Severity::Error, at, "macro", "", "the macro has no name");
+            return;
+        };
+        let Some(cond) = get(m, "condition").and_then(text_of).map(Cow::into_owned) else {
+            self.problem(Severity::Error, at, "macro", &name, "missing key condition");
+            return;
+        };
+        let Some(how) = self.how(at, "macro", &name, m, "condition") else { return };
+        let _ = fi;
+        match (how, self.macros.get_mut(&name)) {
+            (How::Append, Some(e)) => {
+                e.condition.push(' ');
+                e.condition.push_str(&cond);
+            }
+            (How::Append, None) => {
+                self.problem(Severity::Error, at, "macro", &name, "appends to a macro that is not defined earlier")
+            }
+            (How::Keep, _) => {}
+            _ => {
+                self.macros.insert(name, MacroEntry { condition: cond, at });
+            }
+        }
+    }
+
+    fn rule(&mut self, fi: usize, at: Loc, m: &Map<'_>, name_node: &MarkedYaml<'_>) {
+        let Some(name) = text_of(name_node).map(Cow::into_owned) else {
+            self.problem(Severity::Error, at, "rule", "", "the rule has no name");
+            return;
+        };
+        const KNOWN: [&str; 16] = [
+            "rule", "desc", "condition", "output", "priority", "tags", "enabled", "exceptions", "source",
+            "skip-if-unknown-filter", "append", "override", "warn_evttypes", "capture", "capture_duration",
+            "required_plugin_versions",
+        ];
+        for (k, kn) in keys(m) {
+            if !KNOWN.contains(&k.as_str()) {
+                let kat = self.loc(fi, kn);
+                self.problem(Severity::Warning, kat, "rule", &name, format!("unknown key {k} (ignored)"));
+            }
+        }
+        let existing = self.rules.iter().position(|r| r.name == name);
+        let modifies = get(m, "override").is_some() || get(m, "append").and_then(parse_bool) == Some(true);
+        // Legacy: `- rule: X` with only `enabled:` switches an existing rule.
+        let only_enabled = keys(m).iter().all(|(k, _)| k == "rule" || k == "enabled") && get(m, "enabled").is_some();
+        if only_enabled && !modifies {
+            match (existing, get(m, "enabled").and_then(parse_bool)) {
+                (Some(i), Some(en)) => self.rules[i].enabled = en,
+                (None, _) => self.problem(Severity::Error, at, "rule", &name, "enables or disables a rule that is not defined earlier"),
+                (_, None) => self.problem(Severity::Error, at, "rule", &name, "enabled must be true or false"),
+            }
+            return;
+        }
+        if modifies {
+            let Some(i) = existing else {
+                self.problem(Severity::Error, at, "rule", &name, "appends to or overrides a rule that is not defined earlier");
+                return;
+            };
+            self.modify_rule(fi, i, at, m, &name);
+            return;
+        }
+        let mut missing = Vec::new();
+        let cond = get(m, "condition").and_then(text_of).map(Cow::into_owned);
+        let output = get(m, "output").and_then(text_of).map(Cow::into_owned);
+        let prio_text = get(m, "priority").and_then(text_of).map(Cow::into_owned);
+        for (k, v) in [("condition", cond.is_some()), ("output", output.is_some()), ("priority", prio_text.is_some())] {
+            if !v {
+                missing.push(k);
+            }
+        }
+        if !missing.is_empty() {
+            self.push_failed_placeholder(&name, at, Priority::Debug);
+            self.problem(Severity::Error, at, "rule", &name, format!("missing key {}", missing.join(", ")));
+            return;
+        }
+        let priority = match Priority::parse_falco(prio_text.as_deref().unwrap_or_default()) {
+            Some(p) => p,
+            None => {
+                let pat = get(m, "priority").map_or(at, |n| self.loc(fi, n));
+                self.push_failed_placeholder(&name, at, Priority::Debug);
+                self.problem(
+                    Severity::Error,
+                    pat,
+                    "rule",
+                    &name,
+                    format!(
+                        "priority \"{}\" is not one of emergency, alert, critical, error, warning, notice, informational, debug",
+                        prio_text.unwrap_or_default()
+                    ),
+                );
+                return;
+            }
+        };
+        let Some(exceptions) = self.exceptions(fi, at, &name, m) else {
+            self.push_failed_placeholder(&name, at, priority);
+            return;
+        };
+        let tags = get(m, "tags").and_then(strings).unwrap_or_default();
+        let enabled = match get(m, "enabled") {
+            None => true,
+            Some(n) => match parse_bool(n) {
+                Some(b) => b,
+                None => {
+                    self.problem(Severity::Error, at, "rule", &name, "enabled must be true or false");
+                    return;
+                }
+            },
+        };
+        let entry = RuleEntry {
+            name: name.clone(),
+            at,
+            condition: cond.unwrap_or_default(),
+            output: output.unwrap_or_default(),
+            priority,
+            tags,
+            enabled,
+            exceptions,
+            source: get(m, "source").and_then(text_of).map_or_else(|| "syscall".into(), Cow::into_owned),
+            skip_if_unknown: get(m, "skip-if-unknown-filter").and_then(parse_bool).unwrap_or(false),
+        };
+        self.files[fi].rules += 1;
+        match existing {
+            Some(i) => {
+                self.problem(Severity::Warning, at, "rule", &name, "redefines a rule of the same name; the later definition replaces it");
+                self.rules[i] = entry;
+            }
+            None => self.rules.push(entry),
+        }
+    }
+
+    /// A rule that failed before it could be recorded still appears in
+    /// `rules list` as failed; an empty condition marks it.
+    fn push_failed_placeholder(&mut self, name: &str, at: Loc, priority: Priority) {
+        if self.rules.iter().any(|r| r.name == name) {
+            return;
+        }
+        self.rules.push(RuleEntry {
+            name: name.to_string(),
+            at,
+            condition: String::new(),
+            output: String::new(),
+            priority,
+            tags: Vec::new(),
+            enabled: false,
+            exceptions: Vec::new(),
+            source: "invalid".into(),
+            skip_if_unknown: false,
+        });
+    }
+
+    fn modify_rule(&mut self, fi: usize, i: usize, at: Loc, m: &Map<'_>, name: &str) {
+        let legacy_append = get(m, "override").is_none();
+        let text = |k: &str| get(m, k).and_then(text_of).map(Cow::into_owned);
+        let keys_present: Vec<String> = keys(m)
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !matches!(k.as_str(), "rule" | "append" | "override"))
+            .collect();
+        let exceptions = if get(m, "exceptions").is_some() {
+            match self.exceptions(fi, at, name, m) {
+                Some(e) => Some(e),
+                None => return,
+            }
+        } else {
+            None
+        };
+        for key in keys_present {
+            let how = if legacy_append {
+                // The older `append: true` appends conditions and exceptions;
+                // other keys replace (Falco's documented behaviour).
+                if matches!(key.as_str(), "condition" | "exceptions") {
+                    How::Append
+                } else {
+                    How::Replace
+                }
+            } else {
+                match self.how(at, "rule", name, m, &key) {
+                    Some(How::Keep) => {
+                        self.problem(Severity::Error, at, "rule", name, format!("{key} is given but override does not say append or replace for it"));
+                        continue;
+                    }
+                    Some(h) => h,
+                    None => return,
+                }
+            };
+            let r = &mut self.rules[i];
+            match (key.as_str(), how) {
+                ("condition", How::Append) => {
+                    r.condition.push(' ');
+                    r.condition.push_str(&text("condition").unwrap_or_default());
+                }
+                ("condition", _) => r.condition = text("condition").unwrap_or_default(),
+                ("output", How::Append) => {
+                    r.output.push(' ');
+                    r.output.push_str(&text("output").unwrap_or_default());
+                }
+                ("output", _) => r.output = text("output").unwrap_or_default(),
+                ("desc", _) => {}
+                ("tags", How::Append) => r.tags.extend(get(m, "tags").and_then(strings).unwrap_or_default()),
+                ("tags", _) => r.tags = get(m, "tags").and_then(strings).unwrap_or_default(),
+                ("priority", _) => match text("priority").as_deref().and_then(Priority::parse_falco) {
+                    Some(p) => r.priority = p,
+                    None => self.problem(Severity::Error, at, "rule", name, "priority is not a Falco priority"),
+                },
+                ("enabled", _) => match get(m, "enabled").and_then(parse_bool) {
+                    Some(b) => r.enabled = b,
+                    None => self.problem(Severity::Error, at, "rule", name, "enabled must be true or false"),
+                },
+                ("exceptions", how) => {
+                    let new = exceptions.clone().unwrap_or_default();
+                    if how == How::Replace {
+                        r.exceptions = new;
+                    } else {
+                        for ex in new {
+                            match r.exceptions.iter_mut().find(|e| e.name == ex.name) {
+                                Some(old) => old.values.extend(ex.values),
+                                None => r.exceptions.push(ex),
+                            }
+                        }
+                    }
+                }
+                ("source", _) => r.source = text("source").unwrap_or_default(),
+                ("skip-if-unknown-filter", _) => {
+                    r.skip_if_unknown = get(m, "skip-if-unknown-filter").and_then(parse_bool).unwrap_or(false)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn exceptions(&mut self, fi: usize, at: Loc, name: &str, m: &Map<'_>) -> Option<Vec<ExceptionDef>> {
+        let Some(n) = get(m, "exceptions") else {
+            return Some(Vec::new());
+        };
+        if is_null(n) {
+            return Some(Vec::new());
+        }
+        let Some(items) = seq(n) else {
+            self.problem(Severity::Error, at, "rule", name, "exceptions must be a sequence of {name, fields, comps, values}");
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let eat = self.loc(fi, item);
+            let YamlData::Mapping(em) = &item.data else {
+                self.problem(Severity::Error, eat, "rule", name, "each exception is a mapping with name, fields, comps, values");
+                return None;
+            };
+            let Some(ename) = get(em, "name").and_then(text_of).map(Cow::into_owned) else {
+                self.problem(Severity::Error, eat, "rule", name, "an exception has no name");
+                return None;
+            };
+            let (fields, single) = match get(em, "fields") {
+                Some(f) => match seq(f) {
+                    Some(_) => (strings(f).unwrap_or_default(), false),
+                    None => (strings(f).unwrap_or_default(), true),
+                },
+                None => (Vec::new(), false),
+            };
+            let comps = match get(em, "comps") {
+                Some(c) => strings(c).unwrap_or_default(),
+                None => vec!["=".to_string(); fields.len()],
+            };
+            if !single && comps.len() != fields.len() {
+                self.problem(
+                    Severity::Error,
+                    eat,
+                    "rule",
+                    name,
+                    format!("exception {ename}: {} fields but {} comps", fields.len(), comps.len()),
+                );
+                return None;
+            }
+            let values = match get(em, "values") {
+                None => Vec::new(),
+                Some(v) if is_null(v) => Vec::new(),
+                Some(v) => match exc_value(v) {
+                    ExcValue::Tuple(vs) => vs,
+                    one => vec![one],
+                },
+            };
+            if !single {
+                for v in &values {
+                    let ok = matches!(v, ExcValue::Tuple(t) if t.len() == fields.len());
+                    if !ok {
+                        self.problem(
+                            Severity::Error,
+                            eat,
+                            "rule",
+                            name,
+                            format!("exception {ename}: each value must be a list of {} items, one per field", fields.len()),
+                        );
+                        return None;
+                    }
+                }
+            }
+            out.push(ExceptionDef {
+                name: ename,
+                fields,
+                single,
+                comps,
+                values,
+            });
+        }
+        Some(out)
+    }
+
+    fn finish(mut self) -> Loaded {
+        let macros: HashMap<String, MacroDef> = self
+            .macros
+            .iter()
+            .map(|(n, e)| {
+                (
+                    n.clone(),
+                    MacroDef {
+                        parsed: condition::parse(&e.condition),
+                    },
+                )
+            })
+            .collect();
+        // Report macros that do not parse once, where they are defined.
+        let mut bad: Vec<(String, Loc, String)> = self
+            .macros
+            .iter()
+            .filter_map(|(n, e)| match &macros[n].parsed {
+                Err(err) => Some((n.clone(), e.at, format!("syntax error in condition: {err}"))),
+                Ok(_) => None,
+            })
+            .collect();
+        bad.sort_by_key(|(_, at, _)| (at.file, at.line));
+        for (n, at, reason) in bad {
+            self.problem(Severity::Error, at, "macro", &n, reason);
+        }
+
+        let env = compile::Env {
+            lists: &self.lists,
+            macros: &macros,
+        };
+        let mut set = RuleSet::default();
+        let mut problems = Vec::new();
+        for r in &self.rules {
+            let file = self.files[r.at.file].path.clone();
+            let mut info = RuleInfo {
+                name: r.name.clone(),
+                priority: r.priority,
+                enabled: r.enabled,
+                state: "failed",
+                file: file.clone(),
+                line: r.at.line,
+                tags: r.tags.clone(),
+                event_types: Vec::new(),
+            };
+            let problem = |severity, reason: String| Problem {
+                severity,
+                file: file.clone(),
+                line: r.at.line,
+                column: r.at.column,
+                kind: "rule",
+                name: r.name.clone(),
+                reason,
+            };
+            if r.source == "invalid" {
+                set.catalog.push(info);
+                continue;
+            }
+            if r.source != "syscall" {
+                info.state = "skipped";
+                problems.push(problem(
+                    Severity::Skipped,
+                    format!("source {} is not handled by this agent (only syscall events)", r.source),
+                ));
+                set.catalog.push(info);
+                continue;
+            }
+            let text = with_exceptions(&r.condition, &r.exceptions);
+            let compiled = condition::parse(&text)
+                .map_err(|error| CompileError::Syntax { error, within: Vec::new() })
+                .and_then(|expr| compile::compile(&expr, &env));
+            match compiled {
+                Err(e) if r.skip_if_unknown && e.is_unknown_filter() => {
+                    info.state = "skipped";
+                    problems.push(problem(Severity::Skipped, format!("{e} (skip-if-unknown-filter)")));
+                }
+                Err(e) => problems.push(problem(Severity::Error, e.to_string())),
+                Ok(c) => {
+                    if !c.unknown_types.is_empty() {
+                        problems.push(problem(
+                            Severity::Warning,
+                            format!("evt.type values the sensor never produces: {}", c.unknown_types.join(", ")),
+                        ));
+                    }
+                    if c.types == compile::ALL_TYPES {
+                        problems.push(problem(
+                            Severity::Warning,
+                            "the condition does not restrict evt.type, so every event meets this rule (slow)".into(),
+                        ));
+                    }
+                    let (output, unknown) = OutputFormat::parse(&r.output);
+                    if !unknown.is_empty() {
+                        problems.push(problem(
+                            Severity::Warning,
+                            format!("output fields unknown to this engine print <NA>: {}", unknown.join(", ")),
+                        ));
+                    }
+                    info.event_types = compile::type_names(c.types);
+                    if r.enabled {
+                        info.state = "loaded";
+                        set.rules.push(CompiledRule {
+                            name: r.name.as_str().into(),
+                            priority: r.priority,
+                            tags: r.tags.clone(),
+                            output,
+                            node: c.node,
+                            types: c.types,
+                        });
+                    } else {
+                        info.state = "disabled";
+                    }
+                }
+            }
+            set.catalog.push(info);
+        }
+        let mut index: Vec<Vec<u32>> = vec![Vec::new(); EventType::ALL.len()];
+        for (i, r) in set.rules.iter().enumerate() {
+            for t in EventType::ALL {
+                if r.types & compile::type_bit(t) != 0 {
+                    index[t.index()].push(i as u32);
+                }
+            }
+        }
+        set.index = index.into_iter().map(Vec::into_boxed_slice).collect();
+        set.files = self.files;
+        let mut all = self.problems;
+        all.extend(problems);
+        Loaded { set, problems: all }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// A new definition (replaces one of the same name).
+    Define,
+    Append,
+    Replace,
+    /// `override` present but silent on this key.
+    Keep,
+}
+
+fn exc_value(n: &MarkedYaml<'_>) -> ExcValue {
+    match &n.data {
+        YamlData::Sequence(items) => ExcValue::Tuple(items.iter().map(exc_value).collect()),
+        _ => ExcValue::Scalar(text_of(n).map(Cow::into_owned).unwrap_or_default(), is_quoted(n)),
+    }
+}
+
+/// Quote a value for the condition language.
+fn quote(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn operand_text(v: &ExcValue, comp: &str) -> String {
+    let list_op = matches!(comp, "in" | "intersects" | "pmatch");
+    match v {
+        ExcValue::Tuple(items) => {
+            let inner: Vec<String> = items.iter().map(|i| operand_text(i, "=")).collect();
+            format!("({})", inner.join(", "))
+        }
+        // A bare name after `in` may be a list reference: leave it bare.
+        ExcValue::Scalar(s, false) if list_op && !s.contains([' ', ',', '(', ')']) => format!("({s})"),
+        ExcValue::Scalar(s, _) if list_op => format!("({})", quote(s)),
+        ExcValue::Scalar(s, _) => {
+            // Condition-style quoting written inside YAML quotes is kept.
+            let l = condition::unquote_item(s);
+            quote(&l.text)
+        }
+    }
+}
+
+/// `(condition) and not (exception or exception ...)`, as Falco builds it.
+fn with_exceptions(cond: &str, exceptions: &[ExceptionDef]) -> String {
+    let mut alts = Vec::new();
+    for ex in exceptions {
+        if ex.single {
+            let (Some(f), Some(c)) = (ex.fields.first(), ex.comps.first()) else { continue };
+            if ex.values.is_empty() {
+                continue;
+            }
+            if matches!(c.as_str(), "in" | "intersects" | "pmatch") {
+                let items: Vec<String> = ex
+                    .values
+                    .iter()
+                    .map(|v| match v {
+                        ExcValue::Scalar(s, _) => {
+                            let l = condition::unquote_item(s);
+                            if l.quoted { quote(&l.text) } else { s.clone() }
+                        }
+                        ExcValue::Tuple(_) => String::new(),
+                    })
+                    .collect();
+                alts.push(format!("{f} {c} ({})", items.join(", ")));
+            } else {
+                for v in &ex.values {
+                    alts.push(format!("{f} {c} {}", operand_text(v, c)));
+                }
+            }
+            continue;
+        }
+        for v in &ex.values {
+            let ExcValue::Tuple(items) = v else { continue };
+            let parts: Vec<String> = ex
+                .fields
+                .iter()
+                .zip(&ex.comps)
+                .zip(items)
+                .map(|((f, c), v)| format!("{f} {c} {}", operand_text(v, c)))
+                .collect();
+            alts.push(format!("({})", parts.join(" and ")));
+        }
+    }
+    if alts.is_empty() {
+        cond.to_string()
+    } else {
+        format!("({cond}) and not ({})", alts.join(" or "))
+    }
+}
+
+/// Whether dotted version `a` is newer than `b` (`0.58.0` > `0.57.0`);
+/// bare integers are Falco's old engine numbers, all older than 0.x.y.
+fn version_newer(a: &str, b: &str) -> bool {
+    let parse = |s: &str| -> Vec<u64> { s.trim().split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    let (va, vb) = (parse(a), parse(b));
+    if va.len() == 1 {
+        return false;
+    }
+    va > vb
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,387 @@
+//! The rules stage: events in, alerts out, reloads without a gap.
+//!
+//! Owns the task that reads the sensor's event channel and feeds the
+//! [`Engine`], sends alerts to the outbox (never waiting: a full outbox
+//! input is counted by the [`ReportSender`]), appends them to the optional
+//! JSON-lines file, and reports suppressed counts as a node event. Rule
+//! files are re-read on SIGHUP (a new config on the watch channel) and when
+//! they change on disk; the new set is loaded and compiled on a blocking
+//! thread while events keep flowing, then swapped in whole. A new set with
+//! errors is refused and the running one kept, with the reasons in the log
+//! and in status. Never blocks the event loop on disk or on the outbox.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::AgentConfig;
+use crate::control::{ControlError, Reply};
+use crate::daemon::{Stage, StageContext, spawn_stage};
+use crate::event::Event;
+use crate::report::{Report, ReportSender};
+use crate::status::{StageState, StatusReporter, unix_now};
+
+use super::engine::{Alert, Engine, Limits};
+use super::loader::{self, Loaded, Severity};
+
+/// How often rule files are checked for changes (a few `stat` calls).
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often status details are refreshed; cheap, and a technician reading
+/// `status` sees counts at most this old.
+const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often suppressed-alert counts are reported to the fleet: often enough
+/// to notice a storm, rarely enough not to become one.
+const SUPPRESSION_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Events taken from the channel per wake-up before yielding to the other
+/// branches of the loop (reloads, control requests, shutdown).
+const EVENT_BATCH: usize = 256;
+
+/// Control requests waiting for the stage; `rules list` is interactive and rare.
+const CONTROL_CAPACITY: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("the rules loader thread failed: {0}")]
+    Loader(String),
+}
+
+enum ControlMsg {
+    List(oneshot::Sender<Value>),
+}
+
+/// Start the rules stage on `events`.
+pub fn start(ctx: &StageContext, events: mpsc::Receiver<Event>, shutdown: CancellationToken) -> Stage {
+    let status = ctx.board.register("rules");
+    let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_CAPACITY);
+    ctx.router.register("rules.list", move |_| {
+        let ctl_tx = ctl_tx.clone();
+        async move {
+            let (tx, rx) = oneshot::channel();
+            ctl_tx
+                .send(ControlMsg::List(tx))
+                .await
+                .map_err(|_| ControlError::unavailable("the rules stage is not running"))?;
+            let v = rx
+                .await
+                .map_err(|_| ControlError::unavailable("the rules stage stopped"))?;
+            Ok(Reply::Value(v))
+        }
+    });
+    let task = Task {
+        config: ctx.config.clone(),
+        reports: ctx.reports.clone(),
+        status: status.clone(),
+        events,
+        control: ctl_rx,
+        shutdown,
+    };
+    spawn_stage("rules", status, task.run())
+}
+
+struct Task {
+    config: watch::Receiver<Arc<AgentConfig>>,
+    reports: ReportSender,
+    status: StatusReporter,
+    events: mpsc::Receiver<Event>,
+    control: mpsc::Receiver<ControlMsg>,
+    shutdown: CancellationToken,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Cheap identity of the rule files: names, sizes and modification times.
+fn fingerprint(patterns: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let (files, _) = loader::expand_files(patterns);
+    files
+        .into_iter()
+        .map(|p| {
+            let md = std::fs::metadata(&p).ok();
+            let len = md.as_ref().map_or(u64::MAX, |m| m.len());
+            let mtime = md.and_then(|m| m.modified().ok());
+            (p, len, mtime)
+        })
+        .collect()
+}
+
+/// The result of the last reload, for status.
+struct ReloadNote {
+    at: u64,
+    trigger: &'static str,
+    ok: bool,
+    errors: Vec<String>,
+}
+
+/// Appends alerts to `[rules] json_file`, one JSON object per line.
+struct JsonSink {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    failed: bool,
+}
+
+impl JsonSink {
+    fn new(path: PathBuf) -> Self {
+        JsonSink {
+            path,
+            file: None,
+            failed: false,
+        }
+    }
+
+    fn write(&mut self, payload: &Map<String, Value>) {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
+        if self.file.is_none() && !self.failed {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
+                Ok(f) => self.file = Some(std::io::BufWriter::new(f)),
+                Err(e) => {
+                    // Log once; the outbox still gets every alert.
+                    error!(path = %self.path.display(), error = %e, "cannot open rules.json_file; alerts still go to the outbox");
+                    self.failed = true;
+                }
+            }
+        }
+        if let Some(f) = &mut self.file {
+            let mut line = serde_json::to_vec(payload).unwrap_or_default();
+            line.push(b'\n');
+            if let Err(e) = f.write_all(&line) {
+                error!(path = %self.path.display(), error = %e, "cannot write rules.json_file");
+                self.file = None;
+                self.failed = true;
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = &mut self.file {
+            let _ = f.flush();
+        }
+    }
+}
+
+async fn load_off_path(files: Vec<PathBuf>) -> Result<Loaded, StageError> {
+    tokio::task::spawn_blocking(move || loader::load_paths(&files))
+        .await
+        .map_err(|e| StageError::Loader(e.to_string()))
+}
+
+impl Task {
+    async fn run(mut self) -> Result<(), StageError> {
+        let cfg = self.config.borrow_and_update().clone();
+        let mut files = cfg.rules.files.clone();
+        let mut fp = fingerprint(&files);
+        let loaded = load_off_path(files.clone()).await?;
+        log_problems(&loaded, "loaded");
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| cfg.node.id.clone());
+        let mut engine = Engine::new(loaded, Limits::from(&cfg.rules), hostname, now_ns());
+        let mut sink = JsonSink::new(cfg.rules.json_file.clone());
+        let mut last_reload: Option<ReloadNote> = None;
+        self.publish(&engine, &last_reload);
+
+        let mut pending: Option<(tokio::task::JoinHandle<Loaded>, &'static str)> = None;
+        let mut events_open = true;
+        let mut file_tick = tokio::time::interval(FILE_CHECK_INTERVAL);
+        let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
+        let mut suppress_tick = tokio::time::interval(SUPPRESSION_REPORT_INTERVAL);
+        file_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut alerts = Vec::new();
+
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                done = async { (&mut pending.as_mut().expect("guarded").0).await }, if pending.is_some() => {
+                    let trigger = pending.take().map_or("reload", |p| p.1);
+                    let loaded = done.map_err(|e| StageError::Loader(e.to_string()))?;
+                    last_reload = Some(apply_reload(&mut engine, loaded, trigger));
+                    self.publish(&engine, &last_reload);
+                }
+                changed = self.config.changed() => {
+                    if changed.is_err() {
+                        // The daemon is shutting down; the token follows.
+                        continue;
+                    }
+                    let cfg = self.config.borrow_and_update().clone();
+                    engine.set_limits(Limits::from(&cfg.rules));
+                    if sink.path != cfg.rules.json_file {
+                        sink.flush();
+                        sink = JsonSink::new(cfg.rules.json_file.clone());
+                    }
+                    files = cfg.rules.files.clone();
+                    fp = fingerprint(&files);
+                    if pending.is_none() {
+                        pending = Some((tokio::task::spawn_blocking({
+                            let files = files.clone();
+                            move || loader::load_paths(&files)
+                        }), "sighup"));
+                    }
+                }
+                ev = self.events.recv(), if events_open => {
+                    match ev {
+                        Some(ev) => {
+                            let now = now_ns();
+                            engine.process(&ev, now, &mut alerts);
+                            let mut n = 1;
+                            while n < EVENT_BATCH {
+                                match self.events.try_recv() {
+                                    Ok(ev) => engine.process(&ev, now, &mut alerts),
+                                    Err(_) => break,
+                                }
+                                n += 1;
+                            }
+                            self.emit(&mut alerts, &mut sink);
+                        }
+                        None => events_open = false,
+                    }
+                }
+                Some(msg) = self.control.recv() => match msg {
+                    ControlMsg::List(tx) => { let _ = tx.send(engine.rules_list()); }
+                },
+                _ = file_tick.tick() => {
+                    let now_fp = fingerprint(&files);
+                    if now_fp != fp && pending.is_none() {
+                        fp = now_fp;
+                        pending = Some((tokio::task::spawn_blocking({
+                            let files = files.clone();
+                            move || loader::load_paths(&files)
+                        }), "file change"));
+                    }
+                }
+                _ = status_tick.tick() => self.publish(&engine, &last_reload),
+                _ = suppress_tick.tick() => {
+                    let suppressed = engine.take_suppressed();
+                    if !suppressed.is_empty() {
+                        let total: u64 = suppressed.iter().map(|(_, n)| n).sum();
+                        let mut rules = Map::new();
+                        for (name, n) in suppressed {
+                            rules.insert(name, n.into());
+                        }
+                        let mut fields = Map::new();
+                        fields.insert("rules".into(), Value::Object(rules));
+                        fields.insert("interval_secs".into(), SUPPRESSION_REPORT_INTERVAL.as_secs().into());
+                        warn!(suppressed = total, "alerts suppressed by the per-rule rate limit");
+                        self.reports.try_send(Report::node_event(
+                            "alerts_suppressed",
+                            format!("{total} alerts suppressed by the per-rule rate limit"),
+                            fields,
+                        ));
+                    }
+                }
+            }
+        }
+        // Whatever the sensor queued before it stopped is still evaluated.
+        let now = now_ns();
+        while let Ok(ev) = self.events.try_recv() {
+            engine.process(&ev, now, &mut alerts);
+        }
+        self.emit(&mut alerts, &mut sink);
+        sink.flush();
+        self.publish(&engine, &last_reload);
+        Ok(())
+    }
+
+    fn emit(&self, alerts: &mut Vec<Alert>, sink: &mut JsonSink) {
+        for a in alerts.drain(..) {
+            sink.write(&a.payload);
+            let created = a
+                .payload
+                .get("time")
+                .and_then(Value::as_str)
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+                .unwrap_or_else(SystemTime::now);
+            let mut report = Report::alert(a.critical, a.payload);
+            report.created = created;
+            self.reports.try_send(report);
+        }
+        sink.flush();
+    }
+
+    fn publish(&self, engine: &Engine, last_reload: &Option<ReloadNote>) {
+        let set = engine.set();
+        let errors = engine.problems().iter().filter(|p| p.severity == Severity::Error).count();
+        let loaded = set.rules.len();
+        let (state, summary) = if loaded == 0 {
+            (StageState::Degraded, format!("no rules loaded ({errors} errors): the node is not protected"))
+        } else if errors > 0 {
+            (StageState::Degraded, format!("{loaded} rules loaded, {errors} errors"))
+        } else {
+            (StageState::Running, format!("{loaded} rules loaded from {} files", set.files.len()))
+        };
+        self.status.set_state(state, summary);
+        self.status.update(|d| {
+            engine.status_details(now_ns(), d);
+            d.insert(
+                "last_reload".into(),
+                match last_reload {
+                    None => Value::Null,
+                    Some(r) => json!({"at": r.at, "trigger": r.trigger, "ok": r.ok, "errors": r.errors}),
+                },
+            );
+        });
+    }
+}
+
+/// Swap in a reloaded set, or refuse it when it has errors.
+fn apply_reload(engine: &mut Engine, loaded: Loaded, trigger: &'static str) -> ReloadNote {
+    let at = unix_now();
+    if loaded.has_errors() {
+        let errors: Vec<String> = loaded.errors().map(|p| p.to_string()).collect();
+        for e in &errors {
+            error!(trigger, problem = %e, "rule reload refused");
+        }
+        error!(
+            trigger,
+            errors = errors.len(),
+            "the new rule set has errors and was refused; the running rules stay in force"
+        );
+        return ReloadNote {
+            at,
+            trigger,
+            ok: false,
+            errors: errors.into_iter().take(20).collect(),
+        };
+    }
+    log_problems(&loaded, "reloaded");
+    engine.swap(loaded, now_ns());
+    info!(trigger, rules = engine.set().rules.len(), "rules reloaded");
+    ReloadNote {
+        at,
+        trigger,
+        ok: true,
+        errors: Vec::new(),
+    }
+}
+
+fn log_problems(loaded: &Loaded, what: &str) {
+    for p in &loaded.problems {
+        match p.severity {
+            Severity::Error => error!(problem = %p, "rule did not load"),
+            Severity::Warning | Severity::Skipped => warn!(problem = %p, "rules"),
+        }
+    }
+    info!(
+        rules = loaded.set.rules.len(),
+        files = loaded.set.files.len(),
+        errors = loaded.errors().count(),
+        "rules {what}"
+    );
+}
