@@ -6,6 +6,7 @@
 
 mod bootstrap;
 mod config_cmd;
+mod rules;
 mod run;
 mod status;
 mod version;
@@ -77,6 +78,9 @@ pub enum Command {
     /// Reconcile the node's K3s host files (plan, apply, rollback, preflight).
     #[command(subcommand)]
     Bootstrap(bootstrap::BootstrapCommand),
+    /// Check, list and try out detection rules (Falco's rule language).
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Print the version and build target.
     Version,
 }
@@ -87,6 +91,30 @@ pub enum ConfigCommand {
     Check {
         /// The file to check.
         file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Load rule files as the daemon would and list every problem (default: the config's rules.files).
+    Check {
+        /// Rule files, loaded in order.
+        files: Vec<PathBuf>,
+    },
+    /// The daemon's rules with priority, state and hit counts.
+    List {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay recorded events (JSON lines, as `sensor watch --json` prints) and print the alerts.
+    Test {
+        /// Events file, one event per line; `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        events: PathBuf,
+        /// Rule files to use instead of the config's rules.files.
+        #[arg(long = "rules", value_name = "FILE")]
+        rules: Vec<PathBuf>,
     },
 }
 
@@ -118,6 +146,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(config_cmd::check(file.as_deref().unwrap_or(&cli.config)))
         }
         Command::Bootstrap(cmd) => bootstrap::run(&cli.config, cmd),
+        Command::Rules(RulesCommand::Check { files }) => rules::check(&cli.config, &files),
+        Command::Rules(RulesCommand::List { json }) => block_on(rules::list(&cli.config, json)),
+        Command::Rules(RulesCommand::Test { events, rules }) => {
+            rules::test(&cli.config, &events, &rules)
+        }
         Command::Version => {
             version::print();
             Ok(Exit::Ok)

@@ -1128,3 +1128,30 @@ fn sha256_hex(bytes: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(files: &[(&str, &str)]) -> Loaded {
+        load_sources(
+            files
+                .iter()
+                .map(|(p, t)| Source {
+                    path: PathBuf::from(p),
+                    text: Ok(t.to_string()),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn falco_stable_rules_report() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/falco/falco_rules.yaml")).unwrap();
+        let l = load(&[("falco_rules.yaml", &text)]);
+        for p in &l.problems {
+            println!("{p}");
+        }
+        println!("loaded {} of {}", l.set.rules.len(), l.set.catalog.len());
+    }
+}
