@@ -18,6 +18,9 @@ pub mod output;
 pub mod stage;
 pub mod strset;
 
+#[cfg(test)]
+mod shipped_tests;
+
 pub use engine::Engine;
 pub use loader::{Loaded, Problem, RuleSet, Severity, load_paths, load_sources};
 pub use stage::start;

@@ -44,6 +44,8 @@ enum Source {
 impl OutputFormat {
     /// Parse `text`; returns the format and the field names it does not know.
     pub fn parse(text: &str) -> (OutputFormat, Vec<String>) {
+        // Folded YAML (`output: >`) ends with a newline; alerts are one line.
+        let text = text.trim();
         let mut parts = Vec::new();
         let mut unknown = Vec::new();
         let mut lit = String::new();
