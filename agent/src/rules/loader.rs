@@ -684,6 +684,12 @@ impl Builder {
             self.push_failed_placeholder(&name, at, priority);
             return;
         };
+        if let Some(ex) = exceptions.iter().find(|e| e.fields.is_empty()) {
+            let reason = format!("exception {} has no fields", ex.name);
+            self.push_failed_placeholder(&name, at, priority);
+            self.problem(Severity::Error, at, "rule", &name, reason);
+            return;
+        }
         let tags = get(m, "tags").and_then(strings).unwrap_or_default();
         let enabled = match get(m, "enabled") {
             None => true,
@@ -802,7 +808,24 @@ impl Builder {
                     } else {
                         for ex in new {
                             match r.exceptions.iter_mut().find(|e| e.name == ex.name) {
-                                Some(old) => old.values.extend(ex.values),
+                                Some(old) => {
+                                    let fits = |v: &ExcValue| {
+                                        old.single || matches!(v, ExcValue::Tuple(t) if t.len() == old.fields.len())
+                                    };
+                                    if ex.values.iter().all(fits) {
+                                        old.values.extend(ex.values);
+                                    } else {
+                                        let n = old.fields.len();
+                                        let en = ex.name.clone();
+                                        self.problem(Severity::Error, at, "rule", name, format!("exception {en}: each appended value must be a list of {n} items, one per field"));
+                                        return;
+                                    }
+                                }
+                                None if ex.fields.is_empty() => {
+                                    let en = ex.name.clone();
+                                    self.problem(Severity::Error, at, "rule", name, format!("exception {en} has no fields and no earlier exception of that name to append to"));
+                                    return;
+                                }
                                 None => r.exceptions.push(ex),
                             }
                         }
@@ -839,6 +862,7 @@ impl Builder {
                 self.problem(Severity::Error, eat, "rule", name, "an exception has no name");
                 return None;
             };
+            let has_fields = get(em, "fields").is_some();
             let (fields, single) = match get(em, "fields") {
                 Some(f) => match seq(f) {
                     Some(_) => (strings(f).unwrap_or_default(), false),
@@ -868,7 +892,9 @@ impl Builder {
                     one => vec![one],
                 },
             };
-            if !single {
+            // Without `fields`, this appends values to an exception of the
+            // same name; their shape is checked against it when merged.
+            if !single && has_fields {
                 for v in &values {
                     let ok = matches!(v, ExcValue::Tuple(t) if t.len() == fields.len());
                     if !ok {
@@ -1145,13 +1171,234 @@ mod tests {
         )
     }
 
+    fn one(text: &str) -> Loaded {
+        load(&[("r.yaml", text)])
+    }
+
+    fn errors(l: &Loaded) -> Vec<String> {
+        l.errors().map(|p| p.to_string()).collect()
+    }
+
+    fn fires(l: &Loaded, e: &Event) -> Vec<String> {
+        let mut v = Vec::new();
+        l.set.for_each_match(e, |_, r| v.push(r.name.to_string()));
+        v
+    }
+
+    fn exec(name: &str) -> Event {
+        use crate::event::Process;
+        Event::new(
+            EventType::Execve,
+            Arc::new(Process::new(3, 1, &format!("/bin/{name}"), &[name])),
+        )
+    }
+
+    const BASE: &str = r#"
+- list: shells
+  items: [sh, bash]
+- macro: spawned
+  condition: evt.type = execve
+- rule: Shell
+  desc: shell
+  condition: spawned and proc.name in (shells)
+  output: shell %proc.name
+  priority: WARNING
+  tags: [a]
+"#;
+
     #[test]
-    fn falco_stable_rules_report() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/falco/falco_rules.yaml")).unwrap();
-        let l = load(&[("falco_rules.yaml", &text)]);
-        for p in &l.problems {
-            println!("{p}");
+    fn all_eight_priorities_parse_in_any_case() {
+        for (text, p) in [
+            ("EMERGENCY", Priority::Emergency),
+            ("Alert", Priority::Alert),
+            ("critical", Priority::Critical),
+            ("ERROR", Priority::Error),
+            ("Warning", Priority::Warning),
+            ("NOTICE", Priority::Notice),
+            ("INFORMATIONAL", Priority::Info),
+            ("info", Priority::Info),
+            ("DEBUG", Priority::Debug),
+        ] {
+            let l = one(&BASE.replace("WARNING", text));
+            assert!(errors(&l).is_empty(), "{text}: {:?}", errors(&l));
+            assert_eq!(l.set.rules[0].priority, p, "{text}");
         }
-        println!("loaded {} of {}", l.set.rules.len(), l.set.catalog.len());
+        let l = one(&BASE.replace("WARNING", "LOUD"));
+        assert_eq!(
+            errors(&l),
+            ["r.yaml:10:13: error: rule \"Shell\": priority \"LOUD\" is not one of emergency, alert, critical, error, warning, notice, informational, debug"]
+        );
+        assert_eq!(l.set.catalog[0].state, "failed");
+    }
+
+    #[test]
+    fn yaml_errors_carry_file_line_and_column() {
+        let l = one("- rule: x\n  condition: [unclosed\n");
+        let e = &l.problems[0];
+        assert_eq!((e.line, e.kind), (3, "file"), "{e}");
+        assert!(e.to_string().starts_with("r.yaml:3:"), "{e}");
+        assert!(e.reason.starts_with("not valid YAML"), "{e}");
+        assert!(l.set.files[0].error.is_some());
+        let l = one("rule: x\n");
+        assert!(errors(&l)[0].contains("a rules file is a YAML sequence"), "{:?}", errors(&l));
+    }
+
+    #[test]
+    fn a_bad_rule_is_listed_and_the_others_load() {
+        let text = format!(
+            "{BASE}\n- rule: Bad\n  desc: x\n  condition: spawned and k8s.pod.label.app = x\n  output: x\n  priority: INFO\n- rule: Missing\n  desc: x\n  condition: spawned\n"
+        );
+        let l = one(&text);
+        assert_eq!(l.set.rules.len(), 1);
+        assert_eq!(
+            errors(&l),
+            [
+                "r.yaml:18:3: error: rule \"Missing\": missing key output, priority",
+                "r.yaml:13:3: error: rule \"Bad\": unknown field k8s.pod.label.app (pod labels need the Kubernetes API; the agent reads only the runtime bundle)",
+            ]
+        );
+        let states: Vec<_> = l.set.catalog.iter().map(|r| (r.name.as_str(), r.state)).collect();
+        assert_eq!(states, [("Shell", "loaded"), ("Bad", "failed"), ("Missing", "failed")]);
+    }
+
+    #[test]
+    fn skip_if_unknown_filter_skips_instead_of_failing() {
+        let text = "- rule: Labels\n  desc: x\n  condition: evt.type = execve and k8s.pod.label.app = x\n  output: x\n  priority: INFO\n  skip-if-unknown-filter: true\n";
+        let l = one(text);
+        assert!(!l.has_errors(), "{:?}", errors(&l));
+        assert_eq!(l.problems[0].severity, Severity::Skipped);
+        assert_eq!(l.set.catalog[0].state, "skipped");
+        // Other errors are not unknown filters and still fail.
+        let l = one(&text.replace("k8s.pod.label.app = x", "proc.pid = abc"));
+        assert!(l.has_errors());
+    }
+
+    #[test]
+    fn lists_macros_and_rules_append_and_override_across_files() {
+        let local = r#"
+- list: shells
+  items: [zsh]
+  append: true
+- macro: spawned
+  condition: and proc.pid > 0
+  override:
+    condition: append
+- rule: Shell
+  condition: and not proc.name = sh
+  tags: [b]
+  override:
+    condition: append
+    tags: append
+- rule: Shell
+  priority: CRITICAL
+  override:
+    priority: replace
+"#;
+        let l = load(&[("base.yaml", BASE), ("local.yaml", local)]);
+        assert!(errors(&l).is_empty(), "{:?}", errors(&l));
+        assert_eq!(fires(&l, &exec("zsh")), ["Shell"]);
+        assert_eq!(fires(&l, &exec("bash")), ["Shell"]);
+        assert!(fires(&l, &exec("sh")).is_empty());
+        assert_eq!(l.set.rules[0].tags, ["a", "b"]);
+        assert_eq!(l.set.rules[0].priority, Priority::Critical);
+        // Replacing a list.
+        let replace = "- list: shells\n  items: [ksh]\n  override:\n    items: replace\n";
+        let l = load(&[("base.yaml", BASE), ("local.yaml", replace)]);
+        assert_eq!(fires(&l, &exec("ksh")), ["Shell"]);
+        assert!(fires(&l, &exec("bash")).is_empty());
+        // Appending to something undefined is an error that names it.
+        let l = load(&[("local.yaml", "- list: nope\n  items: [a]\n  append: true\n")]);
+        assert_eq!(
+            errors(&l),
+            ["local.yaml:1:3: error: list \"nope\": appends to a list that is not defined earlier"]
+        );
+    }
+
+    #[test]
+    fn the_older_append_and_enabled_only_items_work() {
+        let local = "- rule: Shell\n  condition: and proc.name = bash\n  append: true\n";
+        let l = load(&[("base.yaml", BASE), ("local.yaml", local)]);
+        assert_eq!(fires(&l, &exec("bash")), ["Shell"]);
+        assert!(fires(&l, &exec("sh")).is_empty());
+        let off = "- rule: Shell\n  enabled: false\n";
+        let l = load(&[("base.yaml", BASE), ("local.yaml", off)]);
+        assert!(l.set.rules.is_empty());
+        assert_eq!(l.set.catalog[0].state, "disabled");
+        assert!(errors(&l).is_empty());
+    }
+
+    #[test]
+    fn exceptions_exclude_matching_tuples_and_append_by_name() {
+        let text = r#"
+- rule: Shell
+  desc: x
+  condition: evt.type = execve and proc.name in (sh, bash, zsh)
+  output: x
+  priority: INFO
+  exceptions:
+    - name: by_name_and_parent
+      fields: [proc.name, proc.pname]
+      comps: [=, in]
+      values:
+        - [bash, [sshd, login]]
+    - name: by_name
+      fields: proc.name
+      comps: in
+      values: [zsh]
+"#;
+        let local = "- rule: Shell\n  exceptions:\n    - name: by_name\n      values: [sh]\n  append: true\n";
+        let with_parent = |name: &str, parent: &str| {
+            let mut e = exec(name);
+            e.ancestors = vec![Arc::new(crate::event::Process::new(1, 0, &format!("/usr/sbin/{parent}"), &[parent]))];
+            e
+        };
+        let l = one(text);
+        assert!(errors(&l).is_empty(), "{:?}", errors(&l));
+        assert!(fires(&l, &with_parent("bash", "sshd")).is_empty());
+        assert_eq!(fires(&l, &with_parent("bash", "nginx")), ["Shell"]);
+        assert!(fires(&l, &with_parent("zsh", "nginx")).is_empty());
+        assert_eq!(fires(&l, &with_parent("sh", "nginx")), ["Shell"]);
+        let l = load(&[("base.yaml", text), ("local.yaml", local)]);
+        assert!(errors(&l).is_empty(), "{:?}", errors(&l));
+        assert!(fires(&l, &with_parent("sh", "nginx")).is_empty());
+        // A tuple of the wrong length is an error.
+        let bad = text.replace("[bash, [sshd, login]]", "[bash]");
+        assert!(errors(&one(&bad))[0].contains("each value must be a list of 2 items"));
+    }
+
+    #[test]
+    fn required_engine_version_is_recorded_and_a_newer_one_warned() {
+        let l = one(&format!("- required_engine_version: 0.57.0\n{BASE}"));
+        assert_eq!(l.set.files[0].required_engine_version.as_deref(), Some("0.57.0"));
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        let l = one(&format!("- required_engine_version: 0.99.0\n{BASE}"));
+        assert_eq!(l.problems[0].severity, Severity::Warning);
+        assert_eq!(l.set.rules.len(), 1);
+    }
+
+    #[test]
+    fn other_sources_are_skipped_not_failed() {
+        let l = one("- rule: Audit\n  desc: x\n  condition: ka.verb = create\n  output: x\n  priority: INFO\n  source: k8s_audit\n");
+        assert!(!l.has_errors());
+        assert_eq!(l.set.catalog[0].state, "skipped");
+    }
+
+    #[test]
+    fn globs_expand_in_order_and_an_empty_glob_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("20-b.yaml"), BASE).unwrap();
+        std::fs::write(dir.path().join("10-a.yaml"), "- list: shells\n  items: [x]\n").unwrap();
+        std::fs::write(dir.path().join("30-c.yml"), "").unwrap();
+        let (files, problems) = expand_files(&[dir.path().join("*.yaml")]);
+        assert!(problems.is_empty());
+        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["10-a.yaml", "20-b.yaml"]);
+        let (_, problems) = expand_files(&[dir.path().join("*.json")]);
+        assert!(problems[0].reason.contains("no rule file matches"), "{:?}", problems);
+        let l = load_paths(&[dir.path().join("missing.yaml")]);
+        assert!(errors(&l)[0].contains("cannot read the file"), "{:?}", errors(&l));
+        // Paths from a config are used as given: a traversal is just a path that is read or not.
+        let l = load_paths(&[dir.path().join("../nope/../*.yaml")]);
+        assert!(l.has_errors());
     }
 }

@@ -19,6 +19,8 @@ pub mod stage;
 pub mod strset;
 
 #[cfg(test)]
+mod falco_tests;
+#[cfg(test)]
 mod shipped_tests;
 
 pub use engine::Engine;
