@@ -385,3 +385,103 @@ fn log_problems(loaded: &Loaded, what: &str) {
         "rules {what}"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{Request, Router};
+    use crate::event::{EventType, Process};
+    use crate::report::{self, Class};
+    use crate::status::StatusBoard;
+
+    const SHELL: &str = "- rule: Shell\n  desc: x\n  condition: evt.type = execve and proc.name = sh\n  output: shell %proc.cmdline\n  priority: CRITICAL\n";
+    const EXEC: &str = "- rule: Exec\n  desc: x\n  condition: evt.type = execve\n  output: exec %proc.name\n  priority: NOTICE\n";
+
+    fn sh() -> Event {
+        let mut e = Event::new(EventType::Execve, Arc::new(Process::new(9, 1, "/bin/sh", &["sh", "-c", "id"])));
+        e.evt.num = 1;
+        e
+    }
+
+    async fn wait_status(board: &StatusBoard, what: &str, f: impl Fn(&Map<String, Value>) -> bool) -> Map<String, Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let snap = board.snapshot();
+            if let Some((_, s)) = snap.iter().find(|(n, _)| n == "rules") {
+                if f(&s.details) {
+                    return s.details.clone();
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {snap:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_become_alerts_and_reloads_swap_or_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("r.yaml");
+        let json_file = dir.path().join("alerts.jsonl");
+        std::fs::write(&rules, SHELL).unwrap();
+        let mut config = AgentConfig::default();
+        config.rules.files = vec![rules.clone()];
+        config.rules.json_file = json_file.clone();
+        let (cfg_tx, cfg_rx) = watch::channel(Arc::new(config));
+        let board = StatusBoard::new();
+        let router = Router::new();
+        let (reports, mut reports_rx) = report::channel(64);
+        let ctx = StageContext {
+            config: cfg_rx,
+            board: board.clone(),
+            router: router.clone(),
+            reports,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let token = CancellationToken::new();
+        let stage = start(&ctx, rx, token.clone());
+        drop(ctx);
+
+        tx.send(sh()).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv()).await.unwrap().unwrap();
+        assert_eq!(r.class, Class::CriticalAlert);
+        assert_eq!(r.payload["rule"], "Shell");
+        assert_eq!(r.payload["output_fields"]["proc.cmdline"], "sh -c id");
+
+        let list = match router
+            .dispatch(Request { v: 1, method: "rules.list".into(), params: Value::Null })
+            .await
+        {
+            Ok(Reply::Value(v)) => v,
+            _ => panic!("rules.list answers a value"),
+        };
+        assert_eq!(list["rules"][0]["name"], "Shell");
+        assert_eq!(list["rules"][0]["hits"], 1);
+
+        // A broken file is refused on SIGHUP; the running rules stay.
+        std::fs::write(&rules, format!("{SHELL}- rule: Broken\n  condition: proc.nme = x\n  output: x\n  priority: INFO\n")).unwrap();
+        cfg_tx.send_modify(|_| {});
+        let d = wait_status(&board, "a refused reload", |d| d["last_reload"]["ok"] == false).await;
+        assert!(d["last_reload"]["errors"][0].as_str().unwrap().contains("unknown field proc.nme"), "{d:?}");
+        tx.send(sh()).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv()).await.unwrap().unwrap();
+        assert_eq!(r.payload["rule"], "Shell", "the old rules still run");
+
+        // A good change on disk is picked up without a signal.
+        std::fs::write(&rules, format!("{SHELL}{EXEC}")).unwrap();
+        wait_status(&board, "a reload from the file change", |d| d["rules_loaded"] == 2 && d["last_reload"]["ok"] == true).await;
+        tx.send(sh()).await.unwrap();
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv()).await.unwrap().unwrap();
+            names.push(r.payload["rule"].as_str().unwrap().to_string());
+        }
+        assert_eq!(names, ["Shell", "Exec"]);
+
+        token.cancel();
+        stage.task.await.unwrap();
+        let lines = std::fs::read_to_string(&json_file).unwrap();
+        assert_eq!(lines.lines().count(), 4, "{lines}");
+        let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+        assert_eq!(first["source"], "syscall");
+    }
+}
