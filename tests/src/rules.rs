@@ -9,7 +9,10 @@ pub fn repo_root() -> PathBuf {
 
 /// The shipped rule files, as a glob the agent expands.
 pub fn shipped_rules_glob() -> String {
-    repo_root().join("configs/rules/*.yaml").display().to_string()
+    repo_root()
+        .join("configs/rules/*.yaml")
+        .display()
+        .to_string()
 }
 
 /// Falco's stable rules: the vendored copy, always present in a clone.
@@ -19,7 +22,12 @@ pub fn falco_rules() -> PathBuf {
 
 /// An execve event as `sensor watch --json` prints it: `proc` with its
 /// ancestors, optionally in a container.
-pub fn exec_event(name: &str, args: &[&str], tty: u32, container: Option<&str>) -> serde_json::Value {
+pub fn exec_event(
+    name: &str,
+    args: &[&str],
+    tty: u32,
+    container: Option<&str>,
+) -> serde_json::Value {
     let mut e = serde_json::json!({
         "evt": {"type": "execve", "time": 1_764_000_000_000_000_000u64, "num": 7},
         "proc": {"pid": 4242, "ppid": 4000, "name": name, "exe": name,

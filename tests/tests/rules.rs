@@ -17,10 +17,11 @@ fn text(o: &std::process::Output) -> String {
 #[test]
 fn rules_check_accepts_the_shipped_rule_set() {
     let s = Scratch::new("");
-    let files: Vec<String> = std::fs::read_dir(edge_agent_tests::rules::repo_root().join("configs/rules"))
-        .unwrap()
-        .map(|e| e.unwrap().path().display().to_string())
-        .collect();
+    let files: Vec<String> =
+        std::fs::read_dir(edge_agent_tests::rules::repo_root().join("configs/rules"))
+            .unwrap()
+            .map(|e| e.unwrap().path().display().to_string())
+            .collect();
     let mut args = vec!["rules", "check"];
     args.extend(files.iter().map(String::as_str));
     let out = s.cli(&args);
@@ -42,12 +43,36 @@ fn rules_check_lists_every_error_with_file_line_and_column() {
     .unwrap();
     let broken = s.path().join("broken.yaml");
     std::fs::write(&broken, "- rule: x\n  condition: [oops\n").unwrap();
-    let out = s.cli(&["rules", "check", bad.to_str().unwrap(), broken.to_str().unwrap()]);
+    let out = s.cli(&[
+        "rules",
+        "check",
+        bad.to_str().unwrap(),
+        broken.to_str().unwrap(),
+    ]);
     let t = text(&out);
-    assert_eq!(out.status.code(), Some(2), "rules that did not load exit 2: {t}");
-    assert!(t.contains(&format!("{}:1:3: error: rule \"Typo\": unknown field proc.nme", bad.display())), "{t}");
-    assert!(t.contains(&format!("{}:10:13: error: rule \"Loud\": priority \"LOUD\"", bad.display())), "{t}");
-    assert!(t.contains(&format!("{}:3:", broken.display())) && t.contains("not valid YAML"), "{t}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "rules that did not load exit 2: {t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "{}:1:3: error: rule \"Typo\": unknown field proc.nme",
+            bad.display()
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "{}:10:13: error: rule \"Loud\": priority \"LOUD\"",
+            bad.display()
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{}:3:", broken.display())) && t.contains("not valid YAML"),
+        "{t}"
+    );
     assert!(t.contains("1 of 3 rules loaded, 2 failed"), "{t}");
 }
 
@@ -62,14 +87,24 @@ fn rules_check_loads_falcos_stable_rules_and_reports_why_the_rest_do_not() {
     for f in corpora {
         let out = s.cli(&["rules", "check", f.to_str().unwrap()]);
         let t = text(&out);
-        let summary = t.lines().find(|l| l.contains(" rules loaded,")).expect("a summary line");
+        let summary = t
+            .lines()
+            .find(|l| l.contains(" rules loaded,"))
+            .expect("a summary line");
         let (loaded, total) = {
             let w: Vec<&str> = summary.split_whitespace().collect();
-            (w[0].parse::<usize>().unwrap(), w[2].parse::<usize>().unwrap())
+            (
+                w[0].parse::<usize>().unwrap(),
+                w[2].parse::<usize>().unwrap(),
+            )
         };
         assert!(loaded * 100 >= total * 80, "{loaded} of {total}: {t}");
         let errors = t.lines().filter(|l| l.contains(": error: rule ")).count();
-        assert_eq!(errors, total - loaded, "every rule that did not load says why: {t}");
+        assert_eq!(
+            errors,
+            total - loaded,
+            "every rule that did not load says why: {t}"
+        );
     }
 }
 
@@ -86,7 +121,14 @@ fn rules_test_replays_sensor_json_and_prints_falco_alerts() {
     ];
     std::fs::write(&events, lines.join("\n")).unwrap();
     let glob = shipped_rules_glob();
-    let out = s.cli(&["rules", "test", "--events", events.to_str().unwrap(), "--rules", &glob]);
+    let out = s.cli(&[
+        "rules",
+        "test",
+        "--events",
+        events.to_str().unwrap(),
+        "--rules",
+        &glob,
+    ]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -94,27 +136,57 @@ fn rules_test_replays_sensor_json_and_prints_falco_alerts() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let rules: Vec<&str> = alerts.iter().map(|a| a["rule"].as_str().unwrap()).collect();
-    assert_eq!(rules, ["Terminal shell in container", "Crypto miner started"], "{t}");
+    assert_eq!(
+        rules,
+        ["Terminal shell in container", "Crypto miner started"],
+        "{t}"
+    );
     let a = &alerts[0];
-    for key in ["time", "rule", "priority", "output", "output_fields", "tags", "hostname", "source"] {
+    for key in [
+        "time",
+        "rule",
+        "priority",
+        "output",
+        "output_fields",
+        "tags",
+        "hostname",
+        "source",
+    ] {
         assert!(a.get(key).is_some(), "alert has {key}: {a}");
     }
     assert_eq!(a["priority"], "Notice");
-    assert_eq!(a["output_fields"]["container.image.repository"], "docker.io/library/nginx");
+    assert_eq!(
+        a["output_fields"]["container.image.repository"],
+        "docker.io/library/nginx"
+    );
     assert!(t.contains("3 events, 2 alerts, 0 bad lines"), "{t}");
 
     // A bad line is reported by number, and the good ones still run.
     std::fs::write(&events, format!("{}\n{{\"evt\": 1}}\n", lines[0])).unwrap();
-    let out = s.cli(&["rules", "test", "--events", events.to_str().unwrap(), "--rules", &glob]);
+    let out = s.cli(&[
+        "rules",
+        "test",
+        "--events",
+        events.to_str().unwrap(),
+        "--rules",
+        &glob,
+    ]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("events.jsonl:2: not an event"), "{t}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "{t}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "{t}"
+    );
 }
 
 #[test]
 fn rules_list_without_the_daemon_shows_the_configured_rules() {
-    let s = Scratch::new(&format!("[rules]\nfiles = [\"{}\"]\n", shipped_rules_glob()));
+    let s = Scratch::new(&format!(
+        "[rules]\nfiles = [\"{}\"]\n",
+        shipped_rules_glob()
+    ));
     let out = s.cli(&["rules", "list"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(3), "daemon not running: {t}");
@@ -147,7 +219,10 @@ fn the_daemon_runs_the_rules_reports_them_in_status_and_refuses_a_broken_reload(
     let out = s.cli(&["rules", "list"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("RULE") && t.contains("HITS") && t.contains("Kernel module loaded"), "{t}");
+    assert!(
+        t.contains("RULE") && t.contains("HITS") && t.contains("Kernel module loaded"),
+        "{t}"
+    );
     let out = s.cli(&["rules", "list", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["rules"].as_array().unwrap().len(), 16);
@@ -164,15 +239,28 @@ fn the_daemon_runs_the_rules_reports_them_in_status_and_refuses_a_broken_reload(
         let st = status_json(&s);
         (st["stages"]["rules"]["details"]["last_reload"]["ok"] == false).then_some(st)
     })
-    .unwrap_or_else(|| panic!("no refused reload in status: {}\nlog:\n{}", status_json(&s), d.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no refused reload in status: {}\nlog:\n{}",
+            status_json(&s),
+            d.log()
+        )
+    });
     let details = &st["stages"]["rules"]["details"];
     assert_eq!(details["rules_loaded"], 16, "{details}");
     let reason = details["last_reload"]["errors"][0].as_str().unwrap();
-    assert!(reason.contains("90-local.yaml:1:3") && reason.contains("unknown field proc.nme"), "{reason}");
+    assert!(
+        reason.contains("90-local.yaml:1:3") && reason.contains("unknown field proc.nme"),
+        "{reason}"
+    );
     assert!(d.log().contains("refused"), "{}", d.log());
 
     // Fixing the file on disk is picked up without a signal.
-    std::fs::write(rules_dir.path().join("90-local.yaml"), "- list: edge_miner_binaries\n  items: [mysteryminer]\n  append: true\n").unwrap();
+    std::fs::write(
+        rules_dir.path().join("90-local.yaml"),
+        "- list: edge_miner_binaries\n  items: [mysteryminer]\n  append: true\n",
+    )
+    .unwrap();
     wait_for(Duration::from_secs(20), || {
         let st = status_json(&s);
         (st["stages"]["rules"]["details"]["last_reload"]["ok"] == true).then_some(())

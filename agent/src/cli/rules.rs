@@ -35,7 +35,11 @@ fn rule_files(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Result<Ve
 
 fn summary(l: &Loaded) -> String {
     let s = &l.set;
-    let warnings = l.problems.iter().filter(|p| p.severity == Severity::Warning).count();
+    let warnings = l
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+        .count();
     format!(
         "{} of {} rules loaded, {} failed, {} skipped, {} disabled; {} warnings",
         s.rules.len(),
@@ -74,7 +78,11 @@ pub fn check(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
         println!("{p}");
     }
     println!("{}", summary(&loaded));
-    Ok(if loaded.has_errors() { Exit::Pending } else { Exit::Ok })
+    Ok(if loaded.has_errors() {
+        Exit::Pending
+    } else {
+        Exit::Ok
+    })
 }
 
 /// `rules list [--json]`.
@@ -100,7 +108,10 @@ pub async fn list(config_path: &Path, as_json: bool) -> anyhow::Result<Exit> {
                 _ => Exit::Failure,
             };
             eprintln!("{e}; showing the rules the config would load (no hit counts)");
-            let files = loaded_cfg.as_ref().map(|l| l.config.rules.files.clone()).unwrap_or_default();
+            let files = loaded_cfg
+                .as_ref()
+                .map(|l| l.config.rules.files.clone())
+                .unwrap_or_default();
             let loaded = load_paths(&files);
             let eng = Engine::new(loaded, unlimited(), String::new(), 0);
             (eng.rules_list(), exit)
@@ -123,7 +134,10 @@ pub async fn list(config_path: &Path, as_json: bool) -> anyhow::Result<Exit> {
         "{:<width$}  {:<9} {:<9} {:>8} {:>8} {:>10}\n",
         "RULE", "PRIORITY", "STATE", "HITS", "ALERTS", "SUPPRESSED"
     ));
-    let num = |v: &Value| v.as_u64().map_or_else(|| "-".to_string(), |n| n.to_string());
+    let num = |v: &Value| {
+        v.as_u64()
+            .map_or_else(|| "-".to_string(), |n| n.to_string())
+    };
     for r in &rules {
         out.push_str(&format!(
             "{:<width$}  {:<9} {:<9} {:>8} {:>8} {:>10}\n",
@@ -161,7 +175,11 @@ pub fn test(config_path: &Path, events: &Path, files: &[PathBuf]) -> anyhow::Res
     };
     let loaded = load_paths(&files);
     let rule_errors = loaded.has_errors();
-    for p in loaded.problems.iter().filter(|p| p.severity == Severity::Error) {
+    for p in loaded
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+    {
         eprintln!("{p}");
     }
     eprintln!("{}", summary(&loaded));

@@ -93,6 +93,7 @@ fn offline_sections(config: &AgentConfig) -> Map<String, Value> {
     if let Some(b) = crate::bootstrap::offline_status(config) {
         m.insert("bootstrap".into(), b);
     }
+    m.insert("rules".into(), crate::rules::stage::offline_status(config));
     m
 }
 

@@ -111,7 +111,10 @@ fn unknown_types(unknown: &[String]) -> String {
     if unknown.is_empty() {
         String::new()
     } else {
-        format!(" (evt.type values it names that the sensor never produces: {})", unknown.join(", "))
+        format!(
+            " (evt.type values it names that the sensor never produces: {})",
+            unknown.join(", ")
+        )
     }
 }
 
@@ -393,7 +396,8 @@ pub enum StrTest {
     Le(Box<str>),
     Gt(Box<str>),
     Ge(Box<str>),
-    Contains(Box<str>),
+    /// A substring searcher built once (std's `contains` rebuilds one per call).
+    Contains(Box<memchr::memmem::Finder<'static>>),
     /// The literal, lowered once.
     IContains(Box<[u8]>),
     StartsWith(Box<str>),
@@ -444,23 +448,35 @@ impl IpNet {
         let (a, p) = s.split_once('/').unwrap_or((s, ""));
         let addr: IpAddr = a.trim().parse().ok()?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if p.is_empty() { max } else { p.trim().parse().ok()? };
+        let prefix = if p.is_empty() {
+            max
+        } else {
+            p.trim().parse().ok()?
+        };
         (prefix <= max).then_some(IpNet { addr, prefix })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
-            (IpAddr::V4(n), IpAddr::V6(a)) => a
-                .to_ipv4_mapped()
-                .is_some_and(|a| IpNet { addr: IpAddr::V4(n), prefix: self.prefix }.contains(IpAddr::V4(a))),
+            (IpAddr::V4(n), IpAddr::V6(a)) => a.to_ipv4_mapped().is_some_and(|a| {
+                IpNet {
+                    addr: IpAddr::V4(n),
+                    prefix: self.prefix,
+                }
+                .contains(IpAddr::V4(a))
+            }),
             _ => false,
         }
     }
@@ -477,16 +493,17 @@ impl Pred {
             } => eval_value(reader, transformers, test, e),
             Pred::Flags { open, exec, slow } => {
                 let ty = e.evt.ty;
-                if ty.is_open() {
-                    if let Some(m) = open {
-                        return e.evt.args.flags.is_some_and(|f| m.test(f));
-                    }
+                let fast = if ty.is_open() {
+                    open
                 } else if ty.is_exec() {
-                    if let Some(m) = exec {
-                        return e.evt.args.flags.is_some_and(|f| m.test(f));
-                    }
+                    exec
+                } else {
+                    &None
+                };
+                match fast {
+                    Some(m) => e.evt.args.flags.is_some_and(|f| m.test(f)),
+                    None => slow.eval(e),
                 }
-                slow.eval(e)
             }
             Pred::Res(t) => {
                 let r = e.evt.res;
@@ -525,9 +542,8 @@ impl Pred {
                     return false;
                 }
                 let eq = match (&va, &vb) {
-                    (FieldValue::Int(x), FieldValue::Str(y)) | (FieldValue::Str(y), FieldValue::Int(x)) => {
-                        y.parse::<i64>().ok() == Some(*x)
-                    }
+                    (FieldValue::Int(x), FieldValue::Str(y))
+                    | (FieldValue::Str(y), FieldValue::Int(x)) => y.parse::<i64>().ok() == Some(*x),
                     _ => va == vb,
                 };
                 eq != *negate
@@ -578,11 +594,13 @@ fn eval_value(reader: &Reader, transformers: &[Transformer], test: &Test, e: &Ev
         }
         Reader::MountDests | Reader::MountSources => {
             let dest = matches!(reader, Reader::MountDests);
-            let mut values = e
-                .container
-                .mounts
-                .iter()
-                .map(|m| if dest { m.dest.as_str() } else { m.source.as_str() });
+            let mut values = e.container.mounts.iter().map(|m| {
+                if dest {
+                    m.dest.as_str()
+                } else {
+                    m.source.as_str()
+                }
+            });
             match test {
                 Test::Exists => !e.container.mounts.is_empty(),
                 // Falco: `in` on a list field holds when every value is in the set.
@@ -609,9 +627,9 @@ fn eval_value(reader: &Reader, transformers: &[Transformer], test: &Test, e: &Ev
                 (FieldValue::Int(i), _) => test_str_value(&i.to_string(), transformers, test),
                 (FieldValue::Bool(b), Test::Bool { want, negate }) => (b == want) != *negate,
                 (FieldValue::Ip(ip), Test::Ip(t)) => t.test(*ip),
-                (FieldValue::List(items), _) => items
-                    .iter()
-                    .any(|s| test_str_value(s, transformers, test)),
+                (FieldValue::List(items), _) => {
+                    items.iter().any(|s| test_str_value(s, transformers, test))
+                }
                 _ => false,
             }
         }
@@ -666,7 +684,7 @@ impl StrTest {
             StrTest::Le(v) => s <= &**v,
             StrTest::Gt(v) => s > &**v,
             StrTest::Ge(v) => s >= &**v,
-            StrTest::Contains(v) => s.contains(&**v),
+            StrTest::Contains(f) => f.find(s.as_bytes()).is_some(),
             StrTest::IContains(v) => icontains(s.as_bytes(), v),
             StrTest::StartsWith(v) => s.starts_with(&**v),
             StrTest::EndsWith(v) => s.ends_with(&**v),
@@ -842,7 +860,12 @@ impl Compiler<'_, '_> {
     }
 
     /// Items of a list literal, with list names expanded (recursively).
-    fn expand(&self, items: &[Literal], out: &mut Vec<String>, depth: usize) -> Result<(), CompileError> {
+    fn expand(
+        &self,
+        items: &[Literal],
+        out: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<(), CompileError> {
         /// Falco's lists nest a few levels; deeper means a cycle.
         const MAX_LIST_DEPTH: usize = 16;
         for it in items {
@@ -850,7 +873,10 @@ impl Compiler<'_, '_> {
                 Some(list) => {
                     if depth >= MAX_LIST_DEPTH {
                         return Err(CompileError::UnknownName {
-                            name: format!("{} (lists nest too deep or refer to themselves)", it.text),
+                            name: format!(
+                                "{} (lists nest too deep or refer to themselves)",
+                                it.text
+                            ),
                             within: self.within(),
                         });
                     }
@@ -927,10 +953,11 @@ impl Compiler<'_, '_> {
 
     fn check(&mut self, c: &Check) -> Result<Node, CompileError> {
         // Network fields that mean "either end": compile into an `or`.
-        if c.field.transformers.is_empty() && c.field.index.is_none() {
-            if let Some(node) = self.either_end(c)? {
-                return Ok(node);
-            }
+        if c.field.transformers.is_empty()
+            && c.field.index.is_none()
+            && let Some(node) = self.either_end(c)?
+        {
+            return Ok(node);
         }
         let reader = self.resolve_field(&c.field)?;
         if matches!(c.op, Op::BContains | Op::BStartsWith) {
@@ -950,7 +977,11 @@ impl Compiler<'_, '_> {
         if let Operand::Field(other) = &c.operand {
             let b = self.resolve_field(other)?;
             if !matches!(c.op, Op::Eq | Op::Ne) || !c.field.transformers.is_empty() {
-                return Err(self.op_error(&c.field, c.op, "val() is supported with = and != on plain fields"));
+                return Err(self.op_error(
+                    &c.field,
+                    c.op,
+                    "val() is supported with = and != on plain fields",
+                ));
             }
             return Ok(Node::Pred(Box::new(Pred::FieldEq {
                 a: reader,
@@ -961,12 +992,11 @@ impl Compiler<'_, '_> {
         let values = self.operand_values(c)?;
         let transformers = c.field.transformers.clone().into_boxed_slice();
 
-        if transformers.is_empty() {
-            if let Reader::Field(f) = &reader {
-                if let Some(node) = self.special(*f, c, &values)? {
-                    return Ok(node);
-                }
-            }
+        if transformers.is_empty()
+            && let Reader::Field(f) = &reader
+            && let Some(node) = self.special(*f, c, &values)?
+        {
+            return Ok(node);
         }
 
         let kind = match transformers.first() {
@@ -1007,25 +1037,42 @@ impl Compiler<'_, '_> {
                 let mut nets = Vec::new();
                 for v in &self.operand_values(c)? {
                     nets.push(IpNet::parse(v).ok_or_else(|| {
-                        self.op_error(&c.field, c.op, format!("\"{v}\" is not a network such as 10.0.0.0/8"))
+                        self.op_error(
+                            &c.field,
+                            c.op,
+                            format!("\"{v}\" is not a network such as 10.0.0.0/8"),
+                        )
                     })?);
                 }
                 let nets = nets.into_boxed_slice();
                 parts.push(Node::Pred(Box::new(Pred::Value {
                     reader: self.resolve_field(&sub.field)?,
                     transformers: Box::new([]),
-                    test: Test::Ip(if negate { IpTest::NotInNet(nets) } else { IpTest::InNet(nets) }),
+                    test: Test::Ip(if negate {
+                        IpTest::NotInNet(nets)
+                    } else {
+                        IpTest::InNet(nets)
+                    }),
                 })));
             } else {
                 parts.push(self.check(&sub)?);
             }
         }
         let parts = parts.into_boxed_slice();
-        Ok(Some(if negate { Node::And(parts) } else { Node::Or(parts) }))
+        Ok(Some(if negate {
+            Node::And(parts)
+        } else {
+            Node::Or(parts)
+        }))
     }
 
     /// Fields with a faster form than "render, then compare".
-    fn special(&mut self, f: Field, c: &Check, values: &[String]) -> Result<Option<Node>, CompileError> {
+    fn special(
+        &mut self,
+        f: Field,
+        c: &Check,
+        values: &[String],
+    ) -> Result<Option<Node>, CompileError> {
         match f {
             Field::EvtType => {
                 if !matches!(c.op, Op::Eq | Op::Ne | Op::In) {
@@ -1049,11 +1096,13 @@ impl Compiler<'_, '_> {
                 let name = values[0].as_str();
                 Ok(Some(Node::Pred(Box::new(Pred::Flags {
                     open: open_flag(name),
-                    exec: exec_flag(name).or(if name.starts_with("O_") && open_flag(name).is_some() {
-                        Some(FlagMatch::Never)
-                    } else {
-                        None
-                    }),
+                    exec: exec_flag(name).or(
+                        if name.starts_with("O_") && open_flag(name).is_some() {
+                            Some(FlagMatch::Never)
+                        } else {
+                            None
+                        },
+                    ),
                     slow: Box::new(slow),
                 }))))
             }
@@ -1136,8 +1185,12 @@ impl Compiler<'_, '_> {
                     Op::Le => StrTest::Le(one(&values)?.into()),
                     Op::Gt => StrTest::Gt(one(&values)?.into()),
                     Op::Ge => StrTest::Ge(one(&values)?.into()),
-                    Op::Contains => StrTest::Contains(one(&values)?.into()),
-                    Op::IContains => StrTest::IContains(one(&values)?.to_ascii_lowercase().into_bytes().into()),
+                    Op::Contains => StrTest::Contains(Box::new(
+                        memchr::memmem::Finder::new(one(&values)?.as_bytes()).into_owned(),
+                    )),
+                    Op::IContains => {
+                        StrTest::IContains(one(&values)?.to_ascii_lowercase().into_bytes().into())
+                    }
                     Op::StartsWith => StrTest::StartsWith(one(&values)?.into()),
                     Op::EndsWith => StrTest::EndsWith(one(&values)?.into()),
                     Op::Glob => StrTest::Glob(Glob::new(&one(&values)?, false)),
@@ -1145,8 +1198,9 @@ impl Compiler<'_, '_> {
                     Op::Regex => {
                         let v = one(&values)?;
                         // libsinsp matches the whole value (RE2::FullMatch).
-                        let re = regex::Regex::new(&format!("^(?:{v})$"))
-                            .map_err(|e| self.op_error(field, op, format!("bad regular expression: {e}")))?;
+                        let re = regex::Regex::new(&format!("^(?:{v})$")).map_err(|e| {
+                            self.op_error(field, op, format!("bad regular expression: {e}"))
+                        })?;
                         StrTest::Regex(re)
                     }
                     Op::In => StrTest::In(StrSet::new(values)),
@@ -1165,12 +1219,15 @@ impl Compiler<'_, '_> {
                             })
                             .collect(),
                     ),
-                    Op::Exists | Op::BContains | Op::BStartsWith => unreachable!("handled by the caller"),
+                    Op::Exists | Op::BContains | Op::BStartsWith => {
+                        unreachable!("handled by the caller")
+                    }
                 }))
             }
             FieldKind::Int => {
                 let parse = |v: &str| -> Result<i64, CompileError> {
-                    parse_int(v).ok_or_else(|| self.op_error(field, op, format!("\"{v}\" is not a number")))
+                    parse_int(v)
+                        .ok_or_else(|| self.op_error(field, op, format!("\"{v}\" is not a number")))
                 };
                 Ok(Test::Int(match op {
                     Op::In | Op::Intersects => IntTest::In(
@@ -1194,17 +1251,28 @@ impl Compiler<'_, '_> {
                 let want = match v.to_ascii_lowercase().as_str() {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(self.op_error(field, op, format!("\"{v}\" is not true or false"))),
+                    _ => {
+                        return Err(self.op_error(
+                            field,
+                            op,
+                            format!("\"{v}\" is not true or false"),
+                        ));
+                    }
                 };
                 match op {
-                    Op::Eq => Ok(Test::Bool { want, negate: false }),
+                    Op::Eq => Ok(Test::Bool {
+                        want,
+                        negate: false,
+                    }),
                     Op::Ne => Ok(Test::Bool { want, negate: true }),
                     _ => Err(self.op_error(field, op, "a boolean field takes = or !=")),
                 }
             }
             FieldKind::Ip => {
                 let parse = |v: &str| -> Result<IpAddr, CompileError> {
-                    v.trim().parse().map_err(|_| self.op_error(field, op, format!("\"{v}\" is not an IP address")))
+                    v.trim().parse().map_err(|_| {
+                        self.op_error(field, op, format!("\"{v}\" is not an IP address"))
+                    })
                 };
                 Ok(Test::Ip(match op {
                     Op::Eq => IpTest::Eq(parse(&one(&values)?)?),
@@ -1216,7 +1284,13 @@ impl Compiler<'_, '_> {
                             .collect::<Result<Vec<_>, _>>()?
                             .into_boxed_slice(),
                     ),
-                    _ => return Err(self.op_error(field, op, "an address field takes =, != or in (use fd.snet/fd.net for networks)")),
+                    _ => {
+                        return Err(self.op_error(
+                            field,
+                            op,
+                            "an address field takes =, != or in (use fd.snet/fd.net for networks)",
+                        ));
+                    }
                 }))
             }
         }
@@ -1241,7 +1315,10 @@ mod tests {
     use super::*;
     use crate::event::{Container, Fd, L4Proto, Mount, Process, Role};
 
-    fn env_with(lists: &[(&str, &[&str])], macros: &[(&str, &str)]) -> (HashMap<String, ListDef>, HashMap<String, MacroDef>) {
+    fn env_with(
+        lists: &[(&str, &[&str])],
+        macros: &[(&str, &str)],
+    ) -> (HashMap<String, ListDef>, HashMap<String, MacroDef>) {
         let lists = lists
             .iter()
             .map(|(n, items)| {
@@ -1267,9 +1344,16 @@ mod tests {
         (lists, macros)
     }
 
-    fn compile_with(cond: &str, lists: &[(&str, &[&str])], macros: &[(&str, &str)]) -> Result<Compiled, CompileError> {
+    fn compile_with(
+        cond: &str,
+        lists: &[(&str, &[&str])],
+        macros: &[(&str, &str)],
+    ) -> Result<Compiled, CompileError> {
         let (l, m) = env_with(lists, macros);
-        let env = Env { lists: &l, macros: &m };
+        let env = Env {
+            lists: &l,
+            macros: &m,
+        };
         compile(&condition::parse(cond).expect("parses"), &env)
     }
 
@@ -1278,7 +1362,10 @@ mod tests {
     }
 
     fn exec(path: &str, argv: &[&str]) -> Event {
-        let mut e = Event::new(EventType::Execve, Arc::new(Process::new(100, 1, path, argv)));
+        let mut e = Event::new(
+            EventType::Execve,
+            Arc::new(Process::new(100, 1, path, argv)),
+        );
         e.ancestors = vec![
             Arc::new(Process::new(1, 0, "/usr/sbin/nginx", &["nginx"])),
             Arc::new(Process::new(0, 0, "/sbin/init", &["init"])),
@@ -1287,7 +1374,10 @@ mod tests {
     }
 
     fn open(path: &str, flags: i32) -> Event {
-        let mut e = Event::new(EventType::Openat, Arc::new(Process::new(10, 1, "/usr/bin/cat", &["cat"])));
+        let mut e = Event::new(
+            EventType::Openat,
+            Arc::new(Process::new(10, 1, "/usr/bin/cat", &["cat"])),
+        );
         e.evt.args.flags = Some(flags as u64);
         e.evt.args.name = Some(path.into());
         e.evt.res = 3;
@@ -1356,11 +1446,20 @@ mod tests {
     fn event_types_index_rules_and_negations_invert_only_what_they_must() {
         let t = |cond| type_names(c(cond).types);
         assert_eq!(t("evt.type = execve"), ["execve"]);
-        assert_eq!(t("evt.type in (open, openat) and fd.name = x"), ["open", "openat"]);
-        assert_eq!(t("evt.type = execve or evt.type = connect"), ["execve", "connect"]);
+        assert_eq!(
+            t("evt.type in (open, openat) and fd.name = x"),
+            ["open", "openat"]
+        );
+        assert_eq!(
+            t("evt.type = execve or evt.type = connect"),
+            ["execve", "connect"]
+        );
         assert_eq!(t("not evt.type != ptrace"), ["ptrace"]);
         // `not (evt.type = execve and proc.name = x)` can be true for execve too.
-        assert_eq!(c("not (evt.type = execve and proc.name = x)").types, ALL_TYPES);
+        assert_eq!(
+            c("not (evt.type = execve and proc.name = x)").types,
+            ALL_TYPES
+        );
         assert!(compile_with("evt.type = execve and not evt.type = execve", &[], &[]).is_err());
     }
 
@@ -1377,8 +1476,14 @@ mod tests {
 
     #[test]
     fn lists_expand_recursively_and_macros_inline() {
-        let lists: &[(&str, &[&str])] = &[("shells", &["sh", "bash"]), ("all", &["shells", "\"(systemd)\""])];
-        let macros = &[("spawned", "evt.type in (execve, execveat)"), ("shell", "proc.name in (all)")];
+        let lists: &[(&str, &[&str])] = &[
+            ("shells", &["sh", "bash"]),
+            ("all", &["shells", "\"(systemd)\""]),
+        ];
+        let macros = &[
+            ("spawned", "evt.type in (execve, execveat)"),
+            ("shell", "proc.name in (all)"),
+        ];
         let comp = compile_with("spawned and shell", lists, macros).unwrap();
         assert!(comp.node.eval(&exec("/bin/bash", &["bash"])));
         let mut sd = exec("/lib/systemd/systemd", &["(systemd)"]);
@@ -1392,7 +1497,11 @@ mod tests {
         let macros = &[("outer", "inner"), ("inner", "fd.sip.name = x")];
         let e = compile_with("evt.type = connect and outer", &[], macros).unwrap_err();
         assert!(e.is_unknown_filter());
-        assert!(e.to_string().starts_with("unknown field fd.sip.name (Falco resolves"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("unknown field fd.sip.name (Falco resolves"),
+            "{e}"
+        );
         assert!(e.to_string().ends_with("(in macro outer > inner)"), "{e}");
         let e = compile_with("nope", &[], &[]).unwrap_err();
         assert_eq!(e.to_string(), "unknown macro or list nope");
@@ -1403,15 +1512,37 @@ mod tests {
         let e = compile_with("proc.pid = abc", &[], &[]).unwrap_err();
         assert_eq!(e.to_string(), "proc.pid =: \"abc\" is not a number");
         let e = compile_with("proc.name intersects (a)", &[], &[]).unwrap_err();
-        assert!(e.to_string().contains("intersects needs a list field"), "{e}");
+        assert!(
+            e.to_string().contains("intersects needs a list field"),
+            "{e}"
+        );
     }
 
     #[test]
     fn flag_bit_tests_agree_with_the_rendered_flags() {
         let names = [
-            "O_RDONLY", "O_WRONLY", "O_RDWR", "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", "O_APPEND",
-            "O_NONBLOCK", "O_DSYNC", "O_DIRECT", "O_LARGEFILE", "O_DIRECTORY", "O_NOFOLLOW", "O_NOATIME",
-            "O_CLOEXEC", "O_SYNC", "O_PATH", "O_TMPFILE", "EXE_WRITABLE", "EXE_UPPER_LAYER", "EXE_FROM_MEMFD",
+            "O_RDONLY",
+            "O_WRONLY",
+            "O_RDWR",
+            "O_CREAT",
+            "O_EXCL",
+            "O_NOCTTY",
+            "O_TRUNC",
+            "O_APPEND",
+            "O_NONBLOCK",
+            "O_DSYNC",
+            "O_DIRECT",
+            "O_LARGEFILE",
+            "O_DIRECTORY",
+            "O_NOFOLLOW",
+            "O_NOATIME",
+            "O_CLOEXEC",
+            "O_SYNC",
+            "O_PATH",
+            "O_TMPFILE",
+            "EXE_WRITABLE",
+            "EXE_UPPER_LAYER",
+            "EXE_FROM_MEMFD",
         ];
         // A deterministic spread of flag words: every single bit, and mixes.
         let mut words: Vec<u64> = (0..32).map(|b| 1u64 << b).collect();
@@ -1431,7 +1562,11 @@ mod tests {
                     let mut e = probe_event(ty);
                     e.evt.args.flags = Some(*w);
                     let rendered = e.field(&Field::EvtArg(Arg::Flags)).to_string();
-                    assert_eq!(fast.node.eval(&e), rendered.contains(name), "{name} on {ty} flags {w:#x} = {rendered}");
+                    assert_eq!(
+                        fast.node.eval(&e),
+                        rendered.contains(name),
+                        "{name} on {ty} flags {w:#x} = {rendered}"
+                    );
                 }
             }
         }
@@ -1439,10 +1574,21 @@ mod tests {
 
     #[test]
     fn res_and_enum_arguments_become_tables_that_agree_with_rendering() {
-        for cond in ["evt.res = SUCCESS", "evt.res startswith E", "evt.res = ENOENT", "evt.res != EPERM", "evt.res in (EACCES, EPERM)"] {
+        for cond in [
+            "evt.res = SUCCESS",
+            "evt.res startswith E",
+            "evt.res = ENOENT",
+            "evt.res != EPERM",
+            "evt.res in (EACCES, EPERM)",
+        ] {
             let comp = c(cond);
-            assert!(matches!(&comp.node, Node::Pred(p) if matches!(**p, Pred::Res(_))), "{cond}");
-            let Node::Pred(p) = &comp.node else { unreachable!() };
+            assert!(
+                matches!(&comp.node, Node::Pred(p) if matches!(**p, Pred::Res(_))),
+                "{cond}"
+            );
+            let Node::Pred(p) = &comp.node else {
+                unreachable!()
+            };
             let Pred::Res(t) = &**p else { unreachable!() };
             for res in [0, 5, -1, -2, -13, -115, -4095, -5000] {
                 let mut e = probe_event(EventType::Openat);
@@ -1453,7 +1599,12 @@ mod tests {
         let attach = c("evt.arg.request contains PTRACE_ATTACH");
         let getregs = c("evt.arg.request contains PTRACE_GETREGS");
         let mut e = probe_event(EventType::Ptrace);
-        for (req, a, g) in [(16, true, false), (12, false, true), (0x4204, false, true), (0x9999, false, false)] {
+        for (req, a, g) in [
+            (16, true, false),
+            (12, false, true),
+            (0x4204, false, true),
+            (0x9999, false, false),
+        ] {
             e.evt.args.request = Some(req);
             assert_eq!(attach.node.eval(&e), a, "{req:#x}");
             assert_eq!(getregs.node.eval(&e), g, "{req:#x}");
@@ -1468,7 +1619,10 @@ mod tests {
 
     #[test]
     fn networks_ports_and_list_fields() {
-        let mut e = Event::new(EventType::Connect, Arc::new(Process::new(5, 1, "/usr/bin/curl", &["curl"])));
+        let mut e = Event::new(
+            EventType::Connect,
+            Arc::new(Process::new(5, 1, "/usr/bin/curl", &["curl"])),
+        );
         e.fd = Some(Fd::socket(
             4,
             "10.42.0.7:40000".parse().unwrap(),
@@ -1489,12 +1643,20 @@ mod tests {
         ] {
             assert_eq!(c(cond).node.eval(&e), want, "{cond}");
         }
-        let mut ct = Container::default();
-        ct.id = "abc".into();
-        ct.mounts = vec![
-            Mount { source: "/etc".into(), dest: "/host/etc".into() },
-            Mount { source: "/data".into(), dest: "/data".into() },
-        ];
+        let ct = Container {
+            id: "abc".into(),
+            mounts: vec![
+                Mount {
+                    source: "/etc".into(),
+                    dest: "/host/etc".into(),
+                },
+                Mount {
+                    source: "/data".into(),
+                    dest: "/data".into(),
+                },
+            ],
+            ..Default::default()
+        };
         e.container = Arc::new(ct);
         for (cond, want) in [
             ("container.mount.source intersects (/etc, /root)", true),

@@ -28,7 +28,10 @@ pub enum Expr {
     Or(Vec<Expr>),
     Not(Box<Expr>),
     /// A bare identifier: a macro name (resolved by the compiler).
-    Macro { name: String, at: usize },
+    Macro {
+        name: String,
+        at: usize,
+    },
     Check(Box<Check>),
 }
 
@@ -209,13 +212,15 @@ pub fn parse(text: &str) -> Result<Expr, SyntaxError> {
 pub fn unquote_item(raw: &str) -> Literal {
     let t = raw.trim();
     let bytes = t.as_bytes();
-    if bytes.len() >= 2 && (bytes[0] == b'"' || bytes[0] == b'\'') && bytes[bytes.len() - 1] == bytes[0]
+    if bytes.len() >= 2
+        && (bytes[0] == b'"' || bytes[0] == b'\'')
+        && bytes[bytes.len() - 1] == bytes[0]
     {
         let mut p = Parser { s: t, pos: 0 };
-        if let Ok(text) = p.quoted() {
-            if p.at_end() {
-                return Literal { text, quoted: true };
-            }
+        if let Ok(text) = p.quoted()
+            && p.at_end()
+        {
+            return Literal { text, quoted: true };
         }
     }
     Literal {
@@ -411,7 +416,12 @@ impl<'a> Parser<'a> {
                 return Err(self.error("expected ']'"));
             }
             self.pos += 1;
-            Some(inner.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+            Some(
+                inner
+                    .trim()
+                    .trim_matches(|c| c == '"' || c == '\'')
+                    .to_string(),
+            )
         } else {
             None
         };
@@ -607,7 +617,10 @@ mod tests {
 
     #[test]
     fn indexed_fields_transformers_and_exists_parse() {
-        let e = parse("proc.aname[2]=sshd and tolower(basename(proc.exe)) = bash and proc.pname exists").unwrap();
+        let e = parse(
+            "proc.aname[2]=sshd and tolower(basename(proc.exe)) = bash and proc.pname exists",
+        )
+        .unwrap();
         let Expr::And(items) = e else { panic!() };
         assert_eq!(check(&items[0]).field.index.as_deref(), Some("2"));
         let f = &check(&items[1]).field;
@@ -652,9 +665,6 @@ mod tests {
         let e = parse("proc.name in ()").unwrap();
         assert_eq!(check(&e).operand, Operand::List(vec![]));
         let e = parse("proc.name in shell_binaries").unwrap();
-        assert_eq!(
-            check(&e).operand,
-            Operand::ListRef("shell_binaries".into())
-        );
+        assert_eq!(check(&e).operand, Operand::ListRef("shell_binaries".into()));
     }
 }

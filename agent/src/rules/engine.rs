@@ -314,7 +314,10 @@ impl Engine {
             }
         }
         into.insert("alerts_last_hour".into(), Value::Object(per));
-        into.insert("alerts_total".into(), self.alerts_total.iter().sum::<u64>().into());
+        into.insert(
+            "alerts_total".into(),
+            self.alerts_total.iter().sum::<u64>().into(),
+        );
         into.insert("alerts_suppressed".into(), self.suppressed_total.into());
         let mut top: Vec<(&str, u64)> = set
             .rules
@@ -323,7 +326,7 @@ impl Engine {
             .filter(|(_, s)| s.hits > 0)
             .map(|(r, s)| (&*r.name, s.hits))
             .collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|t| std::cmp::Reverse(t.1));
         let mut hits = Map::new();
         for (n, h) in top.into_iter().take(5) {
             hits.insert(n.to_string(), h.into());
@@ -368,7 +371,10 @@ mod tests {
     }
 
     fn sh() -> Event {
-        Event::new(EventType::Execve, Arc::new(Process::new(9, 1, "/bin/sh", &["sh", "-c", "id"])))
+        Event::new(
+            EventType::Execve,
+            Arc::new(Process::new(9, 1, "/bin/sh", &["sh", "-c", "id"])),
+        )
     }
 
     #[test]
@@ -392,7 +398,10 @@ mod tests {
         }
         // Two rules, three tokens each.
         assert_eq!(out.len(), 6);
-        assert_eq!(eng.take_suppressed(), vec![("Shell".into(), 7), ("Any exec".into(), 7)]);
+        assert_eq!(
+            eng.take_suppressed(),
+            vec![("Shell".into(), 7), ("Any exec".into(), 7)]
+        );
         assert!(eng.take_suppressed().is_empty(), "reported counts reset");
         // One second at 2/s refills two tokens per rule.
         out.clear();

@@ -39,18 +39,29 @@ fn at_least_80_percent_of_falcos_stable_rules_load_and_every_failure_says_why() 
         assert!(total >= 25, "{}: {total} rules", path.display());
         assert!(loaded * 100 >= total * 80, "{loaded} of {total} load");
         let errors: Vec<_> = l.errors().collect();
-        assert_eq!(errors.len() + loaded, total, "every rule that did not load has an error");
+        assert_eq!(
+            errors.len() + loaded,
+            total,
+            "every rule that did not load has an error"
+        );
         for e in errors {
             assert_eq!(e.kind, "rule");
             assert!(e.line > 0 && !e.name.is_empty(), "{e}");
             assert!(
-                e.reason.starts_with("unknown field fd.sip.name (Falco resolves peer host names")
-                    || e.reason.starts_with("unknown field fd.connected (the sensor keeps no per-fd socket state"),
+                e.reason
+                    .starts_with("unknown field fd.sip.name (Falco resolves peer host names")
+                    || e.reason.starts_with(
+                        "unknown field fd.connected (the sensor keeps no per-fd socket state"
+                    ),
                 "an unexpected failure: {e}"
             );
         }
         // Warnings are about outputs only; conditions load as written.
-        for w in l.problems.iter().filter(|p| p.severity == Severity::Warning) {
+        for w in l
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Warning)
+        {
             assert!(w.reason.starts_with("output fields unknown"), "{w}");
         }
     }
@@ -63,7 +74,9 @@ fn falco() -> &'static Loaded {
 
 fn fired(e: &Event) -> Vec<String> {
     let mut v = Vec::new();
-    falco().set.for_each_match(e, |_, r| v.push(r.name.to_string()));
+    falco()
+        .set
+        .for_each_match(e, |_, r| v.push(r.name.to_string()));
     v
 }
 
@@ -95,14 +108,25 @@ fn falco_rules_evaluate_on_our_events() {
     e.ancestors = vec![p("/usr/bin/runc", &["runc:[1:CHILD]"])];
     Arc::make_mut(&mut e.ancestors[0]).name = "runc:[1:CHILD]".into();
     e.container = container();
-    assert!(fired(&e).contains(&"Terminal shell in container".to_string()), "{:?}", fired(&e));
+    assert!(
+        fired(&e).contains(&"Terminal shell in container".to_string()),
+        "{:?}",
+        fired(&e)
+    );
 
     // Read sensitive file untrusted.
-    let mut o = ev(EventType::Openat, p("/usr/bin/cat", &["cat", "/etc/shadow"]));
+    let mut o = ev(
+        EventType::Openat,
+        p("/usr/bin/cat", &["cat", "/etc/shadow"]),
+    );
     o.evt.args.flags = Some(libc::O_RDONLY as u64);
     o.evt.res = 3;
     o.fd = Some(Fd::file(3, "/etc/shadow"));
-    assert!(fired(&o).contains(&"Read sensitive file untrusted".to_string()), "{:?}", fired(&o));
+    assert!(
+        fired(&o).contains(&"Read sensitive file untrusted".to_string()),
+        "{:?}",
+        fired(&o)
+    );
     let mut ok = o.clone();
     Arc::make_mut(&mut ok.proc).name = "sshd".into();
     assert!(!fired(&ok).contains(&"Read sensitive file untrusted".to_string()));
@@ -112,7 +136,11 @@ fn falco_rules_evaluate_on_our_events() {
     t.evt.args.flags = Some((libc::O_WRONLY | libc::O_TRUNC) as u64);
     t.evt.res = 3;
     t.fd = Some(Fd::file(3, "/var/log/auth.log"));
-    assert!(fired(&t).contains(&"Clear Log Activities".to_string()), "{:?}", fired(&t));
+    assert!(
+        fired(&t).contains(&"Clear Log Activities".to_string()),
+        "{:?}",
+        fired(&t)
+    );
     t.evt.args.flags = Some((libc::O_WRONLY | libc::O_APPEND) as u64);
     assert!(!fired(&t).contains(&"Clear Log Activities".to_string()));
 
@@ -126,9 +154,18 @@ fn falco_rules_evaluate_on_our_events() {
     // Redirect STDOUT/STDIN to Network Connection in Container.
     let mut d = ev(EventType::Dup2, p("/bin/sh", &["sh"]));
     d.evt.res = 1;
-    d.fd = Some(Fd::socket(3, "10.0.0.2:4000".parse().unwrap(), "10.0.0.9:4444".parse().unwrap(), Role::Client, L4Proto::Tcp));
+    d.fd = Some(Fd::socket(
+        3,
+        "10.0.0.2:4000".parse().unwrap(),
+        "10.0.0.9:4444".parse().unwrap(),
+        Role::Client,
+        L4Proto::Tcp,
+    ));
     d.container = container();
-    assert_eq!(fired(&d), ["Redirect STDOUT/STDIN to Network Connection in Container"]);
+    assert_eq!(
+        fired(&d),
+        ["Redirect STDOUT/STDIN to Network Connection in Container"]
+    );
 
     // Packet socket created in container.
     let mut s = ev(EventType::Socket, p("/usr/bin/tcpdump", &["tcpdump"]));
@@ -143,7 +180,11 @@ fn falco_rules_evaluate_on_our_events() {
 
     // Execution from /dev/shm, Fileless execution via memfd_create, Drop and execute.
     let shm = ev(EventType::Execve, p("/dev/shm/x", &["/dev/shm/x"]));
-    assert!(fired(&shm).contains(&"Execution from /dev/shm".to_string()), "{:?}", fired(&shm));
+    assert!(
+        fired(&shm).contains(&"Execution from /dev/shm".to_string()),
+        "{:?}",
+        fired(&shm)
+    );
     let mut memfd = ev(EventType::Execve, p("memfd:x", &["x"]));
     Arc::make_mut(&mut memfd.proc).exe_from_memfd = Some(true);
     assert!(fired(&memfd).contains(&"Fileless execution via memfd_create".to_string()));
@@ -155,15 +196,25 @@ fn falco_rules_evaluate_on_our_events() {
     // Run shell untrusted: a shell under nginx.
     let mut sh = ev(EventType::Execve, p("/bin/sh", &["sh", "-c", "id"]));
     sh.ancestors = vec![p("/usr/sbin/nginx", &["nginx"]), p("/sbin/init", &["init"])];
-    assert!(fired(&sh).contains(&"Run shell untrusted".to_string()), "{:?}", fired(&sh));
+    assert!(
+        fired(&sh).contains(&"Run shell untrusted".to_string()),
+        "{:?}",
+        fired(&sh)
+    );
 
     // Linux Kernel Module Injection Detected: capabilities render and match.
-    let mut km = ev(EventType::FinitModule, p("/sbin/insmod", &["insmod", "x.ko"]));
+    let mut km = ev(
+        EventType::FinitModule,
+        p("/sbin/insmod", &["insmod", "x.ko"]),
+    );
     Arc::make_mut(&mut km.proc).cap_effective = Some(1 << 16);
     km.container = container();
     assert_eq!(fired(&km), ["Linux Kernel Module Injection Detected"]);
 
     // Search Private Keys or Passwords.
-    let g = ev(EventType::Execve, p("/bin/grep", &["grep", "-r", "BEGIN RSA PRIVATE", "/"]));
+    let g = ev(
+        EventType::Execve,
+        p("/bin/grep", &["grep", "-r", "BEGIN RSA PRIVATE", "/"]),
+    );
     assert!(fired(&g).contains(&"Search Private Keys or Passwords".to_string()));
 }

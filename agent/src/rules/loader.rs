@@ -165,7 +165,9 @@ pub struct Loaded {
 impl Loaded {
     /// Errors (not warnings or skips): a reload with any is refused.
     pub fn errors(&self) -> impl Iterator<Item = &Problem> {
-        self.problems.iter().filter(|p| p.severity == Severity::Error)
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
     }
 
     pub fn has_errors(&self) -> bool {
@@ -199,7 +201,8 @@ pub fn expand_files(patterns: &[PathBuf]) -> (Vec<PathBuf>, Vec<Problem>) {
                 column: 0,
                 kind: "file",
                 name: String::new(),
-                reason: "no rule file matches this pattern (check rules.files in agent.toml)".into(),
+                reason: "no rule file matches this pattern (check rules.files in agent.toml)"
+                    .into(),
             });
         }
         for m in matched {
@@ -214,7 +217,10 @@ pub fn expand_files(patterns: &[PathBuf]) -> (Vec<PathBuf>, Vec<Problem>) {
 /// Files matching a glob whose wildcards are in the last path component.
 fn glob_paths(pattern: &Path) -> Vec<PathBuf> {
     let dir = pattern.parent().unwrap_or(Path::new("."));
-    let Some(name) = pattern.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+    let Some(name) = pattern
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
         return Vec::new();
     };
     let g = super::glob::Glob::new(&name, false);
@@ -240,7 +246,8 @@ pub fn load_paths(patterns: &[PathBuf]) -> Loaded {
     let sources = files
         .into_iter()
         .map(|path| {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read the file: {e}"));
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("cannot read the file: {e}"));
             Source { path, text }
         })
         .collect();
@@ -328,7 +335,8 @@ fn text_of<'a>(n: &'a MarkedYaml<'_>) -> Option<Cow<'a, str>> {
 fn is_null(n: &MarkedYaml<'_>) -> bool {
     match &n.data {
         YamlData::Representation(s, style, _) => {
-            *style == saphyr::ScalarStyle::Plain && matches!(s.as_ref(), "" | "~" | "null" | "Null" | "NULL")
+            *style == saphyr::ScalarStyle::Plain
+                && matches!(s.as_ref(), "" | "~" | "null" | "Null" | "NULL")
         }
         YamlData::Value(saphyr::Scalar::Null) => true,
         _ => false,
@@ -338,7 +346,11 @@ fn is_null(n: &MarkedYaml<'_>) -> bool {
 fn is_quoted(n: &MarkedYaml<'_>) -> bool {
     matches!(
         &n.data,
-        YamlData::Representation(_, saphyr::ScalarStyle::SingleQuoted | saphyr::ScalarStyle::DoubleQuoted, _)
+        YamlData::Representation(
+            _,
+            saphyr::ScalarStyle::SingleQuoted | saphyr::ScalarStyle::DoubleQuoted,
+            _
+        )
     )
 }
 
@@ -385,7 +397,14 @@ fn strings(n: &MarkedYaml<'_>) -> Option<Vec<String>> {
 }
 
 impl Builder {
-    fn problem(&mut self, severity: Severity, at: Loc, kind: &'static str, name: &str, reason: impl Into<String>) {
+    fn problem(
+        &mut self,
+        severity: Severity,
+        at: Loc,
+        kind: &'static str,
+        name: &str,
+        reason: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             severity,
             file: self.files[at.file].path.clone(),
@@ -418,7 +437,11 @@ impl Builder {
             rules: 0,
             error: None,
         });
-        let whole = Loc { file: fi, line: 0, column: 0 };
+        let whole = Loc {
+            file: fi,
+            line: 0,
+            column: 0,
+        };
         let text = match &src.text {
             Ok(t) => t,
             Err(e) => {
@@ -446,7 +469,8 @@ impl Builder {
                     column: e.marker().col() + 1,
                 };
                 let reason = format!("not valid YAML: {}", e.info());
-                self.files[fi].error = Some(format!("line {}, column {}: {reason}", at.line, at.column));
+                self.files[fi].error =
+                    Some(format!("line {}, column {}: {reason}", at.line, at.column));
                 self.problem(Severity::Error, at, "file", "", reason);
                 return;
             }
@@ -471,7 +495,13 @@ impl Builder {
     fn item(&mut self, fi: usize, item: &MarkedYaml<'_>) {
         let at = self.loc(fi, item);
         let YamlData::Mapping(m) = &item.data else {
-            self.problem(Severity::Error, at, "file", "", "each item must be a mapping such as \"- rule: NAME\"");
+            self.problem(
+                Severity::Error,
+                at,
+                "file",
+                "",
+                "each item must be a mapping such as \"- rule: NAME\"",
+            );
             return;
         };
         if let Some(v) = get(m, "required_engine_version") {
@@ -504,23 +534,45 @@ impl Builder {
                 at,
                 "file",
                 "",
-                format!("unknown item ({}): expected rule, macro, list or required_engine_version", kinds.join(", ")),
+                format!(
+                    "unknown item ({}): expected rule, macro, list or required_engine_version",
+                    kinds.join(", ")
+                ),
             );
         }
     }
 
     /// `append: true` or `override: {key: append|replace}` for `key`.
-    fn how(&mut self, at: Loc, kind: &'static str, name: &str, m: &Map<'_>, key: &str) -> Option<How> {
+    fn how(
+        &mut self,
+        at: Loc,
+        kind: &'static str,
+        name: &str,
+        m: &Map<'_>,
+        key: &str,
+    ) -> Option<How> {
         if let Some(o) = get(m, "override") {
             let YamlData::Mapping(om) = &o.data else {
-                self.problem(Severity::Error, at, kind, name, "override must map keys to append or replace");
+                self.problem(
+                    Severity::Error,
+                    at,
+                    kind,
+                    name,
+                    "override must map keys to append or replace",
+                );
                 return None;
             };
             return match get(om, key).and_then(text_of).as_deref() {
                 Some("append") => Some(How::Append),
                 Some("replace") => Some(How::Replace),
                 Some(other) => {
-                    self.problem(Severity::Error, at, kind, name, format!("override.{key}: \"{other}\" is neither append nor replace"));
+                    self.problem(
+                        Severity::Error,
+                        at,
+                        kind,
+                        name,
+                        format!("override.{key}: \"{other}\" is neither append nor replace"),
+                    );
                     None
                 }
                 None => Some(How::Keep),
@@ -529,7 +581,13 @@ impl Builder {
         match get(m, "append").map(parse_bool) {
             Some(Some(true)) => Some(How::Append),
             Some(None) => {
-                self.problem(Severity::Error, at, kind, name, "append must be true or false");
+                self.problem(
+                    Severity::Error,
+                    at,
+                    kind,
+                    name,
+                    "append must be true or false",
+                );
                 None
             }
             _ => Some(How::Define),
@@ -558,7 +616,10 @@ impl Builder {
                             if inner.quoted {
                                 inner
                             } else {
-                                Literal { text: t.into_owned(), quoted: false }
+                                Literal {
+                                    text: t.into_owned(),
+                                    quoted: false,
+                                }
                             }
                         } else {
                             condition::unquote_item(&t)
@@ -568,17 +629,29 @@ impl Builder {
                 _ if is_null(n) => Vec::new(),
                 _ => {
                     let at = self.loc(fi, n);
-                    self.problem(Severity::Error, at, "list", &name, "items must be a sequence such as [a, b]");
+                    self.problem(
+                        Severity::Error,
+                        at,
+                        "list",
+                        &name,
+                        "items must be a sequence such as [a, b]",
+                    );
                     return;
                 }
             },
         };
-        let Some(how) = self.how(at, "list", &name, m, "items") else { return };
+        let Some(how) = self.how(at, "list", &name, m, "items") else {
+            return;
+        };
         match (how, self.lists.get_mut(&name)) {
             (How::Append, Some(l)) => l.items.extend(items),
-            (How::Append, None) => {
-                self.problem(Severity::Error, at, "list", &name, "appends to a list that is not defined earlier")
-            }
+            (How::Append, None) => self.problem(
+                Severity::Error,
+                at,
+                "list",
+                &name,
+                "appends to a list that is not defined earlier",
+            ),
             (How::Keep, _) => {}
             _ => {
                 self.lists.insert(name, ListDef { items });
@@ -595,19 +668,31 @@ impl Builder {
             self.problem(Severity::Error, at, "macro", &name, "missing key condition");
             return;
         };
-        let Some(how) = self.how(at, "macro", &name, m, "condition") else { return };
+        let Some(how) = self.how(at, "macro", &name, m, "condition") else {
+            return;
+        };
         let _ = fi;
         match (how, self.macros.get_mut(&name)) {
             (How::Append, Some(e)) => {
                 e.condition.push(' ');
                 e.condition.push_str(&cond);
             }
-            (How::Append, None) => {
-                self.problem(Severity::Error, at, "macro", &name, "appends to a macro that is not defined earlier")
-            }
+            (How::Append, None) => self.problem(
+                Severity::Error,
+                at,
+                "macro",
+                &name,
+                "appends to a macro that is not defined earlier",
+            ),
             (How::Keep, _) => {}
             _ => {
-                self.macros.insert(name, MacroEntry { condition: cond, at });
+                self.macros.insert(
+                    name,
+                    MacroEntry {
+                        condition: cond,
+                        at,
+                    },
+                );
             }
         }
     }
@@ -618,31 +703,70 @@ impl Builder {
             return;
         };
         const KNOWN: [&str; 16] = [
-            "rule", "desc", "condition", "output", "priority", "tags", "enabled", "exceptions", "source",
-            "skip-if-unknown-filter", "append", "override", "warn_evttypes", "capture", "capture_duration",
+            "rule",
+            "desc",
+            "condition",
+            "output",
+            "priority",
+            "tags",
+            "enabled",
+            "exceptions",
+            "source",
+            "skip-if-unknown-filter",
+            "append",
+            "override",
+            "warn_evttypes",
+            "capture",
+            "capture_duration",
             "required_plugin_versions",
         ];
         for (k, kn) in keys(m) {
             if !KNOWN.contains(&k.as_str()) {
                 let kat = self.loc(fi, kn);
-                self.problem(Severity::Warning, kat, "rule", &name, format!("unknown key {k} (ignored)"));
+                self.problem(
+                    Severity::Warning,
+                    kat,
+                    "rule",
+                    &name,
+                    format!("unknown key {k} (ignored)"),
+                );
             }
         }
         let existing = self.rules.iter().position(|r| r.name == name);
-        let modifies = get(m, "override").is_some() || get(m, "append").and_then(parse_bool) == Some(true);
+        let modifies =
+            get(m, "override").is_some() || get(m, "append").and_then(parse_bool) == Some(true);
         // Legacy: `- rule: X` with only `enabled:` switches an existing rule.
-        let only_enabled = keys(m).iter().all(|(k, _)| k == "rule" || k == "enabled") && get(m, "enabled").is_some();
+        let only_enabled = keys(m).iter().all(|(k, _)| k == "rule" || k == "enabled")
+            && get(m, "enabled").is_some();
         if only_enabled && !modifies {
             match (existing, get(m, "enabled").and_then(parse_bool)) {
                 (Some(i), Some(en)) => self.rules[i].enabled = en,
-                (None, _) => self.problem(Severity::Error, at, "rule", &name, "enables or disables a rule that is not defined earlier"),
-                (_, None) => self.problem(Severity::Error, at, "rule", &name, "enabled must be true or false"),
+                (None, _) => self.problem(
+                    Severity::Error,
+                    at,
+                    "rule",
+                    &name,
+                    "enables or disables a rule that is not defined earlier",
+                ),
+                (_, None) => self.problem(
+                    Severity::Error,
+                    at,
+                    "rule",
+                    &name,
+                    "enabled must be true or false",
+                ),
             }
             return;
         }
         if modifies {
             let Some(i) = existing else {
-                self.problem(Severity::Error, at, "rule", &name, "appends to or overrides a rule that is not defined earlier");
+                self.problem(
+                    Severity::Error,
+                    at,
+                    "rule",
+                    &name,
+                    "appends to or overrides a rule that is not defined earlier",
+                );
                 return;
             };
             self.modify_rule(fi, i, at, m, &name);
@@ -652,14 +776,24 @@ impl Builder {
         let cond = get(m, "condition").and_then(text_of).map(Cow::into_owned);
         let output = get(m, "output").and_then(text_of).map(Cow::into_owned);
         let prio_text = get(m, "priority").and_then(text_of).map(Cow::into_owned);
-        for (k, v) in [("condition", cond.is_some()), ("output", output.is_some()), ("priority", prio_text.is_some())] {
+        for (k, v) in [
+            ("condition", cond.is_some()),
+            ("output", output.is_some()),
+            ("priority", prio_text.is_some()),
+        ] {
             if !v {
                 missing.push(k);
             }
         }
         if !missing.is_empty() {
             self.push_failed_placeholder(&name, at, Priority::Debug);
-            self.problem(Severity::Error, at, "rule", &name, format!("missing key {}", missing.join(", ")));
+            self.problem(
+                Severity::Error,
+                at,
+                "rule",
+                &name,
+                format!("missing key {}", missing.join(", ")),
+            );
             return;
         }
         let priority = match Priority::parse_falco(prio_text.as_deref().unwrap_or_default()) {
@@ -696,7 +830,13 @@ impl Builder {
             Some(n) => match parse_bool(n) {
                 Some(b) => b,
                 None => {
-                    self.problem(Severity::Error, at, "rule", &name, "enabled must be true or false");
+                    self.problem(
+                        Severity::Error,
+                        at,
+                        "rule",
+                        &name,
+                        "enabled must be true or false",
+                    );
                     return;
                 }
             },
@@ -710,13 +850,23 @@ impl Builder {
             tags,
             enabled,
             exceptions,
-            source: get(m, "source").and_then(text_of).map_or_else(|| "syscall".into(), Cow::into_owned),
-            skip_if_unknown: get(m, "skip-if-unknown-filter").and_then(parse_bool).unwrap_or(false),
+            source: get(m, "source")
+                .and_then(text_of)
+                .map_or_else(|| "syscall".into(), Cow::into_owned),
+            skip_if_unknown: get(m, "skip-if-unknown-filter")
+                .and_then(parse_bool)
+                .unwrap_or(false),
         };
         self.files[fi].rules += 1;
         match existing {
             Some(i) => {
-                self.problem(Severity::Warning, at, "rule", &name, "redefines a rule of the same name; the later definition replaces it");
+                self.problem(
+                    Severity::Warning,
+                    at,
+                    "rule",
+                    &name,
+                    "redefines a rule of the same name; the later definition replaces it",
+                );
                 self.rules[i] = entry;
             }
             None => self.rules.push(entry),
@@ -771,7 +921,15 @@ impl Builder {
             } else {
                 match self.how(at, "rule", name, m, &key) {
                     Some(How::Keep) => {
-                        self.problem(Severity::Error, at, "rule", name, format!("{key} is given but override does not say append or replace for it"));
+                        self.problem(
+                            Severity::Error,
+                            at,
+                            "rule",
+                            name,
+                            format!(
+                                "{key} is given but override does not say append or replace for it"
+                            ),
+                        );
                         continue;
                     }
                     Some(h) => h,
@@ -791,15 +949,31 @@ impl Builder {
                 }
                 ("output", _) => r.output = text("output").unwrap_or_default(),
                 ("desc", _) => {}
-                ("tags", How::Append) => r.tags.extend(get(m, "tags").and_then(strings).unwrap_or_default()),
+                ("tags", How::Append) => r
+                    .tags
+                    .extend(get(m, "tags").and_then(strings).unwrap_or_default()),
                 ("tags", _) => r.tags = get(m, "tags").and_then(strings).unwrap_or_default(),
-                ("priority", _) => match text("priority").as_deref().and_then(Priority::parse_falco) {
-                    Some(p) => r.priority = p,
-                    None => self.problem(Severity::Error, at, "rule", name, "priority is not a Falco priority"),
-                },
+                ("priority", _) => {
+                    match text("priority").as_deref().and_then(Priority::parse_falco) {
+                        Some(p) => r.priority = p,
+                        None => self.problem(
+                            Severity::Error,
+                            at,
+                            "rule",
+                            name,
+                            "priority is not a Falco priority",
+                        ),
+                    }
+                }
                 ("enabled", _) => match get(m, "enabled").and_then(parse_bool) {
                     Some(b) => r.enabled = b,
-                    None => self.problem(Severity::Error, at, "rule", name, "enabled must be true or false"),
+                    None => self.problem(
+                        Severity::Error,
+                        at,
+                        "rule",
+                        name,
+                        "enabled must be true or false",
+                    ),
                 },
                 ("exceptions", how) => {
                     let new = exceptions.clone().unwrap_or_default();
@@ -810,7 +984,8 @@ impl Builder {
                             match r.exceptions.iter_mut().find(|e| e.name == ex.name) {
                                 Some(old) => {
                                     let fits = |v: &ExcValue| {
-                                        old.single || matches!(v, ExcValue::Tuple(t) if t.len() == old.fields.len())
+                                        old.single
+                                            || matches!(v, ExcValue::Tuple(t) if t.len() == old.fields.len())
                                     };
                                     if ex.values.iter().all(fits) {
                                         old.values.extend(ex.values);
@@ -833,14 +1008,22 @@ impl Builder {
                 }
                 ("source", _) => r.source = text("source").unwrap_or_default(),
                 ("skip-if-unknown-filter", _) => {
-                    r.skip_if_unknown = get(m, "skip-if-unknown-filter").and_then(parse_bool).unwrap_or(false)
+                    r.skip_if_unknown = get(m, "skip-if-unknown-filter")
+                        .and_then(parse_bool)
+                        .unwrap_or(false)
                 }
                 _ => {}
             }
         }
     }
 
-    fn exceptions(&mut self, fi: usize, at: Loc, name: &str, m: &Map<'_>) -> Option<Vec<ExceptionDef>> {
+    fn exceptions(
+        &mut self,
+        fi: usize,
+        at: Loc,
+        name: &str,
+        m: &Map<'_>,
+    ) -> Option<Vec<ExceptionDef>> {
         let Some(n) = get(m, "exceptions") else {
             return Some(Vec::new());
         };
@@ -848,18 +1031,36 @@ impl Builder {
             return Some(Vec::new());
         }
         let Some(items) = seq(n) else {
-            self.problem(Severity::Error, at, "rule", name, "exceptions must be a sequence of {name, fields, comps, values}");
+            self.problem(
+                Severity::Error,
+                at,
+                "rule",
+                name,
+                "exceptions must be a sequence of {name, fields, comps, values}",
+            );
             return None;
         };
         let mut out = Vec::new();
         for item in items {
             let eat = self.loc(fi, item);
             let YamlData::Mapping(em) = &item.data else {
-                self.problem(Severity::Error, eat, "rule", name, "each exception is a mapping with name, fields, comps, values");
+                self.problem(
+                    Severity::Error,
+                    eat,
+                    "rule",
+                    name,
+                    "each exception is a mapping with name, fields, comps, values",
+                );
                 return None;
             };
             let Some(ename) = get(em, "name").and_then(text_of).map(Cow::into_owned) else {
-                self.problem(Severity::Error, eat, "rule", name, "an exception has no name");
+                self.problem(
+                    Severity::Error,
+                    eat,
+                    "rule",
+                    name,
+                    "an exception has no name",
+                );
                 return None;
             };
             let has_fields = get(em, "fields").is_some();
@@ -880,7 +1081,11 @@ impl Builder {
                     eat,
                     "rule",
                     name,
-                    format!("exception {ename}: {} fields but {} comps", fields.len(), comps.len()),
+                    format!(
+                        "exception {ename}: {} fields but {} comps",
+                        fields.len(),
+                        comps.len()
+                    ),
                 );
                 return None;
             }
@@ -982,26 +1187,38 @@ impl Builder {
                 info.state = "skipped";
                 problems.push(problem(
                     Severity::Skipped,
-                    format!("source {} is not handled by this agent (only syscall events)", r.source),
+                    format!(
+                        "source {} is not handled by this agent (only syscall events)",
+                        r.source
+                    ),
                 ));
                 set.catalog.push(info);
                 continue;
             }
             let text = with_exceptions(&r.condition, &r.exceptions);
             let compiled = condition::parse(&text)
-                .map_err(|error| CompileError::Syntax { error, within: Vec::new() })
+                .map_err(|error| CompileError::Syntax {
+                    error,
+                    within: Vec::new(),
+                })
                 .and_then(|expr| compile::compile(&expr, &env));
             match compiled {
                 Err(e) if r.skip_if_unknown && e.is_unknown_filter() => {
                     info.state = "skipped";
-                    problems.push(problem(Severity::Skipped, format!("{e} (skip-if-unknown-filter)")));
+                    problems.push(problem(
+                        Severity::Skipped,
+                        format!("{e} (skip-if-unknown-filter)"),
+                    ));
                 }
                 Err(e) => problems.push(problem(Severity::Error, e.to_string())),
                 Ok(c) => {
                     if !c.unknown_types.is_empty() {
                         problems.push(problem(
                             Severity::Warning,
-                            format!("evt.type values the sensor never produces: {}", c.unknown_types.join(", ")),
+                            format!(
+                                "evt.type values the sensor never produces: {}",
+                                c.unknown_types.join(", ")
+                            ),
                         ));
                     }
                     if c.types == compile::ALL_TYPES {
@@ -1014,7 +1231,10 @@ impl Builder {
                     if !unknown.is_empty() {
                         problems.push(problem(
                             Severity::Warning,
-                            format!("output fields unknown to this engine print <NA>: {}", unknown.join(", ")),
+                            format!(
+                                "output fields unknown to this engine print <NA>: {}",
+                                unknown.join(", ")
+                            ),
                         ));
                     }
                     info.event_types = compile::type_names(c.types);
@@ -1064,7 +1284,10 @@ enum How {
 fn exc_value(n: &MarkedYaml<'_>) -> ExcValue {
     match &n.data {
         YamlData::Sequence(items) => ExcValue::Tuple(items.iter().map(exc_value).collect()),
-        _ => ExcValue::Scalar(text_of(n).map(Cow::into_owned).unwrap_or_default(), is_quoted(n)),
+        _ => ExcValue::Scalar(
+            text_of(n).map(Cow::into_owned).unwrap_or_default(),
+            is_quoted(n),
+        ),
     }
 }
 
@@ -1081,7 +1304,9 @@ fn operand_text(v: &ExcValue, comp: &str) -> String {
             format!("({})", inner.join(", "))
         }
         // A bare name after `in` may be a list reference: leave it bare.
-        ExcValue::Scalar(s, false) if list_op && !s.contains([' ', ',', '(', ')']) => format!("({s})"),
+        ExcValue::Scalar(s, false) if list_op && !s.contains([' ', ',', '(', ')']) => {
+            format!("({s})")
+        }
         ExcValue::Scalar(s, _) if list_op => format!("({})", quote(s)),
         ExcValue::Scalar(s, _) => {
             // Condition-style quoting written inside YAML quotes is kept.
@@ -1096,7 +1321,9 @@ fn with_exceptions(cond: &str, exceptions: &[ExceptionDef]) -> String {
     let mut alts = Vec::new();
     for ex in exceptions {
         if ex.single {
-            let (Some(f), Some(c)) = (ex.fields.first(), ex.comps.first()) else { continue };
+            let (Some(f), Some(c)) = (ex.fields.first(), ex.comps.first()) else {
+                continue;
+            };
             if ex.values.is_empty() {
                 continue;
             }
@@ -1142,7 +1369,12 @@ fn with_exceptions(cond: &str, exceptions: &[ExceptionDef]) -> String {
 /// Whether dotted version `a` is newer than `b` (`0.58.0` > `0.57.0`);
 /// bare integers are Falco's old engine numbers, all older than 0.x.y.
 fn version_newer(a: &str, b: &str) -> bool {
-    let parse = |s: &str| -> Vec<u64> { s.trim().split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    let parse = |s: &str| -> Vec<u64> {
+        s.trim()
+            .split('.')
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
     let (va, vb) = (parse(a), parse(b));
     if va.len() == 1 {
         return false;
@@ -1226,7 +1458,9 @@ mod tests {
         let l = one(&BASE.replace("WARNING", "LOUD"));
         assert_eq!(
             errors(&l),
-            ["r.yaml:10:13: error: rule \"Shell\": priority \"LOUD\" is not one of emergency, alert, critical, error, warning, notice, informational, debug"]
+            [
+                "r.yaml:10:13: error: rule \"Shell\": priority \"LOUD\" is not one of emergency, alert, critical, error, warning, notice, informational, debug"
+            ]
         );
         assert_eq!(l.set.catalog[0].state, "failed");
     }
@@ -1240,7 +1474,11 @@ mod tests {
         assert!(e.reason.starts_with("not valid YAML"), "{e}");
         assert!(l.set.files[0].error.is_some());
         let l = one("rule: x\n");
-        assert!(errors(&l)[0].contains("a rules file is a YAML sequence"), "{:?}", errors(&l));
+        assert!(
+            errors(&l)[0].contains("a rules file is a YAML sequence"),
+            "{:?}",
+            errors(&l)
+        );
     }
 
     #[test]
@@ -1257,8 +1495,20 @@ mod tests {
                 "r.yaml:13:3: error: rule \"Bad\": unknown field k8s.pod.label.app (pod labels need the Kubernetes API; the agent reads only the runtime bundle)",
             ]
         );
-        let states: Vec<_> = l.set.catalog.iter().map(|r| (r.name.as_str(), r.state)).collect();
-        assert_eq!(states, [("Shell", "loaded"), ("Bad", "failed"), ("Missing", "failed")]);
+        let states: Vec<_> = l
+            .set
+            .catalog
+            .iter()
+            .map(|r| (r.name.as_str(), r.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("Shell", "loaded"),
+                ("Bad", "failed"),
+                ("Missing", "failed")
+            ]
+        );
     }
 
     #[test]
@@ -1349,7 +1599,12 @@ mod tests {
         let local = "- rule: Shell\n  exceptions:\n    - name: by_name\n      values: [sh]\n  append: true\n";
         let with_parent = |name: &str, parent: &str| {
             let mut e = exec(name);
-            e.ancestors = vec![Arc::new(crate::event::Process::new(1, 0, &format!("/usr/sbin/{parent}"), &[parent]))];
+            e.ancestors = vec![Arc::new(crate::event::Process::new(
+                1,
+                0,
+                &format!("/usr/sbin/{parent}"),
+                &[parent],
+            ))];
             e
         };
         let l = one(text);
@@ -1369,7 +1624,10 @@ mod tests {
     #[test]
     fn required_engine_version_is_recorded_and_a_newer_one_warned() {
         let l = one(&format!("- required_engine_version: 0.57.0\n{BASE}"));
-        assert_eq!(l.set.files[0].required_engine_version.as_deref(), Some("0.57.0"));
+        assert_eq!(
+            l.set.files[0].required_engine_version.as_deref(),
+            Some("0.57.0")
+        );
         assert!(l.problems.is_empty(), "{:?}", l.problems);
         let l = one(&format!("- required_engine_version: 0.99.0\n{BASE}"));
         assert_eq!(l.problems[0].severity, Severity::Warning);
@@ -1378,7 +1636,9 @@ mod tests {
 
     #[test]
     fn other_sources_are_skipped_not_failed() {
-        let l = one("- rule: Audit\n  desc: x\n  condition: ka.verb = create\n  output: x\n  priority: INFO\n  source: k8s_audit\n");
+        let l = one(
+            "- rule: Audit\n  desc: x\n  condition: ka.verb = create\n  output: x\n  priority: INFO\n  source: k8s_audit\n",
+        );
         assert!(!l.has_errors());
         assert_eq!(l.set.catalog[0].state, "skipped");
     }
@@ -1387,16 +1647,31 @@ mod tests {
     fn globs_expand_in_order_and_an_empty_glob_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("20-b.yaml"), BASE).unwrap();
-        std::fs::write(dir.path().join("10-a.yaml"), "- list: shells\n  items: [x]\n").unwrap();
+        std::fs::write(
+            dir.path().join("10-a.yaml"),
+            "- list: shells\n  items: [x]\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("30-c.yml"), "").unwrap();
         let (files, problems) = expand_files(&[dir.path().join("*.yaml")]);
         assert!(problems.is_empty());
-        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["10-a.yaml", "20-b.yaml"]);
         let (_, problems) = expand_files(&[dir.path().join("*.json")]);
-        assert!(problems[0].reason.contains("no rule file matches"), "{:?}", problems);
+        assert!(
+            problems[0].reason.contains("no rule file matches"),
+            "{:?}",
+            problems
+        );
         let l = load_paths(&[dir.path().join("missing.yaml")]);
-        assert!(errors(&l)[0].contains("cannot read the file"), "{:?}", errors(&l));
+        assert!(
+            errors(&l)[0].contains("cannot read the file"),
+            "{:?}",
+            errors(&l)
+        );
         // Paths from a config are used as given: a traversal is just a path that is read or not.
         let l = load_paths(&[dir.path().join("../nope/../*.yaml")]);
         assert!(l.has_errors());

@@ -66,7 +66,9 @@ impl OutputFormat {
             }
             let start = i + 1;
             let mut end = start;
-            while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_' || b[end] == b'.') {
+            while end < b.len()
+                && (b[end].is_ascii_alphanumeric() || b[end] == b'_' || b[end] == b'.')
+            {
                 end += 1;
             }
             // A sentence-ending dot is not part of the name.
@@ -75,11 +77,12 @@ impl OutputFormat {
             }
             let name = &text[start..end];
             let mut index = None;
-            if end < b.len() && b[end] == b'[' {
-                if let Some(close) = text[end..].find(']') {
-                    index = Some(&text[end + 1..end + close]);
-                    end += close + 1;
-                }
+            if end < b.len()
+                && b[end] == b'['
+                && let Some(close) = text[end..].find(']')
+            {
+                index = Some(&text[end + 1..end + close]);
+                end += close + 1;
             }
             if name.is_empty() || !name.contains('.') {
                 lit.push('%');
@@ -142,7 +145,9 @@ fn json_value(v: &FieldValue<'_>) -> Value {
         FieldValue::Int(i) => Value::from(*i),
         FieldValue::Bool(b) => Value::from(*b),
         FieldValue::Ip(ip) => Value::from(ip.to_string()),
-        FieldValue::List(items) => Value::Array(items.iter().map(|s| Value::from(s.as_ref())).collect()),
+        FieldValue::List(items) => {
+            Value::Array(items.iter().map(|s| Value::from(s.as_ref())).collect())
+        }
     }
 }
 
@@ -186,7 +191,10 @@ mod tests {
     use std::sync::Arc;
 
     fn ev() -> Event {
-        let mut e = Event::new(EventType::Execve, Arc::new(Process::new(7, 1, "/bin/sh", &["sh", "-c", "id"])));
+        let mut e = Event::new(
+            EventType::Execve,
+            Arc::new(Process::new(7, 1, "/bin/sh", &["sh", "-c", "id"])),
+        );
         e.evt.time = 1_700_000_000_123_456_789;
         e.ancestors = vec![Arc::new(Process::new(1, 0, "/sbin/init", &["init"]))];
         e
@@ -226,11 +234,23 @@ mod tests {
         let keys: Vec<_> = a.keys().cloned().collect();
         assert_eq!(
             keys,
-            ["time", "rule", "priority", "output", "output_fields", "tags", "hostname", "source"]
+            [
+                "time",
+                "rule",
+                "priority",
+                "output",
+                "output_fields",
+                "tags",
+                "hostname",
+                "source"
+            ]
         );
         assert_eq!(a["time"], "2023-11-14T22:13:20.123456789Z");
         assert_eq!(a["priority"], "Informational");
-        assert_eq!(a["output"], "22:13:20.123456789: Informational cmd=sh -c id");
+        assert_eq!(
+            a["output"],
+            "22:13:20.123456789: Informational cmd=sh -c id"
+        );
         assert_eq!(a["source"], "syscall");
         assert_eq!(a["tags"][1], "shell");
     }

@@ -59,7 +59,11 @@ enum ControlMsg {
 }
 
 /// Start the rules stage on `events`.
-pub fn start(ctx: &StageContext, events: mpsc::Receiver<Event>, shutdown: CancellationToken) -> Stage {
+pub fn start(
+    ctx: &StageContext,
+    events: mpsc::Receiver<Event>,
+    shutdown: CancellationToken,
+) -> Stage {
     let status = ctx.board.register("rules");
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_CAPACITY);
     ctx.router.register("rules.list", move |_| {
@@ -317,14 +321,27 @@ impl Task {
 
     fn publish(&self, engine: &Engine, last_reload: &Option<ReloadNote>) {
         let set = engine.set();
-        let errors = engine.problems().iter().filter(|p| p.severity == Severity::Error).count();
+        let errors = engine
+            .problems()
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count();
         let loaded = set.rules.len();
         let (state, summary) = if loaded == 0 {
-            (StageState::Degraded, format!("no rules loaded ({errors} errors): the node is not protected"))
+            (
+                StageState::Degraded,
+                format!("no rules loaded ({errors} errors): the node is not protected"),
+            )
         } else if errors > 0 {
-            (StageState::Degraded, format!("{loaded} rules loaded, {errors} errors"))
+            (
+                StageState::Degraded,
+                format!("{loaded} rules loaded, {errors} errors"),
+            )
         } else {
-            (StageState::Running, format!("{loaded} rules loaded from {} files", set.files.len()))
+            (
+                StageState::Running,
+                format!("{loaded} rules loaded from {} files", set.files.len()),
+            )
         };
         self.status.set_state(state, summary);
         self.status.update(|d| {
@@ -333,11 +350,40 @@ impl Task {
                 "last_reload".into(),
                 match last_reload {
                     None => Value::Null,
-                    Some(r) => json!({"at": r.at, "trigger": r.trigger, "ok": r.ok, "errors": r.errors}),
+                    Some(r) => {
+                        json!({"at": r.at, "trigger": r.trigger, "ok": r.ok, "errors": r.errors})
+                    }
                 },
             );
         });
     }
+}
+
+/// What `status` shows for the rules while the daemon is down: what the
+/// config would load (same keys as the running stage's details).
+pub fn offline_status(config: &AgentConfig) -> Value {
+    let loaded = loader::load_paths(&config.rules.files);
+    let errors = loaded.errors().count();
+    let rules = loaded.set.rules.len();
+    let engine = Engine::new(loaded, Limits::from(&config.rules), String::new(), 0);
+    let mut details = Map::new();
+    engine.status_details(0, &mut details);
+    for k in [
+        "events_evaluated",
+        "alerts_last_hour",
+        "alerts_total",
+        "alerts_suppressed",
+        "top_hits",
+    ] {
+        details.remove(k);
+    }
+    json!({
+        "state": "stopped",
+        "since": unix_now(),
+        "summary": format!("not running; the config would load {rules} rules ({errors} errors)"),
+        "details": details,
+        "last_error": null,
+    })
 }
 
 /// Swap in a reloaded set, or refuse it when it has errors.
@@ -398,21 +444,31 @@ mod tests {
     const EXEC: &str = "- rule: Exec\n  desc: x\n  condition: evt.type = execve\n  output: exec %proc.name\n  priority: NOTICE\n";
 
     fn sh() -> Event {
-        let mut e = Event::new(EventType::Execve, Arc::new(Process::new(9, 1, "/bin/sh", &["sh", "-c", "id"])));
+        let mut e = Event::new(
+            EventType::Execve,
+            Arc::new(Process::new(9, 1, "/bin/sh", &["sh", "-c", "id"])),
+        );
         e.evt.num = 1;
         e
     }
 
-    async fn wait_status(board: &StatusBoard, what: &str, f: impl Fn(&Map<String, Value>) -> bool) -> Map<String, Value> {
+    async fn wait_status(
+        board: &StatusBoard,
+        what: &str,
+        f: impl Fn(&Map<String, Value>) -> bool,
+    ) -> Map<String, Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let snap = board.snapshot();
-            if let Some((_, s)) = snap.iter().find(|(n, _)| n == "rules") {
-                if f(&s.details) {
-                    return s.details.clone();
-                }
+            if let Some((_, s)) = snap.iter().find(|(n, _)| n == "rules")
+                && f(&s.details)
+            {
+                return s.details.clone();
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {snap:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {snap:?}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -442,13 +498,20 @@ mod tests {
         drop(ctx);
 
         tx.send(sh()).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv()).await.unwrap().unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.class, Class::CriticalAlert);
         assert_eq!(r.payload["rule"], "Shell");
         assert_eq!(r.payload["output_fields"]["proc.cmdline"], "sh -c id");
 
         let list = match router
-            .dispatch(Request { v: 1, method: "rules.list".into(), params: Value::Null })
+            .dispatch(Request {
+                v: 1,
+                method: "rules.list".into(),
+                params: Value::Null,
+            })
             .await
         {
             Ok(Reply::Value(v)) => v,
@@ -458,21 +521,45 @@ mod tests {
         assert_eq!(list["rules"][0]["hits"], 1);
 
         // A broken file is refused on SIGHUP; the running rules stay.
-        std::fs::write(&rules, format!("{SHELL}- rule: Broken\n  condition: proc.nme = x\n  output: x\n  priority: INFO\n")).unwrap();
+        std::fs::write(
+            &rules,
+            format!(
+                "{SHELL}- rule: Broken\n  condition: proc.nme = x\n  output: x\n  priority: INFO\n"
+            ),
+        )
+        .unwrap();
         cfg_tx.send_modify(|_| {});
-        let d = wait_status(&board, "a refused reload", |d| d["last_reload"]["ok"] == false).await;
-        assert!(d["last_reload"]["errors"][0].as_str().unwrap().contains("unknown field proc.nme"), "{d:?}");
+        let d = wait_status(&board, "a refused reload", |d| {
+            d["last_reload"]["ok"] == false
+        })
+        .await;
+        assert!(
+            d["last_reload"]["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("unknown field proc.nme"),
+            "{d:?}"
+        );
         tx.send(sh()).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv()).await.unwrap().unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.payload["rule"], "Shell", "the old rules still run");
 
         // A good change on disk is picked up without a signal.
         std::fs::write(&rules, format!("{SHELL}{EXEC}")).unwrap();
-        wait_status(&board, "a reload from the file change", |d| d["rules_loaded"] == 2 && d["last_reload"]["ok"] == true).await;
+        wait_status(&board, "a reload from the file change", |d| {
+            d["rules_loaded"] == 2 && d["last_reload"]["ok"] == true
+        })
+        .await;
         tx.send(sh()).await.unwrap();
         let mut names = Vec::new();
         for _ in 0..2 {
-            let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv()).await.unwrap().unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
             names.push(r.payload["rule"].as_str().unwrap().to_string());
         }
         assert_eq!(names, ["Shell", "Exec"]);
