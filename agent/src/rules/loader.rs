@@ -524,7 +524,7 @@ impl Builder {
         if let Some(name) = get(m, "list") {
             self.list(fi, at, m, name);
         } else if let Some(name) = get(m, "macro") {
-            self.macro_item(fi, at, m, name);
+            self.macro_item(at, m, name);
         } else if let Some(name) = get(m, "rule") {
             self.rule(fi, at, m, name);
         } else {
@@ -659,7 +659,7 @@ impl Builder {
         }
     }
 
-    fn macro_item(&mut self, fi: usize, at: Loc, m: &Map<'_>, name: &MarkedYaml<'_>) {
+    fn macro_item(&mut self, at: Loc, m: &Map<'_>, name: &MarkedYaml<'_>) {
         let Some(name) = text_of(name).map(Cow::into_owned) else {
             self.problem(Severity::Error, at, "macro", "", "the macro has no name");
             return;
@@ -671,7 +671,6 @@ impl Builder {
         let Some(how) = self.how(at, "macro", &name, m, "condition") else {
             return;
         };
-        let _ = fi;
         match (how, self.macros.get_mut(&name)) {
             (How::Append, Some(e)) => {
                 e.condition.push(' ');

@@ -420,7 +420,7 @@ fn apply_reload(engine: &mut Engine, loaded: Loaded, trigger: &'static str) -> R
 fn log_problems(loaded: &Loaded, what: &str) {
     for p in &loaded.problems {
         match p.severity {
-            Severity::Error => error!(problem = %p, "rule did not load"),
+            Severity::Error => error!(problem = %p, "rules: not loaded"),
             Severity::Warning | Severity::Skipped => warn!(problem = %p, "rules"),
         }
     }
