@@ -58,11 +58,38 @@ enum ControlMsg {
     List(oneshot::Sender<Value>),
 }
 
+/// The stage's periodic work.
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    file_check: Duration,
+    status: Duration,
+    suppression_report: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            file_check: FILE_CHECK_INTERVAL,
+            status: STATUS_INTERVAL,
+            suppression_report: SUPPRESSION_REPORT_INTERVAL,
+        }
+    }
+}
+
 /// Start the rules stage on `events`.
 pub fn start(
     ctx: &StageContext,
     events: mpsc::Receiver<Event>,
     shutdown: CancellationToken,
+) -> Stage {
+    start_with(ctx, events, shutdown, Timers::default())
+}
+
+fn start_with(
+    ctx: &StageContext,
+    events: mpsc::Receiver<Event>,
+    shutdown: CancellationToken,
+    timers: Timers,
 ) -> Stage {
     let status = ctx.board.register("rules");
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_CAPACITY);
@@ -87,6 +114,7 @@ pub fn start(
         events,
         control: ctl_rx,
         shutdown,
+        timers,
     };
     spawn_stage("rules", status, task.run())
 }
@@ -98,6 +126,7 @@ struct Task {
     events: mpsc::Receiver<Event>,
     control: mpsc::Receiver<ControlMsg>,
     shutdown: CancellationToken,
+    timers: Timers,
 }
 
 fn now_ns() -> u64 {
@@ -204,9 +233,10 @@ impl Task {
 
         let mut pending: Option<(tokio::task::JoinHandle<Loaded>, &'static str)> = None;
         let mut events_open = true;
-        let mut file_tick = tokio::time::interval(FILE_CHECK_INTERVAL);
-        let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
-        let mut suppress_tick = tokio::time::interval(SUPPRESSION_REPORT_INTERVAL);
+        let mut config_open = true;
+        let mut file_tick = tokio::time::interval(self.timers.file_check);
+        let mut status_tick = tokio::time::interval(self.timers.status);
+        let mut suppress_tick = tokio::time::interval(self.timers.suppression_report);
         file_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut alerts = Vec::new();
 
@@ -219,9 +249,11 @@ impl Task {
                     last_reload = Some(apply_reload(&mut engine, loaded, trigger));
                     self.publish(&engine, &last_reload);
                 }
-                changed = self.config.changed() => {
+                changed = self.config.changed(), if config_open => {
                     if changed.is_err() {
-                        // The daemon is shutting down; the token follows.
+                        // The daemon dropped the config sender: it is shutting
+                        // down, and the token follows. Stop watching.
+                        config_open = false;
                         continue;
                     }
                     let cfg = self.config.borrow_and_update().clone();
@@ -281,7 +313,7 @@ impl Task {
                         }
                         let mut fields = Map::new();
                         fields.insert("rules".into(), Value::Object(rules));
-                        fields.insert("interval_secs".into(), SUPPRESSION_REPORT_INTERVAL.as_secs().into());
+                        fields.insert("interval_secs".into(), self.timers.suppression_report.as_secs().into());
                         warn!(suppressed = total, "alerts suppressed by the per-rule rate limit");
                         self.reports.try_send(Report::node_event(
                             "alerts_suppressed",
@@ -570,5 +602,82 @@ mod tests {
         assert_eq!(lines.lines().count(), 4, "{lines}");
         let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
         assert_eq!(first["source"], "syscall");
+    }
+}
+
+#[cfg(test)]
+mod suppression_tests {
+    use super::*;
+    use crate::control::Router;
+    use crate::event::{EventType, Process};
+    use crate::report::{self, Class};
+    use crate::status::StatusBoard;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suppressed_alerts_are_counted_and_reported_as_a_node_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("r.yaml");
+        std::fs::write(
+            &rules,
+            "- rule: Shell\n  desc: x\n  condition: evt.type = execve and proc.name = sh\n  output: shell\n  priority: WARNING\n",
+        )
+        .unwrap();
+        let mut config = AgentConfig::default();
+        config.rules.files = vec![rules];
+        config.rules.rate = 0.001;
+        config.rules.max_burst = 2;
+        let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(config));
+        let board = StatusBoard::new();
+        let (reports, mut reports_rx) = report::channel(64);
+        let ctx = StageContext {
+            config: cfg_rx,
+            board: board.clone(),
+            router: Router::new(),
+            reports,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let token = CancellationToken::new();
+        let timers = Timers {
+            suppression_report: Duration::from_millis(300),
+            ..Timers::default()
+        };
+        let stage = start_with(&ctx, rx, token.clone(), timers);
+        drop(ctx);
+        for _ in 0..7 {
+            let e = Event::new(
+                EventType::Execve,
+                Arc::new(Process::new(9, 1, "/bin/sh", &["sh"])),
+            );
+            tx.send(e).await.unwrap();
+        }
+        // Reports may be split over several intervals on a loaded machine.
+        let (mut alerts, mut suppressed) = (0, 0);
+        while alerts < 2 || suppressed < 5 {
+            let r = tokio::time::timeout(Duration::from_secs(20), reports_rx.recv())
+                .await
+                .expect("a report in time")
+                .expect("channel open");
+            match r.class {
+                Class::Alert => alerts += 1,
+                Class::NodeEvent => {
+                    assert_eq!(r.payload["kind"], "alerts_suppressed");
+                    suppressed += r.payload["rules"]["Shell"].as_u64().unwrap();
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            (alerts, suppressed),
+            (2, 5),
+            "the burst passes, the rest is counted"
+        );
+        token.cancel();
+        stage.task.await.unwrap();
+        let (_, st) = board
+            .snapshot()
+            .into_iter()
+            .find(|(n, _)| n == "rules")
+            .unwrap();
+        assert_eq!(st.details["alerts_suppressed"], 5);
     }
 }
