@@ -79,6 +79,8 @@ pub enum CompileError {
     NotCollected { field: String, within: Vec<String> },
     #[error("unknown macro or list {name}{}", in_macro(.within))]
     UnknownName { name: String, within: Vec<String> },
+    #[error("macro {name} nests macros deeper than {max} levels")]
+    MacroDepth { name: String, max: usize },
     #[error("macro {name} refers to itself{}", in_macro(.within))]
     MacroCycle { name: String, within: Vec<String> },
     #[error("{field} {op}: {reason}{}", in_macro(.within))]
@@ -841,6 +843,15 @@ impl Compiler<'_, '_> {
                 within: self.within(),
             });
         };
+        /// Macros nest a few levels in real rule sets; a longer chain is a
+        /// mistake or an attack on the stack.
+        const MAX_MACRO_DEPTH: usize = 32;
+        if self.stack.len() >= MAX_MACRO_DEPTH {
+            return Err(CompileError::MacroDepth {
+                name: name.to_string(),
+                max: MAX_MACRO_DEPTH,
+            });
+        }
         if self.stack.iter().any(|s| s == name) {
             return Err(CompileError::MacroCycle {
                 name: name.to_string(),
@@ -1507,6 +1518,16 @@ mod tests {
         assert_eq!(e.to_string(), "unknown macro or list nope");
         let e = compile_with("a", &[], &[("a", "b"), ("b", "a")]).unwrap_err();
         assert!(matches!(e, CompileError::MacroCycle { .. }), "{e}");
+        let chain: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("m{i}"), format!("m{}", i + 1)))
+            .chain([("m100".to_string(), "proc.name = x".to_string())])
+            .collect();
+        let chain: Vec<(&str, &str)> = chain
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let e = compile_with("m0", &[], &chain).unwrap_err();
+        assert!(matches!(e, CompileError::MacroDepth { .. }), "{e}");
         let e = compile_with("evt.is_open_exec = true", &[], &[]).unwrap_err();
         assert!(matches!(e, CompileError::NotCollected { .. }), "{e}");
         let e = compile_with("proc.pid = abc", &[], &[]).unwrap_err();

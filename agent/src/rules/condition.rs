@@ -194,7 +194,11 @@ pub struct SyntaxError {
 
 /// Parse a whole condition.
 pub fn parse(text: &str) -> Result<Expr, SyntaxError> {
-    let mut p = Parser { s: text, pos: 0 };
+    let mut p = Parser {
+        s: text,
+        pos: 0,
+        depth: 0,
+    };
     p.skip_ws();
     if p.at_end() {
         return Err(p.error("empty condition"));
@@ -216,7 +220,11 @@ pub fn unquote_item(raw: &str) -> Literal {
         && (bytes[0] == b'"' || bytes[0] == b'\'')
         && bytes[bytes.len() - 1] == bytes[0]
     {
-        let mut p = Parser { s: t, pos: 0 };
+        let mut p = Parser {
+            s: t,
+            pos: 0,
+            depth: 0,
+        };
         if let Ok(text) = p.quoted()
             && p.at_end()
         {
@@ -229,9 +237,15 @@ pub fn unquote_item(raw: &str) -> Literal {
     }
 }
 
+/// Parentheses and `not`s nest at most this deep. Real rules nest a handful
+/// of levels; the limit keeps a hostile rule file from overflowing the stack
+/// of the recursive parser (and of the compiler and evaluator after it).
+pub const MAX_NESTING: usize = 128;
+
 struct Parser<'a> {
     s: &'a str,
     pos: usize,
+    depth: usize,
 }
 
 fn is_bare_char(c: char) -> bool {
@@ -337,10 +351,17 @@ impl<'a> Parser<'a> {
 
     fn not_expr(&mut self) -> Result<Expr, SyntaxError> {
         self.skip_ws();
-        if self.keyword("not") {
-            return Ok(Expr::Not(Box::new(self.not_expr()?)));
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(self.error(format!("expressions nest deeper than {MAX_NESTING} levels")));
         }
-        self.primary()
+        let result = if self.keyword("not") {
+            self.not_expr().map(|e| Expr::Not(Box::new(e)))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        result
     }
 
     fn primary(&mut self) -> Result<Expr, SyntaxError> {
@@ -658,6 +679,21 @@ mod tests {
         assert_eq!(e.at, 10);
         assert!(parse("").is_err());
         assert!(parse("a and").is_err());
+    }
+
+    #[test]
+    fn hostile_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!(
+            "{}proc.name = x{}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("nest deeper than"), "{e}");
+        let nots = format!("{}proc.name = x", "not ".repeat(100_000));
+        assert!(parse(&nots).is_err());
+        let ok = format!("{}proc.name = x{}", "(".repeat(50), ")".repeat(50));
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]
