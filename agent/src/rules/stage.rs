@@ -232,6 +232,16 @@ impl Task {
         self.publish(&engine, &last_reload);
 
         let mut pending: Option<(tokio::task::JoinHandle<Loaded>, &'static str)> = None;
+        // A reload asked for while one is in flight runs after it, so the
+        // last change always gets read.
+        let mut again: Option<&'static str> = None;
+        let spawn_load = |files: &[PathBuf], trigger: &'static str| {
+            let files = files.to_vec();
+            (
+                tokio::task::spawn_blocking(move || loader::load_paths(&files)),
+                trigger,
+            )
+        };
         let mut events_open = true;
         let mut config_open = true;
         let mut file_tick = tokio::time::interval(self.timers.file_check);
@@ -248,6 +258,9 @@ impl Task {
                     let loaded = done.map_err(|e| StageError::Loader(e.to_string()))?;
                     last_reload = Some(apply_reload(&mut engine, loaded, trigger));
                     self.publish(&engine, &last_reload);
+                    if let Some(t) = again.take() {
+                        pending = Some(spawn_load(&files, t));
+                    }
                 }
                 changed = self.config.changed(), if config_open => {
                     if changed.is_err() {
@@ -265,10 +278,9 @@ impl Task {
                     files = cfg.rules.files.clone();
                     fp = fingerprint(&files);
                     if pending.is_none() {
-                        pending = Some((tokio::task::spawn_blocking({
-                            let files = files.clone();
-                            move || loader::load_paths(&files)
-                        }), "sighup"));
+                        pending = Some(spawn_load(&files, "sighup"));
+                    } else {
+                        again = Some("sighup");
                     }
                 }
                 ev = self.events.recv(), if events_open => {
@@ -294,12 +306,13 @@ impl Task {
                 },
                 _ = file_tick.tick() => {
                     let now_fp = fingerprint(&files);
-                    if now_fp != fp && pending.is_none() {
+                    if now_fp != fp {
                         fp = now_fp;
-                        pending = Some((tokio::task::spawn_blocking({
-                            let files = files.clone();
-                            move || loader::load_paths(&files)
-                        }), "file change"));
+                        if pending.is_none() {
+                            pending = Some(spawn_load(&files, "file change"));
+                        } else {
+                            again = Some("file change");
+                        }
                     }
                 }
                 _ = status_tick.tick() => self.publish(&engine, &last_reload),
