@@ -156,7 +156,7 @@ pub fn compile(expr: &Expr, env: &Env<'_>) -> Result<Compiled, CompileError> {
         stack: Vec::new(),
         unknown_types: Vec::new(),
     };
-    let node = c.expr(expr)?.simplify();
+    let node = c.expr(expr)?.simplify().order_by_cost();
     let types = node.may_types();
     let mut unknown = c.unknown_types;
     unknown.sort();
@@ -231,6 +231,66 @@ impl Node {
             Node::And(items) => items.iter().fold(ALL_TYPES, |a, n| a & n.must_types()),
             Node::Or(items) => items.iter().fold(0, |a, n| a | n.must_types()),
             Node::Not(n) => ALL_TYPES & !n.may_types(),
+        }
+    }
+
+    /// A rough cost of evaluating the node, to test cheap things first.
+    pub fn cost(&self) -> u32 {
+        match self {
+            Node::Const(_) | Node::Types(_) => 0,
+            Node::And(items) | Node::Or(items) => items.iter().map(Node::cost).sum(),
+            Node::Not(n) => n.cost(),
+            Node::Pred(p) => p.cost(),
+        }
+    }
+
+    /// Put the children of every `and` / `or` in order of cost (stable, so
+    /// equal costs keep the author's order). Evaluation is pure, so order
+    /// changes only how soon a short circuit happens, never the result.
+    fn order_by_cost(self) -> Node {
+        match self {
+            Node::And(items) | Node::Or(items) if items.is_empty() => Node::Const(true),
+            Node::And(items) => {
+                let mut v: Vec<Node> = items
+                    .into_vec()
+                    .into_iter()
+                    .map(Node::order_by_cost)
+                    .collect();
+                v.sort_by_key(Node::cost);
+                Node::And(v.into_boxed_slice())
+            }
+            Node::Or(items) => {
+                let mut v: Vec<Node> = items
+                    .into_vec()
+                    .into_iter()
+                    .map(Node::order_by_cost)
+                    .collect();
+                v.sort_by_key(Node::cost);
+                Node::Or(v.into_boxed_slice())
+            }
+            Node::Not(n) => Node::Not(Box::new(n.order_by_cost())),
+            n => n,
+        }
+    }
+
+    /// The node as evaluated behind the event-type index: `evt.type` tests
+    /// at the top of the condition that every indexed type passes are dropped.
+    pub fn behind_index(self, types: TypeMask) -> Node {
+        match self {
+            Node::Types(m) if types & !m == 0 => Node::Const(true),
+            Node::And(items) => {
+                let mut v: Vec<Node> = items
+                    .into_vec()
+                    .into_iter()
+                    .filter(|n| !matches!(n, Node::Types(m) if types & !m == 0))
+                    .collect();
+                match v.len() {
+                    0 => Node::Const(true),
+                    1 => v.pop().expect("one"),
+                    _ => Node::And(v.into_boxed_slice()),
+                }
+            }
+            n => n,
         }
     }
 
@@ -485,6 +545,50 @@ impl IpNet {
 }
 
 impl Pred {
+    fn cost(&self) -> u32 {
+        match self {
+            Pred::Flags { .. } | Pred::Res(_) | Pred::EnumArg { .. } => 1,
+            Pred::FieldEq { .. } => 4,
+            Pred::Value {
+                reader,
+                transformers,
+                test,
+            } => {
+                let read = match reader {
+                    Reader::Field(
+                        Field::EvtArgs
+                        | Field::ThreadCapEffective
+                        | Field::EvtRes
+                        | Field::EvtArg(_)
+                        | Field::EvtArgIndex(_),
+                    ) => 6,
+                    Reader::Field(_) | Reader::ProcDuration => 1,
+                    Reader::AncestorNames | Reader::AncestorPids => 6,
+                    Reader::MountDests | Reader::MountSources => 4,
+                };
+                let t = match test {
+                    Test::Exists | Test::Bool { .. } | Test::Int(IntTest::Cmp(..)) => 0,
+                    Test::Int(IntTest::In(_)) | Test::Ip(_) => 1,
+                    Test::Str(
+                        StrTest::Eq(_)
+                        | StrTest::Ne(_)
+                        | StrTest::StartsWith(_)
+                        | StrTest::EndsWith(_),
+                    ) => 1,
+                    Test::Str(
+                        StrTest::Lt(_) | StrTest::Le(_) | StrTest::Gt(_) | StrTest::Ge(_),
+                    ) => 1,
+                    Test::Str(StrTest::In(_) | StrTest::Intersects(_)) => 2,
+                    Test::Str(StrTest::PMatch(p)) => 1 + p.len() as u32,
+                    Test::Str(StrTest::Contains(_)) => 3,
+                    Test::Str(StrTest::IContains(_) | StrTest::Glob(_)) => 5,
+                    Test::Str(StrTest::Regex(_)) => 10,
+                };
+                read + t + 8 * transformers.len() as u32
+            }
+        }
+    }
+
     #[inline]
     pub fn eval(&self, e: &Event) -> bool {
         match self {
@@ -1483,6 +1587,35 @@ mod tests {
         );
         let ok = compile_with("evt.type in (sendto, connect)", &[], &[]).unwrap();
         assert_eq!(ok.unknown_types, ["sendto"]);
+    }
+
+    #[test]
+    fn cheap_tests_run_first_and_the_index_drops_implied_type_tests() {
+        let comp = c("evt.type = execve and proc.cmdline regex '.*x' and proc.name = sh");
+        let Node::And(items) = &comp.node else {
+            panic!("{:?}", comp.node)
+        };
+        assert!(matches!(items[0], Node::Types(_)));
+        assert!(
+            matches!(&items[1], Node::Pred(p) if matches!(**p, Pred::Value { test: Test::Str(StrTest::Eq(_)), .. }))
+        );
+        let indexed = comp.node.clone().behind_index(comp.types);
+        let Node::And(items) = &indexed else {
+            panic!("{indexed:?}")
+        };
+        assert_eq!(items.len(), 2, "{indexed:?}");
+        // A type test that does not cover every indexed type stays.
+        let comp = c("evt.type in (execve, openat) and (evt.type = execve or fd.name = x)");
+        let indexed = comp.node.clone().behind_index(comp.types);
+        let Node::Or(alts) = &indexed else {
+            panic!("{indexed:?}")
+        };
+        assert!(
+            alts.iter().any(|n| matches!(n, Node::Types(_))),
+            "{indexed:?}"
+        );
+        let e = exec("/bin/sh", &["sh"]);
+        assert!(indexed.eval(&e));
     }
 
     #[test]

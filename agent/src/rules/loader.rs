@@ -1244,7 +1244,7 @@ impl Builder {
                             priority: r.priority,
                             tags: r.tags.clone(),
                             output,
-                            node: c.node,
+                            node: c.node.behind_index(c.types),
                             types: c.types,
                         });
                     } else {
