@@ -10,6 +10,8 @@ PACKAGES=(
     containerd runc nftables ipset iptables
     # metrics: promtool checks the endpoint; node_exporter is the reference.
     prometheus prometheus-node-exporter
+    # outbox/uplink: a real broker for the tests, certificates made with openssl.
+    mosquitto mosquitto-clients
 )
 
 missing=()

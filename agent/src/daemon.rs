@@ -207,15 +207,19 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), DaemonError> {
     }
 }
 
-/// The stages that consume reports: the outbox and the uplink.
+/// The stages that consume reports: the outbox and the uplink. The outbox
+/// closes its file only after the uplink has handed back its last
+/// acknowledgements (`uplink_done`).
 fn start_sinks(
-    _ctx: &StageContext,
+    ctx: &StageContext,
     reports_rx: tokio::sync::mpsc::Receiver<report::Report>,
-    _shutdown: CancellationToken,
+    shutdown: CancellationToken,
 ) -> Vec<Stage> {
-    // Until the outbox stage exists, reports have nowhere durable to go.
-    drop(reports_rx);
-    Vec::new()
+    let (uplink_done, uplink_stopped) = tokio::sync::oneshot::channel();
+    let (outbox, outbox_stage) =
+        crate::outbox::start(ctx, reports_rx, shutdown.clone(), uplink_stopped);
+    let uplink_stage = crate::uplink::start(ctx, outbox, shutdown, uplink_done);
+    vec![uplink_stage, outbox_stage]
 }
 
 /// Decoded events between the sensor and the rules engine. At a burst of

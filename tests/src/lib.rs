@@ -9,6 +9,7 @@
 //! so that test files stay about behaviour.
 
 pub mod bootstrap;
+pub mod broker;
 pub mod rules;
 
 use std::path::{Path, PathBuf};

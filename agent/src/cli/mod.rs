@@ -6,9 +6,11 @@
 
 mod bootstrap;
 mod config_cmd;
+mod outbox_cmd;
 mod rules;
 mod run;
 mod status;
+mod test_alert;
 mod version;
 
 use std::path::PathBuf;
@@ -81,6 +83,31 @@ pub enum Command {
     /// Check, list and try out detection rules (Falco's rule language).
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// What is waiting to be sent, by class (in drain order), oldest first.
+    Outbox {
+        /// Print one JSON document (stable keys, `schema` versioned).
+        #[arg(long)]
+        json: bool,
+        /// Records listed per class.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        limit: usize,
+    },
+    /// Send synthetic alerts through the running daemon to the broker, to check a node end to end.
+    #[command(name = "test-alert")]
+    TestAlert {
+        /// Falco priority: emergency, alert, critical, error, warning, notice, info, debug.
+        #[arg(long, default_value = "critical", value_name = "P")]
+        priority: String,
+        /// How many alerts (1-1000).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        count: u64,
+        /// How long to wait for the broker's acknowledgement (e.g. "10s"; "0s": only store them).
+        #[arg(long, default_value = "10s", value_name = "DURATION")]
+        wait: crate::config::HumanDuration,
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version and build target.
     Version,
 }
@@ -142,6 +169,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Run => run::run(&cli.config),
         Command::Status { json } => block_on(status::status(&cli.config, json)),
+        Command::Outbox { json, limit } => block_on(outbox_cmd::outbox(&cli.config, json, limit)),
+        Command::TestAlert {
+            priority,
+            count,
+            wait,
+            json,
+        } => block_on(test_alert::test_alert(
+            &cli.config,
+            &priority,
+            count,
+            wait.get(),
+            json,
+        )),
         Command::Config(ConfigCommand::Check { file }) => {
             Ok(config_cmd::check(file.as_deref().unwrap_or(&cli.config)))
         }

@@ -94,6 +94,9 @@ fn offline_sections(config: &AgentConfig) -> Map<String, Value> {
         m.insert("bootstrap".into(), b);
     }
     m.insert("rules".into(), crate::rules::stage::offline_status(config));
+    if let Some(outbox) = crate::outbox::offline_status(config) {
+        m.insert("outbox".into(), outbox);
+    }
     m
 }
 

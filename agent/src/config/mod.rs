@@ -35,7 +35,7 @@ pub use self::outbox::OutboxConfig;
 pub use self::rules::{Priority, RulesConfig};
 pub use self::sensor::SensorConfig;
 pub use self::units::{ByteSize, HumanDuration};
-pub use self::uplink::UplinkConfig;
+pub use self::uplink::{BrokerAddress, UplinkConfig};
 
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edge-agent/agent.toml";

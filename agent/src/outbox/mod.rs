@@ -1,3 +1,494 @@
-//! The outbox: a durable priority queue of reports on redb, in the state
-//! directory. Owns the outbox file. Never touches the network.
-//! (Built in the store-and-forward issue.)
+//! The outbox: a durable priority queue of reports on redb, one file in the
+//! state directory (`outbox.redb`). Owns that file. Never touches the
+//! network, and never deletes a record the broker has not acknowledged
+//! unless it gives it up — and every record given up is counted.
+//!
+//! # Life of a record
+//! A producer hands a [`Report`] to the report channel (bounded; a full
+//! channel refuses and counts). This stage forwards reports to the
+//! outbox's own thread ([`worker`]), which commits everything queued since
+//! its last commit in one transaction (group commit: concurrent producers
+//! share one fsync). When that commit returns, the record is durable and
+//! has its sequence number. The uplink fetches records in drain order,
+//! publishes them (QoS 1), and hands back what the broker acknowledged;
+//! the next commit deletes those.
+//!
+//! # File format 1
+//! A redb 4.6 file with two tables.
+//! - `records`: key `(class: u8, seq: u64)`, a redb tuple, so keys sort by
+//!   class, then sequence — the drain order. Class codes: 0 critical
+//!   alert, 1 alert, 2 node event, 3 metrics. `seq` is node-wide, strictly
+//!   increasing and never reused, also across restarts; a new file starts
+//!   at the current time in microseconds, so a wiped state directory does
+//!   not reuse numbers consumers have seen. Value: byte 0 is the record
+//!   version (1); bytes 1-8 the creation time (Unix milliseconds, u64
+//!   big-endian); byte 9 the topic (0 `alerts`, 1 `metrics`, 2 `events`, 3
+//!   `config/result`); the rest the payload exactly as published: the
+//!   producer's JSON object with `node`, `seq` and `schema` (1) added at its
+//!   top level, first.
+//! - `meta`: `format` -> one byte, the file format (1); `counters` -> byte
+//!   0 its version (1), then u64 big-endian: the next sequence number, and
+//!   for each class in code order: records, payload bytes, estimated file
+//!   bytes, records given up, records expired. Counters change in the same
+//!   transaction as the records they count, so they always agree, also
+//!   after a crash.
+//!
+//! **Unknown versions.** A record whose version byte is not 1 (written by
+//! a newer agent before a downgrade, or damaged) stays in the file: it is
+//! never published and never deleted by an acknowledgement; `edge-agent
+//! outbox` lists it as "unreadable (record version N)", and only the
+//! budget gives it up, as a record of its class. A file whose `format` is
+//! newer than 1, or which redb cannot open as a database, is not touched:
+//! it is moved aside (`outbox.redb.format-N-<unix time>`,
+//! `outbox.redb.unusable-<unix time>`), a new file is started so that the
+//! node keeps recording, and the move is logged and shown in `status`.
+//!
+//! # Durability and crashes
+//! Every commit is durable when it returns (redb `Durability::Immediate`),
+//! acknowledgement-only ones too: redb reuses the pages of deleted records
+//! only after a durable commit, and with non-durable deletes a full disk
+//! could not even drain (measured). Every commit uses redb's quick repair
+//! (two-phase commit with the allocator state saved), so reopening after a
+//! crash does not scan the file: measured 2 ms instead of 570 ms for a
+//! 1 GB file, for about a third of the append rate. A crash can still
+//! re-send the records acknowledged in the round it interrupted
+//! (consumers de-duplicate on `seq`).
+//!
+//! # Budget
+//! `outbox.max_bytes` caps the file: the storage backend ([`backend`])
+//! refuses to grow it further. Records may fill half of it, by an estimate
+//! of the pages they take ([`format::cost`]): redb doubles its file as it
+//! grows and leaves B-tree leaves half full under sequential inserts, so
+//! the file measured 2.0-2.1 times the payload bytes for 150 B to 8 KiB
+//! records. When a batch does not fit, [`budget`] decides what is given
+//! up: metrics first (older batches thinned, then the oldest dropped), then
+//! node events, then alerts; critical alerts last. Records older than their
+//! class's `outbox.max_age` are given up too (counted as expired). After a
+//! backlog drains, the file is compacted when it is at least 16 MiB and
+//! four times larger than what it holds.
+//!
+//! # A full disk
+//! The backend allocates disk blocks when the file grows, so a full disk
+//! fails at growth, before anything is written (see [`backend`]): the
+//! durable records are untouched and every page inside the file stays
+//! writable, so acknowledgements keep deleting records and the uplink keeps
+//! draining. New records wait in memory (bounded; past the bound the
+//! lowest class is given up first, counted) and writing is retried with
+//! backoff. `status` shows `disk_full`.
+
+mod backend;
+mod budget;
+pub mod format;
+pub mod store;
+mod synthetic;
+mod worker;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::control::{ControlError, Reply};
+use crate::daemon::{Stage, StageContext, spawn_stage};
+use crate::report::{Class, Report};
+
+pub use store::{Cursors, Listing, RecordKey, StoredRecord, read_offline};
+pub use worker::{Command, Fetched, MAX_APPENDS_PER_COMMIT};
+
+/// Commands queued to the outbox thread. Each carries a batch (up to
+/// [`REPORTS_PER_FORWARD`] reports) or a small request; 64 of them are far
+/// more than one commit round takes, so a full queue means the disk is
+/// behind and the report channel in front starts counting drops.
+const COMMAND_CHANNEL_CAPACITY: usize = 64;
+
+/// Reports moved from the report channel to the outbox thread at once.
+const REPORTS_PER_FORWARD: usize = 1024;
+
+/// How long the outbox waits at shutdown for the uplink to hand back its
+/// last acknowledgements before closing the file.
+const UPLINK_FLUSH_WAIT: Duration = Duration::from_secs(4);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("the outbox thread has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Store(String),
+    #[error("cannot start the outbox thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What the outbox holds, published after every commit round (at most
+/// every 100 ms under load) for the uplink and `status`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub open: bool,
+    pub records: [u64; 4],
+    pub bytes: [u64; 4],
+    pub given_up: [u64; 4],
+    pub expired: [u64; 4],
+    pub oldest_created_ms: [Option<u64>; 4],
+    /// Records appended since the agent started; grows with every commit
+    /// that appends (the uplink's "something new" signal).
+    pub appended_total: u64,
+    pub next_seq: u64,
+    pub file_bytes: u64,
+    pub used_cost: u64,
+    pub budget: u64,
+    pub disk_full: bool,
+    pub held: u64,
+}
+
+impl Summary {
+    pub fn total_records(&self) -> u64 {
+        self.records.iter().sum()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes.iter().sum()
+    }
+
+    pub fn oldest_age_secs(&self) -> Option<u64> {
+        let oldest = self.oldest_created_ms.iter().flatten().min()?;
+        Some(store::now_ms().saturating_sub(*oldest) / 1000)
+    }
+
+    pub fn budget_used_percent(&self) -> f64 {
+        if self.budget == 0 {
+            return 0.0;
+        }
+        (self.used_cost as f64 * 1000.0 / self.budget as f64).round() / 10.0
+    }
+
+    /// `{class: n}` for status and the state message.
+    pub fn by_class(v: &[u64; 4]) -> Value {
+        Value::Object(
+            Class::ALL
+                .iter()
+                .map(|c| (c.as_str().to_string(), Value::from(v[c.index()])))
+                .collect(),
+        )
+    }
+
+    /// One line for `status`.
+    pub fn headline(&self) -> String {
+        let n = self.total_records();
+        if n == 0 {
+            return "empty: everything has been sent".into();
+        }
+        format!(
+            "{n} records waiting ({}), oldest {} old",
+            crate::config::ByteSize(self.total_bytes()),
+            humantime::format_duration(Duration::from_secs(self.oldest_age_secs().unwrap_or(0)))
+        )
+    }
+}
+
+/// A handle on the outbox, for the uplink and control handlers. Cheap to
+/// clone; every method is a message to the outbox thread.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Command>,
+    summary: watch::Receiver<Summary>,
+}
+
+impl Outbox {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| OutboxError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| OutboxError::Stopped)?
+            .map_err(OutboxError::Store)
+    }
+
+    /// Append and wait until durable; the key of each report, `None` for
+    /// one given up. Refused while the file cannot be written.
+    pub async fn append_tracked(
+        &self,
+        reports: Vec<Report>,
+    ) -> Result<Vec<Option<RecordKey>>, OutboxError> {
+        self.ask(|r| Command::AppendTracked(reports, r)).await
+    }
+
+    /// Records the broker acknowledged (deleted with the next commit).
+    pub async fn ack(&self, keys: Vec<RecordKey>) -> Result<(), OutboxError> {
+        self.tx
+            .send(Command::Ack(keys))
+            .await
+            .map_err(|_| OutboxError::Stopped)
+    }
+
+    /// Up to `limit` records after `after`, in drain order.
+    pub async fn fetch(&self, after: Cursors, limit: usize) -> Result<Fetched, OutboxError> {
+        self.ask(|reply| Command::Fetch {
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Which of `keys` are still waiting.
+    pub async fn waiting(&self, keys: Vec<RecordKey>) -> Result<Vec<RecordKey>, OutboxError> {
+        self.ask(|r| Command::Waiting(keys, r)).await
+    }
+
+    pub async fn listing(&self, per_class: usize) -> Result<Listing, OutboxError> {
+        self.ask(|r| Command::Listing(per_class, r)).await
+    }
+
+    /// The latest summary; `changed()` on it wakes on every update.
+    pub fn summary(&self) -> watch::Receiver<Summary> {
+        self.summary.clone()
+    }
+}
+
+/// The outbox file of a config.
+pub fn file_path(config: &AgentConfig) -> PathBuf {
+    config.paths.state_dir.join(store::FILE_NAME)
+}
+
+/// Start the outbox: its thread, its stage (which feeds the thread from the
+/// report channel), and its control methods (`outbox`, `test-alert`,
+/// `test-report`). At shutdown the stage waits for `uplink_done` (the
+/// uplink's last acknowledgements) before closing the file.
+pub fn start(
+    ctx: &StageContext,
+    reports: mpsc::Receiver<Report>,
+    shutdown: CancellationToken,
+    uplink_done: oneshot::Receiver<()>,
+) -> (Outbox, Stage) {
+    let status = ctx.board.register("outbox");
+    let config = ctx.config.borrow().clone();
+    let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+    let (summary_tx, summary_rx) = watch::channel(Summary::default());
+    let outbox = Outbox {
+        tx: tx.clone(),
+        summary: summary_rx,
+    };
+    let worker = worker::Worker::new(
+        file_path(&config),
+        config.node.id.clone(),
+        config.outbox.clone(),
+        status.clone(),
+        summary_tx,
+    );
+    let thread = std::thread::Builder::new()
+        .name("edge-agent-outbox".into())
+        .spawn(move || worker.run(rx))
+        .map_err(OutboxError::Thread);
+    register_methods(ctx, &outbox);
+    let stage_ctx = ctx.clone();
+    let stage = spawn_stage(
+        "outbox",
+        status,
+        run(stage_ctx, reports, tx, thread, shutdown, uplink_done),
+    );
+    (outbox, stage)
+}
+
+async fn run(
+    ctx: StageContext,
+    mut reports: mpsc::Receiver<Report>,
+    tx: mpsc::Sender<Command>,
+    thread: Result<std::thread::JoinHandle<()>, OutboxError>,
+    shutdown: CancellationToken,
+    uplink_done: oneshot::Receiver<()>,
+) -> Result<(), OutboxError> {
+    let thread = thread?;
+    let mut config = ctx.config.clone();
+    let mut current = config.borrow().outbox.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = Vec::with_capacity(REPORTS_PER_FORWARD);
+    let send = |c: Command| {
+        let tx = tx.clone();
+        async move { tx.send(c).await.map_err(|_| OutboxError::Stopped) }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            n = reports.recv_many(&mut buf, REPORTS_PER_FORWARD) => {
+                if n == 0 {
+                    break;
+                }
+                send(Command::Append(std::mem::take(&mut buf))).await?;
+            }
+            _ = tick.tick() => send(Command::Tick).await?,
+            changed = config.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let new = config.borrow_and_update().outbox.clone();
+                if new != current {
+                    current = new.clone();
+                    send(Command::Reconfigure(new)).await?;
+                }
+            }
+        }
+    }
+    // Producers have stopped: whatever is still in the channel goes in.
+    while let Ok(r) = reports.try_recv() {
+        buf.push(r);
+        if buf.len() >= REPORTS_PER_FORWARD {
+            send(Command::Append(std::mem::take(&mut buf))).await?;
+        }
+    }
+    if !buf.is_empty() {
+        send(Command::Append(buf)).await?;
+    }
+    let _ = tokio::time::timeout(UPLINK_FLUSH_WAIT, uplink_done).await;
+    let (done, closed) = oneshot::channel();
+    send(Command::Close(done)).await?;
+    let _ = closed.await;
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    Ok(())
+}
+
+/// Most records `test-report` makes in one call.
+const MAX_TEST_RECORDS: u64 = 100_000;
+
+fn register_methods(ctx: &StageContext, outbox: &Outbox) {
+    let ob = outbox.clone();
+    ctx.router.register("outbox", move |params| {
+        let ob = ob.clone();
+        async move {
+            let limit = params
+                .get("limit")
+                .and_then(Value::as_u64)
+                .unwrap_or(10)
+                .min(100_000) as usize;
+            let listing = ob
+                .listing(limit)
+                .await
+                .map_err(|e| ControlError::unavailable(e.to_string()))?;
+            let summary = ob.summary().borrow().clone();
+            Ok(Reply::Value(listing_json(&listing, Some(&summary))))
+        }
+    });
+
+    let ob = outbox.clone();
+    let config = ctx.config.clone();
+    let board = ctx.board.clone();
+    ctx.router.register("test-alert", move |params| {
+        let ob = ob.clone();
+        let config = config.borrow().clone();
+        let board = board.clone();
+        async move { synthetic::test_alert(&ob, &config, &board, &params).await }
+    });
+
+    let ob = outbox.clone();
+    ctx.router.register("test-report", move |params| {
+        let ob = ob.clone();
+        async move {
+            let class = match params.get("class").and_then(Value::as_str) {
+                None => Class::Metrics,
+                Some(s) => Class::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == s)
+                    .ok_or_else(|| ControlError::bad_params(format!("unknown class \"{s}\"")))?,
+            };
+            let count = params.get("count").and_then(Value::as_u64).unwrap_or(1);
+            if count > MAX_TEST_RECORDS {
+                return Err(ControlError::bad_params(format!(
+                    "count must be at most {MAX_TEST_RECORDS}"
+                )));
+            }
+            let pad = params.get("pad_bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let keys = synthetic::test_reports(&ob, class, count, pad)
+                .await
+                .map_err(|e| ControlError::new("outbox_unavailable", e.to_string()))?;
+            Ok(Reply::Value(json!({
+                "class": class.as_str(),
+                "seqs": keys.iter().map(|k| k.map(|k| k.seq)).collect::<Vec<_>>(),
+            })))
+        }
+    });
+}
+
+/// The JSON form of a listing (`edge-agent outbox --json`, schema 1).
+pub fn listing_json(l: &Listing, summary: Option<&Summary>) -> Value {
+    let classes: Vec<Value> = l
+        .classes
+        .iter()
+        .map(|c| {
+            json!({
+                "class": c.class,
+                "records": c.records,
+                "bytes": c.bytes,
+                "oldest_created_ms": c.oldest_created_ms,
+                "oldest": c.oldest,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "schema": 1,
+        "next_seq": l.next_seq,
+        "given_up": Summary::by_class(&l.given_up),
+        "expired": Summary::by_class(&l.expired),
+        "classes": classes,
+    });
+    if let Some(s) = summary {
+        v["file_bytes"] = s.file_bytes.into();
+        v["disk_full"] = s.disk_full.into();
+        v["held_in_memory"] = s.held.into();
+    }
+    v
+}
+
+/// `status` without the daemon: what waits in the outbox file.
+pub fn offline_status(config: &AgentConfig) -> Option<Value> {
+    let path = file_path(config);
+    if !path.exists() {
+        return None;
+    }
+    let file_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    Some(match read_offline(&path, 1) {
+        Ok(l) => {
+            let records: [u64; 4] = std::array::from_fn(|i| l.classes[i].records);
+            let bytes: [u64; 4] = std::array::from_fn(|i| l.classes[i].bytes);
+            let oldest = l
+                .classes
+                .iter()
+                .filter_map(|c| c.oldest_created_ms)
+                .min()
+                .map(|ms| store::now_ms().saturating_sub(ms) / 1000);
+            json!({
+                "state": "stopped",
+                "summary": format!("{} records waiting in {}", records.iter().sum::<u64>(), path.display()),
+                "details": {
+                    "records_waiting": Summary::by_class(&records),
+                    "bytes_waiting": Summary::by_class(&bytes),
+                    "oldest_waiting_age_secs": oldest,
+                    "given_up": Summary::by_class(&l.given_up),
+                    "expired": Summary::by_class(&l.expired),
+                    "file_bytes": file_bytes,
+                    "next_seq": l.next_seq,
+                },
+                "last_error": null,
+            })
+        }
+        Err(e) => json!({
+            "state": "stopped",
+            "summary": format!("cannot read {} without the daemon: {e}", path.display()),
+            "details": { "file_bytes": file_bytes },
+            "last_error": null,
+        }),
+    })
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
+    }
+}

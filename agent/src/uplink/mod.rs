@@ -1,4 +1,684 @@
-//! The uplink: the MQTT session (rumqttc + rustls) that drains the outbox to
-//! the broker and receives pushed config. Owns the broker connection. Never
-//! deletes an outbox record that the broker has not acknowledged.
-//! (Built in the store-and-forward issue.)
+//! The uplink: the MQTT session (rumqttc + rustls, mTLS) that drains the
+//! outbox to the broker. Owns the broker connection. Never deletes an
+//! outbox record the broker has not acknowledged: a record is handed back
+//! to the outbox for deletion only when its QoS 1 PUBACK arrives.
+//!
+//! Three parts: the [`session`] state machine (no I/O: what to fetch,
+//! which packet id is which record, how long to back off), the [`driver`]
+//! task that owns rumqttc's event loop and the socket, and the task here,
+//! which joins them to the outbox: it fetches records in drain order,
+//! publishes them, returns acknowledgements, publishes the node's retained
+//! `/state`, and keeps `status` current.
+//!
+//! # Topics and payloads
+//! Records go to `edge/<fleet>/<node>/<alerts|metrics|events|config/result>`
+//! as the outbox stored them (JSON; `node`, `seq`, `schema` at the top
+//! level). `edge/<fleet>/<node>/state` is retained: after every connect an
+//! "online" document (version, outbox depth and bytes by class, records
+//! given up by class, reconnects), refreshed while connected when those
+//! change (at most once a minute); the last will, and a clean shutdown,
+//! leave an "offline" document there. MQTT 3.1.1, QoS 1, `clean_session =
+//! false`, client id `<fleet>/<node>`.
+
+mod backoff;
+mod driver;
+mod failure;
+mod session;
+mod tls;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+pub use self::backoff::Backoff;
+pub use self::failure::Failure;
+pub use self::session::{FetchRequest, Session, SessionError, Slot};
+
+use crate::config::{AgentConfig, BrokerAddress};
+use crate::daemon::{Stage, StageContext, spawn_stage};
+use crate::outbox::{Fetched, Outbox, OutboxError, RecordKey, Summary};
+use crate::report::Topic;
+use crate::status::{StageState, StatusReporter, unix_now};
+
+/// Reconnect delays: the first within 0.5-1 s (a restarted broker is back
+/// soon), doubling up to 60 s (a link down for hours costs one attempt a
+/// minute; a fleet of 10,000 nodes then reconnects at ~170/s, spread by
+/// the jitter).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// TCP connect, TLS handshake and CONNACK together must finish within this
+/// (slow cellular links take seconds for a handshake).
+const CONNECT_TIMEOUT_SECS: u64 = 10;
+
+/// The largest packet either way: a record of the outbox's largest size
+/// plus topic and header.
+const MAX_PACKET_BYTES: usize = crate::outbox::store::MAX_RECORD_BYTES + 4096;
+
+/// At shutdown: how long to wait for PUBACKs of what is in flight (so
+/// those records are not sent twice), and for the offline state message.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(1500);
+const SHUTDOWN_GOODBYE: Duration = Duration::from_millis(500);
+
+/// The online state message is refreshed at most this often.
+const STATE_REFRESH: Duration = Duration::from_secs(60);
+
+/// After a failed fetch (the outbox file not open), try again after this.
+const FETCH_RETRY: Duration = Duration::from_secs(1);
+
+/// `status` details are refreshed at most this often under load.
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A failure already logged is logged again only after this long.
+const LOG_REPEAT: Duration = Duration::from_secs(600);
+
+/// `schema` of the state documents.
+const STATE_SCHEMA: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("uplink.url: {0}")]
+    Url(String),
+}
+
+/// Start the uplink stage. `done` is dropped when it has stopped (after
+/// handing its last acknowledgements to the outbox).
+pub fn start(
+    ctx: &StageContext,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+    done: oneshot::Sender<()>,
+) -> Stage {
+    let status = ctx.board.register("uplink");
+    let config = ctx.config.clone();
+    let reporter = status.clone();
+    spawn_stage("uplink", status, async move {
+        let _done = done;
+        run(config, outbox, reporter, shutdown).await
+    })
+}
+
+enum Ending {
+    Shutdown,
+    Reconfigure,
+}
+
+async fn run(
+    mut config_rx: watch::Receiver<Arc<AgentConfig>>,
+    outbox: Outbox,
+    status: StatusReporter,
+    shutdown: CancellationToken,
+) -> Result<(), UplinkError> {
+    loop {
+        let config = config_rx.borrow_and_update().clone();
+        let ending = if !config.uplink.enabled() {
+            status.set_state(
+                StageState::Disabled,
+                "no uplink.url configured: reports wait in the outbox",
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => Ending::Shutdown,
+                r = config_rx.changed() => match r {
+                    Ok(()) => Ending::Reconfigure,
+                    Err(_) => Ending::Shutdown,
+                },
+            }
+        } else {
+            let broker = BrokerAddress::parse(&config.uplink.url).map_err(UplinkError::Url)?;
+            Link::new(config, broker, outbox.clone(), status.clone())
+                .run(&mut config_rx, &shutdown)
+                .await
+        };
+        match ending {
+            Ending::Shutdown => return Ok(()),
+            Ending::Reconfigure => info!("uplink: settings changed, reconnecting"),
+        }
+    }
+}
+
+/// The topics of this node.
+struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    fn new(config: &AgentConfig) -> Topics {
+        Topics {
+            prefix: format!("edge/{}/{}/", config.node.fleet, config.node.id),
+        }
+    }
+    fn record(&self, topic: Topic) -> String {
+        format!("{}{}", self.prefix, topic.suffix())
+    }
+    fn state(&self) -> String {
+        format!("{}state", self.prefix)
+    }
+}
+
+type FetchFuture = Pin<Box<dyn Future<Output = Result<Fetched, OutboxError>> + Send>>;
+
+/// One configuration's connection, from first attempt to shutdown or
+/// reconfiguration.
+struct Link {
+    config: Arc<AgentConfig>,
+    broker: BrokerAddress,
+    outbox: Outbox,
+    status: StatusReporter,
+    topics: Topics,
+    session: Session,
+    summary: watch::Receiver<Summary>,
+    /// Acknowledged records not yet handed to the outbox.
+    acks: Vec<RecordKey>,
+    /// No CONNACK yet on the current attempt.
+    connecting: bool,
+    connected_at: Option<SystemTime>,
+    down_since: SystemTime,
+    last_failure: Option<Failure>,
+    last_logged: Option<(&'static str, Instant)>,
+    next_attempt: Option<Instant>,
+    last_status: Instant,
+    last_state: Option<(Instant, Value)>,
+    /// TLS material as last loaded (for `mqtts://`).
+    tls: Option<Transport>,
+}
+
+/// Why the link could not be set up.
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Link {
+    fn new(
+        config: Arc<AgentConfig>,
+        broker: BrokerAddress,
+        outbox: Outbox,
+        status: StatusReporter,
+    ) -> Link {
+        let now = Instant::now();
+        Link {
+            topics: Topics::new(&config),
+            session: Session::new(
+                config.uplink.inflight,
+                Backoff::seeded(RETRY_FIRST, RETRY_MAX),
+                now,
+            ),
+            summary: outbox.summary(),
+            config,
+            broker,
+            outbox,
+            status,
+            acks: Vec::new(),
+            connecting: true,
+            connected_at: None,
+            down_since: SystemTime::now(),
+            last_failure: None,
+            last_logged: None,
+            next_attempt: None,
+            last_status: now - STATUS_INTERVAL,
+            last_state: None,
+            tls: None,
+        }
+    }
+
+    /// The transport, reading the TLS files afresh (a renewed certificate
+    /// is picked up at the next reconnect).
+    fn load_transport(&mut self) -> Result<Transport, Failure> {
+        if !self.broker.tls {
+            return Ok(Transport::Tcp);
+        }
+        match tls::client_config(&self.config.uplink) {
+            Ok(c) => {
+                let t = Transport::tls_with_config(TlsConfiguration::Rustls(c));
+                self.tls = Some(t.clone());
+                Ok(t)
+            }
+            Err(e) => Err(Failure {
+                code: "tls_config",
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn options(&self, transport: Transport) -> MqttOptions {
+        let node = &self.config.node;
+        let mut o = MqttOptions::new(
+            format!("{}/{}", node.fleet, node.id),
+            self.broker.host.clone(),
+            self.broker.port,
+        );
+        o.set_transport(transport)
+            .set_keep_alive(self.config.uplink.keep_alive.get())
+            .set_clean_session(false)
+            .set_inflight(self.config.uplink.inflight)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+            .set_last_will(LastWill::new(
+                self.topics.state(),
+                self.offline_state("connection lost"),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        o
+    }
+
+    async fn run(
+        mut self,
+        config_rx: &mut watch::Receiver<Arc<AgentConfig>>,
+        shutdown: &CancellationToken,
+    ) -> Ending {
+        // The TLS material must load before anything can connect; until it
+        // does, say why and retry (it may be provisioned after the agent).
+        let transport = loop {
+            match self.load_transport() {
+                Ok(t) => break t,
+                Err(f) => {
+                    let delay = self.session.lost(Instant::now());
+                    self.failed(f, delay);
+                    self.report(true);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ending::Shutdown,
+                        r = config_rx.changed() => return match r {
+                            Ok(()) => Ending::Reconfigure,
+                            Err(_) => Ending::Shutdown,
+                        },
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        let window = usize::from(self.config.uplink.inflight);
+        // The window plus the state message and a disconnect: the session
+        // never queues more, so publishing never finds this full.
+        let (client, mut eventloop) = AsyncClient::new(self.options(transport), window + 8);
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
+        eventloop.set_network_options(net);
+        let (events_tx, mut events) = mpsc::channel(driver::EVENT_CHANNEL_CAPACITY);
+        // The driver waits for one resume after each loss; a few of room
+        // means sending one never fails.
+        let (resume_tx, resume_rx) = mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let driver = tokio::spawn(driver::drive(eventloop, events_tx, resume_rx, stop.clone()));
+        self.status.set_state(
+            StageState::Starting,
+            format!("connecting to {}", self.config.uplink.url),
+        );
+
+        let mut fetch: Option<(FetchRequest, FetchFuture)> = None;
+        let mut fetch_retry_at: Option<Instant> = None;
+        let mut state_tick = tokio::time::interval(STATE_REFRESH);
+        state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut summary_alive = true;
+        let ending = loop {
+            if fetch.is_none() && fetch_retry_at.is_none_or(|t| Instant::now() >= t) {
+                fetch_retry_at = None;
+                let appended = self.summary.borrow().appended_total;
+                if let Some(req) = self.session.want_fetch(appended) {
+                    let ob = self.outbox.clone();
+                    fetch = Some((
+                        req,
+                        Box::pin(async move { ob.fetch(req.after, req.limit).await }),
+                    ));
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Ending::Shutdown,
+                ev = events.recv() => {
+                    let Some(ev) = ev else {
+                        error!("uplink: the MQTT driver stopped");
+                        break Ending::Shutdown;
+                    };
+                    self.event(ev, &client, &resume_tx);
+                    while let Ok(ev) = events.try_recv() {
+                        self.event(ev, &client, &resume_tx);
+                    }
+                    self.flush_acks().await;
+                }
+                r = async { (&mut fetch.as_mut().expect("guarded").1).await }, if fetch.is_some() => {
+                    let (req, _) = fetch.take().expect("guarded");
+                    if !self.fetched(req, r, &client) {
+                        fetch_retry_at = Some(Instant::now() + FETCH_RETRY);
+                    }
+                }
+                _ = tokio::time::sleep_until(fetch_retry_at.unwrap_or_else(Instant::now).into()), if fetch_retry_at.is_some() => {}
+                r = self.summary.changed(), if summary_alive => summary_alive = r.is_ok(),
+                _ = state_tick.tick() => self.refresh_state(&client, false),
+                _ = status_tick.tick() => self.report(true),
+                r = config_rx.changed() => {
+                    match r {
+                        Err(_) => break Ending::Shutdown,
+                        Ok(()) => {
+                            let new = config_rx.borrow_and_update().clone();
+                            if new.uplink != self.config.uplink || new.node != self.config.node {
+                                break Ending::Reconfigure;
+                            }
+                        }
+                    }
+                }
+            }
+            self.report(false);
+        };
+        if matches!(ending, Ending::Shutdown) {
+            self.goodbye(&client, &mut events).await;
+        }
+        self.flush_acks().await;
+        stop.cancel();
+        let _ = driver.await;
+        self.status.set_state(StageState::Stopped, "stopped");
+        ending
+    }
+
+    /// One event from the driver.
+    fn event(
+        &mut self,
+        ev: Result<Event, ConnectionError>,
+        client: &AsyncClient,
+        resume: &mpsc::Sender<Duration>,
+    ) {
+        let now = Instant::now();
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                self.session.connected(now);
+                self.connecting = false;
+                self.connected_at = Some(SystemTime::now());
+                self.next_attempt = None;
+                if self.last_failure.take().is_some() || self.session.stats.connects > 1 {
+                    info!(broker = %self.config.uplink.url, session_present = ack.session_present, "uplink connected again");
+                } else {
+                    info!(broker = %self.config.uplink.url, "uplink connected");
+                }
+                self.last_logged = None;
+                self.refresh_state(client, true);
+                self.report(true);
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                if let Err(e) = self.session.outgoing_publish(pkid) {
+                    self.broken(&e, client);
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
+                if let Err(e) = self.session.await_ack(pkid) {
+                    self.broken(&e, client);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some(Slot::Record(key)) = self.session.puback(ack.pkid, now) {
+                    self.acks.push(key);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let f = failure::describe(&e, &self.config.uplink, &self.broker, self.connecting);
+                debug!(error = ?e, code = f.code, "uplink connection error");
+                if !self.connecting {
+                    self.down_since = SystemTime::now();
+                }
+                self.connecting = true;
+                self.connected_at = None;
+                let delay = self.session.lost(now);
+                self.failed(f, delay);
+                // Re-read the TLS files for the next attempt; a file that
+                // became unreadable is reported, and the last good
+                // material is used meanwhile.
+                if self.broker.tls
+                    && let Err(f) = self.load_transport()
+                {
+                    self.status.error(format!("{} [{}]", f.message, f.code));
+                    warn!(error = %f.message, "uplink: cannot reload the TLS files; using the ones loaded before");
+                }
+                // The driver waits for this before reconnecting; the
+                // channel holds one, and the driver reads it at once.
+                let _ = resume.try_send(delay);
+                self.report(true);
+            }
+        }
+    }
+
+    /// The packet-id pairing broke (or rumqttc refused a publish): drop the
+    /// connection so that everything unacknowledged is sent again. Nothing
+    /// is deleted.
+    fn broken(&mut self, why: &dyn std::fmt::Display, client: &AsyncClient) {
+        error!(error = %why, "uplink: reconnecting to send everything unacknowledged again");
+        self.status.error(why.to_string());
+        let _ = client.try_disconnect();
+    }
+
+    fn failed(&mut self, f: Failure, delay: Duration) {
+        let now = Instant::now();
+        let repeat = matches!(self.last_logged, Some((code, at)) if code == f.code && at.elapsed() < LOG_REPEAT);
+        if !repeat {
+            warn!(
+                code = f.code,
+                retry_in_ms = delay.as_millis() as u64,
+                "uplink: {}",
+                f.message
+            );
+            self.last_logged = Some((f.code, now));
+        }
+        self.status.error(format!("{} [{}]", f.message, f.code));
+        self.next_attempt = Some(now + delay);
+        self.last_failure = Some(f);
+    }
+
+    /// A fetch came back: publish its records. False if it failed.
+    fn fetched(
+        &mut self,
+        req: FetchRequest,
+        r: Result<Fetched, OutboxError>,
+        client: &AsyncClient,
+    ) -> bool {
+        let f = match r {
+            Ok(f) => f,
+            Err(e) => {
+                debug!(error = %e, "uplink: fetch from the outbox failed; retrying");
+                self.session.fetch_failed(&req);
+                return false;
+            }
+        };
+        if !self
+            .session
+            .fetched(&req, f.records.len(), f.cursors, f.appended_total)
+        {
+            return true;
+        }
+        for rec in f.records {
+            self.session.queue(Slot::Record(rec.key));
+            let topic = self.topics.record(rec.topic);
+            if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, rec.payload) {
+                // Cannot happen while the session respects the window; if
+                // it does, reconnect rather than lose the pairing.
+                self.broken(&format!("rumqttc refused a publish: {e}"), client);
+                break;
+            }
+        }
+        true
+    }
+
+    async fn flush_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let acks = std::mem::take(&mut self.acks);
+        if self.outbox.ack(acks).await.is_err() {
+            warn!("uplink: the outbox has stopped; acknowledged records will be sent again");
+        }
+    }
+
+    fn online_state(&self) -> Value {
+        let s = self.summary.borrow();
+        json!({
+            "node": self.config.node.id,
+            "schema": STATE_SCHEMA,
+            "state": "online",
+            "version": crate::VERSION,
+            "since": self.connected_at.map(unix),
+            "outbox": {
+                "records": Summary::by_class(&s.records),
+                "bytes": Summary::by_class(&s.bytes),
+                "oldest_age_secs": s.oldest_age_secs(),
+                "disk_full": s.disk_full,
+            },
+            "given_up": Summary::by_class(&s.given_up),
+            "reconnects": self.session.stats.reconnects,
+        })
+    }
+
+    fn offline_state(&self, reason: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "node": self.config.node.id,
+            "schema": STATE_SCHEMA,
+            "state": "offline",
+            "reason": reason,
+        }))
+        .expect("a JSON value serializes")
+    }
+
+    /// Publish the retained online state: always after a connect,
+    /// otherwise when what it says has changed (ignoring ages).
+    fn refresh_state(&mut self, client: &AsyncClient, force: bool) {
+        if !self.session.is_up() {
+            return;
+        }
+        let doc = self.online_state();
+        let mut comparable = doc.clone();
+        comparable["outbox"]["oldest_age_secs"] = Value::Null;
+        if !force
+            && self
+                .last_state
+                .as_ref()
+                .is_some_and(|(at, last)| *last == comparable || at.elapsed() < STATE_REFRESH)
+        {
+            return;
+        }
+        self.session.queue(Slot::State);
+        let payload = serde_json::to_vec(&doc).expect("a JSON value serializes");
+        if let Err(e) = client.try_publish(self.topics.state(), QoS::AtLeastOnce, true, payload) {
+            self.broken(&format!("rumqttc refused a publish: {e}"), client);
+        }
+        self.last_state = Some((Instant::now(), comparable));
+    }
+
+    /// Clean shutdown: let in-flight PUBACKs arrive, leave an offline
+    /// state, disconnect (which also tells the broker not to send the
+    /// will).
+    async fn goodbye(
+        &mut self,
+        client: &AsyncClient,
+        events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
+    ) {
+        if !self.session.is_up() {
+            return;
+        }
+        let (tx, _keep) = mpsc::channel(1);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH;
+        while self.session.in_flight() > 0 {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(ev)) => self.event(ev, client, &tx),
+                _ => break,
+            }
+        }
+        if !self.session.is_up() {
+            return;
+        }
+        self.session.queue(Slot::State);
+        let _ = client.try_publish(
+            self.topics.state(),
+            QoS::AtLeastOnce,
+            true,
+            self.offline_state("shutdown"),
+        );
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GOODBYE;
+        while self.session.in_flight() > 0 && self.session.is_up() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(ev)) => self.event(ev, client, &tx),
+                _ => break,
+            }
+        }
+        let _ = client.try_disconnect();
+        // Let the driver write the DISCONNECT.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GOODBYE;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            if matches!(ev, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {
+                break;
+            }
+            self.event(ev, client, &tx);
+        }
+        info!("uplink disconnected");
+    }
+
+    /// Refresh the status snapshot (at most every 250 ms unless `force`).
+    fn report(&mut self, force: bool) {
+        if !force && self.last_status.elapsed() < STATUS_INTERVAL {
+            return;
+        }
+        self.last_status = Instant::now();
+        let url = &self.config.uplink.url;
+        let stats = &self.session.stats;
+        let last_ack = stats
+            .last_ack
+            .map(|t| unix_now().saturating_sub(t.elapsed().as_secs()));
+        let next_retry = self
+            .next_attempt
+            .map(|t| t.saturating_duration_since(Instant::now()).as_secs());
+        let (state, line) = if let Some(since) = self.connected_at {
+            (
+                StageState::Running,
+                format!(
+                    "connected to {url} since {}",
+                    humantime::format_rfc3339_seconds(since)
+                ),
+            )
+        } else {
+            let why = self
+                .last_failure
+                .as_ref()
+                .map_or_else(|| "connecting".to_string(), |f| f.message.clone());
+            (
+                StageState::Degraded,
+                format!(
+                    "NOT CONNECTED to {url} since {}: {why}{}",
+                    humantime::format_rfc3339_seconds(self.down_since),
+                    next_retry.map_or(String::new(), |s| format!("; next try in {s}s"))
+                ),
+            )
+        };
+        self.status.set_state(state, line);
+        let connected = self.connected_at.is_some();
+        let in_flight = self.session.in_flight();
+        let code = self.last_failure.as_ref().map(|f| f.code);
+        let connected_since = self.connected_at.map(unix);
+        let down_since = (!connected).then(|| unix(self.down_since));
+        let (published, acked, reconnects, connects) = (
+            stats.published,
+            stats.acked,
+            stats.reconnects,
+            stats.connects,
+        );
+        self.status.update(|d| {
+            d.insert("connected".into(), connected.into());
+            d.insert("broker".into(), url.clone().into());
+            d.insert("connected_since".into(), connected_since.into());
+            d.insert("disconnected_since".into(), down_since.into());
+            d.insert("last_publish_at".into(), last_ack.into());
+            d.insert("published_total".into(), published.into());
+            d.insert("acked_total".into(), acked.into());
+            d.insert("in_flight".into(), (in_flight as u64).into());
+            d.insert("reconnects".into(), reconnects.into());
+            d.insert("connects_total".into(), connects.into());
+            d.insert("next_retry_secs".into(), next_retry.into());
+            d.insert("last_error_code".into(), code.into());
+        });
+    }
+}

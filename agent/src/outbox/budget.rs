@@ -1,0 +1,237 @@
+//! What a full outbox gives up, and in which order. Pure: it decides the
+//! next step from per-class usage; the store carries the step out on the
+//! file and asks again until the batch fits.
+//!
+//! The order (DESIGN.md): metrics first — older batches thinned (every
+//! second one of the older half goes, so old periods keep a coarser
+//! picture), then the oldest dropped — then node events, then alerts,
+//! critical alerts last. Within a class the oldest go first, and a stored
+//! record is older than an incoming one.
+
+use crate::report::Class;
+
+/// Records and estimated file bytes (see `format::cost`) of one class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub records: u64,
+    pub cost: u64,
+}
+
+/// Per-class usage, indexed by `Class::index()`.
+pub type ByClass = [Usage; 4];
+
+pub fn total(u: &ByClass) -> u64 {
+    u.iter().map(|c| c.cost).sum()
+}
+
+/// One step of giving up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Delete every second record of the older half of the stored metrics
+    /// (the oldest record of the half stays). Loses time resolution of old
+    /// metrics, keeps their span. Frees about a quarter of the metrics.
+    ThinMetrics,
+    /// Delete stored records of `class`, oldest first, until `cost` bytes
+    /// are freed or the class is empty. Loses the oldest records.
+    DropStored { class: Class, cost: u64 },
+    /// Refuse incoming records of `class`, oldest first, until `cost` bytes
+    /// are freed. Loses the newest records of a class that has nothing
+    /// stored left to give.
+    DropIncoming { class: Class, cost: u64 },
+}
+
+/// Fewest stored metrics batches worth thinning: with fewer, the older half
+/// holds a single batch and thinning frees nothing.
+pub const MIN_THIN_RECORDS: u64 = 4;
+
+/// The order in which classes are given up: the reverse of the drain order.
+pub const GIVE_UP_ORDER: [Class; 4] = [
+    Class::Metrics,
+    Class::NodeEvent,
+    Class::Alert,
+    Class::CriticalAlert,
+];
+
+/// The next step to bring `stored + incoming` within `budget`, or `None`
+/// when it already fits (or nothing is left to give). `thinned` says a
+/// thinning pass already ran for this batch: one pass per batch, so that a
+/// long outage thins old metrics progressively (each pass halves the older
+/// half again) instead of all at once.
+pub fn next_step(stored: &ByClass, incoming: &ByClass, budget: u64, thinned: bool) -> Option<Step> {
+    let used = total(stored) + total(incoming);
+    let over = used.checked_sub(budget).filter(|o| *o > 0)?;
+    for class in GIVE_UP_ORDER {
+        let i = class.index();
+        if class == Class::Metrics && !thinned && stored[i].records >= MIN_THIN_RECORDS {
+            return Some(Step::ThinMetrics);
+        }
+        if stored[i].records > 0 {
+            return Some(Step::DropStored { class, cost: over });
+        }
+        if incoming[i].records > 0 {
+            return Some(Step::DropIncoming { class, cost: over });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model outbox: per class, the costs of its records, oldest first.
+    #[derive(Default, Clone)]
+    struct Model {
+        stored: [Vec<u64>; 4],
+        given_up: [u64; 4],
+    }
+
+    fn usage(v: &[Vec<u64>; 4]) -> ByClass {
+        let mut u = ByClass::default();
+        for (i, recs) in v.iter().enumerate() {
+            u[i] = Usage {
+                records: recs.len() as u64,
+                cost: recs.iter().sum(),
+            };
+        }
+        u
+    }
+
+    /// Free at least `cost` from the front of `v`; returns records removed.
+    fn drop_front(v: &mut Vec<u64>, cost: u64) -> u64 {
+        let mut freed = 0;
+        let mut n = 0;
+        while freed < cost && !v.is_empty() {
+            freed += v.remove(0);
+            n += 1;
+        }
+        n
+    }
+
+    impl Model {
+        /// Append a batch the way the store does; returns what was stored.
+        fn append(&mut self, mut incoming: [Vec<u64>; 4], budget: u64) {
+            let mut thinned = false;
+            while let Some(step) =
+                next_step(&usage(&self.stored), &usage(&incoming), budget, thinned)
+            {
+                match step {
+                    Step::ThinMetrics => {
+                        thinned = true;
+                        let m = &mut self.stored[Class::Metrics.index()];
+                        let half = m.len() / 2;
+                        let mut i = 0;
+                        let mut kept = Vec::new();
+                        for (j, c) in m.drain(..).enumerate() {
+                            if j < half && j % 2 == 1 {
+                                i += 1;
+                            } else {
+                                kept.push(c);
+                            }
+                        }
+                        *m = kept;
+                        self.given_up[Class::Metrics.index()] += i;
+                    }
+                    Step::DropStored { class, cost } => {
+                        let n = drop_front(&mut self.stored[class.index()], cost);
+                        self.given_up[class.index()] += n;
+                    }
+                    Step::DropIncoming { class, cost } => {
+                        let n = drop_front(&mut incoming[class.index()], cost);
+                        self.given_up[class.index()] += n;
+                    }
+                }
+            }
+            for (s, i) in self.stored.iter_mut().zip(incoming) {
+                s.extend(i);
+            }
+        }
+    }
+
+    fn batch(per_class: [(usize, u64); 4]) -> [Vec<u64>; 4] {
+        per_class.map(|(n, c)| vec![c; n])
+    }
+
+    #[test]
+    fn nothing_is_given_up_within_budget() {
+        let mut m = Model::default();
+        m.append(batch([(1, 100), (1, 100), (1, 100), (1, 100)]), 400);
+        assert_eq!(m.given_up, [0; 4]);
+        assert_eq!(total(&usage(&m.stored)), 400);
+    }
+
+    #[test]
+    fn metrics_are_thinned_before_anything_is_dropped() {
+        let mut m = Model::default();
+        m.append(batch([(0, 0), (0, 0), (0, 0), (8, 100)]), 1000);
+        m.append(batch([(1, 100), (0, 0), (0, 0), (0, 0)]), 800);
+        // 900 > 800: one thinning pass drops 2 of the older 4 metrics.
+        assert_eq!(m.given_up, [0, 0, 0, 2]);
+        assert_eq!(m.stored[3].len(), 6);
+        assert_eq!(m.stored[0].len(), 1);
+    }
+
+    #[test]
+    fn classes_go_in_order_and_critical_alerts_last() {
+        let mut m = Model::default();
+        m.append(batch([(10, 10), (10, 10), (10, 10), (10, 10)]), 400);
+        // A flood of critical alerts: everything else goes first.
+        m.append(batch([(30, 10), (0, 0), (0, 0), (0, 0)]), 400);
+        assert_eq!(m.given_up[Class::CriticalAlert.index()], 0);
+        assert_eq!(m.given_up[Class::Metrics.index()], 10);
+        assert_eq!(m.given_up[Class::NodeEvent.index()], 10);
+        assert_eq!(m.given_up[Class::Alert.index()], 10);
+        // More critical alerts than fit: the oldest critical alerts go.
+        m.append(batch([(5, 10), (0, 0), (0, 0), (0, 0)]), 400);
+        assert_eq!(m.given_up[Class::CriticalAlert.index()], 5);
+        assert_eq!(m.stored[0].len(), 40);
+    }
+
+    #[test]
+    fn an_incoming_low_class_record_is_refused_rather_than_older_high_class_ones() {
+        let mut m = Model::default();
+        m.append(batch([(4, 100), (0, 0), (0, 0), (0, 0)]), 400);
+        m.append(batch([(0, 0), (0, 0), (0, 0), (1, 100)]), 400);
+        assert_eq!(m.given_up, [0, 0, 0, 1]);
+        assert_eq!(m.stored[0].len(), 4);
+    }
+
+    /// Against a long random sequence: the budget always holds, and a class
+    /// loses records only once every lower class has nothing stored.
+    #[test]
+    fn random_sequences_keep_the_budget_and_the_order() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let budget = 50_000;
+        let mut m = Model::default();
+        for _ in 0..2000 {
+            let mut b: [Vec<u64>; 4] = Default::default();
+            for _ in 0..(next() % 8) {
+                let class = (next() % 4) as usize;
+                b[class].push(50 + next() % 2000);
+            }
+            let before = m.given_up;
+            m.append(b, budget);
+            assert!(total(&usage(&m.stored)) <= budget);
+            for (class, before) in before.iter().enumerate().take(3) {
+                if m.given_up[class] > *before {
+                    for lower in class + 1..4 {
+                        assert!(
+                            m.stored[lower].is_empty(),
+                            "class {class} lost records while class {lower} kept some"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            m.given_up[3] > 0,
+            "the sequence should have filled the outbox"
+        );
+    }
+}

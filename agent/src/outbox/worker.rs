@@ -1,0 +1,668 @@
+//! The outbox's own thread: the only owner of the [`Store`]. It takes
+//! commands in rounds — everything queued since the last round — and
+//! commits all appends and acknowledgements of a round in one transaction
+//! (group commit: concurrent producers share one fsync). The round's
+//! queries are answered first, from the last commit.
+//!
+//! It never loses a record it has accepted without counting it: when the
+//! file cannot be written (disk full, I/O errors) new records wait in
+//! memory, bounded, and past the bound the lowest class is given up first
+//! and counted; acknowledgements keep being committed, since deleting
+//! frees pages and draining is how a full outbox recovers.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use super::Summary;
+use super::store::{
+    self, Batch, Committed, Cursors, Listing, RecordKey, Store, StoreError, StoredRecord,
+};
+use crate::config::OutboxConfig;
+use crate::report::{Class, Report};
+use crate::status::{StageState, StatusReporter};
+
+/// Reports held in memory while the file cannot be written. The same as
+/// the report channel in front of the outbox: twice its slack before the
+/// lowest class is given up.
+const MAX_HELD_RECORDS: usize = crate::report::REPORT_CHANNEL_CAPACITY;
+
+/// Most reports in one transaction: bounds a commit's latency and memory.
+pub const MAX_APPENDS_PER_COMMIT: usize = 8192;
+
+/// Expiry and compaction checks: cheap, but nothing needs them sooner.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Status and summary refreshes at most this often under load.
+const SUMMARY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Retrying a file that cannot be written: first after 1 s, doubling up
+/// to 30 s (a full disk is freed by people or by draining, not at once).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// While the file cannot be written, "still failing" is logged at most
+/// this often.
+const STILL_FAILING_LOG: Duration = Duration::from_secs(60);
+
+/// Records expired per housekeeping round at most, so that a first expiry
+/// over a huge backlog does not hold the writer for long.
+const EXPIRE_PER_ROUND: usize = 10_000;
+
+/// What a fetch returns.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    pub records: Vec<StoredRecord>,
+    pub cursors: Cursors,
+    /// `Summary::appended_total` when the records were read: if fewer than
+    /// asked came back, nothing newer than this exists.
+    pub appended_total: u64,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+pub enum Command {
+    /// Reports from producers (the report channel).
+    Append(Vec<Report>),
+    /// Reports whose sequence numbers the caller wants once durable (`None`
+    /// for a report given up). Refused (not held) while the file cannot be
+    /// written, so the caller learns it at once.
+    AppendTracked(Vec<Report>, Reply<Vec<Option<RecordKey>>>),
+    /// Records the broker acknowledged.
+    Ack(Vec<RecordKey>),
+    Fetch {
+        after: Cursors,
+        limit: usize,
+        reply: Reply<Fetched>,
+    },
+    Waiting(Vec<RecordKey>, Reply<Vec<RecordKey>>),
+    Listing(usize, Reply<Listing>),
+    Reconfigure(OutboxConfig),
+    /// Once a second, from the stage.
+    Tick,
+    /// Commit what is left, close the file, and stop.
+    Close(oneshot::Sender<()>),
+}
+
+enum Health {
+    Ok,
+    /// The filesystem is full; since when.
+    DiskFull(Instant, String),
+    /// The file cannot be opened or written for another reason.
+    Failing(Instant, String),
+}
+
+#[derive(Default)]
+struct Stats {
+    commits: u64,
+    append_commits: u64,
+    appended: u64,
+    batch_max: u64,
+    compactions: u64,
+}
+
+pub struct Worker {
+    path: PathBuf,
+    node: String,
+    config: OutboxConfig,
+    store: Option<Store>,
+    status: StatusReporter,
+    summary: watch::Sender<Summary>,
+    held: Vec<Report>,
+    held_given_up: [u64; 4],
+    pending_acks: Vec<RecordKey>,
+    health: Health,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    stats: Stats,
+    last_housekeeping: Instant,
+    last_summary: Instant,
+    open_note: Option<String>,
+    last_warned: Option<Instant>,
+}
+
+impl Worker {
+    pub fn new(
+        path: PathBuf,
+        node: String,
+        config: OutboxConfig,
+        status: StatusReporter,
+        summary: watch::Sender<Summary>,
+    ) -> Worker {
+        Worker {
+            path,
+            node,
+            config,
+            store: None,
+            status,
+            summary,
+            held: Vec::new(),
+            held_given_up: [0; 4],
+            pending_acks: Vec::new(),
+            health: Health::Ok,
+            retry_at: None,
+            retry_delay: RETRY_FIRST,
+            stats: Stats::default(),
+            last_housekeeping: Instant::now(),
+            last_summary: Instant::now() - SUMMARY_INTERVAL,
+            open_note: None,
+            last_warned: None,
+        }
+    }
+
+    /// The thread's body: open, then serve rounds until `Close`.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.open();
+        self.publish(true);
+        while let Some(first) = rx.blocking_recv() {
+            let mut commands = vec![first];
+            let mut appends = match &commands[0] {
+                Command::Append(r) => r.len(),
+                _ => 0,
+            };
+            // Everything already queued joins this round (group commit).
+            while appends < MAX_APPENDS_PER_COMMIT {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        if let Command::Append(r) = &c {
+                            appends += r.len();
+                        }
+                        commands.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(done) = self.round(commands) {
+                self.close();
+                let _ = done.send(());
+                return;
+            }
+        }
+        self.close();
+    }
+
+    fn open(&mut self) {
+        let status = self.status.clone();
+        let on_repair: store::RepairProgress = std::sync::Arc::new(move |progress: f64| {
+            status.set_state(
+                StageState::Starting,
+                format!(
+                    "repairing the outbox after an unclean stop: {:.0} %",
+                    progress * 100.0
+                ),
+            );
+        });
+        match Store::open(
+            &self.path,
+            &self.node,
+            self.config.max_bytes.get(),
+            on_repair,
+        ) {
+            Ok((store, opened)) => {
+                if let Some((aside, why)) = &opened.moved_aside {
+                    error!(file = %self.path.display(), moved_to = %aside.display(), reason = %why,
+                        "the outbox file could not be used; it was moved aside and a new one started");
+                    self.status.error(format!(
+                        "{why}; the old file was moved to {} and a new outbox started",
+                        aside.display()
+                    ));
+                }
+                let how = match opened.repaired {
+                    Some(t) => format!("repaired after an unclean stop in {} ms", t.as_millis()),
+                    None if opened.created => "created".to_string(),
+                    None => format!("opened in {} ms", opened.open_time.as_millis()),
+                };
+                info!(file = %self.path.display(), records = store.counters().records(), "outbox {how}");
+                self.open_note = Some(how);
+                self.warn_if_disk_smaller(&store);
+                self.store = Some(store);
+                if matches!(self.health, Health::Failing(..)) {
+                    self.health = Health::Ok;
+                }
+                self.retry_delay = RETRY_FIRST;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot open the outbox; reports wait in memory and the open is retried");
+                self.unhealthy(&e);
+            }
+        }
+    }
+
+    fn warn_if_disk_smaller(&self, store: &Store) {
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("/"));
+        if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
+            let free = st.blocks_available() * st.fragment_size();
+            let room = free + store.file_len();
+            if room < self.config.max_bytes.get() {
+                warn!(
+                    max_bytes = self.config.max_bytes.get(),
+                    room,
+                    "outbox.max_bytes is larger than the room on the state filesystem; a full disk will stop new records before the budget does"
+                );
+            }
+        }
+    }
+
+    fn unhealthy(&mut self, e: &StoreError) {
+        let now = Instant::now();
+        let message = e.to_string();
+        let full = matches!(e, StoreError::DiskFull { .. });
+        let was_ok = matches!(self.health, Health::Ok);
+        self.health = if full {
+            Health::DiskFull(now, message.clone())
+        } else {
+            Health::Failing(now, message.clone())
+        };
+        if was_ok {
+            error!(error = %message, "the outbox cannot write; new records wait in memory (up to {MAX_HELD_RECORDS}) and writing is retried");
+            self.last_warned = Some(now);
+        } else if self
+            .last_warned
+            .is_none_or(|t| t.elapsed() >= STILL_FAILING_LOG)
+        {
+            warn!(error = %message, retry_in_s = self.retry_delay.as_secs(), "the outbox still cannot write");
+            self.last_warned = Some(now);
+        }
+        self.status.error(message);
+        self.retry_at = Some(now + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+    }
+
+    /// One round; returns the close reply when asked to stop.
+    fn round(&mut self, commands: Vec<Command>) -> Option<oneshot::Sender<()>> {
+        let mut appends = Vec::new();
+        let mut tracked: Vec<(usize, Reply<Vec<Option<RecordKey>>>)> = Vec::new();
+        let mut tracked_reports = Vec::new();
+        let mut queries = Vec::new();
+        let mut tick = false;
+        let mut close = None;
+        let retry_due = self.retry_at.is_some_and(|t| Instant::now() >= t);
+        // Tracked appends are not held: refused at once while the file
+        // cannot be written, except when a retry is due (then they are
+        // part of the attempt).
+        let accept_tracked = matches!(self.health, Health::Ok) || retry_due;
+        for c in commands {
+            match c {
+                Command::Append(r) => appends.extend(r),
+                Command::AppendTracked(r, reply) => {
+                    if accept_tracked {
+                        tracked.push((r.len(), reply));
+                        tracked_reports.extend(r);
+                    } else {
+                        let _ = reply.send(Err(self.health_message()));
+                    }
+                }
+                Command::Ack(keys) => self.pending_acks.extend(keys),
+                Command::Reconfigure(cfg) => {
+                    if let Some(s) = &mut self.store {
+                        s.set_max_bytes(cfg.max_bytes.get());
+                    }
+                    self.config = cfg;
+                }
+                Command::Tick => tick = true,
+                Command::Close(done) => close = Some(done),
+                q => queries.push(q),
+            }
+        }
+
+        if self.store.is_none() && (retry_due || close.is_some()) {
+            self.open();
+        }
+        // Reads first: they see the last commit, and do not wait for this
+        // round's fsync (the uplink's refill must not be paced by the disk;
+        // what this round appends it learns from the summary right after).
+        for q in queries {
+            self.answer(q);
+        }
+        let healthy = matches!(self.health, Health::Ok);
+        if healthy || retry_due {
+            // Held records are older: they go first.
+            let mut all = std::mem::take(&mut self.held);
+            let tracked_at = all.len();
+            all.extend(tracked_reports);
+            all.extend(appends);
+            self.commit(all, tracked_at, tracked);
+        } else {
+            self.hold(appends);
+            // Acknowledgements only: deleting needs no new space.
+            self.commit(Vec::new(), 0, Vec::new());
+        }
+        if tick {
+            self.housekeeping();
+        }
+        self.publish(tick);
+        close
+    }
+
+    fn health_message(&self) -> String {
+        match &self.health {
+            Health::Ok => "the outbox file is not open".into(),
+            Health::DiskFull(_, m) | Health::Failing(_, m) => m.clone(),
+        }
+    }
+
+    /// Keep reports in memory; past the bound give up the lowest class,
+    /// oldest first, and count it.
+    fn hold(&mut self, reports: Vec<Report>) {
+        self.held.extend(reports);
+        while self.held.len() > MAX_HELD_RECORDS {
+            let victim = super::budget::GIVE_UP_ORDER
+                .iter()
+                .find_map(|class| self.held.iter().position(|r| r.class == *class))
+                .unwrap_or(0);
+            let r = self.held.remove(victim);
+            self.held_given_up[r.class.index()] += 1;
+        }
+    }
+
+    /// Commit `appends` (the first `tracked_at` of them are held records,
+    /// then come the tracked ones) with the pending acknowledgements.
+    fn commit(
+        &mut self,
+        appends: Vec<Report>,
+        tracked_at: usize,
+        tracked: Vec<(usize, Reply<Vec<Option<RecordKey>>>)>,
+    ) {
+        if appends.is_empty() && self.pending_acks.is_empty() {
+            return;
+        }
+        if self.store.is_none() {
+            self.hold(appends);
+            for (_, reply) in tracked {
+                let _ = reply.send(Err("the outbox file is not open".into()));
+            }
+            return;
+        }
+        let mut batch = Batch {
+            acks: std::mem::take(&mut self.pending_acks),
+            given_up_elsewhere: std::mem::take(&mut self.held_given_up),
+            appends,
+        };
+        let result = match self.store.as_mut() {
+            Some(s) => s.commit(&batch),
+            None => Err(StoreError::Storage {
+                path: self.path.clone(),
+                source: redb::Error::DatabaseClosed,
+            }),
+        };
+        match result {
+            Ok(committed) => self.committed(&batch, committed, tracked_at, tracked),
+            Err(e) => {
+                // The store reopens its file itself after a failed commit;
+                // only a failed reopen leaves it unusable.
+                if matches!(e, StoreError::Open { .. }) {
+                    self.store = None;
+                }
+                self.unhealthy(&e);
+                for (_, reply) in tracked {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+                // Nothing of the batch was written: keep all of it.
+                self.pending_acks = std::mem::take(&mut batch.acks);
+                for (i, n) in batch.given_up_elsewhere.iter().enumerate() {
+                    self.held_given_up[i] += n;
+                }
+                self.hold(std::mem::take(&mut batch.appends));
+            }
+        }
+    }
+
+    fn reopen(&mut self) {
+        self.store = None;
+        self.open();
+    }
+
+    fn committed(
+        &mut self,
+        batch: &Batch,
+        c: Committed,
+        tracked_at: usize,
+        tracked: Vec<(usize, Reply<Vec<Option<RecordKey>>>)>,
+    ) {
+        let appended = c.seqs.iter().flatten().count() as u64;
+        self.stats.commits += 1;
+        if !batch.appends.is_empty() {
+            self.stats.append_commits += 1;
+            self.stats.appended += appended;
+            self.stats.batch_max = self.stats.batch_max.max(batch.appends.len() as u64);
+        }
+        if c.given_up.iter().sum::<u64>() > 0 {
+            warn!(
+                critical_alert = c.given_up[0],
+                alert = c.given_up[1],
+                node_event = c.given_up[2],
+                metrics = c.given_up[3],
+                "the outbox is full: records given up"
+            );
+        }
+        if !matches!(self.health, Health::Ok) && !batch.appends.is_empty() {
+            info!("the outbox writes again");
+            self.health = Health::Ok;
+            self.retry_at = None;
+            self.retry_delay = RETRY_FIRST;
+        }
+        let mut at = tracked_at;
+        for (n, reply) in tracked {
+            let keys = (at..at + n)
+                .map(|k| {
+                    c.seqs.get(k).copied().flatten().map(|seq| RecordKey {
+                        class: batch.appends[k].class,
+                        seq,
+                    })
+                })
+                .collect();
+            at += n;
+            let _ = reply.send(Ok(keys));
+        }
+    }
+
+    fn answer(&mut self, q: Command) {
+        let closed = || "the outbox file is not open".to_string();
+        let appended_total = self.stats.appended;
+        match q {
+            Command::Fetch {
+                after,
+                limit,
+                reply,
+            } => {
+                let r = match &self.store {
+                    Some(s) => s
+                        .fetch(&after, limit)
+                        .map(|(records, cursors, _unreadable)| Fetched {
+                            records,
+                            cursors,
+                            appended_total,
+                        })
+                        .map_err(|e| e.to_string()),
+                    None => Err(closed()),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Waiting(keys, reply) => {
+                let r = match &self.store {
+                    Some(s) => s.waiting(&keys).map_err(|e| e.to_string()),
+                    None => Err(closed()),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Listing(per_class, reply) => {
+                let r = match &self.store {
+                    Some(s) => s.listing(per_class).map_err(|e| e.to_string()),
+                    None => Err(closed()),
+                };
+                let _ = reply.send(r);
+            }
+            _ => {}
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        if self.last_housekeeping.elapsed() < HOUSEKEEPING_INTERVAL {
+            return;
+        }
+        self.last_housekeeping = Instant::now();
+        let ages = crate::report::Class::ALL.map(|c| self.config.max_age.get(c));
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        match store.expire(ages, store::now_ms(), EXPIRE_PER_ROUND) {
+            Ok(n) if n.iter().sum::<u64>() > 0 => {
+                info!(
+                    critical_alert = n[0],
+                    alert = n[1],
+                    node_event = n[2],
+                    metrics = n[3],
+                    "records older than outbox.max_age given up"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "outbox expiry failed; retried in a minute");
+            }
+        }
+        if matches!(self.health, Health::Ok) && self.held.is_empty() {
+            match store.compact_if_worthwhile() {
+                Ok(Some((before, after))) => {
+                    self.stats.compactions += 1;
+                    info!(
+                        before,
+                        after, "outbox file compacted after a backlog drained"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "outbox compaction failed");
+                    if e.needs_reopen() {
+                        self.reopen();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publish the summary (for the uplink) and the status snapshot.
+    fn publish(&mut self, force: bool) {
+        if !force && self.last_summary.elapsed() < SUMMARY_INTERVAL {
+            // Still tell the uplink about new records at once.
+            let appended = self.stats.appended;
+            self.summary.send_if_modified(|s| {
+                let changed = s.appended_total != appended;
+                s.appended_total = appended;
+                changed
+            });
+            return;
+        }
+        self.last_summary = Instant::now();
+        let mut sum = Summary {
+            open: self.store.is_some(),
+            disk_full: matches!(self.health, Health::DiskFull(..)),
+            held: self.held.len() as u64,
+            appended_total: self.stats.appended,
+            ..Summary::default()
+        };
+        if let Some(s) = &self.store {
+            let c = s.counters();
+            for i in 0..4 {
+                sum.records[i] = c.usage[i].records;
+                sum.bytes[i] = c.bytes[i];
+                sum.given_up[i] = c.given_up[i] + self.held_given_up[i];
+                sum.expired[i] = c.expired[i];
+            }
+            sum.next_seq = c.next_seq;
+            sum.used_cost = c.cost();
+            sum.budget = s.budget();
+            sum.file_bytes = s.file_len();
+            sum.oldest_created_ms = s.oldest_created().unwrap_or_default();
+        } else {
+            let prev = self.summary.borrow().clone();
+            sum.records = prev.records;
+            sum.bytes = prev.bytes;
+            sum.given_up = prev.given_up;
+            sum.expired = prev.expired;
+        }
+        self.summary.send_replace(sum.clone());
+        self.report_status(&sum);
+    }
+
+    fn report_status(&self, s: &Summary) {
+        let (state, line) = match &self.health {
+            Health::Ok if self.store.is_some() => (StageState::Running, s.headline()),
+            Health::Ok => (StageState::Starting, "opening the outbox".to_string()),
+            Health::DiskFull(since, _) => (
+                StageState::Degraded,
+                format!(
+                    "DISK FULL for {}s: {} new records wait in memory; sending continues",
+                    since.elapsed().as_secs(),
+                    s.held
+                ),
+            ),
+            Health::Failing(since, m) => (
+                StageState::Degraded,
+                format!("cannot write for {}s: {m}", since.elapsed().as_secs()),
+            ),
+        };
+        self.status.set_state(state, line);
+        let by = |v: &[u64; 4]| {
+            serde_json::Value::Object(
+                Class::ALL
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.as_str().to_string(),
+                            serde_json::Value::from(v[c.index()]),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        let oldest_age = s.oldest_age_secs();
+        let mean = if self.stats.append_commits > 0 {
+            self.stats.appended as f64 / self.stats.append_commits as f64
+        } else {
+            0.0
+        };
+        self.status.update(|d| {
+            d.insert("records_waiting".into(), by(&s.records));
+            d.insert("bytes_waiting".into(), by(&s.bytes));
+            d.insert("oldest_waiting_age_secs".into(), oldest_age.into());
+            d.insert("given_up".into(), by(&s.given_up));
+            d.insert("expired".into(), by(&s.expired));
+            d.insert("held_in_memory".into(), s.held.into());
+            d.insert("disk_full".into(), s.disk_full.into());
+            d.insert("file_bytes".into(), s.file_bytes.into());
+            d.insert("max_bytes".into(), self.config.max_bytes.get().into());
+            d.insert("budget_used_percent".into(), s.budget_used_percent().into());
+            d.insert("next_seq".into(), s.next_seq.into());
+            d.insert("appended_total".into(), self.stats.appended.into());
+            d.insert("commits_total".into(), self.stats.commits.into());
+            d.insert("batch_mean".into(), ((mean * 10.0).round() / 10.0).into());
+            d.insert("batch_max".into(), self.stats.batch_max.into());
+            d.insert("compactions_total".into(), self.stats.compactions.into());
+            if let Some(note) = &self.open_note {
+                d.insert("opened".into(), note.clone().into());
+            }
+        });
+    }
+
+    fn close(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.commit(held, 0, Vec::new());
+        if !self.held.is_empty() {
+            let mut by_class = [0u64; 4];
+            for r in &self.held {
+                by_class[r.class.index()] += 1;
+            }
+            error!(
+                critical_alert = by_class[0],
+                alert = by_class[1],
+                node_event = by_class[2],
+                metrics = by_class[3],
+                "records held in memory were lost at shutdown: the outbox file could not be written"
+            );
+        }
+        self.store = None;
+        self.status.set_state(StageState::Stopped, "stopped");
+    }
+}
