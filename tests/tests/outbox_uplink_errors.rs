@@ -58,8 +58,9 @@ fn assert_backs_off(scratch: &Scratch) {
 }
 
 fn assert_nothing_lost(scratch: &Scratch) {
-    let w = stage(scratch, "outbox")["details"]["records_waiting"]["alert"].as_u64();
-    assert_eq!(w, Some(5), "the alerts wait in the outbox");
+    wait_stage(scratch, "outbox", LONG, |s| {
+        s["details"]["records_waiting"]["alert"].as_u64() == Some(5)
+    });
 }
 
 #[test]
@@ -81,6 +82,7 @@ fn an_agent_that_does_not_trust_the_broker_says_so_backs_off_and_keeps_its_recor
         "tls_server_untrusted",
     );
     let msg = st["last_error"]["message"].as_str().unwrap();
+    eprintln!("an untrusted broker shows as: {msg}");
     assert!(
         msg.contains("uplink.ca_file") && msg.contains("rogue-ca.pem"),
         "{msg}"
@@ -121,6 +123,10 @@ fn a_client_certificate_the_broker_does_not_trust_is_reported_with_backoff() {
         s["details"]["reconnects"].as_u64().unwrap_or(0) >= 1 && !s["last_error"].is_null()
     });
     let msg = st["last_error"]["message"].as_str().unwrap();
+    eprintln!(
+        "a rejected client certificate shows as: {msg} [{}]",
+        st["details"]["last_error_code"]
+    );
     assert!(
         msg.contains("uplink.cert_file") && msg.contains("rogue-client.pem"),
         "{msg}"

@@ -107,6 +107,10 @@ const COMMAND_CHANNEL_CAPACITY: usize = 64;
 /// Reports moved from the report channel to the outbox thread at once.
 const REPORTS_PER_FORWARD: usize = 1024;
 
+/// The outbox thread's clock: housekeeping checks and status refreshes.
+/// A quarter second keeps `status` current to the eye at negligible cost.
+const TICK: Duration = Duration::from_millis(250);
+
 /// How long the outbox waits at shutdown for the uplink to hand back its
 /// last acknowledgements before closing the file.
 const UPLINK_FLUSH_WAIT: Duration = Duration::from_secs(4);
@@ -228,11 +232,18 @@ impl Outbox {
             .map_err(|_| OutboxError::Stopped)
     }
 
-    /// Up to `limit` records after `after`, in drain order.
-    pub async fn fetch(&self, after: Cursors, limit: usize) -> Result<Fetched, OutboxError> {
+    /// Up to `limit` records (about `max_bytes` of payload, at least one)
+    /// after `after`, in drain order.
+    pub async fn fetch(
+        &self,
+        after: Cursors,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Fetched, OutboxError> {
         self.ask(|reply| Command::Fetch {
             after,
             limit,
+            max_bytes,
             reply,
         })
         .await
@@ -308,7 +319,7 @@ async fn run(
     let thread = thread?;
     let mut config = ctx.config.clone();
     let mut current = config.borrow().outbox.clone();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = Vec::with_capacity(REPORTS_PER_FORWARD);
     let send = |c: Command| {

@@ -211,6 +211,17 @@ pub struct StoredRecord {
 /// been handed. `None`: from the start.
 pub type Cursors = [Option<u64>; 4];
 
+/// What a fetch read.
+#[derive(Debug, Clone, Default)]
+pub struct Fetch {
+    pub records: Vec<StoredRecord>,
+    /// The cursors after what was read (past unreadable records too).
+    pub cursors: Cursors,
+    pub unreadable: u64,
+    /// It stopped at its limit: more may follow.
+    pub more: bool,
+}
+
 /// A batch of changes committed as one transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -817,55 +828,62 @@ impl Store {
         result
     }
 
-    /// Up to `limit` records after `after`, in drain order (class, then
-    /// sequence), and the cursors after them. Unreadable records are
-    /// skipped (the cursors move past them) and counted in the second value.
+    /// Up to `limit` records (and about `max_bytes` of payload, at least
+    /// one record) after `after`, in drain order (class, then sequence).
+    /// Unreadable records are skipped (the cursors move past them) and
+    /// counted.
     pub fn fetch(
         &self,
         after: &Cursors,
         limit: usize,
-    ) -> Result<(Vec<StoredRecord>, Cursors, u64), StoreError> {
+        max_bytes: usize,
+    ) -> Result<Fetch, StoreError> {
+        let mut out = Fetch {
+            records: Vec::new(),
+            cursors: *after,
+            unreadable: 0,
+            more: false,
+        };
         let txn = self.db.begin_read().map_err(|e| self.err(e.into()))?;
         let table = match txn.open_table(RECORDS) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), *after, 0)),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
             Err(e) => return Err(self.err(e.into())),
         };
-        let mut out = Vec::new();
-        let mut cursors = *after;
-        let mut unreadable = 0;
-        for class in Class::ALL {
-            if out.len() >= limit {
-                break;
-            }
+        let mut bytes = 0;
+        'classes: for class in Class::ALL {
             let c = class.index() as u8;
             let from = after[class.index()].map_or(0, |s| s.saturating_add(1));
             for entry in table
                 .range((c, from)..=(c, u64::MAX))
                 .map_err(|e| self.err(e.into()))?
             {
-                if out.len() >= limit {
-                    break;
+                if out.records.len() >= limit || (bytes >= max_bytes && !out.records.is_empty()) {
+                    out.more = true;
+                    break 'classes;
                 }
                 let (k, v) = entry.map_err(|e| self.err(e.into()))?;
                 let seq = k.value().1;
-                cursors[class.index()] = Some(seq);
+                out.cursors[class.index()] = Some(seq);
                 match format::decode_value(v.value()) {
                     Decoded::Record {
                         created_ms,
                         topic,
                         payload,
-                    } => out.push(StoredRecord {
-                        key: RecordKey { class, seq },
-                        topic,
-                        created_ms,
-                        payload: payload.to_vec(),
-                    }),
-                    Decoded::Unreadable { .. } => unreadable += 1,
+                    } => {
+                        bytes += payload.len();
+                        out.records.push(StoredRecord {
+                            key: RecordKey { class, seq },
+                            topic,
+                            created_ms,
+                            payload: payload.to_vec(),
+                        });
+                    }
+                    Decoded::Unreadable { .. } => out.unreadable += 1,
                 }
             }
         }
-        Ok((out, cursors, unreadable))
+        Ok(out)
     }
 
     /// Which of `keys` are still waiting.
@@ -1191,7 +1209,8 @@ mod tests {
                 report(Class::Metrics, 1),
             ],
         );
-        let (recs, cursors, _) = s.fetch(&[None; 4], 10).unwrap();
+        let f = s.fetch(&[None; 4], 10, usize::MAX).unwrap();
+        let (recs, cursors) = (f.records, f.cursors);
         let classes: Vec<Class> = recs.iter().map(|r| r.key.class).collect();
         assert_eq!(
             classes,
@@ -1208,10 +1227,15 @@ mod tests {
         assert_eq!(v["seq"], recs[0].key.seq);
         assert_eq!(v["schema"], 1);
         // Cursors: nothing new after them.
-        assert!(s.fetch(&cursors, 10).unwrap().0.is_empty());
+        assert!(
+            s.fetch(&cursors, 10, usize::MAX)
+                .unwrap()
+                .records
+                .is_empty()
+        );
         // A new critical alert comes before the metrics past the cursors.
         append(&mut s, vec![report(Class::CriticalAlert, 1)]);
-        let (recs, _, _) = s.fetch(&cursors, 10).unwrap();
+        let recs = s.fetch(&cursors, 10, usize::MAX).unwrap().records;
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].key.class, Class::CriticalAlert);
     }
@@ -1224,7 +1248,7 @@ mod tests {
             &mut s,
             vec![report(Class::Alert, 100), report(Class::Alert, 100)],
         );
-        let (recs, _, _) = s.fetch(&[None; 4], 10).unwrap();
+        let recs = s.fetch(&[None; 4], 10, usize::MAX).unwrap().records;
         let c = s
             .commit(&Batch {
                 acks: vec![recs[0].key, recs[0].key],
@@ -1280,7 +1304,7 @@ mod tests {
             &mut s,
             (0..extra).map(|_| report(Class::NodeEvent, 2000)).collect(),
         );
-        let (recs, _, _) = s.fetch(&[None; 4], 1000).unwrap();
+        let recs = s.fetch(&[None; 4], 1000, usize::MAX).unwrap().records;
         let metrics: Vec<u64> = recs
             .iter()
             .filter(|r| r.key.class == Class::Metrics)
@@ -1339,10 +1363,11 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let (recs, cursors, unreadable) = s.fetch(&[None; 4], 10).unwrap();
-        assert_eq!(recs.len(), 1);
-        assert_eq!(unreadable, 1);
-        assert!(cursors[Class::Alert.index()].unwrap() > 5);
+        let f = s.fetch(&[None; 4], 10, usize::MAX).unwrap();
+        assert_eq!(f.records.len(), 1);
+        assert_eq!(f.unreadable, 1);
+        assert!(f.cursors[Class::Alert.index()].unwrap() > 5);
+        assert!(!f.more);
         let l = s.listing(10).unwrap();
         assert!(
             l.classes[1].oldest[0]
@@ -1403,7 +1428,7 @@ mod tests {
                 (0..500).map(|_| report(Class::Metrics, 2000)).collect(),
             );
         }
-        let (recs, _, _) = s.fetch(&[None; 4], usize::MAX).unwrap();
+        let recs = s.fetch(&[None; 4], usize::MAX, usize::MAX).unwrap().records;
         s.commit(&Batch {
             acks: recs.iter().map(|r| r.key).collect(),
             ..Batch::default()

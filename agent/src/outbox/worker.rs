@@ -56,8 +56,10 @@ const EXPIRE_PER_ROUND: usize = 10_000;
 pub struct Fetched {
     pub records: Vec<StoredRecord>,
     pub cursors: Cursors,
-    /// `Summary::appended_total` when the records were read: if fewer than
-    /// asked came back, nothing newer than this exists.
+    /// It stopped at its limit: more may follow.
+    pub more: bool,
+    /// `Summary::appended_total` when the records were read: without
+    /// `more`, nothing newer than this exists.
     pub appended_total: u64,
 }
 
@@ -75,12 +77,14 @@ pub enum Command {
     Fetch {
         after: Cursors,
         limit: usize,
+        max_bytes: usize,
         reply: Reply<Fetched>,
     },
     Waiting(Vec<RecordKey>, Reply<Vec<RecordKey>>),
     Listing(usize, Reply<Listing>),
     Reconfigure(OutboxConfig),
-    /// Once a second, from the stage.
+    /// Four times a second, from the stage: housekeeping and a fresh
+    /// summary.
     Tick,
     /// Commit what is left, close the file, and stop.
     Close(oneshot::Sender<()>),
@@ -101,6 +105,9 @@ struct Stats {
     appended: u64,
     batch_max: u64,
     compactions: u64,
+    /// Time spent committing (the fsyncs): slow flash shows here first.
+    commit_time: Duration,
+    commit_time_max: Duration,
 }
 
 pub struct Worker {
@@ -121,6 +128,8 @@ pub struct Worker {
     last_summary: Instant,
     open_note: Option<String>,
     last_warned: Option<Instant>,
+    /// A round changed something the last summary does not show yet.
+    summary_dirty: bool,
 }
 
 impl Worker {
@@ -149,6 +158,7 @@ impl Worker {
             last_summary: Instant::now() - SUMMARY_INTERVAL,
             open_note: None,
             last_warned: None,
+            summary_dirty: true,
         }
     }
 
@@ -380,6 +390,7 @@ impl Worker {
             given_up_elsewhere: std::mem::take(&mut self.held_given_up),
             appends,
         };
+        let started = Instant::now();
         let result = match self.store.as_mut() {
             Some(s) => s.commit(&batch),
             None => Err(StoreError::Storage {
@@ -387,6 +398,9 @@ impl Worker {
                 source: redb::Error::DatabaseClosed,
             }),
         };
+        let took = started.elapsed();
+        self.stats.commit_time += took;
+        self.stats.commit_time_max = self.stats.commit_time_max.max(took);
         match result {
             Ok(committed) => self.committed(&batch, committed, tracked_at, tracked),
             Err(e) => {
@@ -465,14 +479,16 @@ impl Worker {
             Command::Fetch {
                 after,
                 limit,
+                max_bytes,
                 reply,
             } => {
                 let r = match &self.store {
                     Some(s) => s
-                        .fetch(&after, limit)
-                        .map(|(records, cursors, _unreadable)| Fetched {
-                            records,
-                            cursors,
+                        .fetch(&after, limit, max_bytes)
+                        .map(|f| Fetched {
+                            records: f.records,
+                            cursors: f.cursors,
+                            more: f.more,
                             appended_total,
                         })
                         .map_err(|e| e.to_string()),
@@ -543,8 +559,16 @@ impl Worker {
     }
 
     /// Publish the summary (for the uplink) and the status snapshot.
-    fn publish(&mut self, force: bool) {
-        if !force && self.last_summary.elapsed() < SUMMARY_INTERVAL {
+    /// `tick`: called from a tick (4 a second): publish what changed since,
+    /// and refresh ages once a second even when nothing changed.
+    fn publish(&mut self, tick: bool) {
+        let since = self.last_summary.elapsed();
+        let due = if tick {
+            self.summary_dirty || since >= Duration::from_secs(1)
+        } else {
+            since >= SUMMARY_INTERVAL
+        };
+        if !due {
             // Still tell the uplink about new records at once.
             let appended = self.stats.appended;
             self.summary.send_if_modified(|s| {
@@ -552,8 +576,10 @@ impl Worker {
                 s.appended_total = appended;
                 changed
             });
+            self.summary_dirty |= !tick;
             return;
         }
+        self.summary_dirty = false;
         self.last_summary = Instant::now();
         let mut sum = Summary {
             open: self.store.is_some(),
@@ -623,6 +649,11 @@ impl Worker {
         } else {
             0.0
         };
+        let commit_ms_mean = if self.stats.commits > 0 {
+            (self.stats.commit_time.as_secs_f64() * 1e4 / self.stats.commits as f64).round() / 10.0
+        } else {
+            0.0
+        };
         self.status.update(|d| {
             d.insert("records_waiting".into(), by(&s.records));
             d.insert("bytes_waiting".into(), by(&s.bytes));
@@ -639,6 +670,13 @@ impl Worker {
             d.insert("commits_total".into(), self.stats.commits.into());
             d.insert("batch_mean".into(), ((mean * 10.0).round() / 10.0).into());
             d.insert("batch_max".into(), self.stats.batch_max.into());
+            d.insert("commit_ms_mean".into(), commit_ms_mean.into());
+            d.insert(
+                "commit_ms_max".into(),
+                (self.stats.commit_time_max.as_secs_f64() * 1000.0)
+                    .round()
+                    .into(),
+            );
             d.insert("compactions_total".into(), self.stats.compactions.into());
             if let Some(note) = &self.open_note {
                 d.insert("opened".into(), note.clone().into());

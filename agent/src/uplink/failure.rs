@@ -134,9 +134,13 @@ pub fn describe(
             _ if io.to_string().contains("lookup address") => "dns",
             _ => "error",
         };
+        let handshake = io.to_string().contains("handshake");
         let message = match (code, connecting, broker.tls) {
-            ("connection_closed", true, true) => format!(
-                "the broker at {at} closed the connection while it was being set up ({io}); if this repeats, it does not accept this node's client certificate (uplink.cert_file {}) or identity",
+            ("connection_closed", true, true) if handshake => format!(
+                "the connection to {at} was closed during the TLS handshake ({io}): something between the agent and the broker cut it (a proxy, a firewall, a broker going down), or {at} is not the broker's TLS port"
+            ),
+            ("connection_closed", true, _) => format!(
+                "the broker at {at} closed the connection before accepting this node ({io}); if this repeats, it refuses this node's identity (client id, or the certificate in uplink.cert_file {})",
                 config.cert_file.display()
             ),
             ("connection_closed", _, _) => {

@@ -302,6 +302,7 @@ impl Link {
         let (client, mut eventloop) = AsyncClient::new(self.options(transport), window + 8);
         let mut net = rumqttc::NetworkOptions::new();
         net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
+        net.set_tcp_nodelay(true);
         eventloop.set_network_options(net);
         let (events_tx, mut events) = mpsc::channel(driver::EVENT_CHANNEL_CAPACITY);
         // The driver waits for one resume after each loss; a few of room
@@ -328,7 +329,9 @@ impl Link {
                     let ob = self.outbox.clone();
                     fetch = Some((
                         req,
-                        Box::pin(async move { ob.fetch(req.after, req.limit).await }),
+                        Box::pin(
+                            async move { ob.fetch(req.after, req.limit, req.max_bytes).await },
+                        ),
                     ));
                 }
             }
@@ -348,7 +351,7 @@ impl Link {
                 }
                 r = async { (&mut fetch.as_mut().expect("guarded").1).await }, if fetch.is_some() => {
                     let (req, _) = fetch.take().expect("guarded");
-                    if !self.fetched(req, r, &client) {
+                    if !self.fetched(req, r) {
                         fetch_retry_at = Some(Instant::now() + FETCH_RETRY);
                     }
                 }
@@ -368,6 +371,7 @@ impl Link {
                     }
                 }
             }
+            self.publish_ready(&client);
             self.report(false);
         };
         if matches!(ending, Ending::Shutdown) {
@@ -472,38 +476,33 @@ impl Link {
         self.last_failure = Some(f);
     }
 
-    /// A fetch came back: publish its records. False if it failed.
-    fn fetched(
-        &mut self,
-        req: FetchRequest,
-        r: Result<Fetched, OutboxError>,
-        client: &AsyncClient,
-    ) -> bool {
-        let f = match r {
-            Ok(f) => f,
+    /// A fetch came back: its records join the ready queue. False if it
+    /// failed.
+    fn fetched(&mut self, req: FetchRequest, r: Result<Fetched, OutboxError>) -> bool {
+        match r {
+            Ok(f) => {
+                self.session.fetched(&req, f);
+                true
+            }
             Err(e) => {
                 debug!(error = %e, "uplink: fetch from the outbox failed; retrying");
                 self.session.fetch_failed(&req);
-                return false;
+                false
             }
-        };
-        if !self
-            .session
-            .fetched(&req, f.records.len(), f.cursors, f.appended_total)
-        {
-            return true;
         }
-        for rec in f.records {
-            self.session.queue(Slot::Record(rec.key));
+    }
+
+    /// Hand rumqttc every ready record the window has room for.
+    fn publish_ready(&mut self, client: &AsyncClient) {
+        while let Some(rec) = self.session.next_publish() {
             let topic = self.topics.record(rec.topic);
             if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, rec.payload) {
                 // Cannot happen while the session respects the window; if
                 // it does, reconnect rather than lose the pairing.
                 self.broken(&format!("rumqttc refused a publish: {e}"), client);
-                break;
+                return;
             }
         }
-        true
     }
 
     async fn flush_acks(&mut self) {

@@ -25,7 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::outbox::{Cursors, RecordKey};
+use crate::outbox::{Cursors, Fetched, RecordKey, StoredRecord};
 
 use super::backoff::Backoff;
 
@@ -45,7 +45,13 @@ pub struct FetchRequest {
     pub epoch: u64,
     pub after: Cursors,
     pub limit: usize,
+    /// About this much payload at most (at least one record).
+    pub max_bytes: usize,
 }
+
+/// Payload bytes fetched ahead of the window at most: a few fetches of
+/// alerts, or a handful of large metrics batches.
+pub const READY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The pairing of packet ids broke: drop the connection, send everything
 /// again. Never deletes anything.
@@ -87,6 +93,12 @@ pub struct Session {
     /// `appended_total` of the outbox when a fetch came back short: nothing
     /// newer existed then.
     exhausted_at: Option<u64>,
+    /// Fetched, not yet published: the window refills from here as each
+    /// PUBACK frees a slot, without waiting for the outbox (fetches run
+    /// ahead, so their latency — a commit on slow flash — is hidden, and
+    /// the link never idles waiting for half a window to free up).
+    ready: VecDeque<StoredRecord>,
+    ready_bytes: usize,
     queued: VecDeque<Slot>,
     inflight: HashMap<u16, Slot>,
     /// A publish rumqttc holds back because its packet id is still in
@@ -107,6 +119,8 @@ impl Session {
             cursors: [None; 4],
             fetching: false,
             exhausted_at: None,
+            ready: VecDeque::new(),
+            ready_bytes: 0,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
             collided: None,
@@ -167,16 +181,21 @@ impl Session {
         self.cursors = [None; 4];
         self.fetching = false;
         self.exhausted_at = None;
+        self.ready.clear();
+        self.ready_bytes = 0;
         self.queued.clear();
         self.inflight.clear();
         self.collided = None;
     }
 
-    /// The fetch to make now, if any: connected, none outstanding, room
-    /// in the window, and the outbox may hold something not yet fetched.
-    /// Waits for half a window of room while records are in flight (fewer,
-    /// larger fetches when draining a backlog), but fetches at once when
-    /// nothing is in flight (a lone alert leaves without delay).
+    /// Records fetched ahead at most: two windows.
+    fn ready_max(&self) -> usize {
+        (self.window * 2).max(64)
+    }
+
+    /// The fetch to make now, if any: connected, none outstanding, the
+    /// outbox may hold something not fetched yet, and less than a window
+    /// is ready to publish.
     pub fn want_fetch(&mut self, appended_total: u64) -> Option<FetchRequest> {
         let Link::Up { epoch, .. } = self.link else {
             return None;
@@ -184,33 +203,31 @@ impl Session {
         if self.fetching || self.exhausted_at.is_some_and(|at| appended_total <= at) {
             return None;
         }
-        let room = self.room();
-        if room == 0 || (self.in_flight() > 0 && room < self.window.div_ceil(2)) {
+        if self.ready.len() >= self.ready_max() / 2 || self.ready_bytes >= READY_BYTES / 2 {
             return None;
         }
         self.fetching = true;
         Some(FetchRequest {
             epoch,
             after: self.cursors,
-            limit: room,
+            limit: self.ready_max() - self.ready.len(),
+            max_bytes: READY_BYTES - self.ready_bytes,
         })
     }
 
-    /// A fetch came back. Returns whether to publish the records (in
-    /// order, each after [`Session::queue`]); false for a stale epoch.
-    pub fn fetched(
-        &mut self,
-        request: &FetchRequest,
-        returned: usize,
-        cursors: Cursors,
-        appended_total: u64,
-    ) -> bool {
+    /// A fetch came back; its records join the ready queue. Returns false
+    /// (and keeps nothing) for a stale epoch.
+    pub fn fetched(&mut self, request: &FetchRequest, f: Fetched) -> bool {
         if !matches!(self.link, Link::Up { epoch, .. } if epoch == request.epoch) {
             return false;
         }
         self.fetching = false;
-        self.cursors = cursors;
-        self.exhausted_at = (returned < request.limit).then_some(appended_total);
+        self.cursors = f.cursors;
+        self.exhausted_at = (!f.more).then_some(f.appended_total);
+        for r in f.records {
+            self.ready_bytes += r.payload.len();
+            self.ready.push_back(r);
+        }
         true
     }
 
@@ -219,6 +236,18 @@ impl Session {
         if matches!(self.link, Link::Up { epoch, .. } if epoch == request.epoch) {
             self.fetching = false;
         }
+    }
+
+    /// The next record to publish, if the window has room: the task hands
+    /// it to rumqttc at once (it is queued here already).
+    pub fn next_publish(&mut self) -> Option<StoredRecord> {
+        if !self.is_up() || self.room() == 0 {
+            return None;
+        }
+        let r = self.ready.pop_front()?;
+        self.ready_bytes -= r.payload.len();
+        self.queue(Slot::Record(r.key));
+        Some(r)
     }
 
     /// The task is about to hand this publish to rumqttc.
@@ -297,16 +326,35 @@ mod tests {
         )
     }
 
-    /// Fetch and queue `keys` as the task would.
-    fn deliver(s: &mut Session, req: &FetchRequest, keys: &[RecordKey], total: u64) {
+    fn record(k: RecordKey) -> StoredRecord {
+        StoredRecord {
+            key: k,
+            topic: crate::report::Topic::Alerts,
+            created_ms: 0,
+            payload: vec![b'x'; 10],
+        }
+    }
+
+    /// Fetch `keys` (all there is) and publish what the window takes, as
+    /// the task would; returns the keys published.
+    fn deliver(
+        s: &mut Session,
+        req: &FetchRequest,
+        keys: &[RecordKey],
+        total: u64,
+    ) -> Vec<RecordKey> {
         let mut cursors = req.after;
         for k in keys {
             cursors[k.class.index()] = Some(k.seq);
         }
-        assert!(s.fetched(req, keys.len(), cursors, total));
-        for k in keys {
-            s.queue(Slot::Record(*k));
-        }
+        let f = Fetched {
+            records: keys.iter().copied().map(record).collect(),
+            cursors,
+            more: false,
+            appended_total: total,
+        };
+        assert!(s.fetched(req, f));
+        std::iter::from_fn(|| s.next_publish().map(|r| r.key)).collect()
     }
 
     #[test]
@@ -321,7 +369,7 @@ mod tests {
         s.connected(now);
         s.queue(Slot::State);
         let req = s.want_fetch(2).unwrap();
-        assert_eq!(req.limit, 9);
+        assert_eq!(req.limit, 64, "fetches run ahead of the window");
         deliver(
             &mut s,
             &req,
@@ -394,7 +442,18 @@ mod tests {
         let old = s.want_fetch(1).unwrap();
         s.lost(now);
         s.connected(now);
-        assert!(!s.fetched(&old, 1, [Some(9), None, None, None], 1));
+        let stale = Fetched {
+            records: vec![record(key(Class::Alert, 9))],
+            cursors: [None, Some(9), None, None],
+            more: false,
+            appended_total: 1,
+        };
+        assert!(!s.fetched(&old, stale));
+        assert_eq!(
+            s.next_publish(),
+            None,
+            "nothing of the old fetch is published"
+        );
         assert!(
             s.want_fetch(1).is_some(),
             "the new connection fetches afresh"
@@ -414,21 +473,38 @@ mod tests {
     }
 
     #[test]
-    fn the_window_bounds_what_is_in_flight_and_refills_by_halves() {
+    fn the_window_bounds_what_is_in_flight_and_refills_from_the_ready_queue() {
         let (mut s, now) = session(4);
         s.connected(now);
         let req = s.want_fetch(100).unwrap();
-        assert_eq!(req.limit, 4);
-        let keys: Vec<_> = (1..=4).map(|i| key(Class::Metrics, i)).collect();
-        deliver(&mut s, &req, &keys, 100);
+        assert_eq!(req.limit, 64, "fetches run ahead of the window");
+        let keys: Vec<_> = (1..=10).map(|i| key(Class::Metrics, i)).collect();
+        let mut cursors = req.after;
+        cursors[Class::Metrics.index()] = Some(10);
+        let f = Fetched {
+            records: keys.iter().copied().map(record).collect(),
+            cursors,
+            more: true,
+            appended_total: 100,
+        };
+        assert!(s.fetched(&req, f));
+        let sent: Vec<_> = std::iter::from_fn(|| s.next_publish().map(|r| r.key)).collect();
+        assert_eq!(sent, keys[..4], "four fit the window");
         for p in 1..=4 {
             s.outgoing_publish(p).unwrap();
         }
-        assert_eq!(s.want_fetch(100), None, "window full");
+        let more = s
+            .want_fetch(100)
+            .expect("six ready, fewer than half of 64: fetch ahead");
+        assert_eq!(more.limit, 58);
+        assert_eq!(more.after[Class::Metrics.index()], Some(10));
         s.puback(1, now);
-        assert_eq!(s.want_fetch(100), None, "a quarter of room: wait");
-        s.puback(2, now);
-        assert_eq!(s.want_fetch(100).unwrap().limit, 2);
+        assert_eq!(
+            s.next_publish().map(|r| r.key),
+            Some(keys[4]),
+            "one slot, one record"
+        );
+        assert_eq!(s.next_publish(), None);
     }
 
     #[test]

@@ -1,0 +1,354 @@
+//! Outbox and uplink figures, printed (DESIGN.md budgets: >= 50,000 durable
+//! appends/s, >= 20,000 records/s drained to a local broker over mTLS):
+//!
+//! - durable appends/s with 1, 4 and 16 producers sending through the
+//!   report channel (the producers' real path), with the group-commit
+//!   batch sizes they got; and with producers that each wait for every
+//!   record to be durable (the case group commit is for);
+//! - drain rate to a local mosquitto over mTLS, inflight 100 and 1,000;
+//! - RSS of the real agent binary with a 1,000,000-record backlog, and the
+//!   time to reopen that outbox after a SIGKILL.
+//!
+//! Run: `cargo build --release -p edge-agent && cargo bench -p edge-agent-tests --bench outbox`
+//! (`EDGE_AGENT_BENCH_BACKLOG=N` for another backlog size).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edge_agent::config::AgentConfig;
+use edge_agent::control::Router;
+use edge_agent::daemon::StageContext;
+use edge_agent::outbox::{self, Outbox};
+use edge_agent::report::{self, Report};
+use edge_agent::status::StatusBoard;
+use edge_agent_tests::broker::{AgentAccess, Broker, Certs, control_at};
+use edge_agent_tests::{SIGKILL, Scratch, wait_for};
+use serde_json::{Map, Value, json};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Payload filler that makes a record of about 512 bytes as published
+/// (the size of the store figures in TOOLCHAIN.md).
+const PAD: usize = 430;
+
+fn report(i: u64) -> Report {
+    let mut m = Map::new();
+    m.insert("i".into(), Value::from(i));
+    m.insert("pad".into(), Value::from("x".repeat(PAD)));
+    Report::alert(false, m)
+}
+
+struct Pipeline {
+    ctx: StageContext,
+    outbox: Outbox,
+    stages: Vec<edge_agent::daemon::Stage>,
+    shutdown: CancellationToken,
+    uplink_done: Option<oneshot::Sender<()>>,
+    _config: watch::Sender<Arc<AgentConfig>>,
+}
+
+/// The outbox stage in-process, as the daemon starts it.
+fn pipeline(config_text: &str, dir: &Path) -> Pipeline {
+    let config = AgentConfig::from_toml(config_text, &dir.join("agent.toml")).expect("config");
+    std::fs::create_dir_all(&config.paths.state_dir).unwrap();
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (reports, reports_rx) = report::channel(report::REPORT_CHANNEL_CAPACITY);
+    let ctx = StageContext {
+        config: config_rx,
+        board: StatusBoard::new(),
+        router: Router::new(),
+        reports,
+    };
+    let shutdown = CancellationToken::new();
+    let (done_tx, done_rx) = oneshot::channel();
+    let (outbox, stage) = outbox::start(&ctx, reports_rx, shutdown.clone(), done_rx);
+    Pipeline {
+        ctx,
+        outbox,
+        stages: vec![stage],
+        shutdown,
+        uplink_done: Some(done_tx),
+        _config: config_tx,
+    }
+}
+
+impl Pipeline {
+    fn details(&self, stage: &str) -> Value {
+        self.ctx
+            .board
+            .snapshot()
+            .into_iter()
+            .find(|(n, _)| n == stage)
+            .map(|(_, s)| Value::Object(s.details))
+            .unwrap_or(Value::Null)
+    }
+
+    async fn wait(&self, mut f: impl FnMut(&outbox::Summary) -> bool) {
+        let mut rx = self.outbox.summary();
+        loop {
+            if f(&rx.borrow_and_update()) {
+                return;
+            }
+            if tokio::time::timeout(Duration::from_secs(120), rx.changed())
+                .await
+                .is_err()
+            {
+                panic!("the outbox did not get there in 120 s");
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        drop(self.uplink_done.take());
+        self.shutdown.cancel();
+        for s in self.stages {
+            let _ = s.task.await;
+        }
+    }
+}
+
+fn base_config(dir: &Path, max_bytes: &str) -> String {
+    format!(
+        "[node]\nid = \"bench\"\nfleet = \"bench\"\n[paths]\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\n[sensor]\nenabled = false\n[metrics]\nenabled = false\nlisten = \"\"\n[outbox]\nmax_bytes = \"{max_bytes}\"\n",
+        dir.join("state").display(),
+        dir.join("run").display()
+    )
+}
+
+/// Producers send through the report channel without waiting.
+async fn appends(producers: u64, total: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(&base_config(dir.path(), "2 GiB"), dir.path());
+    p.wait(|s| s.open).await;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..producers {
+        let tx = p.ctx.reports.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..total / producers {
+                assert!(tx.send(report(w * total + i)).await);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    p.wait(|s| s.appended_total >= total).await;
+    let secs = started.elapsed().as_secs_f64();
+    let d = p.details("outbox");
+    println!(
+        "appends, {producers:>2} producers (channel): {:>9.0} records/s durable   batches: mean {:>6} max {:>5} over {} commits",
+        total as f64 / secs,
+        d["batch_mean"],
+        d["batch_max"],
+        d["commits_total"]
+    );
+    p.stop().await;
+}
+
+/// Producers each wait for every record to be durable before the next.
+async fn waiting_appends(producers: u64, run_for: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(&base_config(dir.path(), "2 GiB"), dir.path());
+    p.wait(|s| s.open).await;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..producers {
+        let ob = p.outbox.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while started.elapsed() < run_for {
+                ob.append_tracked(vec![report(w * 1_000_000 + n)])
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let d = p.details("outbox");
+    println!(
+        "appends, {producers:>2} producers each waiting for durability: {:>9.0} records/s   batches: mean {:>6} max {:>5}; commit {} ms mean, {} ms max",
+        total as f64 / secs,
+        d["batch_mean"],
+        d["batch_max"],
+        d["commit_ms_mean"],
+        d["commit_ms_max"]
+    );
+    p.stop().await;
+}
+
+/// Fill the outbox, then start the uplink and time until it is empty.
+async fn drain(records: u64, inflight: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::generate(&dir.path().join("certs"));
+    let broker = Broker::start(
+        &dir.path().join("broker"),
+        &certs,
+        false,
+        AgentAccess::Allowed,
+    );
+    let cfg = format!(
+        "{}[uplink]\nurl = \"{}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\ninflight = {inflight}\n",
+        base_config(dir.path(), "2 GiB"),
+        broker.agent_url(),
+        certs.ca().display(),
+        certs.client_cert().display(),
+        certs.client_key().display()
+    );
+    let mut p = pipeline(&cfg, dir.path());
+    p.wait(|s| s.open).await;
+    for i in 0..records {
+        assert!(p.ctx.reports.send(report(i)).await);
+    }
+    p.wait(|s| s.appended_total >= records && s.total_records() >= records)
+        .await;
+    let started = Instant::now();
+    let done = p.uplink_done.take().unwrap();
+    let uplink = edge_agent::uplink::start(&p.ctx, p.outbox.clone(), p.shutdown.clone(), done);
+    p.stages.insert(0, uplink);
+    p.wait(|s| s.total_records() == 0).await;
+    let secs = started.elapsed().as_secs_f64();
+    let d = p.details("uplink");
+    println!(
+        "drain over mTLS to mosquitto, inflight {inflight:>4}: {:>9.0} records/s ({records} records of ~512 B in {secs:.2} s, {} reconnects)",
+        records as f64 / secs,
+        d["reconnects"]
+    );
+    p.stop().await;
+    drop(broker);
+}
+
+fn rss_kib(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The real binary with a large backlog: RSS, and reopening after SIGKILL.
+async fn backlog(records: u64) {
+    let scratch = Scratch::new("[outbox]\nmax_bytes = \"3 GiB\"\n");
+    {
+        let text = std::fs::read_to_string(scratch.config_path()).unwrap();
+        let p = pipeline(&text, scratch.path());
+        p.wait(|s| s.open).await;
+        let started = Instant::now();
+        for i in 0..records {
+            assert!(p.ctx.reports.send(report(i)).await);
+        }
+        p.wait(|s| s.appended_total >= records).await;
+        println!(
+            "backlog: {records} records appended in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        p.stop().await;
+    }
+    let file = scratch.state_dir().join("outbox.redb");
+    let file_mb = std::fs::metadata(&file).map_or(0, |m| m.len()) >> 20;
+
+    let empty = Scratch::new("");
+    let idle = empty.start();
+    std::thread::sleep(Duration::from_secs(2));
+    let (idle_rss, _) = rss_kib(idle.pid());
+    drop(idle);
+
+    let mut d = scratch.start();
+    let up = wait_for(Duration::from_secs(120), || {
+        let s = edge_agent_tests::status_json(&scratch);
+        (s["stages"]["outbox"]["state"] == "running").then_some(s)
+    })
+    .expect("outbox running");
+    let (rss, _) = rss_kib(d.pid());
+    // Read through the backlog as `status` and `outbox` do.
+    let _ = control_at(&scratch.socket(), "outbox", json!({"limit": 1000}));
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss_after, hwm) = rss_kib(d.pid());
+    println!(
+        "agent RSS: {idle_rss} KiB idle with an empty outbox; with {} records waiting ({file_mb} MiB file): {rss} KiB after start, {rss_after} KiB after listing (peak {hwm} KiB); opened: {}",
+        up["stages"]["outbox"]["details"]["records_waiting"]["alert"],
+        up["stages"]["outbox"]["details"]["opened"]
+    );
+
+    // Kill it while it writes, then time the reopen.
+    let socket = scratch.socket();
+    let writer = std::thread::spawn(move || {
+        while control_at(
+            &socket,
+            "test-report",
+            json!({"class": "alert", "count": 500, "pad_bytes": PAD}),
+        )
+        .is_ok()
+        {}
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    d.signal(SIGKILL);
+    let _ = d.wait_exit(Duration::from_secs(10));
+    let _ = writer.join();
+    let started = Instant::now();
+    let _d2 = scratch.start();
+    let up = wait_for(Duration::from_secs(300), || {
+        let s = edge_agent_tests::status_json(&scratch);
+        (s["stages"]["outbox"]["state"] == "running").then_some(s)
+    })
+    .expect("outbox running after the kill");
+    println!(
+        "reopen after SIGKILL with the backlog: outbox running {} ms after the start; the file itself: {}",
+        started.elapsed().as_millis(),
+        up["stages"]["outbox"]["details"]["opened"]
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // EDGE_AGENT_BENCH_QUICK=1: a twentieth of everything, to check the
+    // bench itself in a debug build.
+    let scale = if std::env::var_os("EDGE_AGENT_BENCH_QUICK").is_some() {
+        20
+    } else {
+        1
+    };
+    let backlog_records: u64 = std::env::var("EDGE_AGENT_BENCH_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000 / scale);
+    // EDGE_AGENT_BENCH_ONLY=appends,waiting,drain,backlog: run some parts.
+    let only = std::env::var("EDGE_AGENT_BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    rt.block_on(async {
+        if run("appends") {
+            for producers in [1, 4, 16] {
+                appends(producers, 200_000 / scale).await;
+            }
+        }
+        if run("waiting") {
+            for producers in [1, 4, 16] {
+                waiting_appends(producers, Duration::from_secs(3)).await;
+            }
+        }
+        if run("drain") {
+            for inflight in [100, 1000] {
+                drain(100_000 / scale, inflight).await;
+            }
+        }
+        if run("backlog") {
+            backlog(backlog_records).await;
+        }
+    });
+}
