@@ -216,12 +216,73 @@ async fn drain(records: u64, inflight: u16) {
     p.wait(|s| s.total_records() == 0).await;
     let secs = started.elapsed().as_secs_f64();
     let d = p.details("uplink");
+    let o = p.details("outbox");
     println!(
-        "drain over mTLS to mosquitto, inflight {inflight:>4}: {:>9.0} records/s ({records} records of ~512 B in {secs:.2} s, {} reconnects)",
+        "drain over mTLS to mosquitto, inflight {inflight:>4}: {:>9.0} records/s ({records} records of ~512 B in {secs:.2} s, {} reconnects; outbox: {} commits, {} ms mean)",
         records as f64 / secs,
-        d["reconnects"]
+        d["reconnects"],
+        o["commits_total"],
+        o["commit_ms_mean"]
     );
     p.stop().await;
+    drop(broker);
+}
+
+/// The ceiling: rumqttc alone publishing the same records to the same
+/// broker over mTLS, no outbox.
+async fn raw_rumqttc(records: u64, inflight: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::generate(&dir.path().join("certs"));
+    let broker = Broker::start(
+        &dir.path().join("broker"),
+        &certs,
+        false,
+        AgentAccess::Allowed,
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
+    let mut o = rumqttc::MqttOptions::new("raw-bench", "127.0.0.1", broker.tls_port);
+    o.set_transport(rumqttc::Transport::tls(
+        read(certs.ca()),
+        Some((read(certs.client_cert()), read(certs.client_key()))),
+        None,
+    ))
+    .set_inflight(inflight)
+    .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, usize::from(inflight) + 8);
+    let payload = serde_json::to_vec(
+        &json!({"node": "bench", "seq": 1, "schema": 1, "pad": "x".repeat(PAD)}),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let publisher = tokio::spawn(async move {
+        for _ in 0..records {
+            client
+                .publish(
+                    "edge/bench/raw/alerts",
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    payload.clone(),
+                )
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < records {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
+            eventloop.poll().await.unwrap()
+        {
+            acked += 1;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _client = publisher.await.unwrap();
+    println!(
+        "raw rumqttc (no outbox), inflight {inflight:>4}: {:>9.0} records/s (the ceiling here, now)",
+        records as f64 / secs
+    );
     drop(broker);
 }
 
@@ -344,6 +405,7 @@ fn main() {
         }
         if run("drain") {
             for inflight in [100, 1000] {
+                raw_rumqttc(100_000 / scale, inflight).await;
                 drain(100_000 / scale, inflight).await;
             }
         }

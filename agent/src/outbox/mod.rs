@@ -191,6 +191,14 @@ impl Summary {
     }
 }
 
+/// Why [`Outbox::try_ack`] did not take the keys.
+#[derive(Debug)]
+pub enum TryAck {
+    /// The outbox thread is behind: here they are, try again later.
+    Busy(Vec<RecordKey>),
+    Stopped,
+}
+
 /// A handle on the outbox, for the uplink and control handlers. Cheap to
 /// clone; every method is a message to the outbox thread.
 #[derive(Clone)]
@@ -230,6 +238,16 @@ impl Outbox {
             .send(Command::Ack(keys))
             .await
             .map_err(|_| OutboxError::Stopped)
+    }
+
+    /// [`Outbox::ack`] without waiting: while the outbox thread is busy
+    /// committing, the keys come back to be sent later with more.
+    pub fn try_ack(&self, keys: Vec<RecordKey>) -> Result<(), TryAck> {
+        match self.tx.try_send(Command::Ack(keys)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Command::Ack(keys))) => Err(TryAck::Busy(keys)),
+            Err(_) => Err(TryAck::Stopped),
+        }
     }
 
     /// Up to `limit` records (about `max_bytes` of payload, at least one)

@@ -46,7 +46,7 @@ pub use self::session::{FetchRequest, Session, SessionError, Slot};
 
 use crate::config::{AgentConfig, BrokerAddress};
 use crate::daemon::{Stage, StageContext, spawn_stage};
-use crate::outbox::{Fetched, Outbox, OutboxError, RecordKey, Summary};
+use crate::outbox::{Fetched, Outbox, OutboxError, RecordKey, Summary, TryAck};
 use crate::report::Topic;
 use crate::status::{StageState, StatusReporter, unix_now};
 
@@ -72,6 +72,10 @@ const SHUTDOWN_GOODBYE: Duration = Duration::from_millis(500);
 
 /// The online state message is refreshed at most this often.
 const STATE_REFRESH: Duration = Duration::from_secs(60);
+
+/// Acknowledgements the outbox thread was too busy to take are offered
+/// again after this (or with the next PUBACKs, whichever is first).
+const ACK_RETRY: Duration = Duration::from_millis(5);
 
 /// After a failed fetch (the outbox file not open), try again after this.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
@@ -347,8 +351,9 @@ impl Link {
                     while let Ok(ev) = events.try_recv() {
                         self.event(ev, &client, &resume_tx);
                     }
-                    self.flush_acks().await;
+                    self.offer_acks();
                 }
+                _ = tokio::time::sleep(ACK_RETRY), if !self.acks.is_empty() => self.offer_acks(),
                 r = async { (&mut fetch.as_mut().expect("guarded").1).await }, if fetch.is_some() => {
                     let (req, _) = fetch.take().expect("guarded");
                     if !self.fetched(req, r) {
@@ -505,6 +510,23 @@ impl Link {
         }
     }
 
+    /// Hand acknowledgements to the outbox without waiting: while its
+    /// thread is committing (milliseconds on flash), they gather here and
+    /// go in one larger batch, and the link keeps flowing meanwhile.
+    fn offer_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        match self.outbox.try_ack(std::mem::take(&mut self.acks)) {
+            Ok(()) => {}
+            Err(TryAck::Busy(keys)) => self.acks = keys,
+            Err(TryAck::Stopped) => {
+                warn!("uplink: the outbox has stopped; acknowledged records will be sent again");
+            }
+        }
+    }
+
+    /// Hand over every acknowledgement, waiting if need be (at the end).
     async fn flush_acks(&mut self) {
         if self.acks.is_empty() {
             return;
