@@ -220,7 +220,7 @@ async fn drain(records: u64, inflight: u16) {
     println!(
         "drain over mTLS to mosquitto, inflight {inflight:>4}: {:>9.0} records/s ({records} records of ~512 B in {secs:.2} s, {} reconnects; outbox: {} commits, {} ms mean)",
         records as f64 / secs,
-        d["reconnects"],
+        d["reconnects_total"],
         o["commits_total"],
         o["commit_ms_mean"]
     );
@@ -339,7 +339,7 @@ async fn backlog(records: u64) {
     let (rss_after, hwm) = rss_kib(d.pid());
     println!(
         "agent RSS: {idle_rss} KiB idle with an empty outbox; with {} records waiting ({file_mb} MiB file): {rss} KiB after start, {rss_after} KiB after listing (peak {hwm} KiB); opened: {}",
-        up["stages"]["outbox"]["details"]["records_waiting"]["alert"],
+        up["stages"]["outbox"]["details"]["records_waiting_by_class"]["alert"],
         up["stages"]["outbox"]["details"]["opened"]
     );
 

@@ -68,7 +68,7 @@ fn a_full_outbox_gives_up_metrics_then_events_then_alerts_and_keeps_critical_ale
     let alerts = seqs(&inject(&scratch, "alert", 40, PAD).unwrap());
     let det = settled(&scratch, 190);
     assert_eq!(
-        det["given_up"]
+        det["given_up_total_by_class"]
             .as_object()
             .unwrap()
             .values()
@@ -81,7 +81,7 @@ fn a_full_outbox_gives_up_metrics_then_events_then_alerts_and_keeps_critical_ale
     // Critical alerts arrive: older metrics are thinned first.
     let mut critical = seqs(&inject(&scratch, "critical_alert", 30, PAD).unwrap());
     let det = settled(&scratch, 220);
-    let g = &det["given_up"];
+    let g = &det["given_up_total_by_class"];
     assert!(n(g, "metrics") > 0, "{det}");
     assert_eq!(
         (n(g, "node_event"), n(g, "alert"), n(g, "critical_alert")),
@@ -105,7 +105,7 @@ fn a_full_outbox_gives_up_metrics_then_events_then_alerts_and_keeps_critical_ale
     // More: all metrics go, then node events, and alerts are untouched.
     critical.extend(seqs(&inject(&scratch, "critical_alert", 100, PAD).unwrap()));
     let det = settled(&scratch, 320);
-    let g = &det["given_up"];
+    let g = &det["given_up_total_by_class"];
     assert_eq!(n(g, "metrics"), 100, "{det}");
     assert!(n(g, "node_event") > 0, "{det}");
     assert_eq!((n(g, "alert"), n(g, "critical_alert")), (0, 0), "{det}");
@@ -113,7 +113,7 @@ fn a_full_outbox_gives_up_metrics_then_events_then_alerts_and_keeps_critical_ale
     // More still: events are gone, alerts go, critical alerts survive.
     critical.extend(seqs(&inject(&scratch, "critical_alert", 50, PAD).unwrap()));
     let det = settled(&scratch, 370);
-    let g = det["given_up"].clone();
+    let g = det["given_up_total_by_class"].clone();
     assert_eq!(n(&g, "node_event"), 50, "{det}");
     assert!(n(&g, "alert") > 0, "{det}");
     assert_eq!(n(&g, "critical_alert"), 0, "{det}");
@@ -123,7 +123,7 @@ fn a_full_outbox_gives_up_metrics_then_events_then_alerts_and_keeps_critical_ale
         "every critical alert is still there"
     );
     // Every record is either waiting or counted as given up.
-    let w = &det["records_waiting"];
+    let w = &det["records_waiting_by_class"];
     for (class, sent) in [
         ("metrics", metrics.len()),
         ("node_event", events.len()),
@@ -143,7 +143,7 @@ fn a_full_outbox_gives_up_metrics_then_events_then_alerts_and_keeps_critical_ale
     let offline = status_json(&scratch);
     assert_eq!(offline["daemon"]["running"], false);
     assert_eq!(
-        offline["stages"]["outbox"]["details"]["given_up"], g,
+        offline["stages"]["outbox"]["details"]["given_up_total_by_class"], g,
         "{offline}"
     );
     let listing = scratch.cli(&["outbox", "--json"]);
@@ -159,7 +159,9 @@ fn a_full_outbox_gives_up_metrics_then_events_then_alerts_and_keeps_critical_ale
     assert_eq!(listing["classes"][0]["records"], critical.len() as u64);
     // ...and by the running daemon again, and in the retained state message.
     let _d = scratch.start();
-    wait_stage(&scratch, "outbox", LONG, |s| s["details"]["given_up"] == g);
+    wait_stage(&scratch, "outbox", LONG, |s| {
+        s["details"]["given_up_total_by_class"] == g
+    });
     let sub = Subscriber::start(&broker);
     gate.open();
     assert!(

@@ -195,7 +195,7 @@ fn mtls_publish_delivers_every_record_exactly_as_sent() {
         "{up}"
     );
     wait_stage(&w.scratch, "outbox", LONG, |s| {
-        total(&s["details"]["records_waiting"]) == 0
+        total(&s["details"]["records_waiting_by_class"]) == 0
     });
 }
 
@@ -218,14 +218,15 @@ fn records_queued_while_the_broker_is_down_are_delivered_alerts_before_metrics()
         }
     }
     let down = wait_stage(&w.scratch, "uplink", LONG, |s| {
-        s["details"]["connected"] == false && s["details"]["reconnects"].as_u64().unwrap_or(0) >= 2
+        s["details"]["connected"] == false
+            && s["details"]["reconnects_total"].as_u64().unwrap_or(0) >= 2
     });
     assert!(
         down["last_error"]["message"].is_string(),
         "the reason is shown: {down}"
     );
     wait_stage(&w.scratch, "outbox", LONG, |s| {
-        total(&s["details"]["records_waiting"]) == 80
+        total(&s["details"]["records_waiting_by_class"]) == 80
     });
 
     // The broker comes up; the subscriber is there before the agent is let through.
@@ -255,7 +256,7 @@ fn records_queued_while_the_broker_is_down_are_delivered_alerts_before_metrics()
         "records arrive by class (critical alerts first), then by sequence"
     );
     wait_stage(&w.scratch, "outbox", LONG, |s| {
-        total(&s["details"]["records_waiting"]) == 0
+        total(&s["details"]["records_waiting_by_class"]) == 0
     });
 }
 
@@ -304,7 +305,7 @@ fn a_broker_killed_mid_stream_and_restarted_without_persistence_loses_no_record(
     sub.wait_subscribed(2);
     gate.open();
     wait_stage(&w.scratch, "outbox", LONG, |s| {
-        total(&s["details"]["records_waiting"]) == 0
+        total(&s["details"]["records_waiting_by_class"]) == 0
     });
     assert!(
         sub.wait_until(LONG, |m| {

@@ -35,12 +35,12 @@ fn failing(
 /// Connection attempts over a few seconds: a retry loop with backoff makes
 /// a handful, a hot loop thousands.
 fn assert_backs_off(scratch: &Scratch) {
-    let before = stage(scratch, "uplink")["details"]["reconnects"]
+    let before = stage(scratch, "uplink")["details"]["reconnects_total"]
         .as_u64()
         .unwrap();
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(6));
-    let after = stage(scratch, "uplink")["details"]["reconnects"]
+    let after = stage(scratch, "uplink")["details"]["reconnects_total"]
         .as_u64()
         .unwrap();
     let made = after - before;
@@ -59,7 +59,7 @@ fn assert_backs_off(scratch: &Scratch) {
 
 fn assert_nothing_lost(scratch: &Scratch) {
     wait_stage(scratch, "outbox", LONG, |s| {
-        s["details"]["records_waiting"]["alert"].as_u64() == Some(5)
+        s["details"]["records_waiting_by_class"]["alert"].as_u64() == Some(5)
     });
 }
 
@@ -120,7 +120,7 @@ fn a_client_certificate_the_broker_does_not_trust_is_reported_with_backoff() {
             .all(Option::is_some)
     );
     let st = wait_stage(&scratch, "uplink", LONG, |s| {
-        s["details"]["reconnects"].as_u64().unwrap_or(0) >= 1 && !s["last_error"].is_null()
+        s["details"]["reconnects_total"].as_u64().unwrap_or(0) >= 1 && !s["last_error"].is_null()
     });
     let msg = st["last_error"]["message"].as_str().unwrap();
     eprintln!(

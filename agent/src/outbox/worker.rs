@@ -655,11 +655,11 @@ impl Worker {
             0.0
         };
         self.status.update(|d| {
-            d.insert("records_waiting".into(), by(&s.records));
-            d.insert("bytes_waiting".into(), by(&s.bytes));
+            d.insert("records_waiting_by_class".into(), by(&s.records));
+            d.insert("bytes_waiting_by_class".into(), by(&s.bytes));
             d.insert("oldest_waiting_age_secs".into(), oldest_age.into());
-            d.insert("given_up".into(), by(&s.given_up));
-            d.insert("expired".into(), by(&s.expired));
+            d.insert("given_up_total_by_class".into(), by(&s.given_up));
+            d.insert("expired_total_by_class".into(), by(&s.expired));
             d.insert("held_in_memory".into(), s.held.into());
             d.insert("disk_full".into(), s.disk_full.into());
             d.insert("file_bytes".into(), s.file_bytes.into());

@@ -696,7 +696,7 @@ impl Link {
             d.insert("published_total".into(), published.into());
             d.insert("acked_total".into(), acked.into());
             d.insert("in_flight".into(), (in_flight as u64).into());
-            d.insert("reconnects".into(), reconnects.into());
+            d.insert("reconnects_total".into(), reconnects.into());
             d.insert("connects_total".into(), connects.into());
             d.insert("next_retry_secs".into(), next_retry.into());
             d.insert("last_error_code".into(), code.into());
