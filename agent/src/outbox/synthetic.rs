@@ -27,20 +27,6 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 /// trip precisely, rarely enough to cost nothing.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Falco's name for a priority, as it appears in alert JSON.
-pub fn falco_priority(p: Priority) -> &'static str {
-    match p {
-        Priority::Emergency => "Emergency",
-        Priority::Alert => "Alert",
-        Priority::Critical => "Critical",
-        Priority::Error => "Error",
-        Priority::Warning => "Warning",
-        Priority::Notice => "Notice",
-        Priority::Info => "Informational",
-        Priority::Debug => "Debug",
-    }
-}
-
 /// A Falco-shaped alert (`time`, `rule`, `priority`, `output`,
 /// `output_fields`, `tags`, `hostname`, `source`).
 fn alert(
@@ -55,7 +41,7 @@ fn alert(
     let nanos = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let p = falco_priority(priority);
+    let p = priority.falco_name();
     let v = json!({
         "time": time,
         "rule": "edge-agent test alert",
@@ -98,9 +84,9 @@ pub async fn test_alert(
     board: &StatusBoard,
     params: &Value,
 ) -> Result<Reply, ControlError> {
-    let priority: Priority = match params.get("priority") {
+    let priority = match params.get("priority") {
         None | Some(Value::Null) => Priority::Critical,
-        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+        Some(v) => v.as_str().and_then(Priority::parse_falco).ok_or_else(|| {
             ControlError::bad_params(format!(
                 "priority {v} is not one of emergency, alert, critical, error, warning, notice, info, debug"
             ))
@@ -116,7 +102,7 @@ pub async fn test_alert(
         .get("wait_ms")
         .and_then(Value::as_u64)
         .map_or(DEFAULT_WAIT, Duration::from_millis);
-    let critical = priority <= config.rules.alert_threshold;
+    let critical = priority.at_or_above(config.rules.alert_threshold);
     let test_id = format!(
         "{:x}",
         SystemTime::now()
@@ -164,7 +150,7 @@ pub async fn test_alert(
     };
     Ok(Reply::Value(json!({
         "test_id": test_id,
-        "priority": falco_priority(priority),
+        "priority": priority.falco_name(),
         "class": class.as_str(),
         "topic": format!("edge/{}/{}/alerts", config.node.fleet, config.node.id),
         "queued": count,
