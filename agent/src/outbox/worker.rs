@@ -649,11 +649,13 @@ impl Worker {
         } else {
             0.0
         };
-        let commit_ms_mean = if self.stats.commits > 0 {
-            (self.stats.commit_time.as_secs_f64() * 1e4 / self.stats.commits as f64).round() / 10.0
+        // Seconds, rounded to 0.1 ms (Prometheus wants base units).
+        let commit_seconds_mean = if self.stats.commits > 0 {
+            (self.stats.commit_time.as_secs_f64() * 1e4 / self.stats.commits as f64).round() / 1e4
         } else {
             0.0
         };
+        let commit_seconds_max = (self.stats.commit_time_max.as_secs_f64() * 1e4).round() / 1e4;
         self.status.update(|d| {
             d.insert("records_waiting_by_class".into(), by(&s.records));
             d.insert("bytes_waiting_by_class".into(), by(&s.bytes));
@@ -670,13 +672,8 @@ impl Worker {
             d.insert("commits_total".into(), self.stats.commits.into());
             d.insert("batch_mean".into(), ((mean * 10.0).round() / 10.0).into());
             d.insert("batch_max".into(), self.stats.batch_max.into());
-            d.insert("commit_ms_mean".into(), commit_ms_mean.into());
-            d.insert(
-                "commit_ms_max".into(),
-                (self.stats.commit_time_max.as_secs_f64() * 1000.0)
-                    .round()
-                    .into(),
-            );
+            d.insert("commit_seconds_mean".into(), commit_seconds_mean.into());
+            d.insert("commit_seconds_max".into(), commit_seconds_max.into());
             d.insert("compactions_total".into(), self.stats.compactions.into());
             if let Some(note) = &self.open_note {
                 d.insert("opened".into(), note.clone().into());
