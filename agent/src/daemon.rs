@@ -231,9 +231,15 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 8192;
 /// The stages that produce reports: sensor, rules, metrics, bootstrap.
 fn start_producers(ctx: &StageContext, shutdown: CancellationToken) -> Vec<Stage> {
     // The sensor sends on `events_tx`; the rules engine reads `events_rx`.
-    let (_events_tx, events_rx) =
+    let (events_tx, events_rx) =
         tokio::sync::mpsc::channel::<crate::event::Event>(EVENT_CHANNEL_CAPACITY);
+    let sensor = ctx.board.register("sensor");
     vec![
+        spawn_stage(
+            "sensor",
+            sensor.clone(),
+            crate::sensor::run(ctx.clone(), sensor, events_tx, shutdown.clone()),
+        ),
         crate::bootstrap::spawn(ctx, shutdown.clone()),
         crate::metrics::start(ctx, shutdown.clone()),
         crate::rules::start(ctx, events_rx, shutdown.clone()),

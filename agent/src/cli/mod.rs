@@ -9,6 +9,7 @@ mod config_cmd;
 mod outbox_cmd;
 mod rules;
 mod run;
+mod sensor;
 mod status;
 mod test_alert;
 mod version;
@@ -108,6 +109,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The eBPF sensor.
+    #[command(subcommand)]
+    Sensor(SensorCommand),
     /// Print the version and build target.
     Version,
 }
@@ -142,6 +146,20 @@ pub enum RulesCommand {
         /// Rule files to use instead of the config's rules.files.
         #[arg(long = "rules", value_name = "FILE")]
         rules: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SensorCommand {
+    /// Stream the sensor's decoded events until Ctrl-C (from the daemon; a
+    /// sensor of its own when no daemon runs).
+    Watch {
+        /// One JSON event per line (what `rules test --events` reads).
+        #[arg(long)]
+        json: bool,
+        /// Run a sensor in this process even if the daemon runs (root needed; never kills).
+        #[arg(long)]
+        local: bool,
     },
 }
 
@@ -190,6 +208,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rules(RulesCommand::List { json }) => block_on(rules::list(&cli.config, json)),
         Command::Rules(RulesCommand::Test { events, rules }) => {
             rules::test(&cli.config, &events, &rules)
+        }
+        Command::Sensor(SensorCommand::Watch { json, local }) => {
+            block_on(sensor::watch(&cli.config, json, local))
         }
         Command::Version => {
             version::print();

@@ -4,7 +4,20 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Problem};
+use super::{ByteSize, Problem, resolve_path};
+
+/// Where containerd keeps its running tasks' bundles (`<dir>/[<namespace>/]<id>/config.json`):
+/// K3s's embedded containerd (namespace `k8s.io`) and a plain containerd.
+pub const DEFAULT_RUNTIME_STATE_DIRS: [&str; 2] = [
+    "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io",
+    "/run/containerd/io.containerd.runtime.v2.task",
+];
+
+/// Entries the kernel's filter maps hold (`ea_exclude_comms`,
+/// `ea_open_prefixes`, `ea_exclude_paths`: 256; `ea_deny_exec`: 1024 hashes,
+/// two per entry).
+const MAX_FILTER_ENTRIES: usize = 256;
+const MAX_DENY_ENTRIES: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,6 +33,10 @@ pub struct SensorConfig {
     pub ring_buffer_bytes: ByteSize,
     /// Executables (full path or name) killed at exec. Empty: enforcement off.
     pub deny_exec: Vec<String>,
+    /// Container runtime state directories holding task bundles.
+    pub runtime_state_dirs: Vec<PathBuf>,
+    /// Processes the process table keeps at most.
+    pub max_processes: usize,
 }
 
 impl Default for SensorConfig {
@@ -41,33 +58,180 @@ impl Default for SensorConfig {
             .collect(),
             ring_buffer_bytes: ByteSize::mib(8),
             deny_exec: Vec::new(),
+            runtime_state_dirs: DEFAULT_RUNTIME_STATE_DIRS
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            max_processes: 8192,
         }
     }
 }
 
 impl SensorConfig {
-    pub(super) fn resolve(&mut self, _base: &Path) {}
+    pub(super) fn resolve(&mut self, base: &Path) {
+        for d in &mut self.runtime_state_dirs {
+            resolve_path(base, d);
+        }
+    }
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         let rb = self.ring_buffer_bytes.get();
-        if !rb.is_power_of_two() || rb < 4096 {
+        if !rb.is_power_of_two() || rb < 4096 || rb > (1 << 30) {
             problems.push(Problem::new(
                 "sensor.ring_buffer_bytes",
-                format!("must be a power of two of at least 4 KiB (the kernel's rule), got {rb}"),
+                format!(
+                    "must be a power of two between 4 KiB and 1 GiB (the kernel's rule), got {rb}"
+                ),
             ));
         }
-        for (key, list) in [
-            ("sensor.exclude_paths", &self.exclude_paths),
-            ("sensor.watch_open_prefixes", &self.watch_open_prefixes),
+        for (key, list, max_len) in [
+            ("sensor.exclude_paths", &self.exclude_paths, 127),
+            ("sensor.watch_open_prefixes", &self.watch_open_prefixes, 127),
         ] {
+            if list.len() > MAX_FILTER_ENTRIES {
+                problems.push(Problem::new(
+                    key,
+                    format!("at most {MAX_FILTER_ENTRIES} entries, got {}", list.len()),
+                ));
+            }
             for (i, p) in list.iter().enumerate() {
+                let s = p.to_string_lossy();
                 if !p.is_absolute() {
                     problems.push(Problem::new(
                         format!("{key}[{i}]"),
-                        format!("\"{}\" must be an absolute path", p.display()),
+                        format!("\"{s}\" must be an absolute path"),
+                    ));
+                } else if s.len() > max_len {
+                    problems.push(Problem::new(
+                        format!("{key}[{i}]"),
+                        format!("\"{s}\" is longer than the {max_len} bytes the kernel filter compares; use a shorter prefix"),
                     ));
                 }
             }
         }
+        if self.exclude_comms.len() > MAX_FILTER_ENTRIES {
+            problems.push(Problem::new(
+                "sensor.exclude_comms",
+                format!(
+                    "at most {MAX_FILTER_ENTRIES} entries, got {}",
+                    self.exclude_comms.len()
+                ),
+            ));
+        }
+        for (i, c) in self.exclude_comms.iter().enumerate() {
+            if c.is_empty() || c.len() > 15 || c.contains('\0') {
+                problems.push(Problem::new(
+                    format!("sensor.exclude_comms[{i}]"),
+                    format!("\"{c}\" must be a process name of 1 to 15 bytes (the kernel's comm is cut at 15)"),
+                ));
+            }
+        }
+        if self.deny_exec.len() > MAX_DENY_ENTRIES {
+            problems.push(Problem::new(
+                "sensor.deny_exec",
+                format!(
+                    "at most {MAX_DENY_ENTRIES} entries, got {}",
+                    self.deny_exec.len()
+                ),
+            ));
+        }
+        for (i, d) in self.deny_exec.iter().enumerate() {
+            let key = format!("sensor.deny_exec[{i}]");
+            if d.is_empty() || d.contains('\0') {
+                problems.push(Problem::new(
+                    key,
+                    "must be a full path or a bare executable name",
+                ));
+            } else if d.starts_with('/') {
+                if d.len() > crate::sensor::abi::DENY_PATH_MAX {
+                    problems.push(Problem::new(
+                        key,
+                        format!(
+                            "\"{d}\" is longer than the {} bytes the kernel compares",
+                            crate::sensor::abi::DENY_PATH_MAX
+                        ),
+                    ));
+                } else if d.ends_with('/') || d.split('/').any(|c| c == "." || c == "..") {
+                    problems.push(Problem::new(
+                        key,
+                        format!("\"{d}\" must be a normalized path to a file (no trailing '/', '.' or '..')"),
+                    ));
+                }
+            } else if d.contains('/') {
+                problems.push(Problem::new(
+                    key,
+                    format!("\"{d}\" is neither an absolute path nor a bare name; write \"/full/path/{}\" or just the name", d.rsplit('/').next().unwrap_or(d)),
+                ));
+            }
+        }
+        for (i, p) in self.runtime_state_dirs.iter().enumerate() {
+            if p.as_os_str().is_empty() {
+                problems.push(Problem::new(
+                    format!("sensor.runtime_state_dirs[{i}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if !(64..=1_048_576).contains(&self.max_processes) {
+            problems.push(Problem::new(
+                "sensor.max_processes",
+                format!("must be between 64 and 1048576, got {}", self.max_processes),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(c: &SensorConfig) -> Vec<String> {
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        p.into_iter().map(|p| format!("{p}")).collect()
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert!(problems(&SensorConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn bad_filter_entries_name_the_key_and_the_fix() {
+        let c = SensorConfig {
+            exclude_comms: vec!["a-name-longer-than-15".into()],
+            deny_exec: vec!["bin/nc".into(), "/usr/bin/../bin/nc".into(), "xmrig".into()],
+            watch_open_prefixes: vec![PathBuf::from("etc")],
+            max_processes: 1,
+            ..Default::default()
+        };
+        let p = problems(&c);
+        assert!(
+            p.iter().any(|p| p.starts_with("sensor.exclude_comms[0]")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("sensor.deny_exec[0]") && p.contains("bare name")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("sensor.deny_exec[1]") && p.contains("normalized")),
+            "{p:?}"
+        );
+        assert!(
+            !p.iter().any(|p| p.starts_with("sensor.deny_exec[2]")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("sensor.watch_open_prefixes[0]")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.starts_with("sensor.max_processes")),
+            "{p:?}"
+        );
     }
 }

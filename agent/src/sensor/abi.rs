@@ -1,0 +1,737 @@
+//! The Rust mirror of `ebpf/abi.h`, the only definition of what crosses the
+//! kernel/user boundary.
+//!
+//! Owns the record layout, the stable event type ids, the counter indexes
+//! and the length-checked decoding of raw ring-buffer bytes into a
+//! [`Record`]. The layout structs below exist to pin sizes and offsets at
+//! compile time (`const` assertions against the same numbers `abi.h`
+//! asserts); decoding reads each field at its `offset_of!` position from a
+//! byte slice it has checked first, so there is no `unsafe` here. A unit
+//! test reads `abi.h` itself and checks every id and counter against this
+//! file. Never interprets what a record means (that is `decode.rs`).
+
+use std::mem::{offset_of, size_of};
+
+use crate::event::EventType;
+
+/// `EA_ABI_VERSION`.
+pub const ABI_VERSION: u32 = 1;
+
+/// `EA_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+/// `EA_NSTR`: string slots per record.
+pub const NSTR: usize = 6;
+/// `EA_LPM_DATA`: bytes of a path the kernel's prefix maps compare.
+pub const LPM_DATA: usize = 128;
+/// `EA_SYSCALL_MAX`: syscall numbers the `ea_syscalls` map covers.
+pub const SYSCALL_MAX: u32 = 512;
+/// Bytes of a path the kernel's deny-list hash covers (`EA_DENY_PATH_MAX`).
+pub const DENY_PATH_MAX: usize = 256;
+
+/// `EA_F_*`: record header flags.
+pub mod flags {
+    pub const TRUNCATED: u16 = 0x1;
+    pub const KILLED: u16 = 0x2;
+}
+
+/// `EA_CFG_*`: `ea_config.flags`.
+pub const CFG_DENY_EXEC: u32 = 0x1;
+
+/// `EA_DENY_SEED_*` and `EA_FNV_PRIME`: the kernel hashes executable paths
+/// and names with FNV-1a 64 from these seeds; the agent hashes the deny list
+/// the same way.
+pub const DENY_SEED_PATH: u64 = 0xcbf2_9ce4_8422_2325;
+pub const DENY_SEED_NAME: u64 = 0x8422_2325_cbf2_9ce4;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// FNV-1a 64 of `bytes` from `seed`, as `denied()` in the kernel computes it.
+pub fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(seed, |h, &c| (h ^ u64::from(c)).wrapping_mul(FNV_PRIME))
+}
+
+/// Event type ids (`EA_EVT_*`). Stable: never renumbered, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Kind {
+    Loss = 1,
+    Execve = 2,
+    Execveat = 3,
+    Clone = 4,
+    Clone3 = 5,
+    Fork = 6,
+    Vfork = 7,
+    Procexit = 8,
+    Open = 9,
+    Openat = 10,
+    Openat2 = 11,
+    Creat = 12,
+    Connect = 13,
+    Accept = 14,
+    Accept4 = 15,
+    Ptrace = 16,
+    Setuid = 17,
+    Setgid = 18,
+    Setreuid = 19,
+    Setregid = 20,
+    Setresuid = 21,
+    Setresgid = 22,
+    InitModule = 23,
+    FinitModule = 24,
+    MemfdCreate = 25,
+    Mount = 26,
+    Unlink = 27,
+    Unlinkat = 28,
+    Rename = 29,
+    Renameat = 30,
+    Renameat2 = 31,
+    Symlink = 32,
+    Symlinkat = 33,
+    Link = 34,
+    Linkat = 35,
+    Dup = 36,
+    Dup2 = 37,
+    Dup3 = 38,
+    Socket = 39,
+}
+
+/// `EA_EVT_MAX`: one past the highest id.
+pub const KIND_MAX: u16 = 40;
+
+impl Kind {
+    pub const ALL: [Kind; 39] = [
+        Kind::Loss,
+        Kind::Execve,
+        Kind::Execveat,
+        Kind::Clone,
+        Kind::Clone3,
+        Kind::Fork,
+        Kind::Vfork,
+        Kind::Procexit,
+        Kind::Open,
+        Kind::Openat,
+        Kind::Openat2,
+        Kind::Creat,
+        Kind::Connect,
+        Kind::Accept,
+        Kind::Accept4,
+        Kind::Ptrace,
+        Kind::Setuid,
+        Kind::Setgid,
+        Kind::Setreuid,
+        Kind::Setregid,
+        Kind::Setresuid,
+        Kind::Setresgid,
+        Kind::InitModule,
+        Kind::FinitModule,
+        Kind::MemfdCreate,
+        Kind::Mount,
+        Kind::Unlink,
+        Kind::Unlinkat,
+        Kind::Rename,
+        Kind::Renameat,
+        Kind::Renameat2,
+        Kind::Symlink,
+        Kind::Symlinkat,
+        Kind::Link,
+        Kind::Linkat,
+        Kind::Dup,
+        Kind::Dup2,
+        Kind::Dup3,
+        Kind::Socket,
+    ];
+
+    pub fn from_id(id: u16) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| *k as u16 == id)
+    }
+
+    /// The `evt.type` this record becomes; `None` for [`Kind::Loss`].
+    pub fn event_type(self) -> Option<EventType> {
+        use EventType as T;
+        Some(match self {
+            Kind::Loss => return None,
+            Kind::Execve => T::Execve,
+            Kind::Execveat => T::Execveat,
+            Kind::Clone => T::Clone,
+            Kind::Clone3 => T::Clone3,
+            Kind::Fork => T::Fork,
+            Kind::Vfork => T::Vfork,
+            Kind::Procexit => T::Procexit,
+            Kind::Open => T::Open,
+            Kind::Openat => T::Openat,
+            Kind::Openat2 => T::Openat2,
+            Kind::Creat => T::Creat,
+            Kind::Connect => T::Connect,
+            Kind::Accept => T::Accept,
+            Kind::Accept4 => T::Accept4,
+            Kind::Ptrace => T::Ptrace,
+            Kind::Setuid => T::Setuid,
+            Kind::Setgid => T::Setgid,
+            Kind::Setreuid => T::Setreuid,
+            Kind::Setregid => T::Setregid,
+            Kind::Setresuid => T::Setresuid,
+            Kind::Setresgid => T::Setresgid,
+            Kind::InitModule => T::InitModule,
+            Kind::FinitModule => T::FinitModule,
+            Kind::MemfdCreate => T::MemfdCreate,
+            Kind::Mount => T::Mount,
+            Kind::Unlink => T::Unlink,
+            Kind::Unlinkat => T::Unlinkat,
+            Kind::Rename => T::Rename,
+            Kind::Renameat => T::Renameat,
+            Kind::Renameat2 => T::Renameat2,
+            Kind::Symlink => T::Symlink,
+            Kind::Symlinkat => T::Symlinkat,
+            Kind::Link => T::Link,
+            Kind::Linkat => T::Linkat,
+            Kind::Dup => T::Dup,
+            Kind::Dup2 => T::Dup2,
+            Kind::Dup3 => T::Dup3,
+            Kind::Socket => T::Socket,
+        })
+    }
+}
+
+/// Per-CPU counter indexes (`EA_CNT_*`) in the `ea_counters` map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Counter {
+    Seen = 0,
+    Sent = 1,
+    Lost = 2,
+    FilteredOwn = 3,
+    FilteredComm = 4,
+    FilteredOpen = 5,
+    FilteredPath = 6,
+    Killed = 7,
+    /// Internal to the kernel side (losses not yet sent as a loss record).
+    LostUnreported = 8,
+}
+
+/// `EA_CNT_MAX`.
+pub const COUNTER_MAX: u32 = 9;
+
+impl Counter {
+    /// The counters status shows, with their status names.
+    pub const SHOWN: [(Counter, &'static str); 8] = [
+        (Counter::Seen, "seen"),
+        (Counter::Sent, "sent"),
+        (Counter::Lost, "lost"),
+        (Counter::FilteredOwn, "filtered_own"),
+        (Counter::FilteredComm, "filtered_comm"),
+        (Counter::FilteredOpen, "filtered_open"),
+        (Counter::FilteredPath, "filtered_path"),
+        (Counter::Killed, "killed"),
+    ];
+}
+
+// ---- layout mirrors (sizes and offsets asserted against abi.h) -------------
+
+/// `struct ea_header`.
+#[repr(C)]
+#[allow(dead_code)]
+struct RawHeader {
+    ty: u16,
+    flags: u16,
+    size: u32,
+    ts_boot_ns: u64,
+    pid: u32,
+    tid: u32,
+    ppid: u32,
+    uid: u32,
+    gid: u32,
+    loginuid: u32,
+    cgroup_id: u64,
+    res: i64,
+    comm: [u8; COMM_LEN],
+}
+
+/// `struct ea_str`.
+#[repr(C)]
+#[allow(dead_code)]
+struct RawStr {
+    off: u16,
+    len: u16,
+}
+
+/// `struct ea_sock`.
+#[repr(C)]
+#[allow(dead_code)]
+struct RawSock {
+    family: u16,
+    ty: u16,
+    proto: u16,
+    lport: u16,
+    rport: u16,
+    _pad: [u16; 3],
+    laddr: [u8; 16],
+    raddr: [u8; 16],
+}
+
+/// `struct ea_record`.
+#[repr(C)]
+#[allow(dead_code)]
+struct RawRecord {
+    h: RawHeader,
+    arg: [i64; 6],
+    str: [RawStr; NSTR],
+    sock: RawSock,
+}
+
+/// `struct ea_lpm_key`.
+#[repr(C)]
+#[allow(dead_code)]
+struct RawLpmKey {
+    prefixlen: u32,
+    data: [u8; LPM_DATA],
+}
+
+// The same numbers abi.h asserts with _Static_assert.
+const _: () = {
+    assert!(size_of::<RawHeader>() == 72);
+    assert!(offset_of!(RawHeader, ts_boot_ns) == 8);
+    assert!(offset_of!(RawHeader, cgroup_id) == 40);
+    assert!(offset_of!(RawHeader, res) == 48);
+    assert!(offset_of!(RawHeader, comm) == 56);
+    assert!(size_of::<RawSock>() == 48);
+    assert!(offset_of!(RawSock, laddr) == 16);
+    assert!(size_of::<RawRecord>() == 192);
+    assert!(offset_of!(RawRecord, arg) == 72);
+    assert!(offset_of!(RawRecord, str) == 120);
+    assert!(offset_of!(RawRecord, sock) == 144);
+    assert!(size_of::<RawLpmKey>() == 4 + LPM_DATA);
+};
+
+/// Bytes of a record's fixed part; its string data follows.
+pub const RECORD_FIXED: usize = size_of::<RawRecord>();
+
+// ---- decoding ---------------------------------------------------------------
+
+/// Why raw bytes were not a record. The bytes come from our own kernel
+/// program, so any of these means a bug or a mismatched object; the record is
+/// skipped and counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than the {RECORD_FIXED}-byte fixed part")]
+    Short { got: usize },
+    #[error("record says it is {claimed} bytes but {got} arrived")]
+    BadSize { claimed: usize, got: usize },
+    #[error("unknown event type id {0}")]
+    UnknownType(u16),
+}
+
+/// A record's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub flags: u16,
+    pub ts_boot_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `None` when the kernel reports it unset (`(uid_t)-1`).
+    pub loginuid: Option<u32>,
+    pub cgroup_id: u64,
+    pub res: i64,
+    pub comm: [u8; COMM_LEN],
+}
+
+impl Header {
+    /// The command name, up to its first NUL.
+    pub fn comm(&self) -> &[u8] {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        &self.comm[..end]
+    }
+}
+
+/// The socket behind an fd, as the kernel saw it. `family` 0 = none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sock {
+    pub family: u16,
+    pub ty: u16,
+    pub proto: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+/// One decoded record, borrowing its string data from the ring buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub h: Header,
+    pub arg: [i64; 6],
+    strs: [(u16, u16); NSTR],
+    pub sock: Sock,
+    data: &'a [u8],
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes([b[off], b[off + 1]])
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_ne_bytes(a)
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_ne_bytes(a)
+}
+
+impl<'a> Record<'a> {
+    /// Decode `buf` after checking its length against the fixed part and
+    /// the size the record claims.
+    pub fn parse(buf: &'a [u8]) -> Result<Record<'a>, DecodeError> {
+        if buf.len() < RECORD_FIXED {
+            return Err(DecodeError::Short { got: buf.len() });
+        }
+        // From here every fixed offset below RECORD_FIXED is in bounds.
+        let h = offset_of!(RawRecord, h);
+        let size = u32_at(buf, h + offset_of!(RawHeader, size)) as usize;
+        if size < RECORD_FIXED || size > buf.len() {
+            return Err(DecodeError::BadSize {
+                claimed: size,
+                got: buf.len(),
+            });
+        }
+        let id = u16_at(buf, h + offset_of!(RawHeader, ty));
+        let kind = Kind::from_id(id).ok_or(DecodeError::UnknownType(id))?;
+        let mut comm = [0u8; COMM_LEN];
+        let c = h + offset_of!(RawHeader, comm);
+        comm.copy_from_slice(&buf[c..c + COMM_LEN]);
+        let loginuid = u32_at(buf, h + offset_of!(RawHeader, loginuid));
+        let header = Header {
+            kind,
+            flags: u16_at(buf, h + offset_of!(RawHeader, flags)),
+            ts_boot_ns: u64_at(buf, h + offset_of!(RawHeader, ts_boot_ns)),
+            pid: u32_at(buf, h + offset_of!(RawHeader, pid)),
+            tid: u32_at(buf, h + offset_of!(RawHeader, tid)),
+            ppid: u32_at(buf, h + offset_of!(RawHeader, ppid)),
+            uid: u32_at(buf, h + offset_of!(RawHeader, uid)),
+            gid: u32_at(buf, h + offset_of!(RawHeader, gid)),
+            loginuid: (loginuid != u32::MAX).then_some(loginuid),
+            cgroup_id: u64_at(buf, h + offset_of!(RawHeader, cgroup_id)),
+            res: u64_at(buf, h + offset_of!(RawHeader, res)) as i64,
+            comm,
+        };
+        let a = offset_of!(RawRecord, arg);
+        let arg = std::array::from_fn(|i| u64_at(buf, a + 8 * i) as i64);
+        let st = offset_of!(RawRecord, str);
+        let strs = std::array::from_fn(|i| {
+            let o = st + i * size_of::<RawStr>();
+            (
+                u16_at(buf, o + offset_of!(RawStr, off)),
+                u16_at(buf, o + offset_of!(RawStr, len)),
+            )
+        });
+        let s = offset_of!(RawRecord, sock);
+        let mut laddr = [0u8; 16];
+        let mut raddr = [0u8; 16];
+        let l = s + offset_of!(RawSock, laddr);
+        let r = s + offset_of!(RawSock, raddr);
+        laddr.copy_from_slice(&buf[l..l + 16]);
+        raddr.copy_from_slice(&buf[r..r + 16]);
+        let sock = Sock {
+            family: u16_at(buf, s + offset_of!(RawSock, family)),
+            ty: u16_at(buf, s + offset_of!(RawSock, ty)),
+            proto: u16_at(buf, s + offset_of!(RawSock, proto)),
+            lport: u16_at(buf, s + offset_of!(RawSock, lport)),
+            rport: u16_at(buf, s + offset_of!(RawSock, rport)),
+            laddr,
+            raddr,
+        };
+        Ok(Record {
+            h: header,
+            arg,
+            strs,
+            sock,
+            data: &buf[RECORD_FIXED..size],
+        })
+    }
+
+    /// String slot `i` as raw bytes; `None` when empty, absent, or (a kernel
+    /// bug) outside the record's data.
+    pub fn bytes(&self, i: usize) -> Option<&'a [u8]> {
+        let (off, len) = *self.strs.get(i)?;
+        let (off, len) = (usize::from(off), usize::from(len));
+        if len == 0 {
+            return None;
+        }
+        self.data.get(off..off.checked_add(len)?)
+    }
+
+    /// String slot `i` as text (invalid UTF-8 replaced).
+    pub fn string(&self, i: usize) -> Option<String> {
+        self.bytes(i)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    pub fn truncated(&self) -> bool {
+        self.h.flags & flags::TRUNCATED != 0
+    }
+
+    pub fn killed(&self) -> bool {
+        self.h.flags & flags::KILLED != 0
+    }
+}
+
+/// Build raw record bytes the way the kernel does. For tests and the
+/// decoding benchmark; the agent itself only reads records.
+#[derive(Debug, Clone)]
+pub struct RecordBuilder {
+    fixed: Vec<u8>,
+    data: Vec<u8>,
+}
+
+impl RecordBuilder {
+    pub fn new(kind: Kind) -> Self {
+        let mut fixed = vec![0u8; RECORD_FIXED];
+        let h = offset_of!(RawRecord, h);
+        fixed[h + offset_of!(RawHeader, ty)..][..2].copy_from_slice(&(kind as u16).to_ne_bytes());
+        fixed[h + offset_of!(RawHeader, loginuid)..][..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        RecordBuilder {
+            fixed,
+            data: Vec::new(),
+        }
+    }
+
+    fn put(&mut self, off: usize, bytes: &[u8]) -> &mut Self {
+        self.fixed[off..off + bytes.len()].copy_from_slice(bytes);
+        self
+    }
+
+    pub fn task(&mut self, pid: u32, tid: u32, ppid: u32, comm: &str) -> &mut Self {
+        let h = offset_of!(RawRecord, h);
+        let mut c = [0u8; COMM_LEN];
+        let n = comm.len().min(COMM_LEN - 1);
+        c[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        self.put(h + offset_of!(RawHeader, pid), &pid.to_ne_bytes())
+            .put(h + offset_of!(RawHeader, tid), &tid.to_ne_bytes())
+            .put(h + offset_of!(RawHeader, ppid), &ppid.to_ne_bytes())
+            .put(h + offset_of!(RawHeader, comm), &c)
+    }
+
+    pub fn creds(&mut self, uid: u32, gid: u32, loginuid: u32) -> &mut Self {
+        let h = offset_of!(RawRecord, h);
+        self.put(h + offset_of!(RawHeader, uid), &uid.to_ne_bytes())
+            .put(h + offset_of!(RawHeader, gid), &gid.to_ne_bytes())
+            .put(h + offset_of!(RawHeader, loginuid), &loginuid.to_ne_bytes())
+    }
+
+    pub fn time(&mut self, ts_boot_ns: u64) -> &mut Self {
+        let h = offset_of!(RawRecord, h);
+        self.put(
+            h + offset_of!(RawHeader, ts_boot_ns),
+            &ts_boot_ns.to_ne_bytes(),
+        )
+    }
+
+    pub fn cgroup(&mut self, id: u64) -> &mut Self {
+        let h = offset_of!(RawRecord, h);
+        self.put(h + offset_of!(RawHeader, cgroup_id), &id.to_ne_bytes())
+    }
+
+    pub fn flags(&mut self, flags: u16) -> &mut Self {
+        let h = offset_of!(RawRecord, h);
+        self.put(h + offset_of!(RawHeader, flags), &flags.to_ne_bytes())
+    }
+
+    pub fn res(&mut self, res: i64) -> &mut Self {
+        let h = offset_of!(RawRecord, h);
+        self.put(h + offset_of!(RawHeader, res), &res.to_ne_bytes())
+    }
+
+    pub fn arg(&mut self, i: usize, v: i64) -> &mut Self {
+        self.put(offset_of!(RawRecord, arg) + 8 * i, &v.to_ne_bytes())
+    }
+
+    /// String slot `i` (the kernel writes a NUL after each string).
+    pub fn string(&mut self, i: usize, bytes: &[u8]) -> &mut Self {
+        let off = self.data.len() as u16;
+        self.data.extend_from_slice(bytes);
+        self.data.push(0);
+        let o = offset_of!(RawRecord, str) + i * size_of::<RawStr>();
+        self.put(o, &off.to_ne_bytes())
+            .put(o + 2, &(bytes.len() as u16).to_ne_bytes())
+    }
+
+    pub fn sock(&mut self, sock: &Sock) -> &mut Self {
+        let s = offset_of!(RawRecord, sock);
+        self.put(s + offset_of!(RawSock, family), &sock.family.to_ne_bytes())
+            .put(s + offset_of!(RawSock, ty), &sock.ty.to_ne_bytes())
+            .put(s + offset_of!(RawSock, proto), &sock.proto.to_ne_bytes())
+            .put(s + offset_of!(RawSock, lport), &sock.lport.to_ne_bytes())
+            .put(s + offset_of!(RawSock, rport), &sock.rport.to_ne_bytes())
+            .put(s + offset_of!(RawSock, laddr), &sock.laddr)
+            .put(s + offset_of!(RawSock, raddr), &sock.raddr)
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut out = self.fixed.clone();
+        out.extend_from_slice(&self.data);
+        let size = out.len() as u32;
+        let h = offset_of!(RawRecord, h);
+        out[h + offset_of!(RawHeader, size)..][..4].copy_from_slice(&size.to_ne_bytes());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ABI_H: &str = include_str!("../../../ebpf/abi.h");
+
+    /// `#define NAME VALUE` lines of abi.h whose name starts with `prefix`.
+    fn defines(prefix: &str) -> Vec<(String, u64)> {
+        ABI_H
+            .lines()
+            .filter_map(|l| l.strip_prefix("#define "))
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let name = it.next()?;
+                let value = it.next()?;
+                let value = value.trim_end_matches("ULL");
+                let v = match value.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+                    None => value.parse().ok()?,
+                };
+                name.starts_with(prefix).then(|| (name.to_string(), v))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_event_id_in_abi_h_matches_the_rust_kind() {
+        let ids = defines("EA_EVT_");
+        assert_eq!(ids.len(), Kind::ALL.len() + 1, "EA_EVT_* plus EA_EVT_MAX");
+        for (name, v) in ids {
+            if name == "EA_EVT_MAX" {
+                assert_eq!(v, u64::from(KIND_MAX));
+                continue;
+            }
+            let kind = Kind::from_id(v as u16).unwrap_or_else(|| panic!("{name}={v} has no Kind"));
+            let rust = format!("{kind:?}").to_uppercase();
+            let c = name.trim_start_matches("EA_EVT_").replace('_', "");
+            assert_eq!(c, rust, "{name} = {v}");
+        }
+    }
+
+    #[test]
+    fn every_counter_and_constant_in_abi_h_matches() {
+        let counters = defines("EA_CNT_");
+        let rust = [
+            ("SEEN", Counter::Seen),
+            ("SENT", Counter::Sent),
+            ("LOST", Counter::Lost),
+            ("FILTERED_OWN", Counter::FilteredOwn),
+            ("FILTERED_COMM", Counter::FilteredComm),
+            ("FILTERED_OPEN", Counter::FilteredOpen),
+            ("FILTERED_PATH", Counter::FilteredPath),
+            ("KILLED", Counter::Killed),
+            ("LOST_UNREPORTED", Counter::LostUnreported),
+        ];
+        for (name, v) in counters {
+            let short = name.trim_start_matches("EA_CNT_");
+            if short == "MAX" {
+                assert_eq!(v, u64::from(COUNTER_MAX));
+                continue;
+            }
+            let c = rust
+                .iter()
+                .find(|(n, _)| *n == short)
+                .unwrap_or_else(|| panic!("{name} has no Counter"));
+            assert_eq!(c.1 as u64, v, "{name}");
+        }
+        let all = defines("EA_");
+        let get = |n: &str| all.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!(get("EA_ABI_VERSION"), Some(u64::from(ABI_VERSION)));
+        assert_eq!(get("EA_COMM_LEN"), Some(COMM_LEN as u64));
+        assert_eq!(get("EA_NSTR"), Some(NSTR as u64));
+        assert_eq!(get("EA_LPM_DATA"), Some(LPM_DATA as u64));
+        assert_eq!(get("EA_SYSCALL_MAX"), Some(u64::from(SYSCALL_MAX)));
+        assert_eq!(get("EA_F_TRUNCATED"), Some(u64::from(flags::TRUNCATED)));
+        assert_eq!(get("EA_F_KILLED"), Some(u64::from(flags::KILLED)));
+        assert_eq!(get("EA_CFG_DENY_EXEC"), Some(u64::from(CFG_DENY_EXEC)));
+        assert_eq!(get("EA_DENY_SEED_PATH"), Some(DENY_SEED_PATH));
+        assert_eq!(get("EA_DENY_SEED_NAME"), Some(DENY_SEED_NAME));
+        assert_eq!(get("EA_FNV_PRIME"), Some(FNV_PRIME));
+        assert_eq!(
+            get("EA_EXE_UPPER_LAYER"),
+            Some(crate::event::exe_flags::EXE_UPPER_LAYER)
+        );
+        assert_eq!(
+            get("EA_EXE_FROM_MEMFD"),
+            Some(crate::event::exe_flags::EXE_FROM_MEMFD)
+        );
+        assert_eq!(
+            get("EA_EXE_LOWER_LAYER"),
+            Some(crate::event::exe_flags::EXE_LOWER_LAYER)
+        );
+    }
+
+    #[test]
+    fn a_built_record_decodes_to_the_same_fields() {
+        let raw = RecordBuilder::new(Kind::Openat)
+            .task(42, 43, 1, "cat")
+            .creds(1000, 100, 1000)
+            .time(123)
+            .cgroup(77)
+            .res(3)
+            .arg(0, libc::O_WRONLY as i64)
+            .string(0, b"/etc/passwd")
+            .build();
+        let r = Record::parse(&raw).unwrap();
+        assert_eq!(r.h.kind, Kind::Openat);
+        assert_eq!((r.h.pid, r.h.tid, r.h.ppid), (42, 43, 1));
+        assert_eq!(r.h.comm(), b"cat");
+        assert_eq!(r.h.loginuid, Some(1000));
+        assert_eq!(r.h.cgroup_id, 77);
+        assert_eq!(r.h.res, 3);
+        assert_eq!(r.arg[0], libc::O_WRONLY as i64);
+        assert_eq!(r.string(0).as_deref(), Some("/etc/passwd"));
+        assert_eq!(r.bytes(1), None);
+    }
+
+    #[test]
+    fn short_oversized_and_unknown_records_are_refused() {
+        let raw = RecordBuilder::new(Kind::Socket).build();
+        assert!(matches!(
+            Record::parse(&raw[..100]),
+            Err(DecodeError::Short { got: 100 })
+        ));
+        let mut claims_more = raw.clone();
+        claims_more[4..8].copy_from_slice(&500u32.to_ne_bytes());
+        assert!(matches!(
+            Record::parse(&claims_more),
+            Err(DecodeError::BadSize { claimed: 500, .. })
+        ));
+        let mut unknown = raw.clone();
+        unknown[0..2].copy_from_slice(&999u16.to_ne_bytes());
+        assert_eq!(Record::parse(&unknown), Err(DecodeError::UnknownType(999)));
+    }
+
+    #[test]
+    fn a_string_slot_pointing_outside_the_data_is_absent_not_a_panic() {
+        let mut raw = RecordBuilder::new(Kind::Unlink)
+            .string(0, b"/tmp/x")
+            .build();
+        let o = offset_of!(RawRecord, str);
+        raw[o..o + 2].copy_from_slice(&60000u16.to_ne_bytes());
+        let r = Record::parse(&raw).unwrap();
+        assert_eq!(r.bytes(0), None);
+    }
+
+    #[test]
+    fn the_deny_hash_is_fnv1a() {
+        // FNV-1a 64 of "a" from the standard offset basis.
+        assert_eq!(fnv1a(DENY_SEED_PATH, b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,650 @@
+//! From kernel records to [`Event`]s: decode, then enrich with the process
+//! table, the container and the user names.
+//!
+//! Owns the meaning of each record type's arguments (see `ebpf/abi.h`) and
+//! the user-space half of the path filters (relative paths, which only
+//! user space can resolve). Keeps the process table current from fork, exec
+//! and exit records. Runs on one core without I/O on the hot path except
+//! where a record leaves no choice (an unknown process's `/proc` entry, the
+//! working directory of a relative open). Never talks to the kernel maps.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::abi::{DecodeError, Kind, Record};
+use super::container::Containers;
+use super::filters::PathFilter;
+use super::proctable::{BootClock, ProcessTable, strip_root};
+use super::users::Users;
+use crate::config::SensorConfig;
+use crate::event::{Args, Container, Event, Evt, Fd, FdType, L4Proto, Process, Role, User};
+
+/// What one record became.
+#[derive(Debug)]
+pub enum Decoded {
+    Event {
+        event: Event,
+        /// The deny list matched and the kernel killed the process.
+        killed: bool,
+    },
+    /// The kernel lost this many records (the ring buffer was full).
+    Loss(u64),
+    /// Dropped by a user-space filter.
+    Filtered,
+}
+
+/// Decoder and enricher: one per sensor, owned by its reader task.
+pub struct Enricher {
+    pub procs: ProcessTable,
+    pub containers: Containers,
+    pub users: Users,
+    filter: PathFilter,
+    clock: BootClock,
+    proc_root: std::path::PathBuf,
+    num: u64,
+    /// Records dropped by the user-space half of the path filters.
+    pub filtered_user: u64,
+}
+
+const AT_FDCWD: i64 = libc::AT_FDCWD as i64;
+
+impl Enricher {
+    pub fn new(
+        config: &SensorConfig,
+        proc_root: &Path,
+        host_root: &Path,
+        clock: BootClock,
+    ) -> Self {
+        Enricher {
+            procs: ProcessTable::new(config.max_processes, proc_root, clock),
+            containers: Containers::new(&config.runtime_state_dirs, proc_root),
+            users: Users::new(host_root),
+            filter: PathFilter::from_config(config),
+            clock,
+            proc_root: proc_root.to_path_buf(),
+            num: 0,
+            filtered_user: 0,
+        }
+    }
+
+    /// Apply a reloaded config's filters.
+    pub fn set_filters(&mut self, config: &SensorConfig) {
+        self.filter = PathFilter::from_config(config);
+    }
+
+    pub fn set_clock(&mut self, clock: BootClock) {
+        self.clock = clock;
+        self.procs.set_clock(clock);
+    }
+
+    /// Decode and enrich one record.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let r = Record::parse(bytes)?;
+        let Some(ty) = r.h.kind.event_type() else {
+            return Ok(Decoded::Loss(r.arg[0].max(0) as u64));
+        };
+        let h = r.h;
+        let mut args = Args::default();
+        let mut fd = None;
+
+        // The process the event is about; exec installs the new image first.
+        let proc = match r.h.kind {
+            Kind::Execve | Kind::Execveat => self.exec(&r),
+            _ => self
+                .procs
+                .get_or_load(h.pid, h.ppid, || fallback_process(&r)),
+        };
+        let container = self.container(&r);
+
+        match r.h.kind {
+            Kind::Loss => unreachable!("handled above"),
+            Kind::Execve | Kind::Execveat => {
+                args.filename = r.string(3);
+                args.flags = Some(r.arg[0] as u64);
+                if r.h.kind == Kind::Execveat {
+                    args.fd = Some(r.arg[5]);
+                }
+            }
+            Kind::Clone | Kind::Clone3 | Kind::Fork | Kind::Vfork => {
+                let child = r.arg[0] as u32;
+                self.procs
+                    .fork(&proc, child, self.clock.to_unix_ns(h.ts_boot_ns));
+                if r.arg[1] != 0 {
+                    args.flags = Some(r.arg[1] as u64);
+                }
+            }
+            Kind::Procexit => {
+                args.status = Some(exit_status(r.arg[0]));
+                self.procs.exit(h.pid, h.ts_boot_ns);
+            }
+            Kind::Open | Kind::Openat | Kind::Openat2 | Kind::Creat => {
+                let given = r.string(0).unwrap_or_default();
+                let flags = r.arg[0] as u64;
+                let path = self.resolve(&r, &container, r.arg[2], &given);
+                if !given.starts_with('/') && !self.filter.reports_open(&path, flags) {
+                    self.filtered_user += 1;
+                    return Ok(Decoded::Filtered);
+                }
+                args.name = Some(given);
+                args.flags = Some(flags);
+                if flags as i32 & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+                    args.mode = Some(r.arg[1] as u32);
+                }
+                let mut f = Fd::file(fd_num(h.res), &path);
+                if flags as i32 & libc::O_DIRECTORY != 0
+                    && flags as i32 & libc::O_TMPFILE != libc::O_TMPFILE
+                {
+                    f.ty = FdType::Directory;
+                }
+                fd = Some(f);
+            }
+            Kind::Connect => {
+                fd = Some(sock_fd(&r, r.arg[0], Role::Client));
+            }
+            Kind::Accept | Kind::Accept4 => {
+                if r.arg[1] != 0 {
+                    args.flags = Some(r.arg[1] as u64);
+                }
+                fd = Some(sock_fd(&r, fd_num(h.res), Role::Server));
+            }
+            Kind::Ptrace => {
+                args.request = Some(r.arg[0] as u64);
+                args.pid = Some(r.arg[1]);
+            }
+            Kind::Setuid => args.uid = Some(r.arg[0] as u32),
+            Kind::Setgid => args.gid = Some(r.arg[0] as u32),
+            Kind::Setreuid | Kind::Setresuid => {
+                args.ruid = Some(r.arg[0] as u32);
+                args.euid = Some(r.arg[1] as u32);
+                if r.h.kind == Kind::Setresuid {
+                    args.suid = Some(r.arg[2] as u32);
+                }
+            }
+            Kind::Setregid | Kind::Setresgid => {
+                args.rgid = Some(r.arg[0] as u32);
+                args.egid = Some(r.arg[1] as u32);
+                if r.h.kind == Kind::Setresgid {
+                    args.sgid = Some(r.arg[2] as u32);
+                }
+            }
+            Kind::InitModule => {}
+            Kind::FinitModule => {
+                args.fd = Some(r.arg[0]);
+                if let Some(path) = r.string(1) {
+                    args.name = Some(module_name(&path));
+                    fd = Some(Fd::file(r.arg[0], &path));
+                }
+            }
+            Kind::MemfdCreate => {
+                let name = r.string(0).unwrap_or_default();
+                args.flags = Some(r.arg[0] as u64);
+                fd = Some(Fd {
+                    ty: FdType::Memfd,
+                    ..Fd::file(fd_num(h.res), &format!("memfd:{name}"))
+                });
+                args.name = Some(name);
+            }
+            Kind::Mount => {
+                args.dev = r.string(0);
+                args.dir = r.string(1);
+                args.fstype = r.string(2);
+                args.flags = Some(r.arg[0] as u64);
+            }
+            Kind::Unlink | Kind::Unlinkat => {
+                let path = self.resolve(&r, &container, r.arg[0], &r.string(0).unwrap_or_default());
+                if self.filter.excluded(&path) {
+                    self.filtered_user += 1;
+                    return Ok(Decoded::Filtered);
+                }
+                args.path = Some(path);
+                args.flags = Some(r.arg[1] as u64);
+            }
+            Kind::Rename | Kind::Renameat | Kind::Renameat2 | Kind::Link | Kind::Linkat => {
+                let old = self.resolve(&r, &container, r.arg[0], &r.string(0).unwrap_or_default());
+                let new = self.resolve(&r, &container, r.arg[1], &r.string(1).unwrap_or_default());
+                if self.filter.excluded(&old) {
+                    self.filtered_user += 1;
+                    return Ok(Decoded::Filtered);
+                }
+                args.oldpath = Some(old);
+                args.newpath = Some(new);
+                args.flags = Some(r.arg[2] as u64);
+            }
+            Kind::Symlink | Kind::Symlinkat => {
+                let link = self.resolve(&r, &container, r.arg[0], &r.string(1).unwrap_or_default());
+                if self.filter.excluded(&link) {
+                    self.filtered_user += 1;
+                    return Ok(Decoded::Filtered);
+                }
+                args.target = r.string(0);
+                args.linkpath = Some(link);
+            }
+            Kind::Dup | Kind::Dup2 | Kind::Dup3 => {
+                args.oldfd = Some(r.arg[0]);
+                args.newfd = Some(r.arg[1]);
+                if r.h.kind == Kind::Dup3 {
+                    args.flags = Some(r.arg[2] as u64);
+                }
+                let num = fd_num(h.res);
+                fd = if r.sock.family != 0 {
+                    Some(sock_fd(&r, num, Role::Client))
+                } else {
+                    r.string(0).map(|p| Fd::file(num, &p))
+                };
+            }
+            Kind::Socket => {
+                let domain = r.arg[0] as u32;
+                let ty = (r.arg[1] as u32) & 0xf;
+                let proto = r.arg[2] as u32;
+                args.domain = Some(domain);
+                args.sock_type = Some(ty);
+                args.proto = Some(proto);
+                fd = Some(Fd {
+                    num: fd_num(h.res),
+                    ty: family_fd_type(domain as u16),
+                    name: String::new(),
+                    local: None,
+                    remote: None,
+                    role: None,
+                    l4proto: l4proto(proto as u16, ty as u16),
+                });
+            }
+        }
+
+        let names = self.users.names(
+            (!container.is_host()).then_some(container.id.as_str()),
+            h.pid,
+            h.uid,
+            h.gid,
+            h.loginuid,
+        );
+        self.num += 1;
+        let ancestors = self.procs.ancestors(&proc);
+        let event = Event {
+            evt: Evt {
+                ty,
+                time: self.clock.to_unix_ns(h.ts_boot_ns),
+                num: self.num,
+                res: h.res,
+                args,
+            },
+            proc,
+            ancestors,
+            user: User {
+                uid: h.uid,
+                gid: h.gid,
+                loginuid: h.loginuid,
+                name: names.user,
+                group: names.group,
+                loginname: names.login,
+            },
+            tid: h.tid,
+            fd,
+            container,
+        };
+        Ok(Decoded::Event {
+            event,
+            killed: r.killed(),
+        })
+    }
+
+    /// The container of the record's process (exec records name the cgroup).
+    fn container(&mut self, r: &Record<'_>) -> Arc<Container> {
+        let leaf = match r.h.kind {
+            Kind::Execve | Kind::Execveat => r.string(4),
+            _ => None,
+        };
+        self.containers
+            .lookup(r.h.cgroup_id, r.h.pid, leaf.as_deref())
+    }
+
+    /// Install the image an exec record describes.
+    fn exec(&mut self, r: &Record<'_>) -> Arc<Process> {
+        let h = &r.h;
+        let argv: Vec<String> = r
+            .bytes(1)
+            .map(|b| {
+                b.split(|&c| c == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let exepath = r.string(0).unwrap_or_default();
+        let flags = r.arg[0] as u64;
+        use crate::event::exe_flags::*;
+        let layered = flags & (EXE_UPPER_LAYER | EXE_LOWER_LAYER) != 0;
+        let p = Process {
+            pid: h.pid,
+            ppid: h.ppid,
+            name: String::from_utf8_lossy(h.comm()).into_owned(),
+            exe: argv.first().cloned().unwrap_or_else(|| exepath.clone()),
+            exepath,
+            args: argv.into_iter().skip(1).collect(),
+            cwd: r.string(2),
+            tty: r.arg[1] as u32,
+            start_time: self.clock.to_unix_ns(r.arg[2] as u64),
+            exe_upper_layer: layered.then_some(flags & EXE_UPPER_LAYER != 0),
+            exe_from_memfd: Some(flags & EXE_FROM_MEMFD != 0),
+            cap_effective: Some(r.arg[3] as u64),
+            ..Default::default()
+        };
+        self.procs.insert(p)
+    }
+
+    /// `path` as an absolute, normalised path: relative paths are taken
+    /// from `dirfd` (or the thread's working directory), read from `/proc`
+    /// while the process lives.
+    fn resolve(&mut self, r: &Record<'_>, container: &Container, dirfd: i64, path: &str) -> String {
+        if path.starts_with('/') {
+            return normalize(path);
+        }
+        let base = if dirfd == AT_FDCWD {
+            let live =
+                std::fs::read_link(self.proc_root.join(r.h.tid.to_string()).join("cwd")).ok();
+            match live {
+                Some(l) => Some(l.to_string_lossy().into_owned()),
+                None => self.procs.get(r.h.pid).and_then(|p| p.cwd.clone()),
+            }
+        } else {
+            std::fs::read_link(
+                self.proc_root
+                    .join(r.h.pid.to_string())
+                    .join("fd")
+                    .join(dirfd.to_string()),
+            )
+            .ok()
+            .map(|l| l.to_string_lossy().into_owned())
+        };
+        let Some(mut base) = base else {
+            return path.to_string();
+        };
+        if let Some(root) = self.containers.root_of(container, r.h.pid) {
+            base = strip_root(&root, &base);
+        }
+        normalize(&format!("{base}/{path}"))
+    }
+}
+
+/// A process the table does not know and `/proc` no longer has: what the
+/// record's header says.
+fn fallback_process(r: &Record<'_>) -> Process {
+    let name = String::from_utf8_lossy(r.h.comm()).into_owned();
+    let mut p = Process {
+        pid: r.h.pid,
+        ppid: r.h.ppid,
+        name,
+        ..Default::default()
+    };
+    p.finish();
+    p
+}
+
+fn fd_num(res: i64) -> i64 {
+    if res >= 0 { res } else { -1 }
+}
+
+/// Falco's procexit status: the exit code, or 128 + the signal that killed it.
+pub fn exit_status(raw: i64) -> i64 {
+    let sig = raw & 0x7f;
+    if sig != 0 {
+        128 + sig
+    } else {
+        (raw >> 8) & 0xff
+    }
+}
+
+/// `finit_module`'s file `/lib/modules/.../foo.ko.zst` -> `foo`.
+fn module_name(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.split(".ko").next().unwrap_or(base).to_string()
+}
+
+fn family_fd_type(family: u16) -> FdType {
+    match i32::from(family) {
+        libc::AF_INET => FdType::Ipv4,
+        libc::AF_INET6 => FdType::Ipv6,
+        libc::AF_UNIX => FdType::Unix,
+        libc::AF_NETLINK => FdType::Netlink,
+        libc::AF_PACKET => FdType::Packet,
+        _ => FdType::Other,
+    }
+}
+
+fn l4proto(proto: u16, ty: u16) -> Option<L4Proto> {
+    match i32::from(proto) {
+        libc::IPPROTO_TCP => Some(L4Proto::Tcp),
+        libc::IPPROTO_UDP => Some(L4Proto::Udp),
+        libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6 => Some(L4Proto::Icmp),
+        _ => match i32::from(ty) {
+            libc::SOCK_STREAM => Some(L4Proto::Tcp),
+            libc::SOCK_DGRAM => Some(L4Proto::Udp),
+            libc::SOCK_RAW => Some(L4Proto::Raw),
+            _ => None,
+        },
+    }
+}
+
+fn ip(family: u16, bytes: &[u8; 16]) -> IpAddr {
+    if i32::from(family) == libc::AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*bytes))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    }
+}
+
+/// The fd of a socket record: IP tuple, unix path, or just its family.
+fn sock_fd(r: &Record<'_>, num: i64, role: Role) -> Fd {
+    let s = &r.sock;
+    match i32::from(s.family) {
+        libc::AF_INET | libc::AF_INET6 => {
+            let local = SocketAddr::new(ip(s.family, &s.laddr), s.lport);
+            let remote = SocketAddr::new(ip(s.family, &s.raddr), s.rport);
+            let proto = l4proto(s.proto, s.ty).unwrap_or(L4Proto::Tcp);
+            Fd::socket(num, local, remote, role, proto)
+        }
+        libc::AF_UNIX => {
+            let name = r
+                .bytes(0)
+                .map(|b| match b.split_first() {
+                    // An abstract socket's name starts with NUL; Falco shows '@'.
+                    Some((0, rest)) => format!("@{}", String::from_utf8_lossy(trim_nul(rest))),
+                    _ => String::from_utf8_lossy(trim_nul(b)).into_owned(),
+                })
+                .unwrap_or_default();
+            Fd {
+                ty: FdType::Unix,
+                ..Fd::file(num, &name)
+            }
+        }
+        family => Fd {
+            ty: family_fd_type(family as u16),
+            l4proto: l4proto(s.proto, s.ty),
+            ..Fd::file(num, "")
+        },
+    }
+}
+
+fn trim_nul(b: &[u8]) -> &[u8] {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    &b[..end]
+}
+
+/// Lexically normalise an absolute path: no `.`, `..` or empty components.
+pub fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for p in &parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventType, Field, FieldValue};
+    use crate::sensor::abi::{RecordBuilder, Sock};
+
+    fn enricher() -> Enricher {
+        let mut config = SensorConfig::default();
+        config.runtime_state_dirs = vec![];
+        let none = Path::new("/nonexistent-proc");
+        Enricher::new(&config, none, none, BootClock::with_offset(1_000))
+    }
+
+    fn event(e: &mut Enricher, raw: &[u8]) -> Event {
+        match e.decode(raw).unwrap() {
+            Decoded::Event { event, .. } => event,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    fn field(e: &Event, name: &str, index: Option<&str>) -> String {
+        e.field(&Field::parse(name, index).unwrap()).to_string()
+    }
+
+    #[test]
+    fn exec_installs_the_image_and_later_events_see_it_and_its_parents() {
+        let mut e = enricher();
+        let shell = RecordBuilder::new(Kind::Execve)
+            .task(10, 10, 1, "bash")
+            .string(0, b"/usr/bin/bash")
+            .string(1, b"bash\0-i\0")
+            .build();
+        event(&mut e, &shell);
+        let fork = RecordBuilder::new(Kind::Clone)
+            .task(10, 10, 1, "bash")
+            .arg(0, 11)
+            .arg(1, libc::SIGCHLD as i64)
+            .res(11)
+            .build();
+        let f = event(&mut e, &fork);
+        assert_eq!(f.evt.ty, EventType::Clone);
+        assert_eq!(f.evt.res, 11);
+        let exec = RecordBuilder::new(Kind::Execve)
+            .task(11, 11, 10, "cat")
+            .creds(0, 0, 1000)
+            .time(5)
+            .arg(0, crate::event::exe_flags::EXE_UPPER_LAYER as i64)
+            .arg(1, 34816)
+            .string(0, b"/usr/bin/cat")
+            .string(1, b"cat\0/etc/hostname\0")
+            .string(2, b"/root")
+            .string(3, b"/bin/cat")
+            .build();
+        let x = event(&mut e, &exec);
+        assert_eq!(x.evt.time, 1_005);
+        assert_eq!(field(&x, "proc.name", None), "cat");
+        assert_eq!(field(&x, "proc.exepath", None), "/usr/bin/cat");
+        assert_eq!(field(&x, "proc.cmdline", None), "cat /etc/hostname");
+        assert_eq!(field(&x, "proc.cwd", None), "/root");
+        assert_eq!(field(&x, "proc.tty", None), "34816");
+        assert_eq!(field(&x, "proc.pname", None), "bash");
+        assert_eq!(field(&x, "proc.pcmdline", None), "bash -i");
+        assert_eq!(field(&x, "evt.arg.filename", None), "/bin/cat");
+        assert_eq!(field(&x, "evt.arg.flags", None), "EXE_UPPER_LAYER");
+        assert_eq!(x.field(&Field::ProcIsExeUpperLayer), FieldValue::Bool(true));
+        assert_eq!(field(&x, "user.loginuid", None), "1000");
+        let open = RecordBuilder::new(Kind::Openat)
+            .task(11, 11, 10, "cat")
+            .res(3)
+            .arg(0, libc::O_RDONLY as i64)
+            .arg(2, AT_FDCWD)
+            .string(0, b"/etc/../etc/hostname")
+            .build();
+        let o = event(&mut e, &open);
+        assert_eq!(field(&o, "fd.name", None), "/etc/hostname");
+        assert_eq!(field(&o, "evt.arg.name", None), "/etc/../etc/hostname");
+        assert_eq!(field(&o, "proc.cmdline", None), "cat /etc/hostname");
+        assert_eq!(field(&o, "proc.aname", Some("1")), "bash");
+        assert_eq!(o.evt.num, 4);
+    }
+
+    #[test]
+    fn exit_records_carry_the_status_and_retire_the_process() {
+        let mut e = enricher();
+        let exit = RecordBuilder::new(Kind::Procexit)
+            .task(20, 20, 1, "sleep")
+            .arg(0, 9)
+            .build();
+        let x = event(&mut e, &exit);
+        assert_eq!(x.evt.args.status, Some(137));
+        assert_eq!(exit_status(3 << 8), 3);
+    }
+
+    #[test]
+    fn sockets_become_falco_tuples() {
+        let mut e = enricher();
+        let mut sock = Sock {
+            family: libc::AF_INET as u16,
+            ty: libc::SOCK_STREAM as u16,
+            proto: libc::IPPROTO_TCP as u16,
+            lport: 40000,
+            rport: 443,
+            ..Default::default()
+        };
+        sock.laddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        sock.raddr[..4].copy_from_slice(&[10, 43, 0, 1]);
+        let c = RecordBuilder::new(Kind::Connect)
+            .task(5, 5, 1, "curl")
+            .arg(0, 4)
+            .sock(&sock)
+            .build();
+        let ev = event(&mut e, &c);
+        assert_eq!(field(&ev, "fd.name", None), "10.0.0.2:40000->10.43.0.1:443");
+        assert_eq!(field(&ev, "fd.sport", None), "443");
+        assert_eq!(field(&ev, "fd.l4proto", None), "tcp");
+        assert_eq!(field(&ev, "fd.num", None), "4");
+        let unix = Sock {
+            family: libc::AF_UNIX as u16,
+            ..Default::default()
+        };
+        let u = RecordBuilder::new(Kind::Connect)
+            .task(5, 5, 1, "curl")
+            .sock(&unix)
+            .string(0, b"\0abstract")
+            .build();
+        let ev = event(&mut e, &u);
+        assert_eq!(field(&ev, "fd.name", None), "@abstract");
+        assert_eq!(field(&ev, "fd.typechar", None), "u");
+    }
+
+    #[test]
+    fn relative_read_only_opens_outside_watched_prefixes_are_filtered_in_user_space() {
+        let mut e = enricher();
+        let open = RecordBuilder::new(Kind::Openat)
+            .task(1, 1, 0, "x")
+            .arg(0, libc::O_RDONLY as i64)
+            .arg(2, 9999)
+            .string(0, b"relative/file")
+            .build();
+        // No /proc here, so the path cannot be resolved: it stays relative,
+        // is below no watched prefix, and is dropped.
+        assert!(matches!(e.decode(&open).unwrap(), Decoded::Filtered));
+        assert_eq!(e.filtered_user, 1);
+        let loss = RecordBuilder::new(Kind::Loss).arg(0, 7).build();
+        assert!(matches!(e.decode(&loss).unwrap(), Decoded::Loss(7)));
+    }
+
+    #[test]
+    fn paths_normalise_lexically() {
+        assert_eq!(normalize("/a/./b//../c/"), "/a/c");
+        assert_eq!(normalize("/../.."), "/");
+        assert_eq!(module_name("/lib/modules/6.1/kernel/foo.ko.zst"), "foo");
+    }
+}

@@ -1,0 +1,411 @@
+//! Loading the kernel programs with aya: the checks before (privileges, BTF,
+//! kernel version, tracefs), the maps the agent fills (syscall table,
+//! filters, deny list, its own pid), attaching the probe table, and reading
+//! the per-CPU counters.
+//!
+//! Owns the `Ebpf` object and with it every program, link and map: dropping
+//! a [`Kernel`] detaches and unloads everything. Never reads the ring
+//! buffer (it hands it out before anything is attached, so the consumer
+//! exists first) and never decodes records.
+
+use std::path::Path;
+
+use aya::maps::lpm_trie::Key;
+use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use aya::programs::{RawTracePoint, TracePoint};
+use aya::util::KernelVersion;
+use aya::{Ebpf, EbpfLoader};
+use tracing::{debug, warn};
+
+use super::SensorError;
+use super::abi::{self, COUNTER_MAX, Counter};
+use super::filters::KernelFilters;
+use super::probes::{self, ENTER_PROG, Hook, MIN_KERNEL, Probe};
+use crate::config::SensorConfig;
+
+/// The object `agent/build.rs` compiled from `ebpf/sensor.bpf.c`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor.bpf.o"));
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+const BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Which probes attached.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeReport {
+    pub attached: Vec<&'static str>,
+    /// Optional probes that did not attach, with the reason.
+    pub missing: Vec<(&'static str, String)>,
+    /// Rows this architecture has no syscall for.
+    pub not_applicable: Vec<&'static str>,
+}
+
+/// The loaded kernel side.
+pub struct Kernel {
+    bpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// Everything that must hold before loading; mounts tracefs when it can.
+pub fn preflight() -> Result<(), SensorError> {
+    let caps = effective_caps();
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        return Err(SensorError::NotPrivileged);
+    }
+    if !Path::new(BTF).exists() {
+        return Err(SensorError::NoBtf);
+    }
+    if let Ok(v) = KernelVersion::current() {
+        let (maj, min) = MIN_KERNEL;
+        if v < KernelVersion::new(maj as u8, min as u8, 0) {
+            return Err(SensorError::KernelTooOld {
+                found: v.to_string(),
+            });
+        }
+    }
+    ensure_tracefs()?;
+    raise_memlock();
+    Ok(())
+}
+
+/// This process's effective capabilities (`CapEff` in /proc/self/status).
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+fn tracefs_ready(dir: &str) -> bool {
+    Path::new(dir).join("events").is_dir()
+}
+
+/// Syscall tracepoints need tracefs; mount it at /sys/kernel/tracing when
+/// neither it nor debugfs's copy is there.
+fn ensure_tracefs() -> Result<(), SensorError> {
+    if tracefs_ready(TRACEFS) || tracefs_ready(DEBUGFS_TRACING) {
+        return Ok(());
+    }
+    match nix::mount::mount(
+        Some("nodev"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
+        Ok(()) if tracefs_ready(TRACEFS) => {
+            tracing::info!(
+                path = TRACEFS,
+                "mounted tracefs for the syscall tracepoints"
+            );
+            Ok(())
+        }
+        Ok(()) => Err(SensorError::NoTracefs {
+            reason: format!("mounted tracefs at {TRACEFS} but it has no events/ directory"),
+        }),
+        Err(e) => Err(SensorError::NoTracefs {
+            reason: format!("mounting it at {TRACEFS} failed: {e}"),
+        }),
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to
+/// the cgroup. Raising it may be refused (no CAP_SYS_RESOURCE): a warning.
+fn raise_memlock() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(
+        Resource::RLIMIT_MEMLOCK,
+        libc::RLIM_INFINITY,
+        libc::RLIM_INFINITY,
+    ) {
+        debug!(error = %e, "could not raise RLIMIT_MEMLOCK (fine on kernels >= 5.11, which charge BPF memory to the cgroup)");
+    }
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> SensorError {
+    move |source| SensorError::Map { map, source }
+}
+
+impl Kernel {
+    /// Load the object and every program, fill the maps; attach nothing yet.
+    /// Returns the ring buffer for the consumer, which must exist before
+    /// [`Kernel::attach`] is called.
+    pub fn load(
+        config: &SensorConfig,
+        own_tgid: u32,
+    ) -> Result<(Kernel, RingBuf<MapData>), SensorError> {
+        let ring_bytes = u32::try_from(config.ring_buffer_bytes.get()).unwrap_or(1 << 30);
+        let mut bpf = EbpfLoader::new()
+            .map_max_entries("ea_events", ring_bytes)
+            .load(OBJECT)
+            .map_err(|e| SensorError::Load {
+                what: "the eBPF object".into(),
+                message: error_chain(&e),
+            })?;
+        for name in [
+            ENTER_PROG,
+            "ea_sys_exit_file",
+            "ea_sys_exit_net",
+            "ea_sys_exit_misc",
+        ] {
+            let p: &mut TracePoint = program(&mut bpf, name)?;
+            p.load().map_err(|e| SensorError::Load {
+                what: format!("program {name}"),
+                message: error_chain(&e),
+            })?;
+        }
+        for name in ["ea_exec", "ea_fork", "ea_exit"] {
+            let p: &mut RawTracePoint = program(&mut bpf, name)?;
+            p.load().map_err(|e| SensorError::Load {
+                what: format!("program {name}"),
+                message: error_chain(&e),
+            })?;
+        }
+        let ring = RingBuf::try_from(
+            bpf.take_map("ea_events")
+                .ok_or(SensorError::MissingMap("ea_events"))?,
+        )
+        .map_err(map_err("ea_events"))?;
+        let counters = PerCpuArray::try_from(
+            bpf.take_map("ea_counters")
+                .ok_or(SensorError::MissingMap("ea_counters"))?,
+        )
+        .map_err(map_err("ea_counters"))?;
+        let mut k = Kernel { bpf, counters };
+        {
+            let mut own: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+                k.bpf
+                    .map_mut("ea_own_tgids")
+                    .ok_or(SensorError::MissingMap("ea_own_tgids"))?,
+            )
+            .map_err(map_err("ea_own_tgids"))?;
+            own.insert(own_tgid, 1, 0)
+                .map_err(map_err("ea_own_tgids"))?;
+        }
+        k.apply_filters(config)?;
+        Ok((k, ring))
+    }
+
+    /// Attach the probe table. A required probe that fails stops here with
+    /// an error naming it; an optional one is reported missing.
+    pub fn attach(&mut self) -> Result<ProbeReport, SensorError> {
+        let mut report = ProbeReport::default();
+        for probe in probes::table() {
+            match self.attach_one(&probe) {
+                Ok(true) => report.attached.push(probe.name()),
+                Ok(false) => report.not_applicable.push(probe.name()),
+                Err(reason) if probe.required => {
+                    return Err(SensorError::Attach {
+                        probe: probe.name(),
+                        reason,
+                    });
+                }
+                Err(reason) => {
+                    let (maj, min) = probe.min_kernel;
+                    warn!(probe = probe.name(), %reason, min_kernel = %format!("{maj}.{min}"), "optional probe not attached; its events will be missing");
+                    report.missing.push((probe.name(), reason));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Ok(false): not applicable on this architecture or node.
+    fn attach_one(&mut self, probe: &Probe) -> Result<bool, String> {
+        if probe.only_if.is_some_and(|applies| !applies()) {
+            return Ok(false);
+        }
+        match probe.hook {
+            Hook::RawTracepoint { prog, tp } => {
+                let p: &mut RawTracePoint =
+                    program(&mut self.bpf, prog).map_err(|e| e.to_string())?;
+                p.attach(tp).map_err(|e| error_chain(&e))?;
+                Ok(true)
+            }
+            Hook::Syscall {
+                name,
+                nr,
+                kind,
+                exit,
+            } => {
+                let Some(nr) = nr else {
+                    return Ok(false);
+                };
+                let enter = format!("sys_enter_{name}");
+                if !tracepoint_exists(&enter) {
+                    return Err(format!(
+                        "tracepoint syscalls/{enter} does not exist on this kernel"
+                    ));
+                }
+                // The kernel must know the syscall before its entry fires.
+                {
+                    let map = self
+                        .bpf
+                        .map_mut("ea_syscalls")
+                        .ok_or("map ea_syscalls missing")?;
+                    let mut table: Array<_, u32> =
+                        Array::try_from(map).map_err(|e| e.to_string())?;
+                    table
+                        .set(nr as u32, kind as u32, 0)
+                        .map_err(|e| format!("ea_syscalls[{nr}]: {e}"))?;
+                }
+                let p: &mut TracePoint =
+                    program(&mut self.bpf, ENTER_PROG).map_err(|e| e.to_string())?;
+                p.attach("syscalls", &enter)
+                    .map_err(|e| format!("{enter}: {}", error_chain(&e)))?;
+                if let Some(exit_prog) = exit {
+                    let ex = format!("sys_exit_{name}");
+                    let p: &mut TracePoint =
+                        program(&mut self.bpf, exit_prog).map_err(|e| e.to_string())?;
+                    p.attach("syscalls", &ex)
+                        .map_err(|e| format!("{ex}: {}", error_chain(&e)))?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Make the kernel's filter maps and deny list match `config` (at start
+    /// and on reload): entries not wanted are removed, missing ones added.
+    pub fn apply_filters(&mut self, config: &SensorConfig) -> Result<(), SensorError> {
+        let f = KernelFilters::from_config(config);
+        {
+            let map = self
+                .bpf
+                .map_mut("ea_exclude_comms")
+                .ok_or(SensorError::MissingMap("ea_exclude_comms"))?;
+            let mut m: BpfHashMap<_, [u8; abi::COMM_LEN], u8> =
+                BpfHashMap::try_from(map).map_err(map_err("ea_exclude_comms"))?;
+            let stale: Vec<_> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !f.comms.contains(k))
+                .collect();
+            for k in stale {
+                m.remove(&k).map_err(map_err("ea_exclude_comms"))?;
+            }
+            for k in &f.comms {
+                m.insert(k, 1, 0).map_err(map_err("ea_exclude_comms"))?;
+            }
+        }
+        for (name, keys) in [
+            ("ea_open_prefixes", &f.open_prefixes),
+            ("ea_exclude_paths", &f.exclude_paths),
+        ] {
+            let map = self
+                .bpf
+                .map_mut(name)
+                .ok_or(SensorError::MissingMap(name))?;
+            let mut m: LpmTrie<_, [u8; abi::LPM_DATA], u8> =
+                LpmTrie::try_from(map).map_err(map_err(name))?;
+            let want: Vec<Key<[u8; abi::LPM_DATA]>> =
+                keys.iter().map(|k| Key::new(k.bits, k.data)).collect();
+            let stale: Vec<_> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| {
+                    !want
+                        .iter()
+                        .any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data())
+                })
+                .collect();
+            for k in stale {
+                m.remove(&k).map_err(map_err(name))?;
+            }
+            for k in &want {
+                m.insert(k, 1, 0).map_err(map_err(name))?;
+            }
+        }
+        {
+            let map = self
+                .bpf
+                .map_mut("ea_deny_exec")
+                .ok_or(SensorError::MissingMap("ea_deny_exec"))?;
+            let mut m: BpfHashMap<_, u64, u8> =
+                BpfHashMap::try_from(map).map_err(map_err("ea_deny_exec"))?;
+            let stale: Vec<_> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !f.deny.contains(k))
+                .collect();
+            for k in stale {
+                m.remove(&k).map_err(map_err("ea_deny_exec"))?;
+            }
+            for k in &f.deny {
+                m.insert(k, 1, 0).map_err(map_err("ea_deny_exec"))?;
+            }
+        }
+        {
+            let map = self
+                .bpf
+                .map_mut("ea_config")
+                .ok_or(SensorError::MissingMap("ea_config"))?;
+            let mut m: Array<_, [u32; 2]> = Array::try_from(map).map_err(map_err("ea_config"))?;
+            let flags = if f.deny_enabled() {
+                abi::CFG_DENY_EXEC
+            } else {
+                0
+            };
+            m.set(0, [flags, 0], 0).map_err(map_err("ea_config"))?;
+        }
+        Ok(())
+    }
+
+    /// The kernel's counters, summed over CPUs, indexed by [`Counter`].
+    pub fn counters(&self) -> [u64; COUNTER_MAX as usize] {
+        let mut out = [0u64; COUNTER_MAX as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = self.counters.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.counters()[c as usize]
+    }
+}
+
+fn program<'a, T>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, SensorError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = bpf
+        .program_mut(name)
+        .ok_or(SensorError::MissingProgram(name))?;
+    p.try_into()
+        .map_err(|e: aya::programs::ProgramError| SensorError::Load {
+            what: format!("program {name}"),
+            message: e.to_string(),
+        })
+}
+
+/// An error with its sources: aya's outer messages ("error relocating
+/// section") say little without the inner ones.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+fn tracepoint_exists(event: &str) -> bool {
+    [TRACEFS, DEBUGFS_TRACING]
+        .iter()
+        .any(|t| Path::new(t).join("events/syscalls").join(event).is_dir())
+}

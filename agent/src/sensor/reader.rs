@@ -1,0 +1,115 @@
+//! A running sensor: the loaded kernel side, the ring-buffer consumer, and
+//! the enricher, in the order they must start.
+//!
+//! Owns the start-up sequence (preflight, load, consumer, attach, seed) and
+//! reading: [`Sensor::read`] waits on the ring buffer's fd with `AsyncFd`,
+//! then decodes a bounded batch. Used by the daemon's stage and by
+//! `edge-agent sensor watch` when no daemon runs. Never sends anything
+//! anywhere; callers decide what decoded records become.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tracing::debug;
+
+use super::SensorError;
+use super::abi::Counter;
+use super::decode::{Decoded, Enricher};
+use super::loader::{Kernel, ProbeReport, preflight};
+use super::proctable::BootClock;
+use crate::config::SensorConfig;
+
+/// Records decoded per wakeup before the reader lets the rest of its task
+/// run (status, reloads, shutdown). About a millisecond of work.
+pub const BATCH: usize = 1024;
+
+pub struct Sensor {
+    kernel: Kernel,
+    ring: AsyncFd<RingBuf<MapData>>,
+    pub enricher: Enricher,
+    pub probes: ProbeReport,
+    /// Records that failed their length checks (a bug if ever nonzero).
+    pub decode_errors: u64,
+    /// Time from the start of [`Sensor::start`] to probes attached.
+    pub startup: Duration,
+    /// Processes found in `/proc` at start.
+    pub seeded: usize,
+}
+
+impl Sensor {
+    /// Check, load, start the consumer, attach, seed the process table.
+    /// Blocking (program loading, `/proc`): call it from a blocking thread
+    /// inside the runtime (the consumer registers with its reactor).
+    pub fn start(config: &SensorConfig) -> Result<Sensor, SensorError> {
+        let t0 = Instant::now();
+        preflight()?;
+        let (mut kernel, ring) = Kernel::load(config, std::process::id())?;
+        // The consumer exists before any probe fires: records produced while
+        // the probes attach and the table is seeded wait in the ring buffer.
+        // SAFETY: the RingBuf owns its map's fd for as long as it lives, and
+        // the AsyncFd owns the RingBuf, so the registered fd stays open and
+        // refers to the same map until the AsyncFd is dropped.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| SensorError::Ring(e.into_parts().1))?;
+        let probes = kernel.attach()?;
+        let startup = t0.elapsed();
+        let mut enricher =
+            Enricher::new(config, Path::new("/proc"), Path::new("/"), BootClock::now());
+        let seeded = enricher.procs.seed();
+        debug!(seeded, ?startup, "sensor attached");
+        Ok(Sensor {
+            kernel,
+            ring,
+            enricher,
+            probes,
+            decode_errors: 0,
+            startup,
+            seeded,
+        })
+    }
+
+    /// Wait for records, then decode up to [`BATCH`] of them into `out`.
+    pub async fn read(&mut self, out: &mut Vec<Decoded>) -> Result<(), SensorError> {
+        let mut guard = self.ring.readable_mut().await.map_err(SensorError::Ring)?;
+        let ring = guard.get_inner_mut();
+        let mut n = 0;
+        while n < BATCH {
+            let Some(item) = ring.next() else {
+                break;
+            };
+            n += 1;
+            match self.enricher.decode(&item) {
+                Ok(d) => out.push(d),
+                Err(e) => {
+                    self.decode_errors += 1;
+                    debug!(error = %e, "skipped a record");
+                }
+            }
+        }
+        if n < BATCH {
+            // Drained: wait for the kernel's next wakeup. (tokio only clears
+            // the readiness this guard saw, so a wakeup that raced us stays.)
+            guard.clear_ready();
+        }
+        Ok(())
+    }
+
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.kernel.counter(c)
+    }
+
+    /// Apply a reloaded config's filters and deny list, in the kernel and
+    /// in user space.
+    pub fn apply(&mut self, config: &SensorConfig) -> Result<(), SensorError> {
+        self.kernel.apply_filters(config)?;
+        self.enricher.set_filters(config);
+        Ok(())
+    }
+}

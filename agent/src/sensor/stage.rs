@@ -1,0 +1,393 @@
+//! The sensor as a daemon stage: start the [`Sensor`], pass its events to
+//! the rules engine, report kills and losses, publish status, serve
+//! `sensor.watch` on the control socket, apply config reloads.
+//!
+//! If the sensor cannot start (not root, no BTF, no tracefs, a required
+//! probe missing), the stage shows as failed with the reason, sends a
+//! `sensor_unavailable` node event, and keeps the events channel open until
+//! shutdown, so the rules stage and everything else keep running.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::SensorError;
+use super::abi::Counter;
+use super::alert;
+use super::decode::Decoded;
+use super::proctable::BootClock;
+use super::reader::{BATCH, Sensor};
+use crate::control::{ControlError, Reply};
+use crate::daemon::StageContext;
+use crate::event::{Event, EventType};
+use crate::status::{StageState, StatusReporter};
+
+/// How often status, counters and losses are refreshed.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Losses are reported at most this often (one node event sums them), so a
+/// sustained overload cannot flood the outbox with loss reports.
+const LOSS_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Housekeeping that need not run every tick: containers that stopped, the
+/// boot-to-wall clock offset (NTP), the node's passwd.
+const SLOW_TICKS: u32 = 30;
+
+/// Decoded events waiting for `sensor watch` clients. A client that falls
+/// further behind than this is told how many it missed.
+const WATCH_CAPACITY: usize = 4096;
+
+/// Items between a watcher's forwarding task and the control socket.
+const WATCH_STREAM_CAPACITY: usize = 256;
+
+/// Run the sensor stage until `shutdown`, reporting through `status`.
+pub async fn run(
+    ctx: StageContext,
+    status: StatusReporter,
+    events: mpsc::Sender<Event>,
+    shutdown: CancellationToken,
+) -> Result<(), SensorError> {
+    let config = ctx.config.borrow().clone();
+    if !config.sensor.enabled {
+        status.set_state(
+            StageState::Disabled,
+            "switched off ([sensor] enabled = false)",
+        );
+        shutdown.cancelled().await;
+        return Ok(());
+    }
+    status.set_state(StageState::Starting, "loading eBPF programs");
+    let sensor_config = config.sensor.clone();
+    let started = tokio::task::spawn_blocking(move || Sensor::start(&sensor_config)).await;
+    let sensor = match started {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return unavailable(&ctx, &status, events, shutdown, e).await,
+        Err(join) => {
+            let e = SensorError::Load {
+                what: "the sensor".into(),
+                message: format!("start-up panicked: {join}"),
+            };
+            return unavailable(&ctx, &status, events, shutdown, e).await;
+        }
+    };
+    info!(
+        probes = sensor.probes.attached.len(),
+        missing = sensor.probes.missing.len(),
+        startup_ms = sensor.startup.as_millis() as u64,
+        processes = sensor.seeded,
+        "sensor running"
+    );
+    if !sensor.probes.missing.is_empty() {
+        ctx.reports
+            .try_send(alert::degraded_event(&sensor.probes.missing));
+    }
+    let (watch_tx, _) = broadcast::channel::<Arc<Event>>(WATCH_CAPACITY);
+    register_watch(&ctx, watch_tx.clone());
+    let mut stage = Stage {
+        sensor,
+        status,
+        ctx: ctx.clone(),
+        events,
+        watch: watch_tx,
+        hostname: config.node.id.clone(),
+        per_type: [0; EventType::ALL.len()],
+        per_type_at_tick: [0; EventType::ALL.len()],
+        last_tick: Instant::now(),
+        ticks: 0,
+        lost_seen: 0,
+        lost_reported: 0,
+        lost_report_at: Instant::now(),
+        kills: 0,
+        last_kill: Value::Null,
+        rules_gone: false,
+    };
+    stage.publish();
+    let result = stage.run(shutdown).await;
+    ctx.router.unregister("sensor.watch");
+    result
+}
+
+/// Start-up failed: say so everywhere, keep the channel open, wait.
+async fn unavailable(
+    ctx: &StageContext,
+    status: &StatusReporter,
+    events: mpsc::Sender<Event>,
+    shutdown: CancellationToken,
+    e: SensorError,
+) -> Result<(), SensorError> {
+    let reason = e.to_string();
+    error!(code = e.code(), error = %reason, "the eBPF sensor could not start; the other stages keep running");
+    status.fail(reason.clone());
+    status.set("error_code", e.code());
+    ctx.reports
+        .send(alert::unavailable_event(e.code(), &reason))
+        .await;
+    // The rules stage reads this channel; closing it early would look like
+    // the end of the event stream.
+    shutdown.cancelled().await;
+    drop(events);
+    Err(e)
+}
+
+/// `sensor.watch`: a live stream of decoded events for `edge-agent sensor watch`.
+fn register_watch(ctx: &StageContext, watch: broadcast::Sender<Arc<Event>>) {
+    ctx.router.register("sensor.watch", move |_params| {
+        let mut rx = watch.subscribe();
+        async move {
+            let (tx, out) = mpsc::channel(WATCH_STREAM_CAPACITY);
+            tokio::spawn(async move {
+                loop {
+                    let item = tokio::select! {
+                        _ = tx.closed() => break,
+                        r = rx.recv() => r,
+                    };
+                    let v = match item {
+                        Ok(ev) => match serde_json::to_value(&*ev) {
+                            Ok(v) => v,
+                            Err(_) => continue,
+                        },
+                        Err(broadcast::error::RecvError::Lagged(n)) => json!({ "lagged": n }),
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    if tx.send(v).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok::<_, ControlError>(Reply::Stream(out))
+        }
+    });
+}
+
+struct Stage {
+    sensor: Sensor,
+    status: StatusReporter,
+    ctx: StageContext,
+    events: mpsc::Sender<Event>,
+    watch: broadcast::Sender<Arc<Event>>,
+    hostname: String,
+    per_type: [u64; EventType::ALL.len()],
+    per_type_at_tick: [u64; EventType::ALL.len()],
+    last_tick: Instant,
+    ticks: u32,
+    /// Records lost, as the kernel's loss records reported them.
+    lost_seen: u64,
+    lost_reported: u64,
+    lost_report_at: Instant,
+    kills: u64,
+    last_kill: Value,
+    /// The rules stage's receiver is gone (disabled): events are not sent.
+    rules_gone: bool,
+}
+
+impl Stage {
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), SensorError> {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut config = self.ctx.config.clone();
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = self.sensor.read(&mut batch) => {
+                    r?;
+                    for d in batch.drain(..) {
+                        if !self.handle(d, &shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                }
+                _ = tick.tick() => self.on_tick(),
+                changed = config.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let new = config.borrow_and_update().sensor.clone();
+                    match self.sensor.apply(&new) {
+                        Ok(()) => info!("sensor filters and deny list updated from the reloaded config"),
+                        Err(e) => {
+                            warn!(error = %e, "could not apply the reloaded sensor config; the previous filters stay");
+                            self.status.error(format!("reload: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns false when shutdown arrived while waiting on the rules stage.
+    async fn handle(&mut self, d: Decoded, shutdown: &CancellationToken) -> bool {
+        match d {
+            Decoded::Loss(n) => self.lost_seen += n,
+            Decoded::Filtered => {}
+            Decoded::Event { event, killed } => {
+                self.per_type[event.evt.ty.index()] += 1;
+                if killed {
+                    self.kill(&event);
+                }
+                if self.watch.receiver_count() > 0 {
+                    let _ = self.watch.send(Arc::new(event.clone()));
+                }
+                if !self.rules_gone {
+                    // Waiting here lets the ring buffer absorb a burst; if the
+                    // rules stage stays behind, the kernel counts the loss.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        r = self.events.send(event) => {
+                            if r.is_err() {
+                                self.rules_gone = true;
+                                info!("the rules stage does not read events; the sensor keeps running for status, kills and `sensor watch`");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn kill(&mut self, event: &Event) {
+        self.kills += 1;
+        warn!(
+            pid = event.proc.pid,
+            exe = %event.proc.exepath,
+            cmdline = %event.proc.cmdline,
+            container = %event.container.id,
+            "killed a denied executable at exec"
+        );
+        self.last_kill = json!({
+            "time": alert::falco_time(event.evt.time),
+            "pid": event.proc.pid,
+            "exepath": event.proc.exepath,
+            "cmdline": event.proc.cmdline,
+            "container_id": event.container.id,
+        });
+        if !self
+            .ctx
+            .reports
+            .try_send(alert::kill_alert(event, &self.hostname))
+        {
+            warn!(
+                "the kill alert could not be queued (the outbox is behind); it is counted as dropped"
+            );
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        let e = &mut self.sensor.enricher;
+        e.procs.sweep(BootClock::boot_now_ns());
+        if self.ticks % SLOW_TICKS == 0 {
+            for id in e.containers.sweep() {
+                e.users.forget_container(&id);
+            }
+            e.users.refresh();
+            e.set_clock(BootClock::now());
+        }
+        self.report_losses();
+        self.publish();
+    }
+
+    fn report_losses(&mut self) {
+        let kernel_lost = self.sensor.counter(Counter::Lost);
+        let lost = kernel_lost.max(self.lost_seen);
+        if lost > self.lost_reported && self.lost_report_at.elapsed() >= LOSS_REPORT_EVERY {
+            let over = self.lost_report_at.elapsed();
+            warn!(
+                lost = lost - self.lost_reported,
+                total = lost,
+                "kernel events were lost: the ring buffer was full"
+            );
+            self.ctx
+                .reports
+                .try_send(alert::loss_event(lost - self.lost_reported, lost, over));
+            self.lost_reported = lost;
+            self.lost_report_at = Instant::now();
+        }
+    }
+
+    fn publish(&mut self) {
+        let secs = self.last_tick.elapsed().as_secs_f64().max(0.001);
+        self.last_tick = Instant::now();
+        let mut rates = Map::new();
+        let mut total_rate = 0.0;
+        for ty in EventType::ALL {
+            let i = ty.index();
+            let d = self.per_type[i] - self.per_type_at_tick[i];
+            if d > 0 {
+                let r = (d as f64 / secs * 10.0).round() / 10.0;
+                total_rate += r;
+                rates.insert(ty.as_str().into(), r.into());
+            }
+        }
+        self.per_type_at_tick = self.per_type;
+        let counters = self.sensor.kernel().counters();
+        let kernel: Map<String, Value> = Counter::SHOWN
+            .iter()
+            .map(|(c, name)| ((*name).to_string(), Value::from(counters[*c as usize])))
+            .collect();
+        let lost = counters[Counter::Lost as usize].max(self.lost_seen);
+        let probes = &self.sensor.probes;
+        let e = &self.sensor.enricher;
+        let total: u64 = self.per_type.iter().sum();
+        self.status.update(|d| {
+            d.insert("probes_attached".into(), probes.attached.len().into());
+            d.insert(
+                "probes_missing".into(),
+                probes
+                    .missing
+                    .iter()
+                    .map(|(n, _)| Value::from(*n))
+                    .collect(),
+            );
+            d.insert(
+                "events_per_sec".into(),
+                ((total_rate * 10.0).round() / 10.0).into(),
+            );
+            d.insert("events_per_sec_by_type".into(), Value::Object(rates));
+            d.insert("events_total".into(), total.into());
+            d.insert("lost".into(), lost.into());
+            d.insert("kernel".into(), Value::Object(kernel));
+            d.insert("filtered_user".into(), e.filtered_user.into());
+            d.insert("decode_errors".into(), self.sensor.decode_errors.into());
+            d.insert("process_table".into(), e.procs.len().into());
+            d.insert("processes_evicted".into(), e.procs.evicted().into());
+            d.insert("containers_known".into(), e.containers.known().into());
+            d.insert("kills".into(), self.kills.into());
+            d.insert("last_kill".into(), self.last_kill.clone());
+            d.insert(
+                "startup_ms".into(),
+                (self.sensor.startup.as_millis() as u64).into(),
+            );
+        });
+        let summary = format!(
+            "{} probes attached, {:.0} events/s, {} lost{}",
+            probes.attached.len(),
+            total_rate,
+            lost,
+            if probes.missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; missing optional probes: {}",
+                    probes
+                        .missing
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+        let state = if probes.missing.is_empty() {
+            StageState::Running
+        } else {
+            StageState::Degraded
+        };
+        self.status.set_state(state, summary);
+    }
+}

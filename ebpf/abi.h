@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * abi.h: the only definition of what crosses the kernel/user boundary.
+ *
+ * Everything the kernel programs (sensor.bpf.c) hand to the agent, and
+ * everything the agent writes into the programs' maps, is declared here.
+ * The Rust side (agent/src/sensor/abi.rs) mirrors these types and asserts
+ * their sizes and field offsets at compile time; a unit test there reads
+ * this file and checks that every EA_EVT_ and EA_CNT_ value matches.
+ *
+ * Rules for changing it:
+ *   - Event type ids (EA_EVT_*) are never renumbered and never reused. A
+ *     retired id stays reserved; a new event gets the next free number.
+ *   - Records only grow at the end of the data area; fixed parts change
+ *     only together with EA_ABI_VERSION (the loader refuses a mismatch).
+ *   - Integers are in the host's byte order, except where a field says
+ *     "network order".
+ */
+#ifndef EA_ABI_H
+#define EA_ABI_H
+
+/* Bumped when a fixed layout below changes. The agent embeds the object
+ * built from this tree, so the two cannot disagree at run time; the number
+ * tells readers of recorded data which layout they hold. */
+#define EA_ABI_VERSION 1
+
+/* ---- event type ids (stable) ------------------------------------------- */
+#define EA_EVT_LOSS 1          /* arg0 = records this CPU lost since its last loss record */
+#define EA_EVT_EXECVE 2
+#define EA_EVT_EXECVEAT 3
+#define EA_EVT_CLONE 4
+#define EA_EVT_CLONE3 5
+#define EA_EVT_FORK 6
+#define EA_EVT_VFORK 7
+#define EA_EVT_PROCEXIT 8
+#define EA_EVT_OPEN 9
+#define EA_EVT_OPENAT 10
+#define EA_EVT_OPENAT2 11
+#define EA_EVT_CREAT 12
+#define EA_EVT_CONNECT 13
+#define EA_EVT_ACCEPT 14
+#define EA_EVT_ACCEPT4 15
+#define EA_EVT_PTRACE 16
+#define EA_EVT_SETUID 17
+#define EA_EVT_SETGID 18
+#define EA_EVT_SETREUID 19
+#define EA_EVT_SETREGID 20
+#define EA_EVT_SETRESUID 21
+#define EA_EVT_SETRESGID 22
+#define EA_EVT_INIT_MODULE 23
+#define EA_EVT_FINIT_MODULE 24
+#define EA_EVT_MEMFD_CREATE 25
+#define EA_EVT_MOUNT 26
+#define EA_EVT_UNLINK 27
+#define EA_EVT_UNLINKAT 28
+#define EA_EVT_RENAME 29
+#define EA_EVT_RENAMEAT 30
+#define EA_EVT_RENAMEAT2 31
+#define EA_EVT_SYMLINK 32
+#define EA_EVT_SYMLINKAT 33
+#define EA_EVT_LINK 34
+#define EA_EVT_LINKAT 35
+#define EA_EVT_DUP 36
+#define EA_EVT_DUP2 37
+#define EA_EVT_DUP3 38
+#define EA_EVT_SOCKET 39
+#define EA_EVT_MAX 40          /* one past the highest id; sizes per-type tables */
+
+/* ---- per-CPU counters (index into the `ea_counters` map) ---------------- */
+#define EA_CNT_SEEN 0          /* hook runs that could have produced a record */
+#define EA_CNT_SENT 1          /* records written to the ring buffer */
+#define EA_CNT_LOST 2          /* records the ring buffer had no room for */
+#define EA_CNT_FILTERED_OWN 3  /* dropped: the agent's own process tree */
+#define EA_CNT_FILTERED_COMM 4 /* dropped: comm in exclude_comms */
+#define EA_CNT_FILTERED_OPEN 5 /* dropped: read-only open outside watch_open_prefixes */
+#define EA_CNT_FILTERED_PATH 6 /* dropped: path below exclude_paths */
+#define EA_CNT_KILLED 7        /* denied execs killed with SIGKILL */
+#define EA_CNT_LOST_UNREPORTED 8 /* internal: losses not yet sent as EA_EVT_LOSS */
+#define EA_CNT_MAX 9
+
+/* ---- bounds ------------------------------------------------------------ */
+#define EA_COMM_LEN 16
+#define EA_NSTR 6              /* string slots per record */
+#define EA_DATA_MAX 8192       /* no string starts at or after this data offset (power of two) */
+#define EA_STR_MAX 4096        /* one string (PATH_MAX); argv is cut here too */
+#define EA_WALK_DEPTH 32       /* path components a dentry walk follows */
+#define EA_LPM_DATA 128        /* bytes of a path a prefix map compares */
+#define EA_SYSCALL_MAX 512     /* syscall numbers the `ea_syscalls` map covers */
+
+/* ---- record header flags (ea_header.flags) ----------------------------- */
+#define EA_F_TRUNCATED 0x1     /* some string was cut at its bound */
+#define EA_F_KILLED 0x2        /* exec: the deny list matched; SIGKILL was sent */
+
+/* ---- exec flags (arg0 of exec records; Falco's EXE_* values) ------------ */
+#define EA_EXE_WRITABLE 0x1
+#define EA_EXE_UPPER_LAYER 0x2
+#define EA_EXE_FROM_MEMFD 0x4
+#define EA_EXE_LOWER_LAYER 0x8
+
+/* ---- config flags (ea_config.flags) ------------------------------------ */
+#define EA_CFG_DENY_EXEC 0x1   /* kill execs that match `ea_deny_exec` */
+
+/* Seeds for the two deny-list hashes (FNV-1a 64 over the bytes). */
+#define EA_DENY_SEED_PATH 0xcbf29ce484222325ULL
+#define EA_DENY_SEED_NAME 0x84222325cbf29ce4ULL
+#define EA_FNV_PRIME 0x100000001b3ULL
+
+/* A string in a record's data area: `off` bytes after the fixed part, `len`
+ * bytes long, not counting the NUL that follows it. len 0 = absent or empty. */
+struct ea_str {
+	__u16 off;
+	__u16 len;
+};
+
+/* Common to every record. 72 bytes. */
+struct ea_header {
+	__u16 type;          /* EA_EVT_* */
+	__u16 flags;         /* EA_F_* */
+	__u32 size;          /* bytes in the whole record: fixed part + data */
+	__u64 ts_boot_ns;    /* bpf_ktime_get_boot_ns() */
+	__u32 pid;           /* tgid of the caller */
+	__u32 tid;           /* pid (thread id) of the caller */
+	__u32 ppid;          /* tgid of real_parent */
+	__u32 uid;           /* effective uid */
+	__u32 gid;           /* effective gid */
+	__u32 loginuid;      /* audit login uid; 0xffffffff = unset or unknown */
+	__u64 cgroup_id;     /* cgroup v2 id (bpf_get_current_cgroup_id) */
+	__s64 res;           /* syscall result; exec/fork/exit: 0 */
+	char comm[EA_COMM_LEN];
+};
+
+/* The socket behind an fd (connect, accept, dup). 48 bytes. family 0 = none. */
+struct ea_sock {
+	__u16 family;        /* AF_INET, AF_INET6, AF_UNIX, ... */
+	__u16 type;          /* SOCK_STREAM, SOCK_DGRAM, ... */
+	__u16 proto;         /* IPPROTO_TCP, IPPROTO_UDP, ... */
+	__u16 lport;         /* local port, host order */
+	__u16 rport;         /* remote port, host order */
+	__u16 _pad[3];
+	__u8 laddr[16];      /* local address, network order; IPv4 in bytes 0-3 */
+	__u8 raddr[16];      /* remote address */
+};
+
+/*
+ * One record. 192 bytes of fixed part, then `h.size - sizeof(struct
+ * ea_record)` bytes of string data. What arg[] and str[] hold per type:
+ *
+ *   EXECVE/EXECVEAT  arg0 EA_EXE_* flags, arg1 tty (new_encode_dev), arg2
+ *                    process start (boot ns), arg3 effective capabilities,
+ *                    arg4 execveat flags, arg5 execveat dirfd;
+ *                    str0 executable path (from mm->exe_file, relative to the
+ *                    process's root), str1 argv (NUL-separated), str2 cwd,
+ *                    str3 filename as passed to exec, str4 cgroup v2 leaf name
+ *   CLONE/CLONE3/FORK/VFORK  (sent by the parent) arg0 child tgid, arg1 clone
+ *                    flags; res child tgid
+ *   PROCEXIT         arg0 task exit_code (wait status encoding)
+ *   OPEN/OPENAT/OPENAT2/CREAT  arg0 flags, arg1 mode, arg2 dirfd, arg3
+ *                    openat2 resolve; str0 path as passed; res fd or -errno
+ *   CONNECT          arg0 fd; sock: remote from the caller's sockaddr, local
+ *                    from the socket; str0 unix socket path
+ *   ACCEPT/ACCEPT4   arg0 listening fd, arg1 accept4 flags; sock from the new
+ *                    fd; str0 unix socket path; res new fd
+ *   PTRACE           arg0 request, arg1 target pid
+ *   SETUID/SETGID    arg0 id
+ *   SETREUID/SETREGID  arg0 real, arg1 effective
+ *   SETRESUID/SETRESGID  arg0 real, arg1 effective, arg2 saved
+ *   INIT_MODULE      arg0 image length; str0 module parameters
+ *   FINIT_MODULE     arg0 fd, arg1 flags; str0 module parameters, str1 path
+ *                    of the file behind fd
+ *   MEMFD_CREATE     arg0 flags; str0 name
+ *   MOUNT            arg0 flags; str0 source, str1 target, str2 fstype
+ *   UNLINK/UNLINKAT  arg0 dirfd, arg1 flags; str0 path
+ *   RENAME/RENAMEAT/RENAMEAT2  arg0 olddirfd, arg1 newdirfd, arg2 flags;
+ *                    str0 old path, str1 new path
+ *   SYMLINK/SYMLINKAT  arg0 newdirfd; str0 target, str1 link path
+ *   LINK/LINKAT      arg0 olddirfd, arg1 newdirfd, arg2 flags; str0 old
+ *                    path, str1 new path
+ *   DUP/DUP2/DUP3    arg0 oldfd, arg1 newfd, arg2 flags; sock of oldfd; str0
+ *                    path of oldfd's file when it is not a socket. Only sent
+ *                    when the new fd is 0, 1 or 2.
+ *   SOCKET           arg0 domain, arg1 type (with flags), arg2 protocol
+ *   LOSS             arg0 number of records lost
+ * Unused arg/str slots are zero.
+ */
+struct ea_record {
+	struct ea_header h;
+	__s64 arg[6];
+	struct ea_str str[EA_NSTR];
+	struct ea_sock sock;
+};
+
+/* The `ea_config` map's only entry. */
+struct ea_config {
+	__u32 flags;         /* EA_CFG_* */
+	__u32 _pad;
+};
+
+/* Key of the `ea_open_prefixes` and `ea_exclude_paths` LPM maps: a path
+ * prefix, prefixlen in bits. Stored with a trailing '/' so that "/etc"
+ * matches "/etc/passwd" and not "/etcd". */
+struct ea_lpm_key {
+	__u32 prefixlen;
+	__u8 data[EA_LPM_DATA];
+};
+
+/* The `ea_syscalls` array maps a syscall number (this architecture's) to
+ * the __u32 EA_EVT_* id it produces; 0 = not hooked. The agent fills it, so
+ * one object serves every architecture. */
+
+/* The Rust mirror asserts the same numbers. */
+_Static_assert(sizeof(struct ea_header) == 72, "ea_header is 72 bytes");
+_Static_assert(__builtin_offsetof(struct ea_header, ts_boot_ns) == 8, "ea_header.ts_boot_ns");
+_Static_assert(__builtin_offsetof(struct ea_header, cgroup_id) == 40, "ea_header.cgroup_id");
+_Static_assert(__builtin_offsetof(struct ea_header, res) == 48, "ea_header.res");
+_Static_assert(__builtin_offsetof(struct ea_header, comm) == 56, "ea_header.comm");
+_Static_assert(sizeof(struct ea_sock) == 48, "ea_sock is 48 bytes");
+_Static_assert(__builtin_offsetof(struct ea_sock, laddr) == 16, "ea_sock.laddr");
+_Static_assert(sizeof(struct ea_record) == 192, "ea_record is 192 bytes");
+_Static_assert(__builtin_offsetof(struct ea_record, arg) == 72, "ea_record.arg");
+_Static_assert(__builtin_offsetof(struct ea_record, str) == 120, "ea_record.str");
+_Static_assert(__builtin_offsetof(struct ea_record, sock) == 144, "ea_record.sock");
+_Static_assert(sizeof(struct ea_lpm_key) == 4 + EA_LPM_DATA, "ea_lpm_key is packed");
+
+#endif /* EA_ABI_H */

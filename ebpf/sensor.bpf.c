@@ -1,0 +1,1002 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sensor.bpf.c: the edge-agent's kernel programs.
+ *
+ * Turns process, file, network and privilege activity into records
+ * (abi.h) on one ring buffer. Filters in the kernel what rules cannot use:
+ * the agent's own process tree, excluded comms, read-only opens outside
+ * the watched prefixes, excluded paths. Counts every record it sees, sends,
+ * drops and loses, per CPU. Optionally kills a denied exec with SIGKILL
+ * before the new image runs.
+ *
+ * Hooks, all tracepoints (no kprobes, fentry or LSM: the target kernels may
+ * lack them):
+ *   raw_tracepoint/sched_process_exec|fork|exit   process life cycle
+ *   tracepoint/syscalls/sys_enter_*                 ea_sys_enter, generic:
+ *                                                   remembers the arguments
+ *   tracepoint/syscalls/sys_exit_*                  ea_sys_exit_{file,net,misc}:
+ *                                                   build the record with the result
+ * The agent decides which syscalls are hooked: it fills `ea_syscalls`
+ * (syscall number -> EA_EVT_*) for the running architecture.
+ *
+ * Never sleeps, never writes user memory, never changes what a syscall does;
+ * the only action it takes is the opt-in SIGKILL of a denied exec.
+ */
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Strings start only below EA_DATA_MAX; one string is at most EA_STR_MAX,
+ * a path component at most EA_NAME_MAX, so the data area is twice as large
+ * and no write can leave it. */
+#define EA_DATA_MASK (EA_DATA_MAX - 1)
+#define EA_BUF_MASK (2 * EA_DATA_MAX - 1)
+
+/* `v & mask`, done where the verifier sees it: clang drops a mask it can
+ * prove redundant, and the verifier then loses the bound. */
+#define BOUND(v, mask)                                              \
+	({                                                          \
+		__u64 __v = (v);                                    \
+		asm volatile("%0 &= %1" : "+r"(__v) : "i"(mask));   \
+		__v;                                                \
+	})
+#define EA_NAME_MAX 256
+#define EA_SOCKADDR_MAX 112
+/* Bytes of a path the deny-list hash covers (the agent refuses longer entries). */
+#define EA_DENY_PATH_MAX 256
+
+struct ea_scratch {
+	struct ea_record rec;
+	char data[2 * EA_DATA_MAX];
+	__u64 names[EA_WALK_DEPTH];
+	struct ea_lpm_key key;
+	__u8 sockaddr[EA_SOCKADDR_MAX];
+	__u32 hide;
+};
+
+/* What sys_enter remembers for sys_exit (per thread). */
+struct ea_pending {
+	__u32 type;
+	__u32 _pad;
+	__u64 args[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* the agent sets ring_buffer_bytes */
+} ea_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EA_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ea_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ea_scratch);
+} ea_scratch SEC(".maps");
+
+/* Threads inside a hooked syscall. LRU, so a thread killed mid-syscall
+ * cannot leak an entry. 8192 threads in hooked syscalls at once is far
+ * beyond an edge node's load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct ea_pending);
+} ea_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EA_SYSCALL_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} ea_syscalls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ea_config);
+} ea_config SEC(".maps");
+
+/* The agent and its descendants (tgids). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} ea_own_tgids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[EA_COMM_LEN]);
+	__type(value, __u8);
+} ea_exclude_comms SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 256);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ea_lpm_key);
+	__type(value, __u8);
+} ea_open_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 256);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ea_lpm_key);
+	__type(value, __u8);
+} ea_exclude_paths SEC(".maps");
+
+/* FNV-1a hashes of denied executable paths (EA_DENY_SEED_PATH) and names
+ * (EA_DENY_SEED_NAME). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} ea_deny_exec SEC(".maps");
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&ea_counters, &idx);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline struct ea_scratch *scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&ea_scratch, &zero);
+}
+
+static __always_inline int is_own(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&ea_own_tgids, &tgid) != 0;
+}
+
+static __always_inline int comm_excluded(void)
+{
+	char comm[EA_COMM_LEN] = {};
+	bpf_get_current_comm(comm, sizeof(comm));
+	return bpf_map_lookup_elem(&ea_exclude_comms, comm) != 0;
+}
+
+static __always_inline __u32 config_flags(void)
+{
+	__u32 zero = 0;
+	struct ea_config *c = bpf_map_lookup_elem(&ea_config, &zero);
+	return c ? c->flags : 0;
+}
+
+/* The common filters. Returns nonzero (and counts why) when the event of
+ * the current task must not be sent. */
+static __always_inline int filtered(__u32 tgid)
+{
+	if (is_own(tgid)) {
+		count(EA_CNT_FILTERED_OWN);
+		return 1;
+	}
+	if (comm_excluded()) {
+		count(EA_CNT_FILTERED_COMM);
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline void fill_header(struct ea_record *r, __u16 type,
+					 struct task_struct *task)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+
+	r->h.type = type;
+	r->h.flags = 0;
+	r->h.size = 0;
+	r->h.ts_boot_ns = bpf_ktime_get_boot_ns();
+	r->h.pid = id >> 32;
+	r->h.tid = (__u32)id;
+	r->h.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	r->h.uid = 0;
+	r->h.gid = 0;
+	bpf_core_read(&r->h.uid, sizeof(__u32), &cred->euid);
+	bpf_core_read(&r->h.gid, sizeof(__u32), &cred->egid);
+	r->h.loginuid = 0xffffffff;
+	if (bpf_core_field_exists(task->loginuid))
+		bpf_core_read(&r->h.loginuid, sizeof(__u32), &task->loginuid);
+	r->h.cgroup_id = bpf_get_current_cgroup_id();
+	r->h.res = 0;
+	bpf_get_current_comm(r->h.comm, sizeof(r->h.comm));
+	__builtin_memset(r->arg, 0, sizeof(r->arg));
+	__builtin_memset(r->str, 0, sizeof(r->str));
+	__builtin_memset(&r->sock, 0, sizeof(r->sock));
+}
+
+/* Send the record in `s` with `pos` bytes of data. A record the ring has no
+ * room for is counted as lost, and reported by a LOSS record before the
+ * next record this CPU manages to send. */
+static __always_inline void submit(struct ea_scratch *s, __u32 pos)
+{
+	__u32 idx = EA_CNT_LOST_UNREPORTED;
+	__u64 *unreported = bpf_map_lookup_elem(&ea_counters, &idx);
+
+	if (unreported && *unreported) {
+		struct ea_record loss = {};
+		loss.h.type = EA_EVT_LOSS;
+		loss.h.size = sizeof(loss);
+		loss.h.ts_boot_ns = bpf_ktime_get_boot_ns();
+		loss.arg[0] = *unreported;
+		if (bpf_ringbuf_output(&ea_events, &loss, sizeof(loss), 0) == 0)
+			*unreported = 0;
+	}
+
+	__u64 size = sizeof(struct ea_record) + BOUND(pos, EA_BUF_MASK);
+	s->rec.h.size = size;
+	if (bpf_ringbuf_output(&ea_events, &s->rec, size, 0) == 0) {
+		count(EA_CNT_SENT);
+	} else {
+		count(EA_CNT_LOST);
+		if (unreported)
+			__sync_fetch_and_add(unreported, 1);
+	}
+}
+
+/* ---- strings into the data area ---------------------------------------- */
+
+/*
+ * `v`, with its range hidden from the verifier: it reads back an unknown
+ * value from map memory. Offsets into the data area are bounded by checks
+ * and masks anyway; hiding their exact range keeps the verifier from
+ * tracking every possible combination of earlier string lengths, which
+ * otherwise multiplies its states past its limit in the loops below.
+ */
+static __always_inline __u32 hide(struct ea_scratch *s, __u32 v)
+{
+	*(volatile __u32 *)&s->hide = v;
+	return *(volatile __u32 *)&s->hide;
+}
+
+static __always_inline __u32 put_user_str(struct ea_scratch *s, int slot,
+					  const void *uptr, __u32 pos)
+{
+	pos = hide(s, pos);
+	if (!uptr || pos >= EA_DATA_MAX)
+		return pos;
+	long n = bpf_probe_read_user_str(&s->data[BOUND(pos, EA_DATA_MASK)], EA_STR_MAX, uptr);
+	if (n <= 0)
+		return pos;
+	if (n >= EA_STR_MAX)
+		s->rec.h.flags |= EA_F_TRUNCATED;
+	s->rec.str[slot].off = pos;
+	s->rec.str[slot].len = n - 1;
+	return pos + n;
+}
+
+static __always_inline __u32 put_kernel_str(struct ea_scratch *s, int slot,
+					    const void *kptr, __u32 pos)
+{
+	pos = hide(s, pos);
+	if (!kptr || pos >= EA_DATA_MAX)
+		return pos;
+	long n = bpf_probe_read_kernel_str(&s->data[BOUND(pos, EA_DATA_MASK)], EA_STR_MAX, kptr);
+	if (n <= 0)
+		return pos;
+	if (n >= EA_STR_MAX)
+		s->rec.h.flags |= EA_F_TRUNCATED;
+	s->rec.str[slot].off = pos;
+	s->rec.str[slot].len = n - 1;
+	return pos + n;
+}
+
+/*
+ * The path of `dentry` on `vfsmnt`, as seen from `root` (the task's root,
+ * so a container's paths are relative to the container), written forward
+ * ("/usr/bin/true") at `pos`. Walks up at most EA_WALK_DEPTH steps (a step
+ * is a component or a mount crossing), then writes the components in order.
+ *
+ * Both loops are written so that every iteration reaches the next one in a
+ * single verifier state: the components are kept by iteration number (0 for
+ * a mount crossing) instead of a running count, and the write advances
+ * `pos` arithmetically. A counter or a branch there makes the verifier's
+ * work grow exponentially with the depth.
+ */
+static __always_inline __u32 put_path(struct ea_scratch *s, int slot, struct dentry *dentry,
+				      struct vfsmount *vfsmnt, struct path *root, __u32 pos)
+{
+	struct dentry *root_dentry = BPF_CORE_READ(root, dentry);
+	struct vfsmount *root_mnt = BPF_CORE_READ(root, mnt);
+	__u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	struct mount *mnt = (struct mount *)((char *)vfsmnt - mnt_off);
+	int complete = 0;
+
+	if (!dentry || pos >= EA_DATA_MAX)
+		return pos;
+
+	__builtin_memset(s->names, 0, sizeof(s->names));
+	for (int i = 0; i < EA_WALK_DEPTH; i++) {
+		if (dentry == root_dentry && vfsmnt == root_mnt) {
+			complete = 1;
+			break;
+		}
+		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+		if (dentry == mnt_root) {
+			struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (parent == mnt || !parent) {
+				complete = 1;
+				break;
+			}
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = parent;
+			vfsmnt = (struct vfsmount *)((char *)parent + mnt_off);
+			continue;
+		}
+		struct dentry *up = BPF_CORE_READ(dentry, d_parent);
+		if (up == dentry || !up) {
+			complete = 1;
+			break;
+		}
+		s->names[i] = (__u64)BPF_CORE_READ(dentry, d_name.name);
+		dentry = up;
+	}
+	if (!complete)
+		s->rec.h.flags |= EA_F_TRUNCATED;
+
+	__u32 start = hide(s, pos);
+	pos = start;
+	for (int i = EA_WALK_DEPTH - 1; i >= 0; i--) {
+		pos = hide(s, pos);
+		if (pos >= EA_DATA_MAX) {
+			s->rec.h.flags |= EA_F_TRUNCATED;
+			break;
+		}
+		/* '/' then the name; a missing name (NULL) fails the read and
+		 * leaves pos where it was, so the '/' is overwritten. */
+		long r = bpf_probe_read_kernel_str(&s->data[BOUND(pos + 1, EA_BUF_MASK)],
+						   EA_NAME_MAX, (const void *)s->names[i]);
+		s->data[BOUND(pos, EA_DATA_MASK)] = '/';
+		pos += r & ~(r >> 63);
+	}
+	if (pos == start) {
+		s->data[BOUND(pos, EA_DATA_MASK)] = '/';
+		pos++;
+	}
+	s->data[BOUND(pos, EA_BUF_MASK)] = 0;
+	s->rec.str[slot].off = start;
+	s->rec.str[slot].len = pos - start;
+	return pos + 1;
+}
+
+static __always_inline __u32 put_file_path(struct ea_scratch *s, int slot, struct file *f,
+					   struct task_struct *task, __u32 pos)
+{
+	if (!f)
+		return pos;
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	return put_path(s, slot, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt),
+			&fs->root, pos);
+}
+
+/* The file behind `fd` in `task`, or NULL. */
+static __always_inline struct file *fd_file(struct task_struct *task, __u64 fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+
+	if (fd >= max)
+		return 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* Fill rec.sock from the socket behind `f`. Returns its family, 0 if `f`
+ * is not a socket. A unix socket's bound path goes to string `slot`. */
+static __always_inline int put_sock(struct ea_scratch *s, int slot, struct file *f, __u32 *pos)
+{
+	if (!f)
+		return 0;
+	unsigned short mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct ea_sock *o = &s->rec.sock;
+	o->family = family;
+	o->type = BPF_CORE_READ(sk, sk_type);
+	o->proto = BPF_CORE_READ(sk, sk_protocol);
+	if (family == AF_INET) {
+		bpf_core_read(o->laddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(o->raddr, 4, &sk->__sk_common.skc_daddr);
+		o->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		o->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	} else if (family == AF_INET6) {
+		bpf_core_read(o->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(o->raddr, 16, &sk->__sk_common.skc_v6_daddr);
+		o->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		o->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	} else if (family == AF_UNIX) {
+		struct unix_address *addr = BPF_CORE_READ((struct unix_sock *)sk, addr);
+		if (addr && *pos < EA_DATA_MAX) {
+			int len = BPF_CORE_READ(addr, len) - 2;
+			if (len > 0) {
+				if (len > 108)
+					len = 108;
+				__u32 p = *pos;
+				/* name[] is a flexible array of sockaddr_un, whose
+				 * sun_path follows the 2-byte family (uapi). */
+				const char *path = (const char *)addr +
+						   bpf_core_field_offset(struct unix_address, name) + 2;
+				bpf_probe_read_kernel(&s->data[BOUND(p, EA_DATA_MASK)], 108, path);
+				s->data[BOUND(p + len, EA_BUF_MASK)] = 0;
+				s->rec.str[slot].off = p;
+				s->rec.str[slot].len = len;
+				*pos = p + len + 1;
+			}
+		}
+	}
+	return family;
+}
+
+/* Is the path string in the data area at [off, off+len) below a prefix in
+ * `map`? Only absolute paths are compared. */
+static __always_inline int data_below(struct ea_scratch *s, void *map, __u32 off, __u32 len)
+{
+	if (len == 0 || s->data[BOUND(off, EA_DATA_MASK)] != '/')
+		return 0;
+	if (len > EA_LPM_DATA)
+		len = EA_LPM_DATA;
+	bpf_probe_read_kernel(s->key.data, EA_LPM_DATA, &s->data[BOUND(off, EA_DATA_MASK)]);
+	s->key.prefixlen = len * 8;
+	return bpf_map_lookup_elem(map, &s->key) != 0;
+}
+
+/* ---- process life cycle -------------------------------------------------- */
+
+static __always_inline __u64 fnv(__u64 h, __u8 c)
+{
+	return (h ^ c) * EA_FNV_PRIME;
+}
+
+/* Deny-list check on a NUL-terminated path in the data area: its full path
+ * hash and its base name hash. */
+static __always_inline int denied(struct ea_scratch *s, __u32 off, __u32 len)
+{
+	__u64 path = EA_DENY_SEED_PATH, name = EA_DENY_SEED_NAME;
+
+	if (len == 0 || len > EA_DENY_PATH_MAX)
+		return 0;
+	off = hide(s, off);
+	for (int i = 0; i < EA_DENY_PATH_MAX; i++) {
+		if (i >= len)
+			break;
+		__u8 c = s->data[BOUND(off + i, EA_BUF_MASK)];
+		path = fnv(path, c);
+		name = c == '/' ? EA_DENY_SEED_NAME : fnv(name, c);
+	}
+	if (s->data[BOUND(off, EA_DATA_MASK)] == '/' && bpf_map_lookup_elem(&ea_deny_exec, &path))
+		return 1;
+	return bpf_map_lookup_elem(&ea_deny_exec, &name) != 0;
+}
+
+/* EA_EXE_* flags of the executable `f`: overlayfs layer, memfd. */
+static __always_inline __s64 exe_flags(struct file *f)
+{
+	__s64 flags = 0;
+	struct dentry *dentry = BPF_CORE_READ(f, f_path.dentry);
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+
+	if (BPF_CORE_READ(dentry, d_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
+		/* struct ovl_inode embeds the VFS inode and keeps the upper
+		 * dentry right after it (since 4.13); the overlay module's
+		 * own BTF may not be loaded, so step over struct inode. */
+		struct dentry *upper = 0;
+		bpf_probe_read_kernel(&upper, sizeof(upper),
+				      (char *)inode + bpf_core_type_size(struct inode));
+		if (upper && BPF_CORE_READ(upper, d_inode))
+			flags |= EA_EXE_UPPER_LAYER;
+		else
+			flags |= EA_EXE_LOWER_LAYER;
+	}
+	if (BPF_CORE_READ(inode, i_nlink) == 0) {
+		char prefix[8] = {};
+		bpf_probe_read_kernel(prefix, 6, BPF_CORE_READ(dentry, d_name.name));
+		if (prefix[0] == 'm' && prefix[1] == 'e' && prefix[2] == 'm' && prefix[3] == 'f' &&
+		    prefix[4] == 'd' && prefix[5] == ':')
+			flags |= EA_EXE_FROM_MEMFD;
+	}
+	return flags;
+}
+
+/* Controlling terminal as a device number (new_encode_dev), 0 = none. */
+static __always_inline __s64 tty_dev(struct task_struct *task)
+{
+	struct tty_struct *tty = BPF_CORE_READ(task, signal, tty);
+	if (!tty)
+		return 0;
+	__u32 major = BPF_CORE_READ(tty, driver, major);
+	__u32 minor = BPF_CORE_READ(tty, driver, minor_start) + BPF_CORE_READ(tty, index);
+	return (minor & 0xff) | (major << 8) | ((minor & ~0xffu) << 12);
+}
+
+static __always_inline __s64 start_time(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->start_boottime))
+		return BPF_CORE_READ(task, start_boottime);
+	return BPF_CORE_READ((struct task_struct___pre55 *)task, real_start_time);
+}
+
+SEC("raw_tracepoint/sched_process_exec")
+int ea_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	struct ea_scratch *s;
+
+	count(EA_CNT_SEEN);
+	if (is_own(tgid)) {
+		count(EA_CNT_FILTERED_OWN);
+		return 0;
+	}
+	s = scratch();
+	if (!s)
+		return 0;
+
+	fill_header(&s->rec, EA_EVT_EXECVE, task);
+	struct ea_pending *pe = bpf_map_lookup_elem(&ea_pending, &id);
+	if (pe && pe->type == EA_EVT_EXECVEAT) {
+		s->rec.h.type = EA_EVT_EXECVEAT;
+		s->rec.arg[4] = pe->args[4];
+		s->rec.arg[5] = (__s32)pe->args[0];
+		bpf_map_delete_elem(&ea_pending, &id);
+	}
+
+	struct file *exe = BPF_CORE_READ(bprm, file);
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	__u32 pos = put_path(s, 0, BPF_CORE_READ(exe, f_path.dentry),
+			     BPF_CORE_READ(exe, f_path.mnt), &fs->root, 0);
+	__u32 fpos = pos;
+	pos = put_kernel_str(s, 3, BPF_CORE_READ(bprm, filename), pos);
+
+	int kill = 0;
+	if (config_flags() & EA_CFG_DENY_EXEC) {
+		kill = denied(s, s->rec.str[0].off, s->rec.str[0].len);
+		if (!kill && s->rec.str[3].len)
+			kill = denied(s, fpos, s->rec.str[3].len);
+	}
+	if (kill) {
+		bpf_send_signal(SIGKILL);
+		s->rec.h.flags |= EA_F_KILLED;
+		count(EA_CNT_KILLED);
+	} else if (comm_excluded()) {
+		count(EA_CNT_FILTERED_COMM);
+		return 0;
+	}
+
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long arg_start = BPF_CORE_READ(mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(mm, arg_end);
+	__u64 alen = arg_end - arg_start;
+	if (alen > EA_STR_MAX) {
+		alen = EA_STR_MAX;
+		s->rec.h.flags |= EA_F_TRUNCATED;
+	}
+	if (alen > 0 && pos < EA_DATA_MAX) {
+		if (bpf_probe_read_user(&s->data[BOUND(pos, EA_DATA_MASK)], alen, (void *)arg_start) == 0) {
+			s->rec.str[1].off = pos;
+			s->rec.str[1].len = alen;
+			pos += alen;
+			s->data[BOUND(pos, EA_BUF_MASK)] = 0;
+			pos++;
+		}
+	}
+	pos = put_path(s, 2, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt),
+		       &fs->root, pos);
+	pos = put_kernel_str(s, 4, BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, name), pos);
+
+	s->rec.arg[0] = exe_flags(exe);
+	s->rec.arg[1] = tty_dev(task);
+	s->rec.arg[2] = start_time(task);
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	bpf_core_read(&s->rec.arg[3], sizeof(__u64), &cred->cap_effective);
+	submit(s, pos);
+	return 0;
+}
+
+SEC("raw_tracepoint/sched_process_fork")
+int ea_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *parent = (struct task_struct *)ctx->args[0];
+	struct task_struct *child = (struct task_struct *)ctx->args[1];
+	__u32 child_pid = BPF_CORE_READ(child, pid);
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	struct ea_scratch *s;
+
+	if (child_pid != child_tgid)
+		return 0; /* a new thread, not a new process */
+	count(EA_CNT_SEEN);
+	if (is_own(tgid)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&ea_own_tgids, &child_tgid, &one, BPF_ANY);
+		count(EA_CNT_FILTERED_OWN);
+		return 0;
+	}
+	if (comm_excluded()) {
+		count(EA_CNT_FILTERED_COMM);
+		return 0;
+	}
+	s = scratch();
+	if (!s)
+		return 0;
+	fill_header(&s->rec, EA_EVT_CLONE, parent);
+	struct ea_pending *pe = bpf_map_lookup_elem(&ea_pending, &id);
+	if (pe && (pe->type == EA_EVT_CLONE || pe->type == EA_EVT_CLONE3 ||
+		   pe->type == EA_EVT_FORK || pe->type == EA_EVT_VFORK)) {
+		s->rec.h.type = pe->type;
+		s->rec.arg[1] = pe->args[0];
+		bpf_map_delete_elem(&ea_pending, &id);
+	}
+	s->rec.arg[0] = child_tgid;
+	s->rec.h.res = child_tgid;
+	submit(s, 0);
+	return 0;
+}
+
+SEC("raw_tracepoint/sched_process_exit")
+int ea_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	struct ea_scratch *s;
+
+	/* Only the last thread of a process ends the process. */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	count(EA_CNT_SEEN);
+	if (is_own(tgid)) {
+		bpf_map_delete_elem(&ea_own_tgids, &tgid);
+		count(EA_CNT_FILTERED_OWN);
+		return 0;
+	}
+	if (comm_excluded()) {
+		count(EA_CNT_FILTERED_COMM);
+		return 0;
+	}
+	s = scratch();
+	if (!s)
+		return 0;
+	fill_header(&s->rec, EA_EVT_PROCEXIT, task);
+	s->rec.arg[0] = BPF_CORE_READ(task, exit_code);
+	submit(s, 0);
+	return 0;
+}
+
+/* ---- syscalls ------------------------------------------------------------ */
+
+static __always_inline int is_open(__u32 t)
+{
+	return t == EA_EVT_OPEN || t == EA_EVT_OPENAT || t == EA_EVT_OPENAT2 || t == EA_EVT_CREAT;
+}
+
+SEC("tracepoint/syscalls/sys_enter")
+int ea_sys_enter(struct ea_sys_enter_ctx *ctx)
+{
+	__u32 nr = ctx->nr;
+	__u32 *type = bpf_map_lookup_elem(&ea_syscalls, &nr);
+	if (!type || !*type)
+		return 0;
+	__u32 t = *type;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ea_pending pe = {};
+
+	pe.type = t;
+	/* Each syscall's tracepoint record holds only its own arguments, and
+	 * the kernel refuses to attach a program whose direct context reads go
+	 * past the record (fork has none). Copy all six with a helper instead;
+	 * the slots a syscall does not have are never used. */
+	bpf_probe_read_kernel(pe.args, sizeof(pe.args), &ctx->args[0]);
+
+	/* dup2/dup3 matter only onto stdin, stdout, stderr; skip before counting. */
+	if ((t == EA_EVT_DUP2 || t == EA_EVT_DUP3) && pe.args[1] > 2)
+		return 0;
+	if (t == EA_EVT_CLONE3) {
+		__u64 flags = 0;
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)pe.args[0]);
+		pe.args[0] = flags;
+	}
+	if (t == EA_EVT_CLONE || t == EA_EVT_CLONE3 || t == EA_EVT_FORK || t == EA_EVT_VFORK ||
+	    t == EA_EVT_EXECVEAT) {
+		/* Consumed by the sched hooks, which count and filter. */
+		bpf_map_update_elem(&ea_pending, &id, &pe, BPF_ANY);
+		return 0;
+	}
+
+	count(EA_CNT_SEEN);
+	if (filtered(id >> 32))
+		return 0;
+
+	if (is_open(t)) {
+		__u64 flags, path;
+		if (t == EA_EVT_OPEN) {
+			flags = pe.args[1];
+			path = pe.args[0];
+			pe.args[2] = pe.args[1];
+			pe.args[1] = pe.args[0];
+			pe.args[0] = (__u64)AT_FDCWD;
+			pe.args[3] = pe.args[2];
+		} else if (t == EA_EVT_CREAT) {
+			flags = O_CREAT | 1 /* O_WRONLY */ | O_TRUNC;
+			path = pe.args[0];
+			pe.args[3] = pe.args[1];
+			pe.args[2] = flags;
+			pe.args[1] = pe.args[0];
+			pe.args[0] = (__u64)AT_FDCWD;
+		} else if (t == EA_EVT_OPENAT2) {
+			__u64 how[3] = {};
+			bpf_probe_read_user(how, sizeof(how), (void *)pe.args[2]);
+			flags = how[0];
+			path = pe.args[1];
+			pe.args[2] = how[0];
+			pe.args[3] = how[1];
+			pe.args[4] = how[2];
+		} else {
+			flags = pe.args[2];
+			path = pe.args[1];
+			pe.args[4] = 0;
+		}
+		/* Normalised: args[0] dirfd, [1] path, [2] flags, [3] mode, [4] resolve. */
+		struct ea_scratch *s = scratch();
+		if (!s)
+			return 0;
+		long n = bpf_probe_read_user_str(s->key.data, EA_LPM_DATA, (void *)path);
+		if (n > 1 && s->key.data[0] == '/') {
+			s->key.prefixlen = (n - 1) * 8;
+			int readonly = (flags & O_ACCMODE) == O_RDONLY &&
+				       !(flags & (O_CREAT | O_TRUNC | O_TMPFILE));
+			if (readonly && !bpf_map_lookup_elem(&ea_open_prefixes, &s->key)) {
+				count(EA_CNT_FILTERED_OPEN);
+				return 0;
+			}
+			if (bpf_map_lookup_elem(&ea_exclude_paths, &s->key)) {
+				count(EA_CNT_FILTERED_PATH);
+				return 0;
+			}
+		}
+	}
+	bpf_map_update_elem(&ea_pending, &id, &pe, BPF_ANY);
+	return 0;
+}
+
+/* The pending entry of the current thread for a syscall of one of the
+ * types `want` accepts; copied out and removed. */
+static __always_inline int take_pending(__u64 id, struct ea_pending *out)
+{
+	struct ea_pending *pe = bpf_map_lookup_elem(&ea_pending, &id);
+	if (!pe)
+		return 0;
+	__builtin_memcpy(out, pe, sizeof(*out));
+	bpf_map_delete_elem(&ea_pending, &id);
+	return 1;
+}
+
+SEC("tracepoint/syscalls/sys_exit_file")
+int ea_sys_exit_file(struct ea_sys_exit_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ea_pending pe;
+	struct ea_scratch *s;
+	__u32 pos = 0;
+
+	if (!take_pending(id, &pe))
+		return 0;
+	__u32 t = pe.type;
+	if (t == EA_EVT_EXECVEAT || t == EA_EVT_CLONE || t == EA_EVT_CLONE3 ||
+	    t == EA_EVT_FORK || t == EA_EVT_VFORK)
+		return 0; /* a failed execveat; forks are reported by ea_fork */
+	s = scratch();
+	if (!s)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	fill_header(&s->rec, t, task);
+	s->rec.h.res = ctx->ret;
+	__u64 *a = pe.args;
+
+	if (is_open(t)) {
+		s->rec.arg[0] = a[2];
+		s->rec.arg[1] = a[3];
+		s->rec.arg[2] = (__s32)a[0];
+		s->rec.arg[3] = a[4];
+		pos = put_user_str(s, 0, (void *)a[1], pos);
+	} else if (t == EA_EVT_MEMFD_CREATE) {
+		s->rec.arg[0] = a[1];
+		pos = put_user_str(s, 0, (void *)a[0], pos);
+	} else if (t == EA_EVT_INIT_MODULE) {
+		s->rec.arg[0] = a[1];
+		pos = put_user_str(s, 0, (void *)a[2], pos);
+	} else if (t == EA_EVT_FINIT_MODULE) {
+		s->rec.arg[0] = (__s32)a[0];
+		s->rec.arg[1] = a[2];
+		pos = put_user_str(s, 0, (void *)a[1], pos);
+		pos = put_file_path(s, 1, fd_file(task, (__u32)a[0]), task, pos);
+	} else if (t == EA_EVT_MOUNT) {
+		s->rec.arg[0] = a[3];
+		pos = put_user_str(s, 0, (void *)a[0], pos);
+		pos = put_user_str(s, 1, (void *)a[1], pos);
+		pos = put_user_str(s, 2, (void *)a[2], pos);
+	} else if (t == EA_EVT_UNLINK) {
+		s->rec.arg[0] = AT_FDCWD;
+		pos = put_user_str(s, 0, (void *)a[0], pos);
+	} else if (t == EA_EVT_UNLINKAT) {
+		s->rec.arg[0] = (__s32)a[0];
+		s->rec.arg[1] = a[2];
+		pos = put_user_str(s, 0, (void *)a[1], pos);
+	} else if (t == EA_EVT_RENAME || t == EA_EVT_LINK) {
+		s->rec.arg[0] = AT_FDCWD;
+		s->rec.arg[1] = AT_FDCWD;
+		pos = put_user_str(s, 0, (void *)a[0], pos);
+		pos = put_user_str(s, 1, (void *)a[1], pos);
+	} else if (t == EA_EVT_RENAMEAT || t == EA_EVT_RENAMEAT2 || t == EA_EVT_LINKAT) {
+		s->rec.arg[0] = (__s32)a[0];
+		s->rec.arg[1] = (__s32)a[2];
+		s->rec.arg[2] = t == EA_EVT_RENAMEAT ? 0 : a[4];
+		pos = put_user_str(s, 0, (void *)a[1], pos);
+		pos = put_user_str(s, 1, (void *)a[3], pos);
+	} else if (t == EA_EVT_SYMLINK) {
+		s->rec.arg[0] = AT_FDCWD;
+		pos = put_user_str(s, 0, (void *)a[0], pos);
+		pos = put_user_str(s, 1, (void *)a[1], pos);
+	} else if (t == EA_EVT_SYMLINKAT) {
+		s->rec.arg[0] = (__s32)a[1];
+		pos = put_user_str(s, 0, (void *)a[0], pos);
+		pos = put_user_str(s, 1, (void *)a[2], pos);
+	} else {
+		return 0;
+	}
+
+	/* exclude_paths for the paths only known now (opens were checked at entry). */
+	if (!is_open(t) && t != EA_EVT_MOUNT && t != EA_EVT_MEMFD_CREATE &&
+	    t != EA_EVT_INIT_MODULE && s->rec.str[0].len) {
+		__u32 off = s->rec.str[0].off;
+		__u32 len = s->rec.str[0].len;
+		if (t == EA_EVT_SYMLINK || t == EA_EVT_SYMLINKAT) {
+			off = s->rec.str[1].off;
+			len = s->rec.str[1].len;
+		}
+		if (data_below(s, &ea_exclude_paths, off, len)) {
+			count(EA_CNT_FILTERED_PATH);
+			return 0;
+		}
+	}
+	submit(s, pos);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_net")
+int ea_sys_exit_net(struct ea_sys_exit_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ea_pending pe;
+	struct ea_scratch *s;
+	__u32 pos = 0;
+	__s64 ret = ctx->ret;
+
+	if (!take_pending(id, &pe))
+		return 0;
+	__u32 t = pe.type;
+	__u64 *a = pe.args;
+	if (t == EA_EVT_DUP && (ret < 0 || ret > 2))
+		return 0;
+	s = scratch();
+	if (!s)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	fill_header(&s->rec, t, task);
+	s->rec.h.res = ret;
+
+	if (t == EA_EVT_CONNECT) {
+		s->rec.arg[0] = (__s32)a[0];
+		put_sock(s, 0, fd_file(task, (__u32)a[0]), &pos);
+		__u64 alen = a[2];
+		if (alen > EA_SOCKADDR_MAX)
+			alen = EA_SOCKADDR_MAX;
+		if (alen >= 2 &&
+		    bpf_probe_read_user(s->sockaddr, alen, (void *)a[1]) == 0) {
+			__u16 family = *(__u16 *)&s->sockaddr[0];
+			struct ea_sock *o = &s->rec.sock;
+			if (family == AF_INET && alen >= 8) {
+				o->family = family;
+				o->rport = bpf_ntohs(*(__u16 *)&s->sockaddr[2]);
+				__builtin_memcpy(o->raddr, &s->sockaddr[4], 4);
+			} else if (family == AF_INET6 && alen >= 24) {
+				o->family = family;
+				o->rport = bpf_ntohs(*(__u16 *)&s->sockaddr[2]);
+				__builtin_memcpy(o->raddr, &s->sockaddr[8], 16);
+			} else if (family == AF_UNIX && pos < EA_DATA_MAX) {
+				o->family = family;
+				__u32 plen = alen - 2;
+				if (plen > 108)
+					plen = 108;
+				bpf_probe_read_kernel(&s->data[BOUND(pos, EA_DATA_MASK)], 108,
+						      &s->sockaddr[2]);
+				s->data[BOUND(pos + plen, EA_BUF_MASK)] = 0;
+				s->rec.str[0].off = pos;
+				s->rec.str[0].len = plen;
+				pos += plen + 1;
+			}
+		}
+	} else if (t == EA_EVT_ACCEPT || t == EA_EVT_ACCEPT4) {
+		s->rec.arg[0] = (__s32)a[0];
+		s->rec.arg[1] = t == EA_EVT_ACCEPT4 ? a[3] : 0;
+		if (ret >= 0)
+			put_sock(s, 0, fd_file(task, ret), &pos);
+	} else if (t == EA_EVT_DUP || t == EA_EVT_DUP2 || t == EA_EVT_DUP3) {
+		s->rec.arg[0] = (__s32)a[0];
+		s->rec.arg[1] = t == EA_EVT_DUP ? ret : (__s32)a[1];
+		s->rec.arg[2] = t == EA_EVT_DUP3 ? a[2] : 0;
+		struct file *f = fd_file(task, (__u32)a[0]);
+		if (!put_sock(s, 0, f, &pos))
+			pos = put_file_path(s, 0, f, task, pos);
+	} else if (t == EA_EVT_SOCKET) {
+		s->rec.arg[0] = a[0];
+		s->rec.arg[1] = a[1];
+		s->rec.arg[2] = a[2];
+	} else {
+		return 0;
+	}
+	submit(s, pos);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_misc")
+int ea_sys_exit_misc(struct ea_sys_exit_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ea_pending pe;
+	struct ea_scratch *s;
+
+	if (!take_pending(id, &pe))
+		return 0;
+	__u32 t = pe.type;
+	if (t != EA_EVT_PTRACE && t != EA_EVT_SETUID && t != EA_EVT_SETGID &&
+	    t != EA_EVT_SETREUID && t != EA_EVT_SETREGID && t != EA_EVT_SETRESUID &&
+	    t != EA_EVT_SETRESGID)
+		return 0;
+	s = scratch();
+	if (!s)
+		return 0;
+	fill_header(&s->rec, t, (struct task_struct *)bpf_get_current_task());
+	s->rec.h.res = ctx->ret;
+	if (t == EA_EVT_PTRACE) {
+		s->rec.arg[0] = pe.args[0];
+		s->rec.arg[1] = (__s32)pe.args[1];
+	} else {
+		/* ids as unsigned 32-bit values; (uid_t)-1 means "unchanged" */
+		s->rec.arg[0] = (__u32)pe.args[0];
+		if (t != EA_EVT_SETUID && t != EA_EVT_SETGID)
+			s->rec.arg[1] = (__u32)pe.args[1];
+		if (t == EA_EVT_SETRESUID || t == EA_EVT_SETRESGID)
+			s->rec.arg[2] = (__u32)pe.args[2];
+	}
+	submit(s, 0);
+	return 0;
+}
