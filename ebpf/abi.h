@@ -150,7 +150,8 @@ struct ea_sock {
  *                    arg4 execveat flags, arg5 execveat dirfd;
  *                    str0 executable path (from mm->exe_file, relative to the
  *                    process's root), str1 argv (NUL-separated), str2 cwd,
- *                    str3 filename as passed to exec, str4 cgroup v2 leaf name
+ *                    str3 filename as passed to exec, str4 cgroup v2 leaf name,
+ *                    str5 its parent's name
  *   CLONE/CLONE3/FORK/VFORK  (sent by the parent) arg0 child tgid, arg1 clone
  *                    flags; res child tgid
  *   PROCEXIT         arg0 task exit_code (wait status encoding)

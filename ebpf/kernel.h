@@ -165,6 +165,15 @@ struct kernfs_node {
 	const char *name;
 } PRESERVE;
 
+/* The parent link was renamed in 6.15; CO-RE picks whichever exists. */
+struct kernfs_node___new {
+	struct kernfs_node *__parent;
+} PRESERVE;
+
+struct kernfs_node___old {
+	struct kernfs_node *parent;
+} PRESERVE;
+
 struct cgroup {
 	struct kernfs_node *kn;
 } PRESERVE;

@@ -610,7 +610,15 @@ int ea_exec(struct bpf_raw_tracepoint_args *ctx)
 	}
 	pos = put_path(s, 2, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt),
 		       &fs->root, pos);
-	pos = put_kernel_str(s, 4, BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, name), pos);
+	struct kernfs_node *kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
+	struct kernfs_node *parent_kn = 0;
+	if (bpf_core_field_exists(((struct kernfs_node___new *)kn)->__parent))
+		parent_kn = BPF_CORE_READ((struct kernfs_node___new *)kn, __parent);
+	else
+		parent_kn = BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+	pos = put_kernel_str(s, 4, BPF_CORE_READ(kn, name), pos);
+	if (parent_kn)
+		pos = put_kernel_str(s, 5, BPF_CORE_READ(parent_kn, name), pos);
 
 	s->rec.arg[0] = exe_flags(exe);
 	s->rec.arg[1] = tty_dev(task);

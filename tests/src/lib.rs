@@ -11,6 +11,7 @@
 pub mod bootstrap;
 pub mod broker;
 pub mod rules;
+pub mod sensor;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

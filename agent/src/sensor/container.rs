@@ -75,12 +75,17 @@ impl Containers {
         ids.len()
     }
 
-    /// The container of a process in cgroup `cgroup_id`. `leaf` is the
-    /// cgroup's directory name when the kernel sent it (exec records); else
-    /// the process's `/proc/<pid>/cgroup` is read.
+    /// The container of a process in cgroup `cgroup_id`. `leaf` is the end
+    /// of the cgroup's path (`<parent>/<name>`) when the kernel sent it (exec
+    /// records); else the process's `/proc/<pid>/cgroup` is read.
     pub fn lookup(&mut self, cgroup_id: u64, pid: u32, leaf: Option<&str>) -> Arc<Container> {
+        let leaf = leaf.filter(|l| container_id(l).is_some());
         if let Some(k) = self.by_cgroup.get_mut(&cgroup_id) {
+            // An exec naming a container cgroup corrects a cgroup first seen
+            // (and taken for the host's) before its container was set up.
+            let stale_host = k.container.is_host() && leaf.is_some();
             match k.retry {
+                _ if stale_host => {}
                 None => return k.container.clone(),
                 Some((at, left)) if at > Instant::now() || left == 0 => {
                     return k.container.clone();
@@ -100,19 +105,18 @@ impl Containers {
                 }
             }
         }
-        let path = leaf
-            .filter(|l| container_id(l).is_some())
-            .map(str::to_string)
-            .or_else(|| self.cgroup_path(pid));
-        let container = match path
-            .as_deref()
-            .and_then(|p| container_id(p).map(|id| (p, id)))
-        {
+        let path = match leaf {
+            Some(l) => l.to_string(),
+            None => match self.cgroup_path(pid) {
+                Some(p) => p,
+                // The process is gone and the record named no cgroup: host
+                // for this event, but not remembered.
+                None => return self.host.clone(),
+            },
+        };
+        let container = match container_id(&path) {
             None => self.host.clone(),
-            Some((path, id)) => {
-                let c = self.from_bundle(id, pod_uid_from_cgroup(path));
-                Arc::new(c)
-            }
+            Some(id) => Arc::new(self.from_bundle(id, pod_uid_from_cgroup(&path))),
         };
         if self.by_cgroup.len() >= MAX_CGROUPS {
             self.by_cgroup.clear();
@@ -129,29 +133,31 @@ impl Containers {
         container
     }
 
-    /// The process's cgroup v2 path (the `0::` line), else the first v1
-    /// path that names a container.
+    /// The process's cgroup path that names a container (the v2 `0::` line
+    /// first); `""` when none does; `None` when the process is gone.
     fn cgroup_path(&self, pid: u32) -> Option<String> {
         let text =
             std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")).ok()?;
         let mut v1 = None;
         for line in text.lines() {
             let mut parts = line.splitn(3, ':');
-            let (h, _, path) = (parts.next()?, parts.next()?, parts.next()?);
-            if h == "0" {
-                if container_id(path).is_some() {
-                    return Some(path.to_string());
-                }
-            } else if v1.is_none() && container_id(path).is_some() {
-                v1 = Some(path.to_string());
+            let (Some(h), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            if container_id(path).is_none() {
+                continue;
             }
+            if h == "0" {
+                return Some(path.to_string());
+            }
+            v1.get_or_insert_with(|| path.to_string());
         }
-        v1
+        Some(v1.unwrap_or_default())
     }
 
     /// Everything the bundle of container `full_id` says; only the id when
     /// no bundle is found.
-    fn from_bundle(&self, full_id: &str, pod_uid: Option<String>) -> Container {
+    fn from_bundle(&mut self, full_id: &str, pod_uid: Option<String>) -> Container {
         let mut c = Container {
             id: full_id.chars().take(12).collect(),
             full_id: Some(full_id.to_string()),
@@ -168,6 +174,12 @@ impl Containers {
             return c;
         };
         apply_spec(&mut c, &spec);
+        if let Some(root) = spec["root"]["path"].as_str() {
+            // Relative to the bundle directory when not absolute (OCI).
+            let bundle = config.parent().unwrap_or(Path::new("/"));
+            let root = bundle.join(root).to_string_lossy().into_owned();
+            self.roots.insert(c.id.clone(), root);
+        }
         c.start_ts = std::fs::metadata(&config)
             .and_then(|m| m.modified())
             .ok()
@@ -177,7 +189,9 @@ impl Containers {
         c
     }
 
-    /// The container's root as the host sees it, via a live process `pid`.
+    /// The container's root as the host sees it: the bundle's `root.path`,
+    /// else `/proc/<pid>/root` of a live process that is already inside it
+    /// (runc's init is not, until it pivots).
     pub fn root_of(&mut self, container: &Container, pid: u32) -> Option<String> {
         if container.is_host() {
             return None;
@@ -189,6 +203,9 @@ impl Containers {
             .ok()?
             .to_string_lossy()
             .into_owned();
+        if r == "/" {
+            return None;
+        }
         if self.roots.len() >= MAX_CGROUPS {
             self.roots.clear();
         }

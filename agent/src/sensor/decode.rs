@@ -252,9 +252,9 @@ impl Enricher {
             }
         }
 
+        let root = self.containers.root_of(&container, h.pid);
         let names = self.users.names(
-            (!container.is_host()).then_some(container.id.as_str()),
-            h.pid,
+            (!container.is_host()).then(|| (container.id.as_str(), root.as_deref())),
             h.uid,
             h.gid,
             h.loginuid,
@@ -291,8 +291,13 @@ impl Enricher {
 
     /// The container of the record's process (exec records name the cgroup).
     fn container(&mut self, r: &Record<'_>) -> Arc<Container> {
+        // The cgroup's last two levels (`pod<uid>/<id>`) name the container
+        // and its pod even when the process is gone before we look.
         let leaf = match r.h.kind {
-            Kind::Execve | Kind::Execveat => r.string(4),
+            Kind::Execve | Kind::Execveat => r.string(4).map(|leaf| match r.string(5) {
+                Some(parent) => format!("{parent}/{leaf}"),
+                None => leaf,
+            }),
             _ => None,
         };
         self.containers

@@ -121,25 +121,33 @@ impl Users {
     }
 
     /// Names of `uid`, `gid` and `loginuid` for a process in `container`
-    /// (`None` = the host); `pid` is a live process of that container whose
-    /// root holds its files.
+    /// (`None` = the host), whose files are under `root` as the host sees
+    /// it. A container whose root is not known yet gets no names (rather
+    /// than the host's, which would be wrong).
     pub fn names(
         &mut self,
-        container: Option<&str>,
-        pid: u32,
+        container: Option<(&str, Option<&str>)>,
         uid: u32,
         gid: u32,
         loginuid: Option<u32>,
     ) -> Names {
+        // The login uid is the host's: the audit subsystem sets it at login.
+        let login = loginuid.and_then(|l| self.host.users.get(&l).cloned());
         let db = match container {
             None => &self.host,
-            Some(id) => {
+            Some((id, root)) => {
                 if !self.containers.contains_key(id) {
+                    let Some(root) = root else {
+                        return Names {
+                            login,
+                            ..Names::default()
+                        };
+                    };
                     if self.containers.len() >= MAX_CONTAINER_DBS {
                         self.containers.clear();
                     }
-                    let root = PathBuf::from(format!("/proc/{pid}/root"));
-                    self.containers.insert(id.to_string(), Db::read(&root));
+                    self.containers
+                        .insert(id.to_string(), Db::read(Path::new(root)));
                 }
                 &self.containers[id]
             }
@@ -147,8 +155,7 @@ impl Users {
         Names {
             user: db.users.get(&uid).cloned(),
             group: db.groups.get(&gid).cloned(),
-            // The login uid is the host's: the audit subsystem sets it at login.
-            login: loginuid.and_then(|l| self.host.users.get(&l).cloned()),
+            login,
         }
     }
 }
@@ -172,10 +179,18 @@ mod tests {
         )
         .unwrap();
         let mut u = Users::new(dir.path());
-        let n = u.names(None, 1, 1000, 50, Some(0));
+        let n = u.names(None, 1000, 50, Some(0));
         assert_eq!(n.user.as_deref(), Some("alice"));
         assert_eq!(n.group.as_deref(), Some("staff"));
         assert_eq!(n.login.as_deref(), Some("root"));
-        assert_eq!(u.names(None, 1, 4242, 4242, None), Names::default());
+        assert_eq!(u.names(None, 4242, 4242, None), Names::default());
+        // A container's names come from its own root; unknown root, no names.
+        let c = tempfile::tempdir().unwrap();
+        std::fs::create_dir(c.path().join("etc")).unwrap();
+        std::fs::write(c.path().join("etc/passwd"), "app:x:1000:1000::/:/bin/sh\n").unwrap();
+        assert_eq!(u.names(Some(("c1", None)), 1000, 0, None).user, None);
+        let root = c.path().to_string_lossy().into_owned();
+        let n = u.names(Some(("c1", Some(root.as_str()))), 1000, 0, None);
+        assert_eq!(n.user.as_deref(), Some("app"));
     }
 }

@@ -1,0 +1,361 @@
+//! Helpers for the sensor's integration tests: a daemon with the sensor on,
+//! a `sensor watch --json` reader, JSON field access, and small system
+//! actions done in a forked child (setuid, dup2 onto stdin, execveat) so
+//! they cannot disturb the test process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{Daemon, Scratch, agent_bin, status_json, wait_for};
+
+/// How long a test waits for an event. Generous: the machine is shared and
+/// loaded; an event normally arrives within milliseconds.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A scratch config with the sensor on and `extra` lines in `[sensor]`.
+pub fn sensor_scratch(extra_sensor: &str) -> Scratch {
+    Scratch::new(&format!("[sensor]\nenabled = true\n{extra_sensor}\n"))
+}
+
+/// Start the daemon and wait until its sensor runs (or fail with its status).
+pub fn start_with_sensor(s: &Scratch) -> Daemon {
+    let d = s.start();
+    let state = wait_for(EVENT_TIMEOUT, || {
+        let st = status_json(s);
+        let state = st["stages"]["sensor"]["state"].as_str()?.to_string();
+        (state != "starting").then_some((state, st))
+    });
+    let (state, st) = state.expect("the sensor stage left `starting`");
+    assert!(
+        state == "running" || state == "degraded",
+        "the sensor did not start: {:#}\nlog:\n{}",
+        st["stages"]["sensor"],
+        d.log()
+    );
+    d
+}
+
+/// `edge-agent sensor watch --json` against the scratch daemon.
+pub struct Watch {
+    child: Child,
+    rx: Receiver<Value>,
+    /// Every event received so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl Watch {
+    /// Start watching, then make sure the stream is live: write a marker
+    /// file until its open arrives.
+    pub fn start(s: &Scratch) -> Watch {
+        let mut child = Command::new(agent_bin())
+            .args(["sensor", "watch", "--json", "--config"])
+            .arg(s.config_path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sensor watch");
+        let stdout = child.stdout.take().expect("watch stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut w = Watch {
+            child,
+            rx,
+            seen: Vec::new(),
+        };
+        let marker = s.path().join("watch-ready");
+        let live = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            std::fs::write(&marker, b"x").expect("write marker");
+            let m = marker.to_string_lossy().into_owned();
+            if w.wait(Duration::from_millis(300), |e| {
+                str_at(e, "fd.name") == Some(m.as_str())
+            })
+            .is_some()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < live,
+                "sensor watch never delivered an event"
+            );
+        }
+        w
+    }
+
+    fn drain(&mut self) {
+        while let Ok(v) = self.rx.try_recv() {
+            self.seen.push(v);
+        }
+    }
+
+    /// The first event (already seen or arriving within `timeout`) matching `pred`.
+    pub fn wait(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut checked = 0;
+        loop {
+            self.drain();
+            if let Some(v) = self.seen[checked..].iter().find(|v| pred(v)) {
+                return Some(v.clone());
+            }
+            checked = self.seen.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match self.rx.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(v) => self.seen.push(v),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("sensor watch ended early")
+                }
+            }
+        }
+    }
+
+    /// Like [`Watch::wait`], panicking with `what` when nothing matches.
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait(EVENT_TIMEOUT, pred).unwrap_or_else(|| {
+            panic!(
+                "no event {what} within {EVENT_TIMEOUT:?}; {} events seen",
+                self.seen.len()
+            )
+        })
+    }
+
+    /// Everything seen so far plus whatever arrives within `settle`.
+    pub fn collect(&mut self, settle: Duration) -> &[Value] {
+        let deadline = Instant::now() + settle;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if let Ok(v) = self.rx.recv_timeout(left) {
+                self.seen.push(v);
+            }
+        }
+        &self.seen
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The JSON value at a dotted path of an event as serde serializes it, with
+/// Falco-ish shortcuts: `fd.name` is `fd.name`, `evt.type` is `evt.type`.
+pub fn at<'a>(e: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(e, |v, k| &v[k])
+}
+
+pub fn str_at<'a>(e: &'a Value, path: &str) -> Option<&'a str> {
+    at(e, path).as_str()
+}
+
+pub fn i64_at(e: &Value, path: &str) -> Option<i64> {
+    at(e, path).as_i64()
+}
+
+pub fn is_type(e: &Value, types: &[&str]) -> bool {
+    str_at(e, "evt.type").is_some_and(|t| types.contains(&t))
+}
+
+pub fn pid_of(e: &Value) -> Option<i64> {
+    i64_at(e, "proc.pid")
+}
+
+/// The sensor stage's `details` from `status --json`.
+pub fn sensor_details(s: &Scratch) -> Value {
+    status_json(s)["stages"]["sensor"]["details"].clone()
+}
+
+/// Run `f` in a forked child, which then exits; returns the child's pid and
+/// its wait status. `f` must only make async-signal-safe calls (raw
+/// syscalls): the parent is multi-threaded.
+pub fn in_child(f: impl FnOnce()) -> (i32, i32) {
+    // SAFETY: the child only runs `f` (raw syscalls, no allocation or locks,
+    // as the caller promises) and then `_exit`, so no state of the other
+    // threads is touched.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        f();
+        // SAFETY: _exit is async-signal-safe and ends the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child we just forked, with a valid out pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    (pid, status)
+}
+
+/// A copy of a system binary under a new name in `dir`.
+pub fn copy_binary(from: &str, dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(from, &to).expect("copy binary");
+    to
+}
+
+/// `path` with symlinks resolved (the sensor reports real paths).
+pub fn real(path: &str) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|e| panic!("canonicalize {path}: {e}"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A containerd of the test's own (root, state and socket in a temp dir),
+/// to run real runc containers from a busybox rootfs. Stopped, with the
+/// cgroups its containers left behind, on drop.
+pub struct Containerd {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    cgroups: Vec<String>,
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        // Short path: the socket must fit in sun_path.
+        let dir = tempfile::Builder::new()
+            .prefix("ea-ctr-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let d = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n",
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            sock = d.join("c.sock").display(),
+        );
+        std::fs::write(d.join("config.toml"), config).expect("containerd config");
+        let log = std::fs::File::create(d.join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("containerd is installed (scripts/deps.sh)");
+        let c = Containerd {
+            child,
+            dir,
+            cgroups: Vec::new(),
+        };
+        let up = wait_for(EVENT_TIMEOUT, || {
+            Command::new("ctr")
+                .arg("--address")
+                .arg(c.socket())
+                .arg("version")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        });
+        assert!(up.is_some(), "containerd did not start: {}", c.log());
+        c
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("c.sock")
+    }
+
+    /// Where containerd keeps the running tasks' bundles.
+    pub fn task_state_dir(&self) -> PathBuf {
+        self.dir.path().join("state/io.containerd.runtime.v2.task")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// A busybox rootfs with `/etc/passwd` naming uid 1234 `appuser`.
+    pub fn busybox_rootfs(&self) -> PathBuf {
+        let r = self.dir.path().join("rootfs");
+        for d in ["bin", "etc", "tmp", "proc", "dev", "sys"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", r.join("bin/busybox")).expect("busybox-static is installed");
+        for applet in ["sh", "cat", "sleep", "touch", "su", "id"] {
+            std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
+        }
+        std::fs::write(
+            r.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nappuser:x:1234:1234::/tmp:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(r.join("etc/group"), "root:x:0:\nappgroup:x:1234:\n").unwrap();
+        std::fs::set_permissions(
+            r.join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        r
+    }
+
+    /// Run container `id` (in namespace k8s.io) to completion in `cgroup`,
+    /// with `annotations`, executing `sh -c script`.
+    pub fn run(
+        &mut self,
+        rootfs: &Path,
+        id: &str,
+        cgroup: &str,
+        annotations: &[(&str, &str)],
+        script: &str,
+    ) -> std::process::Output {
+        self.cgroups.push(cgroup.to_string());
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(self.socket()).args([
+            "-n", "k8s.io", "run", "--rm", "--rootfs", "--cgroup", cgroup,
+        ]);
+        for (k, v) in annotations {
+            cmd.arg("--annotation").arg(format!("{k}={v}"));
+        }
+        cmd.arg(rootfs).arg(id).args(["/bin/sh", "-c", script]);
+        cmd.output().expect("ctr run")
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // SAFETY: SIGTERM to the containerd we spawned.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        if wait_for(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .is_none()
+        {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // runc leaves the container's parent cgroups (kubepods/...) in every
+        // hierarchy; remove what this test created, deepest first.
+        for cg in &self.cgroups {
+            let parts: Vec<&str> = cg.trim_start_matches('/').split('/').collect();
+            let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+                continue;
+            };
+            for h in hierarchies.filter_map(Result::ok) {
+                for n in (1..=parts.len()).rev() {
+                    let p = h.path().join(parts[..n].join("/"));
+                    // A parent still used by another test stays.
+                    if std::fs::remove_dir(&p).is_err() && p.exists() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

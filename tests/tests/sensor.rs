@@ -1,0 +1,763 @@
+//! The eBPF sensor against the real kernel: each event type produced by a
+//! real action and observed, with its fields, through the real binary
+//! (`edge-agent run` with the sensor on, `edge-agent sensor watch --json`).
+//! Kernel-side filtering is checked with the kernel's own counters, the
+//! deny list by killing a real exec. Needs root.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::Duration;
+
+use edge_agent_tests::sensor::{
+    EVENT_TIMEOUT, Watch, at, copy_binary, i64_at, in_child, is_type, pid_of, real, sensor_details,
+    sensor_scratch, start_with_sensor, str_at,
+};
+use edge_agent_tests::{Scratch, require_root, status_json, wait_for};
+
+/// Read-only opens below the scratch dir are reported too.
+fn watched(s_path: &std::path::Path) -> String {
+    format!("watch_open_prefixes = [\"/etc\", \"{}\"]", s_path.display())
+}
+
+fn scratch_watched() -> Scratch {
+    // The scratch dir is only known after creating it; rewrite the config.
+    let s = sensor_scratch("");
+    s.write_config(&format!(
+        "[sensor]\nenabled = true\n{}\n",
+        watched(s.path())
+    ));
+    s
+}
+
+#[test]
+fn exec_fork_and_exit_are_observed_with_the_process_and_its_parent() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let me = std::process::id() as i64;
+    let marker = format!("exec-marker-{}", std::process::id());
+
+    let child = Command::new("/bin/echo")
+        .args([marker.as_str(), "second arg"])
+        .current_dir(s.path())
+        .output()
+        .expect("run echo");
+    assert!(child.status.success());
+
+    let exec = w.expect("execve of echo", |e| {
+        is_type(e, &["execve"]) && at(e, "proc.args")[0] == marker.as_str()
+    });
+    let pid = pid_of(&exec).unwrap();
+    assert_eq!(
+        str_at(&exec, "proc.exepath"),
+        Some(real("/bin/echo").as_str()),
+        "{exec:#}"
+    );
+    assert_eq!(str_at(&exec, "proc.name"), Some("echo"));
+    assert_eq!(str_at(&exec, "proc.exe"), Some("/bin/echo"));
+    assert_eq!(at(&exec, "proc.args")[1], "second arg");
+    assert_eq!(
+        str_at(&exec, "proc.cmdline"),
+        Some(format!("echo {marker} second arg").as_str())
+    );
+    assert_eq!(str_at(&exec, "evt.args.filename"), Some("/bin/echo"));
+    assert_eq!(
+        i64_at(&exec, "proc.ppid"),
+        Some(me),
+        "the test process is the parent"
+    );
+    assert_eq!(at(&exec, "ancestors")[0]["pid"], me, "{exec:#}");
+    assert_eq!(
+        str_at(&exec, "proc.cwd"),
+        Some(real(&s.path().to_string_lossy()).as_str())
+    );
+    assert_eq!(i64_at(&exec, "user.uid"), Some(0));
+    assert_eq!(str_at(&exec, "user.name"), Some("root"));
+    assert_eq!(str_at(&exec, "container.id"), Some("host"));
+    assert_eq!(at(&exec, "proc.exe_from_memfd"), false);
+    assert!(i64_at(&exec, "proc.start_time").unwrap() > 1_600_000_000_000_000_000);
+
+    let fork = w.expect("the fork that made the child", |e| {
+        is_type(e, &["clone", "clone3", "fork", "vfork"])
+            && pid_of(e) == Some(me)
+            && i64_at(e, "evt.res") == Some(pid)
+    });
+    assert_eq!(i64_at(&fork, "proc.pid"), Some(me));
+
+    let exit = w.expect("procexit of echo", |e| {
+        is_type(e, &["procexit"]) && pid_of(e) == Some(pid)
+    });
+    assert_eq!(i64_at(&exit, "evt.args.status"), Some(0));
+
+    // A non-zero exit code is reported as such.
+    let status = Command::new("/bin/sh")
+        .args(["-c", "exit 7"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(7));
+    let exit7 = w.expect("procexit with status 7", |e| {
+        is_type(e, &["procexit"])
+            && str_at(e, "proc.name") == Some("sh")
+            && i64_at(e, "evt.args.status") == Some(7)
+    });
+    assert_eq!(i64_at(&exit7, "proc.ppid"), Some(me));
+}
+
+#[test]
+fn execveat_is_reported_as_execveat() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let path = CString::new("/bin/true").unwrap();
+    let arg0 = CString::new("true").unwrap();
+    let arg1 = CString::new("from-execveat").unwrap();
+    let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let (pid, _) = in_child(|| {
+        // SAFETY: every pointer was built before the fork and stays valid;
+        // on success execveat does not return.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                0,
+            );
+        }
+    });
+    let e = w.expect("execveat of /bin/true", |e| {
+        is_type(e, &["execveat"]) && pid_of(e) == Some(i64::from(pid))
+    });
+    assert_eq!(str_at(&e, "proc.exepath"), Some(real("/bin/true").as_str()));
+    assert_eq!(at(&e, "proc.args")[0], "from-execveat");
+}
+
+#[test]
+fn opens_carry_the_path_flags_and_result() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let me = std::process::id() as i64;
+
+    let written = s.path().join("written.txt");
+    let f = std::fs::File::create(&written).unwrap();
+    let fd = f.as_raw_fd() as i64;
+    let name = written.to_string_lossy().into_owned();
+    let e = w.expect("openat O_WRONLY|O_TRUNC", |e| {
+        is_type(e, &["openat"])
+            && str_at(e, "fd.name") == Some(name.as_str())
+            && pid_of(e) == Some(me)
+    });
+    let flags = i64_at(&e, "evt.args.flags").unwrap() as i32;
+    assert_eq!(flags & libc::O_ACCMODE, libc::O_WRONLY, "{e:#}");
+    assert_ne!(flags & libc::O_TRUNC, 0, "{e:#}");
+    assert_ne!(flags & libc::O_CREAT, 0, "{e:#}");
+    assert_eq!(i64_at(&e, "evt.res"), Some(fd));
+    assert_eq!(i64_at(&e, "fd.num"), Some(fd));
+    assert_eq!(str_at(&e, "fd.type"), Some("file"));
+    assert_eq!(str_at(&e, "evt.args.name"), Some(name.as_str()));
+    drop(f);
+
+    // A failed read-only open below a watched prefix: the errno, fd -1.
+    let missing = s.path().join("does-not-exist");
+    assert!(std::fs::File::open(&missing).is_err());
+    let m = missing.to_string_lossy().into_owned();
+    let e = w.expect("failed openat", |e| {
+        str_at(e, "fd.name") == Some(m.as_str())
+    });
+    assert_eq!(i64_at(&e, "evt.res"), Some(-(libc::ENOENT as i64)));
+    assert_eq!(i64_at(&e, "fd.num"), Some(-1));
+
+    // openat2, with the flags from its open_how.
+    let path = CString::new(name.clone()).unwrap();
+    let how = [(libc::O_RDWR | libc::O_CLOEXEC) as u64, 0u64, 0u64];
+    // SAFETY: a valid path and open_how of the size given; the fd is closed below.
+    let fd2 = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            how.as_ptr(),
+            std::mem::size_of_val(&how),
+        )
+    };
+    assert!(fd2 >= 0, "openat2 failed");
+    // SAFETY: closing the fd openat2 just returned.
+    unsafe { libc::close(fd2 as i32) };
+    let e = w.expect("openat2", |e| {
+        is_type(e, &["openat2"]) && str_at(e, "fd.name") == Some(name.as_str())
+    });
+    assert_eq!(i64_at(&e, "evt.res"), Some(fd2));
+    assert_eq!(
+        i64_at(&e, "evt.args.flags").unwrap() as i32 & libc::O_ACCMODE,
+        libc::O_RDWR
+    );
+
+    // A relative path is resolved against the working directory.
+    let out = Command::new("/bin/sh")
+        .args(["-c", "echo x > relative.txt"])
+        .current_dir(s.path())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let rel = real(&s.path().to_string_lossy()) + "/relative.txt";
+    let e = w.expect("relative open", |e| {
+        str_at(e, "fd.name") == Some(rel.as_str())
+    });
+    assert_eq!(str_at(&e, "evt.args.name"), Some("relative.txt"));
+}
+
+#[test]
+fn connect_and_accept_on_loopback_carry_addresses_ports_and_results() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let me = std::process::id() as i64;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port() as i64;
+    let client = TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+    let cport = client.local_addr().unwrap().port() as i64;
+    let (_server_side, _) = listener.accept().unwrap();
+
+    let c = w.expect("connect to the listener", |e| {
+        is_type(e, &["connect"])
+            && pid_of(e) == Some(me)
+            && str_at(e, "fd.name") == Some(format!("127.0.0.1:{cport}->127.0.0.1:{port}").as_str())
+    });
+    assert_eq!(i64_at(&c, "evt.res"), Some(0));
+    assert_eq!(i64_at(&c, "fd.num"), Some(client.as_raw_fd() as i64));
+    assert_eq!(str_at(&c, "fd.type"), Some("ipv4"));
+    assert_eq!(str_at(&c, "fd.l4proto"), Some("tcp"));
+    assert_eq!(str_at(&c, "fd.role"), Some("client"));
+
+    let a = w.expect("accept on the listener", |e| {
+        is_type(e, &["accept", "accept4"])
+            && pid_of(e) == Some(me)
+            && str_at(e, "fd.local") == Some(format!("127.0.0.1:{port}").as_str())
+    });
+    assert_eq!(
+        str_at(&a, "fd.remote"),
+        Some(format!("127.0.0.1:{cport}").as_str())
+    );
+    assert!(i64_at(&a, "evt.res").unwrap() >= 0);
+    assert_eq!(str_at(&a, "fd.role"), Some("server"));
+
+    // A refused connect: the error and the address it tried.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    assert!(TcpStream::connect(("127.0.0.1", dead)).is_err());
+    let r = w.expect("refused connect", |e| {
+        is_type(e, &["connect"])
+            && str_at(e, "fd.remote") == Some(format!("127.0.0.1:{dead}").as_str())
+    });
+    assert_eq!(i64_at(&r, "evt.res"), Some(-(libc::ECONNREFUSED as i64)));
+
+    // IPv6 loopback, where the machine has it.
+    if let Ok(l6) = TcpListener::bind("[::1]:0") {
+        let p6 = l6.local_addr().unwrap().port();
+        let _c6 = TcpStream::connect(("::1", p6)).unwrap();
+        let e6 = w.expect("IPv6 connect", |e| {
+            is_type(e, &["connect"])
+                && str_at(e, "fd.remote") == Some(format!("[::1]:{p6}").as_str())
+        });
+        assert_eq!(str_at(&e6, "fd.type"), Some("ipv6"));
+    }
+
+    // A unix socket: the path is the fd name.
+    let sock = s.path().join("test.sock");
+    let ul = UnixListener::bind(&sock).unwrap();
+    let _uc = UnixStream::connect(&sock).unwrap();
+    let _ = ul.accept().unwrap();
+    let p = sock.to_string_lossy().into_owned();
+    let u = w.expect("unix connect", |e| {
+        is_type(e, &["connect"]) && str_at(e, "fd.name") == Some(p.as_str())
+    });
+    assert_eq!(str_at(&u, "fd.type"), Some("unix"));
+    w.expect("unix accept with the listener's path", |e| {
+        is_type(e, &["accept", "accept4"]) && str_at(e, "fd.name") == Some(p.as_str())
+    });
+}
+
+#[test]
+fn ptrace_attach_is_seen_with_its_request_and_target() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let mut target = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let tpid = target.id() as i32;
+    // SAFETY: PTRACE_ATTACH/DETACH on our own child with null addr/data.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, tpid, 0, 0) };
+    assert_eq!(rc, 0, "ptrace attach");
+    let mut st = 0;
+    // SAFETY: waiting for the stop of the traced child.
+    unsafe { libc::waitpid(tpid, &mut st, 0) };
+    // SAFETY: as above.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, tpid, 0, 0) };
+    let _ = target.kill();
+    let _ = target.wait();
+    let e = w.expect("ptrace attach", |e| {
+        is_type(e, &["ptrace"]) && i64_at(e, "evt.args.pid") == Some(i64::from(tpid))
+    });
+    assert_eq!(
+        i64_at(&e, "evt.args.request"),
+        Some(libc::PTRACE_ATTACH as i64)
+    );
+    assert_eq!(i64_at(&e, "evt.res"), Some(0));
+}
+
+#[test]
+fn privilege_changes_memfds_and_packet_sockets_are_seen() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let me = std::process::id() as i64;
+
+    let (child, status) = in_child(|| {
+        // SAFETY: raw syscalls in the forked child (see in_child).
+        unsafe {
+            libc::setgid(65534);
+            libc::setresuid(65534, 65534, 65534);
+        }
+    });
+    assert_eq!(status, 0);
+    let g = w.expect("setgid", |e| {
+        is_type(e, &["setgid"]) && pid_of(e) == Some(i64::from(child))
+    });
+    assert_eq!(i64_at(&g, "evt.args.gid"), Some(65534));
+    assert_eq!(i64_at(&g, "evt.res"), Some(0));
+    let u = w.expect("setresuid", |e| {
+        is_type(e, &["setresuid"]) && pid_of(e) == Some(i64::from(child))
+    });
+    assert_eq!(i64_at(&u, "evt.args.ruid"), Some(65534));
+    assert_eq!(i64_at(&u, "evt.args.suid"), Some(65534));
+    assert_eq!(
+        i64_at(&u, "user.uid"),
+        Some(65534),
+        "after the call the effective uid is nobody's"
+    );
+
+    let name = CString::new("ea-test-memfd").unwrap();
+    // SAFETY: a valid name; the fd is closed below.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: closing the fd memfd_create returned.
+    unsafe { libc::close(fd) };
+    let m = w.expect("memfd_create", |e| {
+        is_type(e, &["memfd_create"]) && pid_of(e) == Some(me)
+    });
+    assert_eq!(str_at(&m, "evt.args.name"), Some("ea-test-memfd"));
+    assert_eq!(i64_at(&m, "evt.res"), Some(i64::from(fd)));
+    assert_eq!(str_at(&m, "fd.type"), Some("memfd"));
+    assert_eq!(
+        i64_at(&m, "evt.args.flags"),
+        Some(i64::from(libc::MFD_CLOEXEC))
+    );
+
+    // SAFETY: plain socket(2); closed below.
+    let pfd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if pfd >= 0 {
+        // SAFETY: closing the socket just made.
+        unsafe { libc::close(pfd) };
+    }
+    let p = w.expect("AF_PACKET socket", |e| {
+        is_type(e, &["socket"])
+            && pid_of(e) == Some(me)
+            && i64_at(e, "evt.args.domain") == Some(libc::AF_PACKET as i64)
+    });
+    assert_eq!(i64_at(&p, "evt.args.type"), Some(libc::SOCK_RAW as i64));
+    assert_eq!(i64_at(&p, "evt.res"), Some(i64::from(pfd)));
+    assert_eq!(str_at(&p, "fd.type"), Some("packet"));
+}
+
+#[test]
+fn links_renames_unlinks_and_mounts_carry_their_paths() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let dir = real(&s.path().to_string_lossy());
+
+    // A symlink over a watched file, made with a relative link path.
+    let st = Command::new("/bin/ln")
+        .args(["-s", "/etc/shadow", "shadow-link"])
+        .current_dir(s.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let link = format!("{dir}/shadow-link");
+    let e = w.expect("symlink", |e| {
+        is_type(e, &["symlink", "symlinkat"])
+            && str_at(e, "evt.args.linkpath") == Some(link.as_str())
+    });
+    assert_eq!(str_at(&e, "evt.args.target"), Some("/etc/shadow"));
+    assert_eq!(i64_at(&e, "evt.res"), Some(0));
+
+    let file = format!("{dir}/data");
+    std::fs::write(&file, b"x").unwrap();
+    let hard = format!("{dir}/data-hard");
+    std::fs::hard_link(&file, &hard).unwrap();
+    let e = w.expect("hard link", |e| {
+        is_type(e, &["link", "linkat"]) && str_at(e, "evt.args.newpath") == Some(hard.as_str())
+    });
+    assert_eq!(str_at(&e, "evt.args.oldpath"), Some(file.as_str()));
+
+    let moved = format!("{dir}/data-moved");
+    std::fs::rename(&file, &moved).unwrap();
+    let e = w.expect("rename", |e| {
+        is_type(e, &["rename", "renameat", "renameat2"])
+            && str_at(e, "evt.args.newpath") == Some(moved.as_str())
+    });
+    assert_eq!(str_at(&e, "evt.args.oldpath"), Some(file.as_str()));
+
+    std::fs::remove_file(&moved).unwrap();
+    w.expect("unlink", |e| {
+        is_type(e, &["unlink", "unlinkat"]) && str_at(e, "evt.args.path") == Some(moved.as_str())
+    });
+
+    let mnt = s.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let target = CString::new(mnt.to_string_lossy().as_bytes()).unwrap();
+    let (src, fstype) = (
+        CString::new("ea-test").unwrap(),
+        CString::new("tmpfs").unwrap(),
+    );
+    // SAFETY: valid C strings; the mount is undone right below.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "mount tmpfs");
+    // SAFETY: unmounting what was just mounted.
+    unsafe { libc::umount(target.as_ptr()) };
+    let m = mnt.to_string_lossy().into_owned();
+    let e = w.expect("mount", |e| {
+        is_type(e, &["mount"]) && str_at(e, "evt.args.dir") == Some(m.as_str())
+    });
+    assert_eq!(str_at(&e, "evt.args.dev"), Some("ea-test"));
+    assert_eq!(str_at(&e, "evt.args.fstype"), Some("tmpfs"));
+    assert_eq!(i64_at(&e, "evt.args.flags"), Some(libc::MS_NOSUID as i64));
+}
+
+#[test]
+fn dup2_of_a_socket_onto_stdin_is_seen_as_a_network_fd() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port() as i64;
+    let sock = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let sfd = sock.as_raw_fd();
+    let (child, status) = in_child(|| {
+        // SAFETY: raw dup2 in the forked child (see in_child).
+        unsafe { libc::dup2(sfd, 0) };
+    });
+    assert_eq!(status, 0);
+    let e = w.expect("dup2 onto stdin", |e| {
+        is_type(e, &["dup2", "dup3"]) && pid_of(e) == Some(i64::from(child))
+    });
+    assert_eq!(i64_at(&e, "evt.res"), Some(0));
+    assert_eq!(i64_at(&e, "evt.args.newfd"), Some(0));
+    assert_eq!(i64_at(&e, "evt.args.oldfd"), Some(i64::from(sfd)));
+    assert_eq!(str_at(&e, "fd.type"), Some("ipv4"));
+    assert_eq!(
+        str_at(&e, "fd.remote"),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+    // dup2 onto a higher fd is not an event: the kernel skips it.
+    let (child2, _) = in_child(|| {
+        // SAFETY: as above.
+        unsafe { libc::dup2(sfd, 50) };
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !w.collect(Duration::from_millis(200))
+            .iter()
+            .any(|e| is_type(e, &["dup2", "dup3"]) && pid_of(e) == Some(i64::from(child2))),
+        "dup2 onto fd 50 must not be reported"
+    );
+}
+
+#[test]
+fn executables_on_an_overlayfs_upper_layer_are_flagged() {
+    require_root();
+    let s = scratch_watched();
+    let root = s.path();
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+    }
+    copy_binary("/bin/true", &root.join("lower"), "lower-true");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        root.join("lower").display(),
+        root.join("upper").display(),
+        root.join("work").display()
+    );
+    let st = Command::new("/bin/mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(root.join("merged"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount overlay");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("/bin/umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(root.join("merged"));
+    let merged = root.join("merged");
+    copy_binary("/bin/true", &merged, "upper-true");
+
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    for name in ["upper-true", "lower-true"] {
+        let st = Command::new(merged.join(name)).status().unwrap();
+        assert!(st.success());
+    }
+    let up = w.expect("exec from the upper layer", |e| {
+        is_type(e, &["execve"]) && str_at(e, "proc.name") == Some("upper-true")
+    });
+    assert_eq!(at(&up, "proc.exe_upper_layer"), true, "{up:#}");
+    assert_eq!(i64_at(&up, "evt.args.flags"), Some(2), "EXE_UPPER_LAYER");
+    let low = w.expect("exec from the lower layer", |e| {
+        is_type(e, &["execve"]) && str_at(e, "proc.name") == Some("lower-true")
+    });
+    assert_eq!(at(&low, "proc.exe_upper_layer"), false, "{low:#}");
+    assert_eq!(i64_at(&low, "evt.args.flags"), Some(8), "EXE_LOWER_LAYER");
+}
+
+#[test]
+fn filtered_opens_and_excluded_processes_never_reach_user_space() {
+    require_root();
+    let s = sensor_scratch("");
+    let dir = real(&s.path().to_string_lossy());
+    let watched = format!("{dir}/watched");
+    let unwatched = format!("{dir}/unwatched");
+    let excluded = format!("{dir}/excluded");
+    for d in [&watched, &unwatched, &excluded] {
+        std::fs::create_dir(d).unwrap();
+    }
+    s.write_config(&format!(
+        "[sensor]\nenabled = true\nwatch_open_prefixes = [\"{watched}\"]\nexclude_paths = [\"{excluded}\"]\nexclude_comms = [\"quiet-cat\"]\n"
+    ));
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    const N: u64 = 300;
+    for i in 0..N {
+        std::fs::write(format!("{unwatched}/f{i}"), b"x").unwrap();
+    }
+    let before = sensor_details(&s)["kernel"].clone();
+    for i in 0..N {
+        let _ = std::fs::read(format!("{unwatched}/f{i}")).unwrap();
+        let _ = std::fs::write(format!("{excluded}/f{i}"), b"x");
+    }
+    // A process whose name is excluded: nothing of it reaches user space.
+    let quiet = copy_binary("/bin/cat", s.path(), "quiet-cat");
+    let st = Command::new(&quiet)
+        .arg(format!("{watched}/missing-quiet"))
+        .status()
+        .unwrap();
+    assert!(!st.success());
+    std::fs::write(format!("{watched}/seen"), b"x").unwrap();
+    let _ = std::fs::read(format!("{watched}/seen")).unwrap();
+    let seen = format!("{watched}/seen");
+    w.expect("a read-only open below the watched prefix", |e| {
+        str_at(e, "fd.name") == Some(seen.as_str())
+            && i64_at(e, "evt.args.flags")
+                .is_some_and(|f| f as i32 & libc::O_ACCMODE == libc::O_RDONLY)
+    });
+    let after = wait_for(EVENT_TIMEOUT, || {
+        let k = sensor_details(&s)["kernel"].clone();
+        let d = |n: &str| k[n].as_u64().unwrap_or(0) - before[n].as_u64().unwrap_or(0);
+        (d("filtered_open") >= N && d("filtered_path") >= N && d("filtered_comm") >= 1).then_some(k)
+    });
+    assert!(
+        after.is_some(),
+        "the kernel counted the filtered opens: before {before}, now {}",
+        sensor_details(&s)["kernel"]
+    );
+    let all = w.collect(Duration::from_millis(500));
+    let leaked: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|e| {
+            let name = str_at(e, "fd.name").unwrap_or("");
+            (name.starts_with(&unwatched)
+                && is_type(e, &["openat", "open"])
+                && i64_at(e, "evt.args.flags")
+                    .is_some_and(|f| f as i32 & libc::O_ACCMODE == libc::O_RDONLY))
+                || name.starts_with(&excluded)
+                || str_at(e, "proc.name") == Some("quiet-cat")
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "filtered events reached user space: {leaked:#?}"
+    );
+}
+
+#[test]
+fn a_denied_exec_is_killed_before_it_prints_anything() {
+    require_root();
+    let s = sensor_scratch("");
+    let dir = real(&s.path().to_string_lossy());
+    let denied = copy_binary("/bin/echo", s.path(), "denied-echo");
+    std::fs::create_dir(s.path().join("sub")).unwrap();
+    let by_name = copy_binary("/bin/echo", &s.path().join("sub"), "evil-miner");
+    let allowed = copy_binary("/bin/echo", s.path(), "allowed-echo");
+    s.write_config(&format!(
+        "[sensor]\nenabled = true\ndeny_exec = [\"{dir}/denied-echo\", \"evil-miner\"]\n"
+    ));
+    let _d = start_with_sensor(&s);
+
+    for bin in [&denied, &by_name] {
+        let out = Command::new(bin)
+            .arg("should never print")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "{} was not killed: {out:?}",
+            bin.display()
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "the denied binary ran: {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let out = Command::new(&allowed).arg("hello").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"hello\n");
+
+    let details = wait_for(EVENT_TIMEOUT, || {
+        let d = sensor_details(&s);
+        (d["kills"].as_u64() == Some(2)).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("two kills in status: {}", sensor_details(&s)));
+    assert_eq!(details["kernel"]["killed"].as_u64(), Some(2));
+    assert_eq!(
+        details["last_kill"]["exepath"].as_str(),
+        Some(by_name.to_string_lossy().as_ref())
+    );
+    assert!(
+        details["last_kill"]["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains("should never print")
+    );
+}
+
+#[test]
+fn a_reload_changes_the_kernel_filters_without_a_restart() {
+    require_root();
+    let s = sensor_scratch("");
+    let dir = real(&s.path().to_string_lossy());
+    let victim = copy_binary("/bin/echo", s.path(), "later-denied");
+    let d = start_with_sensor(&s);
+    let out = Command::new(&victim).arg("runs").output().unwrap();
+    assert!(out.status.success(), "not denied yet");
+    s.write_config(&format!(
+        "[sensor]\nenabled = true\ndeny_exec = [\"{dir}/later-denied\"]\n"
+    ));
+    d.signal(edge_agent_tests::SIGHUP);
+    let killed = wait_for(EVENT_TIMEOUT, || {
+        let out = Command::new(&victim).arg("runs").output().unwrap();
+        (out.status.signal() == Some(libc::SIGKILL)).then_some(())
+    });
+    assert!(
+        killed.is_some(),
+        "the reloaded deny list took effect; log:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn an_unprivileged_daemon_shows_the_sensor_failed_and_keeps_running() {
+    require_root();
+    let s = sensor_scratch("");
+    // Run the daemon as nobody, without capabilities: it cannot load eBPF.
+    for d in [s.state_dir(), s.runtime_dir()] {
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(
+        s.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let log = s.path().join("unprivileged.log");
+    let mut child = Command::new("/usr/bin/setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(edge_agent_tests::agent_bin())
+        .args(["run", "--config"])
+        .arg(s.config_path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("setpriv");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(&mut child);
+    let st = wait_for(EVENT_TIMEOUT, || {
+        let st = status_json(&s);
+        (st["stages"]["sensor"]["state"] == "failed").then_some(st)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the sensor did not show as failed: {}\nlog:\n{}",
+            status_json(&s),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    let sensor = &st["stages"]["sensor"];
+    assert_eq!(
+        sensor["details"]["error_code"], "not_privileged",
+        "{sensor:#}"
+    );
+    assert!(
+        sensor["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("root"),
+        "{sensor:#}"
+    );
+    assert_eq!(st["daemon"]["running"], true);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("could not start"), "{text}");
+    // Still serving: a second status answers.
+    assert_eq!(status_json(&s)["daemon"]["running"], true);
+    drop(guard);
+    let _ = std::io::stderr().flush();
+}
