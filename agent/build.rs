@@ -66,10 +66,10 @@ fn strip_dwarf(obj: &Path) {
         "llvm-strip-15",
         "llvm-strip-16",
     ] {
-        if let Ok(s) = Command::new(tool).arg("--strip-debug").arg(obj).status() {
-            if s.success() {
-                return;
-            }
+        if let Ok(s) = Command::new(tool).arg("--strip-debug").arg(obj).status()
+            && s.success()
+        {
+            return;
         }
     }
     println!(

@@ -193,8 +193,14 @@ struct ea_record {
 /* The `ea_config` map's only entry. */
 struct ea_config {
 	__u32 flags;         /* EA_CFG_* */
-	__u32 _pad;
+	/* Wake the reader once this many bytes wait in the ring buffer; below
+	 * that it polls on its own (every EA_POLL_MS). Waking on every record
+	 * costs more than the record. 0 = wake on every record. */
+	__u32 wakeup_bytes;
 };
+
+/* How often the reader drains the ring buffer without a wakeup (ms). */
+#define EA_POLL_MS 50
 
 /* Key of the `ea_open_prefixes` and `ea_exclude_paths` LPM maps: a path
  * prefix, prefixlen in bits. Stored with a trailing '/' so that "/etc"

@@ -35,6 +35,9 @@ enum {
 };
 #define BPF_F_NO_PREALLOC 1
 #define BPF_ANY 0
+#define BPF_RB_NO_WAKEUP 1
+#define BPF_RB_FORCE_WAKEUP 2
+#define BPF_RB_AVAIL_DATA 0
 
 #define SIGKILL 9
 #define AT_FDCWD -100

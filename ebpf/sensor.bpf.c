@@ -182,6 +182,19 @@ static __always_inline __u32 config_flags(void)
 	return c ? c->flags : 0;
 }
 
+/* Wake the reader only when a batch has built up, or for a kill (the
+ * reader polls every EA_POLL_MS anyway). */
+static __always_inline __u64 wakeup_flags(__u16 rec_flags)
+{
+	__u32 zero = 0;
+	struct ea_config *c = bpf_map_lookup_elem(&ea_config, &zero);
+	if (!c || !c->wakeup_bytes || (rec_flags & EA_F_KILLED))
+		return 0;
+	if (bpf_ringbuf_query(&ea_events, BPF_RB_AVAIL_DATA) >= c->wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 /* The common filters. Returns nonzero (and counts why) when the event of
  * the current task must not be sent. */
 static __always_inline int filtered(__u32 tgid)
@@ -245,7 +258,7 @@ static __always_inline void submit(struct ea_scratch *s, __u32 pos)
 
 	__u64 size = sizeof(struct ea_record) + BOUND(pos, EA_BUF_MASK);
 	s->rec.h.size = size;
-	if (bpf_ringbuf_output(&ea_events, &s->rec, size, 0) == 0) {
+	if (bpf_ringbuf_output(&ea_events, &s->rec, size, wakeup_flags(s->rec.h.flags)) == 0) {
 		count(EA_CNT_SENT);
 	} else {
 		count(EA_CNT_LOST);
@@ -362,8 +375,10 @@ static __always_inline __u32 put_path(struct ea_scratch *s, int slot, struct den
 			s->rec.h.flags |= EA_F_TRUNCATED;
 			break;
 		}
-		/* '/' then the name; a missing name (NULL) fails the read and
-		 * leaves pos where it was, so the '/' is overwritten. */
+		if (!s->names[i])
+			continue;
+		/* '/' then the name; a name that cannot be read leaves pos
+		 * where it was, so the '/' is overwritten. */
 		long r = bpf_probe_read_kernel_str(&s->data[BOUND(pos + 1, EA_BUF_MASK)],
 						   EA_NAME_MAX, (const void *)s->names[i]);
 		s->data[BOUND(pos, EA_DATA_MASK)] = '/';

@@ -1342,7 +1342,9 @@ impl Field {
     /// match, so the rules loader refuses it; outputs may still name it and
     /// print `<NA>`.
     pub fn is_collected(&self) -> bool {
-        !matches!(self, Field::EvtIsOpenExec)
+        // proc.sid: the sensor does not follow setsid(), so it leaves the
+        // session unknown rather than report a stale one.
+        !matches!(self, Field::EvtIsOpenExec | Field::ProcSid)
     }
 }
 

@@ -561,7 +561,7 @@ fn filtered_opens_and_excluded_processes_never_reach_user_space() {
     s.write_config(&format!(
         "[sensor]\nenabled = true\nwatch_open_prefixes = [\"{watched}\"]\nexclude_paths = [\"{excluded}\"]\nexclude_comms = [\"quiet-cat\"]\n"
     ));
-    let _d = start_with_sensor(&s);
+    let d = start_with_sensor(&s);
     let mut w = Watch::start(&s);
     const N: u64 = 300;
     for i in 0..N {
@@ -597,6 +597,14 @@ fn filtered_opens_and_excluded_processes_never_reach_user_space() {
         "the kernel counted the filtered opens: before {before}, now {}",
         sensor_details(&s)["kernel"]
     );
+    // The agent's own activity is dropped in the kernel too.
+    assert!(
+        sensor_details(&s)["kernel"]["filtered_own"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "the agent's own syscalls are filtered"
+    );
     let all = w.collect(Duration::from_millis(500));
     let leaked: Vec<&serde_json::Value> = all
         .iter()
@@ -608,11 +616,44 @@ fn filtered_opens_and_excluded_processes_never_reach_user_space() {
                     .is_some_and(|f| f as i32 & libc::O_ACCMODE == libc::O_RDONLY))
                 || name.starts_with(&excluded)
                 || str_at(e, "proc.name") == Some("quiet-cat")
+                || pid_of(e) == Some(i64::from(d.pid()))
         })
         .collect();
     assert!(
         leaked.is_empty(),
         "filtered events reached user space: {leaked:#?}"
+    );
+}
+
+#[test]
+fn a_full_ring_buffer_counts_its_losses_and_reports_them() {
+    require_root();
+    // The smallest ring the kernel allows: a burst cannot fit.
+    let s = sensor_scratch("ring_buffer_bytes = 4096");
+    let d = start_with_sensor(&s);
+    let dir = s.path().join("burst");
+    std::fs::create_dir(&dir).unwrap();
+    let lost = wait_for(EVENT_TIMEOUT, || {
+        for i in 0..2000 {
+            let _ = std::fs::write(dir.join(format!("f{i}")), b"x");
+        }
+        let k = sensor_details(&s);
+        (k["lost"].as_u64()? > 0).then_some(k)
+    })
+    .unwrap_or_else(|| panic!("no losses counted: {}", sensor_details(&s)));
+    assert!(lost["kernel"]["lost"].as_u64().unwrap() > 0, "{lost}");
+    // The loss is reported (a node event; its log line says so).
+    let logged = wait_for(EVENT_TIMEOUT, || {
+        d.log().contains("kernel events were lost").then_some(())
+    });
+    assert!(logged.is_some(), "log:\n{}", d.log());
+    let st = status_json(&s);
+    assert!(
+        st["stages"]["sensor"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains(" lost"),
+        "{st}"
     );
 }
 

@@ -141,10 +141,8 @@ pub fn render(e: &Event) -> String {
             e.proc.exepath, e.proc.cmdline
         ));
     }
-    if let Some(fd) = &e.fd {
-        if !fd.name.is_empty() {
-            line.push_str(&format!(" fd={}", fd.name));
-        }
+    if let Some(fd) = e.fd.as_ref().filter(|fd| !fd.name.is_empty()) {
+        line.push_str(&format!(" fd={}", fd.name));
     }
     let args = e.render_args();
     if !args.is_empty() {

@@ -56,7 +56,10 @@ impl Default for SensorConfig {
             .into_iter()
             .map(PathBuf::from)
             .collect(),
-            ring_buffer_bytes: ByteSize::mib(8),
+            // Enough for a burst of ~10,000 records while the reader is
+            // busy; its pages count twice in the agent's RSS (the kernel maps
+            // the ring twice for wrap-around), so bigger costs visibly.
+            ring_buffer_bytes: ByteSize::mib(4),
             deny_exec: Vec::new(),
             runtime_state_dirs: DEFAULT_RUNTIME_STATE_DIRS
                 .into_iter()
@@ -76,7 +79,7 @@ impl SensorConfig {
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         let rb = self.ring_buffer_bytes.get();
-        if !rb.is_power_of_two() || rb < 4096 || rb > (1 << 30) {
+        if !rb.is_power_of_two() || !(4096..=(1 << 30)).contains(&rb) {
             problems.push(Problem::new(
                 "sensor.ring_buffer_bytes",
                 format!(

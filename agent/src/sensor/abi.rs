@@ -37,6 +37,10 @@ pub mod flags {
 /// `EA_CFG_*`: `ea_config.flags`.
 pub const CFG_DENY_EXEC: u32 = 0x1;
 
+/// `EA_POLL_MS`: the reader drains the ring buffer at least this often; the
+/// kernel wakes it earlier only when `ea_config.wakeup_bytes` wait.
+pub const POLL_MS: u64 = 50;
+
 /// `EA_DENY_SEED_*` and `EA_FNV_PRIME`: the kernel hashes executable paths
 /// and names with FNV-1a 64 from these seeds; the agent hashes the deny list
 /// the same way.
@@ -660,6 +664,7 @@ mod tests {
         assert_eq!(get("EA_F_TRUNCATED"), Some(u64::from(flags::TRUNCATED)));
         assert_eq!(get("EA_F_KILLED"), Some(u64::from(flags::KILLED)));
         assert_eq!(get("EA_CFG_DENY_EXEC"), Some(u64::from(CFG_DENY_EXEC)));
+        assert_eq!(get("EA_POLL_MS"), Some(POLL_MS));
         assert_eq!(get("EA_DENY_SEED_PATH"), Some(DENY_SEED_PATH));
         assert_eq!(get("EA_DENY_SEED_NAME"), Some(DENY_SEED_NAME));
         assert_eq!(get("EA_FNV_PRIME"), Some(FNV_PRIME));

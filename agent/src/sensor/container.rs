@@ -93,7 +93,7 @@ impl Containers {
                 Some((_, left)) => {
                     let full = k.container.full_id.clone().unwrap_or_default();
                     let pod_uid = k.container.pod_uid.clone();
-                    let found = self.from_bundle(&full, pod_uid);
+                    let found = self.read_bundle(&full, pod_uid);
                     let k = self.by_cgroup.get_mut(&cgroup_id).expect("just seen");
                     if found.start_ts.is_some() {
                         k.retry = None;
@@ -116,7 +116,7 @@ impl Containers {
         };
         let container = match container_id(&path) {
             None => self.host.clone(),
-            Some(id) => Arc::new(self.from_bundle(id, pod_uid_from_cgroup(&path))),
+            Some(id) => Arc::new(self.read_bundle(id, pod_uid_from_cgroup(&path))),
         };
         if self.by_cgroup.len() >= MAX_CGROUPS {
             self.by_cgroup.clear();
@@ -157,7 +157,7 @@ impl Containers {
 
     /// Everything the bundle of container `full_id` says; only the id when
     /// no bundle is found.
-    fn from_bundle(&mut self, full_id: &str, pod_uid: Option<String>) -> Container {
+    fn read_bundle(&mut self, full_id: &str, pod_uid: Option<String>) -> Container {
         let mut c = Container {
             id: full_id.chars().take(12).collect(),
             full_id: Some(full_id.to_string()),

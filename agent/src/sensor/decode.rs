@@ -22,6 +22,9 @@ use crate::event::{Args, Container, Event, Evt, Fd, FdType, L4Proto, Process, Ro
 
 /// What one record became.
 #[derive(Debug)]
+// Nearly every value is an Event, which goes on by value to the rules
+// engine's channel; boxing it would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     Event {
         event: Event,
@@ -506,8 +509,10 @@ mod tests {
     use crate::sensor::abi::{RecordBuilder, Sock};
 
     fn enricher() -> Enricher {
-        let mut config = SensorConfig::default();
-        config.runtime_state_dirs = vec![];
+        let config = SensorConfig {
+            runtime_state_dirs: vec![],
+            ..Default::default()
+        };
         let none = Path::new("/nonexistent-proc");
         Enricher::new(&config, none, none, BootClock::with_offset(1_000))
     }

@@ -152,25 +152,7 @@ impl Kernel {
                 what: "the eBPF object".into(),
                 message: error_chain(&e),
             })?;
-        for name in [
-            ENTER_PROG,
-            "ea_sys_exit_file",
-            "ea_sys_exit_net",
-            "ea_sys_exit_misc",
-        ] {
-            let p: &mut TracePoint = program(&mut bpf, name)?;
-            p.load().map_err(|e| SensorError::Load {
-                what: format!("program {name}"),
-                message: error_chain(&e),
-            })?;
-        }
-        for name in ["ea_exec", "ea_fork", "ea_exit"] {
-            let p: &mut RawTracePoint = program(&mut bpf, name)?;
-            p.load().map_err(|e| SensorError::Load {
-                what: format!("program {name}"),
-                message: error_chain(&e),
-            })?;
-        }
+        load_programs(&mut bpf)?;
         let ring = RingBuf::try_from(
             bpf.take_map("ea_events")
                 .ok_or(SensorError::MissingMap("ea_events"))?,
@@ -356,7 +338,8 @@ impl Kernel {
             } else {
                 0
             };
-            m.set(0, [flags, 0], 0).map_err(map_err("ea_config"))?;
+            m.set(0, [flags, wakeup_bytes(config)], 0)
+                .map_err(map_err("ea_config"))?;
         }
         Ok(())
     }
@@ -376,6 +359,63 @@ impl Kernel {
         self.counters()[c as usize]
     }
 }
+
+/// When the kernel wakes the reader: a sixteenth of the ring buffer
+/// waiting. Below that the reader drains it every [`abi::POLL_MS`], so a
+/// quiet node costs a few wakeups a second and a busy one reads in batches,
+/// with the ring still fifteen sixteenths empty when it does.
+fn wakeup_bytes(config: &SensorConfig) -> u32 {
+    u32::try_from(config.ring_buffer_bytes.get() / 16).unwrap_or(u32::MAX)
+}
+
+/// Load (verify) every program, on up to [`LOAD_THREADS`] threads: the
+/// kernel's verifier is most of the sensor's start-up time, and the
+/// programs are independent.
+fn load_programs(bpf: &mut Ebpf) -> Result<(), SensorError> {
+    use aya::programs::Program;
+    let mut progs: Vec<(&str, &mut Program)> = bpf.programs_mut().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, LOAD_THREADS);
+    let per = progs.len().div_ceil(threads).max(1);
+    let results: Vec<Result<(), SensorError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = progs
+            .chunks_mut(per)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    for (name, p) in chunk.iter_mut() {
+                        let r = match p {
+                            Program::TracePoint(p) => p.load(),
+                            Program::RawTracePoint(p) => p.load(),
+                            _ => continue,
+                        };
+                        r.map_err(|e| SensorError::Load {
+                            what: format!("program {name}"),
+                            message: error_chain(&e),
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(SensorError::Load {
+                        what: "the programs".into(),
+                        message: "a loader thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// Threads verifying programs at once; more than the sensor has programs
+/// of similar size would not help.
+const LOAD_THREADS: usize = 4;
 
 fn program<'a, T>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, SensorError>
 where

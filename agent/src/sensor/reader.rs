@@ -16,7 +16,7 @@ use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
 use super::SensorError;
-use super::abi::Counter;
+use super::abi::{self, Counter};
 use super::decode::{Decoded, Enricher};
 use super::loader::{Kernel, ProbeReport, preflight};
 use super::proctable::BootClock;
@@ -39,6 +39,28 @@ pub struct Sensor {
     pub seeded: usize,
 }
 
+/// Decode up to [`BATCH`] records; true when the ring is empty.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    enricher: &mut Enricher,
+    errors: &mut u64,
+    out: &mut Vec<Decoded>,
+) -> bool {
+    for _ in 0..BATCH {
+        let Some(item) = ring.next() else {
+            return true;
+        };
+        match enricher.decode(&item) {
+            Ok(d) => out.push(d),
+            Err(e) => {
+                *errors += 1;
+                debug!(error = %e, "skipped a record");
+            }
+        }
+    }
+    false
+}
+
 impl Sensor {
     /// Check, load, start the consumer, attach, seed the process table.
     /// Blocking (program loading, `/proc`): call it from a blocking thread
@@ -46,7 +68,9 @@ impl Sensor {
     pub fn start(config: &SensorConfig) -> Result<Sensor, SensorError> {
         let t0 = Instant::now();
         preflight()?;
+        let t_pre = t0.elapsed();
         let (mut kernel, ring) = Kernel::load(config, std::process::id())?;
+        let t_load = t0.elapsed();
         // The consumer exists before any probe fires: records produced while
         // the probes attach and the table is seeded wait in the ring buffer.
         // SAFETY: the RingBuf owns its map's fd for as long as it lives, and
@@ -59,7 +83,14 @@ impl Sensor {
         let mut enricher =
             Enricher::new(config, Path::new("/proc"), Path::new("/"), BootClock::now());
         let seeded = enricher.procs.seed();
-        debug!(seeded, ?startup, "sensor attached");
+        debug!(
+            preflight_ms = t_pre.as_millis() as u64,
+            load_ms = (t_load - t_pre).as_millis() as u64,
+            attach_ms = (startup - t_load).as_millis() as u64,
+            seed_ms = (t0.elapsed() - startup).as_millis() as u64,
+            seeded,
+            "sensor started"
+        );
         Ok(Sensor {
             kernel,
             ring,
@@ -72,27 +103,33 @@ impl Sensor {
     }
 
     /// Wait for records, then decode up to [`BATCH`] of them into `out`.
+    /// The kernel wakes the reader only once a batch has built up (or for a
+    /// kill), so this also drains every [`abi::POLL_MS`] without a wakeup.
     pub async fn read(&mut self, out: &mut Vec<Decoded>) -> Result<(), SensorError> {
-        let mut guard = self.ring.readable_mut().await.map_err(SensorError::Ring)?;
-        let ring = guard.get_inner_mut();
-        let mut n = 0;
-        while n < BATCH {
-            let Some(item) = ring.next() else {
-                break;
-            };
-            n += 1;
-            match self.enricher.decode(&item) {
-                Ok(d) => out.push(d),
-                Err(e) => {
-                    self.decode_errors += 1;
-                    debug!(error = %e, "skipped a record");
+        let poll = Duration::from_millis(abi::POLL_MS);
+        match tokio::time::timeout(poll, self.ring.readable_mut()).await {
+            Ok(guard) => {
+                let mut guard = guard.map_err(SensorError::Ring)?;
+                let drained = drain(
+                    guard.get_inner_mut(),
+                    &mut self.enricher,
+                    &mut self.decode_errors,
+                    out,
+                );
+                if drained {
+                    // Wait for the kernel's next wakeup. (tokio clears only
+                    // the readiness this guard saw; a wakeup that raced us stays.)
+                    guard.clear_ready();
                 }
             }
-        }
-        if n < BATCH {
-            // Drained: wait for the kernel's next wakeup. (tokio only clears
-            // the readiness this guard saw, so a wakeup that raced us stays.)
-            guard.clear_ready();
+            Err(_elapsed) => {
+                drain(
+                    self.ring.get_mut(),
+                    &mut self.enricher,
+                    &mut self.decode_errors,
+                    out,
+                );
+            }
         }
         Ok(())
     }

@@ -281,7 +281,7 @@ impl Stage {
         self.ticks += 1;
         let e = &mut self.sensor.enricher;
         e.procs.sweep(BootClock::boot_now_ns());
-        if self.ticks % SLOW_TICKS == 0 {
+        if self.ticks.is_multiple_of(SLOW_TICKS) {
             for id in e.containers.sweep() {
                 e.users.forget_container(&id);
             }
