@@ -12,6 +12,9 @@ PACKAGES=(
     prometheus prometheus-node-exporter
     # outbox/uplink: a real broker for the tests, certificates made with openssl.
     mosquitto mosquitto-clients
+    # eBPF sensor: clang builds ebpf/ (libbpf-dev has the headers, llvm's
+    # llvm-strip drops DWARF); its tests run real runc containers.
+    clang llvm libbpf-dev busybox-static util-linux
 )
 
 missing=()

@@ -175,22 +175,37 @@ fn start_bpftrace() -> Option<Running> {
     Some(r)
 }
 
-/// Total run time (ns) and runs of the loaded programs named `ea_*`, from
+/// Run time (ns) and runs of each loaded program named `ea_*`, from
 /// `bpftool` (kernel.bpf_stats_enabled must be 1). None without bpftool.
-fn bpf_stats() -> Option<(u64, u64)> {
+fn bpf_stats() -> Option<std::collections::BTreeMap<String, (u64, u64)>> {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mut t = (0, 0);
+    let mut t = std::collections::BTreeMap::new();
     for p in v.as_array()? {
-        if p["name"].as_str().is_some_and(|n| n.starts_with("ea_")) {
-            t.0 += p["run_time_ns"].as_u64().unwrap_or(0);
-            t.1 += p["run_cnt"].as_u64().unwrap_or(0);
+        if let Some(n) = p["name"].as_str().filter(|n| n.starts_with("ea_")) {
+            let e = t.entry(n.to_string()).or_insert((0, 0));
+            e.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+            e.1 += p["run_cnt"].as_u64().unwrap_or(0);
         }
     }
     Some(t)
+}
+
+/// Per-program average ns per run between two snapshots.
+fn per_run(
+    a: &std::collections::BTreeMap<String, (u64, u64)>,
+    b: &std::collections::BTreeMap<String, (u64, u64)>,
+) -> Vec<(String, f64, u64)> {
+    b.iter()
+        .filter_map(|(n, (t1, c1))| {
+            let (t0, c0) = a.get(n).copied().unwrap_or((0, 0));
+            let runs = c1.checked_sub(c0)?;
+            (runs > 0).then(|| (n.clone(), (t1 - t0) as f64 / runs as f64, runs))
+        })
+        .collect()
 }
 
 fn set_bpf_stats(on: bool) -> bool {
@@ -286,6 +301,8 @@ struct Row {
     agent_cpu: Vec<[f64; 3]>,
     /// Time inside the sensor's eBPF programs per loop iteration, ns.
     bpf_ns: Vec<[f64; 3]>,
+    /// Per program during the exec loop: average ns per run, runs.
+    bpf_exec_runs: Vec<Vec<(String, f64, u64)>>,
     rss_kib: u64,
 }
 
@@ -320,6 +337,7 @@ fn kernel_side() {
         open_unwatched: vec![],
         agent_cpu: vec![],
         bpf_ns: vec![],
+        bpf_exec_runs: vec![],
         rss_kib: 0,
     })
     .collect();
@@ -347,6 +365,7 @@ fn kernel_side() {
             }
             let mut agent = [0.0; 3];
             let mut bpf = [0.0; 3];
+            let mut exec_runs = Vec::new();
             let sensor = row.setup == Setup::Sensor;
             let stats = sensor && set_bpf_stats(true);
             let mut run = |i: usize, n: usize, f: &mut dyn FnMut() -> Cost| -> Cost {
@@ -358,7 +377,13 @@ fn kernel_side() {
                     agent[i] = ticks as f64 / 100.0 / c.wall.as_secs_f64() * 100.0;
                 }
                 if let (Some(b0), Some(b1)) = (b0, if stats { bpf_stats() } else { None }) {
-                    bpf[i] = (b1.0 - b0.0) as f64 / n as f64;
+                    let total = |m: &std::collections::BTreeMap<String, (u64, u64)>| {
+                        m.values().map(|v| v.0).sum::<u64>()
+                    };
+                    bpf[i] = (total(&b1) - total(&b0)) as f64 / n as f64;
+                    if i == 0 {
+                        exec_runs = per_run(&b0, &b1);
+                    }
                 }
                 c
             };
@@ -374,6 +399,7 @@ fn kernel_side() {
             if stats {
                 set_bpf_stats(false);
                 row.bpf_ns.push(bpf);
+                row.bpf_exec_runs.push(exec_runs);
             }
             if let Some(pid) = pid {
                 row.agent_cpu.push(agent);
@@ -457,6 +483,16 @@ fn kernel_side() {
             u.0 / 1000.0,
             u.1 / 1000.0
         );
+        if let Some(last) = row.bpf_exec_runs.last() {
+            let list: Vec<String> = last
+                .iter()
+                .map(|(n, ns, runs)| format!("{n} {:.2} µs x{runs}", ns / 1000.0))
+                .collect();
+            println!(
+                "per run during the exec loop (last round; averages over every process's runs): {}",
+                list.join(", ")
+            );
+        }
     }
     println!(
         "bare CPU per exec: {:.0} µs; per open+close: {:.2} µs (watched), {:.2} µs (unwatched)",

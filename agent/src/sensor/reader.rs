@@ -37,6 +37,8 @@ pub struct Sensor {
     pub startup: Duration,
     /// Processes found in `/proc` at start.
     pub seeded: usize,
+    /// The last read stopped at [`BATCH`] with records left.
+    backlog: bool,
 }
 
 /// Decode up to [`BATCH`] records; true when the ring is empty.
@@ -99,6 +101,7 @@ impl Sensor {
             decode_errors: 0,
             startup,
             seeded,
+            backlog: false,
         })
     }
 
@@ -106,6 +109,18 @@ impl Sensor {
     /// The kernel wakes the reader only once a batch has built up (or for a
     /// kill), so this also drains every [`abi::POLL_MS`] without a wakeup.
     pub async fn read(&mut self, out: &mut Vec<Decoded>) -> Result<(), SensorError> {
+        if self.backlog {
+            // The last batch left records behind: take the next one now,
+            // after letting the rest of the task's work run.
+            tokio::task::yield_now().await;
+            self.backlog = !drain(
+                self.ring.get_mut(),
+                &mut self.enricher,
+                &mut self.decode_errors,
+                out,
+            );
+            return Ok(());
+        }
         let poll = Duration::from_millis(abi::POLL_MS);
         match tokio::time::timeout(poll, self.ring.readable_mut()).await {
             Ok(guard) => {
@@ -121,9 +136,10 @@ impl Sensor {
                     // the readiness this guard saw; a wakeup that raced us stays.)
                     guard.clear_ready();
                 }
+                self.backlog = !drained;
             }
             Err(_elapsed) => {
-                drain(
+                self.backlog = !drain(
                     self.ring.get_mut(),
                     &mut self.enricher,
                     &mut self.decode_errors,
