@@ -802,3 +802,42 @@ fn an_unprivileged_daemon_shows_the_sensor_failed_and_keeps_running() {
     drop(guard);
     let _ = std::io::stderr().flush();
 }
+
+#[test]
+fn the_rules_engine_alerts_on_what_the_sensor_sees() {
+    require_root();
+    let s = sensor_scratch("");
+    let alerts = s.path().join("alerts.jsonl");
+    s.write_config(&format!(
+        "[sensor]\nenabled = true\n[rules]\nfiles = [\"{}\"]\njson_file = \"{}\"\n",
+        edge_agent_tests::rules::shipped_rules_glob(),
+        alerts.display()
+    ));
+    let d = start_with_sensor(&s);
+    // A credentials file read by a program with no business reading it.
+    let reader = copy_binary("/bin/cat", s.path(), "nosy-cat");
+    let out = Command::new(&reader).arg("/etc/shadow").output().unwrap();
+    assert!(out.status.success());
+    let alert = wait_for(EVENT_TIMEOUT, || {
+        std::fs::read_to_string(&alerts)
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|a| {
+                a["rule"] == "Sensitive file read by untrusted process"
+                    && a["output_fields"]["proc.name"] == "nosy-cat"
+            })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no alert; alerts file: {:?}\nlog:\n{}",
+            std::fs::read_to_string(&alerts),
+            d.log()
+        )
+    });
+    assert_eq!(
+        alert["output_fields"]["fd.name"], "/etc/shadow",
+        "{alert:#}"
+    );
+    assert_eq!(alert["source"], "syscall");
+}
