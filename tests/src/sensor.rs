@@ -359,3 +359,37 @@ impl Drop for Containerd {
         }
     }
 }
+
+/// What waits in the daemon's outbox (`edge-agent outbox --json`): (class,
+/// about) of each record, where `about` is `Priority: rule` for an alert and
+/// the kind of a node event.
+pub fn outbox_records(s: &Scratch) -> Vec<(String, String)> {
+    let out = s.cli(&["outbox", "--json", "--limit", "1000"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut records = Vec::new();
+    for c in v["classes"].as_array().into_iter().flatten() {
+        let class = c["class"].as_str().unwrap_or_default().to_string();
+        for r in c["oldest"].as_array().into_iter().flatten() {
+            records.push((
+                class.clone(),
+                r["about"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    records
+}
+
+/// Wait until the outbox holds a record of `class` whose `about` contains `what`.
+pub fn expect_in_outbox(s: &Scratch, class: &str, what: &str) {
+    let found = wait_for(EVENT_TIMEOUT, || {
+        outbox_records(s)
+            .iter()
+            .any(|(c, a)| c == class && a.contains(what))
+            .then_some(())
+    });
+    assert!(
+        found.is_some(),
+        "no {class} record about \"{what}\" in the outbox: {:?}",
+        outbox_records(s)
+    );
+}

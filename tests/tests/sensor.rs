@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use edge_agent_tests::sensor::{
-    EVENT_TIMEOUT, Watch, at, copy_binary, i64_at, in_child, is_type, pid_of, real, sensor_details,
-    sensor_scratch, start_with_sensor, str_at,
+    EVENT_TIMEOUT, Watch, at, copy_binary, expect_in_outbox, i64_at, in_child, is_type, pid_of,
+    real, sensor_details, sensor_scratch, start_with_sensor, str_at,
 };
 use edge_agent_tests::{Scratch, require_root, status_json, wait_for};
 
@@ -567,7 +567,7 @@ fn filtered_opens_and_excluded_processes_never_reach_user_space() {
     for i in 0..N {
         std::fs::write(format!("{unwatched}/f{i}"), b"x").unwrap();
     }
-    let before = sensor_details(&s)["kernel"].clone();
+    let before = sensor_details(&s)["kernel_events_total_by_outcome"].clone();
     for i in 0..N {
         let _ = std::fs::read(format!("{unwatched}/f{i}")).unwrap();
         let _ = std::fs::write(format!("{excluded}/f{i}"), b"x");
@@ -588,18 +588,18 @@ fn filtered_opens_and_excluded_processes_never_reach_user_space() {
                 .is_some_and(|f| f as i32 & libc::O_ACCMODE == libc::O_RDONLY)
     });
     let after = wait_for(EVENT_TIMEOUT, || {
-        let k = sensor_details(&s)["kernel"].clone();
+        let k = sensor_details(&s)["kernel_events_total_by_outcome"].clone();
         let d = |n: &str| k[n].as_u64().unwrap_or(0) - before[n].as_u64().unwrap_or(0);
         (d("filtered_open") >= N && d("filtered_path") >= N && d("filtered_comm") >= 1).then_some(k)
     });
     assert!(
         after.is_some(),
         "the kernel counted the filtered opens: before {before}, now {}",
-        sensor_details(&s)["kernel"]
+        sensor_details(&s)["kernel_events_total_by_outcome"]
     );
     // The agent's own activity is dropped in the kernel too.
     assert!(
-        sensor_details(&s)["kernel"]["filtered_own"]
+        sensor_details(&s)["kernel_events_total_by_outcome"]["filtered_own"]
             .as_u64()
             .unwrap_or(0)
             > 0,
@@ -638,15 +638,23 @@ fn a_full_ring_buffer_counts_its_losses_and_reports_them() {
             let _ = std::fs::write(dir.join(format!("f{i}")), b"x");
         }
         let k = sensor_details(&s);
-        (k["lost"].as_u64()? > 0).then_some(k)
+        (k["lost_total"].as_u64()? > 0).then_some(k)
     })
     .unwrap_or_else(|| panic!("no losses counted: {}", sensor_details(&s)));
-    assert!(lost["kernel"]["lost"].as_u64().unwrap() > 0, "{lost}");
-    // The loss is reported (a node event; its log line says so).
-    let logged = wait_for(EVENT_TIMEOUT, || {
-        d.log().contains("kernel events were lost").then_some(())
-    });
-    assert!(logged.is_some(), "log:\n{}", d.log());
+    assert!(
+        lost["kernel_events_total_by_outcome"]["lost"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{lost}"
+    );
+    // The loss is reported: a node event for the fleet, and the log.
+    expect_in_outbox(&s, "node_event", "sensor_events_lost");
+    assert!(
+        d.log().contains("kernel events were lost"),
+        "log:\n{}",
+        d.log()
+    );
     let st = status_json(&s);
     assert!(
         st["stages"]["sensor"]["summary"]
@@ -694,20 +702,20 @@ fn a_denied_exec_is_killed_before_it_prints_anything() {
 
     let details = wait_for(EVENT_TIMEOUT, || {
         let d = sensor_details(&s);
-        (d["kills"].as_u64() == Some(2)).then_some(d)
+        (d["kills_total"].as_u64() == Some(2)).then_some(d)
     })
     .unwrap_or_else(|| panic!("two kills in status: {}", sensor_details(&s)));
-    assert_eq!(details["kernel"]["killed"].as_u64(), Some(2));
     assert_eq!(
-        details["last_kill"]["exepath"].as_str(),
-        Some(by_name.to_string_lossy().as_ref())
+        details["kernel_events_total_by_outcome"]["killed"].as_u64(),
+        Some(2)
     );
+    let last = details["last_kill"].as_str().unwrap_or_default();
     assert!(
-        details["last_kill"]["cmdline"]
-            .as_str()
-            .unwrap()
-            .contains("should never print")
+        last.contains(by_name.to_string_lossy().as_ref()) && last.contains("should never print"),
+        "{last}"
     );
+    // Each kill is a critical alert, waiting in the outbox for the fleet.
+    expect_in_outbox(&s, "critical_alert", "Critical: Denied executable killed");
 }
 
 #[test]
@@ -797,6 +805,8 @@ fn an_unprivileged_daemon_shows_the_sensor_failed_and_keeps_running() {
     assert_eq!(st["daemon"]["running"], true);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("could not start"), "{text}");
+    // The fleet hears of it: a node event waits in the outbox.
+    expect_in_outbox(&s, "node_event", "sensor_unavailable");
     // Still serving: a second status answers.
     assert_eq!(status_json(&s)["daemon"]["running"], true);
     drop(guard);

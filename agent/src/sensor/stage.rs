@@ -259,13 +259,15 @@ impl Stage {
             container = %event.container.id,
             "killed a denied executable at exec"
         );
-        self.last_kill = json!({
-            "time": alert::falco_time(event.evt.time),
-            "pid": event.proc.pid,
-            "exepath": event.proc.exepath,
-            "cmdline": event.proc.cmdline,
-            "container_id": event.container.id,
-        });
+        // A line for people (numbers here would become metrics).
+        self.last_kill = Value::from(format!(
+            "{} pid {} {} ({}) in {}",
+            alert::falco_time(event.evt.time),
+            event.proc.pid,
+            event.proc.exepath,
+            event.proc.cmdline,
+            event.container.id
+        ));
         if !self
             .ctx
             .reports
@@ -334,6 +336,8 @@ impl Stage {
         let probes = &self.sensor.probes;
         let e = &self.sensor.enricher;
         let total: u64 = self.per_type.iter().sum();
+        // Names follow the status -> metrics mapping (metrics/agent.rs):
+        // counters end in `_total`, labelled families in `_by_<label>`.
         self.status.update(|d| {
             d.insert("probes_attached".into(), probes.attached.len().into());
             d.insert(
@@ -350,14 +354,20 @@ impl Stage {
             );
             d.insert("events_per_sec_by_type".into(), Value::Object(rates));
             d.insert("events_total".into(), total.into());
-            d.insert("lost".into(), lost.into());
-            d.insert("kernel".into(), Value::Object(kernel));
-            d.insert("filtered_user".into(), e.filtered_user.into());
-            d.insert("decode_errors".into(), self.sensor.decode_errors.into());
+            d.insert("lost_total".into(), lost.into());
+            d.insert(
+                "kernel_events_total_by_outcome".into(),
+                Value::Object(kernel),
+            );
+            d.insert("filtered_user_total".into(), e.filtered_user.into());
+            d.insert(
+                "decode_errors_total".into(),
+                self.sensor.decode_errors.into(),
+            );
             d.insert("process_table".into(), e.procs.len().into());
-            d.insert("processes_evicted".into(), e.procs.evicted().into());
+            d.insert("processes_evicted_total".into(), e.procs.evicted().into());
             d.insert("containers_known".into(), e.containers.known().into());
-            d.insert("kills".into(), self.kills.into());
+            d.insert("kills_total".into(), self.kills.into());
             d.insert("last_kill".into(), self.last_kill.clone());
             d.insert(
                 "startup_ms".into(),
