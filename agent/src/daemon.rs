@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sd_notify::NotifyState;
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex, watch};
@@ -26,8 +25,10 @@ use tracing::{error, info, warn};
 
 use crate::config::{AgentConfig, ConfigError, LoadedConfig};
 use crate::control::{self, ControlError, Reply, Router};
+use crate::logging::LogHandle;
 use crate::report::{self, ReportSender};
-use crate::status::{StageState, StatusBoard, StatusReporter, unix_now};
+use crate::status::{StageState, StatusBoard, StatusReporter, dir_bytes, unix_now};
+use crate::systemd::{Notifier, NotifyState};
 
 /// How long SIGTERM may take end to end. systemd's `TimeoutStopSec=` in the
 /// shipped unit is larger, so the agent always exits on its own terms.
@@ -36,6 +37,22 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Share of the grace period the producers get before the sinks are told to
 /// flush; the sinks need the rest to commit and publish what they were given.
 const PRODUCER_GRACE: Duration = Duration::from_secs(4);
+
+/// How often systemd's one-line STATUS= is refreshed, so `systemctl status`
+/// is at most this old. Each refresh is one datagram.
+const STATUS_LINE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The state directory holds the outbox (alerts about this node) and undo
+/// logs: readable by the agent's user and group only.
+const STATE_DIR_MODE: u32 = 0o750;
+
+/// What the process hands the daemon from outside the config file.
+pub struct Supervision {
+    /// The service manager's notify socket and watchdog (or none).
+    pub notifier: Notifier,
+    /// Changes the log level when a reload changes `log.level`.
+    pub log: LogHandle,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -103,23 +120,34 @@ struct DaemonInfo {
     started_instant: Instant,
     config_path: PathBuf,
     last_reload: Option<(u64, Result<(), String>)>,
+    /// The config in force (restart-only sections as they were at start).
     config: Arc<AgentConfig>,
+    /// Sections whose change on disk waits for a restart.
+    pending_restart: Vec<&'static str>,
 }
 
 /// Run until SIGTERM/SIGINT. Returns an error only for failures that should
 /// make systemd restart the agent.
-pub async fn run(loaded: LoadedConfig) -> Result<(), DaemonError> {
+pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), DaemonError> {
     let started_instant = Instant::now();
+    let Supervision { notifier, log } = supervision;
     let LoadedConfig {
         config,
         path: config_path,
     } = loaded;
     let config = Arc::new(config);
 
-    std::fs::create_dir_all(&config.paths.state_dir).map_err(|source| DaemonError::StateDir {
-        path: config.paths.state_dir.clone(),
-        source,
-    })?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(STATE_DIR_MODE)
+            .create(&config.paths.state_dir)
+            .map_err(|source| DaemonError::StateDir {
+                path: config.paths.state_dir.clone(),
+                source,
+            })?;
+    }
 
     // Signals first: a SIGTERM during start-up must not kill us half-way.
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -139,6 +167,7 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), DaemonError> {
         config_path: config_path.clone(),
         last_reload: None,
         config: config.clone(),
+        pending_restart: Vec::new(),
     }));
     register_daemon_methods(&router, &board, info.clone(), reports.clone());
 
@@ -172,27 +201,38 @@ pub async fn run(loaded: LoadedConfig) -> Result<(), DaemonError> {
         startup_ms = startup.as_millis() as u64,
         "edge-agent started"
     );
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status(&status_line(&board)),
-    ]);
+    notify(
+        &notifier,
+        &[
+            NotifyState::Ready,
+            NotifyState::Status(&status_line(&board)),
+        ],
+    );
 
-    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    // The watchdog is fed from this loop, which also handles signals: if the
+    // runtime stops making progress, the pings stop and systemd restarts us.
+    let watchdog = notifier.watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    // Refresh systemd's STATUS= line now and then, so `systemctl status` is current.
-    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+    let mut status_tick = tokio::time::interval(STATUS_LINE_INTERVAL);
+    status_tick.reset(); // READY=1 just carried the first STATUS=.
 
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
-            _ = sighup.recv() => reload(&config_path, &config_tx, &info).await,
-            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
-            _ = status_tick.tick() => notify(&[NotifyState::Status(&status_line(&board))]),
+            _ = sighup.recv() => {
+                reload(&config_path, &config_tx, &info, &log, &notifier).await;
+                notify(&notifier, &[NotifyState::Ready, NotifyState::Status(&status_line(&board))]);
+            }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&notifier, &[NotifyState::Watchdog]),
+            _ = status_tick.tick() => notify(&notifier, &[NotifyState::Status(&status_line(&board))]),
         }
     }
 
-    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    notify(
+        &notifier,
+        &[NotifyState::Stopping, NotifyState::Status("stopping")],
+    );
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     producers_shutdown.cancel();
     let mut unfinished = join_all(producers, Instant::now() + PRODUCER_GRACE).await;
@@ -263,23 +303,37 @@ async fn join_all(stages: Vec<Stage>, deadline: Instant) -> Vec<&'static str> {
     unfinished
 }
 
+/// SIGHUP: read the file again; apply it if it is valid, keep the running
+/// config (and say why) if it is not.
 async fn reload(
     path: &std::path::Path,
     config_tx: &watch::Sender<Arc<AgentConfig>>,
     info: &Mutex<DaemonInfo>,
+    log: &LogHandle,
+    notifier: &Notifier,
 ) {
     info!(config = %path.display(), "SIGHUP: reloading config");
+    let mut reloading = vec![NotifyState::Reloading];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        reloading.push(now);
+    }
+    notify(notifier, &reloading);
     let result = AgentConfig::load(path);
     let mut info = info.lock().await;
     match result {
         Ok(loaded) => {
-            let old = config_tx.borrow().clone();
-            let new = Arc::new(loaded.config);
-            for section in restart_only_changes(&old, &new) {
+            let running = config_tx.borrow().clone();
+            let (effective, pending) = apply_reload(&running, loaded.config);
+            if effective.log.level != running.log.level && !log.set_level(effective.log.level) {
+                warn!("log.level changed, but EDGE_AGENT_LOG sets the level and wins");
+            }
+            for section in &pending {
                 warn!(section, "this change takes effect only after a restart");
             }
-            info.config = new.clone();
-            config_tx.send_replace(new);
+            let effective = Arc::new(effective);
+            info.config = effective.clone();
+            info.pending_restart = pending;
+            config_tx.send_replace(effective);
             info.last_reload = Some((unix_now(), Ok(())));
             info!("config reloaded");
         }
@@ -291,22 +345,29 @@ async fn reload(
     }
 }
 
-/// Sections whose change needs a restart to apply.
-fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if old.node != new.node {
-        v.push("node");
+/// The config to run after a reload: `new`, except the sections that only a
+/// restart can change (the node's identity, where the state and the socket
+/// live, who may use the socket, the log format), which keep their running
+/// values. Also returns the names of those that differ in `new`.
+fn apply_reload(running: &AgentConfig, mut new: AgentConfig) -> (AgentConfig, Vec<&'static str>) {
+    let mut pending = Vec::new();
+    if running.node != new.node {
+        pending.push("node");
+        new.node = running.node.clone();
     }
-    if old.paths != new.paths {
-        v.push("paths");
+    if running.paths != new.paths {
+        pending.push("paths");
+        new.paths = running.paths.clone();
     }
-    if old.control != new.control {
-        v.push("control");
+    if running.control != new.control {
+        pending.push("control");
+        new.control = running.control.clone();
     }
-    if old.log != new.log {
-        v.push("log");
+    if running.log.format != new.log.format {
+        pending.push("log.format");
+        new.log.format = running.log.format;
     }
-    v
+    (new, pending)
 }
 
 /// Config errors can span several lines; logs want one.
@@ -314,8 +375,8 @@ fn render_config_error(e: &ConfigError) -> String {
     e.to_string().replace('\n', "; ")
 }
 
-fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
+fn notify(notifier: &Notifier, states: &[NotifyState]) {
+    if let Err(e) = notifier.notify(states) {
         warn!(error = %e, "sd_notify failed");
     }
 }
@@ -353,8 +414,22 @@ fn register_daemon_methods(
     });
 }
 
-/// The `status --json` document (schema 1). Keys are stable; new keys may be
-/// added, none are renamed or removed without bumping `schema`.
+/// The `status --json` document (schema 1) of a running daemon. Keys are
+/// stable; new keys may be added, none are renamed or removed without bumping
+/// `schema`. `edge-agent status` writes the same keys when the daemon is not
+/// running (see `cli/status.rs`), with `null` where only the daemon knows:
+///
+/// - `schema`: 1
+/// - `daemon`: `running`, `pid`, `version`, `started_at` (unix s),
+///   `uptime_secs`, `reason` (why it is not running, else null)
+/// - `node`: `id`, `fleet`, `groups` (null when the config is unreadable)
+/// - `config`: `path`, `valid` (the file on disk, as `status` read it),
+///   `error`, `last_reload` (`at`, `ok`, `error`) or null,
+///   `pending_restart` (sections changed on disk that wait for a restart)
+/// - `paths`: `state_dir`, `state_dir_exists`, `state_dir_bytes`,
+///   `runtime_dir`, `control_socket`
+/// - `reports_dropped_before_outbox`: per class, or null
+/// - `stages`: per stage, `state`, `since`, `summary`, `details`, `last_error`
 fn status_document(info: &DaemonInfo, board: &StatusBoard, reports: &ReportSender) -> Value {
     let c = &info.config;
     let dropped: serde_json::Map<String, Value> = crate::report::Class::ALL
@@ -374,17 +449,58 @@ fn status_document(info: &DaemonInfo, board: &StatusBoard, reports: &ReportSende
             "version": crate::VERSION,
             "started_at": info.started.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             "uptime_secs": info.started_instant.elapsed().as_secs(),
+            "reason": null,
         },
         "node": { "id": c.node.id, "fleet": c.node.fleet, "groups": c.node.groups },
         "config": {
             "path": info.config_path,
+            // The daemon only knows the file was valid when it last read it;
+            // `status` re-checks the file on disk and overwrites these two.
+            "valid": true,
+            "error": null,
             "last_reload": info.last_reload.as_ref().map(|(at, r)| match r {
-                Ok(()) => json!({"at": at, "ok": true}),
+                Ok(()) => json!({"at": at, "ok": true, "error": null}),
                 Err(e) => json!({"at": at, "ok": false, "error": e}),
             }),
+            "pending_restart": info.pending_restart,
         },
-        "paths": { "state_dir": c.paths.state_dir, "runtime_dir": c.paths.runtime_dir },
+        "paths": {
+            "state_dir": c.paths.state_dir,
+            "state_dir_exists": c.paths.state_dir.is_dir(),
+            "state_dir_bytes": dir_bytes(&c.paths.state_dir),
+            "runtime_dir": c.paths.runtime_dir,
+            "control_socket": c.paths.control_socket(),
+        },
         "reports_dropped_before_outbox": dropped,
         "stages": board.to_json(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_applies_live_sections_and_holds_back_restart_only_ones() {
+        let running = AgentConfig::default();
+        let mut new = AgentConfig::default();
+        new.node.fleet = "other-fleet".into();
+        new.log.level = crate::config::LogLevel::Debug;
+        new.log.format = crate::config::LogFormat::Json;
+        new.metrics.enabled = !running.metrics.enabled;
+        let (effective, pending) = apply_reload(&running, new);
+        assert_eq!(pending, ["node", "log.format"]);
+        assert_eq!(effective.node, running.node);
+        assert_eq!(effective.log.format, running.log.format);
+        assert_eq!(effective.log.level, crate::config::LogLevel::Debug);
+        assert_eq!(effective.metrics.enabled, !running.metrics.enabled);
+    }
+
+    #[test]
+    fn an_unchanged_reload_has_nothing_pending() {
+        let c = AgentConfig::default();
+        let (effective, pending) = apply_reload(&c, c.clone());
+        assert!(pending.is_empty());
+        assert_eq!(effective, c);
+    }
 }

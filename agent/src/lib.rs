@@ -18,6 +18,7 @@ pub mod report;
 pub mod rules;
 pub mod sensor;
 pub mod status;
+pub mod systemd;
 pub mod uplink;
 
 /// This build's version (from Cargo.toml).

@@ -1,9 +1,13 @@
-//! `edge-agent run`: load the config, start logging, run the daemon.
+//! `edge-agent run`: take systemd's notify socket from the environment, load
+//! the config, start logging, run the daemon. A bad config exits with
+//! [`Exit::Config`] (78), which the unit's `RestartPreventExitStatus=` knows.
 
 use std::path::Path;
 
 use super::Exit;
 use crate::config::AgentConfig;
+use crate::daemon::Supervision;
+use crate::systemd::Notifier;
 
 /// Worker threads for the daemon's runtime. Edge nodes have 1-4 cores and the
 /// agent must stay small; two workers keep the sensor and the uplink from
@@ -11,6 +15,9 @@ use crate::config::AgentConfig;
 const MAX_WORKER_THREADS: usize = 2;
 
 pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
+    // SAFETY: no other thread exists yet: the runtime is built below, and
+    // nothing before this line spawns one.
+    let notifier = unsafe { Notifier::from_env_and_unset() };
     let loaded = match AgentConfig::load(config_path) {
         Ok(l) => l,
         Err(e) => {
@@ -18,7 +25,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
             return Ok(Exit::Config);
         }
     };
-    crate::logging::init(&loaded.config.log);
+    let log = crate::logging::init(&loaded.config.log);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_WORKER_THREADS);
@@ -27,7 +34,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
         .thread_name("edge-agent")
         .enable_all()
         .build()?;
-    match runtime.block_on(crate::daemon::run(loaded)) {
+    match runtime.block_on(crate::daemon::run(loaded, Supervision { notifier, log })) {
         Ok(()) => Ok(Exit::Ok),
         Err(e) => {
             tracing::error!(error = %e, "edge-agent stopped on an error");

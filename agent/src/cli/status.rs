@@ -5,29 +5,43 @@
 //! read without the daemon: the config and the state directory.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
 use super::Exit;
-use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+use crate::config::{AgentConfig, ConfigError, LoadedConfig, PathsConfig};
 use crate::control::{Client, ClientError};
+use crate::status::dir_bytes;
+
+/// How long `status` waits for the daemon's answer. The answer is built from
+/// in-memory snapshots in microseconds; a daemon that takes this long is
+/// overloaded or stuck, and the technician should hear that, not wait.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn status(config_path: &Path, as_json: bool) -> anyhow::Result<Exit> {
     let loaded = AgentConfig::load(config_path);
-    let socket = match &loaded {
-        Ok(l) => l.config.paths.control_socket(),
-        // Without a readable config, try where a default install puts it.
-        Err(_) => crate::config::PathsConfig::default().control_socket_or_default(),
+    // The paths come from the config; from as much of it as can be read when
+    // it is broken, so a running daemon is still found.
+    let paths = match &loaded {
+        Ok(l) => l.config.paths.clone(),
+        Err(_) => PathsConfig::lenient(
+            &std::fs::read_to_string(config_path).unwrap_or_default(),
+            config_path,
+        ),
     };
 
-    let answer = match Client::connect(&socket).await {
-        Ok(mut client) => client.call("status", Value::Null).await,
-        Err(e) => Err(e),
-    };
+    let candidates = paths.control_socket_candidates();
+    let (answer, socket) = ask(&candidates).await;
     match answer {
-        Ok(doc) => {
+        Ok(mut doc) => {
+            // The daemon knows the file it loaded; we know the file on disk now.
+            doc["config"]["valid"] = json!(loaded.is_ok());
+            doc["config"]["error"] = match &loaded {
+                Ok(_) => Value::Null,
+                Err(e) => json!(e.to_string()),
+            };
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
@@ -36,54 +50,129 @@ pub async fn status(config_path: &Path, as_json: bool) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Err(e) => {
-            let (exit, reason) = match &e {
-                ClientError::NotRunning { .. } => (Exit::NotRunning, e.to_string()),
-                ClientError::PermissionDenied { .. } => (Exit::PermissionDenied, e.to_string()),
-                _ => (Exit::Failure, e.to_string()),
+            let exit = match &e {
+                ClientError::NotRunning { .. } => Exit::NotRunning,
+                ClientError::PermissionDenied { .. } => Exit::PermissionDenied,
+                _ => Exit::Failure,
             };
-            let doc = offline_document(config_path, &loaded, &reason);
+            let doc = offline_document(
+                config_path,
+                &loaded,
+                &paths,
+                &socket,
+                &reason(&e, &candidates),
+            );
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                print!("{}", render_offline(&doc));
+                print!("{}", render_offline(&doc, exit));
             }
             Ok(exit)
         }
     }
 }
 
-/// What `status` can say without the daemon (schema 1, `daemon.running = false`).
-fn offline_document(
-    config_path: &Path,
-    loaded: &Result<crate::config::LoadedConfig, crate::config::ConfigError>,
-    reason: &str,
-) -> Value {
-    let mut doc = json!({
-        "schema": 1,
-        "daemon": { "running": false, "reason": reason, "version": crate::VERSION },
-    });
-    match loaded {
-        Ok(l) => {
-            let c = &l.config;
-            doc["node"] =
-                json!({ "id": c.node.id, "fleet": c.node.fleet, "groups": c.node.groups });
-            doc["config"] = json!({ "path": config_path, "valid": true });
-            doc["paths"] = json!({
-                "state_dir": c.paths.state_dir,
-                "state_dir_exists": c.paths.state_dir.is_dir(),
-                "state_dir_bytes": dir_bytes(&c.paths.state_dir),
-                "runtime_dir": c.paths.runtime_dir,
-            });
-            let offline = offline_sections(c);
-            if !offline.is_empty() {
-                doc["stages"] = Value::Object(offline);
+/// Ask each candidate socket for `status` until one answers; a refusal
+/// (permission, protocol) ends the search, since a daemon is there. Returns
+/// the answer and the socket it concerns.
+async fn ask(candidates: &[PathBuf]) -> (Result<Value, ClientError>, PathBuf) {
+    for socket in candidates {
+        let answer = match Client::connect(socket).await {
+            Ok(mut client) => {
+                match tokio::time::timeout(ANSWER_TIMEOUT, client.call("status", Value::Null)).await
+                {
+                    Ok(answer) => answer,
+                    Err(_) => Err(ClientError::Io {
+                        path: socket.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "the daemon did not answer within {}s; it may be overloaded or stuck (journalctl -u edge-agent)",
+                                ANSWER_TIMEOUT.as_secs()
+                            ),
+                        ),
+                    }),
+                }
             }
-        }
-        Err(e) => {
-            doc["config"] = json!({ "path": config_path, "valid": false, "error": e.to_string() });
+            Err(e) => Err(e),
+        };
+        if !matches!(answer, Err(ClientError::NotRunning { .. })) {
+            return (answer, socket.clone());
         }
     }
-    doc
+    let first = candidates.first().cloned().unwrap_or_default();
+    (
+        Err(ClientError::NotRunning {
+            path: first.clone(),
+        }),
+        first,
+    )
+}
+
+/// Why there is no answer, in words; every socket tried is named.
+fn reason(e: &ClientError, candidates: &[PathBuf]) -> String {
+    match e {
+        ClientError::NotRunning { .. } => format!(
+            "nothing answers on {}",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// What `status` can say without the daemon: the keys of the running
+/// daemon's document (see `daemon::status_document`), with `daemon.running =
+/// false` and `null` where only the daemon knows.
+fn offline_document(
+    config_path: &Path,
+    loaded: &Result<LoadedConfig, ConfigError>,
+    paths: &PathsConfig,
+    socket: &Path,
+    reason: &str,
+) -> Value {
+    let state_dir = paths.state_dir_for_client();
+    let (node, stages) = match loaded {
+        Ok(l) => {
+            let c = &l.config;
+            (
+                json!({ "id": c.node.id, "fleet": c.node.fleet, "groups": c.node.groups }),
+                Value::Object(offline_sections(c)),
+            )
+        }
+        Err(_) => (Value::Null, Value::Object(Map::new())),
+    };
+    json!({
+        "schema": 1,
+        "daemon": {
+            "running": false,
+            "pid": null,
+            "version": crate::VERSION,
+            "started_at": null,
+            "uptime_secs": null,
+            "reason": reason,
+        },
+        "node": node,
+        "config": {
+            "path": config_path,
+            "valid": loaded.is_ok(),
+            "error": loaded.as_ref().err().map(ToString::to_string),
+            "last_reload": null,
+            "pending_restart": [],
+        },
+        "paths": {
+            "state_dir": state_dir,
+            "state_dir_exists": state_dir.is_dir(),
+            "state_dir_bytes": dir_bytes(&state_dir),
+            "runtime_dir": socket.parent().unwrap_or(&paths.runtime_dir),
+            "control_socket": socket,
+        },
+        "reports_dropped_before_outbox": null,
+        "stages": stages,
+    })
 }
 
 /// Per-stage facts readable from disk without the daemon (e.g. what waits in
@@ -100,19 +189,6 @@ fn offline_sections(config: &AgentConfig) -> Map<String, Value> {
     m
 }
 
-/// Bytes in the regular files directly below `dir` (the state directory is flat).
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 fn render_running(doc: &Value) -> String {
     let mut out = String::new();
     let d = &doc["daemon"];
@@ -123,7 +199,7 @@ fn render_running(doc: &Value) -> String {
         d["pid"],
         human_secs(d["uptime_secs"].as_u64().unwrap_or(0))
     );
-    render_node_and_config(&mut out, doc);
+    render_node_config_paths(&mut out, doc, true);
     let dropped = &doc["reports_dropped_before_outbox"];
     if dropped
         .as_object()
@@ -139,41 +215,44 @@ fn render_running(doc: &Value) -> String {
     out
 }
 
-fn render_offline(doc: &Value) -> String {
+fn render_offline(doc: &Value, exit: Exit) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "edge-agent is NOT RUNNING: {}",
-        str_of(&doc["daemon"]["reason"])
-    );
-    let _ = writeln!(
-        out,
-        "  start it with: systemctl start edge-agent    (logs: journalctl -u edge-agent)"
-    );
-    render_node_and_config(&mut out, doc);
-    if let Some(p) = doc.get("paths") {
-        let _ = writeln!(
-            out,
-            "state    {} ({})",
-            str_of(&p["state_dir"]),
-            if p["state_dir_exists"].as_bool() == Some(true) {
-                format!(
-                    "{} on disk",
-                    human_bytes(p["state_dir_bytes"].as_u64().unwrap_or(0))
-                )
-            } else {
-                "missing".into()
-            }
-        );
+    let reason = str_of(&doc["daemon"]["reason"]);
+    let socket = str_of(&doc["paths"]["control_socket"]);
+    match exit {
+        Exit::PermissionDenied => {
+            let _ = writeln!(out, "edge-agent status: PERMISSION DENIED on {socket}");
+            let _ = writeln!(
+                out,
+                "  run it as root (sudo edge-agent status), or join the control group\n  \
+                 (control.group in the config; e.g. sudo usermod -aG edge-agent $USER, then log in again)"
+            );
+        }
+        Exit::NotRunning => {
+            let _ = writeln!(out, "edge-agent is NOT RUNNING: {reason}");
+            let _ = writeln!(
+                out,
+                "  start it with: sudo systemctl start edge-agent    (why it stopped: journalctl -u edge-agent)"
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "edge-agent is NOT ANSWERING: {reason}");
+            let _ = writeln!(
+                out,
+                "  see: journalctl -u edge-agent;  restart it with: sudo systemctl restart edge-agent"
+            );
+        }
     }
-    if let Some(stages) = doc.get("stages") {
-        render_stages(&mut out, stages);
-    }
+    render_node_config_paths(&mut out, doc, false);
+    render_stages(&mut out, &doc["stages"]);
     out
 }
 
-fn render_node_and_config(out: &mut String, doc: &Value) {
-    if let Some(n) = doc.get("node") {
+/// The node, config, state and socket lines. `running`: whether a daemon
+/// answered (an invalid file then means "the next reload or restart fails").
+fn render_node_config_paths(out: &mut String, doc: &Value, running: bool) {
+    let n = &doc["node"];
+    if !n.is_null() {
         let groups = n["groups"]
             .as_array()
             .map(|g| g.iter().map(str_of).collect::<Vec<_>>().join(", "))
@@ -191,27 +270,57 @@ fn render_node_and_config(out: &mut String, doc: &Value) {
         );
     }
     let c = &doc["config"];
-    let mut line = format!("config   {}", str_of(&c["path"]));
-    if c["valid"].as_bool() == Some(false) {
-        let _ = write!(
-            line,
-            "  INVALID:\n  {}",
-            str_of(&c["error"]).replace('\n', "\n  ")
-        );
-    }
+    let path = str_of(&c["path"]);
+    let mut line = format!("config   {path}");
     if let Some(r) = c.get("last_reload").filter(|r| !r.is_null()) {
         if r["ok"].as_bool() == Some(true) {
             let _ = write!(line, "  (reloaded {})", when(r["at"].as_u64()));
         } else {
             let _ = write!(
                 line,
-                "\n  last reload REFUSED {}: {}",
+                "\n         last reload REFUSED {}: {}",
                 when(r["at"].as_u64()),
                 str_of(&r["error"])
             );
         }
     }
+    if c["valid"].as_bool() == Some(false) {
+        let consequence = if running {
+            "the file on disk is INVALID: a reload will be refused and a restart will fail"
+        } else {
+            "INVALID: the agent cannot start with it"
+        };
+        let _ = write!(
+            line,
+            "\n         {consequence}\n           {}\n         check it with: edge-agent config check {path}",
+            str_of(&c["error"]).replace('\n', "\n           ")
+        );
+    }
+    if let Some(p) = c["pending_restart"].as_array().filter(|p| !p.is_empty()) {
+        let _ = write!(
+            line,
+            "\n         changed on disk, applied at the next restart: {}",
+            inline(&Value::Array(p.clone()))
+        );
+    }
     let _ = writeln!(out, "{line}");
+    let p = &doc["paths"];
+    if !p.is_null() {
+        let _ = writeln!(
+            out,
+            "state    {} ({})",
+            str_of(&p["state_dir"]),
+            if p["state_dir_exists"].as_bool() == Some(true) {
+                format!(
+                    "{} on disk",
+                    human_bytes(p["state_dir_bytes"].as_u64().unwrap_or(0))
+                )
+            } else {
+                "missing".into()
+            }
+        );
+        let _ = writeln!(out, "socket   {}", str_of(&p["control_socket"]));
+    }
 }
 
 fn render_stages(out: &mut String, stages: &Value) {
@@ -290,14 +399,6 @@ fn human_bytes(b: u64) -> String {
     crate::config::ByteSize(b).to_string()
 }
 
-impl crate::config::PathsConfig {
-    /// The socket of a default root install, for when no config is readable.
-    fn control_socket_or_default(&self) -> std::path::PathBuf {
-        let _ = DEFAULT_CONFIG_PATH;
-        std::path::PathBuf::from("/run/edge-agent/control.sock")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,9 +420,83 @@ mod tests {
         render_stages(&mut out, &stages);
         assert!(out.contains("!! sensor"), "{out}");
         assert!(out.contains("FAILED"), "{out}");
-        assert!(
-            out.contains("last error - : no BTF") || out.contains("no BTF"),
-            "{out}"
+        assert!(out.contains("last error -: no BTF"), "{out}");
+    }
+
+    fn offline(loaded: Result<LoadedConfig, ConfigError>) -> Value {
+        let paths = PathsConfig::lenient("", Path::new("/nonexistent/agent.toml"));
+        offline_document(
+            Path::new("/nonexistent/agent.toml"),
+            &loaded,
+            &paths,
+            &paths.control_socket(),
+            "nothing answers",
+        )
+    }
+
+    fn keys(v: &Value) -> Vec<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn offline_and_running_documents_have_the_same_keys() {
+        let loaded = AgentConfig::from_toml("", Path::new("/nonexistent/agent.toml")).map(|c| {
+            LoadedConfig {
+                config: c,
+                path: "/nonexistent/agent.toml".into(),
+            }
+        });
+        let doc = offline(loaded);
+        assert_eq!(
+            keys(&doc),
+            [
+                "schema",
+                "daemon",
+                "node",
+                "config",
+                "paths",
+                "reports_dropped_before_outbox",
+                "stages"
+            ]
         );
+        assert_eq!(
+            keys(&doc["daemon"]),
+            [
+                "running",
+                "pid",
+                "version",
+                "started_at",
+                "uptime_secs",
+                "reason"
+            ]
+        );
+        assert_eq!(
+            keys(&doc["config"]),
+            ["path", "valid", "error", "last_reload", "pending_restart"]
+        );
+        assert_eq!(
+            keys(&doc["paths"]),
+            [
+                "state_dir",
+                "state_dir_exists",
+                "state_dir_bytes",
+                "runtime_dir",
+                "control_socket"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_invalid_config_is_shown_with_its_error_and_how_to_check_it() {
+        let e = AgentConfig::from_toml("[log]\nlevel = 3\n", Path::new("/etc/ea/agent.toml"))
+            .unwrap_err();
+        let doc = offline(Err(e));
+        assert_eq!(doc["config"]["valid"], false);
+        assert!(doc["node"].is_null());
+        let text = render_offline(&doc, Exit::NotRunning);
+        assert!(text.starts_with("edge-agent is NOT RUNNING"), "{text}");
+        assert!(text.contains("INVALID"), "{text}");
+        assert!(text.contains("log.level"), "{text}");
+        assert!(text.contains("edge-agent config check"), "{text}");
     }
 }

@@ -59,6 +59,11 @@ pub fn default_node_id() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Where a system install keeps its state (systemd's `StateDirectory=edge-agent`).
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/edge-agent";
+/// Where a system install puts its socket (systemd's `RuntimeDirectory=edge-agent`).
+pub const SYSTEM_RUNTIME_DIR: &str = "/run/edge-agent";
+
 /// `[paths]`: where the agent keeps state (outbox, undo log) and its socket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -69,15 +74,31 @@ pub struct PathsConfig {
     /// Empty means: `$RUNTIME_DIRECTORY`, else `/run/edge-agent` as root,
     /// else `$XDG_RUNTIME_DIR/edge-agent`, else `/tmp/edge-agent-<uid>`.
     pub runtime_dir: PathBuf,
+    /// Which of the two were left empty and filled from the defaults above.
+    /// A default depends on who asks (root or not, under systemd or not), so
+    /// a client such as `status` run by a member of the control group also
+    /// looks where a system install keeps them.
+    #[serde(skip)]
+    defaulted: Defaulted,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Defaulted {
+    state_dir: bool,
+    runtime_dir: bool,
 }
 
 impl PathsConfig {
     pub(super) fn resolve(&mut self, base: &Path) {
         let root = nix::unistd::geteuid().is_root();
+        self.defaulted = Defaulted {
+            state_dir: self.state_dir.as_os_str().is_empty(),
+            runtime_dir: self.runtime_dir.as_os_str().is_empty(),
+        };
         if self.state_dir.as_os_str().is_empty() {
             self.state_dir = first_env_dir("STATE_DIRECTORY").unwrap_or_else(|| {
                 if root {
-                    PathBuf::from("/var/lib/edge-agent")
+                    PathBuf::from(SYSTEM_STATE_DIR)
                 } else {
                     xdg_dir("XDG_STATE_HOME", ".local/state").join("edge-agent")
                 }
@@ -86,7 +107,7 @@ impl PathsConfig {
         if self.runtime_dir.as_os_str().is_empty() {
             self.runtime_dir = first_env_dir("RUNTIME_DIRECTORY").unwrap_or_else(|| {
                 if root {
-                    PathBuf::from("/run/edge-agent")
+                    PathBuf::from(SYSTEM_RUNTIME_DIR)
                 } else if let Some(dir) =
                     std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty())
                 {
@@ -117,9 +138,79 @@ impl PathsConfig {
 
     /// `<runtime_dir>/control.sock`.
     pub fn control_socket(&self) -> PathBuf {
-        self.runtime_dir.join("control.sock")
+        self.runtime_dir.join(CONTROL_SOCKET_NAME)
+    }
+
+    /// Where a client should look for the daemon's socket, in order: the
+    /// configured (or defaulted) one, then, when `runtime_dir` was left
+    /// empty, where a system install puts it. A member of the control group
+    /// is not root, so its own default differs from the daemon's.
+    pub fn control_socket_candidates(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.control_socket()];
+        let system = Path::new(SYSTEM_RUNTIME_DIR).join(CONTROL_SOCKET_NAME);
+        if self.defaulted.runtime_dir && !v.contains(&system) {
+            v.push(system);
+        }
+        v
+    }
+
+    /// The state directory a client should report: the configured one, or,
+    /// when it was left empty and only a system install's exists, that one.
+    pub fn state_dir_for_client(&self) -> PathBuf {
+        let system = Path::new(SYSTEM_STATE_DIR);
+        if self.defaulted.state_dir && !self.state_dir.is_dir() && system.is_dir() {
+            system.to_path_buf()
+        } else {
+            self.state_dir.clone()
+        }
+    }
+
+    /// `[paths]` from a file that may not parse or validate as a whole, for
+    /// clients that must still find a running daemon (`status` with a broken
+    /// config). Keys that are missing or not strings take their defaults.
+    ///
+    /// A file that is not even TOML is read line by line: the `[paths]`
+    /// section's `key = "value"` lines are usually intact when a typo
+    /// elsewhere breaks the syntax.
+    pub fn lenient(text: &str, config_path: &Path) -> PathsConfig {
+        let table: toml::Table = text.parse().unwrap_or_else(|_| paths_lines(text));
+        let paths = table.get("paths").and_then(|p| p.as_table());
+        let get = |key: &str| {
+            paths
+                .and_then(|p| p.get(key))
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from)
+                .unwrap_or_default()
+        };
+        let mut p = PathsConfig {
+            state_dir: get("state_dir"),
+            runtime_dir: get("runtime_dir"),
+            defaulted: Defaulted::default(),
+        };
+        p.resolve(super::config_dir(config_path));
+        p
     }
 }
+
+/// The `[paths]` table of a file that does not parse, from the lines between
+/// its `[paths]` header and the next header that parse on their own.
+fn paths_lines(text: &str) -> toml::Table {
+    let mut paths = toml::Table::new();
+    let mut in_paths = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_paths = line.trim_end_matches(|c: char| c != ']') == "[paths]";
+        } else if in_paths && let Ok(kv) = line.parse::<toml::Table>() {
+            paths.extend(kv);
+        }
+    }
+    let mut table = toml::Table::new();
+    table.insert("paths".into(), toml::Value::Table(paths));
+    table
+}
+
+/// The control socket's file name inside `runtime_dir`.
+pub const CONTROL_SOCKET_NAME: &str = "control.sock";
 
 /// systemd passes `STATE_DIRECTORY=/var/lib/a:/var/lib/b`; the first is ours.
 fn first_env_dir(var: &str) -> Option<PathBuf> {

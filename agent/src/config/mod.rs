@@ -29,7 +29,10 @@ pub use self::bootstrap::{
     BootstrapConfig, KubeProxyConfig, KubeProxyMode, MirrorConfig, NydusConfig, RegistriesConfig,
     RegistryAuthConfig, Role, Snapshotter,
 };
-pub use self::core::{ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig};
+pub use self::core::{
+    CONTROL_SOCKET_NAME, ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig,
+    SYSTEM_RUNTIME_DIR, SYSTEM_STATE_DIR,
+};
 pub use self::metrics::MetricsConfig;
 pub use self::outbox::OutboxConfig;
 pub use self::rules::{Priority, RulesConfig};
@@ -132,11 +135,7 @@ impl AgentConfig {
     /// and to resolve relative paths).
     pub fn from_toml(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         let mut config = parse(text, path)?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        config.resolve(base);
+        config.resolve(config_dir(path));
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
@@ -175,6 +174,13 @@ impl AgentConfig {
         self.bootstrap.validate(&mut problems);
         problems
     }
+}
+
+/// The directory relative paths in the file at `path` are relative to.
+fn config_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
@@ -323,5 +329,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.paths.state_dir, PathBuf::from("/etc/edge-agent/state"));
+    }
+
+    #[test]
+    fn a_broken_file_still_yields_its_runtime_dir_for_clients() {
+        let text = "[paths]\nruntime_dir = \"run\"\n[metrics]\ninterval = \"abc\"\n";
+        assert!(AgentConfig::from_toml(text, Path::new("/etc/ea/agent.toml")).is_err());
+        let p = PathsConfig::lenient(text, Path::new("/etc/ea/agent.toml"));
+        assert_eq!(p.runtime_dir, PathBuf::from("/etc/ea/run"));
+        assert_eq!(
+            p.control_socket_candidates(),
+            [PathBuf::from("/etc/ea/run/control.sock")]
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_still_yields_the_paths_section_lines() {
+        let text = "[node]\nid = \"a\"\n[paths]  # ours\nruntime_dir = \"/srv/run\"\nstate_dir = oops\n[metrics\n";
+        let p = PathsConfig::lenient(text, Path::new("/etc/ea/agent.toml"));
+        assert_eq!(p.runtime_dir, PathBuf::from("/srv/run"));
+        let default = PathsConfig::lenient("", Path::new("/etc/ea/agent.toml"));
+        assert_eq!(
+            p.state_dir, default.state_dir,
+            "an unparsable line keeps its default"
+        );
+        let nothing = PathsConfig::lenient("[paths\n", Path::new("/etc/ea/agent.toml"));
+        assert_eq!(nothing, default);
+    }
+
+    #[test]
+    fn a_defaulted_runtime_dir_also_points_clients_at_the_system_socket() {
+        let p = PathsConfig::lenient("", Path::new("/etc/ea/agent.toml"));
+        let candidates = p.control_socket_candidates();
+        assert_eq!(candidates[0], p.control_socket());
+        assert_eq!(
+            candidates.last().unwrap(),
+            &PathBuf::from("/run/edge-agent/control.sock")
+        );
     }
 }

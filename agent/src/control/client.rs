@@ -1,4 +1,6 @@
-//! The client side of the control socket, for the CLI commands.
+//! The client side of the control socket, for the CLI commands. Owns the
+//! mapping from socket and protocol failures to what a person can do about
+//! them (not running, permission denied, refused); never retries on its own.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -99,7 +101,15 @@ impl Client {
 
     /// One request, one answer.
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
-        self.send(method, params).await?;
+        if let Err(sent) = self.send(method, params).await {
+            // The daemon may have answered and closed before our request was
+            // written (a refusal): its answer explains more than EPIPE does.
+            return match self.next_answer().await {
+                Err(ClientError::Io { .. }) | Err(ClientError::Protocol(_)) => Err(sent),
+                Ok(_) => Err(sent),
+                Err(answer) => Err(answer),
+            };
+        }
         let mut v = self.next_answer().await?;
         Ok(v.get_mut("result").map(Value::take).unwrap_or(Value::Null))
     }

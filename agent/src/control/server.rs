@@ -1,10 +1,18 @@
-//! The socket file and its connections: bind with mode 0660 and the configured
-//! group, check every peer with SO_PEERCRED, read requests, write answers.
+//! The socket file and its connections: one instance per runtime directory
+//! (a lock file), bind with mode 0660 and the configured group, check every
+//! peer with SO_PEERCRED and SO_PEERGROUPS, read requests, write answers.
+//!
+//! The socket appears under its final name only once its owner and mode are
+//! set (it is bound under a temporary name and renamed), so there is no
+//! moment in which a wider mode lets anyone connect.
 
-use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Write as _};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{Gid, Group, Uid};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -14,12 +22,33 @@ use tracing::{debug, info, warn};
 
 use super::{ControlError, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Router};
 
+/// The lock that makes one daemon per runtime directory, beside the socket.
+/// It holds the pid of the daemon that owns it.
+pub const LOCK_FILE_NAME: &str = "edge-agent.lock";
+
+/// The socket is bound under this name, given its owner and mode, then
+/// renamed to its final name. It is no longer than `control.sock`, so a
+/// runtime directory that passed the socket-path length check fits it too.
+const BINDING_NAME: &str = "control.new";
+
+/// How long a refused peer gets to send its request before it is told no.
+/// Reading the request first means every request gets an answer (the client
+/// sees `permission_denied`, not a reset connection).
+const REFUSED_PEER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot create the runtime directory {}: {source}", path.display())]
     CreateDir { path: PathBuf, source: io::Error },
-    #[error("another edge-agent is already running: its control socket {} answers", path.display())]
-    AlreadyRunning { path: PathBuf },
+    #[error("cannot open the instance lock {}: {source}", path.display())]
+    Lock { path: PathBuf, source: io::Error },
+    #[error("another edge-agent{} is already running with the runtime directory {} (lock {} is held); stop it first, or give this one its own paths.runtime_dir",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), dir.display(), lock.display())]
+    AlreadyRunning {
+        dir: PathBuf,
+        lock: PathBuf,
+        pid: Option<u32>,
+    },
     #[error("cannot remove the stale control socket {}: {source}", path.display())]
     RemoveStale { path: PathBuf, source: io::Error },
     #[error("cannot bind the control socket {}: {source}", path.display())]
@@ -36,20 +65,59 @@ struct Access {
 }
 
 impl Access {
-    fn allows(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
+    /// `groups`: the peer's supplementary groups when connecting.
+    fn allows(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
         if uid == 0 || uid == self.own_uid.as_raw() {
             return true;
         }
         let Some(group) = self.group else {
             return false;
         };
-        gid == group.as_raw()
-            || pid.is_some_and(|pid| supplementary_groups(pid).contains(&group.as_raw()))
+        gid == group.as_raw() || groups.contains(&group.as_raw())
     }
 }
 
+/// `SO_PEERGROUPS` (Linux 4.13+): the peer's supplementary groups as they were
+/// when it called `connect()`. The generic value, used by x86_64 and arm64;
+/// libc does not export it.
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The supplementary groups of the peer of `stream`: from the kernel
+/// (`SO_PEERGROUPS`), which cannot race with the peer exiting or changing
+/// groups; from `/proc/<pid>/status` only on kernels without it.
+fn peer_groups(stream: &UnixStream, pid: Option<i32>) -> Vec<u32> {
+    let fd = stream.as_raw_fd();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    for _ in 0..2 {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `fd` is a live socket owned by `stream` for the duration of
+        // the call; `groups` has room for `len` bytes and the kernel writes at
+        // most `len` bytes, then stores the length it wrote (or, with ERANGE,
+        // the length it needs) in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return groups;
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ERANGE) if count > groups.len() => groups.resize(count, 0),
+            _ => break,
+        }
+    }
+    pid.map(proc_supplementary_groups).unwrap_or_default()
+}
+
 /// The supplementary groups of a live process, from `/proc/<pid>/status`.
-fn supplementary_groups(pid: i32) -> Vec<u32> {
+fn proc_supplementary_groups(pid: i32) -> Vec<u32> {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Vec::new();
     };
@@ -64,8 +132,42 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Take the instance lock in `dir`, or say who holds it.
+fn lock_instance(dir: &Path) -> Result<Flock<std::fs::File>, ServerError> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let lock_err = |source| ServerError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&path)
+        .map_err(lock_err)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            // Record our pid for the next instance's error message.
+            let _ = lock.set_len(0);
+            let _ = writeln!(*lock, "{}", std::process::id());
+            Ok(lock)
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(ServerError::AlreadyRunning {
+            dir: dir.to_path_buf(),
+            pid: std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+            lock: path,
+        }),
+        Err((_, errno)) => Err(lock_err(errno.into())),
+    }
+}
+
 /// Bind the socket, then serve until `shutdown`. The socket file is removed on
-/// the way out. Returns once bound (the serving runs in a spawned task).
+/// the way out. Returns once bound (the serving runs in a spawned task, which
+/// also holds the instance lock until it ends).
 pub async fn serve(
     path: &Path,
     group_name: &str,
@@ -77,19 +179,24 @@ pub async fn serve(
         path: dir.to_path_buf(),
         source,
     })?;
+    let lock = lock_instance(dir)?;
 
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(ServerError::AlreadyRunning {
-                path: path.to_path_buf(),
-            });
+    // We hold the lock, so a socket file left here belongs to a daemon that
+    // died without cleaning up (SIGKILL, power loss on a persistent /run).
+    let binding = dir.join(BINDING_NAME);
+    for stale in [path, binding.as_path()] {
+        match std::fs::remove_file(stale) {
+            Ok(()) => debug!(socket = %stale.display(), "removed a stale control socket"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ServerError::RemoveStale {
+                    path: stale.to_path_buf(),
+                    source,
+                });
+            }
         }
-        std::fs::remove_file(path).map_err(|source| ServerError::RemoveStale {
-            path: path.to_path_buf(),
-            source,
-        })?;
     }
-    let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind {
+    let listener = UnixListener::bind(&binding).map_err(|source| ServerError::Bind {
         path: path.to_path_buf(),
         source,
     })?;
@@ -113,13 +220,14 @@ pub async fn serve(
         source,
     };
     if let Some(gid) = group {
-        // Only root may give a file to a group it is not in; anyone else keeps
-        // their own group and the 0660 mode still keeps others out.
-        if let Err(e) = nix::unistd::chown(path, None, Some(gid)) {
-            warn!(error = %e, "cannot give the control socket to group {group_name}");
+        // Giving a file to a group we are not in needs CAP_CHOWN; without it
+        // the socket keeps our group and the 0660 mode still keeps others out.
+        if let Err(e) = nix::unistd::chown(&binding, None, Some(gid)) {
+            warn!(error = %e, "cannot give the control socket to group {group_name}; members of it will be refused by the file mode");
         }
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(perm_err)?;
+    std::fs::set_permissions(&binding, std::fs::Permissions::from_mode(0o660)).map_err(perm_err)?;
+    std::fs::rename(&binding, path).map_err(perm_err)?;
     info!(socket = %path.display(), "control socket listening");
 
     let access = Access {
@@ -140,12 +248,13 @@ pub async fn serve(
                     Err(e) => {
                         warn!(error = %e, "control socket accept failed");
                         // An accept error is usually fd exhaustion: wait before retrying.
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
             }
         }
         let _ = std::fs::remove_file(&path);
+        drop(lock);
     }))
 }
 
@@ -162,12 +271,22 @@ async fn connection(
             return;
         }
     };
+    let groups = peer_groups(&stream, pid);
     let (read, mut write) = stream.into_split();
-    if !access.allows(uid, gid, pid) {
+    let mut lines = BufReader::new(read);
+    let mut buf = Vec::new();
+    if !access.allows(uid, gid, &groups) {
         warn!(
             uid,
             gid, pid, "control socket: refused a peer that is neither root nor in control.group"
         );
+        // Let the peer finish sending its request, so the refusal is an
+        // answer it reads rather than a connection reset under its write.
+        let _ = tokio::time::timeout(
+            REFUSED_PEER_READ_TIMEOUT,
+            read_line_limited(&mut lines, &mut buf),
+        )
+        .await;
         let err = ControlError::new(
             "permission_denied",
             "only root and members of the control group may use this socket",
@@ -175,8 +294,6 @@ async fn connection(
         let _ = write_line(&mut write, &error_line(&err)).await;
         return;
     }
-    let mut lines = BufReader::new(read);
-    let mut buf = Vec::new();
     loop {
         buf.clear();
         let n = tokio::select! {
@@ -192,7 +309,10 @@ async fn connection(
             }
         }
         let answer = match serde_json::from_slice::<Request>(&buf) {
-            Ok(req) => router.dispatch(req).await,
+            Ok(req) => {
+                debug!(method = %req.method, uid, "control request");
+                router.dispatch(req).await
+            }
             Err(e) => Err(ControlError::new(
                 "bad_request",
                 format!("not a control request: {e}"),
@@ -286,14 +406,41 @@ mod tests {
             own_uid: Uid::from_raw(998),
             group: Some(Gid::from_raw(990)),
         };
-        assert!(a.allows(0, 0, None));
-        assert!(a.allows(998, 5, None));
-        assert!(a.allows(1000, 990, None));
-        assert!(!a.allows(1000, 1000, None));
+        assert!(a.allows(0, 0, &[]));
+        assert!(a.allows(998, 5, &[]));
+        assert!(a.allows(1000, 990, &[]));
+        assert!(a.allows(1000, 1000, &[27, 990]));
+        assert!(!a.allows(1000, 1000, &[27]));
         let no_group = Access {
             own_uid: Uid::from_raw(0),
             group: None,
         };
-        assert!(!no_group.allows(1000, 990, None));
+        assert!(!no_group.allows(1000, 990, &[990]));
+    }
+
+    #[tokio::test]
+    async fn peer_groups_come_from_the_kernel_for_a_live_connection() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut expected: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(Gid::as_raw)
+            .collect();
+        let mut got = peer_groups(&a, None);
+        expected.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_second_instance_is_refused_by_the_lock_and_told_the_first_ones_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock_instance(dir.path()).unwrap();
+        match lock_instance(dir.path()) {
+            Err(ServerError::AlreadyRunning { pid, .. }) => {
+                assert_eq!(pid, Some(std::process::id()))
+            }
+            other => panic!("expected AlreadyRunning, got {other:?}"),
+        }
     }
 }
