@@ -1,8 +1,13 @@
 //! The daemon's life cycle, against the real binary.
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use edge_agent_tests::{SIGHUP, SIGTERM, Scratch, status_json};
+use edge_agent_tests::foundation::NotifyListener;
+use edge_agent_tests::{
+    Daemon, SIGHUP, SIGINT, SIGKILL, SIGTERM, Scratch, agent_bin, status_json, wait_for,
+};
+use serde_json::json;
 
 #[test]
 fn sigterm_stops_the_daemon_with_exit_0_within_the_grace_period() {
@@ -30,22 +35,158 @@ fn sighup_with_a_broken_config_keeps_the_daemon_running_on_the_old_one() {
     )
     .unwrap();
     d.signal(SIGHUP);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        d.wait_exit(Duration::from_millis(10)).is_none(),
-        "daemon died on a bad reload; log:\n{}",
-        d.log()
-    );
-    // The socket path comes from the old config, which is still in force.
-    std::fs::write(s.config_path(), &before).unwrap();
-    let st = status_json(&s);
+    // `status` still finds the daemon: it reads [paths] leniently.
+    let st = wait_for(Duration::from_secs(10), || {
+        let st = status_json(&s);
+        (!st["config"]["last_reload"].is_null()).then_some(st)
+    })
+    .unwrap_or_else(|| panic!("the reload never showed in status; log:\n{}", d.log()));
     assert_eq!(st["daemon"]["running"], true);
     assert_eq!(st["config"]["last_reload"]["ok"], false, "{st}");
     let err = st["config"]["last_reload"]["error"].as_str().unwrap();
     assert!(err.contains("log.level") && err.contains("loud"), "{err}");
+    assert_eq!(
+        st["config"]["valid"], false,
+        "the file on disk is still bad: {st}"
+    );
     assert!(
         d.log().contains("refused"),
         "the refusal is logged: {}",
         d.log()
     );
+    assert!(
+        d.wait_exit(Duration::from_millis(10)).is_none(),
+        "daemon died on a bad reload; log:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn sigint_stops_the_daemon_like_sigterm() {
+    let s = Scratch::new("");
+    let mut d = s.start();
+    d.signal(SIGINT);
+    let status = d
+        .wait_exit(Duration::from_secs(12))
+        .expect("daemon still running 12s after SIGINT");
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log());
+}
+
+#[test]
+fn sighup_with_a_good_config_applies_it_and_holds_back_restart_only_sections() {
+    let s = Scratch::new("[log]\nlevel = \"info\"\n");
+    let d = s.start();
+    // At info, a control request is not logged.
+    assert_eq!(status_json(&s)["daemon"]["running"], true);
+    assert!(!d.log().contains("control request"), "{}", d.log());
+
+    // Live: log.level. Restart-only: node.fleet.
+    s.write_config(
+        "[node]\nid = \"test-node\"\nfleet = \"moved-fleet\"\n\n[log]\nlevel = \"debug\"\n",
+    );
+    d.signal(SIGHUP);
+    let st = wait_for(Duration::from_secs(10), || {
+        let st = status_json(&s);
+        (st["config"]["last_reload"]["ok"] == true).then_some(st)
+    })
+    .unwrap_or_else(|| panic!("reload not reported in status; log:\n{}", d.log()));
+    assert_eq!(st["config"]["pending_restart"], json!(["node"]), "{st}");
+    assert_eq!(
+        st["node"]["fleet"], "test-fleet",
+        "the node's identity changes only at a restart: {st}"
+    );
+    // The status requests above ran after the reload: at debug they are logged.
+    assert!(
+        wait_for(Duration::from_secs(5), || d
+            .log()
+            .contains("control request")
+            .then_some(()))
+        .is_some(),
+        "log.level = debug was not applied; log:\n{}",
+        d.log()
+    );
+    assert!(d.log().contains("config reloaded"), "{}", d.log());
+}
+
+#[test]
+fn the_daemon_tells_systemd_ready_status_watchdog_reloading_and_stopping() {
+    let s = Scratch::new("");
+    let mut notify = NotifyListener::bind(&s);
+    let sock = notify.path.to_string_lossy().into_owned();
+    // 200 ms watchdog: pings every 100 ms.
+    let mut d = Daemon::start(
+        &s,
+        &[
+            ("NOTIFY_SOCKET", sock.as_str()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let t = Duration::from_secs(10);
+    let ready = notify
+        .wait_for("READY=1", t)
+        .unwrap_or_else(|| panic!("no READY=1: {:?}", notify.received));
+    assert!(
+        notify.received[ready].contains("STATUS="),
+        "READY=1 carries a STATUS= line: {:?}",
+        notify.received
+    );
+    // Pings keep coming, not just one.
+    let mut from = ready;
+    for _ in 0..3 {
+        from = notify
+            .wait_for_from(from + 1, "WATCHDOG=1", t)
+            .unwrap_or_else(|| panic!("WATCHDOG=1 pings stopped: {:?}", notify.received));
+    }
+
+    d.signal(SIGHUP);
+    let reloading = notify
+        .wait_for_from(from + 1, "RELOADING=1", t)
+        .unwrap_or_else(|| panic!("no RELOADING=1: {:?}", notify.received));
+    assert!(
+        notify.received[reloading].contains("MONOTONIC_USEC="),
+        "{:?}",
+        notify.received
+    );
+    let ready_again = notify
+        .wait_for_from(reloading + 1, "READY=1", t)
+        .unwrap_or_else(|| panic!("no READY=1 after the reload: {:?}", notify.received));
+
+    d.signal(SIGTERM);
+    notify
+        .wait_for_from(ready_again + 1, "STOPPING=1", t)
+        .unwrap_or_else(|| panic!("no STOPPING=1: {:?}", notify.received));
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(12)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_runtime_dir_refuses_to_start_and_names_the_first() {
+    let s = Scratch::new("");
+    let first = s.start();
+    let second = Command::new(agent_bin())
+        .args(["run", "--config"])
+        .arg(s.config_path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a second edge-agent");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("already running"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.pid())), "{err}");
+    // The first one is untouched: still answering on its socket.
+    let st = status_json(&s);
+    assert_eq!(st["daemon"]["pid"], first.pid(), "{st}");
+}
+
+#[test]
+fn a_stale_socket_left_by_a_killed_daemon_does_not_block_the_next_start() {
+    let s = Scratch::new("");
+    let mut d = s.start();
+    d.signal(SIGKILL);
+    d.wait_exit(Duration::from_secs(10)).expect("SIGKILL");
+    assert!(s.socket().exists(), "SIGKILL leaves the socket file behind");
+    let again = s.start();
+    assert_eq!(status_json(&s)["daemon"]["pid"], again.pid());
 }
