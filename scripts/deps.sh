@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Install what building and testing edge-agent needs on Debian 12.
-# Idempotent; safe to run again.
+# Install what building and testing edge-agent needs on Debian 12, as root.
+# Idempotent; safe to run again. scripts/test.sh runs it first.
+# Each area appends the Debian packages its tests need to PACKAGES.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PACKAGES=(
+    # foundation: building; install.sh and the unit (groupadd, setpriv,
+    # runuser, systemd-analyze, shellcheck); the static build (file, musl).
     build-essential pkg-config git ca-certificates openssl
+    passwd util-linux systemd shellcheck file musl-tools
     # bootstrap: a real containerd (with runc) accepts the rendered nydus
     # config; preflight finds the tools of each kube-proxy mode.
     containerd runc nftables ipset iptables
@@ -17,6 +22,11 @@ PACKAGES=(
     clang llvm libbpf-dev busybox-static util-linux
 )
 
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/deps.sh: installing Debian packages needs root: sudo ./scripts/deps.sh" >&2
+    exit 1
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +37,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The toolchain is pinned in rust-toolchain.toml; make sure its components are there.
-rustup show active-toolchain >/dev/null
-rustup component add rustfmt clippy >/dev/null
+# The toolchain is pinned in rust-toolchain.toml (rustup installs it on first
+# use); make sure the components the checks use are there.
+. scripts/toolchain.sh
+rust rustup show active-toolchain >/dev/null
+rust rustup component add rustfmt clippy >/dev/null

@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 use crate::config::{AgentConfig, ConfigError, LoadedConfig};
 use crate::control::{self, ControlError, Reply, Router};
 use crate::logging::LogHandle;
-use crate::report::{self, ReportSender};
+use crate::report::{self, DropCounters, ReportSender};
 use crate::status::{StageState, StatusBoard, StatusReporter, dir_bytes, unix_now};
 use crate::systemd::{Notifier, NotifyState};
 
@@ -169,7 +169,7 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
         config: config.clone(),
         pending_restart: Vec::new(),
     }));
-    register_daemon_methods(&router, &board, info.clone(), reports.clone());
+    register_daemon_methods(&router, &board, info.clone(), reports.dropped().clone());
 
     // Consumers before producers: the control socket and the sinks are up
     // before anything starts producing.
@@ -250,6 +250,11 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
 /// The stages that consume reports: the outbox and the uplink. The outbox
 /// closes its file only after the uplink has handed back its last
 /// acknowledgements (`uplink_done`).
+///
+/// When `shutdown` fires, the producers have already stopped; the outbox
+/// then drains what is queued (`try_recv` until empty) and commits. It must
+/// not wait for the channel to close: stages that report themselves (the
+/// uplink's config results) hold senders until they end too.
 fn start_sinks(
     ctx: &StageContext,
     reports_rx: tokio::sync::mpsc::Receiver<report::Report>,
@@ -399,17 +404,17 @@ fn register_daemon_methods(
     router: &Router,
     board: &StatusBoard,
     info: Arc<Mutex<DaemonInfo>>,
-    reports: ReportSender,
+    dropped: Arc<DropCounters>,
 ) {
     router.register("ping", |_| async { Ok(Reply::Value(json!("pong"))) });
     let board = board.clone();
     router.register("status", move |_| {
         let board = board.clone();
         let info = info.clone();
-        let reports = reports.clone();
+        let dropped = dropped.clone();
         async move {
             let info = info.lock().await;
-            Ok::<_, ControlError>(Reply::Value(status_document(&info, &board, &reports)))
+            Ok::<_, ControlError>(Reply::Value(status_document(&info, &board, &dropped)))
         }
     });
 }
@@ -430,16 +435,11 @@ fn register_daemon_methods(
 ///   `runtime_dir`, `control_socket`
 /// - `reports_dropped_before_outbox`: per class, or null
 /// - `stages`: per stage, `state`, `since`, `summary`, `details`, `last_error`
-fn status_document(info: &DaemonInfo, board: &StatusBoard, reports: &ReportSender) -> Value {
+fn status_document(info: &DaemonInfo, board: &StatusBoard, dropped: &DropCounters) -> Value {
     let c = &info.config;
-    let dropped: serde_json::Map<String, Value> = crate::report::Class::ALL
+    let dropped_by_class: serde_json::Map<String, Value> = crate::report::Class::ALL
         .iter()
-        .map(|cl| {
-            (
-                cl.as_str().to_string(),
-                Value::from(reports.dropped().get(*cl)),
-            )
-        })
+        .map(|cl| (cl.as_str().to_string(), Value::from(dropped.get(*cl))))
         .collect();
     json!({
         "schema": 1,
@@ -471,7 +471,7 @@ fn status_document(info: &DaemonInfo, board: &StatusBoard, reports: &ReportSende
             "runtime_dir": c.paths.runtime_dir,
             "control_socket": c.paths.control_socket(),
         },
-        "reports_dropped_before_outbox": dropped,
+        "reports_dropped_before_outbox": dropped_by_class,
         "stages": board.to_json(),
     })
 }
