@@ -63,7 +63,7 @@ setup_zig() {
         rust "$ZIG_VENV/bin/pip" install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION" >&2
     fi
     local have
-    have=$(rust cargo zigbuild --version 2>/dev/null || true)
+    have=$(rust cargo-zigbuild --version 2>/dev/null || true)
     if [ "$have" != "cargo-zigbuild $CARGO_ZIGBUILD_VERSION" ]; then
         step "installing cargo-zigbuild $CARGO_ZIGBUILD_VERSION (crates.io)" >&2
         rust cargo install --locked --quiet cargo-zigbuild --version "$CARGO_ZIGBUILD_VERSION" >&2

@@ -30,7 +30,7 @@ fn spawn(s: &Scratch, notify: &NotifyListener) -> Child {
         .env("NOTIFY_SOCKET", &notify.path)
         .env("STATE_DIRECTORY", s.state_dir())
         .env("RUNTIME_DIRECTORY", s.runtime_dir())
-        .env("EDGE_AGENT_LOG", "warn")
+        .env("EDGE_AGENT_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
