@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
     # foundation: building; install.sh and the unit (groupadd, setpriv,
-    # runuser, systemd-analyze, shellcheck); the static build (file, musl).
+    # runuser, systemd-analyze, shellcheck); the static builds (.ci/run):
+    # musl-gcc, a venv for zig, qemu to run the aarch64 binary.
     build-essential pkg-config git ca-certificates openssl
-    passwd util-linux systemd shellcheck file musl-tools
+    passwd util-linux systemd shellcheck
+    file musl-tools python3-venv qemu-user-static
     # bootstrap: a real containerd (with runc) accepts the rendered nydus
     # config; preflight finds the tools of each kube-proxy mode.
     containerd runc nftables ipset iptables

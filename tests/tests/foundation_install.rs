@@ -314,3 +314,79 @@ fn the_unit_exposure_score_stays_at_or_below_the_one_the_readme_quotes() {
         "README.md quotes \"exposure level {EXPOSURE_AT_MOST}\""
     );
 }
+
+/// Run `script` (sh) in a private mount namespace where /etc, /usr/local and
+/// /var are overlays on scratch directories: install.sh acts on "the live
+/// system" (no --root) and every change vanishes with the namespace. The
+/// script refuses to run unless the overlays are in place.
+fn in_throwaway_system(script: &str) -> Output {
+    let upper = tempfile::Builder::new()
+        .prefix("ea-overlay-")
+        .tempdir()
+        .unwrap();
+    let guarded = format!(
+        r#"set -e
+for d in /etc /usr/local /var; do
+    mkdir -p "{u}$d/upper" "{u}$d/work"
+    mount -t overlay overlay -o "lowerdir=$d,upperdir={u}$d/upper,workdir={u}$d/work" "$d"
+    [ "$(findmnt -n -o FSTYPE "$d")" = overlay ] || exit 99
+done
+set +e
+cd "{repo}"
+{script}"#,
+        u = upper.path().display(),
+        repo = repo_root().display(),
+    );
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &guarded])
+        .output()
+        .expect("unshare (util-linux)")
+}
+
+#[test]
+fn install_on_a_live_system_without_systemd_installs_enables_and_says_it_did_not_start() {
+    require_root();
+    let bin = agent_bin();
+    let out = in_throwaway_system(&format!(
+        r#"./install.sh --binary "{bin}"; echo "first=$?"
+./install.sh --binary "{bin}"; echo "second=$?"
+getent group edge-agent >/dev/null && echo group=yes
+stat -c 'config=%a:%G' /etc/edge-agent/agent.toml
+printf '[metrics]\ninterval = "abc"\n' > /etc/edge-agent/agent.toml
+./install.sh --binary "{bin}"; echo "invalid=$?"
+./install.sh --purge; echo "purge=$?"
+getent group edge-agent >/dev/null || echo group=gone
+[ -e /usr/local/bin/edge-agent ] || echo binary=gone
+"#,
+        bin = bin.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(99),
+        "overlays not in place: {}",
+        both(&out)
+    );
+    for expected in [
+        "first=0",
+        "second=0",
+        "group=yes",
+        "config=640:edge-agent",
+        "systemd is not running here, so it was not started",
+        "invalid=0",
+        "purge=0",
+        "group=gone",
+        "binary=gone",
+    ] {
+        assert!(
+            text.contains(expected),
+            "missing {expected:?}: {}",
+            both(&out)
+        );
+    }
+    assert!(
+        err.contains("metrics.interval") && err.contains("agent.toml is invalid"),
+        "an invalid existing config is reported: {err}"
+    );
+}
