@@ -360,9 +360,12 @@ fn render_stages(out: &mut String, stages: &Value) {
     }
 }
 
-/// A JSON value on one line: objects as `k=v k=v`, arrays comma separated.
+/// A JSON value on one line: objects as `k=v k=v`, arrays comma separated,
+/// nothing (null, empty) as `-`.
 fn inline(v: &Value) -> String {
     match v {
+        Value::Object(m) if m.is_empty() => "-".into(),
+        Value::Array(a) if a.is_empty() => "-".into(),
         Value::Object(m) => m
             .iter()
             .map(|(k, v)| format!("{k}={}", inline(v)))
@@ -411,6 +414,8 @@ mod tests {
         );
         assert_eq!(inline(&json!(["a", "b"])), "a, b");
         assert_eq!(inline(&Value::Null), "-");
+        assert_eq!(inline(&json!([])), "-");
+        assert_eq!(inline(&json!({})), "-");
     }
 
     #[test]
