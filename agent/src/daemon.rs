@@ -38,6 +38,13 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// flush; the sinks need the rest to commit and publish what they were given.
 const PRODUCER_GRACE: Duration = Duration::from_secs(4);
 
+/// How long READY=1 waits for the producers to leave `Starting`. Loading the
+/// sensor and the rules takes well under a second; past this the agent
+/// reports READY anyway (the stragglers show in STATUS= and the log) rather
+/// than let systemd's `TimeoutStartSec=` (60 s in the unit) kill it. The
+/// watchdog is fed meanwhile.
+const READY_WAIT: Duration = Duration::from_secs(20);
+
 /// How often systemd's one-line STATUS= is refreshed, so `systemctl status`
 /// is at most this old. Each refresh is one datagram.
 const STATUS_LINE_INTERVAL: Duration = Duration::from_secs(10);
@@ -70,7 +77,7 @@ pub enum DaemonError {
         stage: &'static str,
         message: String,
     },
-    #[error("shutdown took longer than {}s; stages still running: {}", SHUTDOWN_GRACE.as_secs(), .0.join(", "))]
+    #[error("stages did not stop in the time their shutdown phase allows (producers {}s, all {}s) and were aborted: {}", PRODUCER_GRACE.as_secs(), SHUTDOWN_GRACE.as_secs(), .0.join(", "))]
     ShutdownTimeout(Vec<&'static str>),
 }
 
@@ -157,7 +164,7 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     let shutdown = CancellationToken::new();
     let producers_shutdown = shutdown.child_token();
     let board = StatusBoard::new();
-    let router = Router::new();
+    let router = Router::starting();
     let (config_tx, config_rx) = watch::channel(config.clone());
     let (reports, reports_rx) = report::channel(report::REPORT_CHANNEL_CAPACITY);
 
@@ -193,30 +200,64 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     drop(reports);
     drop(ctx);
 
-    let startup = started_instant.elapsed();
-    info!(
-        node = %config.node.id,
-        fleet = %config.node.fleet,
-        config = %config_path.display(),
-        startup_ms = startup.as_millis() as u64,
-        "edge-agent started"
-    );
-    notify(
-        &notifier,
-        &[
-            NotifyState::Ready,
-            NotifyState::Status(&status_line(&board)),
-        ],
-    );
-
-    // The watchdog is fed from this loop, which also handles signals: if the
-    // runtime stops making progress, the pings stop and systemd restarts us.
+    // The watchdog is fed from the loops below, which also handle signals: if
+    // the runtime stops making progress, the pings stop and systemd restarts us.
     let watchdog = notifier.watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+
+    // READY=1 means the producers have started (probes attached, rules
+    // loaded), not merely that their tasks exist. The sinks do not gate it:
+    // the outbox's input buffers, and the uplink connects whenever it can.
+    let gating: Vec<&'static str> = producers.iter().map(|s| s.name).collect();
+    let ready_by = Instant::now() + READY_WAIT;
+    let stopped_early = loop {
+        let changed = board.state_changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let waiting = board.starting(&gating);
+        if waiting.is_empty() {
+            break None;
+        }
+        if Instant::now() >= ready_by {
+            warn!(stages = %waiting.join(", "), "still starting after {}s; reporting READY anyway", READY_WAIT.as_secs());
+            break None;
+        }
+        tokio::select! {
+            _ = &mut changed => {}
+            _ = tokio::time::sleep_until(ready_by.into()) => {}
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&notifier, &[NotifyState::Watchdog]),
+            _ = sigterm.recv() => break Some("SIGTERM"),
+            _ = sigint.recv() => break Some("SIGINT"),
+        }
+    };
+
+    // Every stage that serves control methods has registered them by now (or
+    // is stuck past READY_WAIT): calls held for them get their answer.
+    router.started();
+
+    if let Some(signal) = stopped_early {
+        info!("{signal} during start-up: shutting down");
+    } else {
+        info!(
+            node = %config.node.id,
+            fleet = %config.node.fleet,
+            config = %config_path.display(),
+            startup_ms = started_instant.elapsed().as_millis() as u64,
+            "edge-agent started"
+        );
+        notify(
+            &notifier,
+            &[
+                NotifyState::Ready,
+                NotifyState::Status(&status_line(&board)),
+            ],
+        );
+    }
+
     let mut status_tick = tokio::time::interval(STATUS_LINE_INTERVAL);
     status_tick.reset(); // READY=1 just carried the first STATUS=.
 
-    loop {
+    while stopped_early.is_none() {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }

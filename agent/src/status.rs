@@ -12,7 +12,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::watch;
+use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, watch};
 
 /// Where a stage is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +105,9 @@ type Slot = (String, watch::Receiver<StageStatus>);
 #[derive(Clone, Default)]
 pub struct StatusBoard {
     inner: Arc<Mutex<Vec<Slot>>>,
+    /// Woken whenever any stage changes state (the daemon waits on it for
+    /// READY=1).
+    state_changed: Arc<Notify>,
 }
 
 impl StatusBoard {
@@ -119,7 +123,26 @@ impl StatusBoard {
             Some(slot) => slot.1 = rx,
             None => stages.push((name.to_string(), rx)),
         }
-        StatusReporter { tx: Arc::new(tx) }
+        StatusReporter {
+            tx: Arc::new(tx),
+            state_changed: self.state_changed.clone(),
+        }
+    }
+
+    /// Those of `names` whose stage is registered and still `Starting`.
+    pub fn starting(&self, names: &[&str]) -> Vec<String> {
+        self.snapshot()
+            .into_iter()
+            .filter(|(n, s)| s.state == StageState::Starting && names.contains(&n.as_str()))
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Completes at the next state change of any stage. Create it *before*
+    /// looking at the states (and `enable` it), or a change in between is
+    /// missed.
+    pub fn state_changed(&self) -> Notified<'_> {
+        self.state_changed.notified()
     }
 
     /// The latest snapshot of every stage, in registration order.
@@ -152,25 +175,34 @@ impl StatusBoard {
 #[derive(Clone)]
 pub struct StatusReporter {
     tx: Arc<watch::Sender<StageStatus>>,
+    state_changed: Arc<Notify>,
 }
 
 impl StatusReporter {
     /// A reporter not attached to any board (tests, one-shot CLI commands).
     pub fn detached() -> Self {
         let (tx, _rx) = watch::channel(StageStatus::new(StageState::Starting));
-        Self { tx: Arc::new(tx) }
+        Self {
+            tx: Arc::new(tx),
+            state_changed: Arc::default(),
+        }
     }
 
     /// Change state (and summary); `since` moves only when the state does.
     pub fn set_state(&self, state: StageState, summary: impl Into<String>) {
         let summary = summary.into();
+        let mut changed = false;
         self.tx.send_modify(|s| {
             if s.state != state {
                 s.state = state;
                 s.since = unix_now();
+                changed = true;
             }
             s.summary = summary;
         });
+        if changed {
+            self.state_changed.notify_waiters();
+        }
     }
 
     /// Set one detail value, keeping the order in which details first appeared.
@@ -237,5 +269,22 @@ mod tests {
             s.last_error.as_ref().unwrap().message,
             "tracefs not mounted"
         );
+    }
+
+    #[tokio::test]
+    async fn the_board_says_who_is_still_starting_and_wakes_on_a_state_change() {
+        let board = StatusBoard::new();
+        let sensor = board.register("sensor");
+        let _outbox = board.register("outbox");
+        assert_eq!(board.starting(&["sensor", "rules"]), ["sensor"]);
+        let changed = board.state_changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        sensor.set("probes", 3); // not a state change
+        sensor.set_state(StageState::Running, "37 probes attached");
+        tokio::time::timeout(std::time::Duration::from_secs(5), changed)
+            .await
+            .expect("woken by the state change");
+        assert!(board.starting(&["sensor", "rules"]).is_empty());
     }
 }

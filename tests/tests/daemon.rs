@@ -190,3 +190,25 @@ fn a_stale_socket_left_by_a_killed_daemon_does_not_block_the_next_start() {
     let again = s.start();
     assert_eq!(status_json(&s)["daemon"]["pid"], again.pid());
 }
+
+#[test]
+fn ready_is_sent_only_once_the_producers_have_left_starting() {
+    edge_agent_tests::require_root();
+    // The sensor takes a few hundred milliseconds to load and attach its
+    // programs: READY=1 must wait for it (or for its failure).
+    let s = Scratch::new("[sensor]\nenabled = true\n");
+    let mut notify = NotifyListener::bind(&s);
+    let sock = notify.path.to_string_lossy().into_owned();
+    let d = Daemon::start(&s, &[("NOTIFY_SOCKET", sock.as_str())]);
+    notify
+        .wait_for("READY=1", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no READY=1; log:\n{}", d.log()));
+    let st = status_json(&s);
+    for producer in ["sensor", "rules", "metrics", "bootstrap"] {
+        let state = &st["stages"][producer]["state"];
+        assert!(
+            !state.is_null() && state != "starting",
+            "{producer} is {state} at READY=1: {st}"
+        );
+    }
+}

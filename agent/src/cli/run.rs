@@ -14,6 +14,11 @@ use crate::systemd::Notifier;
 /// starving each other without claiming a big node's every core.
 const MAX_WORKER_THREADS: usize = 2;
 
+/// How long the exit waits for blocking tasks after the daemon has returned.
+/// Together with the daemon's own 10 s this stays under the unit's
+/// `TimeoutStopSec=20s`.
+const BLOCKING_TASKS_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
     // SAFETY: no other thread exists yet: the runtime is built below, and
     // nothing before this line spawns one.
@@ -34,7 +39,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
         .thread_name("edge-agent")
         .enable_all()
         .build()?;
-    match runtime.block_on(crate::daemon::run(loaded, Supervision { notifier, log })) {
+    let result = runtime.block_on(crate::daemon::run(loaded, Supervision { notifier, log }));
+    // Dropping a runtime waits for every blocking task; one stuck in a
+    // syscall would hold the exit past systemd's TimeoutStopSec=. The daemon
+    // has already stopped or aborted every stage, so do not wait long.
+    runtime.shutdown_timeout(BLOCKING_TASKS_EXIT_WAIT);
+    match result {
         Ok(()) => Ok(Exit::Ok),
         Err(e) => {
             tracing::error!(error = %e, "edge-agent stopped on an error");
