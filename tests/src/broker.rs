@@ -580,18 +580,10 @@ pub fn control(scratch: &Scratch, method: &str, params: Value) -> Result<Value, 
 }
 
 /// [`control`] by socket path (for threads). A daemon that is gone is an
-/// `Err` too. Stages register their methods just after the socket starts
-/// listening, so an `unknown_method` in the first seconds is retried.
+/// `Err` too. No retry: the daemon holds a call to a stage's method that is
+/// not registered yet until start-up completes.
 pub fn control_at(socket: &Path, method: &str, params: Value) -> Result<Value, Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match call_once(socket, method, params.clone()) {
-            Err(e) if e["code"] == "unknown_method" && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
+    call_once(socket, method, params)
 }
 
 fn call_once(socket: &Path, method: &str, params: Value) -> Result<Value, Value> {

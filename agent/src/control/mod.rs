@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use client::{Client, ClientError};
 pub use server::{ServerError, serve};
@@ -82,14 +82,56 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, ControlError>
 pub type Handler = Arc<dyn Fn(Value) -> HandlerFuture + Send + Sync>;
 
 /// Method name -> handler. Stages register theirs when they start.
-#[derive(Clone, Default)]
+///
+/// The daemon serves the socket before its stages start (so `status` works
+/// while, say, the sensor is still loading), which leaves a window in which a
+/// stage's method does not exist yet. A router made with [`Router::starting`]
+/// holds a call to a method it does not know until [`Router::started`] is
+/// called, then answers it; only then is `unknown_method` final.
+#[derive(Clone)]
 pub struct Router {
     handlers: Arc<RwLock<HashMap<String, Handler>>>,
+    started: watch::Sender<bool>,
 }
 
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The longest a call to a not-yet-registered method waits for start-up to
+/// finish; past it the answer is `unknown_method` as usual.
+pub const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Router {
+    /// A router whose method set is complete (tests, one-shot tools).
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            handlers: Arc::default(),
+            started: watch::Sender::new(true),
+        }
+    }
+
+    /// A router for a daemon still starting its stages.
+    pub fn starting() -> Self {
+        Self {
+            handlers: Arc::default(),
+            started: watch::Sender::new(false),
+        }
+    }
+
+    /// Every stage has registered its methods: unknown is unknown from now on.
+    pub fn started(&self) {
+        self.started.send_replace(true);
+    }
+
+    fn handler(&self, method: &str) -> Option<Handler> {
+        self.handlers
+            .read()
+            .expect("router lock")
+            .get(method)
+            .cloned()
     }
 
     /// Register (or replace) `method`.
@@ -131,12 +173,12 @@ impl Router {
                 ),
             ));
         }
-        let handler = self
-            .handlers
-            .read()
-            .expect("router lock")
-            .get(&request.method)
-            .cloned();
+        let mut handler = self.handler(&request.method);
+        if handler.is_none() && !*self.started.borrow() {
+            let mut started = self.started.subscribe();
+            let _ = tokio::time::timeout(STARTING_WAIT, started.wait_for(|s| *s)).await;
+            handler = self.handler(&request.method);
+        }
         match handler {
             Some(h) => h(request.params).await,
             None => Err(ControlError::new(
@@ -175,5 +217,32 @@ mod tests {
             r.dispatch(req(2, "ping")).await.err().unwrap().code,
             "unsupported_version"
         );
+    }
+
+    #[tokio::test]
+    async fn a_call_during_start_up_waits_for_the_stage_that_registers_it() {
+        let r = Router::starting();
+        let call = tokio::spawn({
+            let r = r.clone();
+            async move { r.dispatch(req(1, "sensor.watch")).await }
+        });
+        tokio::task::yield_now().await;
+        r.register("sensor.watch", |_| async {
+            Ok(Reply::Value(Value::from("ok")))
+        });
+        r.started();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), call)
+            .await
+            .expect("answered once started")
+            .unwrap();
+        assert!(matches!(answer, Ok(Reply::Value(v)) if v == "ok"));
+        // Once started, an unknown method is refused at once.
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            r.dispatch(req(1, "nope")),
+        )
+        .await
+        .expect("no wait after start-up");
+        assert_eq!(refused.err().unwrap().code, "unknown_method");
     }
 }
