@@ -11,6 +11,12 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if !matches!(cli.command, Command::Run) {
+        // A one-shot command piped into `head` should end quietly when the
+        // reader goes away, as Unix tools do, not panic on EPIPE. The daemon
+        // keeps Rust's default (SIGPIPE ignored; EPIPE is an error on one
+        // connection).
+        // SAFETY: single-threaded here; restoring a default disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
         cli::init_cli_logging();
     }
     match cli::run(cli) {

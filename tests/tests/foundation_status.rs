@@ -278,3 +278,25 @@ fn members_of_the_control_group_are_let_in_by_primary_or_supplementary_group() {
         assert_eq!(doc["daemon"]["pid"], d.pid());
     }
 }
+
+#[test]
+fn status_piped_into_a_reader_that_leaves_early_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    // `edge-agent status | head -1`: the reader has gone before the second
+    // line is written. The command must die of SIGPIPE like any Unix tool,
+    // not panic with a backtrace on the technician's screen.
+    let s = Scratch::new("");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(edge_agent_tests::agent_bin())
+        .args(["status", "--config"])
+        .arg(s.config_path())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run edge-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+}
