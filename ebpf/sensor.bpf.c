@@ -282,13 +282,10 @@ static __always_inline __u32 hide(struct ea_scratch *s, __u32 v)
 	return *(volatile __u32 *)&s->hide;
 }
 
-static __always_inline __u32 put_user_str(struct ea_scratch *s, int slot,
-					  const void *uptr, __u32 pos)
+/* Record string `slot` as the n bytes (NUL included) just read at `pos`;
+ * returns the next free position. */
+static __always_inline __u32 str_read(struct ea_scratch *s, int slot, __u32 pos, long n)
 {
-	pos = hide(s, pos);
-	if (!uptr || pos >= EA_DATA_MAX)
-		return pos;
-	long n = bpf_probe_read_user_str(&s->data[BOUND(pos, EA_DATA_MASK)], EA_STR_MAX, uptr);
 	if (n <= 0)
 		return pos;
 	if (n >= EA_STR_MAX)
@@ -298,20 +295,24 @@ static __always_inline __u32 put_user_str(struct ea_scratch *s, int slot,
 	return pos + n;
 }
 
+static __always_inline __u32 put_user_str(struct ea_scratch *s, int slot,
+					  const void *uptr, __u32 pos)
+{
+	pos = hide(s, pos);
+	if (!uptr || pos >= EA_DATA_MAX)
+		return pos;
+	return str_read(s, slot, pos,
+			bpf_probe_read_user_str(&s->data[BOUND(pos, EA_DATA_MASK)], EA_STR_MAX, uptr));
+}
+
 static __always_inline __u32 put_kernel_str(struct ea_scratch *s, int slot,
 					    const void *kptr, __u32 pos)
 {
 	pos = hide(s, pos);
 	if (!kptr || pos >= EA_DATA_MAX)
 		return pos;
-	long n = bpf_probe_read_kernel_str(&s->data[BOUND(pos, EA_DATA_MASK)], EA_STR_MAX, kptr);
-	if (n <= 0)
-		return pos;
-	if (n >= EA_STR_MAX)
-		s->rec.h.flags |= EA_F_TRUNCATED;
-	s->rec.str[slot].off = pos;
-	s->rec.str[slot].len = n - 1;
-	return pos + n;
+	return str_read(s, slot, pos,
+			bpf_probe_read_kernel_str(&s->data[BOUND(pos, EA_DATA_MASK)], EA_STR_MAX, kptr));
 }
 
 /*

@@ -297,38 +297,8 @@ impl Node {
     /// Fold constants (`never_true` style macros, empty lists) and flatten.
     fn simplify(self) -> Node {
         match self {
-            Node::And(items) => {
-                let mut out = Vec::new();
-                for n in items.into_vec() {
-                    match n.simplify() {
-                        Node::Const(true) => {}
-                        Node::Const(false) => return Node::Const(false),
-                        Node::And(inner) => out.extend(inner.into_vec()),
-                        n => out.push(n),
-                    }
-                }
-                match out.len() {
-                    0 => Node::Const(true),
-                    1 => out.pop().expect("one"),
-                    _ => Node::And(out.into_boxed_slice()),
-                }
-            }
-            Node::Or(items) => {
-                let mut out = Vec::new();
-                for n in items.into_vec() {
-                    match n.simplify() {
-                        Node::Const(false) => {}
-                        Node::Const(true) => return Node::Const(true),
-                        Node::Or(inner) => out.extend(inner.into_vec()),
-                        n => out.push(n),
-                    }
-                }
-                match out.len() {
-                    0 => Node::Const(false),
-                    1 => out.pop().expect("one"),
-                    _ => Node::Or(out.into_boxed_slice()),
-                }
-            }
+            Node::And(items) => fold_junction(items, true),
+            Node::Or(items) => fold_junction(items, false),
             Node::Not(n) => match n.simplify() {
                 Node::Const(b) => Node::Const(!b),
                 Node::Not(inner) => *inner,
@@ -345,6 +315,29 @@ impl Node {
             Node::Not(n) => 1 + n.size(),
             _ => 1,
         }
+    }
+}
+
+/// Simplify the items of an `and` (`is_and`) or an `or`: the junction's
+/// identity constant disappears, its absorbing constant decides the whole,
+/// nested junctions of the same kind are flattened.
+fn fold_junction(items: Box<[Node]>, is_and: bool) -> Node {
+    let identity = is_and;
+    let mut out = Vec::new();
+    for n in items.into_vec() {
+        match n.simplify() {
+            Node::Const(b) if b == identity => {}
+            Node::Const(_) => return Node::Const(!identity),
+            Node::And(inner) if is_and => out.extend(inner.into_vec()),
+            Node::Or(inner) if !is_and => out.extend(inner.into_vec()),
+            n => out.push(n),
+        }
+    }
+    match out.len() {
+        0 => Node::Const(identity),
+        1 => out.pop().expect("one"),
+        _ if is_and => Node::And(out.into_boxed_slice()),
+        _ => Node::Or(out.into_boxed_slice()),
     }
 }
 
@@ -1498,6 +1491,34 @@ mod tests {
         e.evt.res = 3;
         e.fd = Some(Fd::file(3, path));
         e
+    }
+
+    #[test]
+    fn constants_fold_and_nested_junctions_flatten() {
+        use Node::{And, Const, Not, Or, Types};
+        let t = |bit: u32| Types(1 << bit);
+        let shape = |n: Node| format!("{:?}", n.simplify());
+        // The identity constant disappears; one item left stands alone.
+        assert_eq!(shape(And(Box::new([Const(true), t(1)]))), "Types(2)");
+        assert_eq!(shape(Or(Box::new([Const(false), t(1)]))), "Types(2)");
+        // The absorbing constant decides the junction.
+        assert_eq!(shape(And(Box::new([t(1), Const(false)]))), "Const(false)");
+        assert_eq!(shape(Or(Box::new([t(1), Const(true)]))), "Const(true)");
+        // Nothing left: the identity.
+        assert_eq!(shape(And(Box::new([Const(true)]))), "Const(true)");
+        assert_eq!(shape(Or(Box::new([Const(false)]))), "Const(false)");
+        // Same-kind nesting flattens, the other kind does not.
+        assert_eq!(
+            shape(And(Box::new([t(1), And(Box::new([t(2), t(3)]))]))),
+            "And([Types(2), Types(4), Types(8)])"
+        );
+        assert_eq!(
+            shape(And(Box::new([t(1), Or(Box::new([t(2), t(3)]))]))),
+            "And([Types(2), Or([Types(4), Types(8)])])"
+        );
+        // `not` of a constant folds, a double `not` cancels.
+        assert_eq!(shape(Not(Box::new(Const(false)))), "Const(true)");
+        assert_eq!(shape(Not(Box::new(Not(Box::new(t(1)))))), "Types(2)");
     }
 
     #[test]
