@@ -20,8 +20,9 @@ PACKAGES=(
     # outbox/uplink: a real broker for the tests, certificates made with openssl.
     mosquitto mosquitto-clients
     # eBPF sensor: clang builds ebpf/ (libbpf-dev has the headers, llvm's
-    # llvm-strip drops DWARF); its tests run real runc containers.
-    clang llvm libbpf-dev busybox-static util-linux
+    # llvm-strip drops DWARF); its tests run real runc containers and list
+    # attached probes with bpftool.
+    clang llvm libbpf-dev busybox-static util-linux bpftool
 )
 
 if [ "$(id -u)" -ne 0 ]; then

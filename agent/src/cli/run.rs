@@ -14,10 +14,12 @@ use crate::systemd::Notifier;
 /// starving each other without claiming a big node's every core.
 const MAX_WORKER_THREADS: usize = 2;
 
-/// How long the exit waits for blocking tasks after the daemon has returned.
-/// Together with the daemon's own 10 s this stays under the unit's
-/// `TimeoutStopSec=20s`.
-const BLOCKING_TASKS_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the exit waits for blocking tasks after the daemon has returned:
+/// mostly the sensor detaching its probes (~3 s here, an RCU grace period
+/// per probe). Together with the daemon's own 10 s this stays under the
+/// unit's `TimeoutStopSec=20s`; past it the kernel detaches what is left as
+/// the process exits.
+const BLOCKING_TASKS_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
     // SAFETY: no other thread exists yet: the runtime is built below, and

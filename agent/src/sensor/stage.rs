@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::SensorError;
 use super::abi::Counter;
@@ -108,6 +108,20 @@ pub async fn run(
     stage.publish();
     let result = stage.run(shutdown).await;
     ctx.router.unregister("sensor.watch");
+    // Dropping the sensor detaches its probes, which takes seconds (an RCU
+    // grace period per probe, see `loader`). Not on the runtime's workers,
+    // which have the outbox to flush, and not waited for here: the daemon
+    // finishes its shutdown meanwhile and the process waits for this task
+    // before it exits (`cli::run`).
+    let sensor = stage.sensor;
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        drop(sensor);
+        debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "sensor probes detached"
+        );
+    });
     result
 }
 
