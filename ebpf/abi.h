@@ -76,7 +76,8 @@
 #define EA_CNT_FILTERED_PATH 6 /* dropped: path below exclude_paths */
 #define EA_CNT_KILLED 7        /* denied execs killed with SIGKILL */
 #define EA_CNT_LOST_UNREPORTED 8 /* internal: losses not yet sent as EA_EVT_LOSS */
-#define EA_CNT_MAX 9
+#define EA_CNT_FILTERED_CGROUP 9 /* dropped: task in a cgroup of exclude_cgroups */
+#define EA_CNT_MAX 10
 
 /* ---- bounds ------------------------------------------------------------ */
 #define EA_COMM_LEN 16
@@ -99,6 +100,7 @@
 
 /* ---- config flags (ea_config.flags) ------------------------------------ */
 #define EA_CFG_DENY_EXEC 0x1   /* kill execs that match `ea_deny_exec` */
+#define EA_CFG_EXCLUDE_CGROUPS 0x2 /* `ea_exclude_cgroups` has entries */
 
 /* Seeds for the two deny-list hashes (FNV-1a 64 over the bytes). */
 #define EA_DENY_SEED_PATH 0xcbf29ce484222325ULL

@@ -123,6 +123,15 @@ struct {
 	__type(value, __u8);
 } ea_exclude_comms SEC(".maps");
 
+/* cgroup v2 ids of the cgroups in exclude_cgroups and every cgroup below
+ * them (user space walks the subtrees and keeps this current). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} ea_exclude_cgroups SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 256);
@@ -182,6 +191,23 @@ static __always_inline __u32 config_flags(void)
 	return c ? c->flags : 0;
 }
 
+/* Excluded by name or by cgroup (counted); the current task. */
+static __always_inline int excluded(void)
+{
+	if (comm_excluded()) {
+		count(EA_CNT_FILTERED_COMM);
+		return 1;
+	}
+	if (config_flags() & EA_CFG_EXCLUDE_CGROUPS) {
+		__u64 cg = bpf_get_current_cgroup_id();
+		if (bpf_map_lookup_elem(&ea_exclude_cgroups, &cg)) {
+			count(EA_CNT_FILTERED_CGROUP);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 /* Wake the reader only when a batch has built up, or for a kill (the
  * reader polls every EA_POLL_MS anyway). */
 static __always_inline __u64 wakeup_flags(__u16 rec_flags)
@@ -203,11 +229,7 @@ static __always_inline int filtered(__u32 tgid)
 		count(EA_CNT_FILTERED_OWN);
 		return 1;
 	}
-	if (comm_excluded()) {
-		count(EA_CNT_FILTERED_COMM);
-		return 1;
-	}
-	return 0;
+	return excluded();
 }
 
 static __always_inline void fill_header(struct ea_record *r, __u16 type,
@@ -602,8 +624,7 @@ int ea_exec(struct bpf_raw_tracepoint_args *ctx)
 		bpf_send_signal(SIGKILL);
 		s->rec.h.flags |= EA_F_KILLED;
 		count(EA_CNT_KILLED);
-	} else if (comm_excluded()) {
-		count(EA_CNT_FILTERED_COMM);
+	} else if (excluded()) {
 		return 0;
 	}
 
@@ -665,10 +686,8 @@ int ea_fork(struct bpf_raw_tracepoint_args *ctx)
 		count(EA_CNT_FILTERED_OWN);
 		return 0;
 	}
-	if (comm_excluded()) {
-		count(EA_CNT_FILTERED_COMM);
+	if (excluded())
 		return 0;
-	}
 	s = scratch();
 	if (!s)
 		return 0;
@@ -702,10 +721,8 @@ int ea_exit(struct bpf_raw_tracepoint_args *ctx)
 		count(EA_CNT_FILTERED_OWN);
 		return 0;
 	}
-	if (comm_excluded()) {
-		count(EA_CNT_FILTERED_COMM);
+	if (excluded())
 		return 0;
-	}
 	s = scratch();
 	if (!s)
 		return 0;

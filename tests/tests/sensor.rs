@@ -896,3 +896,111 @@ fn sigterm_stops_a_daemon_with_probes_attached_cleanly_and_detaches_them() {
     assert!(!log.contains("did not stop in time"), "log:\n{log}");
     assert_eq!(attached(), Vec::<u64>::new(), "links left attached");
 }
+
+/// A cgroup made for one test under the cgroup v2 root; removed on drop.
+struct TestCgroup(std::path::PathBuf);
+
+impl TestCgroup {
+    fn under(parent: &std::path::Path, name: &str) -> TestCgroup {
+        let p = parent.join(name);
+        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        TestCgroup(p)
+    }
+
+    /// `sh` moves itself into the cgroup, then becomes `exe` reading `file`.
+    fn run(&self, exe: &std::path::Path, file: &str) {
+        let procs = self.0.join("cgroup.procs");
+        let st = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec '{}' '{file}'",
+                procs.display(),
+                exe.display()
+            ))
+            .status()
+            .unwrap();
+        // 1 is cat's "no such file"; the shell's own failures are 2.
+        assert_eq!(
+            st.code(),
+            Some(1),
+            "{} ran and failed to read {file}",
+            exe.display()
+        );
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The cgroup v2 mount (`/sys/fs/cgroup/unified` on this hybrid host).
+fn cgroup2_root() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split_whitespace().nth(4)?;
+            right.starts_with("cgroup2 ").then(|| point.into())
+        })
+        .expect("a cgroup v2 mount")
+}
+
+#[test]
+fn processes_in_an_excluded_cgroup_and_below_it_never_reach_user_space() {
+    require_root();
+    let s = sensor_scratch("");
+    let dir = real(&s.path().to_string_lossy());
+    let name = format!("ea-test-exclude-{}", std::process::id());
+    let excluded = TestCgroup::under(&cgroup2_root(), &name);
+    let sibling = TestCgroup::under(&cgroup2_root(), &format!("{name}-sibling"));
+    s.write_config(&format!(
+        "[sensor]\nenabled = true\nwatch_open_prefixes = [\"{dir}\"]\nexclude_cgroups = [\"{name}\"]\n"
+    ));
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    // A cgroup made below the excluded one after the start (a new container
+    // in an excluded pod): picked up within a tick.
+    let nested = TestCgroup::under(&excluded.0, "nested");
+    let counted = wait_for(EVENT_TIMEOUT, || {
+        (sensor_details(&s)["cgroups_excluded"].as_u64() == Some(2)).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "the excluded cgroup and the one made below it: {}",
+        sensor_details(&s)
+    );
+    let inside = copy_binary("/bin/cat", s.path(), "cg-inside");
+    let below = copy_binary("/bin/cat", s.path(), "cg-nested");
+    let beside = copy_binary("/bin/cat", s.path(), "cg-beside");
+    excluded.run(&inside, &format!("{dir}/missing-inside"));
+    nested.run(&below, &format!("{dir}/missing-nested"));
+    // The look-alike in a cgroup whose name only starts the same is seen.
+    sibling.run(&beside, &format!("{dir}/missing-beside"));
+    w.expect("the process in the sibling cgroup", |e| {
+        str_at(e, "proc.name") == Some("cg-beside")
+            && str_at(e, "fd.name") == Some(format!("{dir}/missing-beside").as_str())
+    });
+    let all = w.collect(Duration::from_millis(500));
+    let leaked: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|e| matches!(str_at(e, "proc.name"), Some("cg-inside" | "cg-nested")))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "excluded events reached user space: {leaked:#?}"
+    );
+    // Exec, open and exit of each of the two (status refreshes every second).
+    let filtered = wait_for(EVENT_TIMEOUT, || {
+        let n = sensor_details(&s)["kernel_events_total_by_outcome"]["filtered_cgroup"].as_u64()?;
+        (n >= 6).then_some(n)
+    });
+    assert!(
+        filtered.is_some(),
+        "the kernel counted what it dropped: {}",
+        sensor_details(&s)["kernel_events_total_by_outcome"]
+    );
+    drop(nested);
+}

@@ -25,6 +25,9 @@ pub struct SensorConfig {
     pub enabled: bool,
     /// Process names (comm) whose events are dropped in the kernel.
     pub exclude_comms: Vec<String>,
+    /// cgroups (paths below the cgroup v2 root) whose processes, and those
+    /// of every cgroup below them, are not watched; dropped in the kernel.
+    pub exclude_cgroups: Vec<String>,
     /// Path prefixes whose file events are dropped in the kernel.
     pub exclude_paths: Vec<PathBuf>,
     /// Read-only opens are reported only below these prefixes.
@@ -44,6 +47,7 @@ impl Default for SensorConfig {
         Self {
             enabled: true,
             exclude_comms: Vec::new(),
+            exclude_cgroups: Vec::new(),
             exclude_paths: Vec::new(),
             watch_open_prefixes: [
                 "/etc",
@@ -129,6 +133,28 @@ impl SensorConfig {
                 ));
             }
         }
+        if self.exclude_cgroups.len() > MAX_FILTER_ENTRIES {
+            problems.push(Problem::new(
+                "sensor.exclude_cgroups",
+                format!(
+                    "at most {MAX_FILTER_ENTRIES} entries, got {}",
+                    self.exclude_cgroups.len()
+                ),
+            ));
+        }
+        for (i, c) in self.exclude_cgroups.iter().enumerate() {
+            let parts: Vec<&str> = c.trim_matches('/').split('/').collect();
+            if c.contains('\0')
+                || parts
+                    .iter()
+                    .any(|p| p.is_empty() || *p == "." || *p == "..")
+            {
+                problems.push(Problem::new(
+                    format!("sensor.exclude_cgroups[{i}]"),
+                    format!("\"{c}\" must be a cgroup path below the cgroup v2 root, such as \"system.slice/backup.service\" (no empty, '.' or '..' parts)"),
+                ));
+            }
+        }
         if self.deny_exec.len() > MAX_DENY_ENTRIES {
             problems.push(Problem::new(
                 "sensor.deny_exec",
@@ -203,6 +229,10 @@ mod tests {
     fn bad_filter_entries_name_the_key_and_the_fix() {
         let c = SensorConfig {
             exclude_comms: vec!["a-name-longer-than-15".into()],
+            exclude_cgroups: vec![
+                "system.slice/../kubepods".into(),
+                "/system.slice/backup.service".into(),
+            ],
             deny_exec: vec!["bin/nc".into(), "/usr/bin/../bin/nc".into(), "xmrig".into()],
             watch_open_prefixes: vec![PathBuf::from("etc")],
             max_processes: 1,
@@ -212,6 +242,15 @@ mod tests {
         assert!(
             p.iter().any(|p| p.starts_with("sensor.exclude_comms[0]")),
             "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("sensor.exclude_cgroups[0]") && p.contains("'..'")),
+            "{p:?}"
+        );
+        assert!(
+            !p.iter().any(|p| p.starts_with("sensor.exclude_cgroups[1]")),
+            "a leading '/' is fine: {p:?}"
         );
         assert!(
             p.iter()

@@ -36,6 +36,7 @@ pub mod flags {
 
 /// `EA_CFG_*`: `ea_config.flags`.
 pub const CFG_DENY_EXEC: u32 = 0x1;
+pub const CFG_EXCLUDE_CGROUPS: u32 = 0x2;
 
 /// `EA_POLL_MS`: the reader drains the ring buffer at least this often; the
 /// kernel wakes it earlier only when `ea_config.wakeup_bytes` wait.
@@ -211,14 +212,15 @@ pub enum Counter {
     Killed = 7,
     /// Internal to the kernel side (losses not yet sent as a loss record).
     LostUnreported = 8,
+    FilteredCgroup = 9,
 }
 
 /// `EA_CNT_MAX`.
-pub const COUNTER_MAX: u32 = 9;
+pub const COUNTER_MAX: u32 = 10;
 
 impl Counter {
     /// The counters status shows, with their status names.
-    pub const SHOWN: [(Counter, &'static str); 8] = [
+    pub const SHOWN: [(Counter, &'static str); 9] = [
         (Counter::Seen, "seen"),
         (Counter::Sent, "sent"),
         (Counter::Lost, "lost"),
@@ -226,6 +228,7 @@ impl Counter {
         (Counter::FilteredComm, "filtered_comm"),
         (Counter::FilteredOpen, "filtered_open"),
         (Counter::FilteredPath, "filtered_path"),
+        (Counter::FilteredCgroup, "filtered_cgroup"),
         (Counter::Killed, "killed"),
     ];
 }
@@ -641,6 +644,7 @@ mod tests {
             ("FILTERED_PATH", Counter::FilteredPath),
             ("KILLED", Counter::Killed),
             ("LOST_UNREPORTED", Counter::LostUnreported),
+            ("FILTERED_CGROUP", Counter::FilteredCgroup),
         ];
         for (name, v) in counters {
             let short = name.trim_start_matches("EA_CNT_");
@@ -664,6 +668,10 @@ mod tests {
         assert_eq!(get("EA_F_TRUNCATED"), Some(u64::from(flags::TRUNCATED)));
         assert_eq!(get("EA_F_KILLED"), Some(u64::from(flags::KILLED)));
         assert_eq!(get("EA_CFG_DENY_EXEC"), Some(u64::from(CFG_DENY_EXEC)));
+        assert_eq!(
+            get("EA_CFG_EXCLUDE_CGROUPS"),
+            Some(u64::from(CFG_EXCLUDE_CGROUPS))
+        );
         assert_eq!(get("EA_POLL_MS"), Some(POLL_MS));
         assert_eq!(get("EA_DENY_SEED_PATH"), Some(DENY_SEED_PATH));
         assert_eq!(get("EA_DENY_SEED_NAME"), Some(DENY_SEED_NAME));

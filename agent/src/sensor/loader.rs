@@ -12,7 +12,9 @@
 //! buffer (it hands it out before anything is attached, so the consumer
 //! exists first) and never decodes records.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
@@ -51,6 +53,79 @@ pub struct Kernel {
     /// Owned here rather than by the programs, so that [`Drop`] can close
     /// them in parallel.
     links: Vec<Link>,
+    /// `sensor.exclude_cgroups` as last applied, and the cgroup ids in the
+    /// kernel's `ea_exclude_cgroups` for it.
+    exclude_cgroups: Vec<String>,
+    cgroup_ids: BTreeSet<u64>,
+}
+
+/// `ea_exclude_cgroups` holds at most this many ids.
+const MAX_EXCLUDED_CGROUPS: usize = 4096;
+
+/// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup` on unified
+/// hosts, `/sys/fs/cgroup/unified` on hybrid ones (whose v2 ids are the ones
+/// `bpf_get_current_cgroup_id()` returns).
+fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// The ids of the cgroups at `paths` (below `root`) and of every cgroup
+/// below them. On cgroup v2 a cgroup's id is its directory's inode number.
+/// Paths that do not exist (yet) are skipped; the walk stops at `max`.
+pub fn cgroup_ids(root: &Path, paths: &[String], max: usize) -> BTreeSet<u64> {
+    let mut ids = BTreeSet::new();
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| root.join(p.trim_matches('/')))
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        if ids.len() >= max {
+            break;
+        }
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        ids.insert(meta.ino());
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            dirs.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    ids
+}
+
+/// Make the hash map `name` (keys `K`, values 1) hold exactly `want`.
+fn sync_set<K: aya::Pod + PartialEq>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+    want: &[K],
+) -> Result<(), SensorError> {
+    let map = bpf.map_mut(name).ok_or(SensorError::MissingMap(name))?;
+    let mut m: BpfHashMap<_, K, u8> = BpfHashMap::try_from(map).map_err(map_err(name))?;
+    let stale: Vec<K> = m
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains(k))
+        .collect();
+    for k in stale {
+        m.remove(&k).map_err(map_err(name))?;
+    }
+    for k in want {
+        m.insert(k, 1, 0).map_err(map_err(name))?;
+    }
+    Ok(())
 }
 
 /// An attached probe (aya's `RawTracePointLink` or `TracePointLink`), held
@@ -193,6 +268,8 @@ impl Kernel {
             bpf,
             counters,
             links: Vec::new(),
+            exclude_cgroups: Vec::new(),
+            cgroup_ids: BTreeSet::new(),
         };
         {
             let mut own: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
@@ -299,25 +376,9 @@ impl Kernel {
     /// and on reload): entries not wanted are removed, missing ones added.
     pub fn apply_filters(&mut self, config: &SensorConfig) -> Result<(), SensorError> {
         let f = KernelFilters::from_config(config);
-        {
-            let map = self
-                .bpf
-                .map_mut("ea_exclude_comms")
-                .ok_or(SensorError::MissingMap("ea_exclude_comms"))?;
-            let mut m: BpfHashMap<_, [u8; abi::COMM_LEN], u8> =
-                BpfHashMap::try_from(map).map_err(map_err("ea_exclude_comms"))?;
-            let stale: Vec<_> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !f.comms.contains(k))
-                .collect();
-            for k in stale {
-                m.remove(&k).map_err(map_err("ea_exclude_comms"))?;
-            }
-            for k in &f.comms {
-                m.insert(k, 1, 0).map_err(map_err("ea_exclude_comms"))?;
-            }
-        }
+        sync_set(&mut self.bpf, "ea_exclude_comms", &f.comms)?;
+        self.exclude_cgroups = config.exclude_cgroups.clone();
+        self.refresh_cgroups()?;
         for (name, keys) in [
             ("ea_open_prefixes", &f.open_prefixes),
             ("ea_exclude_paths", &f.exclude_paths),
@@ -346,40 +407,48 @@ impl Kernel {
                 m.insert(k, 1, 0).map_err(map_err(name))?;
             }
         }
-        {
-            let map = self
-                .bpf
-                .map_mut("ea_deny_exec")
-                .ok_or(SensorError::MissingMap("ea_deny_exec"))?;
-            let mut m: BpfHashMap<_, u64, u8> =
-                BpfHashMap::try_from(map).map_err(map_err("ea_deny_exec"))?;
-            let stale: Vec<_> = m
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !f.deny.contains(k))
-                .collect();
-            for k in stale {
-                m.remove(&k).map_err(map_err("ea_deny_exec"))?;
-            }
-            for k in &f.deny {
-                m.insert(k, 1, 0).map_err(map_err("ea_deny_exec"))?;
-            }
-        }
+        sync_set(&mut self.bpf, "ea_deny_exec", &f.deny)?;
         {
             let map = self
                 .bpf
                 .map_mut("ea_config")
                 .ok_or(SensorError::MissingMap("ea_config"))?;
             let mut m: Array<_, [u32; 2]> = Array::try_from(map).map_err(map_err("ea_config"))?;
-            let flags = if f.deny_enabled() {
-                abi::CFG_DENY_EXEC
-            } else {
-                0
-            };
+            let mut flags = 0;
+            if f.deny_enabled() {
+                flags |= abi::CFG_DENY_EXEC;
+            }
+            if !self.exclude_cgroups.is_empty() {
+                flags |= abi::CFG_EXCLUDE_CGROUPS;
+            }
             m.set(0, [flags, wakeup_bytes(config)], 0)
                 .map_err(map_err("ea_config"))?;
         }
         Ok(())
+    }
+
+    /// Bring `ea_exclude_cgroups` up to date with the cgroups that exist now
+    /// below the `exclude_cgroups` entries (containers and services come and
+    /// go). Cheap when nothing is excluded or nothing changed.
+    pub fn refresh_cgroups(&mut self) -> Result<(), SensorError> {
+        let ids = if self.exclude_cgroups.is_empty() {
+            BTreeSet::new()
+        } else {
+            cgroup2_root()
+                .map(|root| cgroup_ids(&root, &self.exclude_cgroups, MAX_EXCLUDED_CGROUPS))
+                .unwrap_or_default()
+        };
+        if ids != self.cgroup_ids {
+            let want: Vec<u64> = ids.iter().copied().collect();
+            sync_set(&mut self.bpf, "ea_exclude_cgroups", &want)?;
+            self.cgroup_ids = ids;
+        }
+        Ok(())
+    }
+
+    /// cgroups whose processes the kernel does not watch.
+    pub fn excluded_cgroups(&self) -> usize {
+        self.cgroup_ids.len()
     }
 
     /// The kernel's counters, summed over CPUs, indexed by [`Counter`].
@@ -486,4 +555,25 @@ fn tracepoint_exists(event: &str) -> bool {
     [TRACEFS, DEBUGFS_TRACING]
         .iter()
         .any(|t| Path::new(t).join("events/syscalls").join(event).is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_ids_cover_the_subtrees_skip_missing_paths_and_stop_at_the_limit() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for d in ["a/x/y", "a/z", "b", "ab"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::write(r.join("a/cgroup.procs"), "").unwrap();
+        let ino = |p: &str| std::fs::metadata(r.join(p)).unwrap().ino();
+        let ids = cgroup_ids(r, &["/a/".into(), "missing".into()], 100);
+        let want: BTreeSet<u64> = ["a", "a/x", "a/x/y", "a/z"].map(ino).into();
+        assert_eq!(ids, want, "a and below, not its sibling ab, not files");
+        assert_eq!(cgroup_ids(r, &["a".into()], 2).len(), 2);
+        assert!(cgroup_ids(r, &[], 100).is_empty());
+    }
 }

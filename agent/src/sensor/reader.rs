@@ -165,4 +165,14 @@ impl Sensor {
         self.enricher.set_filters(config);
         Ok(())
     }
+
+    /// Follow cgroups created or removed below `exclude_cgroups` entries.
+    pub fn refresh_cgroups(&mut self) -> Result<(), SensorError> {
+        self.kernel.refresh_cgroups()
+    }
+
+    /// cgroups whose processes the kernel does not watch.
+    pub fn excluded_cgroups(&self) -> usize {
+        self.kernel.excluded_cgroups()
+    }
 }

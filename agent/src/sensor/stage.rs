@@ -304,6 +304,10 @@ impl Stage {
             e.users.refresh();
             e.set_clock(BootClock::now());
         }
+        if let Err(e) = self.sensor.refresh_cgroups() {
+            debug!(error = %e, "could not update the excluded cgroups");
+            self.status.error(format!("exclude_cgroups: {e}"));
+        }
         self.report_losses();
         self.publish();
     }
@@ -350,6 +354,7 @@ impl Stage {
         let probes = &self.sensor.probes;
         let e = &self.sensor.enricher;
         let total: u64 = self.per_type.iter().sum();
+        let excluded_cgroups = self.sensor.excluded_cgroups();
         // Names follow the status -> metrics mapping (metrics/agent.rs):
         // counters end in `_total`, labelled families in `_by_<label>`.
         self.status.update(|d| {
@@ -374,6 +379,7 @@ impl Stage {
                 Value::Object(kernel),
             );
             d.insert("filtered_user_total".into(), e.filtered_user.into());
+            d.insert("cgroups_excluded".into(), excluded_cgroups.into());
             d.insert(
                 "decode_errors_total".into(),
                 self.sensor.decode_errors.into(),
