@@ -300,3 +300,21 @@ fn status_piped_into_a_reader_that_leaves_early_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
 }
+
+#[test]
+fn status_fits_a_screen_and_verbose_lists_every_number() {
+    let s = Scratch::new("");
+    let _d = s.start();
+    let short = stdout(&s.cli(&["status"]));
+    let long = stdout(&s.cli(&["status", "--verbose"]));
+    // The outbox reports its file size as a detail: only the long form has it.
+    assert!(long.contains("      file_bytes: "), "{long}");
+    assert!(!short.contains("file_bytes"), "{short}");
+    assert!(short.contains("outbox     RUNNING"), "{short}");
+    assert!(short.contains("status --verbose"), "{short}");
+    assert!(short.lines().count() <= 24, "one screen:\n{short}");
+    assert_eq!(
+        stdout(&s.cli(&["status", "-v"])).lines().count(),
+        long.lines().count()
+    );
+}

@@ -74,6 +74,9 @@ pub enum Command {
         /// Print the status as one JSON document (stable keys, `schema` versioned).
         #[arg(long)]
         json: bool,
+        /// Also list every number each stage reports (the default is one line per stage).
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Work with the config file.
     #[command(subcommand)]
@@ -186,7 +189,14 @@ impl Cli {
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Run => run::run(&cli.config),
-        Command::Status { json } => block_on(status::status(&cli.config, json)),
+        Command::Status { json, verbose } => {
+            let detail = if verbose {
+                status::Detail::All
+            } else {
+                status::Detail::Summary
+            };
+            block_on(status::status(&cli.config, json, detail))
+        }
         Command::Outbox { json, limit } => block_on(outbox_cmd::outbox(&cli.config, json, limit)),
         Command::TestAlert {
             priority,

@@ -1,4 +1,6 @@
-//! `edge-agent status [--json]`: one screen for the field technician.
+//! `edge-agent status [--json] [--verbose]`: one screen for the field
+//! technician (a line per stage, with its key numbers and last error);
+//! `--verbose` adds every detail each stage reports, `--json` is everything.
 //!
 //! Asks the daemon over the control socket. When the daemon is not running it
 //! says so first, exits with [`Exit::NotRunning`], and still shows what it can
@@ -20,7 +22,16 @@ use crate::status::dir_bytes;
 /// overloaded or stuck, and the technician should hear that, not wait.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn status(config_path: &Path, as_json: bool) -> anyhow::Result<Exit> {
+/// How much of each stage the text view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// State, summary and last error: fits one screen.
+    Summary,
+    /// Every detail too.
+    All,
+}
+
+pub async fn status(config_path: &Path, as_json: bool, detail: Detail) -> anyhow::Result<Exit> {
     let loaded = AgentConfig::load(config_path);
     // The paths come from the config; from as much of it as can be read when
     // it is broken, so a running daemon is still found.
@@ -45,7 +56,7 @@ pub async fn status(config_path: &Path, as_json: bool) -> anyhow::Result<Exit> {
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                print!("{}", render_running(&doc));
+                print!("{}", render_running(&doc, detail));
             }
             Ok(Exit::Ok)
         }
@@ -65,7 +76,7 @@ pub async fn status(config_path: &Path, as_json: bool) -> anyhow::Result<Exit> {
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                print!("{}", render_offline(&doc, exit));
+                print!("{}", render_offline(&doc, exit, detail));
             }
             Ok(exit)
         }
@@ -189,7 +200,7 @@ fn offline_sections(config: &AgentConfig) -> Map<String, Value> {
     m
 }
 
-fn render_running(doc: &Value) -> String {
+fn render_running(doc: &Value, detail: Detail) -> String {
     let mut out = String::new();
     let d = &doc["daemon"];
     let _ = writeln!(
@@ -211,11 +222,11 @@ fn render_running(doc: &Value) -> String {
             inline(dropped)
         );
     }
-    render_stages(&mut out, &doc["stages"]);
+    render_stages(&mut out, &doc["stages"], detail);
     out
 }
 
-fn render_offline(doc: &Value, exit: Exit) -> String {
+fn render_offline(doc: &Value, exit: Exit, detail: Detail) -> String {
     let mut out = String::new();
     let reason = str_of(&doc["daemon"]["reason"]);
     let socket = str_of(&doc["paths"]["control_socket"]);
@@ -244,7 +255,7 @@ fn render_offline(doc: &Value, exit: Exit) -> String {
         }
     }
     render_node_config_paths(&mut out, doc, false);
-    render_stages(&mut out, &doc["stages"]);
+    render_stages(&mut out, &doc["stages"], detail);
     out
 }
 
@@ -323,7 +334,7 @@ fn render_node_config_paths(out: &mut String, doc: &Value, running: bool) {
     }
 }
 
-fn render_stages(out: &mut String, stages: &Value) {
+fn render_stages(out: &mut String, stages: &Value, detail: Detail) {
     let Some(stages) = stages.as_object() else {
         return;
     };
@@ -346,7 +357,20 @@ fn render_stages(out: &mut String, stages: &Value) {
         );
         if let Some(details) = s["details"].as_object() {
             for (k, v) in details {
-                let _ = writeln!(out, "      {k}: {}", inline(v));
+                let shown = match detail {
+                    Detail::All => Some(v.clone()),
+                    Detail::Summary if KEY_DETAILS.contains(&k.as_str()) => notable(v),
+                    Detail::Summary => None,
+                };
+                match shown {
+                    Some(Value::Number(n)) if k.ends_with("_at") => {
+                        let _ = writeln!(out, "      {k}: {}", when(n.as_u64()));
+                    }
+                    Some(v) => {
+                        let _ = writeln!(out, "      {k}: {}", inline(&v));
+                    }
+                    None => {}
+                }
             }
         }
         if let Some(e) = s.get("last_error").filter(|e| !e.is_null()) {
@@ -357,6 +381,63 @@ fn render_stages(out: &mut String, stages: &Value) {
                 str_of(&e["message"])
             );
         }
+    }
+    if detail == Detail::Summary {
+        let _ = writeln!(
+            out,
+            "\n(each stage's numbers: edge-agent status --verbose; all of it as JSON: --json)"
+        );
+    }
+}
+
+/// The details the one-screen view shows, when they say something (see
+/// [`notable`]): what a technician acts on. Everything else is behind
+/// `--verbose`.
+const KEY_DETAILS: &[&str] = &[
+    // uplink
+    "last_publish_at",
+    "reconnects_total",
+    "last_error_code",
+    // outbox
+    "given_up_total_by_class",
+    "expired_total_by_class",
+    "disk_full",
+    // sensor
+    "probes_missing",
+    "lost_total",
+    "kills_total",
+    "last_kill",
+    "decode_errors_total",
+    // rules
+    "rules_failed",
+    "load_errors",
+    "alerts_last_hour",
+    "alerts_suppressed",
+    // metrics
+    "batches_refused_total",
+    "failing_collectors",
+    "stuck_mounts",
+    // bootstrap
+    "drift",
+    "pending",
+];
+
+/// `v` if it says something: a non-zero number, `true`, a non-empty string
+/// or list; an object keeps its notable entries. None otherwise.
+fn notable(v: &Value) -> Option<Value> {
+    match v {
+        Value::Number(n) if n.as_f64() != Some(0.0) => Some(v.clone()),
+        Value::Bool(true) => Some(v.clone()),
+        Value::String(s) if !s.is_empty() && s != "-" => Some(v.clone()),
+        Value::Array(a) if !a.is_empty() => Some(v.clone()),
+        Value::Object(m) => {
+            let kept: Map<String, Value> = m
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), notable(v)?)))
+                .collect();
+            (!kept.is_empty()).then_some(Value::Object(kept))
+        }
+        _ => None,
     }
 }
 
@@ -419,10 +500,54 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_fits_a_screen_and_verbose_adds_every_detail() {
+        let stages = json!({
+            "outbox": {"state": "running", "summary": "3 records waiting", "details": {
+                "records_waiting_by_class": {"alert": 3}, "file_bytes": 73728,
+                "given_up_total_by_class": {"critical_alert": 0, "metrics": 12}}},
+            "sensor": {"state": "running", "summary": "37 probes attached", "details": {"lost_total": 0, "probes_missing": []}},
+            "uplink": {"state": "running", "summary": "connected", "details": {"last_publish_at": 1_700_000_000, "reconnects_total": 2}},
+        });
+        let mut short = String::new();
+        render_stages(&mut short, &stages, Detail::Summary);
+        assert!(
+            short.contains("outbox     RUNNING   3 records waiting"),
+            "{short}"
+        );
+        assert!(!short.contains("file_bytes"), "{short}");
+        // Key details when they say something; zeros and empty lists are quiet.
+        assert!(
+            short.contains("      given_up_total_by_class: metrics=12\n"),
+            "{short}"
+        );
+        assert!(
+            !short.contains("lost_total") && !short.contains("probes_missing"),
+            "{short}"
+        );
+        assert!(
+            short.contains("      last_publish_at: 2023-11-14 22:13:20Z"),
+            "{short}"
+        );
+        assert!(short.contains("      reconnects_total: 2"), "{short}");
+        assert!(
+            short.contains("--verbose"),
+            "says where the rest is: {short}"
+        );
+        let mut long = String::new();
+        render_stages(&mut long, &stages, Detail::All);
+        assert!(
+            long.contains("      records_waiting_by_class: alert=3"),
+            "{long}"
+        );
+        assert!(long.contains("      lost_total: 0"), "{long}");
+        assert!(!long.contains("--verbose"), "{long}");
+    }
+
+    #[test]
     fn a_failed_stage_is_marked_and_shows_its_error() {
         let stages = json!({"sensor": {"state": "failed", "summary": "no BTF", "details": {}, "last_error": {"at": 0, "message": "no BTF"}}});
         let mut out = String::new();
-        render_stages(&mut out, &stages);
+        render_stages(&mut out, &stages, Detail::Summary);
         assert!(out.contains("!! sensor"), "{out}");
         assert!(out.contains("FAILED"), "{out}");
         assert!(out.contains("last error -: no BTF"), "{out}");
@@ -498,7 +623,7 @@ mod tests {
         let doc = offline(Err(e));
         assert_eq!(doc["config"]["valid"], false);
         assert!(doc["node"].is_null());
-        let text = render_offline(&doc, Exit::NotRunning);
+        let text = render_offline(&doc, Exit::NotRunning, Detail::Summary);
         assert!(text.starts_with("edge-agent is NOT RUNNING"), "{text}");
         assert!(text.contains("INVALID"), "{text}");
         assert!(text.contains("log.level"), "{text}");
