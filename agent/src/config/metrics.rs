@@ -84,7 +84,12 @@ impl MetricsConfig {
             ("metrics.apiserver_readyz_url", &self.apiserver_readyz_url),
         ] {
             let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-            if !url.is_empty() && (!scheme_ok || reqwest::Url::parse(url).is_err()) {
+            if !url.is_empty()
+                && (!scheme_ok
+                    || url
+                        .parse::<hyper::Uri>()
+                        .map_or(true, |u| u.host().is_none()))
+            {
                 problems.push(Problem::new(
                     key,
                     format!("expected an http:// or https:// URL (or \"\" to skip the probe), got \"{url}\""),

@@ -1,5 +1,6 @@
 //! K3s health: the kubelet's `/healthz` and, on server nodes, the API
-//! server's `/readyz`, probed with reqwest over rustls (ring provider).
+//! server's `/readyz`: one HTTP/1.1 GET each with hyper's client
+//! connection, over rustls (ring provider) for https.
 //!
 //! An endpoint that does not answer is a value (`up 0`, status code 0),
 //! never an error of the stage: on an edge node K3s being down is exactly
@@ -22,8 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use http_body_util::Empty;
+use hyper::Uri;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use super::family::{Kind, Snapshot};
 
@@ -58,8 +65,6 @@ pub enum HealthError {
     Pem { path: PathBuf, reason: String },
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
 }
 
 /// One endpoint's result.
@@ -93,10 +98,10 @@ impl Outcome {
     }
 }
 
-/// The probes and their HTTP client, rebuilt when the TLS files change.
+/// The probes and their TLS settings, rebuilt when the TLS files change.
 pub struct K3sHealth {
     targets: HealthTargets,
-    client: Option<reqwest::Client>,
+    client: Option<Arc<rustls::ClientConfig>>,
     /// Modification times of (ca, cert, key) the client was built from.
     built_from: Option<[Option<SystemTime>; 3]>,
 }
@@ -149,7 +154,7 @@ impl K3sHealth {
         vec![a, b]
     }
 
-    fn client(&mut self) -> Result<reqwest::Client, HealthError> {
+    fn client(&mut self) -> Result<Arc<rustls::ClientConfig>, HealthError> {
         let stamp = [
             mtime(&self.targets.ca_file),
             mtime(&self.targets.cert_file),
@@ -160,17 +165,7 @@ impl K3sHealth {
         {
             return Ok(client.clone());
         }
-        let tls = tls_config(&self.targets)?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(PROBE_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            // One probe per interval: an idle pooled connection would only
-            // hold a socket open between them.
-            .pool_max_idle_per_host(0)
-            .build()?;
+        let client = Arc::new(tls_config(&self.targets)?);
         self.client = Some(client.clone());
         self.built_from = Some(stamp);
         Ok(client)
@@ -191,7 +186,7 @@ fn skipped_or(url: &str, endpoint: &'static str, outcome: Outcome) -> Probe {
 }
 
 async fn probe_one(
-    client: &reqwest::Client,
+    tls: &Arc<rustls::ClientConfig>,
     endpoint: &'static str,
     url: &str,
     skip: Option<String>,
@@ -207,9 +202,10 @@ async fn probe_one(
         };
     }
     let started = Instant::now();
-    let outcome = match client.get(url).send().await {
-        Ok(resp) => Outcome::Http(resp.status().as_u16()),
-        Err(e) => Outcome::Unreachable(root_cause(&e)),
+    let outcome = match tokio::time::timeout(PROBE_TIMEOUT, get(tls, url)).await {
+        Ok(Ok(code)) => Outcome::Http(code),
+        Ok(Err(why)) => Outcome::Unreachable(why),
+        Err(_) => Outcome::Unreachable(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
     };
     Probe {
         endpoint,
@@ -218,14 +214,55 @@ async fn probe_one(
     }
 }
 
-/// reqwest's own message is "error sending request for url (...)"; the
-/// innermost cause ("Connection refused", "invalid peer certificate: ...")
-/// is what a technician can act on.
-fn root_cause(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {}s", PROBE_TIMEOUT.as_secs());
+/// GET `url` on a fresh connection (one probe per interval: a pooled
+/// connection would only hold a socket open between them); the status code,
+/// or the innermost cause of the failure ("Connection refused", "invalid
+/// peer certificate: UnknownIssuer"), which is what a technician can act
+/// on. No proxy, no redirects.
+async fn get(tls: &Arc<rustls::ClientConfig>, url: &str) -> Result<u16, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // `[::1]` in a URL is `::1` to connect to.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((bare, port)))
+        .await
+        .map_err(|_| format!("no connection within {}s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| root_cause(&e))?;
+    let _ = tcp.set_nodelay(true);
+    if !https {
+        return request(tcp, &uri).await;
     }
-    let mut cause: &dyn std::error::Error = e;
+    let name = ServerName::try_from(bare.to_string()).map_err(|e| format!("{host}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| root_cause(&e))?;
+    request(stream, &uri).await
+}
+
+async fn request<S>(io: S, uri: &Uri) -> Result<u16, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| root_cause(&e))?;
+    let conn = tokio::spawn(conn);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = uri.authority().map_or("", |a| a.as_str());
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let answer = sender.send_request(req).await.map_err(|e| root_cause(&e));
+    conn.abort();
+    Ok(answer?.status().as_u16())
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;
     }
