@@ -22,7 +22,7 @@ use edge_agent::daemon::StageContext;
 use edge_agent::outbox::{self, Outbox};
 use edge_agent::report::{self, Report};
 use edge_agent::status::StatusBoard;
-use edge_agent_tests::broker::{AgentAccess, Broker, Certs, control_at};
+use edge_agent_tests::broker::{certs_and_broker, control_at};
 use edge_agent_tests::{SIGKILL, Scratch, wait_for};
 use serde_json::{Map, Value, json};
 use tokio::sync::{oneshot, watch};
@@ -187,13 +187,7 @@ async fn waiting_appends(producers: u64, run_for: Duration) {
 /// Fill the outbox, then start the uplink and time until it is empty.
 async fn drain(records: u64, inflight: u16) {
     let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::generate(&dir.path().join("certs"));
-    let broker = Broker::start(
-        &dir.path().join("broker"),
-        &certs,
-        false,
-        AgentAccess::Allowed,
-    );
+    let (certs, broker) = certs_and_broker(dir.path());
     let cfg = format!(
         "{}[uplink]\nurl = \"{}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\ninflight = {inflight}\n",
         base_config(dir.path(), "2 GiB"),
@@ -232,13 +226,7 @@ async fn drain(records: u64, inflight: u16) {
 /// broker over mTLS, no outbox.
 async fn raw_rumqttc(records: u64, inflight: u16) {
     let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::generate(&dir.path().join("certs"));
-    let broker = Broker::start(
-        &dir.path().join("broker"),
-        &certs,
-        false,
-        AgentAccess::Allowed,
-    );
+    let (certs, broker) = certs_and_broker(dir.path());
     let _ = rustls::crypto::ring::default_provider().install_default();
     let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
     let mut o = rumqttc::MqttOptions::new("raw-bench", "127.0.0.1", broker.tls_port);

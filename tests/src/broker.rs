@@ -561,6 +561,22 @@ impl Drop for Gate {
     }
 }
 
+/// The usual start of an uplink test: certificates under `dir/certs` and a
+/// broker under `dir/broker` that lets the agent in, without persistence.
+pub fn certs_and_broker(dir: &Path) -> (Certs, Broker) {
+    let certs = Certs::generate(&dir.join("certs"));
+    let broker = Broker::start(&dir.join("broker"), &certs, false, AgentAccess::Allowed);
+    (certs, broker)
+}
+
+impl Certs {
+    /// The `[uplink]` section for an agent that talks to `url` trusting the
+    /// test CA and presenting the good client certificate.
+    pub fn uplink_toml(&self, url: &str) -> String {
+        uplink_toml(url, &self.ca(), (&self.client_cert(), &self.client_key()))
+    }
+}
+
 /// The `[uplink]` section for an agent that talks to `url` with the test
 /// certificates (`ca` overrides the CA the agent trusts; `client` the
 /// certificate and key it presents).

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use edge_agent_tests::broker::{
-    AgentAccess, Broker, Certs, Gate, Subscriber, inject, uplink_toml, wait_stage, waiting_seqs,
+    Gate, Subscriber, certs_and_broker, inject, wait_stage, waiting_seqs,
 };
 use edge_agent_tests::{SIGTERM, Scratch, require_root, status_json};
 use serde_json::Value;
@@ -44,20 +44,10 @@ fn settled(s: &Scratch, appended: u64) -> Value {
 #[test]
 fn a_full_outbox_gives_up_metrics_then_events_then_alerts_and_keeps_critical_alerts() {
     let scratch = Scratch::new("");
-    let certs = Certs::generate(&scratch.path().join("certs"));
-    let broker = Broker::start(
-        &scratch.path().join("broker"),
-        &certs,
-        false,
-        AgentAccess::Allowed,
-    );
+    let (certs, broker) = certs_and_broker(scratch.path());
     // The link is down throughout, so nothing leaves but by giving up.
     let gate = Gate::new(broker.tls_port, false);
-    let toml = uplink_toml(
-        &gate.url(),
-        &certs.ca(),
-        (&certs.client_cert(), &certs.client_key()),
-    );
+    let toml = certs.uplink_toml(&gate.url());
     // 2 MiB file: 40 % for records, about 200 records of 2 KB (a page each).
     scratch.write_config(&format!("{toml}[outbox]\nmax_bytes = \"2 MiB\"\n"));
     let mut d = scratch.start();
@@ -209,19 +199,9 @@ impl Drop for Tmpfs {
 fn a_full_disk_is_reported_and_nothing_durable_is_lost() {
     require_root();
     let scratch = Scratch::new("");
-    let certs = Certs::generate(&scratch.path().join("certs"));
-    let broker = Broker::start(
-        &scratch.path().join("broker"),
-        &certs,
-        false,
-        AgentAccess::Allowed,
-    );
+    let (certs, broker) = certs_and_broker(scratch.path());
     let gate = Gate::new(broker.tls_port, false);
-    let toml = uplink_toml(
-        &gate.url(),
-        &certs.ca(),
-        (&certs.client_cert(), &certs.client_key()),
-    );
+    let toml = certs.uplink_toml(&gate.url());
     // The budget is larger than the disk: the disk fills first.
     scratch.write_config(&format!("{toml}[outbox]\nmax_bytes = \"64 MiB\"\n"));
     let _fs = Tmpfs::mount(&scratch.state_dir(), "3m");

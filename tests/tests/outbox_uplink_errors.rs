@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use edge_agent_tests::broker::{
-    AgentAccess, Broker, Certs, Subscriber, free_port, inject, stage, uplink_toml, wait_stage,
+    AgentAccess, Broker, Certs, Subscriber, certs_and_broker, free_port, inject, stage,
+    uplink_toml, wait_stage,
 };
 use edge_agent_tests::{Daemon, Scratch};
 use serde_json::Value;
@@ -66,13 +67,7 @@ fn assert_nothing_lost(scratch: &Scratch) {
 #[test]
 fn an_agent_that_does_not_trust_the_broker_says_so_backs_off_and_keeps_its_records() {
     let scratch = Scratch::new("");
-    let certs = Certs::generate(&scratch.path().join("certs"));
-    let broker = Broker::start(
-        &scratch.path().join("broker"),
-        &certs,
-        false,
-        AgentAccess::Allowed,
-    );
+    let (certs, broker) = certs_and_broker(scratch.path());
     let (d, st) = failing(
         &scratch,
         &broker.agent_url(),
@@ -100,13 +95,7 @@ fn an_agent_that_does_not_trust_the_broker_says_so_backs_off_and_keeps_its_recor
 #[test]
 fn a_client_certificate_the_broker_does_not_trust_is_reported_with_backoff() {
     let scratch = Scratch::new("");
-    let certs = Certs::generate(&scratch.path().join("certs"));
-    let broker = Broker::start(
-        &scratch.path().join("broker"),
-        &certs,
-        false,
-        AgentAccess::Allowed,
-    );
+    let (certs, broker) = certs_and_broker(scratch.path());
     scratch.write_config(&uplink_toml(
         &broker.agent_url(),
         &certs.ca(),
