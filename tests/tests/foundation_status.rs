@@ -197,6 +197,19 @@ fn status_without_a_daemon_and_with_a_broken_config_says_both() {
     assert!(text.contains(&s.socket().display().to_string()), "{text}");
 }
 
+/// `edge-agent status` run by nobody: exit 4 and PERMISSION DENIED.
+fn assert_status_refuses_the_stranger(s: &Scratch, agent: &std::path::Path) {
+    let config = s.config_path();
+    let out = Unprivileged::STRANGER.run(agent, &["status", "--config", config.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_PERMISSION_DENIED),
+        "{}",
+        both(&out)
+    );
+    assert!(stdout(&out).contains("PERMISSION DENIED"), "{}", both(&out));
+}
+
 #[test]
 fn a_stranger_is_refused_by_the_socket_file_mode() {
     require_root();
@@ -206,15 +219,7 @@ fn a_stranger_is_refused_by_the_socket_file_mode() {
     let mode = std::fs::metadata(s.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode");
 
-    let config = s.config_path();
-    let out = Unprivileged::STRANGER.run(&agent, &["status", "--config", config.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(EXIT_PERMISSION_DENIED),
-        "{}",
-        both(&out)
-    );
-    assert!(stdout(&out).contains("PERMISSION DENIED"), "{}", both(&out));
+    assert_status_refuses_the_stranger(&s, &agent);
     let probe = Unprivileged::STRANGER.run(&probe, &[s.socket().to_str().unwrap(), "status"]);
     assert!(
         String::from_utf8_lossy(&probe.stderr).contains("Permission denied"),
@@ -238,15 +243,7 @@ fn a_stranger_who_reaches_the_socket_is_refused_by_the_daemon_with_permission_de
     assert_eq!(line["ok"], false, "{line}");
     assert_eq!(line["error"]["code"], "permission_denied", "{line}");
 
-    let config = s.config_path();
-    let out = Unprivileged::STRANGER.run(&agent, &["status", "--config", config.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(EXIT_PERMISSION_DENIED),
-        "{}",
-        both(&out)
-    );
-    assert!(stdout(&out).contains("PERMISSION DENIED"), "{}", both(&out));
+    assert_status_refuses_the_stranger(&s, &agent);
     assert!(
         d.log().contains("refused a peer") && d.log().contains("uid=65534"),
         "the daemon logs whom it refused: {}",
