@@ -320,6 +320,13 @@ fn start_producers(ctx: &StageContext, shutdown: CancellationToken) -> Vec<Stage
     let (events_tx, events_rx) =
         tokio::sync::mpsc::channel::<crate::event::Event>(EVENT_CHANNEL_CAPACITY);
     let sensor = ctx.board.register("sensor");
+    sensor.key_details(&[
+        "probes_missing",
+        "lost_total",
+        "kills_total",
+        "last_kill",
+        "decode_errors_total",
+    ]);
     vec![
         spawn_stage(
             "sensor",

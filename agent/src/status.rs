@@ -63,6 +63,11 @@ pub struct StageStatus {
     /// Key numbers, in the order the stage set them. Names are stable
     /// (`snake_case`), values are JSON scalars or small objects.
     pub details: Map<String, Value>,
+    /// The details a technician acts on (records given up, events lost):
+    /// `edge-agent status` shows them without `--verbose` whenever they say
+    /// something (non-zero, true, non-empty).
+    #[serde(default)]
+    pub key_details: Vec<String>,
     pub last_error: Option<ErrorNote>,
 }
 
@@ -73,6 +78,7 @@ impl StageStatus {
             since: unix_now(),
             summary: String::new(),
             details: Map::new(),
+            key_details: Vec::new(),
             last_error: None,
         }
     }
@@ -210,6 +216,14 @@ impl StatusReporter {
         let value = value.into();
         self.tx.send_modify(|s| {
             s.details.insert(key.to_string(), value);
+        });
+    }
+
+    /// Name the details `status` shows on its one screen when they say
+    /// something ([`StageStatus::key_details`]).
+    pub fn key_details(&self, names: &[&str]) {
+        self.tx.send_modify(|s| {
+            s.key_details = names.iter().map(|n| (*n).to_string()).collect();
         });
     }
 

@@ -2,6 +2,7 @@
 //! config, and for callers the control socket must refuse or let in.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use edge_agent_tests::foundation::{Unprivileged, both, share_with_nobody};
 use edge_agent_tests::{Scratch, require_root, status_json};
@@ -300,9 +301,31 @@ fn status_piped_into_a_reader_that_leaves_early_ends_quietly() {
 
 #[test]
 fn status_fits_a_screen_and_verbose_lists_every_number() {
-    let s = Scratch::new("");
+    // A broker that is not there: the uplink's error code is a key detail
+    // (shown on the one screen while it says something).
+    let port = edge_agent_tests::broker::free_port();
+    let s = Scratch::new(&format!(
+        "[uplink]\nurl = \"mqtt://127.0.0.1:{port}\"\ninsecure_plaintext = true\n"
+    ));
     let _d = s.start();
+    let failed = edge_agent_tests::wait_for(Duration::from_secs(10), || {
+        status_json(&s)["stages"]["uplink"]["details"]["last_error_code"]
+            .as_str()
+            .map(str::to_string)
+    });
+    let code = failed.expect("the uplink reports why it cannot connect");
+    let doc = status_json(&s);
+    assert!(
+        doc["stages"]["uplink"]["key_details"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|n| n == "last_error_code")),
+        "the stage names its key details: {doc}"
+    );
     let short = stdout(&s.cli(&["status"]));
+    assert!(
+        short.contains(&format!("      last_error_code: {code}")),
+        "{short}"
+    );
     let long = stdout(&s.cli(&["status", "--verbose"]));
     // The outbox reports its file size as a detail: only the long form has it.
     assert!(long.contains("      file_bytes: "), "{long}");

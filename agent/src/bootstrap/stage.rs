@@ -27,6 +27,7 @@ use super::{ApplyOptions, Assessment, BootstrapError, Force, Target};
 /// Start the stage.
 pub fn spawn(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
     let status = ctx.board.register("bootstrap");
+    status.key_details(&["drift", "pending"]);
     let fut = run(ctx.clone(), status.clone(), shutdown);
     spawn_stage("bootstrap", status, fut)
 }

@@ -355,11 +355,16 @@ fn render_stages(out: &mut String, stages: &Value, detail: Detail) {
             state.to_uppercase(),
             str_of(&s["summary"])
         );
+        let key = |k: &str| {
+            s["key_details"]
+                .as_array()
+                .is_some_and(|keys| keys.iter().any(|n| n == k))
+        };
         if let Some(details) = s["details"].as_object() {
             for (k, v) in details {
                 let shown = match detail {
                     Detail::All => Some(v.clone()),
-                    Detail::Summary if KEY_DETAILS.contains(&k.as_str()) => notable(v),
+                    Detail::Summary if key(k) => notable(v),
                     Detail::Summary => None,
                 };
                 match shown {
@@ -389,38 +394,6 @@ fn render_stages(out: &mut String, stages: &Value, detail: Detail) {
         );
     }
 }
-
-/// The details the one-screen view shows, when they say something (see
-/// [`notable`]): what a technician acts on. Everything else is behind
-/// `--verbose`.
-const KEY_DETAILS: &[&str] = &[
-    // uplink
-    "last_publish_at",
-    "reconnects_total",
-    "last_error_code",
-    // outbox
-    "given_up_total_by_class",
-    "expired_total_by_class",
-    "disk_full",
-    // sensor
-    "probes_missing",
-    "lost_total",
-    "kills_total",
-    "last_kill",
-    "decode_errors_total",
-    // rules
-    "rules_failed",
-    "load_errors",
-    "alerts_last_hour",
-    "alerts_suppressed",
-    // metrics
-    "batches_refused_total",
-    "failing_collectors",
-    "stuck_mounts",
-    // bootstrap
-    "drift",
-    "pending",
-];
 
 /// `v` if it says something: a non-zero number, `true`, a non-empty string
 /// or list; an object keeps its notable entries. None otherwise.
@@ -504,9 +477,12 @@ mod tests {
         let stages = json!({
             "outbox": {"state": "running", "summary": "3 records waiting", "details": {
                 "records_waiting_by_class": {"alert": 3}, "file_bytes": 73728,
-                "given_up_total_by_class": {"critical_alert": 0, "metrics": 12}}},
-            "sensor": {"state": "running", "summary": "37 probes attached", "details": {"lost_total": 0, "probes_missing": []}},
-            "uplink": {"state": "running", "summary": "connected", "details": {"last_publish_at": 1_700_000_000, "reconnects_total": 2}},
+                "given_up_total_by_class": {"critical_alert": 0, "metrics": 12}},
+                "key_details": ["given_up_total_by_class"]},
+            "sensor": {"state": "running", "summary": "37 probes attached", "details": {"lost_total": 0, "probes_missing": []},
+                "key_details": ["lost_total", "probes_missing"]},
+            "uplink": {"state": "running", "summary": "connected", "details": {"last_publish_at": 1_700_000_000, "reconnects_total": 2, "connects_total": 3},
+                "key_details": ["last_publish_at", "reconnects_total"]},
         });
         let mut short = String::new();
         render_stages(&mut short, &stages, Detail::Summary);
@@ -529,6 +505,10 @@ mod tests {
             "{short}"
         );
         assert!(short.contains("      reconnects_total: 2"), "{short}");
+        assert!(
+            !short.contains("connects_total: 3"),
+            "not a key detail: {short}"
+        );
         assert!(
             short.contains("--verbose"),
             "says where the rest is: {short}"

@@ -70,6 +70,11 @@ pub enum MetricsError {
 /// Start the metrics stage (the daemon's one line).
 pub fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
     let status = ctx.board.register("metrics");
+    status.key_details(&[
+        "batches_refused_total",
+        "failing_collectors",
+        "stuck_mounts",
+    ]);
     spawn_stage(
         "metrics",
         status.clone(),

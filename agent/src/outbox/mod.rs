@@ -298,6 +298,7 @@ pub fn start(
     uplink_done: oneshot::Receiver<()>,
 ) -> (Outbox, Stage) {
     let status = ctx.board.register("outbox");
+    status.key_details(&KEY_DETAILS);
     let config = ctx.config.borrow().clone();
     let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (summary_tx, summary_rx) = watch::channel(Summary::default());
@@ -383,6 +384,13 @@ async fn run(
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     Ok(())
 }
+
+/// What `status` shows without `--verbose` when it says something.
+const KEY_DETAILS: [&str; 3] = [
+    "given_up_total_by_class",
+    "expired_total_by_class",
+    "disk_full",
+];
 
 /// Most records `test-report` makes in one call.
 const MAX_TEST_RECORDS: u64 = 100_000;
@@ -504,6 +512,7 @@ pub fn offline_status(config: &AgentConfig) -> Option<Value> {
                     "file_bytes": file_bytes,
                     "next_seq": l.next_seq,
                 },
+                "key_details": KEY_DETAILS,
                 "last_error": null,
             })
         }

@@ -92,6 +92,12 @@ fn start_with(
     timers: Timers,
 ) -> Stage {
     let status = ctx.board.register("rules");
+    status.key_details(&[
+        "rules_failed",
+        "load_errors",
+        "alerts_last_hour",
+        "alerts_suppressed",
+    ]);
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_CAPACITY);
     ctx.router.register("rules.list", move |_| {
         let ctl_tx = ctl_tx.clone();

@@ -104,6 +104,7 @@ pub fn start(
     done: oneshot::Sender<()>,
 ) -> Stage {
     let status = ctx.board.register("uplink");
+    status.key_details(&["last_publish_at", "reconnects_total", "last_error_code"]);
     let config = ctx.config.clone();
     let reporter = status.clone();
     spawn_stage("uplink", status, async move {
