@@ -57,6 +57,8 @@ pub struct Kernel {
     /// kernel's `ea_exclude_cgroups` for it.
     exclude_cgroups: Vec<String>,
     cgroup_ids: BTreeSet<u64>,
+    /// Where those paths are looked up (found once, at load).
+    cgroup_root: Option<PathBuf>,
 }
 
 /// `ea_exclude_cgroups` holds at most this many ids.
@@ -270,6 +272,7 @@ impl Kernel {
             links: Vec::new(),
             exclude_cgroups: Vec::new(),
             cgroup_ids: BTreeSet::new(),
+            cgroup_root: cgroup2_root(),
         };
         {
             let mut own: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
@@ -378,6 +381,11 @@ impl Kernel {
         let f = KernelFilters::from_config(config);
         sync_set(&mut self.bpf, "ea_exclude_comms", &f.comms)?;
         self.exclude_cgroups = config.exclude_cgroups.clone();
+        if !self.exclude_cgroups.is_empty() && self.cgroup_root.is_none() {
+            warn!(
+                "sensor.exclude_cgroups is set but this host has no cgroup v2 hierarchy mounted; nothing is excluded by cgroup"
+            );
+        }
         self.refresh_cgroups()?;
         for (name, keys) in [
             ("ea_open_prefixes", &f.open_prefixes),
@@ -431,12 +439,11 @@ impl Kernel {
     /// below the `exclude_cgroups` entries (containers and services come and
     /// go). Cheap when nothing is excluded or nothing changed.
     pub fn refresh_cgroups(&mut self) -> Result<(), SensorError> {
-        let ids = if self.exclude_cgroups.is_empty() {
-            BTreeSet::new()
-        } else {
-            cgroup2_root()
-                .map(|root| cgroup_ids(&root, &self.exclude_cgroups, MAX_EXCLUDED_CGROUPS))
-                .unwrap_or_default()
+        let ids = match &self.cgroup_root {
+            Some(root) if !self.exclude_cgroups.is_empty() => {
+                cgroup_ids(root, &self.exclude_cgroups, MAX_EXCLUDED_CGROUPS)
+            }
+            _ => BTreeSet::new(),
         };
         if ids != self.cgroup_ids {
             let want: Vec<u64> = ids.iter().copied().collect();
