@@ -1004,3 +1004,22 @@ fn processes_in_an_excluded_cgroup_and_below_it_never_reach_user_space() {
     );
     drop(nested);
 }
+
+#[test]
+fn sensor_watch_asked_while_the_sensor_still_loads_waits_for_it() {
+    require_root();
+    // `start` returns as soon as the control socket answers; the sensor then
+    // still needs a few hundred milliseconds to load. A `sensor watch` in
+    // that window is held until the stage has registered it, not refused.
+    let s = sensor_scratch("");
+    let _d = s.start();
+    let loading = status_json(&s)["stages"]["sensor"]["state"] == "starting";
+    let mut w = Watch::start(&s);
+    let dir = real(&s.path().to_string_lossy());
+    let target = format!("{dir}/watched-after-start");
+    std::fs::write(&target, b"x").unwrap();
+    w.expect("the write made after the early watch started", |e| {
+        str_at(e, "fd.name") == Some(target.as_str())
+    });
+    eprintln!("the sensor was still loading when the watch was asked: {loading}");
+}
