@@ -7,10 +7,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use edge_agent_tests::bootstrap::{Node, agent_section};
+use edge_agent_tests::broker::{certs_and_broker, wait_stage};
+use edge_agent_tests::foundation::repo_root;
 use edge_agent_tests::metrics::{
     KubeletLookalike, NodeExporter, ReadyzLookalike, SeriesKey, TestPki, http_get, metrics_addr,
     metrics_detail, parse_exposition, promtool_check, rss_kib, wait_collections,
 };
+use edge_agent_tests::sensor::start_with_sensor;
 use edge_agent_tests::{Scratch, status_json, wait_for};
 
 fn scrape(addr: &str) -> BTreeMap<SeriesKey, f64> {
@@ -35,20 +39,11 @@ fn one(m: &BTreeMap<SeriesKey, f64>, name: &str, labels: &[(&str, &str)]) -> Opt
         .map(|(_, v)| v)
 }
 
-#[test]
-fn the_endpoint_serves_what_promtool_check_metrics_accepts() {
-    let s = Scratch::new("[metrics]\nlisten = \"127.0.0.1:0\"\ninterval = \"1h\"\n");
-    let _d = s.start();
-    let addr = metrics_addr(&s);
-    let (code, body) = http_get(&addr, "/metrics").unwrap();
-    assert_eq!(code, 200);
-    assert!(
-        body.contains("# TYPE node_cpu_seconds_total counter"),
-        "{body}"
-    );
-    let (rc, said) = promtool_check(&body);
-    // promtool's only complaint may be the camelCase of node_memory_* names,
-    // which node_exporter itself has (dashboards depend on them, so they stay).
+/// `promtool check metrics` on `body`: its only complaint may be the
+/// camelCase of node_memory_* names, which node_exporter itself has
+/// (dashboards depend on them, so they stay).
+fn assert_promtool_accepts(body: &str) {
+    let (rc, said) = promtool_check(body);
     let problems: Vec<&str> = said
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -61,6 +56,20 @@ fn the_endpoint_serves_what_promtool_check_metrics_accepts() {
         problems.is_empty() && (rc == 0 || rc == 3),
         "promtool exit {rc}:\n{said}"
     );
+}
+
+#[test]
+fn the_endpoint_serves_what_promtool_check_metrics_accepts() {
+    let s = Scratch::new("[metrics]\nlisten = \"127.0.0.1:0\"\ninterval = \"1h\"\n");
+    let _d = s.start();
+    let addr = metrics_addr(&s);
+    let (code, body) = http_get(&addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("# TYPE node_cpu_seconds_total counter"),
+        "{body}"
+    );
+    assert_promtool_accepts(&body);
     // The same lint on node_exporter's own output, for the record: the
     // exceptions above are node_exporter's names, not new ones.
     let ne = NodeExporter::start(&[]);
@@ -75,6 +84,70 @@ fn the_endpoint_serves_what_promtool_check_metrics_accepts() {
     // Other paths and methods.
     assert_eq!(http_get(&addr, "/nope").unwrap().0, 404);
     assert_eq!(http_get(&addr, "/").unwrap().0, 200);
+}
+
+/// Every stage publishes its status numbers as metrics, so the lint must
+/// see them all: the sensor (root), the rules with the shipped set, the
+/// bootstrap on a scratch root, the uplink connected to a real broker.
+#[test]
+fn with_every_stage_on_the_endpoint_passes_promtool() {
+    edge_agent_tests::require_root();
+    let bootstrap =
+        agent_section("enabled = true\ninterval = \"1s\"\nk3s_version = \"v1.31.6+k3s1\"\n");
+    let node = Node::new(&bootstrap, "");
+    node.token();
+    let (certs, broker) = certs_and_broker(node.scratch.path());
+    let rules = repo_root().join("configs/rules/*.yaml");
+    node.scratch.write_config(&format!(
+        "[bootstrap]\nroot = \"{}\"\n{}\n[sensor]\nenabled = true\n\n[rules]\nfiles = [\"{}\"]\n\n[metrics]\nlisten = \"127.0.0.1:0\"\ninterval = \"1s\"\n\n{}",
+        node.root().display(),
+        bootstrap,
+        rules.display(),
+        certs.uplink_toml(&broker.agent_url()),
+    ));
+    let d = start_with_sensor(&node.scratch);
+    let addr = metrics_addr(&node.scratch);
+    // Every stage up and reporting before the lint reads its numbers.
+    for stage in [
+        "sensor",
+        "rules",
+        "metrics",
+        "bootstrap",
+        "outbox",
+        "uplink",
+    ] {
+        let st = wait_stage(&node.scratch, stage, Duration::from_secs(30), |s| {
+            s["state"] == "running" || s["state"] == "degraded"
+        });
+        assert!(
+            st["details"].as_object().is_some_and(|d| !d.is_empty()),
+            "{stage}: {st:#}\n{}",
+            d.log()
+        );
+    }
+    wait_collections(&node.scratch, 2, Duration::from_secs(30));
+    let (code, body) = http_get(&addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for family in [
+        "edge_agent_sensor_",
+        "edge_agent_rules_",
+        "edge_agent_bootstrap_",
+        "edge_agent_outbox_",
+        "edge_agent_uplink_",
+    ] {
+        assert!(body.contains(family), "no {family}* series:\n{body}");
+    }
+    // The sensor's two offenders, in base units: a counter per event type
+    // (Prometheus derives rates) and seconds.
+    assert!(
+        body.contains("# TYPE edge_agent_sensor_events_total counter"),
+        "{body}"
+    );
+    assert!(
+        body.contains("edge_agent_sensor_startup_seconds "),
+        "{body}"
+    );
+    assert_promtool_accepts(&body);
 }
 
 #[test]

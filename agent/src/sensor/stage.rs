@@ -333,15 +333,17 @@ impl Stage {
     fn publish(&mut self) {
         let secs = self.last_tick.elapsed().as_secs_f64().max(0.001);
         self.last_tick = Instant::now();
-        let mut rates = Map::new();
+        // The rate is for the status line; metrics get counters (Prometheus
+        // derives rates itself, and a gauge of a rate loses what happened
+        // between two scrapes).
+        let mut by_type = Map::new();
         let mut total_rate = 0.0;
         for ty in EventType::ALL {
             let i = ty.index();
             let d = self.per_type[i] - self.per_type_at_tick[i];
-            if d > 0 {
-                let r = (d as f64 / secs * 10.0).round() / 10.0;
-                total_rate += r;
-                rates.insert(ty.as_str().into(), r.into());
+            total_rate += d as f64 / secs;
+            if self.per_type[i] > 0 {
+                by_type.insert(ty.as_str().into(), self.per_type[i].into());
             }
         }
         self.per_type_at_tick = self.per_type;
@@ -353,7 +355,6 @@ impl Stage {
         let lost = counters[Counter::Lost as usize].max(self.lost_seen);
         let probes = &self.sensor.probes;
         let e = &self.sensor.enricher;
-        let total: u64 = self.per_type.iter().sum();
         let excluded_cgroups = self.sensor.excluded_cgroups();
         // Names follow the status -> metrics mapping (metrics/agent.rs):
         // counters end in `_total`, labelled families in `_by_<label>`.
@@ -367,12 +368,9 @@ impl Stage {
                     .map(|(n, _)| Value::from(*n))
                     .collect(),
             );
-            d.insert(
-                "events_per_sec".into(),
-                ((total_rate * 10.0).round() / 10.0).into(),
-            );
-            d.insert("events_per_sec_by_type".into(), Value::Object(rates));
-            d.insert("events_total".into(), total.into());
+            // One counter family, `edge_agent_sensor_events_total{type}`;
+            // a scalar `events_total` beside it would take that name.
+            d.insert("events_total_by_type".into(), Value::Object(by_type));
             d.insert("lost_total".into(), lost.into());
             d.insert(
                 "kernel_events_total_by_outcome".into(),
@@ -389,9 +387,10 @@ impl Stage {
             d.insert("containers_known".into(), e.containers.known().into());
             d.insert("kills_total".into(), self.kills.into());
             d.insert("last_kill".into(), self.last_kill.clone());
+            // Seconds, to the millisecond (Prometheus wants base units).
             d.insert(
-                "startup_ms".into(),
-                (self.sensor.startup.as_millis() as u64).into(),
+                "startup_seconds".into(),
+                (self.sensor.startup.as_millis() as f64 / 1000.0).into(),
             );
         });
         let summary = format!(
