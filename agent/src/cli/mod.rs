@@ -6,6 +6,7 @@
 
 mod bootstrap;
 mod config_cmd;
+mod fleet;
 mod outbox_cmd;
 mod rules;
 mod run;
@@ -115,6 +116,9 @@ pub enum Command {
     /// The eBPF sensor.
     #[command(subcommand)]
     Sensor(SensorCommand),
+    /// Operator commands for the fleet's broker (keys, signed config bundles); --config names the operator's ops.toml.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Print the version and build target.
     Version,
 }
@@ -222,6 +226,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Sensor(SensorCommand::Watch { json, local }) => {
             block_on(sensor::watch(&cli.config, json, local))
         }
+        Command::Fleet(cmd) => fleet::run(&cli.config, cmd),
         Command::Version => {
             version::print();
             Ok(Exit::Ok)

@@ -37,12 +37,25 @@ impl NodeConfig {
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         check_topic_level("node.id", &self.id, problems);
+        if RESERVED_NODE_IDS.contains(&self.id.as_str()) {
+            problems.push(Problem::new(
+                "node.id",
+                format!(
+                    "\"{}\" is reserved: edge/<fleet>/all/config and edge/<fleet>/group/... are the fleet's and the groups' config topics; choose another id",
+                    self.id
+                ),
+            ));
+        }
         check_topic_level("node.fleet", &self.fleet, problems);
         for (i, g) in self.groups.iter().enumerate() {
             check_topic_level(&format!("node.groups[{i}]"), g, problems);
         }
     }
 }
+
+/// Node ids that would collide with the fleet-wide config topics
+/// (`edge/<fleet>/all/config`, `edge/<fleet>/group/<group>/config`).
+pub const RESERVED_NODE_IDS: [&str; 2] = ["all", "group"];
 
 /// `/etc/machine-id` when it holds an id, else the hostname, else "unknown".
 pub fn default_node_id() -> String {

@@ -31,7 +31,7 @@ pub use self::bootstrap::{
 };
 pub use self::core::{
     CONTROL_SOCKET_NAME, ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig,
-    SYSTEM_RUNTIME_DIR, SYSTEM_STATE_DIR,
+    RESERVED_NODE_IDS, SYSTEM_RUNTIME_DIR, SYSTEM_STATE_DIR,
 };
 pub use self::metrics::MetricsConfig;
 pub use self::outbox::OutboxConfig;
@@ -319,6 +319,17 @@ mod tests {
             e.contains("agent.toml: node.fleet: must not be empty"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn node_ids_all_and_group_are_reserved_for_fleet_topics() {
+        for id in ["all", "group"] {
+            let e = err(&format!("[node]\nid = \"{id}\"\n"));
+            assert!(
+                e.contains("agent.toml: node.id:") && e.contains("reserved"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

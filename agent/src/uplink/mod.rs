@@ -24,7 +24,7 @@ mod backoff;
 mod driver;
 mod failure;
 mod session;
-mod tls;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 pub use self::backoff::Backoff;
-pub use self::failure::Failure;
+pub use self::failure::{Failure, describe as describe_failure};
 pub use self::session::{FetchRequest, Session, SessionError, Slot};
 
 use crate::config::{AgentConfig, BrokerAddress};
@@ -63,7 +63,7 @@ const CONNECT_TIMEOUT_SECS: u64 = 10;
 
 /// The largest packet either way: a record of the outbox's largest size
 /// plus topic and header.
-const MAX_PACKET_BYTES: usize = crate::outbox::store::MAX_RECORD_BYTES + 4096;
+pub const MAX_PACKET_BYTES: usize = crate::outbox::store::MAX_RECORD_BYTES + 4096;
 
 /// At shutdown: how long to wait for PUBACKs of what is in flight (so
 /// those records are not sent twice), and for the offline state message.
