@@ -2,8 +2,10 @@
 //!
 //! Owns signals (only here), sd_notify (READY, STATUS, WATCHDOG, STOPPING),
 //! config reloads and the order of shutdown. Stages are tasks joined by
-//! bounded channels; each gets its config, its inputs and outputs, and a
-//! cancellation token, and runs until the token fires.
+//! bounded channels, each started through the contract in [`crate::stage`];
+//! the daemon decides only their order and wiring ([`start_sinks`],
+//! [`start_producers`]): which channel goes to whom, and which cancellation
+//! token stops which group.
 //!
 //! Shutdown happens in two phases so nothing in flight is lost: first the
 //! producers (sensor, rules, metrics, bootstrap, control socket) are
@@ -11,7 +13,6 @@
 //! every report the producers made, are cancelled and flush. The whole of it
 //! is bounded by [`SHUTDOWN_GRACE`].
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,15 +20,16 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{AgentConfig, ConfigError, LoadedConfig};
 use crate::control::{self, ControlError, Reply, Router};
 use crate::logging::LogHandle;
-use crate::report::{self, DropCounters, ReportSender};
-use crate::status::{StageState, StatusBoard, StatusReporter, dir_bytes, unix_now};
+use crate::outbox::Outbox;
+use crate::report::{self, DropCounters};
+use crate::stage::{Stage, StageContext};
+use crate::status::{StatusBoard, dir_bytes, unix_now};
 use crate::systemd::{Notifier, NotifyState};
 
 /// How long SIGTERM may take end to end. systemd's `TimeoutStopSec=` in the
@@ -79,46 +81,6 @@ pub enum DaemonError {
     },
     #[error("stages did not stop in the time their shutdown phase allows (producers {}s, all {}s) and were aborted: {}", PRODUCER_GRACE.as_secs(), SHUTDOWN_GRACE.as_secs(), .0.join(", "))]
     ShutdownTimeout(Vec<&'static str>),
-}
-
-/// Everything a stage is handed when it starts.
-#[derive(Clone)]
-pub struct StageContext {
-    /// The current config; a reload sends a new value. A stage applies what
-    /// it can live and logs what needs a restart.
-    pub config: watch::Receiver<Arc<AgentConfig>>,
-    pub board: StatusBoard,
-    pub router: Router,
-    /// Where reports for the fleet go (the outbox's input).
-    pub reports: ReportSender,
-}
-
-/// A running stage.
-pub struct Stage {
-    pub name: &'static str,
-    pub task: JoinHandle<()>,
-}
-
-/// Spawn `fut` as stage `name`: its error, if any, is logged and shown in status.
-pub fn spawn_stage<F, E>(name: &'static str, status: StatusReporter, fut: F) -> Stage
-where
-    F: Future<Output = Result<(), E>> + Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-{
-    let task = tokio::spawn(async move {
-        match fut.await {
-            Ok(()) => {
-                if status.current().state != StageState::Disabled {
-                    status.set_state(StageState::Stopped, "stopped");
-                }
-            }
-            Err(e) => {
-                error!(stage = name, error = %e, "stage stopped with an error");
-                status.fail(e.to_string());
-            }
-        }
-    });
-    Stage { name, task }
 }
 
 /// What the daemon knows about itself, for `status`.
@@ -194,7 +156,7 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
         router: router.clone(),
         reports: reports.clone(),
     };
-    let sinks = start_sinks(&ctx, reports_rx, shutdown.clone());
+    let sinks = start_sinks(&ctx, reports_rx, shutdown.clone()).into_stages();
     let producers = start_producers(&ctx, producers_shutdown.clone());
     // The daemon's own sender must not keep the outbox input open at shutdown.
     drop(reports);
@@ -288,24 +250,65 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     }
 }
 
-/// The stages that consume reports: the outbox and the uplink. The outbox
-/// closes its file only after the uplink has handed back its last
-/// acknowledgements (`uplink_done`).
+/// The stages that consume reports: the outbox and, draining it, the
+/// uplink. The outbox closes its file only after the uplink has handed back
+/// its last acknowledgements.
 ///
-/// When `shutdown` fires, the producers have already stopped; the outbox
-/// then drains what is queued (`try_recv` until empty) and commits. It must
-/// not wait for the channel to close: stages that report themselves (the
-/// uplink's config results) hold senders until they end too.
-fn start_sinks(
+/// When their shutdown token fires, the producers have already stopped; the
+/// outbox then drains what is queued (`try_recv` until empty) and commits.
+/// It must not wait for the channel to close: stages that report themselves
+/// (the uplink's config results) hold senders until they end too.
+///
+/// The daemon starts both at once ([`start_sinks`]); the outbox bench fills
+/// the outbox first and starts the uplink later, through the same calls.
+pub struct Sinks {
+    /// The outbox, for whoever reads or drains it.
+    pub outbox: Outbox,
+    stages: Vec<Stage>,
+    /// Dropped by the uplink when it has stopped; held here until it starts.
+    uplink_done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Sinks {
+    /// Start the outbox on `reports` (the receiving end of `ctx.reports`).
+    pub fn start_outbox(
+        ctx: &StageContext,
+        reports: tokio::sync::mpsc::Receiver<report::Report>,
+        shutdown: CancellationToken,
+    ) -> Sinks {
+        let (uplink_done, uplink_stopped) = tokio::sync::oneshot::channel();
+        let (outbox, stage) = crate::outbox::start(ctx, reports, shutdown, uplink_stopped);
+        Sinks {
+            outbox,
+            stages: vec![stage],
+            uplink_done: Some(uplink_done),
+        }
+    }
+
+    /// Start the uplink, draining the outbox. Once only.
+    pub fn start_uplink(&mut self, ctx: &StageContext, shutdown: CancellationToken) {
+        let done = self.uplink_done.take().expect("the uplink is started once");
+        let uplink = crate::uplink::start(ctx, self.outbox.clone(), shutdown, done);
+        // The uplink stops first: the outbox waits for its acknowledgements.
+        self.stages.insert(0, uplink);
+    }
+
+    /// The running stages, in the order to join them. Without an uplink,
+    /// the outbox closes its file at shutdown without waiting for one.
+    pub fn into_stages(self) -> Vec<Stage> {
+        self.stages
+    }
+}
+
+/// The outbox and the uplink, as the daemon runs them.
+pub fn start_sinks(
     ctx: &StageContext,
-    reports_rx: tokio::sync::mpsc::Receiver<report::Report>,
+    reports: tokio::sync::mpsc::Receiver<report::Report>,
     shutdown: CancellationToken,
-) -> Vec<Stage> {
-    let (uplink_done, uplink_stopped) = tokio::sync::oneshot::channel();
-    let (outbox, outbox_stage) =
-        crate::outbox::start(ctx, reports_rx, shutdown.clone(), uplink_stopped);
-    let uplink_stage = crate::uplink::start(ctx, outbox, shutdown, uplink_done);
-    vec![uplink_stage, outbox_stage]
+) -> Sinks {
+    let mut sinks = Sinks::start_outbox(ctx, reports, shutdown.clone());
+    sinks.start_uplink(ctx, shutdown);
+    sinks
 }
 
 /// Decoded events between the sensor and the rules engine. At a burst of
@@ -314,28 +317,16 @@ fn start_sinks(
 /// which the sensor counts as dropped events.
 pub const EVENT_CHANNEL_CAPACITY: usize = 8192;
 
-/// The stages that produce reports: sensor, rules, metrics, bootstrap.
-fn start_producers(ctx: &StageContext, shutdown: CancellationToken) -> Vec<Stage> {
-    // The sensor sends on `events_tx`; the rules engine reads `events_rx`.
+/// The stages that produce reports: sensor, rules, metrics, bootstrap. The
+/// sensor's events go to the rules engine.
+pub fn start_producers(ctx: &StageContext, shutdown: CancellationToken) -> Vec<Stage> {
     let (events_tx, events_rx) =
         tokio::sync::mpsc::channel::<crate::event::Event>(EVENT_CHANNEL_CAPACITY);
-    let sensor = ctx.board.register("sensor");
-    sensor.key_details(&[
-        "probes_missing",
-        "lost_total",
-        "kills_total",
-        "last_kill",
-        "decode_errors_total",
-    ]);
     vec![
-        spawn_stage(
-            "sensor",
-            sensor.clone(),
-            crate::sensor::run(ctx.clone(), sensor, events_tx, shutdown.clone()),
-        ),
-        crate::bootstrap::spawn(ctx, shutdown.clone()),
+        crate::sensor::start(ctx, events_tx, shutdown.clone()),
+        crate::bootstrap::start(ctx, shutdown.clone()),
         crate::metrics::start(ctx, shutdown.clone()),
-        crate::rules::start(ctx, events_rx, shutdown.clone()),
+        crate::rules::start(ctx, events_rx, shutdown),
     ]
 }
 

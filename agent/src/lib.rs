@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod report;
 pub mod rules;
 pub mod sensor;
+pub mod stage;
 pub mod status;
 pub mod systemd;
 pub mod uplink;

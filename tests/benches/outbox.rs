@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 
 use edge_agent::config::AgentConfig;
 use edge_agent::control::Router;
-use edge_agent::daemon::StageContext;
+use edge_agent::daemon::Sinks;
 use edge_agent::outbox::{self, Outbox};
 use edge_agent::report::{self, Report};
+use edge_agent::stage::StageContext;
 use edge_agent::status::StatusBoard;
 use edge_agent_tests::broker::{certs_and_broker, control_at};
 use edge_agent_tests::{SIGKILL, Scratch, wait_for};
 use serde_json::{Map, Value, json};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Payload filler that makes a record of about 512 bytes as published
@@ -42,13 +43,13 @@ fn report(i: u64) -> Report {
 struct Pipeline {
     ctx: StageContext,
     outbox: Outbox,
-    stages: Vec<edge_agent::daemon::Stage>,
+    sinks: Sinks,
     shutdown: CancellationToken,
-    uplink_done: Option<oneshot::Sender<()>>,
     _config: watch::Sender<Arc<AgentConfig>>,
 }
 
-/// The outbox stage in-process, as the daemon starts it.
+/// The outbox stage in-process, through the daemon's own wiring; the uplink
+/// joins later (`Sinks::start_uplink`).
 fn pipeline(config_text: &str, dir: &Path) -> Pipeline {
     let config = AgentConfig::from_toml(config_text, &dir.join("agent.toml")).expect("config");
     std::fs::create_dir_all(&config.paths.state_dir).unwrap();
@@ -61,14 +62,12 @@ fn pipeline(config_text: &str, dir: &Path) -> Pipeline {
         reports,
     };
     let shutdown = CancellationToken::new();
-    let (done_tx, done_rx) = oneshot::channel();
-    let (outbox, stage) = outbox::start(&ctx, reports_rx, shutdown.clone(), done_rx);
+    let sinks = Sinks::start_outbox(&ctx, reports_rx, shutdown.clone());
     Pipeline {
         ctx,
-        outbox,
-        stages: vec![stage],
+        outbox: sinks.outbox.clone(),
+        sinks,
         shutdown,
-        uplink_done: Some(done_tx),
         _config: config_tx,
     }
 }
@@ -99,10 +98,9 @@ impl Pipeline {
         }
     }
 
-    async fn stop(mut self) {
-        drop(self.uplink_done.take());
+    async fn stop(self) {
         self.shutdown.cancel();
-        for s in self.stages {
+        for s in self.sinks.into_stages() {
             let _ = s.task.await;
         }
     }
@@ -204,9 +202,7 @@ async fn drain(records: u64, inflight: u16) {
     p.wait(|s| s.appended_total >= records && s.total_records() >= records)
         .await;
     let started = Instant::now();
-    let done = p.uplink_done.take().unwrap();
-    let uplink = edge_agent::uplink::start(&p.ctx, p.outbox.clone(), p.shutdown.clone(), done);
-    p.stages.insert(0, uplink);
+    p.sinks.start_uplink(&p.ctx, p.shutdown.clone());
     p.wait(|s| s.total_records() == 0).await;
     let secs = started.elapsed().as_secs_f64();
     let d = p.details("uplink");

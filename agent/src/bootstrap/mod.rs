@@ -37,7 +37,7 @@ use std::path::{Component, Path, PathBuf};
 
 pub use self::apply::{ApplyOptions, ApplyReport, Force, apply, rollback};
 pub use self::k3s::{K3sInfo, K3sVersion};
-pub use self::stage::spawn;
+pub use self::stage::start;
 
 use crate::config::{AgentConfig, BootstrapConfig};
 

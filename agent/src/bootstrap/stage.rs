@@ -17,19 +17,22 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::daemon::{Stage, StageContext, spawn_stage};
 use crate::report::Report;
+use crate::stage::{self, Own, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter, unix_now};
 
 use super::preflight::Severity;
 use super::{ApplyOptions, Assessment, BootstrapError, Force, Target};
 
-/// Start the stage.
-pub fn spawn(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
-    let status = ctx.board.register("bootstrap");
-    status.key_details(&["drift", "pending"]);
-    let fut = run(ctx.clone(), status.clone(), shutdown);
-    spawn_stage("bootstrap", status, fut)
+/// The bootstrap stage.
+pub const STAGE: StageSpec = StageSpec {
+    name: "bootstrap",
+    key_details: &["drift", "pending"],
+};
+
+/// Start the bootstrap stage.
+pub fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
+    stage::start(ctx, &STAGE, |own| run(ctx.clone(), own, shutdown))
 }
 
 /// What the stage remembers between checks, so that news is sent once.
@@ -47,7 +50,7 @@ struct Check {
 
 async fn run(
     ctx: StageContext,
-    status: StatusReporter,
+    Own { status }: Own,
     shutdown: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
     let mut config_rx = ctx.config.clone();

@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::MetricsConfig;
-use crate::daemon::{Stage, StageContext, spawn_stage};
 use crate::report::Report;
+use crate::stage::{self, Own, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter};
 
 pub use batch::{Encoding, METRICS_SCHEMA, decode_families, payload};
@@ -67,19 +67,19 @@ pub enum MetricsError {
     Collector(String),
 }
 
-/// Start the metrics stage (the daemon's one line).
-pub fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
-    let status = ctx.board.register("metrics");
-    status.key_details(&[
+/// The metrics stage.
+pub const STAGE: StageSpec = StageSpec {
+    name: "metrics",
+    key_details: &[
         "batches_refused_total",
         "failing_collectors",
         "stuck_mounts",
-    ]);
-    spawn_stage(
-        "metrics",
-        status.clone(),
-        run(ctx.clone(), status, shutdown),
-    )
+    ],
+};
+
+/// Start the metrics stage.
+pub fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
+    stage::start(ctx, &STAGE, |own| run(ctx.clone(), own, shutdown))
 }
 
 /// `[metrics]` turned into what the stage runs with.
@@ -284,9 +284,9 @@ impl Collector {
 
 /// The stage: collect on a timer and on scrapes, queue batches, serve the
 /// endpoint, follow config reloads, stop on `shutdown`.
-pub async fn run(
+async fn run(
     ctx: StageContext,
-    status: StatusReporter,
+    Own { status }: Own,
     shutdown: CancellationToken,
 ) -> Result<(), MetricsError> {
     let mut config_rx = ctx.config.clone();

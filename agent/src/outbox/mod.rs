@@ -92,8 +92,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::control::{ControlError, Reply};
-use crate::daemon::{Stage, StageContext, spawn_stage};
 use crate::report::{Class, Report};
+use crate::stage::{self, Stage, StageContext, StageSpec};
 
 pub use store::{Cursors, Listing, RecordKey, StoredRecord, read_offline};
 pub use worker::{Command, Fetched, MAX_APPENDS_PER_COMMIT};
@@ -287,6 +287,12 @@ pub fn file_path(config: &AgentConfig) -> PathBuf {
     config.paths.state_dir.join(store::FILE_NAME)
 }
 
+/// The outbox stage.
+pub const STAGE: StageSpec = StageSpec {
+    name: "outbox",
+    key_details: &KEY_DETAILS,
+};
+
 /// Start the outbox: its thread, its stage (which feeds the thread from the
 /// report channel), and its control methods (`outbox`, `test-alert`,
 /// `test-report`). At shutdown the stage waits for `uplink_done` (the
@@ -297,8 +303,6 @@ pub fn start(
     shutdown: CancellationToken,
     uplink_done: oneshot::Receiver<()>,
 ) -> (Outbox, Stage) {
-    let status = ctx.board.register("outbox");
-    status.key_details(&KEY_DETAILS);
     let config = ctx.config.borrow().clone();
     let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (summary_tx, summary_rx) = watch::channel(Summary::default());
@@ -306,24 +310,21 @@ pub fn start(
         tx: tx.clone(),
         summary: summary_rx,
     };
-    let worker = worker::Worker::new(
-        file_path(&config),
-        config.node.id.clone(),
-        config.outbox.clone(),
-        status.clone(),
-        summary_tx,
-    );
-    let thread = std::thread::Builder::new()
-        .name("edge-agent-outbox".into())
-        .spawn(move || worker.run(rx))
-        .map_err(OutboxError::Thread);
-    register_methods(ctx, &outbox);
-    let stage_ctx = ctx.clone();
-    let stage = spawn_stage(
-        "outbox",
-        status,
-        run(stage_ctx, reports, tx, thread, shutdown, uplink_done),
-    );
+    let stage = stage::start(ctx, &STAGE, |own| {
+        let worker = worker::Worker::new(
+            file_path(&config),
+            config.node.id.clone(),
+            config.outbox.clone(),
+            own.status,
+            summary_tx,
+        );
+        let thread = std::thread::Builder::new()
+            .name("edge-agent-outbox".into())
+            .spawn(move || worker.run(rx))
+            .map_err(OutboxError::Thread);
+        register_methods(ctx, &outbox);
+        run(ctx.clone(), reports, tx, thread, shutdown, uplink_done)
+    });
     (outbox, stage)
 }
 

@@ -22,9 +22,9 @@ use tracing::{error, info, warn};
 
 use crate::config::AgentConfig;
 use crate::control::{ControlError, Reply};
-use crate::daemon::{Stage, StageContext, spawn_stage};
 use crate::event::Event;
 use crate::report::{Report, ReportSender};
+use crate::stage::{self, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter, unix_now};
 
 use super::engine::{Alert, Engine, Limits};
@@ -76,6 +76,17 @@ impl Default for Timers {
     }
 }
 
+/// The rules stage.
+pub const STAGE: StageSpec = StageSpec {
+    name: "rules",
+    key_details: &[
+        "rules_failed",
+        "load_errors",
+        "alerts_last_hour",
+        "alerts_suppressed",
+    ],
+};
+
 /// Start the rules stage on `events`.
 pub fn start(
     ctx: &StageContext,
@@ -91,14 +102,24 @@ fn start_with(
     shutdown: CancellationToken,
     timers: Timers,
 ) -> Stage {
-    let status = ctx.board.register("rules");
-    status.key_details(&[
-        "rules_failed",
-        "load_errors",
-        "alerts_last_hour",
-        "alerts_suppressed",
-    ]);
-    let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_CAPACITY);
+    stage::start(ctx, &STAGE, |own| {
+        let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_CAPACITY);
+        register_list(ctx, ctl_tx);
+        Task {
+            config: ctx.config.clone(),
+            reports: ctx.reports.clone(),
+            status: own.status,
+            events,
+            control: ctl_rx,
+            shutdown,
+            timers,
+        }
+        .run()
+    })
+}
+
+/// `rules.list`: asked of the running task, which owns the engine.
+fn register_list(ctx: &StageContext, ctl_tx: mpsc::Sender<ControlMsg>) {
     ctx.router.register("rules.list", move |_| {
         let ctl_tx = ctl_tx.clone();
         async move {
@@ -113,16 +134,6 @@ fn start_with(
             Ok(Reply::Value(v))
         }
     });
-    let task = Task {
-        config: ctx.config.clone(),
-        reports: ctx.reports.clone(),
-        status: status.clone(),
-        events,
-        control: ctl_rx,
-        shutdown,
-        timers,
-    };
-    spawn_stage("rules", status, task.run())
 }
 
 struct Task {

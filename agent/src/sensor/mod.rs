@@ -30,7 +30,7 @@ pub use alert::falco_time;
 pub use decode::{Decoded, Enricher};
 pub use loader::ProbeReport;
 pub use reader::Sensor;
-pub use stage::run;
+pub use stage::start;
 
 /// Why the sensor could not start (or stopped). Each has a stable
 /// [`SensorError::code`] for status and node events.

@@ -22,8 +22,8 @@ use super::decode::Decoded;
 use super::proctable::BootClock;
 use super::reader::{BATCH, Sensor};
 use crate::control::{ControlError, Reply};
-use crate::daemon::StageContext;
 use crate::event::{Event, EventType};
+use crate::stage::{self, Own, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter};
 
 /// How often status, counters and losses are refreshed.
@@ -44,10 +44,31 @@ const WATCH_CAPACITY: usize = 4096;
 /// Items between a watcher's forwarding task and the control socket.
 const WATCH_STREAM_CAPACITY: usize = 256;
 
-/// Run the sensor stage until `shutdown`, reporting through `status`.
-pub async fn run(
+/// The sensor stage.
+pub const STAGE: StageSpec = StageSpec {
+    name: "sensor",
+    key_details: &[
+        "probes_missing",
+        "lost_total",
+        "kills_total",
+        "last_kill",
+        "decode_errors_total",
+    ],
+};
+
+/// Start the sensor stage: its events go to `events` (the rules stage).
+pub fn start(
+    ctx: &StageContext,
+    events: mpsc::Sender<Event>,
+    shutdown: CancellationToken,
+) -> Stage {
+    stage::start(ctx, &STAGE, |own| run(ctx.clone(), own, events, shutdown))
+}
+
+/// Run the sensor stage until `shutdown`.
+async fn run(
     ctx: StageContext,
-    status: StatusReporter,
+    Own { status }: Own,
     events: mpsc::Sender<Event>,
     shutdown: CancellationToken,
 ) -> Result<(), SensorError> {
@@ -87,7 +108,7 @@ pub async fn run(
     }
     let (watch_tx, _) = broadcast::channel::<Arc<Event>>(WATCH_CAPACITY);
     register_watch(&ctx, watch_tx.clone());
-    let mut stage = Stage {
+    let mut stage = Running {
         sensor,
         status,
         ctx: ctx.clone(),
@@ -177,7 +198,7 @@ fn register_watch(ctx: &StageContext, watch: broadcast::Sender<Arc<Event>>) {
     });
 }
 
-struct Stage {
+struct Running {
     sensor: Sensor,
     status: StatusReporter,
     ctx: StageContext,
@@ -198,7 +219,7 @@ struct Stage {
     rules_gone: bool,
 }
 
-impl Stage {
+impl Running {
     async fn run(&mut self, shutdown: CancellationToken) -> Result<(), SensorError> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

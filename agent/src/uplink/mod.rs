@@ -45,9 +45,9 @@ pub use self::failure::{Failure, describe as describe_failure};
 pub use self::session::{FetchRequest, Session, SessionError, Slot};
 
 use crate::config::{AgentConfig, BrokerAddress};
-use crate::daemon::{Stage, StageContext, spawn_stage};
 use crate::outbox::{Fetched, Outbox, OutboxError, RecordKey, Summary, TryAck};
 use crate::report::Topic;
+use crate::stage::{self, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter, unix_now};
 
 /// Reconnect delays: the first within 0.5-1 s (a restarted broker is back
@@ -95,21 +95,24 @@ pub enum UplinkError {
     Url(String),
 }
 
-/// Start the uplink stage. `done` is dropped when it has stopped (after
-/// handing its last acknowledgements to the outbox).
+/// The uplink stage.
+pub const STAGE: StageSpec = StageSpec {
+    name: "uplink",
+    key_details: &["last_publish_at", "reconnects_total", "last_error_code"],
+};
+
+/// Start the uplink stage, draining `outbox`. `done` is dropped when it has
+/// stopped (after handing its last acknowledgements to the outbox).
 pub fn start(
     ctx: &StageContext,
     outbox: Outbox,
     shutdown: CancellationToken,
     done: oneshot::Sender<()>,
 ) -> Stage {
-    let status = ctx.board.register("uplink");
-    status.key_details(&["last_publish_at", "reconnects_total", "last_error_code"]);
     let config = ctx.config.clone();
-    let reporter = status.clone();
-    spawn_stage("uplink", status, async move {
+    stage::start(ctx, &STAGE, |own| async move {
         let _done = done;
-        run(config, outbox, reporter, shutdown).await
+        run(config, outbox, own.status, shutdown).await
     })
 }
 
