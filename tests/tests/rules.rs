@@ -70,7 +70,7 @@ fn rules_check_lists_every_error_with_file_line_and_column() {
         "{t}"
     );
     assert!(
-        t.contains(&format!("{}:3:", broken.display())) && t.contains("not valid YAML"),
+        t.contains(&format!("{}:2:14:", broken.display())) && t.contains("not valid YAML"),
         "{t}"
     );
     assert!(t.contains("1 of 3 rules loaded, 2 failed"), "{t}");
@@ -266,4 +266,102 @@ fn the_daemon_runs_the_rules_reports_them_in_status_and_refuses_a_broken_reload(
         (st["stages"]["rules"]["details"]["last_reload"]["ok"] == true).then_some(())
     })
     .unwrap_or_else(|| panic!("the fixed file was not reloaded: {}", status_json(&s)));
+}
+
+/// 10,000 nested `- `: 20 KB that overflowed the parser's stack (issue 13).
+fn nested_sequences(levels: usize) -> String {
+    "- ".repeat(levels) + "x\n"
+}
+
+#[test]
+fn rules_check_refuses_ten_thousand_nested_sequences_with_the_line_and_the_limit() {
+    let s = Scratch::new("");
+    let deep = s.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!("- list: fine\n  items: [a]\n{}", nested_sequences(10_000)),
+    )
+    .unwrap();
+    let out = s.cli(&["rules", "check", deep.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refused like any bad file, not a crash: {t}"
+    );
+    assert!(
+        t.contains(&format!("{}:3:", deep.display())) && t.contains("nest deeper than 64 levels"),
+        "the line and the limit: {t}"
+    );
+}
+
+#[test]
+fn a_deeply_nested_file_dropped_into_the_rules_directory_leaves_the_daemon_on_its_rules() {
+    let rules_dir = tempfile::tempdir().unwrap();
+    let shipped = edge_agent_tests::rules::repo_root().join("configs/rules/10-edge-rules.yaml");
+    std::fs::copy(&shipped, rules_dir.path().join("10-edge-rules.yaml")).unwrap();
+    let s = Scratch::new(&format!(
+        "[rules]\nfiles = [\"{}/*.yaml\"]\n",
+        rules_dir.path().display()
+    ));
+    let mut d = s.start();
+    wait_for(Duration::from_secs(20), || {
+        (status_json(&s)["stages"]["rules"]["details"]["rules_loaded"] == 16).then_some(())
+    })
+    .unwrap_or_else(|| panic!("rules never loaded: {}", status_json(&s)));
+
+    // Picked up from disk within 2 s, refused, and the daemon stays up.
+    std::fs::write(
+        rules_dir.path().join("90-deep.yaml"),
+        nested_sequences(10_000),
+    )
+    .unwrap();
+    let st = wait_for(Duration::from_secs(20), || {
+        let st = status_json(&s);
+        (st["stages"]["rules"]["details"]["last_reload"]["ok"] == false).then_some(st)
+    })
+    .unwrap_or_else(|| panic!("no refused reload: {}\nlog:\n{}", status_json(&s), d.log()));
+    let details = &st["stages"]["rules"]["details"];
+    assert_eq!(details["rules_loaded"], 16, "{details}");
+    let reason = details["last_reload"]["errors"][0].as_str().unwrap();
+    assert!(
+        reason.contains("90-deep.yaml:1:") && reason.contains("deeper than 64 levels"),
+        "{reason}"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        d.wait_exit(Duration::ZERO).is_none(),
+        "the daemon died: {}",
+        d.log()
+    );
+    assert_eq!(
+        status_json(&s)["stages"]["rules"]["details"]["rules_loaded"],
+        16
+    );
+
+    // Restarted with the file still there: it starts, on the files that load.
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(20)).is_some(), "no exit");
+    let d = s.start();
+    let st = wait_for(Duration::from_secs(20), || {
+        let st = status_json(&s);
+        (st["stages"]["rules"]["details"]["rules_loaded"] == 16).then_some(st)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no rules after restart: {}\nlog:\n{}",
+            status_json(&s),
+            d.log()
+        )
+    });
+    let rules = &st["stages"]["rules"];
+    assert_eq!(
+        rules["state"], "degraded",
+        "running, and saying why: {rules}"
+    );
+    let load_error = rules["details"]["load_errors"][0].as_str().unwrap();
+    assert!(
+        load_error.contains("90-deep.yaml:1:") && load_error.contains("deeper than 64 levels"),
+        "{load_error}"
+    );
 }

@@ -9,11 +9,11 @@
 //! reason, and the rest load. Never touches the event path: the result is
 //! an immutable [`RuleSet`] that the engine swaps in whole.
 //!
-//! YAML is parsed with `saphyr` (YAML 1.2, maintained; `serde_yaml` is
-//! archived). We walk its marked node tree instead of deriving serde types
-//! so that every problem carries the line and column of the exact item and
-//! key, and scalars keep their source text (`'"(systemd)"'` stays quoted for
-//! the condition language).
+//! YAML comes from [`super::yaml`] as a marked tree (Falco's indentation
+//! leniency, hard limits on nesting, aliases and size). We walk it instead
+//! of deriving serde types so that every problem carries the line and
+//! column of the exact item and key, and scalars keep their source text
+//! (`'"(systemd)"'` stays quoted for the condition language).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -21,7 +21,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use saphyr::{MarkedYaml, YamlData, YamlLoader};
 use serde::Serialize;
 
 use crate::config::Priority;
@@ -30,6 +29,7 @@ use crate::event::{Event, EventType};
 use super::compile::{self, CompileError, ListDef, MacroDef, Node, TypeMask};
 use super::condition::{self, Literal};
 use super::output::OutputFormat;
+use super::yaml::{self, Node as Yaml, Style, Value};
 
 /// The highest Falco engine version whose rule syntax this engine reads
 /// (the stable rules of 2026 ask for 0.57.0; the items they use are here).
@@ -246,8 +246,7 @@ pub fn load_paths(patterns: &[PathBuf]) -> Loaded {
     let sources = files
         .into_iter()
         .map(|path| {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("cannot read the file: {e}"));
+            let text = read_bounded(&path);
             Source { path, text }
         })
         .collect();
@@ -255,6 +254,27 @@ pub fn load_paths(patterns: &[PathBuf]) -> Loaded {
     problems.append(&mut loaded.problems);
     loaded.problems = problems;
     loaded
+}
+
+/// A rules file's text, refusing one over [`yaml::MAX_FILE_BYTES`]
+/// without reading more than one byte past the limit.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(yaml::MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() > yaml::MAX_FILE_BYTES {
+        let size = std::fs::metadata(path).map_or(bytes.len(), |m| m.len() as usize);
+        return Err(yaml::too_large(size));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the file is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Load rule files from their text, in order.
@@ -316,57 +336,37 @@ struct Builder {
     problems: Vec<Problem>,
 }
 
-type Map<'a> = saphyr::AnnotatedMapping<'a, MarkedYaml<'a>>;
+type Map = [(Yaml, Yaml)];
 
-fn text_of<'a>(n: &'a MarkedYaml<'_>) -> Option<Cow<'a, str>> {
-    match &n.data {
-        YamlData::Representation(s, _, _) => Some(Cow::Borrowed(s.as_ref())),
-        YamlData::Value(v) => Some(Cow::Owned(match v {
-            saphyr::Scalar::Null => return None,
-            saphyr::Scalar::Boolean(b) => b.to_string(),
-            saphyr::Scalar::Integer(i) => i.to_string(),
-            saphyr::Scalar::FloatingPoint(f) => f.to_string(),
-            saphyr::Scalar::String(s) => s.to_string(),
-        })),
+/// A scalar's text (any scalar, null-looking ones included).
+fn text_of(n: &Yaml) -> Option<Cow<'_, str>> {
+    match &n.value {
+        Value::Scalar(s, _) => Some(Cow::Borrowed(s.as_str())),
         _ => None,
     }
 }
 
-fn is_null(n: &MarkedYaml<'_>) -> bool {
-    match &n.data {
-        YamlData::Representation(s, style, _) => {
-            *style == saphyr::ScalarStyle::Plain
-                && matches!(s.as_ref(), "" | "~" | "null" | "Null" | "NULL")
-        }
-        YamlData::Value(saphyr::Scalar::Null) => true,
-        _ => false,
-    }
+fn is_null(n: &Yaml) -> bool {
+    matches!(&n.value, Value::Scalar(s, Style::Plain) if matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL"))
 }
 
-fn is_quoted(n: &MarkedYaml<'_>) -> bool {
-    matches!(
-        &n.data,
-        YamlData::Representation(
-            _,
-            saphyr::ScalarStyle::SingleQuoted | saphyr::ScalarStyle::DoubleQuoted,
-            _
-        )
-    )
+fn is_quoted(n: &Yaml) -> bool {
+    matches!(&n.value, Value::Scalar(_, Style::Quoted))
 }
 
-fn get<'m, 'a>(m: &'m Map<'a>, key: &str) -> Option<&'m MarkedYaml<'a>> {
+fn get<'m>(m: &'m Map, key: &str) -> Option<&'m Yaml> {
     m.iter()
         .find(|(k, _)| text_of(k).as_deref() == Some(key))
         .map(|(_, v)| v)
 }
 
-fn keys<'m>(m: &'m Map<'_>) -> Vec<(String, &'m MarkedYaml<'m>)> {
+fn keys(m: &Map) -> Vec<(String, &Yaml)> {
     m.iter()
         .filter_map(|(k, _)| text_of(k).map(|t| (t.into_owned(), k)))
         .collect()
 }
 
-fn parse_bool(n: &MarkedYaml<'_>) -> Option<bool> {
+fn parse_bool(n: &Yaml) -> Option<bool> {
     match text_of(n)?.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" => Some(true),
         "false" | "no" | "off" => Some(false),
@@ -374,20 +374,20 @@ fn parse_bool(n: &MarkedYaml<'_>) -> Option<bool> {
     }
 }
 
-fn seq<'m, 'a>(n: &'m MarkedYaml<'a>) -> Option<&'m Vec<MarkedYaml<'a>>> {
-    match &n.data {
-        YamlData::Sequence(s) => Some(s),
+fn seq(n: &Yaml) -> Option<&Vec<Yaml>> {
+    match &n.value {
+        Value::Seq(s) => Some(s),
         _ => None,
     }
 }
 
 /// Scalars of a sequence (or a single scalar), as text.
-fn strings(n: &MarkedYaml<'_>) -> Option<Vec<String>> {
+fn strings(n: &Yaml) -> Option<Vec<String>> {
     if is_null(n) {
         return Some(Vec::new());
     }
-    match &n.data {
-        YamlData::Sequence(items) => items
+    match &n.value {
+        Value::Seq(items) => items
             .iter()
             .filter(|i| !is_null(i))
             .map(|i| text_of(i).map(Cow::into_owned))
@@ -416,11 +416,11 @@ impl Builder {
         });
     }
 
-    fn loc(&self, file: usize, n: &MarkedYaml<'_>) -> Loc {
+    fn loc(&self, file: usize, n: &Yaml) -> Loc {
         Loc {
             file,
-            line: n.span.start.line(),
-            column: n.span.start.col() + 1,
+            line: n.line as usize,
+            column: n.column as usize,
         }
     }
 
@@ -450,28 +450,20 @@ impl Builder {
                 return;
             }
         };
-        let mut parser = saphyr_parser::Parser::new_from_str(text);
-        let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
-        loader.early_parse(false);
-        let docs = match parser.load(&mut loader, true) {
-            Err(e) => Err(e),
-            Ok(()) => match loader.error() {
-                Some(e) => Err(e.clone()),
-                None => Ok(loader.into_documents()),
-            },
-        };
-        let docs = match docs {
+        let docs = match yaml::parse(text) {
             Ok(d) => d,
             Err(e) => {
                 let at = Loc {
                     file: fi,
-                    line: e.marker().line(),
-                    column: e.marker().col() + 1,
+                    line: e.line,
+                    column: e.column,
                 };
-                let reason = format!("not valid YAML: {}", e.info());
-                self.files[fi].error =
-                    Some(format!("line {}, column {}: {reason}", at.line, at.column));
-                self.problem(Severity::Error, at, "file", "", reason);
+                self.files[fi].error = Some(if e.line > 0 {
+                    format!("line {}, column {}: {}", e.line, e.column, e.reason)
+                } else {
+                    e.reason.clone()
+                });
+                self.problem(Severity::Error, at, "file", "", e.reason);
                 return;
             }
         };
@@ -492,9 +484,9 @@ impl Builder {
         }
     }
 
-    fn item(&mut self, fi: usize, item: &MarkedYaml<'_>) {
+    fn item(&mut self, fi: usize, item: &Yaml) {
         let at = self.loc(fi, item);
-        let YamlData::Mapping(m) = &item.data else {
+        let Value::Map(m) = &item.value else {
             self.problem(
                 Severity::Error,
                 at,
@@ -543,16 +535,9 @@ impl Builder {
     }
 
     /// `append: true` or `override: {key: append|replace}` for `key`.
-    fn how(
-        &mut self,
-        at: Loc,
-        kind: &'static str,
-        name: &str,
-        m: &Map<'_>,
-        key: &str,
-    ) -> Option<How> {
+    fn how(&mut self, at: Loc, kind: &'static str, name: &str, m: &Map, key: &str) -> Option<How> {
         if let Some(o) = get(m, "override") {
-            let YamlData::Mapping(om) = &o.data else {
+            let Value::Map(om) = &o.value else {
                 self.problem(
                     Severity::Error,
                     at,
@@ -594,7 +579,7 @@ impl Builder {
         }
     }
 
-    fn list(&mut self, fi: usize, at: Loc, m: &Map<'_>, name: &MarkedYaml<'_>) {
+    fn list(&mut self, fi: usize, at: Loc, m: &Map, name: &Yaml) {
         let Some(name) = text_of(name).map(Cow::into_owned) else {
             self.problem(Severity::Error, at, "list", "", "the list has no name");
             return;
@@ -604,8 +589,8 @@ impl Builder {
                 self.problem(Severity::Error, at, "list", &name, "missing key items");
                 return;
             }
-            Some(n) => match &n.data {
-                YamlData::Sequence(seq) => seq
+            Some(n) => match &n.value {
+                Value::Seq(seq) => seq
                     .iter()
                     .filter(|i| !is_null(i))
                     .map(|i| {
@@ -659,7 +644,7 @@ impl Builder {
         }
     }
 
-    fn macro_item(&mut self, at: Loc, m: &Map<'_>, name: &MarkedYaml<'_>) {
+    fn macro_item(&mut self, at: Loc, m: &Map, name: &Yaml) {
         let Some(name) = text_of(name).map(Cow::into_owned) else {
             self.problem(Severity::Error, at, "macro", "", "the macro has no name");
             return;
@@ -696,7 +681,7 @@ impl Builder {
         }
     }
 
-    fn rule(&mut self, fi: usize, at: Loc, m: &Map<'_>, name_node: &MarkedYaml<'_>) {
+    fn rule(&mut self, fi: usize, at: Loc, m: &Map, name_node: &Yaml) {
         let Some(name) = text_of(name_node).map(Cow::into_owned) else {
             self.problem(Severity::Error, at, "rule", "", "the rule has no name");
             return;
@@ -892,7 +877,7 @@ impl Builder {
         });
     }
 
-    fn modify_rule(&mut self, fi: usize, i: usize, at: Loc, m: &Map<'_>, name: &str) {
+    fn modify_rule(&mut self, fi: usize, i: usize, at: Loc, m: &Map, name: &str) {
         let legacy_append = get(m, "override").is_none();
         let text = |k: &str| get(m, k).and_then(text_of).map(Cow::into_owned);
         let keys_present: Vec<String> = keys(m)
@@ -1016,13 +1001,7 @@ impl Builder {
         }
     }
 
-    fn exceptions(
-        &mut self,
-        fi: usize,
-        at: Loc,
-        name: &str,
-        m: &Map<'_>,
-    ) -> Option<Vec<ExceptionDef>> {
+    fn exceptions(&mut self, fi: usize, at: Loc, name: &str, m: &Map) -> Option<Vec<ExceptionDef>> {
         let Some(n) = get(m, "exceptions") else {
             return Some(Vec::new());
         };
@@ -1042,7 +1021,7 @@ impl Builder {
         let mut out = Vec::new();
         for item in items {
             let eat = self.loc(fi, item);
-            let YamlData::Mapping(em) = &item.data else {
+            let Value::Map(em) = &item.value else {
                 self.problem(
                     Severity::Error,
                     eat,
@@ -1280,9 +1259,9 @@ enum How {
     Keep,
 }
 
-fn exc_value(n: &MarkedYaml<'_>) -> ExcValue {
-    match &n.data {
-        YamlData::Sequence(items) => ExcValue::Tuple(items.iter().map(exc_value).collect()),
+fn exc_value(n: &Yaml) -> ExcValue {
+    match &n.value {
+        Value::Seq(items) => ExcValue::Tuple(items.iter().map(exc_value).collect()),
         _ => ExcValue::Scalar(
             text_of(n).map(Cow::into_owned).unwrap_or_default(),
             is_quoted(n),
@@ -1468,8 +1447,8 @@ mod tests {
     fn yaml_errors_carry_file_line_and_column() {
         let l = one("- rule: x\n  condition: [unclosed\n");
         let e = &l.problems[0];
-        assert_eq!((e.line, e.kind), (3, "file"), "{e}");
-        assert!(e.to_string().starts_with("r.yaml:3:"), "{e}");
+        assert_eq!((e.line, e.kind), (2, "file"), "{e}");
+        assert!(e.to_string().starts_with("r.yaml:2:14:"), "{e}");
         assert!(e.reason.starts_with("not valid YAML"), "{e}");
         assert!(l.set.files[0].error.is_some());
         let l = one("rule: x\n");

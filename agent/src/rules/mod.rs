@@ -1,7 +1,7 @@
 //! The rules engine: Falco's rule language over [`crate::event::Event`]s,
 //! alerts into the outbox.
 //!
-//! Owns loading rule files ([`loader`]), parsing conditions ([`condition`]),
+//! Owns loading rule files ([`yaml`], [`loader`]), parsing conditions ([`condition`]),
 //! compiling them into evaluators ([`compile`]), rendering alerts
 //! ([`output`]), per-rule rate limits and counters ([`engine`]), and the
 //! daemon stage that ties them to the event channel, the outbox, reloads
@@ -17,6 +17,7 @@ pub mod loader;
 pub mod output;
 pub mod stage;
 pub mod strset;
+pub mod yaml;
 
 #[cfg(test)]
 mod falco_tests;
