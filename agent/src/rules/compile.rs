@@ -1285,7 +1285,6 @@ impl Compiler<'_, '_> {
         };
         match kind {
             FieldKind::Str | FieldKind::List => {
-                let list = kind == FieldKind::List;
                 Ok(Test::Str(match op {
                     Op::Eq => StrTest::Eq(one(&values)?.into()),
                     Op::Ne => StrTest::Ne(one(&values)?.into()),
@@ -1312,12 +1311,9 @@ impl Compiler<'_, '_> {
                         StrTest::Regex(re)
                     }
                     Op::In => StrTest::In(StrSet::new(values)),
-                    Op::Intersects => {
-                        if !list {
-                            return Err(self.op_error(field, op, "intersects needs a list field such as container.mount.dest or proc.aname"));
-                        }
-                        StrTest::Intersects(StrSet::new(values))
-                    }
+                    // libsinsp compares the field's values with the set; a
+                    // single-valued field has one, so `intersects` is `in`.
+                    Op::Intersects => StrTest::Intersects(StrSet::new(values)),
                     Op::PMatch => StrTest::PMatch(
                         values
                             .into_iter()
@@ -1686,11 +1682,23 @@ mod tests {
         assert!(matches!(e, CompileError::NotCollected { .. }), "{e}");
         let e = compile_with("proc.pid = abc", &[], &[]).unwrap_err();
         assert_eq!(e.to_string(), "proc.pid =: \"abc\" is not a number");
-        let e = compile_with("proc.name intersects (a)", &[], &[]).unwrap_err();
-        assert!(
-            e.to_string().contains("intersects needs a list field"),
-            "{e}"
-        );
+    }
+
+    #[test]
+    fn intersects_on_a_single_valued_field_is_in_as_in_libsinsp() {
+        // Falco's "Mount Launched in Privileged Container" relies on it.
+        let c = compile_with(r#"proc.args intersects ("-V", "-l")"#, &[], &[]).unwrap();
+        let run = |args: &[&str]| {
+            let mut e = probe_event(EventType::Execve);
+            let mut argv = vec!["mount"];
+            argv.extend_from_slice(args);
+            e.proc = Arc::new(crate::event::Process::new(5, 1, "/bin/mount", &argv));
+            c.node.eval(&e)
+        };
+        assert!(run(&["-V"]));
+        assert!(run(&["-l"]));
+        assert!(!run(&["-t", "tmpfs", "none", "/mnt"]));
+        assert!(!run(&["-Vx"]), "whole values, not substrings");
     }
 
     #[test]
