@@ -8,7 +8,9 @@
 //! compile, `evt.arg.flags contains O_TRUNC` becomes a bit test, and
 //! `evt.res` / `evt.arg.request` / `evt.arg.domain` predicates become table
 //! look-ups on the raw value, so the renderer in `event.rs` is never called
-//! for them. Never reads anything but the event it is given.
+//! for them, and user names compared with `evt.arg.uid` become uids (from
+//! the node's `/etc/passwd`, read once at load). Never reads anything but
+//! the event it is given while evaluating.
 //!
 //! Absent values follow Falco: every comparison with an absent value is
 //! false (`!=` too), `exists` is false, and `not` inverts the result.
@@ -1329,9 +1331,17 @@ impl Compiler<'_, '_> {
                 }))
             }
             FieldKind::Int => {
+                let user_arg = matches!(
+                    field.name.as_str(),
+                    "evt.arg.uid" | "evt.arg.ruid" | "evt.arg.euid" | "evt.arg.suid"
+                );
                 let parse = |v: &str| -> Result<i64, CompileError> {
-                    parse_int(v)
-                        .ok_or_else(|| self.op_error(field, op, format!("\"{v}\" is not a number")))
+                    match parse_int(v) {
+                        Some(n) => Ok(n),
+                        // Falco prints a uid argument as its user's name.
+                        None if user_arg => Ok(node_user_uid(v).map_or(NO_SUCH_USER, i64::from)),
+                        None => Err(self.op_error(field, op, format!("\"{v}\" is not a number"))),
+                    }
                 };
                 Ok(Test::Int(match op {
                     Op::In | Op::Intersects => IntTest::In(
@@ -1399,6 +1409,34 @@ impl Compiler<'_, '_> {
             }
         }
     }
+}
+
+/// A uid no user has: `evt.arg.uid = ghost` for a name the node does not
+/// know is never true, as Falco's comparison of the printed name would be.
+const NO_SUCH_USER: i64 = i64::MIN;
+
+/// The uid of `name` in the node's `/etc/passwd`, read once per process:
+/// a user name in an `evt.arg.uid` comparison resolves when rules load,
+/// never on the event path. (Falco resolves inside containers with their
+/// own passwd; a name that maps to another uid there is compared as the
+/// node's.)
+fn node_user_uid(name: &str) -> Option<u32> {
+    static USERS: std::sync::OnceLock<HashMap<String, u32>> = std::sync::OnceLock::new();
+    USERS
+        .get_or_init(|| {
+            std::fs::read_to_string("/etc/passwd")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split(':');
+                    let name = f.next()?.to_string();
+                    let uid = f.nth(1)?.parse().ok()?;
+                    Some((name, uid))
+                })
+                .collect()
+        })
+        .get(name)
+        .copied()
 }
 
 fn parse_int(v: &str) -> Option<i64> {
@@ -1682,6 +1720,25 @@ mod tests {
         assert!(matches!(e, CompileError::NotCollected { .. }), "{e}");
         let e = compile_with("proc.pid = abc", &[], &[]).unwrap_err();
         assert_eq!(e.to_string(), "proc.pid =: \"abc\" is not a number");
+    }
+
+    #[test]
+    fn a_uid_argument_compares_with_a_user_name_as_falco_prints_it() {
+        let setuid = |uid: u32| {
+            let mut e = probe_event(EventType::Setuid);
+            e.evt.args.uid = Some(uid);
+            e
+        };
+        let root = compile_with("evt.arg.uid = root", &[], &[]).unwrap();
+        assert!(root.node.eval(&setuid(0)));
+        assert!(!root.node.eval(&setuid(1000)));
+        // A name the node does not know matches no uid; != holds.
+        let ghost = compile_with("evt.arg.uid = no-such-user-here", &[], &[]).unwrap();
+        assert!(!ghost.node.eval(&setuid(0)));
+        let not_ghost = compile_with("evt.arg.uid != no-such-user-here", &[], &[]).unwrap();
+        assert!(not_ghost.node.eval(&setuid(0)));
+        // Other numeric fields still refuse words.
+        assert!(compile_with("user.uid = root", &[], &[]).is_err());
     }
 
     #[test]
