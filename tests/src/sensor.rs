@@ -283,7 +283,12 @@ impl Containerd {
 
     /// A busybox rootfs with `/etc/passwd` naming uid 1234 `appuser`.
     pub fn busybox_rootfs(&self) -> PathBuf {
-        let r = self.dir.path().join("rootfs");
+        self.busybox_rootfs_at("rootfs")
+    }
+
+    /// The same, in a directory of that name (several rootfs per containerd).
+    pub fn busybox_rootfs_at(&self, name: &str) -> PathBuf {
+        let r = self.dir.path().join(name);
         for d in ["bin", "etc", "tmp", "proc", "dev", "sys"] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
@@ -315,11 +320,25 @@ impl Containerd {
         annotations: &[(&str, &str)],
         script: &str,
     ) -> std::process::Output {
+        self.run_with(rootfs, id, cgroup, annotations, &[], script)
+    }
+
+    /// [`Self::run`] with more `ctr run` options (`--privileged`, ...).
+    pub fn run_with(
+        &mut self,
+        rootfs: &Path,
+        id: &str,
+        cgroup: &str,
+        annotations: &[(&str, &str)],
+        options: &[&str],
+        script: &str,
+    ) -> std::process::Output {
         self.cgroups.push(cgroup.to_string());
         let mut cmd = Command::new("ctr");
         cmd.arg("--address").arg(self.socket()).args([
             "-n", "k8s.io", "run", "--rm", "--rootfs", "--cgroup", cgroup,
         ]);
+        cmd.args(options);
         for (k, v) in annotations {
             cmd.arg("--annotation").arg(format!("{k}={v}"));
         }
