@@ -23,6 +23,9 @@ PACKAGES=(
     # llvm-strip drops DWARF); its tests run real runc containers and list
     # attached probes with bpftool.
     clang llvm libbpf-dev busybox-static util-linux bpftool
+    # Falco corpus behaviour test: a network namespace of its own (unshare,
+    # ip) and dash copies playing nginx, sshd, mysqld.
+    iproute2 dash
 )
 
 if [ "$(id -u)" -ne 0 ]; then
