@@ -125,7 +125,15 @@ fn with_every_stage_on_the_endpoint_passes_promtool() {
             d.log()
         );
     }
-    wait_collections(&node.scratch, 2, Duration::from_secs(30));
+    // The sensor has counted events (the status calls above are execs) ...
+    wait_stage(&node.scratch, "sensor", Duration::from_secs(30), |s| {
+        s["details"]["events_total_by_type"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+    });
+    // ... and the metrics stage has collected since.
+    let seen = wait_collections(&node.scratch, 1, Duration::from_secs(30));
+    wait_collections(&node.scratch, seen + 2, Duration::from_secs(30));
     let (code, body) = http_get(&addr, "/metrics").unwrap();
     assert_eq!(code, 200);
     for family in [
