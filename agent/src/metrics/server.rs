@@ -6,18 +6,22 @@
 //! stage reuses one younger than a second, so a scrape storm costs one
 //! collection a second, not one per request). Never blocks the stage: a
 //! full scrape queue is a 503, not a wait. Connections are capped, header
-//! reads time out, and every connection ends when the stage shuts down.
+//! reads time out, every connection has a total deadline and a request
+//! limit (a client that pipelines requests and never reads its answers
+//! holds a slot for [`CONNECTION_DEADLINE`] at most, so scrapers waiting in
+//! the kernel's backlog get theirs in turn), and every connection ends when
+//! the stage shuts down.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -33,10 +37,21 @@ use super::family::Snapshot;
 /// Concurrent connections. Prometheus keeps one; a few more cover curl and
 /// a second scraper. Beyond this, connections wait in the kernel backlog,
 /// so a local flood costs no memory here.
-const MAX_CONNECTIONS: usize = 8;
+pub const MAX_CONNECTIONS: usize = 8;
 
 /// A client that opens a connection and sends nothing is let go after this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a connection lives, however busy. Prometheus' default scrape
+/// timeout is 10 s: a scrape queued behind connections that never read
+/// their answers gets a slot within this, and a scrape that waits for a
+/// hung network filesystem's 5 s `statvfs` deadline still fits. Prometheus
+/// simply reconnects for its next scrape.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(6);
+
+/// Requests served on one connection; the last answer says
+/// `Connection: close`. Prometheus asks once per scrape interval.
+const MAX_REQUESTS_PER_CONNECTION: usize = 10;
 
 /// The longest a scrape waits for a snapshot: a collection takes
 /// milliseconds, plus at most the K3s probe and statvfs deadlines.
@@ -80,7 +95,20 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |req| handle(req, scrapes.clone(), served.clone()));
+            let requests = Arc::new(AtomicUsize::new(0));
+            let service = service_fn(move |req| {
+                let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
+                let scrapes = scrapes.clone();
+                let served = served.clone();
+                async move {
+                    let mut r = handle(req, scrapes, served).await?;
+                    if n >= MAX_REQUESTS_PER_CONNECTION {
+                        r.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(r)
+                }
+            });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -89,6 +117,9 @@ pub async fn serve(
                 res = conn => if let Err(e) = res {
                     debug!(%peer, error = %e, "metrics endpoint: connection ended with an error");
                 },
+                _ = tokio::time::sleep(CONNECTION_DEADLINE) => {
+                    debug!(%peer, "metrics endpoint: connection deadline reached; closed");
+                }
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -163,4 +194,80 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     Ok((listener, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The endpoint on a free port, answering scrapes with an empty snapshot.
+    async fn endpoint(shutdown: &CancellationToken) -> SocketAddr {
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(4);
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                let _ = r.reply.send(Arc::new(Snapshot::new()));
+            }
+        });
+        tokio::spawn(serve(
+            listener,
+            tx,
+            Arc::new(AtomicU64::new(0)),
+            shutdown.clone(),
+        ));
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_connection_serves_a_bounded_number_of_pipelined_requests_then_closes() {
+        let shutdown = CancellationToken::new();
+        let addr = endpoint(&shutdown).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let burst =
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3 * MAX_REQUESTS_PER_CONNECTION);
+        c.write_all(burst.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut all))
+            .await
+            .expect("the agent closes the connection")
+            .unwrap();
+        let text = String::from_utf8_lossy(&all);
+        assert_eq!(
+            text.matches("HTTP/1.1 200").count(),
+            MAX_REQUESTS_PER_CONNECTION,
+            "{text}"
+        );
+        assert!(text.to_ascii_lowercase().contains("connection: close"));
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_finishes_is_closed_at_its_deadline() {
+        let shutdown = CancellationToken::new();
+        let addr = endpoint(&shutdown).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Keep-alive requests, one every second: each well within the header
+        // timeout, the connection as a whole not.
+        let started = tokio::time::Instant::now();
+        let mut buf = vec![0u8; 64 * 1024];
+        let closed = loop {
+            if c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .is_err()
+            {
+                break true;
+            }
+            match tokio::time::timeout(Duration::from_secs(1), c.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+            if started.elapsed() > CONNECTION_DEADLINE * 3 {
+                break false;
+            }
+        };
+        assert!(closed, "still open after {:?}", started.elapsed());
+        assert!(started.elapsed() >= CONNECTION_DEADLINE - Duration::from_secs(1));
+        shutdown.cancel();
+    }
 }
