@@ -140,13 +140,28 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     }));
     register_daemon_methods(&router, &board, info.clone(), reports.dropped().clone());
 
+    // Descriptors first: the local servers' caps leave a reserve for the
+    // agent's own work whatever the service manager's limit.
+    let nofile = crate::fds::raise_soft_limit();
+    let budget = crate::fds::connection_budget(nofile)
+        .saturating_sub(crate::metrics::MAX_ENDPOINT_CONNECTIONS);
+    let control_limits = control::Limits::within(budget);
+    if control_limits != control::Limits::default() {
+        warn!(
+            nofile,
+            max_connections = control_limits.max_connections,
+            "few open files allowed (LimitNOFILE); the control socket takes fewer connections"
+        );
+    }
+
     // Consumers before producers: the control socket and the sinks are up
     // before anything starts producing.
-    let control_task = control::serve(
+    let control_task = control::serve_with(
         &config.paths.control_socket(),
         &config.control.group,
         router.clone(),
         producers_shutdown.clone(),
+        control_limits,
     )
     .await?;
 

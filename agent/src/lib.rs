@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod event;
+pub mod fds;
 pub mod fleet;
 pub mod logging;
 pub mod metrics;

@@ -145,18 +145,45 @@ pub struct Daemon {
 impl Daemon {
     /// Start with extra environment variables; waits for the socket.
     pub fn start(scratch: &Scratch, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn(scratch, env, None)
+    }
+
+    /// Start with at most `nofile` open descriptors (soft and hard limit),
+    /// as a service manager's `LimitNOFILE=` would set it.
+    pub fn start_with_nofile(scratch: &Scratch, nofile: u64) -> Daemon {
+        Self::spawn(scratch, &[], Some(nofile))
+    }
+
+    fn spawn(scratch: &Scratch, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
+        use std::os::unix::process::CommandExt;
         let stderr_path = scratch.path().join(format!("daemon-{}.log", now_nanos()));
         let stderr = std::fs::File::create(&stderr_path).expect("daemon log file");
-        let child = Command::new(agent_bin())
-            .arg("run")
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("run")
             .arg("--config")
             .arg(scratch.config_path())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn edge-agent run");
+            .stderr(stderr);
+        if let Some(n) = nofile {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the
+            // child's own limits; `lim` is a plain struct copied in.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn edge-agent run");
         let mut d = Daemon {
             child,
             socket: scratch.socket(),

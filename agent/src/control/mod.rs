@@ -18,6 +18,15 @@
 //! A request with a `v` the daemon does not speak gets error code
 //! `unsupported_version` and the connection stays open. A line longer than
 //! [`MAX_REQUEST_BYTES`] closes the connection.
+//!
+//! # Who may call what
+//! Root, the daemon's own user and members of `control.group` may connect.
+//! Most methods answer all of them; a method registered with
+//! [`Router::register_privileged`] (tools that write into the outbox, such as
+//! `test-report`) answers only root and the daemon's own user, and tells
+//! the others `permission_denied`. Connections are capped in number, per
+//! peer and in idle time (see `server.rs`): a connection over a cap gets
+//! one `busy` answer and is closed.
 
 mod client;
 mod server;
@@ -32,7 +41,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 pub use client::{Client, ClientError};
-pub use server::{ServerError, serve};
+pub use server::{Limits, ServerError, serve, serve_with};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -81,6 +90,27 @@ pub enum Reply {
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, ControlError>> + Send>>;
 pub type Handler = Arc<dyn Fn(Value) -> HandlerFuture + Send + Sync>;
 
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Everyone the socket lets in (root, the daemon's user, `control.group`).
+    Members,
+    /// Root and the daemon's own user only.
+    Privileged,
+}
+
+/// The caller of a request, as the socket's peer check saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// Root or the daemon's own user (not merely a member of the group).
+    pub privileged: bool,
+}
+
+impl Caller {
+    /// A call from inside the daemon (or a test): no peer to check.
+    pub const IN_PROCESS: Caller = Caller { privileged: true };
+}
+
 /// Method name -> handler. Stages register theirs when they start.
 ///
 /// The daemon serves the socket before its stages start (so `status` works
@@ -90,7 +120,7 @@ pub type Handler = Arc<dyn Fn(Value) -> HandlerFuture + Send + Sync>;
 /// called, then answers it; only then is `unknown_method` final.
 #[derive(Clone)]
 pub struct Router {
-    handlers: Arc<RwLock<HashMap<String, Handler>>>,
+    handlers: Arc<RwLock<HashMap<String, (Handler, Access)>>>,
     started: watch::Sender<bool>,
 }
 
@@ -126,7 +156,7 @@ impl Router {
         self.started.send_replace(true);
     }
 
-    fn handler(&self, method: &str) -> Option<Handler> {
+    fn handler(&self, method: &str) -> Option<(Handler, Access)> {
         self.handlers
             .read()
             .expect("router lock")
@@ -134,8 +164,26 @@ impl Router {
             .cloned()
     }
 
-    /// Register (or replace) `method`.
+    /// Register (or replace) `method`, open to every caller the socket lets in.
     pub fn register<F, Fut>(&self, method: &str, f: F)
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Reply, ControlError>> + Send + 'static,
+    {
+        self.insert(method, Access::Members, f);
+    }
+
+    /// Register (or replace) `method`, answered only for root and the
+    /// daemon's own user; group members get `permission_denied`.
+    pub fn register_privileged<F, Fut>(&self, method: &str, f: F)
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Reply, ControlError>> + Send + 'static,
+    {
+        self.insert(method, Access::Privileged, f);
+    }
+
+    fn insert<F, Fut>(&self, method: &str, access: Access, f: F)
     where
         F: Fn(Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Reply, ControlError>> + Send + 'static,
@@ -144,7 +192,7 @@ impl Router {
         self.handlers
             .write()
             .expect("router lock")
-            .insert(method.to_string(), handler);
+            .insert(method.to_string(), (handler, access));
     }
 
     pub fn unregister(&self, method: &str) {
@@ -163,7 +211,17 @@ impl Router {
         m
     }
 
+    /// Answer a request from inside the daemon (no peer to check).
     pub async fn dispatch(&self, request: Request) -> Result<Reply, ControlError> {
+        self.dispatch_from(request, Caller::IN_PROCESS).await
+    }
+
+    /// Answer a request from `caller`.
+    pub async fn dispatch_from(
+        &self,
+        request: Request,
+        caller: Caller,
+    ) -> Result<Reply, ControlError> {
         if request.v != PROTOCOL_VERSION {
             return Err(ControlError::new(
                 "unsupported_version",
@@ -180,7 +238,14 @@ impl Router {
             handler = self.handler(&request.method);
         }
         match handler {
-            Some(h) => h(request.params).await,
+            Some((_, Access::Privileged)) if !caller.privileged => Err(ControlError::new(
+                "permission_denied",
+                format!(
+                    "\"{}\" is for root only (members of the control group may not call it)",
+                    request.method
+                ),
+            )),
+            Some((h, _)) => h(request.params).await,
             None => Err(ControlError::new(
                 "unknown_method",
                 format!(
@@ -217,6 +282,19 @@ mod tests {
             r.dispatch(req(2, "ping")).await.err().unwrap().code,
             "unsupported_version"
         );
+    }
+
+    #[tokio::test]
+    async fn a_privileged_method_answers_root_and_refuses_group_members() {
+        let r = Router::new();
+        r.register_privileged("test-report", |_| async {
+            Ok(Reply::Value(Value::from(1)))
+        });
+        let member = Caller { privileged: false };
+        let refused = r.dispatch_from(req(1, "test-report"), member).await;
+        assert_eq!(refused.err().unwrap().code, "permission_denied");
+        let root = Caller { privileged: true };
+        assert!(r.dispatch_from(req(1, "test-report"), root).await.is_ok());
     }
 
     #[tokio::test]

@@ -5,11 +5,20 @@
 //! The socket appears under its final name only once its owner and mode are
 //! set (it is bound under a temporary name and renamed), so there is no
 //! moment in which a wider mode lets anyone connect.
+//!
+//! Connections are capped ([`Limits`]): in total, per peer user, with a few
+//! slots only root and the daemon's own user may take, and in idle time. A
+//! connection over a cap gets one `busy` answer and is closed at once, so
+//! a flood of connections from a group member costs the daemon a handful of
+//! descriptors, never all of them (the collectors, the outbox, the eBPF
+//! programs and rule reloads need theirs).
 
+use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -20,7 +29,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{ControlError, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Router};
+use super::{Caller, ControlError, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Router};
 
 /// The lock that makes one daemon per runtime directory, beside the socket.
 /// It holds the pid of the daemon that owns it.
@@ -35,6 +44,121 @@ const BINDING_NAME: &str = "control.new";
 /// Reading the request first means every request gets an answer (the client
 /// sees `permission_denied`, not a reset connection).
 const REFUSED_PEER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Caps on the socket's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once, all peers together.
+    pub max_connections: usize,
+    /// Of those, slots only root and the daemon's own user may take, so a
+    /// technician running `sudo edge-agent status` always gets in.
+    pub privileged_reserve: usize,
+    /// Connections open at once per peer user other than root and the
+    /// daemon's own.
+    pub per_peer: usize,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A client that does not read its answer for this long is dropped.
+    pub write_timeout: Duration,
+}
+
+/// `status`, `rules list` and the like open one connection each and close
+/// it; `sensor watch` keeps one. 64 is far above what technicians and
+/// scripts on one node do at once, and 64 descriptors are little of the
+/// agent's budget (see `crate::fds`).
+const MAX_CONNECTIONS: usize = 64;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            privileged_reserve: 8,
+            per_peer: 16,
+            // The CLI sends its request at once; a minute is generous for a
+            // person typing into socat.
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    /// The default caps, lowered when the process may not open enough
+    /// descriptors for them besides its own work.
+    pub fn within(connection_budget: usize) -> Limits {
+        let d = Limits::default();
+        let max = d.max_connections.min(connection_budget).max(4);
+        Limits {
+            max_connections: max,
+            privileged_reserve: d.privileged_reserve.min(max / 4),
+            per_peer: d.per_peer.min(max / 4).max(1),
+            ..d
+        }
+    }
+}
+
+/// Connections open now, by peer, against [`Limits`].
+#[derive(Debug, Default)]
+struct Tally {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// A connection's place in the tally, given back when it closes.
+struct Slot {
+    tally: Arc<Mutex<Tally>>,
+    uid: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.tally.lock().expect("tally lock");
+        t.total -= 1;
+        if let Some(n) = t.by_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                t.by_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Take a slot for a peer, or say which cap it hit.
+fn take_slot(
+    tally: &Arc<Mutex<Tally>>,
+    limits: &Limits,
+    uid: u32,
+    privileged: bool,
+) -> Result<Slot, String> {
+    let mut t = tally.lock().expect("tally lock");
+    let mine = t.by_uid.get(&uid).copied().unwrap_or(0);
+    if t.total >= limits.max_connections {
+        return Err(format!(
+            "the control socket has {} connections open, its limit; try again in a moment",
+            t.total
+        ));
+    }
+    if !privileged {
+        if t.total >= limits.max_connections - limits.privileged_reserve {
+            return Err(format!(
+                "the control socket's last {} connections are kept for root; try again in a moment",
+                limits.privileged_reserve
+            ));
+        }
+        if mine >= limits.per_peer {
+            return Err(format!(
+                "uid {uid} already has {mine} control connections open (at most {}); close some first",
+                limits.per_peer
+            ));
+        }
+    }
+    t.total += 1;
+    *t.by_uid.entry(uid).or_default() += 1;
+    Ok(Slot {
+        tally: tally.clone(),
+        uid,
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -65,6 +189,12 @@ struct Access {
 }
 
 impl Access {
+    /// Root or the daemon's own user: may call every method and take the
+    /// reserved connection slots.
+    fn privileged(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own_uid.as_raw()
+    }
+
     /// `groups`: the peer's supplementary groups when connecting.
     fn allows(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
         if uid == 0 || uid == self.own_uid.as_raw() {
@@ -165,14 +295,25 @@ fn lock_instance(dir: &Path) -> Result<Flock<std::fs::File>, ServerError> {
     }
 }
 
-/// Bind the socket, then serve until `shutdown`. The socket file is removed on
-/// the way out. Returns once bound (the serving runs in a spawned task, which
-/// also holds the instance lock until it ends).
+/// [`serve_with`] the default [`Limits`].
 pub async fn serve(
     path: &Path,
     group_name: &str,
     router: Router,
     shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    serve_with(path, group_name, router, shutdown, Limits::default()).await
+}
+
+/// Bind the socket, then serve until `shutdown`. The socket file is removed on
+/// the way out. Returns once bound (the serving runs in a spawned task, which
+/// also holds the instance lock until it ends).
+pub async fn serve_with(
+    path: &Path,
+    group_name: &str,
+    router: Router,
+    shutdown: CancellationToken,
+    limits: Limits,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|source| ServerError::CreateDir {
@@ -235,16 +376,13 @@ pub async fn serve(
         group,
     };
     let path = path.to_path_buf();
+    let tally = Arc::new(Mutex::new(Tally::default()));
     Ok(tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let router = router.clone();
-                        let shutdown = shutdown.clone();
-                        tokio::spawn(async move { connection(stream, access, router, shutdown).await });
-                    }
+                    Ok((stream, _)) => admit(stream, access, &tally, &limits, &router, &shutdown),
                     Err(e) => {
                         warn!(error = %e, "control socket accept failed");
                         // An accept error is usually fd exhaustion: wait before retrying.
@@ -258,11 +396,15 @@ pub async fn serve(
     }))
 }
 
-async fn connection(
+/// Serve an accepted connection in its own task if it fits the caps; else
+/// answer `busy` and close it.
+fn admit(
     stream: UnixStream,
     access: Access,
-    router: Router,
-    shutdown: CancellationToken,
+    tally: &Arc<Mutex<Tally>>,
+    limits: &Limits,
+    router: &Router,
+    shutdown: &CancellationToken,
 ) {
     let (uid, gid, pid) = match stream.peer_cred() {
         Ok(c) => (c.uid(), c.gid(), c.pid()),
@@ -271,6 +413,36 @@ async fn connection(
             return;
         }
     };
+    let slot = match take_slot(tally, limits, uid, access.privileged(uid)) {
+        Ok(slot) => slot,
+        Err(why) => {
+            debug!(uid, pid, reason = %why, "control socket: connection refused");
+            // One line into an empty socket buffer never blocks; a peer that
+            // is gone already costs nothing.
+            if let Ok(mut line) = serde_json::to_vec(&error_line(&ControlError::new("busy", why))) {
+                line.push(b'\n');
+                let _ = stream.try_write(&line);
+            }
+            return;
+        }
+    };
+    let router = router.clone();
+    let shutdown = shutdown.clone();
+    let limits = *limits;
+    tokio::spawn(async move {
+        let _slot = slot;
+        connection(stream, (uid, gid, pid), access, limits, router, shutdown).await
+    });
+}
+
+async fn connection(
+    stream: UnixStream,
+    (uid, gid, pid): (u32, u32, Option<i32>),
+    access: Access,
+    limits: Limits,
+    router: Router,
+    shutdown: CancellationToken,
+) {
     let groups = peer_groups(&stream, pid);
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
@@ -291,38 +463,51 @@ async fn connection(
             "permission_denied",
             "only root and members of the control group may use this socket",
         );
-        let _ = write_line(&mut write, &error_line(&err)).await;
+        let _ = write_line(&mut write, &error_line(&err), limits.write_timeout).await;
         return;
     }
+    let caller = Caller {
+        privileged: access.privileged(uid),
+    };
     loop {
         buf.clear();
         let n = tokio::select! {
             _ = shutdown.cancelled() => return,
-            n = read_line_limited(&mut lines, &mut buf) => n,
+            n = tokio::time::timeout(limits.idle_timeout, read_line_limited(&mut lines, &mut buf)) => n,
         };
         match n {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) => {
+            Ok(Ok(0)) => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
                 debug!(error = %e, "control connection closed");
+                return;
+            }
+            Err(_) => {
+                debug!(
+                    uid,
+                    "control connection idle for {}s; closed",
+                    limits.idle_timeout.as_secs()
+                );
                 return;
             }
         }
         let answer = match serde_json::from_slice::<Request>(&buf) {
             Ok(req) => {
                 debug!(method = %req.method, uid, "control request");
-                router.dispatch(req).await
+                router.dispatch_from(req, caller).await
             }
             Err(e) => Err(ControlError::new(
                 "bad_request",
                 format!("not a control request: {e}"),
             )),
         };
+        let wt = limits.write_timeout;
         let ok = match answer {
             Ok(Reply::Value(v)) => {
                 write_line(
                     &mut write,
                     &json!({"v": PROTOCOL_VERSION, "ok": true, "result": v}),
+                    wt,
                 )
                 .await
             }
@@ -336,6 +521,7 @@ async fn connection(
                     if write_line(
                         &mut write,
                         &json!({"v": PROTOCOL_VERSION, "ok": true, "item": item}),
+                        wt,
                     )
                     .await
                     .is_err()
@@ -346,10 +532,11 @@ async fn connection(
                 write_line(
                     &mut write,
                     &json!({"v": PROTOCOL_VERSION, "ok": true, "end": true}),
+                    wt,
                 )
                 .await
             }
-            Err(e) => write_line(&mut write, &error_line(&e)).await,
+            Err(e) => write_line(&mut write, &error_line(&e), wt).await,
         };
         if ok.is_err() {
             return;
@@ -389,11 +576,22 @@ async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
-async fn write_line<W: AsyncWriteExt + Unpin>(w: &mut W, v: &Value) -> io::Result<()> {
+/// Write one answer line; a client that does not read it within `timeout`
+/// is given up (its connection closes).
+async fn write_line<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    v: &Value,
+    timeout: Duration,
+) -> io::Result<()> {
     let mut line = serde_json::to_vec(v).map_err(io::Error::other)?;
     line.push(b'\n');
-    w.write_all(&line).await?;
-    w.flush().await
+    let write = async {
+        w.write_all(&line).await?;
+        w.flush().await
+    };
+    tokio::time::timeout(timeout, write)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))?
 }
 
 #[cfg(test)]
@@ -430,6 +628,111 @@ mod tests {
         expected.sort_unstable();
         got.sort_unstable();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn members_are_capped_per_user_and_the_last_slots_are_kept_for_root() {
+        let limits = Limits {
+            max_connections: 6,
+            privileged_reserve: 2,
+            per_peer: 2,
+            ..Limits::default()
+        };
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let a1 = take_slot(&tally, &limits, 1000, false).unwrap();
+        let _a2 = take_slot(&tally, &limits, 1000, false).unwrap();
+        let third = take_slot(&tally, &limits, 1000, false).err().unwrap();
+        assert!(third.contains("uid 1000 already has 2"), "{third}");
+        let b1 = take_slot(&tally, &limits, 1001, false).unwrap();
+        let _b2 = take_slot(&tally, &limits, 1001, false).unwrap();
+        // Four taken: the last two are root's.
+        let member = take_slot(&tally, &limits, 1002, false).err().unwrap();
+        assert!(member.contains("kept for root"), "{member}");
+        let _r1 = take_slot(&tally, &limits, 0, true).unwrap();
+        let r2 = take_slot(&tally, &limits, 0, true).unwrap();
+        assert!(
+            take_slot(&tally, &limits, 0, true).is_err(),
+            "the total is a hard cap"
+        );
+        // A closed connection gives its slot back.
+        drop((a1, b1, r2));
+        assert!(take_slot(&tally, &limits, 1000, false).is_ok());
+    }
+
+    #[test]
+    fn few_descriptors_lower_the_caps_but_never_to_nothing() {
+        assert_eq!(Limits::within(10_000), Limits::default());
+        let small = Limits::within(20);
+        assert_eq!(small.max_connections, 20);
+        assert!(small.per_peer <= 5 && small.privileged_reserve <= 5);
+        assert_eq!(Limits::within(0).max_connections, 4);
+    }
+
+    /// A client of the socket at `path`: send `line`, read one answer line
+    /// (empty when the daemon closed the connection first).
+    async fn exchange(path: &Path, line: Option<&str>) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut s = UnixStream::connect(path).await.unwrap();
+        if let Some(l) = line {
+            s.write_all(l.as_bytes()).await.unwrap();
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_and_one_over_the_cap_is_told_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let router = Router::new();
+        router.register("ping", |_| async { Ok(Reply::Value(json!("pong"))) });
+        let limits = Limits {
+            max_connections: 2,
+            privileged_reserve: 0,
+            per_peer: 2,
+            idle_timeout: Duration::from_millis(300),
+            write_timeout: Duration::from_secs(1),
+        };
+        let shutdown = CancellationToken::new();
+        let task = serve_with(
+            &path,
+            "no-such-group-here",
+            router,
+            shutdown.clone(),
+            limits,
+        )
+        .await
+        .unwrap();
+        // Two idle clients fill the socket; a third is refused with a reason.
+        let idle1 = UnixStream::connect(&path).await.unwrap();
+        let idle2 = UnixStream::connect(&path).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let third = exchange(&path, Some("{\"v\":1,\"method\":\"ping\"}\n")).await;
+        assert!(third.contains("\"code\":\"busy\""), "{third}");
+        // The idle ones are let go after the idle timeout ...
+        for idle in [idle1, idle2] {
+            let mut idle = idle;
+            let mut b = Vec::new();
+            let n = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::io::AsyncReadExt::read_to_end(&mut idle, &mut b),
+            )
+            .await
+            .expect("the daemon closed the idle connection");
+            assert_eq!(n.unwrap(), 0);
+        }
+        // ... which frees their slots.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(b"{\"v\":1,\"method\":\"ping\"}\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        BufReader::new(&mut s).read_line(&mut answer).await.unwrap();
+        assert!(answer.contains("pong"), "{answer}");
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub use collectors::{CollectorId, Host, Outcome, collector_names, select};
 pub use exposition::{CONTENT_TYPE, render};
 pub use family::{Family, Kind, Sample, Snapshot};
 pub use health::{HealthTargets, K3sHealth};
+pub use server::MAX_CONNECTIONS as MAX_ENDPOINT_CONNECTIONS;
 pub use source::Roots;
 
 /// Scrapes waiting for the stage. Prometheus sends one at a time; anything

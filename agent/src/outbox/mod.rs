@@ -294,8 +294,8 @@ pub const STAGE: StageSpec = StageSpec {
 };
 
 /// Start the outbox: its thread, its stage (which feeds the thread from the
-/// report channel), and its control methods (`outbox`, `test-alert`,
-/// `test-report`). At shutdown the stage waits for `uplink_done` (the
+/// report channel), and its control methods (`outbox`, `test-alert`, and
+/// `test-report` for root only). At shutdown the stage waits for `uplink_done` (the
 /// uplink's last acknowledgements) before closing the file.
 pub fn start(
     ctx: &StageContext,
@@ -396,6 +396,36 @@ const KEY_DETAILS: [&str; 3] = [
 /// Most records `test-report` makes in one call.
 const MAX_TEST_RECORDS: u64 = 100_000;
 
+/// Largest filler `test-report` puts in one record: the outbox gives up any
+/// record larger than `store::MAX_RECORD_BYTES` anyway.
+const MAX_TEST_PAD_BYTES: u64 = store::MAX_RECORD_BYTES as u64;
+
+/// Most filler bytes one `test-report` call makes in all: enough for the
+/// benchmarks and the budget tests, a few seconds of disk at most.
+const MAX_TEST_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// `test-report`'s `count` and `pad_bytes`, within bounds.
+fn test_report_size(params: &Value) -> Result<(u64, usize), ControlError> {
+    let count = params.get("count").and_then(Value::as_u64).unwrap_or(1);
+    let pad = params.get("pad_bytes").and_then(Value::as_u64).unwrap_or(0);
+    if count > MAX_TEST_RECORDS {
+        return Err(ControlError::bad_params(format!(
+            "count must be at most {MAX_TEST_RECORDS}"
+        )));
+    }
+    if pad > MAX_TEST_PAD_BYTES {
+        return Err(ControlError::bad_params(format!(
+            "pad_bytes must be at most {MAX_TEST_PAD_BYTES} (the largest record the outbox keeps)"
+        )));
+    }
+    if count.saturating_mul(pad) > MAX_TEST_TOTAL_BYTES {
+        return Err(ControlError::bad_params(format!(
+            "count x pad_bytes must be at most {MAX_TEST_TOTAL_BYTES} bytes per call"
+        )));
+    }
+    Ok((count, pad as usize))
+}
+
 fn register_methods(ctx: &StageContext, outbox: &Outbox) {
     let ob = outbox.clone();
     ctx.router.register("outbox", move |params| {
@@ -426,32 +456,32 @@ fn register_methods(ctx: &StageContext, outbox: &Outbox) {
     });
 
     let ob = outbox.clone();
-    ctx.router.register("test-report", move |params| {
-        let ob = ob.clone();
-        async move {
-            let class = match params.get("class").and_then(Value::as_str) {
-                None => Class::Metrics,
-                Some(s) => Class::ALL
-                    .into_iter()
-                    .find(|c| c.as_str() == s)
-                    .ok_or_else(|| ControlError::bad_params(format!("unknown class \"{s}\"")))?,
-            };
-            let count = params.get("count").and_then(Value::as_u64).unwrap_or(1);
-            if count > MAX_TEST_RECORDS {
-                return Err(ControlError::bad_params(format!(
-                    "count must be at most {MAX_TEST_RECORDS}"
-                )));
+    // Synthetic records of any class and size, for tests and benchmarks:
+    // root only, since critical ones can push real alerts out of a small
+    // outbox.
+    ctx.router
+        .register_privileged("test-report", move |params| {
+            let ob = ob.clone();
+            async move {
+                let class = match params.get("class").and_then(Value::as_str) {
+                    None => Class::Metrics,
+                    Some(s) => Class::ALL
+                        .into_iter()
+                        .find(|c| c.as_str() == s)
+                        .ok_or_else(|| {
+                            ControlError::bad_params(format!("unknown class \"{s}\""))
+                        })?,
+                };
+                let (count, pad) = test_report_size(&params)?;
+                let keys = synthetic::test_reports(&ob, class, count, pad)
+                    .await
+                    .map_err(|e| ControlError::new("outbox_unavailable", e.to_string()))?;
+                Ok(Reply::Value(json!({
+                    "class": class.as_str(),
+                    "seqs": keys.iter().map(|k| k.map(|k| k.seq)).collect::<Vec<_>>(),
+                })))
             }
-            let pad = params.get("pad_bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let keys = synthetic::test_reports(&ob, class, count, pad)
-                .await
-                .map_err(|e| ControlError::new("outbox_unavailable", e.to_string()))?;
-            Ok(Reply::Value(json!({
-                "class": class.as_str(),
-                "seqs": keys.iter().map(|k| k.map(|k| k.seq)).collect::<Vec<_>>(),
-            })))
-        }
-    });
+        });
 }
 
 /// The JSON form of a listing (`edge-agent outbox --json`, schema 1).

@@ -165,18 +165,22 @@ pub async fn test_alert(
 }
 
 /// `count` synthetic reports of `class`, each with `pad` bytes of filler,
-/// appended durably; their keys (`None` where given up).
+/// appended durably; their keys (`None` where given up). The caller bounds
+/// `count` and `pad` (the control method does).
 pub async fn test_reports(
     outbox: &Outbox,
     class: Class,
     count: u64,
     pad: usize,
 ) -> Result<Vec<Option<RecordKey>>, OutboxError> {
+    /// Filler held in memory at once: batches shrink as records grow.
+    const BATCH_BYTES: usize = 16 * 1024 * 1024;
+    let per_batch = (BATCH_BYTES / pad.max(1)).clamp(1, MAX_APPENDS_PER_COMMIT) as u64;
     let filler = "x".repeat(pad);
     let mut keys = Vec::with_capacity(count as usize);
     let mut made = 0;
     while made < count {
-        let n = (count - made).min(MAX_APPENDS_PER_COMMIT as u64);
+        let n = (count - made).min(per_batch);
         let reports = (made..made + n)
             .map(|i| {
                 let mut m = Map::new();
