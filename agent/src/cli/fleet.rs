@@ -3,18 +3,16 @@
 //! against the fleet's broker, configured by `--config ops.toml` (a file in
 //! agent.toml's format: `[node] fleet`, `[uplink]`).
 
+mod sign;
+mod watch;
+
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
 use super::Exit;
-use crate::fleet::bundle;
-use crate::fleet::keys;
-use crate::fleet::ops::{ConnectOptions, Ops, OpsConnection, OpsError};
-
-/// A bundle file larger than this is not read (nodes refuse far smaller
-/// ones: `fleet.max_bundle_bytes`, 1 MiB by default).
-const MAX_BUNDLE_FILE_BYTES: u64 = 16 * 1024 * 1024;
+use crate::config::HumanDuration;
+use crate::fleet::ops::{Ops, OpsError};
 
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
@@ -24,110 +22,91 @@ pub enum FleetCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Make a signed config bundle for the whole fleet, a group or one node.
+    Bundle {
+        /// Which layer: fleet, group:NAME or node:ID.
+        #[arg(long, value_name = "fleet|group:NAME|node:ID")]
+        target: String,
+        /// The bundle's version: above every version published for this target before.
+        #[arg(long, value_name = "N")]
+        version: u64,
+        /// TOML in agent.toml's format laid over the nodes' local files ([rules], [sensor], [metrics], [outbox], [bootstrap], log.level, uplink.inflight, uplink.keep_alive).
+        #[arg(long, value_name = "FILE")]
+        overlay: Option<PathBuf>,
+        /// A rule file to ship (repeatable); nodes load it after their local rule files, in name order.
+        #[arg(long = "rules-file", value_name = "FILE")]
+        rules_files: Vec<PathBuf>,
+        /// The private key that signs it (from `fleet keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Where to write the bundle.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The fleet it is for (default: [node] fleet of --config ops.toml).
+        #[arg(long, value_name = "NAME")]
+        fleet: Option<String>,
+        /// Nodes refuse it after this long (e.g. "7d"); default: never.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<HumanDuration>,
+    },
     /// Publish a bundle (retained, QoS 1) on its target's config topic and wait for the broker's acknowledgement.
     Publish {
         /// The bundle file `edge-agent fleet bundle` wrote; sent byte for byte.
         bundle: PathBuf,
     },
+    /// What each node did with each bundle: the last result per node and layer; exit 2 if one is not `applied`.
+    Results {
+        /// Keep printing results as nodes report them (Ctrl-C to stop).
+        #[arg(long)]
+        watch: bool,
+        /// Only this node.
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
+        /// One JSON object per line (the node's result record, with `node`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every node from its retained state: online or not, last seen, version, backlog, config per layer; exit 2 if one is offline or its last result is not `applied`.
+    Nodes {
+        /// One JSON document (every node's state message, with `node`).
+        #[arg(long)]
+        json: bool,
+        /// Keep printing a line whenever a node's state changes (Ctrl-C to stop).
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 pub fn run(config: &Path, cmd: FleetCommand) -> anyhow::Result<Exit> {
     match cmd {
-        FleetCommand::Keygen { out } => keygen(&out),
-        FleetCommand::Publish { bundle } => super::block_on(publish(config, &bundle)),
-    }
-}
-
-async fn publish(config: &Path, path: &Path) -> anyhow::Result<Exit> {
-    let ops = match load_ops(config) {
-        Ok(o) => o,
-        Err(exit) => return Ok(exit),
-    };
-    let bytes = match read_bundle(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("edge-agent fleet publish: {e}");
-            return Ok(Exit::Failure);
+        FleetCommand::Keygen { out } => Ok(sign::keygen(&out)),
+        FleetCommand::Bundle {
+            target,
+            version,
+            overlay,
+            rules_files,
+            key,
+            out,
+            fleet,
+            expires_in,
+        } => Ok(sign::bundle(
+            config,
+            &sign::BundleArgs {
+                target,
+                version,
+                overlay,
+                rules_files,
+                key,
+                out,
+                fleet,
+                expires_in: expires_in.map(HumanDuration::get),
+            },
+        )),
+        FleetCommand::Publish { bundle } => super::block_on(sign::publish(config, &bundle)),
+        FleetCommand::Results { watch, node, json } => {
+            super::block_on(watch::results(config, watch, node.as_deref(), json))
         }
-    };
-    let payload = match bundle::peek(&bytes) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("edge-agent fleet publish: {}: {e}", path.display());
-            return Ok(Exit::Failure);
-        }
-    };
-    if payload.fleet != ops.fleet() {
-        eprintln!(
-            "edge-agent fleet publish: {} is for fleet \"{}\", but {} is about fleet \"{}\" ([node] fleet); nodes of one fleet refuse another fleet's bundles",
-            path.display(),
-            payload.fleet,
-            ops.path.display(),
-            ops.fleet()
-        );
-        return Ok(Exit::Failure);
-    }
-    let topic = payload.target.topic(&payload.fleet);
-    let result = async {
-        let mut conn = OpsConnection::connect(&ops, ConnectOptions::one_shot("publish")).await?;
-        conn.publish_and_wait(&topic, bytes.clone(), true, |_| {})
-            .await?;
-        conn.disconnect().await;
-        Ok::<_, OpsError>(())
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            println!(
-                "published {} version {} to {topic} (retained; bundle_sha256 {})",
-                payload.target,
-                payload.version,
-                bundle::sha256_hex(&bytes)
-            );
-            Ok(Exit::Ok)
-        }
-        Err(e) => {
-            print_ops_error(&e);
-            Ok(if e.is_config() {
-                Exit::Config
-            } else {
-                Exit::Failure
-            })
-        }
-    }
-}
-
-fn read_bundle(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_BUNDLE_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_BUNDLE_FILE_BYTES {
-        return Err(format!(
-            "{}: larger than {MAX_BUNDLE_FILE_BYTES} bytes; not a bundle",
-            path.display()
-        ));
-    }
-    Ok(bytes)
-}
-
-fn keygen(out: &Path) -> anyhow::Result<Exit> {
-    match keys::generate(out) {
-        Ok(g) => {
-            println!(
-                "wrote {} (private, mode 0600: keep it off the nodes) and {} (public: list it in fleet.trusted_keys on the nodes); key id {}",
-                g.private.display(),
-                g.public.display(),
-                g.id
-            );
-            Ok(Exit::Ok)
-        }
-        Err(e) => {
-            eprintln!("edge-agent fleet keygen: {e}");
-            Ok(Exit::Failure)
-        }
+        FleetCommand::Nodes { json, watch } => super::block_on(watch::nodes(config, json, watch)),
     }
 }
 
@@ -136,11 +115,7 @@ fn keygen(out: &Path) -> anyhow::Result<Exit> {
 pub(crate) fn load_ops(config: &Path) -> Result<Ops, Exit> {
     Ops::load(config).map_err(|e| {
         print_ops_error(&e);
-        if e.is_config() {
-            Exit::Config
-        } else {
-            Exit::Failure
-        }
+        exit_for(&e)
     })
 }
 
@@ -149,5 +124,14 @@ pub(crate) fn print_ops_error(e: &OpsError) {
     eprintln!("edge-agent fleet: {e}");
     if let OpsError::Config(crate::config::ConfigError::Read { .. }) = e {
         eprintln!("(fleet commands read the operator's own file: pass --config ops.toml)");
+    }
+}
+
+/// 78 for a bad `ops.toml` or unreadable TLS files, 1 for the rest.
+pub(crate) fn exit_for(e: &OpsError) -> Exit {
+    if e.is_config() {
+        Exit::Config
+    } else {
+        Exit::Failure
     }
 }

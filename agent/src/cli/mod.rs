@@ -130,6 +130,15 @@ pub enum ConfigCommand {
         /// The file to check.
         file: Option<PathBuf>,
     },
+    /// Print the config with every key (defaults included); --effective adds the fleet layers this node holds.
+    Show {
+        /// The local file with the fleet's layers (fleet, groups, node) laid over it: what the agent runs.
+        #[arg(long)]
+        effective: bool,
+        /// One key per line with the file or layer it came from.
+        #[arg(long)]
+        origin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +225,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         )),
         Command::Config(ConfigCommand::Check { file }) => {
             Ok(config_cmd::check(file.as_deref().unwrap_or(&cli.config)))
+        }
+        Command::Config(ConfigCommand::Show { effective, origin }) => {
+            Ok(config_cmd::show(&cli.config, effective, origin))
         }
         Command::Bootstrap(cmd) => bootstrap::run(&cli.config, cmd),
         Command::Rules(RulesCommand::Check { files }) => rules::check(&cli.config, &files),

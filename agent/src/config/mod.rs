@@ -13,6 +13,7 @@
 
 mod bootstrap;
 mod core;
+mod fleet;
 mod metrics;
 mod outbox;
 mod rules;
@@ -33,6 +34,7 @@ pub use self::core::{
     CONTROL_SOCKET_NAME, ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig,
     RESERVED_NODE_IDS, SYSTEM_RUNTIME_DIR, SYSTEM_STATE_DIR,
 };
+pub use self::fleet::FleetConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::outbox::OutboxConfig;
 pub use self::rules::{Priority, RulesConfig};
@@ -58,6 +60,7 @@ pub struct AgentConfig {
     pub rules: RulesConfig,
     pub metrics: MetricsConfig,
     pub bootstrap: BootstrapConfig,
+    pub fleet: FleetConfig,
 }
 
 /// One thing wrong with a value that parsed: which key, and why.
@@ -147,6 +150,50 @@ impl AgentConfig {
         }
     }
 
+    /// Build a config from a TOML table that stands for the file at `path`
+    /// (fleet config merges the local file's table with the bundles'
+    /// overlays): the same checks, defaults and relative-path resolution as
+    /// [`AgentConfig::from_toml`]. Errors carry the key, not a position.
+    pub fn from_table(table: toml::Table, path: &Path) -> Result<AgentConfig, ConfigError> {
+        let mut config: AgentConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                key: (key != "." && !key.is_empty()).then_some(key),
+                message: e.into_inner().message().trim().to_string(),
+            }
+        })?;
+        config.resolve(config_dir(path));
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// The file's text as a TOML table (syntax only; no schema check).
+    pub fn parse_table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+        text.parse::<toml::Table>().map_err(|e| {
+            let position = e
+                .span()
+                .map(|span| {
+                    let (line, column) = line_column(text, span.start);
+                    format!(" (line {line}, column {column})")
+                })
+                .unwrap_or_default();
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                key: None,
+                message: format!("not valid TOML: {}{position}", e.message().trim()),
+            }
+        })
+    }
+
     /// Fill derived defaults (node id, state paths) and make relative paths
     /// absolute against `base`, the directory holding the config file.
     fn resolve(&mut self, base: &Path) {
@@ -158,6 +205,7 @@ impl AgentConfig {
         self.rules.resolve(base);
         self.metrics.resolve(base);
         self.bootstrap.resolve(base);
+        self.fleet.resolve(base);
     }
 
     /// Every problem at once, so an operator fixes the file in one pass.
@@ -172,6 +220,7 @@ impl AgentConfig {
         self.rules.validate(&mut problems);
         self.metrics.validate(&mut problems);
         self.bootstrap.validate(&mut problems);
+        self.fleet.validate(&mut problems);
         problems
     }
 }

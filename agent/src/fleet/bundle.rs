@@ -291,14 +291,16 @@ pub fn peek(bytes: &[u8]) -> Result<Payload, Refusal> {
 /// Open a bundle that arrived on the topic of (`fleet`, `layer`): size,
 /// envelope, key, signature, payload, target, expiry, in that order, so
 /// that junk costs as little as possible. The overlay's keys are checked
-/// by the caller.
+/// by the caller. `now: None` skips the expiry check (a bundle the node
+/// already holds stays in force after it expires: expiry bounds when a
+/// bundle may be accepted, not how long it runs).
 pub fn open(
     bytes: &[u8],
     fleet: &str,
     layer: &Target,
     trusted: &[PublicKey],
     max_bytes: usize,
-    now: SystemTime,
+    now: Option<SystemTime>,
 ) -> Result<Verified, Refusal> {
     if bytes.len() > max_bytes {
         return Err(Refusal::Oversized {
@@ -330,7 +332,7 @@ pub fn open(
             topic: format!("{layer} of fleet {fleet}"),
         });
     }
-    if let Some(expires) = payload.expires()
+    if let (Some(expires), Some(now)) = (payload.expires(), now)
         && expires <= now
     {
         return Err(Refusal::Expired(
@@ -494,7 +496,7 @@ mod tests {
             &Target::Group("eu".into()),
             &[k.public()],
             MAX,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap();
         assert_eq!(v.payload, p);
@@ -512,7 +514,15 @@ mod tests {
             ("f1", Target::Group("n1".into())),
             ("f2", Target::Node("n1".into())),
         ] {
-            let e = open(&bytes, fleet, &layer, &[k.public()], MAX, SystemTime::now()).unwrap_err();
+            let e = open(
+                &bytes,
+                fleet,
+                &layer,
+                &[k.public()],
+                MAX,
+                Some(SystemTime::now()),
+            )
+            .unwrap_err();
             assert_eq!(e.code(), "wrong_target", "{fleet} {layer}: {e}");
         }
     }
@@ -533,7 +543,7 @@ mod tests {
             &Target::Fleet,
             &[k.public()],
             MAX,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap_err();
         assert_eq!(e.code(), "bad_signature", "{e}");
@@ -550,7 +560,7 @@ mod tests {
             &Target::Fleet,
             &[k.public()],
             MAX,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap_err();
         assert_eq!(e.code(), "untrusted_key");
@@ -574,7 +584,7 @@ mod tests {
             &Target::Fleet,
             &[k.public()],
             MAX,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap_err();
         assert_eq!(e.code(), "bad_signature");
@@ -590,7 +600,7 @@ mod tests {
             &Target::Fleet,
             &[k.public()],
             10,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap_err();
         assert_eq!(e.code(), "oversized");
@@ -603,7 +613,7 @@ mod tests {
             &Target::Fleet,
             &[k.public()],
             MAX,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap_err();
         assert_eq!(e.code(), "expired");
@@ -614,7 +624,7 @@ mod tests {
             &Target::Fleet,
             &[k.public()],
             MAX,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap_err();
         assert_eq!(e.code(), "malformed");
@@ -626,7 +636,7 @@ mod tests {
             &Target::Fleet,
             &[k.public()],
             MAX,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap_err();
         assert_eq!(e.code(), "schema");
@@ -645,7 +655,7 @@ mod tests {
             &Target::Fleet,
             &[k.public()],
             MAX,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap_err();
         assert_eq!(e.code(), "malformed");
@@ -680,7 +690,7 @@ mod tests {
             &Target::Fleet,
             &[k.public()],
             MAX,
-            SystemTime::now(),
+            Some(SystemTime::now()),
         )
         .unwrap_err();
         assert_eq!(e.code(), "invalid");

@@ -10,5 +10,9 @@
 //! Neither side ever rewrites the node's local agent.toml.
 
 pub mod bundle;
+pub mod held;
 pub mod keys;
 pub mod ops;
+pub mod overlay;
+pub mod state;
+pub mod summary;

@@ -31,8 +31,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a one-shot command waits for the broker's PUBACK or SUBACK.
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Requests queued towards rumqttc's event loop: an operator's command
-/// publishes or subscribes a handful at a time.
+/// Requests queued towards rumqttc's event loop by default: an operator's
+/// command publishes or subscribes a handful at a time.
 const REQUEST_CAPACITY: usize = 64;
 
 /// Reconnect delays of long-running operator commands (`--watch`, the
@@ -127,6 +127,9 @@ pub struct ConnectOptions {
     pub manual_acks: bool,
     /// The largest packet either way.
     pub max_packet_bytes: usize,
+    /// Requests (publishes, subscribes, acks) queued towards the event
+    /// loop before `publish` waits.
+    pub request_capacity: usize,
 }
 
 impl ConnectOptions {
@@ -141,6 +144,7 @@ impl ConnectOptions {
             clean_session: true,
             manual_acks: false,
             max_packet_bytes: crate::uplink::MAX_PACKET_BYTES,
+            request_capacity: REQUEST_CAPACITY,
         }
     }
 }
@@ -179,7 +183,7 @@ impl OpsConnection {
             .set_manual_acks(options.manual_acks)
             .set_inflight(ops.config.uplink.inflight)
             .set_max_packet_size(options.max_packet_bytes, options.max_packet_bytes);
-        let (client, mut eventloop) = AsyncClient::new(o, REQUEST_CAPACITY);
+        let (client, mut eventloop) = AsyncClient::new(o, options.request_capacity);
         let mut net = rumqttc::NetworkOptions::new();
         net.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
         net.set_tcp_nodelay(true);
@@ -318,6 +322,12 @@ impl OpsConnection {
         }
     }
 
+    /// The client and its event loop, for a caller that drives the loop
+    /// itself (its own reconnect policy, its own task).
+    pub fn into_parts(self) -> (AsyncClient, EventLoop) {
+        (self.client, self.eventloop)
+    }
+
     /// Say goodbye (DISCONNECT) and let the event loop write it.
     pub async fn disconnect(mut self) {
         if !self.connected {
@@ -353,9 +363,39 @@ impl OpsConnection {
     }
 }
 
+/// The fleet's topic for `node` and `suffix` (`alerts`, `state`,
+/// `config/result`, ...).
+pub fn topic(fleet: &str, node: &str, suffix: &str) -> String {
+    format!("edge/{fleet}/{node}/{suffix}")
+}
+
+/// `(node, suffix)` of a topic `edge/<fleet>/<node>/<suffix>` of `fleet`.
+pub fn parse_topic<'a>(fleet: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = topic
+        .strip_prefix("edge/")?
+        .strip_prefix(fleet)?
+        .strip_prefix('/')?;
+    let (node, suffix) = rest.split_once('/')?;
+    (!node.is_empty() && !suffix.is_empty()).then_some((node, suffix))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_split_into_node_and_suffix_only_for_their_fleet() {
+        assert_eq!(topic("f", "n1", "state"), "edge/f/n1/state");
+        assert_eq!(parse_topic("f", "edge/f/n1/alerts"), Some(("n1", "alerts")));
+        assert_eq!(
+            parse_topic("f", "edge/f/n1/config/result"),
+            Some(("n1", "config/result"))
+        );
+        assert_eq!(parse_topic("f", "edge/g/n1/alerts"), None);
+        assert_eq!(parse_topic("f", "edge/ff/n1/alerts"), None);
+        assert_eq!(parse_topic("f", "edge/f//alerts"), None);
+        assert_eq!(parse_topic("f", "edge/f/n1"), None);
+    }
 
     #[test]
     fn an_ops_file_without_a_broker_says_what_to_set() {
