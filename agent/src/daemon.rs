@@ -300,10 +300,17 @@ impl Sinks {
         }
     }
 
-    /// Start the uplink, draining the outbox. Once only.
-    pub fn start_uplink(&mut self, ctx: &StageContext, shutdown: CancellationToken) {
+    /// Start the uplink, draining the outbox, with `fleet` its joint with
+    /// the fleet stage ([`crate::fleet::link::UplinkSide::detached`] when
+    /// there is none). Once only.
+    pub fn start_uplink(
+        &mut self,
+        ctx: &StageContext,
+        shutdown: CancellationToken,
+        fleet: crate::fleet::link::UplinkSide,
+    ) {
         let done = self.uplink_done.take().expect("the uplink is started once");
-        let uplink = crate::uplink::start(ctx, self.outbox.clone(), shutdown, done);
+        let uplink = crate::uplink::start(ctx, self.outbox.clone(), shutdown, done, fleet);
         // The uplink stops first: the outbox waits for its acknowledgements.
         self.stages.insert(0, uplink);
     }
@@ -322,7 +329,7 @@ pub fn start_sinks(
     shutdown: CancellationToken,
 ) -> Sinks {
     let mut sinks = Sinks::start_outbox(ctx, reports, shutdown.clone());
-    sinks.start_uplink(ctx, shutdown);
+    sinks.start_uplink(ctx, shutdown, crate::fleet::link::UplinkSide::detached());
     sinks
 }
 

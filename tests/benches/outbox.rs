@@ -202,7 +202,11 @@ async fn drain(records: u64, inflight: u16) {
     p.wait(|s| s.appended_total >= records && s.total_records() >= records)
         .await;
     let started = Instant::now();
-    p.sinks.start_uplink(&p.ctx, p.shutdown.clone());
+    p.sinks.start_uplink(
+        &p.ctx,
+        p.shutdown.clone(),
+        edge_agent::fleet::link::UplinkSide::detached(),
+    );
     p.wait(|s| s.total_records() == 0).await;
     let secs = started.elapsed().as_secs_f64();
     let d = p.details("uplink");

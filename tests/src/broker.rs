@@ -124,7 +124,10 @@ impl Certs {
         ]);
     }
 
-    fn make_leaf(&self, name: &str, ca: &str, cn: &str, ext: &str) {
+    /// A leaf certificate `name.pem` + `name.key` with common name `cn`,
+    /// signed by CA `ca` (`"ca"` is the fleet CA), with extra extensions
+    /// `ext` (one per line, openssl extfile syntax).
+    pub fn make_leaf(&self, name: &str, ca: &str, cn: &str, ext: &str) {
         let key = format!("{name}.key");
         let csr = format!("{name}.csr");
         let extfile = self.dir.join(format!("{name}.ext"));

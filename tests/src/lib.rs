@@ -10,6 +10,7 @@
 
 pub mod bootstrap;
 pub mod broker;
+pub mod fleet;
 pub mod foundation;
 pub mod rules;
 pub mod sensor;

@@ -88,7 +88,7 @@ impl ByteSize {
     pub const fn kib(n: u64) -> Self {
         Self(n * 1024)
     }
-    pub fn get(self) -> u64 {
+    pub const fn get(self) -> u64 {
         self.0
     }
 }

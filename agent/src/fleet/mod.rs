@@ -12,6 +12,7 @@
 pub mod bundle;
 pub mod held;
 pub mod keys;
+pub mod link;
 pub mod ops;
 pub mod overlay;
 pub mod state;

@@ -45,6 +45,7 @@ pub use self::failure::{Failure, describe as describe_failure};
 pub use self::session::{FetchRequest, Session, SessionError, Slot};
 
 use crate::config::{AgentConfig, BrokerAddress};
+use crate::fleet::link::{Incoming, LinkHealth, UplinkSide};
 use crate::outbox::{Fetched, Outbox, OutboxError, RecordKey, Summary, TryAck};
 use crate::report::Topic;
 use crate::stage::{self, Stage, StageContext, StageSpec};
@@ -69,6 +70,15 @@ pub const MAX_PACKET_BYTES: usize = crate::outbox::store::MAX_RECORD_BYTES + 409
 /// those records are not sent twice), and for the offline state message.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(1500);
 const SHUTDOWN_GOODBYE: Duration = Duration::from_millis(500);
+
+/// A packet from the broker may be this large when the node takes fleet
+/// config: the largest bundle any node may accept, its topic and header.
+const MAX_BUNDLE_PACKET_BYTES: usize = crate::config::FleetConfig::MAX_BUNDLE.get() as usize + 4096;
+
+/// After the fleet stage could not take a config message, the config
+/// topics are subscribed again after this (their retained bundles come
+/// again). Long enough that a flood cannot make it spin.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(30);
 
 /// The online state message is refreshed at most this often.
 const STATE_REFRESH: Duration = Duration::from_secs(60);
@@ -103,16 +113,19 @@ pub const STAGE: StageSpec = StageSpec {
 
 /// Start the uplink stage, draining `outbox`. `done` is dropped when it has
 /// stopped (after handing its last acknowledgements to the outbox).
+/// `fleet`: where bundles on the node's config topics go, and what the
+/// state message says about fleet config.
 pub fn start(
     ctx: &StageContext,
     outbox: Outbox,
     shutdown: CancellationToken,
     done: oneshot::Sender<()>,
+    fleet: UplinkSide,
 ) -> Stage {
     let config = ctx.config.clone();
     stage::start(ctx, &STAGE, |own| async move {
         let _done = done;
-        run(config, outbox, own.status, shutdown).await
+        run(config, outbox, own.status, shutdown, fleet).await
     })
 }
 
@@ -126,6 +139,7 @@ async fn run(
     outbox: Outbox,
     status: StatusReporter,
     shutdown: CancellationToken,
+    fleet: UplinkSide,
 ) -> Result<(), UplinkError> {
     loop {
         let config = config_rx.borrow_and_update().clone();
@@ -143,9 +157,15 @@ async fn run(
             }
         } else {
             let broker = BrokerAddress::parse(&config.uplink.url).map_err(UplinkError::Url)?;
-            Link::new(config, broker, outbox.clone(), status.clone())
-                .run(&mut config_rx, &shutdown)
-                .await
+            Link::new(
+                config,
+                broker,
+                outbox.clone(),
+                status.clone(),
+                fleet.clone(),
+            )
+            .run(&mut config_rx, &shutdown)
+            .await
         };
         match ending {
             Ending::Shutdown => return Ok(()),
@@ -198,6 +218,15 @@ struct Link {
     last_state: Option<(Instant, Value)>,
     /// TLS material as last loaded (for `mqtts://`).
     tls: Option<Transport>,
+    /// The joint with the fleet stage.
+    fleet: UplinkSide,
+    /// The node's config topics (empty: fleet config off).
+    config_topics: Vec<String>,
+    /// Config messages the fleet stage had no room for.
+    config_dropped: u64,
+    /// After a drop: subscribe again then, so the retained bundles come again.
+    resubscribe_at: Option<Instant>,
+    health: LinkHealth,
 }
 
 /// Why the link could not be set up.
@@ -212,9 +241,15 @@ impl Link {
         broker: BrokerAddress,
         outbox: Outbox,
         status: StatusReporter,
+        fleet: UplinkSide,
     ) -> Link {
         let now = Instant::now();
         Link {
+            config_topics: crate::fleet::link::config_topics(&config),
+            config_dropped: 0,
+            resubscribe_at: None,
+            health: LinkHealth::default(),
+            fleet,
             topics: Topics::new(&config),
             session: Session::new(
                 config.uplink.inflight,
@@ -269,7 +304,7 @@ impl Link {
             .set_keep_alive(self.config.uplink.keep_alive.get())
             .set_clean_session(false)
             .set_inflight(self.config.uplink.inflight)
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+            .set_max_packet_size(self.max_incoming(), MAX_PACKET_BYTES)
             .set_last_will(LastWill::new(
                 self.topics.state(),
                 self.offline_state("connection lost"),
@@ -277,6 +312,19 @@ impl Link {
                 true,
             ));
         o
+    }
+
+    /// The largest packet the broker may send: bundles up to the largest
+    /// `fleet.max_bundle_bytes` and their topic when the node takes fleet
+    /// config. A larger packet makes rumqttc drop the connection, so the
+    /// limit is the largest any node may be configured for, not this node's
+    /// (which the fleet stage enforces with a refusal and a result).
+    fn max_incoming(&self) -> usize {
+        if self.config_topics.is_empty() {
+            MAX_PACKET_BYTES
+        } else {
+            MAX_PACKET_BYTES.max(MAX_BUNDLE_PACKET_BYTES)
+        }
     }
 
     async fn run(
@@ -329,6 +377,7 @@ impl Link {
         state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         let mut summary_alive = true;
+        let mut fleet_alive = true;
         let ending = loop {
             if fetch.is_none() && fetch_retry_at.is_none_or(|t| Instant::now() >= t) {
                 fetch_retry_at = None;
@@ -366,6 +415,14 @@ impl Link {
                 }
                 _ = tokio::time::sleep_until(fetch_retry_at.unwrap_or_else(Instant::now).into()), if fetch_retry_at.is_some() => {}
                 r = self.summary.changed(), if summary_alive => summary_alive = r.is_ok(),
+                r = self.fleet.summary.changed(), if fleet_alive => {
+                    fleet_alive = r.is_ok();
+                    self.refresh_state(&client, true);
+                }
+                _ = tokio::time::sleep_until(self.resubscribe_at.unwrap_or_else(Instant::now).into()), if self.resubscribe_at.is_some() => {
+                    self.resubscribe_at = None;
+                    self.subscribe_config(&client);
+                }
                 _ = state_tick.tick() => self.refresh_state(&client, false),
                 _ = status_tick.tick() => self.report(true),
                 r = config_rx.changed() => {
@@ -373,7 +430,10 @@ impl Link {
                         Err(_) => break Ending::Shutdown,
                         Ok(()) => {
                             let new = config_rx.borrow_and_update().clone();
-                            if new.uplink != self.config.uplink || new.node != self.config.node {
+                            if new.uplink != self.config.uplink
+                                || new.node != self.config.node
+                                || crate::fleet::link::config_topics(&new) != self.config_topics
+                            {
                                 break Ending::Reconfigure;
                             }
                         }
@@ -382,6 +442,7 @@ impl Link {
             }
             self.publish_ready(&client);
             self.report(false);
+            self.publish_health();
         };
         if matches!(ending, Ending::Shutdown) {
             self.goodbye(&client, &mut events).await;
@@ -413,9 +474,14 @@ impl Link {
                     info!(broker = %self.config.uplink.url, "uplink connected");
                 }
                 self.last_logged = None;
+                self.health.connected = true;
+                self.health.connects += 1;
+                self.health.acks_this_connection = 0;
+                self.subscribe_config(client);
                 self.refresh_state(client, true);
                 self.report(true);
             }
+            Ok(Event::Incoming(Packet::Publish(p))) => self.config_message(p),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                 if let Err(e) = self.session.outgoing_publish(pkid) {
                     self.broken(&e, client);
@@ -427,7 +493,12 @@ impl Link {
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                if let Some(Slot::Record(key)) = self.session.puback(ack.pkid, now) {
+                let slot = self.session.puback(ack.pkid, now);
+                if slot.is_some() {
+                    self.health.acks += 1;
+                    self.health.acks_this_connection += 1;
+                }
+                if let Some(Slot::Record(key)) = slot {
                     self.acks.push(key);
                 }
             }
@@ -440,6 +511,8 @@ impl Link {
                 }
                 self.connecting = true;
                 self.connected_at = None;
+                self.health.connected = false;
+                self.publish_health();
                 let delay = self.session.lost(now);
                 self.failed(f, delay);
                 // Re-read the TLS files for the next attempt; a file that
@@ -541,6 +614,61 @@ impl Link {
         }
     }
 
+    /// Subscribe to the node's config topics (after every CONNACK: the
+    /// broker then sends each layer's retained bundle, the latest only).
+    fn subscribe_config(&mut self, client: &AsyncClient) {
+        if self.config_topics.is_empty() || !self.session.is_up() {
+            return;
+        }
+        let filters = self
+            .config_topics
+            .iter()
+            .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+        if let Err(e) = client.try_subscribe_many(filters) {
+            warn!(error = %e, "uplink: cannot subscribe to the config topics; trying again in {}s", RESUBSCRIBE_AFTER.as_secs());
+            self.resubscribe_at = Some(Instant::now() + RESUBSCRIBE_AFTER);
+        }
+    }
+
+    /// A message on a subscribed topic: hand it to the fleet stage without
+    /// waiting. When it has no room (a flood), count the message, drop it,
+    /// and subscribe again later: the retained bundles come again then.
+    fn config_message(&mut self, p: rumqttc::Publish) {
+        if !self.config_topics.contains(&p.topic) {
+            debug!(topic = %p.topic, "uplink: a message on a topic this node no longer reads");
+            return;
+        }
+        let Some(inbox) = &self.fleet.inbox else {
+            return;
+        };
+        let msg = Incoming {
+            topic: p.topic,
+            payload: p.payload,
+            received: Instant::now(),
+        };
+        if inbox.try_send(msg).is_err() {
+            self.config_dropped += 1;
+            if self.resubscribe_at.is_none() {
+                warn!(
+                    dropped_total = self.config_dropped,
+                    "uplink: config messages arrive faster than they are checked; dropped, the retained bundles are read again in {}s",
+                    RESUBSCRIBE_AFTER.as_secs()
+                );
+                self.resubscribe_at = Some(Instant::now() + RESUBSCRIBE_AFTER);
+            }
+        }
+    }
+
+    /// Tell the fleet stage how the link is doing (only when it changed).
+    fn publish_health(&self) {
+        let h = self.health;
+        self.fleet.health.send_if_modified(|old| {
+            let changed = *old != h;
+            *old = h;
+            changed
+        });
+    }
+
     fn online_state(&self) -> Value {
         let s = self.summary.borrow();
         json!({
@@ -557,7 +685,16 @@ impl Link {
             },
             "given_up": Summary::by_class(&s.given_up),
             "reconnects": self.session.stats.reconnects,
+            "fleet": self.fleet_summary(),
         })
+    }
+
+    /// `fleet` in the state messages: null when fleet config is off.
+    fn fleet_summary(&self) -> Value {
+        if self.config_topics.is_empty() {
+            return Value::Null;
+        }
+        serde_json::to_value(&*self.fleet.summary.borrow()).unwrap_or(Value::Null)
     }
 
     fn offline_state(&self, reason: &str) -> Vec<u8> {
@@ -566,6 +703,9 @@ impl Link {
             "schema": STATE_SCHEMA,
             "state": "offline",
             "reason": reason,
+            "version": crate::VERSION,
+            "at": unix_now(),
+            "fleet": self.fleet_summary(),
         }))
         .expect("a JSON value serializes")
     }
@@ -685,6 +825,7 @@ impl Link {
         let code = self.last_failure.as_ref().map(|f| f.code);
         let connected_since = self.connected_at.map(unix);
         let down_since = (!connected).then(|| unix(self.down_since));
+        let config_dropped = self.config_dropped;
         let (published, acked, reconnects, connects) = (
             stats.published,
             stats.acked,
@@ -704,6 +845,7 @@ impl Link {
             d.insert("connects_total".into(), connects.into());
             d.insert("next_retry_secs".into(), next_retry.into());
             d.insert("last_error_code".into(), code.into());
+            d.insert("config_dropped_total".into(), config_dropped.into());
         });
     }
 }
