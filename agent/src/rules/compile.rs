@@ -1,47 +1,30 @@
-//! The condition compiler and evaluator: a parsed [`Expr`] plus the rule
-//! set's lists and macros become a [`Node`] tree that evaluates an
-//! [`Event`] without parsing, formatting or allocating.
+//! The condition compiler: a parsed [`Expr`] plus the rule set's lists and
+//! macros become a [`Node`] tree for the evaluator ([`super::eval`]).
 //!
-//! Owns what each field and operator means on the hot path. Work that can be
-//! done once is done here: literals are parsed into the field's kind, `in`
-//! lists become sets, `icontains` literals are lowered, globs and regexes
+//! Owns what each field and operator means to a rule. Work that can be done
+//! once is done here: literals are parsed into the field's kind, `in` lists
+//! become sets, `icontains` literals are lowered, globs and regexes
 //! compile, `evt.arg.flags contains O_TRUNC` becomes a bit test, and
 //! `evt.res` / `evt.arg.request` / `evt.arg.domain` predicates become table
-//! look-ups on the raw value, so the renderer in `event.rs` is never called
-//! for them, and user names compared with `evt.arg.uid` become uids (from
-//! the node's `/etc/passwd`, read once at load). Never reads anything but
-//! the event it is given while evaluating.
-//!
-//! Absent values follow Falco: every comparison with an absent value is
-//! false (`!=` too), `exists` is false, and `not` inverts the result.
+//! look-ups on the raw value, so the renderer in `event/render.rs` is never
+//! called for them; user names compared with `evt.arg.uid` become uids
+//! (from the node's `/etc/passwd`, read once at load). Cheap tests are
+//! ordered first, constants fold. Refuses conditions on fields the sensor
+//! never fills.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::event::{Arg, Event, EventType, Field, FieldError, FieldKind, FieldValue, exe_flags};
+use crate::event::{Arg, Event, EventType, Field, FieldError, FieldKind, Read, exe_flags};
 
 use super::condition::{self, Check, Expr, FieldExpr, Literal, Op, Operand, Transformer};
+use super::eval::{
+    ALL_TYPES, CmpOp, FlagMatch, IntTest, IpNet, IpTest, Node, Pred, Reader, ResTable, StrTest,
+    Test, TypeMask, type_bit,
+};
 use super::glob::Glob;
 use super::strset::StrSet;
-
-/// Bit set of event types ([`EventType::index`]); 38 types fit in a `u64`.
-pub type TypeMask = u64;
-
-pub const ALL_TYPES: TypeMask = (1u64 << EventType::ALL.len()) - 1;
-
-pub fn type_bit(t: EventType) -> TypeMask {
-    1u64 << t.index()
-}
-
-/// The names in a mask, for messages and `rules list`.
-pub fn type_names(mask: TypeMask) -> Vec<&'static str> {
-    EventType::ALL
-        .iter()
-        .filter(|t| mask & type_bit(**t) != 0)
-        .map(|t| t.as_str())
-        .collect()
-}
 
 /// A named list as the compiler sees it (items already unquoted).
 #[derive(Debug, Clone, Default)]
@@ -173,33 +156,9 @@ pub fn compile(expr: &Expr, env: &Env<'_>) -> Result<Compiled, CompileError> {
     })
 }
 
-// ---- the evaluator ---------------------------------------------------------
-
-/// The compiled form of a condition.
-#[derive(Debug, Clone)]
-pub enum Node {
-    Const(bool),
-    And(Box<[Node]>),
-    Or(Box<[Node]>),
-    Not(Box<Node>),
-    /// `evt.type` in a set.
-    Types(TypeMask),
-    Pred(Box<Pred>),
-}
+// ---- passes over the compiled tree -----------------------------------------
 
 impl Node {
-    #[inline]
-    pub fn eval(&self, e: &Event) -> bool {
-        match self {
-            Node::Const(b) => *b,
-            Node::And(items) => items.iter().all(|n| n.eval(e)),
-            Node::Or(items) => items.iter().any(|n| n.eval(e)),
-            Node::Not(n) => !n.eval(e),
-            Node::Types(m) => m & type_bit(e.evt.ty) != 0,
-            Node::Pred(p) => p.eval(e),
-        }
-    }
-
     /// Event types for which the node may be true.
     pub fn may_types(&self) -> TypeMask {
         match self {
@@ -343,198 +302,13 @@ fn fold_junction(items: Box<[Node]>, is_and: bool) -> Node {
     }
 }
 
-/// Where a predicate reads its value.
-#[derive(Debug, Clone)]
-pub enum Reader {
-    Field(Field),
-    /// `proc.duration`: event time minus process start (absent when unknown).
-    ProcDuration,
-    /// `proc.aname` / `proc.apid` without index: true if any ancestor matches.
-    AncestorNames,
-    AncestorPids,
-    /// `container.mount.dest` / `.source`: Falco's list-field semantics.
-    MountDests,
-    MountSources,
-}
-
 impl Reader {
     fn kind(&self) -> FieldKind {
         match self {
             Reader::Field(f) => f.kind(),
-            Reader::ProcDuration => FieldKind::Int,
             Reader::AncestorNames => FieldKind::List,
             Reader::AncestorPids => FieldKind::Int,
             Reader::MountDests | Reader::MountSources => FieldKind::List,
-        }
-    }
-}
-
-/// One comparison.
-#[derive(Debug, Clone)]
-pub enum Pred {
-    /// A value test on a field (optionally transformed).
-    Value {
-        reader: Reader,
-        transformers: Box<[Transformer]>,
-        test: Test,
-    },
-    /// `evt.arg.flags contains NAME` on open and exec events: a bit test on
-    /// the raw flags; other event types use `slow`.
-    Flags {
-        open: Option<FlagMatch>,
-        exec: Option<FlagMatch>,
-        slow: Box<Pred>,
-    },
-    /// `evt.res` predicates as a table over the raw result.
-    Res(Box<ResTable>),
-    /// Predicates on an argument rendered from a small table of names
-    /// (`evt.arg.request`, `evt.arg.domain`, `evt.arg.type`).
-    EnumArg {
-        arg: Arg,
-        /// Every raw value that has a name, with the predicate's answer.
-        table: Box<[(u64, bool)]>,
-        /// The answer for raw values without a name.
-        otherwise: bool,
-    },
-    /// `a = val(b)` / `a != val(b)`.
-    FieldEq { a: Reader, b: Reader, negate: bool },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlagMatch {
-    /// The name is printed when these bits are all set.
-    Bits(u64),
-    /// `O_RDONLY` / `O_WRONLY` / `O_RDWR`: the access mode equals this.
-    AccMode(u64),
-    /// `O_RDONLY`: printed for any access mode that is not write or read-write.
-    ReadOnly,
-    /// The name is never printed for this event type.
-    Never,
-}
-
-impl FlagMatch {
-    #[inline]
-    fn test(self, flags: u64) -> bool {
-        match self {
-            FlagMatch::Bits(b) => flags & b == b,
-            FlagMatch::AccMode(m) => flags & libc::O_ACCMODE as u64 == m,
-            FlagMatch::ReadOnly => !matches!(
-                (flags & libc::O_ACCMODE as u64) as i32,
-                libc::O_WRONLY | libc::O_RDWR
-            ),
-            FlagMatch::Never => false,
-        }
-    }
-}
-
-/// `evt.res` answers: for success, and for each errno up to 4095.
-#[derive(Debug, Clone)]
-pub struct ResTable {
-    success: bool,
-    errno: [u64; 64],
-    slow: Pred,
-}
-
-/// A value test, by the value's kind.
-#[derive(Debug, Clone)]
-pub enum Test {
-    Exists,
-    Str(StrTest),
-    Int(IntTest),
-    Bool { want: bool, negate: bool },
-    Ip(IpTest),
-}
-
-#[derive(Debug, Clone)]
-pub enum StrTest {
-    Eq(Box<str>),
-    Ne(Box<str>),
-    Lt(Box<str>),
-    Le(Box<str>),
-    Gt(Box<str>),
-    Ge(Box<str>),
-    /// A substring searcher built once (std's `contains` rebuilds one per call).
-    Contains(Box<memchr::memmem::Finder<'static>>),
-    /// The literal, lowered once.
-    IContains(Box<[u8]>),
-    StartsWith(Box<str>),
-    EndsWith(Box<str>),
-    Glob(Glob),
-    Regex(regex::Regex),
-    In(StrSet),
-    /// Falco's `intersects` on list fields: any value in the set.
-    Intersects(StrSet),
-    /// Path prefixes without trailing slash (`/` kept as is).
-    PMatch(Box<[Box<str>]>),
-}
-
-#[derive(Debug, Clone)]
-pub enum IntTest {
-    Cmp(CmpOp, i64),
-    In(Box<[i64]>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-#[derive(Debug, Clone)]
-pub enum IpTest {
-    Eq(IpAddr),
-    Ne(IpAddr),
-    In(Box<[IpAddr]>),
-    /// CIDR networks (`fd.net`, `fd.snet`, ...).
-    InNet(Box<[IpNet]>),
-    NotInNet(Box<[IpNet]>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl IpNet {
-    pub fn parse(s: &str) -> Option<IpNet> {
-        let (a, p) = s.split_once('/').unwrap_or((s, ""));
-        let addr: IpAddr = a.trim().parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if p.is_empty() {
-            max
-        } else {
-            p.trim().parse().ok()?
-        };
-        (prefix <= max).then_some(IpNet { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            (IpAddr::V4(n), IpAddr::V6(a)) => a.to_ipv4_mapped().is_some_and(|a| {
-                IpNet {
-                    addr: IpAddr::V4(n),
-                    prefix: self.prefix,
-                }
-                .contains(IpAddr::V4(a))
-            }),
-            _ => false,
         }
     }
 }
@@ -550,14 +324,10 @@ impl Pred {
                 test,
             } => {
                 let read = match reader {
-                    Reader::Field(
-                        Field::EvtArgs
-                        | Field::ThreadCapEffective
-                        | Field::EvtRes
-                        | Field::EvtArg(_)
-                        | Field::EvtArgIndex(_),
-                    ) => 6,
-                    Reader::Field(_) | Reader::ProcDuration => 1,
+                    Reader::Field(f) => match f.read_cost() {
+                        Read::Stored => 1,
+                        Read::Rendered => 6,
+                    },
                     Reader::AncestorNames | Reader::AncestorPids => 6,
                     Reader::MountDests | Reader::MountSources => 4,
                 };
@@ -583,281 +353,11 @@ impl Pred {
             }
         }
     }
-
-    #[inline]
-    pub fn eval(&self, e: &Event) -> bool {
-        match self {
-            Pred::Value {
-                reader,
-                transformers,
-                test,
-            } => eval_value(reader, transformers, test, e),
-            Pred::Flags { open, exec, slow } => {
-                let ty = e.evt.ty;
-                let fast = if ty.is_open() {
-                    open
-                } else if ty.is_exec() {
-                    exec
-                } else {
-                    &None
-                };
-                match fast {
-                    Some(m) => e.evt.args.flags.is_some_and(|f| m.test(f)),
-                    None => slow.eval(e),
-                }
-            }
-            Pred::Res(t) => {
-                let r = e.evt.res;
-                if r >= 0 {
-                    t.success
-                } else if r >= -4095 {
-                    let n = (-r) as usize;
-                    t.errno[n / 64] & (1u64 << (n % 64)) != 0
-                } else {
-                    t.slow.eval(e)
-                }
-            }
-            Pred::EnumArg {
-                arg,
-                table,
-                otherwise,
-            } => {
-                let a = &e.evt.args;
-                let raw = match arg {
-                    Arg::Request => a.request,
-                    Arg::Domain => a.domain.map(u64::from),
-                    Arg::Type => a.sock_type.map(u64::from),
-                    _ => None,
-                };
-                match raw {
-                    None => false,
-                    Some(v) => match table.binary_search_by_key(&v, |(k, _)| *k) {
-                        Ok(i) => table[i].1,
-                        Err(_) => *otherwise,
-                    },
-                }
-            }
-            Pred::FieldEq { a, b, negate } => {
-                let (va, vb) = (read_plain(a, e), read_plain(b, e));
-                if va.is_absent() || vb.is_absent() {
-                    return false;
-                }
-                let eq = match (&va, &vb) {
-                    (FieldValue::Int(x), FieldValue::Str(y))
-                    | (FieldValue::Str(y), FieldValue::Int(x)) => y.parse::<i64>().ok() == Some(*x),
-                    _ => va == vb,
-                };
-                eq != *negate
-            }
-        }
-    }
-}
-
-/// Read a single value (lists are read whole; only used off the hot path).
-fn read_plain<'e>(r: &Reader, e: &'e Event) -> FieldValue<'e> {
-    match r {
-        Reader::Field(f) => e.field(f),
-        Reader::ProcDuration => proc_duration(e),
-        Reader::AncestorNames => e.field(&Field::ProcAnameAny),
-        Reader::AncestorPids => e.field(&Field::ProcApidAny),
-        Reader::MountDests => e.field(&Field::ContainerMountDest),
-        Reader::MountSources => e.field(&Field::ContainerMountSource),
-    }
-}
-
-/// `proc.duration` in nanoseconds.
-pub fn proc_duration(e: &Event) -> FieldValue<'static> {
-    if e.proc.start_time == 0 || e.evt.time < e.proc.start_time {
-        FieldValue::Absent
-    } else {
-        FieldValue::Int((e.evt.time - e.proc.start_time) as i64)
-    }
-}
-
-fn eval_value(reader: &Reader, transformers: &[Transformer], test: &Test, e: &Event) -> bool {
-    match reader {
-        Reader::AncestorNames => {
-            if matches!(test, Test::Exists) {
-                return !e.ancestors.is_empty();
-            }
-            e.ancestors
-                .iter()
-                .any(|p| test_str_value(&p.name, transformers, test))
-        }
-        Reader::AncestorPids => {
-            if matches!(test, Test::Exists) {
-                return !e.ancestors.is_empty();
-            }
-            e.ancestors.iter().any(|p| match test {
-                Test::Int(t) => t.test(i64::from(p.pid)),
-                _ => test_str_value(&p.pid.to_string(), transformers, test),
-            })
-        }
-        Reader::MountDests | Reader::MountSources => {
-            let dest = matches!(reader, Reader::MountDests);
-            let mut values = e.container.mounts.iter().map(|m| {
-                if dest {
-                    m.dest.as_str()
-                } else {
-                    m.source.as_str()
-                }
-            });
-            match test {
-                Test::Exists => !e.container.mounts.is_empty(),
-                // Falco: `in` on a list field holds when every value is in the set.
-                Test::Str(StrTest::In(set)) => {
-                    !e.container.mounts.is_empty() && values.all(|v| set.contains(v))
-                }
-                _ => values.any(|v| test_str_value(v, transformers, test)),
-            }
-        }
-        Reader::ProcDuration => match (proc_duration(e), test) {
-            (FieldValue::Absent, _) => false,
-            (_, Test::Exists) => true,
-            (FieldValue::Int(v), Test::Int(t)) => t.test(v),
-            _ => false,
-        },
-        Reader::Field(f) => {
-            let v = e.field(f);
-            match (&v, test) {
-                (FieldValue::Absent, _) => false,
-                (FieldValue::List(items), Test::Exists) => !items.is_empty(),
-                (_, Test::Exists) => true,
-                (FieldValue::Str(s), _) => test_str_value(s, transformers, test),
-                (FieldValue::Int(i), Test::Int(t)) if transformers.is_empty() => t.test(*i),
-                (FieldValue::Int(i), _) => test_str_value(&i.to_string(), transformers, test),
-                (FieldValue::Bool(b), Test::Bool { want, negate }) => (b == want) != *negate,
-                (FieldValue::Ip(ip), Test::Ip(t)) => t.test(*ip),
-                (FieldValue::List(items), _) => {
-                    items.iter().any(|s| test_str_value(s, transformers, test))
-                }
-                _ => false,
-            }
-        }
-    }
-}
-
-/// Apply transformers (innermost first) and test a string value.
-fn test_str_value(s: &str, transformers: &[Transformer], test: &Test) -> bool {
-    if transformers.is_empty() {
-        return match test {
-            Test::Str(t) => t.test(s),
-            _ => false,
-        };
-    }
-    let mut cur = std::borrow::Cow::Borrowed(s);
-    for t in transformers.iter().rev() {
-        match t {
-            Transformer::ToLower => cur = std::borrow::Cow::Owned(cur.to_ascii_lowercase()),
-            Transformer::ToUpper => cur = std::borrow::Cow::Owned(cur.to_ascii_uppercase()),
-            Transformer::Basename => {
-                cur = match cur {
-                    std::borrow::Cow::Borrowed(b) => std::borrow::Cow::Borrowed(basename(b)),
-                    std::borrow::Cow::Owned(o) => std::borrow::Cow::Owned(basename(&o).to_string()),
-                }
-            }
-            Transformer::Len => {
-                let n = cur.len() as i64;
-                return match test {
-                    Test::Int(t) => t.test(n),
-                    _ => false,
-                };
-            }
-        }
-    }
-    match test {
-        Test::Str(t) => t.test(&cur),
-        _ => false,
-    }
-}
-
-fn basename(s: &str) -> &str {
-    s.rsplit('/').next().unwrap_or(s)
-}
-
-impl StrTest {
-    #[inline]
-    pub fn test(&self, s: &str) -> bool {
-        match self {
-            StrTest::Eq(v) => s == &**v,
-            StrTest::Ne(v) => s != &**v,
-            StrTest::Lt(v) => s < &**v,
-            StrTest::Le(v) => s <= &**v,
-            StrTest::Gt(v) => s > &**v,
-            StrTest::Ge(v) => s >= &**v,
-            StrTest::Contains(f) => f.find(s.as_bytes()).is_some(),
-            StrTest::IContains(v) => icontains(s.as_bytes(), v),
-            StrTest::StartsWith(v) => s.starts_with(&**v),
-            StrTest::EndsWith(v) => s.ends_with(&**v),
-            StrTest::Glob(g) => g.matches(s),
-            StrTest::Regex(r) => r.is_match(s),
-            StrTest::In(set) | StrTest::Intersects(set) => set.contains(s),
-            StrTest::PMatch(prefixes) => prefixes.iter().any(|p| path_under(s, p)),
-        }
-    }
-}
-
-/// Case-insensitive (ASCII) substring search against a lowered needle.
-fn icontains(hay: &[u8], needle: &[u8]) -> bool {
-    if needle.is_empty() {
-        return true;
-    }
-    if hay.len() < needle.len() {
-        return false;
-    }
-    let first = needle[0];
-    (0..=hay.len() - needle.len()).any(|i| {
-        hay[i].to_ascii_lowercase() == first
-            && hay[i + 1..i + needle.len()]
-                .iter()
-                .zip(&needle[1..])
-                .all(|(h, n)| h.to_ascii_lowercase() == *n)
-    })
-}
-
-/// `pmatch`: `path` is `prefix` or lies below it.
-fn path_under(path: &str, prefix: &str) -> bool {
-    if prefix == "/" {
-        return path.starts_with('/');
-    }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
-}
-
-impl IntTest {
-    #[inline]
-    pub fn test(&self, v: i64) -> bool {
-        match self {
-            IntTest::Cmp(op, x) => match op {
-                CmpOp::Eq => v == *x,
-                CmpOp::Ne => v != *x,
-                CmpOp::Lt => v < *x,
-                CmpOp::Le => v <= *x,
-                CmpOp::Gt => v > *x,
-                CmpOp::Ge => v >= *x,
-            },
-            IntTest::In(set) => set.contains(&v),
-        }
-    }
-}
-
-impl IpTest {
-    fn test(&self, ip: IpAddr) -> bool {
-        match self {
-            IpTest::Eq(a) => ip == *a,
-            IpTest::Ne(a) => ip != *a,
-            IpTest::In(set) => set.contains(&ip),
-            IpTest::InNet(nets) => nets.iter().any(|n| n.contains(ip)),
-            IpTest::NotInNet(nets) => !nets.iter().any(|n| n.contains(ip)),
-        }
-    }
 }
 
 // ---- compiling -------------------------------------------------------------
 
-/// Falco open flags as `evt.arg.flags` prints them (event.rs renders the
+/// Falco open flags as `evt.arg.flags` prints them (event/render.rs renders the
 /// same table; a unit test below keeps the two in step).
 fn open_flag(name: &str) -> Option<FlagMatch> {
     let bits = |b: i32| {
@@ -1000,9 +500,6 @@ impl Compiler<'_, '_> {
 
     fn resolve_field(&self, f: &FieldExpr) -> Result<Reader, CompileError> {
         let name = f.name.as_str();
-        if name == "proc.duration" && f.index.is_none() {
-            return Ok(Reader::ProcDuration);
-        }
         let field = Field::parse(name, f.index.as_deref()).map_err(|error| match error {
             FieldError::Unknown(field) => CompileError::UnknownField {
                 field,
@@ -1456,6 +953,7 @@ fn probe_event(ty: EventType) -> Event {
 mod tests {
     use super::*;
     use crate::event::{Container, Fd, L4Proto, Mount, Process, Role};
+    use crate::rules::eval::type_names;
 
     fn env_with(
         lists: &[(&str, &[&str])],

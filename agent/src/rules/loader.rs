@@ -26,8 +26,9 @@ use serde::Serialize;
 use crate::config::Priority;
 use crate::event::{Event, EventType};
 
-use super::compile::{self, CompileError, ListDef, MacroDef, Node, TypeMask};
+use super::compile::{self, CompileError, ListDef, MacroDef};
 use super::condition::{self, Literal};
+use super::eval::{self, Node, TypeMask};
 use super::output::OutputFormat;
 use super::yaml::{self, Node as Yaml, Style, Value};
 
@@ -1199,7 +1200,7 @@ impl Builder {
                             ),
                         ));
                     }
-                    if c.types == compile::ALL_TYPES {
+                    if c.types == eval::ALL_TYPES {
                         problems.push(problem(
                             Severity::Warning,
                             "the condition does not restrict evt.type, so every event meets this rule (slow)".into(),
@@ -1215,7 +1216,7 @@ impl Builder {
                             ),
                         ));
                     }
-                    info.event_types = compile::type_names(c.types);
+                    info.event_types = eval::type_names(c.types);
                     if r.enabled {
                         info.state = "loaded";
                         set.rules.push(CompiledRule {
@@ -1236,7 +1237,7 @@ impl Builder {
         let mut index: Vec<Vec<u32>> = vec![Vec::new(); EventType::ALL.len()];
         for (i, r) in set.rules.iter().enumerate() {
             for t in EventType::ALL {
-                if r.types & compile::type_bit(t) != 0 {
+                if r.types & eval::type_bit(t) != 0 {
                     index[t.index()].push(i as u32);
                 }
             }

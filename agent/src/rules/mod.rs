@@ -1,8 +1,9 @@
 //! The rules engine: Falco's rule language over [`crate::event::Event`]s,
 //! alerts into the outbox.
 //!
-//! Owns loading rule files ([`yaml`], [`loader`]), parsing conditions ([`condition`]),
-//! compiling them into evaluators ([`compile`]), rendering alerts
+//! Owns loading rule files ([`yaml`], [`loader`]), parsing conditions
+//! ([`condition`]), compiling them ([`compile`]) into evaluators
+//! ([`eval`]), rendering alerts
 //! ([`output`]), per-rule rate limits and counters ([`engine`]), and the
 //! daemon stage that ties them to the event channel, the outbox, reloads
 //! and the control socket ([`stage`]). Never reads the kernel or the disk
@@ -12,6 +13,7 @@
 pub mod compile;
 pub mod condition;
 pub mod engine;
+pub mod eval;
 pub mod glob;
 pub mod loader;
 pub mod output;

@@ -15,8 +15,6 @@ use serde_json::{Map, Value};
 use crate::config::Priority;
 use crate::event::{Event, Field, FieldValue};
 
-use super::compile::proc_duration;
-
 /// A parsed output format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputFormat {
@@ -36,7 +34,6 @@ enum Part {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Source {
     Field(Field),
-    ProcDuration,
     /// Unknown to this engine: always `<NA>`.
     Unknown,
 }
@@ -92,15 +89,11 @@ impl OutputFormat {
             if !lit.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut lit)));
             }
-            let source = if name == "proc.duration" {
-                Source::ProcDuration
-            } else {
-                match Field::parse(name, index) {
-                    Ok(f) => Source::Field(f),
-                    Err(_) => {
-                        unknown.push(text[start..end].to_string());
-                        Source::Unknown
-                    }
+            let source = match Field::parse(name, index) {
+                Ok(f) => Source::Field(f),
+                Err(_) => {
+                    unknown.push(text[start..end].to_string());
+                    Source::Unknown
                 }
             };
             parts.push(Part::Field {
@@ -125,7 +118,6 @@ impl OutputFormat {
                 Part::Field { key, source } => {
                     let v = match source {
                         Source::Field(f) => e.field(f),
-                        Source::ProcDuration => proc_duration(e),
                         Source::Unknown => FieldValue::Absent,
                     };
                     use std::fmt::Write as _;

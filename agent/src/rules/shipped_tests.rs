@@ -128,7 +128,7 @@ fn every_shipped_rule_is_indexed_by_event_type() {
     for r in &set.rules {
         assert_ne!(
             r.types,
-            super::compile::ALL_TYPES,
+            super::eval::ALL_TYPES,
             "{} meets every event",
             r.name
         );

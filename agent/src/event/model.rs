@@ -1,0 +1,647 @@
+//! The event model: what the sensor saw, as plain data.
+//!
+//! Owns [`Event`] and its parts, their JSON form (what `edge-agent sensor
+//! watch --json` prints and `edge-agent rules test --events` reads), and
+//! the table of event types ([`EventType`]). Holds raw values only: how a
+//! value reads as a Falco field is [`super::fields`], how it prints is
+//! [`super::render`].
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::fields::Arg;
+use super::render::{
+    CLONE_FLAGS, DUP3_FLAGS, EXEC_FLAGS, FlagNames, MEMFD_FLAGS, MOUNT_FLAGS, RENAMEAT2_FLAGS,
+    UNLINKAT_FLAGS,
+};
+
+/// The event-type table: one entry per `evt.type` this agent produces.
+///
+/// Each entry is `Variant = "falco_name", args(...), flags ...;`: the
+/// variant, Falco's name for the type (also its JSON name), its arguments in
+/// Falco's order (`evt.arg[N]`, `evt.args`), and how `evt.arg.flags` prints
+/// on it. The enum, [`EventType::ALL`], the names and the argument lists
+/// are all generated from the table, so a type is one entry; the sensor's
+/// side of a new type is in `ebpf/abi.h` and `sensor/` (see the
+/// [`super::fields`] module doc).
+macro_rules! event_types {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $name:literal, args($($arg:ident),*), flags $flags:expr;
+    )*) => {
+        /// Falco's `evt.type` values that this agent produces. Serialized by name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum EventType {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant, )*
+        }
+
+        impl EventType {
+            /// How many types there are.
+            pub const COUNT: usize = [$($name),*].len();
+
+            /// Every type, in [`EventType::index`] order.
+            pub const ALL: [EventType; Self::COUNT] = [$(EventType::$variant),*];
+
+            /// Falco's name for it (`openat`, `init_module`, ...).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( EventType::$variant => $name, )*
+                }
+            }
+
+            /// The names of this type's arguments, in Falco's order (for
+            /// `evt.arg[N]` and `evt.args`).
+            pub fn arg_order(self) -> &'static [Arg] {
+                match self {
+                    $( EventType::$variant => &[$(Arg::$arg),*], )*
+                }
+            }
+
+            /// How `evt.arg.flags` prints on this type.
+            pub fn flag_names(self) -> FlagNames {
+                use FlagNames::*;
+                match self {
+                    $( EventType::$variant => $flags, )*
+                }
+            }
+        }
+    };
+}
+
+event_types! {
+    Execve      = "execve",       args(Filename, Flags),          flags Named(EXEC_FLAGS);
+    Execveat    = "execveat",     args(Filename, Flags),          flags Named(EXEC_FLAGS);
+    Clone       = "clone",        args(Flags),                    flags Named(CLONE_FLAGS);
+    Clone3      = "clone3",       args(Flags),                    flags Named(CLONE_FLAGS);
+    Fork        = "fork",         args(Flags),                    flags Named(CLONE_FLAGS);
+    Vfork       = "vfork",        args(Flags),                    flags Named(CLONE_FLAGS);
+    Procexit    = "procexit",     args(Status),                   flags Numeric;
+    Open        = "open",         args(Name, Flags, Mode),        flags Open;
+    Openat      = "openat",       args(Name, Flags, Mode),        flags Open;
+    Openat2     = "openat2",      args(Name, Flags, Mode),        flags Open;
+    Creat       = "creat",        args(Name, Flags, Mode),        flags Open;
+    Connect     = "connect",      args(Tuple),                    flags Numeric;
+    Accept      = "accept",       args(Tuple),                    flags Numeric;
+    Accept4     = "accept4",      args(Tuple),                    flags Numeric;
+    Ptrace      = "ptrace",       args(Request, Pid),             flags Numeric;
+    Setuid      = "setuid",       args(Uid),                      flags Numeric;
+    Setgid      = "setgid",       args(Gid),                      flags Numeric;
+    Setreuid    = "setreuid",     args(Ruid, Euid, Suid),         flags Numeric;
+    Setregid    = "setregid",     args(Rgid, Egid, Sgid),         flags Numeric;
+    Setresuid   = "setresuid",    args(Ruid, Euid, Suid),         flags Numeric;
+    Setresgid   = "setresgid",    args(Rgid, Egid, Sgid),         flags Numeric;
+    InitModule  = "init_module",  args(Name, Fd),                 flags Numeric;
+    FinitModule = "finit_module", args(Name, Fd),                 flags Numeric;
+    MemfdCreate = "memfd_create", args(Name, Flags),              flags Named(MEMFD_FLAGS);
+    Mount       = "mount",        args(Dev, Dir, Fstype, Flags),  flags Named(MOUNT_FLAGS);
+    Unlink      = "unlink",       args(Path, Flags),              flags Numeric;
+    Unlinkat    = "unlinkat",     args(Path, Flags),              flags Named(UNLINKAT_FLAGS);
+    Rename      = "rename",       args(Oldpath, Newpath, Flags),  flags Numeric;
+    Renameat    = "renameat",     args(Oldpath, Newpath, Flags),  flags Numeric;
+    Renameat2   = "renameat2",    args(Oldpath, Newpath, Flags),  flags Named(RENAMEAT2_FLAGS);
+    Symlink     = "symlink",      args(Target, Linkpath),         flags Numeric;
+    Symlinkat   = "symlinkat",    args(Target, Linkpath),         flags Numeric;
+    Link        = "link",         args(Oldpath, Newpath, Flags),  flags Numeric;
+    Linkat      = "linkat",       args(Oldpath, Newpath, Flags),  flags Numeric;
+    Dup         = "dup",          args(Oldfd, Newfd, Flags),      flags Numeric;
+    Dup2        = "dup2",         args(Oldfd, Newfd, Flags),      flags Numeric;
+    Dup3        = "dup3",         args(Oldfd, Newfd, Flags),      flags Named(DUP3_FLAGS);
+    Socket      = "socket",       args(Domain, Type, Proto),      flags Numeric;
+}
+
+impl EventType {
+    /// Dense index, for per-type tables (rule indexes, counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            EventType::Open | EventType::Openat | EventType::Openat2 | EventType::Creat
+        )
+    }
+
+    pub fn is_exec(self) -> bool {
+        matches!(self, EventType::Execve | EventType::Execveat)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventType {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        EventType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// Per-event data (`evt.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evt {
+    #[serde(rename = "type")]
+    pub ty: EventType,
+    /// Nanoseconds since the Unix epoch.
+    pub time: u64,
+    /// The sensor's running event number (`evt.num`).
+    #[serde(default)]
+    pub num: u64,
+    /// Raw syscall result: >= 0 success (an fd, a pid, 0), < 0 is `-errno`.
+    #[serde(default)]
+    pub res: i64,
+    #[serde(default, skip_serializing_if = "Args::is_empty")]
+    pub args: Args,
+}
+
+/// Syscall arguments rules read, under Falco's argument names. Each is
+/// present only for the event types that have it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Args {
+    /// Open flags (`O_*`), memfd flags (`MFD_*`), exec flags (`EXE_*`, see
+    /// [`exe_flags`]), renameat2 (`RENAME_*`), unlinkat (`AT_REMOVEDIR`),
+    /// mount (`MS_*`), clone (`CLONE_*`), dup3 (`O_CLOEXEC`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// execve's path argument as the caller gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// open: the path as given; memfd_create: the memfd's name; modules: the module name when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// unlink/unlinkat target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldpath: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newpath: Option<String>,
+    /// symlink: what the link points to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// symlink: where the link is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linkpath: Option<String>,
+    /// ptrace request number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
+    /// ptrace target pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ruid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub euid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rgid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sgid: Option<u32>,
+    /// finit_module's fd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldfd: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newfd: Option<i64>,
+    /// socket: address family (`AF_*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<u32>,
+    /// socket: type (`SOCK_*`), without the NONBLOCK/CLOEXEC bits.
+    #[serde(skip_serializing_if = "Option::is_none", rename = "type")]
+    pub sock_type: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<u32>,
+    /// mount: source device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// mount: mount point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<String>,
+    /// procexit: exit code (or 128 + signal when killed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<i64>,
+}
+
+impl Args {
+    pub fn is_empty(&self) -> bool {
+        *self == Args::default()
+    }
+}
+
+/// `evt.arg.flags` bits on execve/execveat, as Falco defines them.
+pub mod exe_flags {
+    pub const EXE_WRITABLE: u64 = 1;
+    pub const EXE_UPPER_LAYER: u64 = 2;
+    pub const EXE_FROM_MEMFD: u64 = 4;
+    pub const EXE_LOWER_LAYER: u64 = 8;
+}
+
+/// A process as the sensor's process table knows it. Shared (`Arc`) between
+/// the events of one process and its children's ancestor lists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    /// Session id (`proc.sid`); 0 when unknown.
+    pub sid: u32,
+    /// `proc.name`: the command name (comm, at most 15 bytes in the kernel).
+    pub name: String,
+    /// `proc.exe`: argv[0] as the process was started.
+    pub exe: String,
+    /// `proc.exepath`: full path of the executable.
+    pub exepath: String,
+    /// `proc.args`: argv[1..].
+    pub args: Vec<String>,
+    /// `proc.cmdline`: `name` then the args, space separated. Filled by
+    /// [`Process::finish`] when empty.
+    pub cmdline: String,
+    pub cwd: Option<String>,
+    /// Controlling terminal device number; 0 = none.
+    pub tty: u32,
+    /// Start time, nanoseconds since the Unix epoch (0 when unknown).
+    pub start_time: u64,
+    pub exe_upper_layer: Option<bool>,
+    pub exe_from_memfd: Option<bool>,
+    /// Effective capability mask, when the sensor reads it.
+    pub cap_effective: Option<u64>,
+}
+
+impl Process {
+    /// A process from its exe path and full argv (argv[0] included).
+    pub fn new(pid: u32, ppid: u32, exepath: &str, argv: &[&str]) -> Self {
+        let name = exepath.rsplit('/').next().unwrap_or(exepath);
+        let mut p = Process {
+            pid,
+            ppid,
+            name: name.chars().take(15).collect(),
+            exe: argv
+                .first()
+                .map_or_else(|| exepath.to_string(), |a| a.to_string()),
+            exepath: exepath.to_string(),
+            args: argv.iter().skip(1).map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        p.finish();
+        p
+    }
+
+    /// Derive `cmdline` from `name` and `args` if it is empty.
+    pub fn finish(&mut self) {
+        if self.cmdline.is_empty() {
+            self.cmdline = std::iter::once(self.name.as_str())
+                .chain(self.args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+    }
+
+    /// `proc.args`: the arguments joined with spaces.
+    pub fn args_str(&self) -> Cow<'_, str> {
+        match self.cmdline.strip_prefix(self.name.as_str()) {
+            Some(rest) if !self.cmdline.is_empty() => {
+                Cow::Borrowed(rest.strip_prefix(' ').unwrap_or(rest))
+            }
+            _ => Cow::Owned(self.args.join(" ")),
+        }
+    }
+}
+
+/// Who did it (`user.*`, `group.*`): the credentials at the time of the event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    /// Audit login uid; `None` when unset (the kernel's `(uid_t)-1`).
+    pub loginuid: Option<u32>,
+    pub name: Option<Arc<str>>,
+    pub group: Option<Arc<str>>,
+    pub loginname: Option<Arc<str>>,
+}
+
+/// `fd.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FdType {
+    File,
+    Directory,
+    Ipv4,
+    Ipv6,
+    Unix,
+    Memfd,
+    Netlink,
+    Packet,
+    Other,
+}
+
+impl FdType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FdType::File => "file",
+            FdType::Directory => "directory",
+            FdType::Ipv4 => "ipv4",
+            FdType::Ipv6 => "ipv6",
+            FdType::Unix => "unix",
+            FdType::Memfd => "memfd",
+            FdType::Netlink => "netlink",
+            FdType::Packet => "packet",
+            FdType::Other => "other",
+        }
+    }
+
+    /// `fd.typechar`, as Falco spells it.
+    pub fn typechar(self) -> &'static str {
+        match self {
+            FdType::File => "f",
+            FdType::Directory => "d",
+            FdType::Ipv4 => "4",
+            FdType::Ipv6 => "6",
+            FdType::Unix => "u",
+            FdType::Memfd => "m",
+            FdType::Netlink => "n",
+            FdType::Packet => "p",
+            FdType::Other => "o",
+        }
+    }
+
+    pub fn is_ip(self) -> bool {
+        matches!(self, FdType::Ipv4 | FdType::Ipv6)
+    }
+}
+
+/// Which end of a connection this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// connect(): local = client, remote = server.
+    Client,
+    /// accept(): local = server, remote = client.
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Proto {
+    Tcp,
+    Udp,
+    Icmp,
+    Raw,
+}
+
+impl L4Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+            L4Proto::Icmp => "icmp",
+            L4Proto::Raw => "raw",
+        }
+    }
+}
+
+/// The file descriptor an event is about (`fd.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fd {
+    /// `fd.num`: the fd number; -1 when the call failed.
+    pub num: i64,
+    #[serde(rename = "type")]
+    pub ty: FdType,
+    /// `fd.name`: the path for files; `cip:cport->sip:sport` for IP sockets;
+    /// the path for unix sockets.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4proto: Option<L4Proto>,
+}
+
+impl Fd {
+    pub fn file(num: i64, path: &str) -> Self {
+        Fd {
+            num,
+            ty: FdType::File,
+            name: path.to_string(),
+            local: None,
+            remote: None,
+            role: None,
+            l4proto: None,
+        }
+    }
+
+    /// An IP socket fd; `fd.name` is built the way Falco builds it.
+    pub fn socket(
+        num: i64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        role: Role,
+        l4proto: L4Proto,
+    ) -> Self {
+        let ty = if remote.is_ipv4() {
+            FdType::Ipv4
+        } else {
+            FdType::Ipv6
+        };
+        let (c, s) = match role {
+            Role::Client => (local, remote),
+            Role::Server => (remote, local),
+        };
+        Fd {
+            num,
+            ty,
+            name: format!("{c}->{s}"),
+            local: Some(local),
+            remote: Some(remote),
+            role: Some(role),
+            l4proto: Some(l4proto),
+        }
+    }
+
+    pub(super) fn client(&self) -> Option<SocketAddr> {
+        match self.role? {
+            Role::Client => self.local,
+            Role::Server => self.remote,
+        }
+    }
+
+    pub(super) fn server(&self) -> Option<SocketAddr> {
+        match self.role? {
+            Role::Client => self.remote,
+            Role::Server => self.local,
+        }
+    }
+
+    pub(super) fn is_path(&self) -> bool {
+        matches!(self.ty, FdType::File | FdType::Directory)
+    }
+}
+
+/// A bind mount of a container (from its runtime bundle).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mount {
+    pub source: String,
+    pub dest: String,
+}
+
+/// The container a process runs in (`container.*`, `k8s.*`). Host processes
+/// share [`Container::host`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Container {
+    /// `host` for host processes; otherwise the 12-character short id.
+    pub id: String,
+    pub full_id: Option<String>,
+    pub name: Option<String>,
+    /// `repository:tag` or `repository@digest` as the runtime recorded it.
+    pub image: Option<String>,
+    pub image_repository: Option<String>,
+    pub image_tag: Option<String>,
+    pub privileged: Option<bool>,
+    pub mounts: Vec<Mount>,
+    /// Container start, nanoseconds since the Unix epoch.
+    pub start_ts: Option<u64>,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_uid: Option<String>,
+}
+
+impl Container {
+    pub const HOST_ID: &'static str = "host";
+
+    pub fn host() -> Arc<Container> {
+        Arc::new(Container {
+            id: Self::HOST_ID.into(),
+            ..Default::default()
+        })
+    }
+
+    pub fn is_host(&self) -> bool {
+        self.id == Self::HOST_ID
+    }
+}
+
+/// One thing that happened on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub evt: Evt,
+    pub proc: Arc<Process>,
+    /// Parent first, then grandparent, ... as far as the process table knows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Arc<Process>>,
+    #[serde(default)]
+    pub user: User,
+    /// Thread id of the caller (`thread.tid`); equals `proc.pid` for the main thread.
+    #[serde(default)]
+    pub tid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<Fd>,
+    #[serde(default = "Container::host")]
+    pub container: Arc<Container>,
+}
+
+impl Event {
+    /// An event of `ty` by `proc` on the host, now, with no args.
+    pub fn new(ty: EventType, proc: Arc<Process>) -> Self {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let tid = proc.pid;
+        Event {
+            evt: Evt {
+                ty,
+                time,
+                num: 0,
+                res: 0,
+                args: Args::default(),
+            },
+            proc,
+            ancestors: Vec::new(),
+            user: User::default(),
+            tid,
+            fd: None,
+            container: Container::host(),
+        }
+    }
+
+    /// The `n`th ancestor: 0 is the process itself, 1 its parent, ...
+    pub fn ancestor(&self, n: usize) -> Option<&Process> {
+        if n == 0 {
+            Some(&self.proc)
+        } else {
+            self.ancestors.get(n - 1).map(|a| &**a)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_event(path: &str, flags: i32) -> Event {
+        let mut e = Event::new(
+            EventType::Openat,
+            Arc::new(Process::new(10, 1, "/usr/bin/cat", &["cat", path])),
+        );
+        e.evt.args.flags = Some(flags as u64);
+        e.evt.args.name = Some(path.into());
+        e.evt.res = 3;
+        e.fd = Some(Fd::file(3, path));
+        e
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let mut e = open_event("/etc/passwd", libc::O_RDONLY);
+        e.ancestors = vec![Arc::new(Process::new(1, 0, "/bin/sh", &["sh"]))];
+        let json = serde_json::to_string(&e).unwrap();
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+        // A hand-written event with only the essentials is enough.
+        let min: Event = serde_json::from_str(
+            r#"{"evt":{"type":"execve","time":1},"proc":{"pid":7,"name":"sh","exepath":"/bin/sh","args":["-c","id"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(min.container.id, "host");
+        assert_eq!(min.proc.args_str(), "-c id");
+    }
+
+    #[test]
+    fn event_types_serialize_as_falcos_names() {
+        for ty in EventType::ALL {
+            let json = serde_json::to_string(&ty).unwrap();
+            assert_eq!(json, format!("\"{}\"", ty.as_str()));
+            assert_eq!(serde_json::from_str::<EventType>(&json).unwrap(), ty);
+            assert_eq!(ty.as_str().parse::<EventType>(), Ok(ty));
+            assert_eq!(EventType::ALL[ty.index()], ty);
+        }
+    }
+}

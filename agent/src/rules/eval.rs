@@ -1,0 +1,580 @@
+//! The evaluator: a compiled condition ([`Node`]) tested against one
+//! [`Event`] without parsing, formatting or allocating.
+//!
+//! Owns what each compiled predicate means on the hot path: the tree of
+//! `and` / `or` / `not`, the event-type bit sets, value tests by kind, and
+//! the table look-ups the compiler ([`super::compile`]) prepared for
+//! `evt.arg.flags`, `evt.res` and the named arguments. Never reads anything
+//! but the event it is given.
+//!
+//! Absent values follow Falco: every comparison with an absent value is
+//! false (`!=` too), `exists` is false, and `not` inverts the result.
+
+use std::net::IpAddr;
+
+use crate::event::{Arg, Event, EventType, Field, FieldValue};
+
+use super::condition::Transformer;
+use super::glob::Glob;
+use super::strset::StrSet;
+
+/// Bit set of event types ([`EventType::index`]).
+pub type TypeMask = u64;
+
+const _: () = assert!(
+    EventType::COUNT < 64,
+    "TypeMask is a u64: widen it before adding a 64th event type"
+);
+
+pub const ALL_TYPES: TypeMask = (1u64 << EventType::ALL.len()) - 1;
+
+pub fn type_bit(t: EventType) -> TypeMask {
+    1u64 << t.index()
+}
+
+/// The names in a mask, for messages and `rules list`.
+pub fn type_names(mask: TypeMask) -> Vec<&'static str> {
+    EventType::ALL
+        .iter()
+        .filter(|t| mask & type_bit(**t) != 0)
+        .map(|t| t.as_str())
+        .collect()
+}
+
+/// The compiled form of a condition.
+#[derive(Debug, Clone)]
+pub enum Node {
+    Const(bool),
+    And(Box<[Node]>),
+    Or(Box<[Node]>),
+    Not(Box<Node>),
+    /// `evt.type` in a set.
+    Types(TypeMask),
+    Pred(Box<Pred>),
+}
+
+impl Node {
+    #[inline]
+    pub fn eval(&self, e: &Event) -> bool {
+        match self {
+            Node::Const(b) => *b,
+            Node::And(items) => items.iter().all(|n| n.eval(e)),
+            Node::Or(items) => items.iter().any(|n| n.eval(e)),
+            Node::Not(n) => !n.eval(e),
+            Node::Types(m) => m & type_bit(e.evt.ty) != 0,
+            Node::Pred(p) => p.eval(e),
+        }
+    }
+}
+
+/// Where a predicate reads its value.
+#[derive(Debug, Clone)]
+pub enum Reader {
+    Field(Field),
+    /// `proc.aname` / `proc.apid` without index: true if any ancestor matches.
+    AncestorNames,
+    AncestorPids,
+    /// `container.mount.dest` / `.source`: Falco's list-field semantics.
+    MountDests,
+    MountSources,
+}
+
+/// One comparison.
+#[derive(Debug, Clone)]
+pub enum Pred {
+    /// A value test on a field (optionally transformed).
+    Value {
+        reader: Reader,
+        transformers: Box<[Transformer]>,
+        test: Test,
+    },
+    /// `evt.arg.flags contains NAME` on open and exec events: a bit test on
+    /// the raw flags; other event types use `slow`.
+    Flags {
+        open: Option<FlagMatch>,
+        exec: Option<FlagMatch>,
+        slow: Box<Pred>,
+    },
+    /// `evt.res` predicates as a table over the raw result.
+    Res(Box<ResTable>),
+    /// Predicates on an argument rendered from a small table of names
+    /// (`evt.arg.request`, `evt.arg.domain`, `evt.arg.type`).
+    EnumArg {
+        arg: Arg,
+        /// Every raw value that has a name, with the predicate's answer.
+        table: Box<[(u64, bool)]>,
+        /// The answer for raw values without a name.
+        otherwise: bool,
+    },
+    /// `a = val(b)` / `a != val(b)`.
+    FieldEq { a: Reader, b: Reader, negate: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagMatch {
+    /// The name is printed when these bits are all set.
+    Bits(u64),
+    /// `O_RDONLY` / `O_WRONLY` / `O_RDWR`: the access mode equals this.
+    AccMode(u64),
+    /// `O_RDONLY`: printed for any access mode that is not write or read-write.
+    ReadOnly,
+    /// The name is never printed for this event type.
+    Never,
+}
+
+impl FlagMatch {
+    #[inline]
+    fn test(self, flags: u64) -> bool {
+        match self {
+            FlagMatch::Bits(b) => flags & b == b,
+            FlagMatch::AccMode(m) => flags & libc::O_ACCMODE as u64 == m,
+            FlagMatch::ReadOnly => !matches!(
+                (flags & libc::O_ACCMODE as u64) as i32,
+                libc::O_WRONLY | libc::O_RDWR
+            ),
+            FlagMatch::Never => false,
+        }
+    }
+}
+
+/// `evt.res` answers: for success, and for each errno up to 4095.
+#[derive(Debug, Clone)]
+pub struct ResTable {
+    pub(super) success: bool,
+    /// Bit `n` set: the predicate holds for result `-n`.
+    pub(super) errno: [u64; 64],
+    /// The predicate itself, for results beyond the table.
+    pub(super) slow: Pred,
+}
+
+/// A value test, by the value's kind.
+#[derive(Debug, Clone)]
+pub enum Test {
+    Exists,
+    Str(StrTest),
+    Int(IntTest),
+    Bool { want: bool, negate: bool },
+    Ip(IpTest),
+}
+
+#[derive(Debug, Clone)]
+pub enum StrTest {
+    Eq(Box<str>),
+    Ne(Box<str>),
+    Lt(Box<str>),
+    Le(Box<str>),
+    Gt(Box<str>),
+    Ge(Box<str>),
+    /// A substring searcher built once (std's `contains` rebuilds one per call).
+    Contains(Box<memchr::memmem::Finder<'static>>),
+    /// The literal, lowered once.
+    IContains(Box<[u8]>),
+    StartsWith(Box<str>),
+    EndsWith(Box<str>),
+    Glob(Glob),
+    Regex(regex::Regex),
+    In(StrSet),
+    /// Falco's `intersects` on list fields: any value in the set.
+    Intersects(StrSet),
+    /// Path prefixes without trailing slash (`/` kept as is).
+    PMatch(Box<[Box<str>]>),
+}
+
+#[derive(Debug, Clone)]
+pub enum IntTest {
+    Cmp(CmpOp, i64),
+    In(Box<[i64]>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone)]
+pub enum IpTest {
+    Eq(IpAddr),
+    Ne(IpAddr),
+    In(Box<[IpAddr]>),
+    /// CIDR networks (`fd.net`, `fd.snet`, ...).
+    InNet(Box<[IpNet]>),
+    NotInNet(Box<[IpNet]>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if p.is_empty() {
+            max
+        } else {
+            p.trim().parse().ok()?
+        };
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            (IpAddr::V4(n), IpAddr::V6(a)) => a.to_ipv4_mapped().is_some_and(|a| {
+                IpNet {
+                    addr: IpAddr::V4(n),
+                    prefix: self.prefix,
+                }
+                .contains(IpAddr::V4(a))
+            }),
+            _ => false,
+        }
+    }
+}
+
+impl Pred {
+    #[inline]
+    pub fn eval(&self, e: &Event) -> bool {
+        match self {
+            Pred::Value {
+                reader,
+                transformers,
+                test,
+            } => eval_value(reader, transformers, test, e),
+            Pred::Flags { open, exec, slow } => {
+                let ty = e.evt.ty;
+                let fast = if ty.is_open() {
+                    open
+                } else if ty.is_exec() {
+                    exec
+                } else {
+                    &None
+                };
+                match fast {
+                    Some(m) => e.evt.args.flags.is_some_and(|f| m.test(f)),
+                    None => slow.eval(e),
+                }
+            }
+            Pred::Res(t) => {
+                let r = e.evt.res;
+                if r >= 0 {
+                    t.success
+                } else if r >= -4095 {
+                    let n = (-r) as usize;
+                    t.errno[n / 64] & (1u64 << (n % 64)) != 0
+                } else {
+                    t.slow.eval(e)
+                }
+            }
+            Pred::EnumArg {
+                arg,
+                table,
+                otherwise,
+            } => {
+                let a = &e.evt.args;
+                let raw = match arg {
+                    Arg::Request => a.request,
+                    Arg::Domain => a.domain.map(u64::from),
+                    Arg::Type => a.sock_type.map(u64::from),
+                    _ => None,
+                };
+                match raw {
+                    None => false,
+                    Some(v) => match table.binary_search_by_key(&v, |(k, _)| *k) {
+                        Ok(i) => table[i].1,
+                        Err(_) => *otherwise,
+                    },
+                }
+            }
+            Pred::FieldEq { a, b, negate } => {
+                let (va, vb) = (read_plain(a, e), read_plain(b, e));
+                if va.is_absent() || vb.is_absent() {
+                    return false;
+                }
+                let eq = match (&va, &vb) {
+                    (FieldValue::Int(x), FieldValue::Str(y))
+                    | (FieldValue::Str(y), FieldValue::Int(x)) => y.parse::<i64>().ok() == Some(*x),
+                    _ => va == vb,
+                };
+                eq != *negate
+            }
+        }
+    }
+}
+
+/// Read a single value (lists are read whole; only used off the hot path).
+fn read_plain<'e>(r: &Reader, e: &'e Event) -> FieldValue<'e> {
+    match r {
+        Reader::Field(f) => e.field(f),
+        Reader::AncestorNames => e.field(&Field::ProcAnameAny),
+        Reader::AncestorPids => e.field(&Field::ProcApidAny),
+        Reader::MountDests => e.field(&Field::ContainerMountDest),
+        Reader::MountSources => e.field(&Field::ContainerMountSource),
+    }
+}
+
+fn eval_value(reader: &Reader, transformers: &[Transformer], test: &Test, e: &Event) -> bool {
+    match reader {
+        Reader::AncestorNames => {
+            if matches!(test, Test::Exists) {
+                return !e.ancestors.is_empty();
+            }
+            e.ancestors
+                .iter()
+                .any(|p| test_str_value(&p.name, transformers, test))
+        }
+        Reader::AncestorPids => {
+            if matches!(test, Test::Exists) {
+                return !e.ancestors.is_empty();
+            }
+            e.ancestors.iter().any(|p| match test {
+                Test::Int(t) => t.test(i64::from(p.pid)),
+                _ => test_str_value(&p.pid.to_string(), transformers, test),
+            })
+        }
+        Reader::MountDests | Reader::MountSources => {
+            let dest = matches!(reader, Reader::MountDests);
+            let mut values = e.container.mounts.iter().map(|m| {
+                if dest {
+                    m.dest.as_str()
+                } else {
+                    m.source.as_str()
+                }
+            });
+            match test {
+                Test::Exists => !e.container.mounts.is_empty(),
+                // Falco: `in` on a list field holds when every value is in the set.
+                Test::Str(StrTest::In(set)) => {
+                    !e.container.mounts.is_empty() && values.all(|v| set.contains(v))
+                }
+                _ => values.any(|v| test_str_value(v, transformers, test)),
+            }
+        }
+        Reader::Field(f) => {
+            let v = e.field(f);
+            match (&v, test) {
+                (FieldValue::Absent, _) => false,
+                (FieldValue::List(items), Test::Exists) => !items.is_empty(),
+                (_, Test::Exists) => true,
+                (FieldValue::Str(s), _) => test_str_value(s, transformers, test),
+                (FieldValue::Int(i), Test::Int(t)) if transformers.is_empty() => t.test(*i),
+                (FieldValue::Int(i), _) => test_str_value(&i.to_string(), transformers, test),
+                (FieldValue::Bool(b), Test::Bool { want, negate }) => (b == want) != *negate,
+                (FieldValue::Ip(ip), Test::Ip(t)) => t.test(*ip),
+                (FieldValue::List(items), _) => {
+                    items.iter().any(|s| test_str_value(s, transformers, test))
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Apply transformers (innermost first) and test a string value.
+fn test_str_value(s: &str, transformers: &[Transformer], test: &Test) -> bool {
+    if transformers.is_empty() {
+        return match test {
+            Test::Str(t) => t.test(s),
+            _ => false,
+        };
+    }
+    let mut cur = std::borrow::Cow::Borrowed(s);
+    for t in transformers.iter().rev() {
+        match t {
+            Transformer::ToLower => cur = std::borrow::Cow::Owned(cur.to_ascii_lowercase()),
+            Transformer::ToUpper => cur = std::borrow::Cow::Owned(cur.to_ascii_uppercase()),
+            Transformer::Basename => {
+                cur = match cur {
+                    std::borrow::Cow::Borrowed(b) => std::borrow::Cow::Borrowed(basename(b)),
+                    std::borrow::Cow::Owned(o) => std::borrow::Cow::Owned(basename(&o).to_string()),
+                }
+            }
+            Transformer::Len => {
+                let n = cur.len() as i64;
+                return match test {
+                    Test::Int(t) => t.test(n),
+                    _ => false,
+                };
+            }
+        }
+    }
+    match test {
+        Test::Str(t) => t.test(&cur),
+        _ => false,
+    }
+}
+
+fn basename(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
+impl StrTest {
+    #[inline]
+    pub fn test(&self, s: &str) -> bool {
+        match self {
+            StrTest::Eq(v) => s == &**v,
+            StrTest::Ne(v) => s != &**v,
+            StrTest::Lt(v) => s < &**v,
+            StrTest::Le(v) => s <= &**v,
+            StrTest::Gt(v) => s > &**v,
+            StrTest::Ge(v) => s >= &**v,
+            StrTest::Contains(f) => f.find(s.as_bytes()).is_some(),
+            StrTest::IContains(v) => icontains(s.as_bytes(), v),
+            StrTest::StartsWith(v) => s.starts_with(&**v),
+            StrTest::EndsWith(v) => s.ends_with(&**v),
+            StrTest::Glob(g) => g.matches(s),
+            StrTest::Regex(r) => r.is_match(s),
+            StrTest::In(set) | StrTest::Intersects(set) => set.contains(s),
+            StrTest::PMatch(prefixes) => prefixes.iter().any(|p| path_under(s, p)),
+        }
+    }
+}
+
+/// Case-insensitive (ASCII) substring search against a lowered needle.
+fn icontains(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if hay.len() < needle.len() {
+        return false;
+    }
+    let first = needle[0];
+    (0..=hay.len() - needle.len()).any(|i| {
+        hay[i].to_ascii_lowercase() == first
+            && hay[i + 1..i + needle.len()]
+                .iter()
+                .zip(&needle[1..])
+                .all(|(h, n)| h.to_ascii_lowercase() == *n)
+    })
+}
+
+/// `pmatch`: `path` is `prefix` or lies below it.
+fn path_under(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return path.starts_with('/');
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+impl IntTest {
+    #[inline]
+    pub fn test(&self, v: i64) -> bool {
+        match self {
+            IntTest::Cmp(op, x) => match op {
+                CmpOp::Eq => v == *x,
+                CmpOp::Ne => v != *x,
+                CmpOp::Lt => v < *x,
+                CmpOp::Le => v <= *x,
+                CmpOp::Gt => v > *x,
+                CmpOp::Ge => v >= *x,
+            },
+            IntTest::In(set) => set.contains(&v),
+        }
+    }
+}
+
+impl IpTest {
+    fn test(&self, ip: IpAddr) -> bool {
+        match self {
+            IpTest::Eq(a) => ip == *a,
+            IpTest::Ne(a) => ip != *a,
+            IpTest::In(set) => set.contains(&ip),
+            IpTest::InNet(nets) => nets.iter().any(|n| n.contains(ip)),
+            IpTest::NotInNet(nets) => !nets.iter().any(|n| n.contains(ip)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::event::Process;
+
+    fn event() -> Event {
+        Event::new(
+            EventType::Execve,
+            Arc::new(Process::new(7, 1, "/usr/bin/Curl", &["curl"])),
+        )
+    }
+
+    fn value(field: Field, test: Test) -> Node {
+        Node::Pred(Box::new(Pred::Value {
+            reader: Reader::Field(field),
+            transformers: Box::new([]),
+            test,
+        }))
+    }
+
+    #[test]
+    fn icontains_ignores_ascii_case_against_a_lowered_needle() {
+        assert!(icontains(b"/usr/bin/Curl", b"curl"));
+        assert!(icontains(b"abc", b""));
+        assert!(!icontains(b"cu", b"curl"));
+        assert!(!icontains(b"/usr/bin/wget", b"curl"));
+    }
+
+    #[test]
+    fn pmatch_takes_whole_path_components_only() {
+        assert!(path_under("/etc/ssl/cert.pem", "/etc"));
+        assert!(path_under("/etc", "/etc"));
+        assert!(!path_under("/etcetera", "/etc"));
+        assert!(path_under("/anything", "/"));
+        assert!(!path_under("relative", "/"));
+    }
+
+    #[test]
+    fn networks_contain_their_addresses_and_mapped_v4() {
+        let net = IpNet::parse("10.42.0.0/16").unwrap();
+        assert!(net.contains("10.42.9.1".parse().unwrap()));
+        assert!(!net.contains("10.43.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.42.0.1".parse().unwrap()));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(IpNet::parse("10.0.0.0/33"), None);
+    }
+
+    #[test]
+    fn an_absent_value_fails_even_a_negated_comparison_and_exists() {
+        let e = event();
+        let ne = value(Field::K8sPodName, Test::Str(StrTest::Ne("web".into())));
+        assert!(!ne.eval(&e));
+        assert!(!value(Field::K8sPodName, Test::Exists).eval(&e));
+        assert!(Node::Not(Box::new(ne)).eval(&e));
+        assert!(value(Field::ProcName, Test::Exists).eval(&e));
+    }
+
+    #[test]
+    fn type_sets_test_the_events_type_bit() {
+        let e = event();
+        assert!(Node::Types(type_bit(EventType::Execve)).eval(&e));
+        assert!(!Node::Types(ALL_TYPES & !type_bit(EventType::Execve)).eval(&e));
+        assert_eq!(type_names(type_bit(EventType::Openat)), ["openat"]);
+    }
+}
