@@ -19,14 +19,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{AgentConfig, ConfigError, LoadedConfig};
+use crate::config::{AgentConfig, ConfigError, LoadedConfig, SectionId};
 use crate::control::{self, ControlError, Reply, Router};
 use crate::logging::LogHandle;
 use crate::outbox::Outbox;
+use crate::reload::{Reloader, Submitted};
 use crate::report::{self, DropCounters};
 use crate::stage::{Stage, StageContext};
 use crate::status::{StatusBoard, dir_bytes, unix_now};
@@ -89,10 +90,9 @@ struct DaemonInfo {
     started_instant: Instant,
     config_path: PathBuf,
     last_reload: Option<(u64, Result<(), String>)>,
-    /// The config in force (restart-only sections as they were at start).
-    config: Arc<AgentConfig>,
-    /// Sections whose change on disk waits for a restart.
-    pending_restart: Vec<&'static str>,
+    /// The config in force, its generation, what waits for a restart, and
+    /// what each stage made of the last config it was handed.
+    reloader: Reloader,
 }
 
 /// Run until SIGTERM/SIGINT. Returns an error only for failures that should
@@ -104,8 +104,6 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
         config,
         path: config_path,
     } = loaded;
-    let config = Arc::new(config);
-
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -127,7 +125,7 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     let producers_shutdown = shutdown.child_token();
     let board = StatusBoard::new();
     let router = Router::starting();
-    let (config_tx, config_rx) = watch::channel(config.clone());
+    let reloader = Reloader::new(config.clone());
     let (reports, reports_rx) = report::channel(report::REPORT_CHANNEL_CAPACITY);
 
     let info = Arc::new(Mutex::new(DaemonInfo {
@@ -135,8 +133,7 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
         started_instant,
         config_path: config_path.clone(),
         last_reload: None,
-        config: config.clone(),
-        pending_restart: Vec::new(),
+        reloader: reloader.clone(),
     }));
     register_daemon_methods(&router, &board, info.clone(), reports.dropped().clone());
 
@@ -166,7 +163,7 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     .await?;
 
     let ctx = StageContext {
-        config: config_rx,
+        config: reloader.feed(),
         board: board.clone(),
         router: router.clone(),
         reports: reports.clone(),
@@ -239,7 +236,7 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
-                reload(&config_path, &config_tx, &info, &log, &notifier).await;
+                reload(&config_path, &reloader, &info, &log, &notifier).await;
                 notify(&notifier, &[NotifyState::Ready, NotifyState::Status(&status_line(&board))]);
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&notifier, &[NotifyState::Watchdog]),
@@ -369,11 +366,11 @@ async fn join_all(stages: Vec<Stage>, deadline: Instant) -> Vec<&'static str> {
     unfinished
 }
 
-/// SIGHUP: read the file again; apply it if it is valid, keep the running
+/// SIGHUP: read the file again; submit it if it is valid, keep the running
 /// config (and say why) if it is not.
 async fn reload(
     path: &std::path::Path,
-    config_tx: &watch::Sender<Arc<AgentConfig>>,
+    reloader: &Reloader,
     info: &Mutex<DaemonInfo>,
     log: &LogHandle,
     notifier: &Notifier,
@@ -388,20 +385,23 @@ async fn reload(
     let mut info = info.lock().await;
     match result {
         Ok(loaded) => {
-            let running = config_tx.borrow().clone();
-            let (effective, pending) = apply_reload(&running, loaded.config);
-            if effective.log.level != running.log.level && !log.set_level(effective.log.level) {
+            let submitted = reloader.submit(loaded.config, "sighup", &[]);
+            let diff = &submitted.diff;
+            // The daemon applies [log] itself; the stages apply theirs.
+            if diff.changed_section(SectionId::Log) && !log.set_level(submitted.config.log.level) {
                 warn!("log.level changed, but EDGE_AGENT_LOG sets the level and wins");
             }
-            for section in &pending {
-                warn!(section, "this change takes effect only after a restart");
+            for key in &diff.pending_restart {
+                warn!(key, "changed, but takes effect only after a restart");
             }
-            let effective = Arc::new(effective);
-            info.config = effective.clone();
-            info.pending_restart = pending;
-            config_tx.send_replace(effective);
             info.last_reload = Some((unix_now(), Ok(())));
-            info!("config reloaded");
+            info!(
+                generation = submitted.generation,
+                changed = %diff.changed.join(", "),
+                stages = %submitted.woken.join(", "),
+                "config reloaded"
+            );
+            tokio::spawn(log_outcomes(reloader.clone(), submitted));
         }
         Err(e) => {
             let reason = render_config_error(&e);
@@ -411,29 +411,40 @@ async fn reload(
     }
 }
 
-/// The config to run after a reload: `new`, except the sections that only a
-/// restart can change (the node's identity, where the state and the socket
-/// live, who may use the socket, the log format), which keep their running
-/// values. Also returns the names of those that differ in `new`.
-fn apply_reload(running: &AgentConfig, mut new: AgentConfig) -> (AgentConfig, Vec<&'static str>) {
-    let mut pending = Vec::new();
-    if running.node != new.node {
-        pending.push("node");
-        new.node = running.node.clone();
+/// How long the journal waits for the stages' answers to a reload; past it
+/// the stages that have not answered are named in a warning.
+const RELOAD_ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+/// Log what each woken stage made of a reloaded config.
+async fn log_outcomes(reloader: Reloader, submitted: Submitted) {
+    let g = submitted.generation;
+    match tokio::time::timeout(RELOAD_ANSWER_WAIT, reloader.outcomes(&submitted)).await {
+        Ok(outcomes) => {
+            for o in outcomes {
+                match o.result {
+                    Ok(()) => info!(stage = o.stage, generation = g, "applied the new config"),
+                    Err(e) => {
+                        warn!(stage = o.stage, generation = g, error = %e, "did not apply the new config");
+                    }
+                }
+            }
+        }
+        Err(_) => {
+            let applied = reloader.applied();
+            let late: Vec<&str> = submitted
+                .woken
+                .iter()
+                .filter(|s| applied.get(*s).is_none_or(|a| a.generation < g))
+                .copied()
+                .collect();
+            warn!(
+                generation = g,
+                stages = %late.join(", "),
+                "these stages did not apply the new config within {}s",
+                RELOAD_ANSWER_WAIT.as_secs()
+            );
+        }
     }
-    if running.paths != new.paths {
-        pending.push("paths");
-        new.paths = running.paths.clone();
-    }
-    if running.control != new.control {
-        pending.push("control");
-        new.control = running.control.clone();
-    }
-    if running.log.format != new.log.format {
-        pending.push("log.format");
-        new.log.format = running.log.format;
-    }
-    (new, pending)
 }
 
 /// Config errors can span several lines; logs want one.
@@ -491,13 +502,27 @@ fn register_daemon_methods(
 /// - `node`: `id`, `fleet`, `groups` (null when the config is unreadable)
 /// - `config`: `path`, `valid` (the file on disk, as `status` read it),
 ///   `error`, `last_reload` (`at`, `ok`, `error`) or null,
-///   `pending_restart` (sections changed on disk that wait for a restart)
+///   `pending_restart` (keys changed on disk that wait for a restart, such
+///   as `sensor.ring_buffer_bytes`), `generation` (of the config in force:
+///   1 at start, one more per config submitted), `applied` (per stage that
+///   follows the config, its answer to the last config it was handed:
+///   `generation`, `at`, `ok`, `error`)
 /// - `paths`: `state_dir`, `state_dir_exists`, `state_dir_bytes`,
 ///   `runtime_dir`, `control_socket`
 /// - `reports_dropped_before_outbox`: per class, or null
 /// - `stages`: per stage, `state`, `since`, `summary`, `details`, `last_error`
 fn status_document(info: &DaemonInfo, board: &StatusBoard, dropped: &DropCounters) -> Value {
-    let c = &info.config;
+    let c = info.reloader.current();
+    let applied: serde_json::Map<String, Value> = info
+        .reloader
+        .applied()
+        .into_iter()
+        .map(|(stage, a)| {
+            let error = a.result.as_ref().err().map(ToString::to_string);
+            let v = json!({"generation": a.generation, "at": a.at, "ok": a.result.is_ok(), "error": error});
+            (stage.to_string(), v)
+        })
+        .collect();
     let dropped_by_class: serde_json::Map<String, Value> = crate::report::Class::ALL
         .iter()
         .map(|cl| (cl.as_str().to_string(), Value::from(dropped.get(*cl))))
@@ -523,7 +548,9 @@ fn status_document(info: &DaemonInfo, board: &StatusBoard, dropped: &DropCounter
                 Ok(()) => json!({"at": at, "ok": true, "error": null}),
                 Err(e) => json!({"at": at, "ok": false, "error": e}),
             }),
-            "pending_restart": info.pending_restart,
+            "pending_restart": info.reloader.pending_restart(),
+            "generation": info.reloader.generation(),
+            "applied": applied,
         },
         "paths": {
             "state_dir": c.paths.state_dir,
@@ -540,28 +567,96 @@ fn status_document(info: &DaemonInfo, board: &StatusBoard, dropped: &DropCounter
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::StageState;
 
-    #[test]
-    fn a_reload_applies_live_sections_and_holds_back_restart_only_ones() {
-        let running = AgentConfig::default();
-        let mut new = AgentConfig::default();
-        new.node.fleet = "other-fleet".into();
-        new.log.level = crate::config::LogLevel::Debug;
-        new.log.format = crate::config::LogFormat::Json;
-        new.metrics.enabled = !running.metrics.enabled;
-        let (effective, pending) = apply_reload(&running, new);
-        assert_eq!(pending, ["node", "log.format"]);
-        assert_eq!(effective.node, running.node);
-        assert_eq!(effective.log.format, running.log.format);
-        assert_eq!(effective.log.level, crate::config::LogLevel::Debug);
-        assert_eq!(effective.metrics.enabled, !running.metrics.enabled);
+    /// CPU time (ns) used so far by this process's threads named `name`.
+    fn cpu_ns_of_threads(name: &str) -> u64 {
+        let mut total = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == name {
+                let sched =
+                    std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+                total += sched
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        total
     }
 
+    /// The stages' threads, so the CPU they use can be told apart from the
+    /// other tests running in this process.
+    const THREADS: &str = "ea-idle-stages";
+
+    /// A stage that treated a closed config channel as a change would loop
+    /// on it: that is CPU burnt with nothing to do.
+    const IDLE_CPU_BOUND: Duration = Duration::from_millis(150);
+    const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
     #[test]
-    fn an_unchanged_reload_has_nothing_pending() {
-        let c = AgentConfig::default();
-        let (effective, pending) = apply_reload(&c, c.clone());
-        assert!(pending.is_empty());
-        assert_eq!(effective, c);
+    fn every_stage_keeps_running_idle_once_the_config_channel_closes_and_ends_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("r.yaml"),
+            "- rule: Shell\n  desc: x\n  condition: evt.type = execve and proc.name = sh\n  output: shell\n  priority: WARNING\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[node]\nid = \"idle\"\n[paths]\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\n[sensor]\nenabled = false\n[metrics]\nlisten = \"\"\ninterval = \"1h\"\n[rules]\nfiles = [\"r.yaml\"]\n",
+            dir.path().join("state").display(),
+            dir.path().join("run").display()
+        );
+        let config = AgentConfig::from_toml(&text, &dir.path().join("agent.toml")).unwrap();
+        std::fs::create_dir_all(&config.paths.state_dir).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(THREADS)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let reloader = Reloader::new(config);
+            let board = StatusBoard::new();
+            let (reports, reports_rx) = report::channel(64);
+            let ctx = StageContext {
+                config: reloader.feed(),
+                board: board.clone(),
+                router: Router::new(),
+                reports,
+            };
+            let shutdown = CancellationToken::new();
+            let mut stages = start_sinks(&ctx, reports_rx, shutdown.clone()).into_stages();
+            stages.extend(start_producers(&ctx, shutdown.clone()));
+            drop(ctx);
+            let names: Vec<&str> = stages.iter().map(|s| s.name).collect();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !board.starting(&names).is_empty() {
+                assert!(Instant::now() < deadline, "{:?}", board.snapshot());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+
+            drop(reloader);
+            let before = cpu_ns_of_threads(THREADS);
+            tokio::time::sleep(IDLE_WINDOW).await;
+            let used = Duration::from_nanos(cpu_ns_of_threads(THREADS) - before);
+            assert!(
+                used < IDLE_CPU_BOUND,
+                "the stages used {used:?} of CPU in {IDLE_WINDOW:?} with nothing to do: {:?}",
+                board.snapshot()
+            );
+
+            shutdown.cancel();
+            let unfinished = join_all(stages, Instant::now() + SHUTDOWN_GRACE).await;
+            assert!(unfinished.is_empty(), "still running: {unfinished:?}");
+            for (name, st) in board.snapshot() {
+                assert!(
+                    matches!(st.state, StageState::Stopped | StageState::Disabled),
+                    "{name}: {st:?}"
+                );
+            }
+        });
     }
 }

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
+pub mod reload;
 pub mod report;
 pub mod rules;
 pub mod sensor;

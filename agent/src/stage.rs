@@ -15,23 +15,23 @@
 //! stage never imports what starts it.
 
 use std::future::Future;
-use std::sync::Arc;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::error;
 
-use crate::config::AgentConfig;
+use crate::config::SectionId;
 use crate::control::Router;
+use crate::reload::{ConfigFeed, ConfigWatch};
 use crate::report::ReportSender;
 use crate::status::{StageState, StatusBoard, StatusReporter};
 
 /// Everything the daemon shares with every stage it starts.
 #[derive(Clone)]
 pub struct StageContext {
-    /// The config in force; a reload sends a new value. A stage applies
-    /// what it can live and logs what needs a restart.
-    pub config: watch::Receiver<Arc<AgentConfig>>,
+    /// The config in force. A stage follows its own sections through the
+    /// [`ConfigWatch`] in [`Own`]; this is for reading the config as it is
+    /// now (a control method answering a call).
+    pub config: ConfigFeed,
     pub board: StatusBoard,
     /// The control socket's methods; a stage registers its own.
     pub router: Router,
@@ -44,6 +44,9 @@ pub struct StageContext {
 pub struct StageSpec {
     /// Its name on the status board, in logs and in `status`.
     pub name: &'static str,
+    /// The config sections it reads and applies live: a reload wakes it
+    /// only when one of them changed (see [`crate::reload`]).
+    pub sections: &'static [SectionId],
     /// The details `edge-agent status` shows without `--verbose` whenever
     /// they say something (see [`crate::status::StageStatus::key_details`]).
     pub key_details: &'static [&'static str],
@@ -53,6 +56,10 @@ pub struct StageSpec {
 pub struct Own {
     /// Its snapshot on the status board.
     pub status: StatusReporter,
+    /// Its sections of the config: what to start with, and each change.
+    /// A stage that stops following (disabled for good, or failed at
+    /// start) drops it, so no reload waits for its answer.
+    pub config: ConfigWatch,
 }
 
 /// A running stage, as the daemon holds it.
@@ -77,6 +84,7 @@ where
     status.key_details(spec.key_details);
     let fut = body(Own {
         status: status.clone(),
+        config: ctx.config.follow(spec.name, spec.sections),
     });
     let name = spec.name;
     let task = tokio::spawn(async move {
@@ -98,13 +106,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AgentConfig;
+    use crate::reload::Reloader;
     use crate::report;
 
     fn context() -> StageContext {
-        let (_tx, config) = watch::channel(Arc::new(AgentConfig::default()));
         let (reports, _rx) = report::channel(1);
         StageContext {
-            config,
+            config: Reloader::new(AgentConfig::default()).feed(),
             board: StatusBoard::new(),
             router: Router::new(),
             reports,
@@ -113,6 +122,7 @@ mod tests {
 
     const SPEC: StageSpec = StageSpec {
         name: "probe",
+        sections: &[],
         key_details: &["lost_total"],
     };
 

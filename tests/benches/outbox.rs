@@ -13,20 +13,19 @@
 //! (`EDGE_AGENT_BENCH_BACKLOG=N` for another backlog size).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_agent::config::AgentConfig;
 use edge_agent::control::Router;
 use edge_agent::daemon::Sinks;
 use edge_agent::outbox::{self, Outbox};
+use edge_agent::reload::Reloader;
 use edge_agent::report::{self, Report};
 use edge_agent::stage::StageContext;
 use edge_agent::status::StatusBoard;
 use edge_agent_tests::broker::{certs_and_broker, control_at};
 use edge_agent_tests::{SIGKILL, Scratch, wait_for};
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Payload filler that makes a record of about 512 bytes as published
@@ -45,7 +44,7 @@ struct Pipeline {
     outbox: Outbox,
     sinks: Sinks,
     shutdown: CancellationToken,
-    _config: watch::Sender<Arc<AgentConfig>>,
+    _config: Reloader,
 }
 
 /// The outbox stage in-process, through the daemon's own wiring; the uplink
@@ -53,10 +52,10 @@ struct Pipeline {
 fn pipeline(config_text: &str, dir: &Path) -> Pipeline {
     let config = AgentConfig::from_toml(config_text, &dir.join("agent.toml")).expect("config");
     std::fs::create_dir_all(&config.paths.state_dir).unwrap();
-    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let reloader = Reloader::new(config);
     let (reports, reports_rx) = report::channel(report::REPORT_CHANNEL_CAPACITY);
     let ctx = StageContext {
-        config: config_rx,
+        config: reloader.feed(),
         board: StatusBoard::new(),
         router: Router::new(),
         reports,
@@ -68,7 +67,7 @@ fn pipeline(config_text: &str, dir: &Path) -> Pipeline {
         outbox: sinks.outbox.clone(),
         sinks,
         shutdown,
-        _config: config_tx,
+        _config: reloader,
     }
 }
 

@@ -4,6 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use edge_agent_tests::foundation::NotifyListener;
+use edge_agent_tests::sensor::start_with_sensor;
 use edge_agent_tests::{
     Daemon, SIGHUP, SIGINT, SIGKILL, SIGTERM, Scratch, agent_bin, status_json, wait_for,
 };
@@ -90,7 +91,11 @@ fn sighup_with_a_good_config_applies_it_and_holds_back_restart_only_sections() {
         (st["config"]["last_reload"]["ok"] == true).then_some(st)
     })
     .unwrap_or_else(|| panic!("reload not reported in status; log:\n{}", d.log()));
-    assert_eq!(st["config"]["pending_restart"], json!(["node"]), "{st}");
+    assert_eq!(
+        st["config"]["pending_restart"],
+        json!(["node.fleet"]),
+        "{st}"
+    );
     assert_eq!(
         st["node"]["fleet"], "test-fleet",
         "the node's identity changes only at a restart: {st}"
@@ -211,4 +216,107 @@ fn ready_is_sent_only_once_the_producers_have_left_starting() {
             "{producer} is {state} at READY=1: {st}"
         );
     }
+}
+
+/// Sensor and metrics on, with `metrics_interval` and `exclude_comms`.
+fn sensor_and_metrics(metrics_interval: &str, exclude_comms: &str) -> String {
+    format!(
+        "[sensor]\nenabled = true\nexclude_comms = [{exclude_comms}]\n\n[metrics]\nenabled = true\nlisten = \"\"\ninterval = \"{metrics_interval}\"\n"
+    )
+}
+
+#[test]
+fn a_sighup_that_changes_only_metrics_wakes_neither_the_sensor_nor_the_rules() {
+    edge_agent_tests::require_root();
+    let s = Scratch::new(&sensor_and_metrics("30s", ""));
+    let d = start_with_sensor(&s);
+
+    // Generation 2 changes [metrics] only.
+    s.write_config(&sensor_and_metrics("45s", ""));
+    d.signal(SIGHUP);
+    let st = wait_for(Duration::from_secs(30), || {
+        let st = status_json(&s);
+        let summary = st["stages"]["metrics"]["summary"].as_str()?.to_string();
+        summary.contains("every 45s").then_some(st)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "metrics never applied 45s: {}\n{}",
+            status_json(&s),
+            d.log()
+        )
+    });
+    assert_eq!(st["config"]["generation"], 2, "{st}");
+    // Generation 3 changes [sensor] only: once the sensor has answered it,
+    // it has seen everything before it too.
+    s.write_config(&sensor_and_metrics("45s", "\"noisy\""));
+    d.signal(SIGHUP);
+    let st = wait_for(Duration::from_secs(30), || {
+        let st = status_json(&s);
+        (st["config"]["applied"]["sensor"]["generation"] == 3).then_some(st)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the sensor never applied generation 3: {}\n{}",
+            status_json(&s),
+            d.log()
+        )
+    });
+
+    let applied = &st["config"]["applied"];
+    assert_eq!(applied["sensor"]["ok"], true, "{st}");
+    assert_eq!(applied["metrics"]["generation"], 2, "{st}");
+    assert!(
+        applied.get("rules").is_none(),
+        "the rules were woken by a config that did not change [rules]: {st}"
+    );
+    assert!(
+        st["stages"]["rules"]["details"]["last_reload"].is_null(),
+        "the rules reloaded: {st}"
+    );
+    let sensor_updates = d
+        .log()
+        .matches("sensor filters and deny list updated")
+        .count();
+    assert_eq!(
+        sensor_updates,
+        1,
+        "the sensor applied its filters for a [metrics] change too:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn sensor_keys_read_only_at_start_are_listed_as_waiting_for_a_restart() {
+    let s = Scratch::new("");
+    let d = s.start();
+    s.write_config(
+        "[sensor]\nenabled = true\nring_buffer_bytes = \"16 MiB\"\nruntime_state_dirs = [\"/run/elsewhere\"]\nmax_processes = 100\n",
+    );
+    d.signal(SIGHUP);
+    let st = wait_for(Duration::from_secs(10), || {
+        let st = status_json(&s);
+        (st["config"]["last_reload"]["ok"] == true).then_some(st)
+    })
+    .unwrap_or_else(|| panic!("reload not reported in status; log:\n{}", d.log()));
+    assert_eq!(
+        st["config"]["pending_restart"],
+        json!([
+            "sensor.enabled",
+            "sensor.ring_buffer_bytes",
+            "sensor.runtime_state_dirs",
+            "sensor.max_processes"
+        ]),
+        "{st}"
+    );
+    assert_eq!(
+        st["stages"]["sensor"]["state"], "disabled",
+        "enabled = true waits for the restart: {st}"
+    );
+    let out = s.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("applied at the next restart: sensor.enabled, sensor.ring_buffer_bytes"),
+        "{text}"
+    );
 }

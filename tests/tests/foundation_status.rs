@@ -53,7 +53,15 @@ fn assert_stable_keys(doc: &Value) {
     );
     assert_eq!(
         keys(&doc["config"]),
-        ["error", "last_reload", "path", "pending_restart", "valid"]
+        [
+            "applied",
+            "error",
+            "generation",
+            "last_reload",
+            "path",
+            "pending_restart",
+            "valid"
+        ]
     );
     assert_eq!(
         keys(&doc["paths"]),

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, SectionId};
+use crate::reload::ApplyTicket;
 use crate::report::Report;
 use crate::stage::{self, Own, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter, unix_now};
@@ -27,6 +28,7 @@ use super::{ApplyOptions, Assessment, BootstrapError, Force, Target};
 /// The bootstrap stage.
 pub const STAGE: StageSpec = StageSpec {
     name: "bootstrap",
+    sections: &[SectionId::Bootstrap],
     key_details: &["drift", "pending"],
 };
 
@@ -45,26 +47,34 @@ struct Memory {
 /// What one check found, reduced to what the stage reports.
 struct Check {
     assessment: Assessment,
-    applied: Option<Result<super::ApplyReport, String>>,
+    applied: Option<Result<super::ApplyReport, Arc<BootstrapError>>>,
 }
 
 async fn run(
     ctx: StageContext,
-    Own { status }: Own,
+    Own { status, mut config }: Own,
     shutdown: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
-    let mut config_rx = ctx.config.clone();
     let mut memory = Memory::default();
+    let mut cfg: Arc<AgentConfig> = config.current();
+    // A new config is answered by the first check made with it: ok when it
+    // ran (and its auto-correct, if any, applied).
+    let mut applying: Option<ApplyTicket> = None;
     loop {
-        let cfg: Arc<AgentConfig> = config_rx.borrow_and_update().clone();
         if !cfg.bootstrap.enabled || cfg.bootstrap.role.is_none() {
             status.set_state(
                 StageState::Disabled,
                 "off (bootstrap.enabled = false); `edge-agent bootstrap plan` works without it",
             );
+            if let Some(ticket) = applying.take() {
+                ticket.ok();
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                changed = config_rx.changed() => if changed.is_err() { return Ok(()) },
+                update = config.changed() => {
+                    cfg = update.config;
+                    applying = Some(update.ticket);
+                }
             }
             continue;
         }
@@ -80,20 +90,35 @@ async fn run(
         match result {
             Ok(Ok(check)) => {
                 report(&ctx, &status, &root, &check, &mut memory).await;
+                if let Some(ticket) = applying.take() {
+                    match &check.applied {
+                        Some(Err(e)) => ticket.failed(Arc::clone(e)),
+                        _ => ticket.ok(),
+                    }
+                }
             }
             Ok(Err(e)) => {
                 status.set_state(StageState::Degraded, format!("check failed: {e}"));
                 status.error(e.to_string());
+                if let Some(ticket) = applying.take() {
+                    ticket.failed(e);
+                }
             }
             Err(join) => {
                 status.set_state(StageState::Degraded, "check panicked");
                 status.error(join.to_string());
+                if let Some(ticket) = applying.take() {
+                    ticket.failed(join);
+                }
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(interval) => {}
-            changed = config_rx.changed() => if changed.is_err() { return Ok(()) },
+            update = config.changed() => {
+                cfg = update.config;
+                applying = Some(update.ticket);
+            }
         }
     }
 }
@@ -109,7 +134,7 @@ fn check_once(target: &Target, auto_correct: bool) -> Result<Check, BootstrapErr
                 action: "auto-correct",
             },
         );
-        applied = Some(r.map_err(|e| e.to_string()));
+        applied = Some(r.map_err(Arc::new));
         // Report what the node looks like after the correction.
         let after = super::assess(target, Force::none())?;
         return Ok(Check {
@@ -220,7 +245,7 @@ async fn report(
             ctx.reports.send(Report::node_event(kind, message, f)).await;
         }
         if let Err(e) = applied {
-            status.error(e.clone());
+            status.error(e.to_string());
         }
     }
 
@@ -295,10 +320,9 @@ mod tests {
 
     fn context() -> (StageContext, tokio::sync::mpsc::Receiver<Report>) {
         let (reports, rx) = report::channel(16);
-        let (_tx, config) = tokio::sync::watch::channel(Arc::new(AgentConfig::default()));
         (
             StageContext {
-                config,
+                config: crate::reload::Reloader::new(AgentConfig::default()).feed(),
                 board: StatusBoard::new(),
                 router: crate::control::Router::new(),
                 reports,

@@ -173,6 +173,8 @@ fn offline_document(
             "error": loaded.as_ref().err().map(ToString::to_string),
             "last_reload": null,
             "pending_restart": [],
+            "generation": null,
+            "applied": null,
         },
         "paths": {
             "state_dir": state_dir,
@@ -582,7 +584,15 @@ mod tests {
         );
         assert_eq!(
             keys(&doc["config"]),
-            ["path", "valid", "error", "last_reload", "pending_restart"]
+            [
+                "path",
+                "valid",
+                "error",
+                "last_reload",
+                "pending_restart",
+                "generation",
+                "applied"
+            ]
         );
         assert_eq!(
             keys(&doc["paths"]),

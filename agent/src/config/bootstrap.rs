@@ -18,6 +18,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{RestartOnly, Section, SectionId};
 use super::{HumanDuration, Problem, resolve_path};
 
 /// The shortest drift-check interval accepted. Each check renders every file
@@ -743,6 +744,12 @@ fn check_module_name(name: &str) -> Result<(), String> {
             "\"{name}\" is not a kernel module name (letters, digits, '_', '-'), e.g. \"ip_vs\""
         ))
     }
+}
+
+impl Section for BootstrapConfig {
+    const ID: SectionId = SectionId::Bootstrap;
+    /// A change runs a check (and auto-correct) on the new desired state.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Nothing;
 }
 
 #[cfg(test)]

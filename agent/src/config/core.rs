@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{RestartOnly, Section, SectionId};
 use super::{Problem, check_topic_level, resolve_path};
 
 /// `[node]`: who this node is in the fleet. These become MQTT topic levels.
@@ -313,4 +314,31 @@ impl ControlConfig {
             ));
         }
     }
+}
+
+impl Section for NodeConfig {
+    const ID: SectionId = SectionId::Node;
+    /// The node's identity is in its topics, its client id and its outbox
+    /// records.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Everything;
+}
+
+impl Section for PathsConfig {
+    const ID: SectionId = SectionId::Paths;
+    /// The outbox file and the control socket are opened once.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Everything;
+}
+
+impl Section for LogConfig {
+    const ID: SectionId = SectionId::Log;
+    /// The log subscriber's format is fixed when it is installed; its level
+    /// is not.
+    const RESTART_ONLY: RestartOnly<Self> =
+        RestartOnly::Keys(&[("format", |new, running| new.format = running.format)]);
+}
+
+impl Section for ControlConfig {
+    const ID: SectionId = SectionId::Control;
+    /// The socket's group is set when it is created.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Everything;
 }

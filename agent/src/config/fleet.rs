@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{RestartOnly, Section, SectionId};
 use super::{ByteSize, HumanDuration, Problem, resolve_path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +162,13 @@ fn glob_files(pattern: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     out.sort();
     out
+}
+
+impl Section for FleetConfig {
+    const ID: SectionId = SectionId::Fleet;
+    /// The uplink follows the trusted keys (which topics it subscribes to);
+    /// the fleet stage reads the rest with each bundle.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Nothing;
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{RestartOnly, Section, SectionId};
 use super::{HumanDuration, Problem, resolve_path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +146,13 @@ impl MetricsConfig {
             ));
         }
     }
+}
+
+impl Section for MetricsConfig {
+    const ID: SectionId = SectionId::Metrics;
+    /// A change rebinds the endpoint when `listen` changed, and collects
+    /// with the new settings.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Nothing;
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 mod bootstrap;
 mod core;
+pub mod diff;
 mod fleet;
 mod metrics;
 mod outbox;
@@ -34,6 +35,7 @@ pub use self::core::{
     CONTROL_SOCKET_NAME, ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig,
     RESERVED_NODE_IDS, SYSTEM_RUNTIME_DIR, SYSTEM_STATE_DIR,
 };
+pub use self::diff::{ConfigDiff, SectionId};
 pub use self::fleet::FleetConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::outbox::OutboxConfig;

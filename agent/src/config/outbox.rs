@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{RestartOnly, Section, SectionId};
 use super::{ByteSize, HumanDuration, Problem};
 use crate::report::Class;
 
@@ -88,6 +89,12 @@ impl OutboxConfig {
             }
         }
     }
+}
+
+impl Section for OutboxConfig {
+    const ID: SectionId = SectionId::Outbox;
+    /// The budget and the ages apply at the next commit.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Nothing;
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{RestartOnly, Section, SectionId};
 use super::{Problem, resolve_path};
 
 /// Falco's eight priorities, most severe first.
@@ -136,4 +137,10 @@ impl RulesConfig {
             ));
         }
     }
+}
+
+impl Section for RulesConfig {
+    const ID: SectionId = SectionId::Rules;
+    /// A change reloads the rule files and swaps the set in whole.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Nothing;
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{RestartOnly, Section, SectionId};
 use super::{ByteSize, Problem, resolve_path};
 
 /// Where containerd keeps its running tasks' bundles (`<dir>/[<namespace>/]<id>/config.json`):
@@ -208,6 +209,25 @@ impl SensorConfig {
             ));
         }
     }
+}
+
+impl Section for SensorConfig {
+    const ID: SectionId = SectionId::Sensor;
+    /// Read when the sensor loads its programs and sizes its tables; the
+    /// in-kernel filters and the deny list apply live.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Keys(&[
+        ("enabled", |new, running| new.enabled = running.enabled),
+        ("ring_buffer_bytes", |new, running| {
+            new.ring_buffer_bytes = running.ring_buffer_bytes;
+        }),
+        ("runtime_state_dirs", |new, running| {
+            new.runtime_state_dirs
+                .clone_from(&running.runtime_state_dirs);
+        }),
+        ("max_processes", |new, running| {
+            new.max_processes = running.max_processes;
+        }),
+    ]);
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{RestartOnly, Section, SectionId};
 use super::{HumanDuration, Problem, resolve_path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,6 +180,12 @@ impl UplinkConfig {
             ));
         }
     }
+}
+
+impl Section for UplinkConfig {
+    const ID: SectionId = SectionId::Uplink;
+    /// A change reconnects with the new settings.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Nothing;
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::MetricsConfig;
+use crate::config::{MetricsConfig, SectionId};
+use crate::reload::ApplyTicket;
 use crate::report::Report;
 use crate::stage::{self, Own, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter};
@@ -66,11 +67,19 @@ const MIN_REFRESH: Duration = Duration::from_secs(1);
 pub enum MetricsError {
     #[error("the metrics collector thread failed: {0}")]
     Collector(String),
+    #[error(
+        "cannot listen on {addr} (metrics.listen): {source}; collecting without the local endpoint"
+    )]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The metrics stage.
 pub const STAGE: StageSpec = StageSpec {
     name: "metrics",
+    sections: &[SectionId::Metrics],
     key_details: &[
         "batches_refused_total",
         "failing_collectors",
@@ -287,11 +296,10 @@ impl Collector {
 /// endpoint, follow config reloads, stop on `shutdown`.
 async fn run(
     ctx: StageContext,
-    Own { status }: Own,
+    Own { status, mut config }: Own,
     shutdown: CancellationToken,
 ) -> Result<(), MetricsError> {
-    let mut config_rx = ctx.config.clone();
-    let settings = Settings::from_config(&config_rx.borrow_and_update().metrics);
+    let settings = Settings::from_config(&config.current().metrics);
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<server::ScrapeRequest>(SCRAPE_QUEUE);
     let mut stage = MetricsStage {
         collector: Collector::new(
@@ -310,9 +318,17 @@ async fn run(
         endpoint_error: None,
         counters: BatchCounters::default(),
     };
+    // The config being applied, answered once the endpoint follows it.
+    let mut applying: Option<ApplyTicket> = None;
 
     loop {
         stage.reconfigure(&shutdown).await;
+        if let Some(ticket) = applying.take() {
+            match &stage.endpoint_error {
+                None => ticket.ok(),
+                Some(e) => ticket.failed(Arc::clone(e)),
+            }
+        }
         let mut ticker = tokio::time::interval(stage.settings.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Wait for the next event and handle it; a config change breaks
@@ -323,19 +339,18 @@ async fn run(
                     stop_endpoint(stage.endpoint.take()).await;
                     return Ok(());
                 }
-                changed = config_rx.changed() => {
-                    if changed.is_err() {
-                        // The daemon dropped the config sender: it is shutting down.
-                        shutdown.cancelled().await;
+                update = config.changed() => {
+                    let new = Settings::from_config(&update.config.metrics);
+                    if new == stage.settings {
+                        // A key that changes nothing the stage runs with.
+                        update.ticket.ok();
                         continue;
                     }
-                    let new = Settings::from_config(&config_rx.borrow_and_update().metrics);
-                    if new != stage.settings {
-                        info!("metrics: applying the new [metrics] config");
-                        stage.collector.apply(&new);
-                        stage.settings = new;
-                        break;
-                    }
+                    info!(generation = update.generation, "metrics: applying the new [metrics] config");
+                    stage.collector.apply(&new);
+                    stage.settings = new;
+                    applying = Some(update.ticket);
+                    break;
                 }
                 _ = ticker.tick(), if stage.settings.enabled => {
                     tokio::select! {
@@ -365,7 +380,7 @@ struct MetricsStage {
     served: Arc<AtomicU64>,
     endpoint: Option<Endpoint>,
     /// Why the endpoint is not up although `listen` asks for it.
-    endpoint_error: Option<String>,
+    endpoint_error: Option<Arc<MetricsError>>,
     counters: BatchCounters,
 }
 
@@ -402,13 +417,11 @@ impl MetricsStage {
                             task,
                         });
                     }
-                    Err(e) => {
-                        let msg = format!(
-                            "cannot listen on {addr} (metrics.listen): {e}; collecting without the local endpoint"
-                        );
-                        warn!("{msg}");
-                        self.status.error(msg.clone());
-                        self.endpoint_error = Some(msg);
+                    Err(source) => {
+                        let e = MetricsError::Listen { addr, source };
+                        warn!("{e}");
+                        self.status.error(e.to_string());
+                        self.endpoint_error = Some(Arc::new(e));
                     }
                 }
             }

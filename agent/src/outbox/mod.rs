@@ -90,8 +90,9 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, SectionId};
 use crate::control::{ControlError, Reply};
+use crate::reload::ConfigWatch;
 use crate::report::{Class, Report};
 use crate::stage::{self, Stage, StageContext, StageSpec};
 
@@ -290,6 +291,7 @@ pub fn file_path(config: &AgentConfig) -> PathBuf {
 /// The outbox stage.
 pub const STAGE: StageSpec = StageSpec {
     name: "outbox",
+    sections: &[SectionId::Outbox],
     key_details: &KEY_DETAILS,
 };
 
@@ -303,7 +305,6 @@ pub fn start(
     shutdown: CancellationToken,
     uplink_done: oneshot::Receiver<()>,
 ) -> (Outbox, Stage) {
-    let config = ctx.config.borrow().clone();
     let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (summary_tx, summary_rx) = watch::channel(Summary::default());
     let outbox = Outbox {
@@ -311,6 +312,7 @@ pub fn start(
         summary: summary_rx,
     };
     let stage = stage::start(ctx, &STAGE, |own| {
+        let config = own.config.current();
         let worker = worker::Worker::new(
             file_path(&config),
             config.node.id.clone(),
@@ -323,13 +325,13 @@ pub fn start(
             .spawn(move || worker.run(rx))
             .map_err(OutboxError::Thread);
         register_methods(ctx, &outbox);
-        run(ctx.clone(), reports, tx, thread, shutdown, uplink_done)
+        run(own.config, reports, tx, thread, shutdown, uplink_done)
     });
     (outbox, stage)
 }
 
 async fn run(
-    ctx: StageContext,
+    mut config: ConfigWatch,
     mut reports: mpsc::Receiver<Report>,
     tx: mpsc::Sender<Command>,
     thread: Result<std::thread::JoinHandle<()>, OutboxError>,
@@ -337,8 +339,6 @@ async fn run(
     uplink_done: oneshot::Receiver<()>,
 ) -> Result<(), OutboxError> {
     let thread = thread?;
-    let mut config = ctx.config.clone();
-    let mut current = config.borrow().outbox.clone();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = Vec::with_capacity(REPORTS_PER_FORWARD);
@@ -356,15 +356,9 @@ async fn run(
                 send(Command::Append(std::mem::take(&mut buf))).await?;
             }
             _ = tick.tick() => send(Command::Tick).await?,
-            changed = config.changed() => {
-                if changed.is_err() {
-                    continue;
-                }
-                let new = config.borrow_and_update().outbox.clone();
-                if new != current {
-                    current = new.clone();
-                    send(Command::Reconfigure(new)).await?;
-                }
+            update = config.changed() => {
+                send(Command::Reconfigure(update.config.outbox.clone())).await?;
+                update.ticket.ok();
             }
         }
     }
@@ -450,7 +444,7 @@ fn register_methods(ctx: &StageContext, outbox: &Outbox) {
     let board = ctx.board.clone();
     ctx.router.register("test-alert", move |params| {
         let ob = ob.clone();
-        let config = config.borrow().clone();
+        let config = config.current();
         let board = board.clone();
         async move { synthetic::test_alert(&ob, &config, &board, &params).await }
     });

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, SectionId};
 use crate::control::{ControlError, Reply};
 use crate::event::Event;
+use crate::reload::{ApplyTicket, ConfigWatch};
 use crate::report::{Report, ReportSender};
 use crate::stage::{self, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter, unix_now};
@@ -51,8 +52,19 @@ const CONTROL_CAPACITY: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("the rules loader thread failed: {0}")]
-    Loader(String),
+    Loader(#[from] tokio::task::JoinError),
+    /// A new rule set with errors, refused: the running set stays.
+    #[error("the new rule set has {total} errors and was refused; the running rules stay in force: {}", .errors.join("; "))]
+    Refused {
+        total: usize,
+        /// The first [`MAX_ERRORS_SHOWN`].
+        errors: Vec<String>,
+    },
 }
+
+/// Errors of a refused rule set kept for status and the reload's answer;
+/// the log has them all.
+const MAX_ERRORS_SHOWN: usize = 20;
 
 enum ControlMsg {
     List(oneshot::Sender<Value>),
@@ -79,6 +91,7 @@ impl Default for Timers {
 /// The rules stage.
 pub const STAGE: StageSpec = StageSpec {
     name: "rules",
+    sections: &[SectionId::Rules],
     key_details: &[
         "rules_failed",
         "load_errors",
@@ -106,7 +119,7 @@ fn start_with(
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_CAPACITY);
         register_list(ctx, ctl_tx);
         Task {
-            config: ctx.config.clone(),
+            config: own.config,
             reports: ctx.reports.clone(),
             status: own.status,
             events,
@@ -137,7 +150,7 @@ fn register_list(ctx: &StageContext, ctl_tx: mpsc::Sender<ControlMsg>) {
 }
 
 struct Task {
-    config: watch::Receiver<Arc<AgentConfig>>,
+    config: ConfigWatch,
     reports: ReportSender,
     status: StatusReporter,
     events: mpsc::Receiver<Event>,
@@ -169,9 +182,58 @@ fn fingerprint(patterns: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> 
 /// The result of the last reload, for status.
 struct ReloadNote {
     at: u64,
-    trigger: &'static str,
+    /// What asked for it: the config's submitter ("sighup", "fleet") or
+    /// "file change".
+    trigger: String,
     ok: bool,
     errors: Vec<String>,
+}
+
+/// Rule loads: at most one runs (on a blocking thread) while events keep
+/// flowing; one asked for meanwhile runs after it, so the last change is
+/// always read. Each config that asked is answered with the outcome of the
+/// load that read it.
+#[derive(Default)]
+struct Reloads {
+    running: Option<(tokio::task::JoinHandle<Loaded>, Asked)>,
+    next: Option<Asked>,
+}
+
+/// Who asked for a load.
+#[derive(Default)]
+struct Asked {
+    /// The config's submitter ("sighup", "fleet") or "file change".
+    trigger: String,
+    tickets: Vec<ApplyTicket>,
+}
+
+impl Reloads {
+    fn ask(&mut self, files: &[PathBuf], trigger: &str, ticket: Option<ApplyTicket>) {
+        let asked = self.next.get_or_insert_with(Asked::default);
+        asked.trigger = trigger.to_string();
+        asked.tickets.extend(ticket);
+        if self.running.is_none() {
+            self.start(files);
+        }
+    }
+
+    fn start(&mut self, files: &[PathBuf]) {
+        if let Some(asked) = self.next.take() {
+            let files = files.to_vec();
+            let task = tokio::task::spawn_blocking(move || loader::load_paths(&files));
+            self.running = Some((task, asked));
+        }
+    }
+
+    /// The running load's result, once it is done (pending when none runs).
+    async fn done(&mut self) -> (Result<Loaded, tokio::task::JoinError>, Asked) {
+        let Some((task, _)) = &mut self.running else {
+            return std::future::pending().await;
+        };
+        let loaded = task.await;
+        let (_, asked) = self.running.take().expect("a load was running");
+        (loaded, asked)
+    }
 }
 
 /// Appends alerts to `[rules] json_file`, one JSON object per line.
@@ -227,14 +289,12 @@ impl JsonSink {
 }
 
 async fn load_off_path(files: Vec<PathBuf>) -> Result<Loaded, StageError> {
-    tokio::task::spawn_blocking(move || loader::load_paths(&files))
-        .await
-        .map_err(|e| StageError::Loader(e.to_string()))
+    Ok(tokio::task::spawn_blocking(move || loader::load_paths(&files)).await?)
 }
 
 impl Task {
     async fn run(mut self) -> Result<(), StageError> {
-        let cfg = self.config.borrow_and_update().clone();
+        let cfg = self.config.current();
         let mut files = cfg.rules.files.clone();
         let mut fp = fingerprint(&files);
         let loaded = load_off_path(files.clone()).await?;
@@ -248,19 +308,8 @@ impl Task {
         let mut last_reload: Option<ReloadNote> = None;
         self.publish(&engine, &last_reload);
 
-        let mut pending: Option<(tokio::task::JoinHandle<Loaded>, &'static str)> = None;
-        // A reload asked for while one is in flight runs after it, so the
-        // last change always gets read.
-        let mut again: Option<&'static str> = None;
-        let spawn_load = |files: &[PathBuf], trigger: &'static str| {
-            let files = files.to_vec();
-            (
-                tokio::task::spawn_blocking(move || loader::load_paths(&files)),
-                trigger,
-            )
-        };
+        let mut reloads = Reloads::default();
         let mut events_open = true;
-        let mut config_open = true;
         let mut file_tick = tokio::time::interval(self.timers.file_check);
         let mut status_tick = tokio::time::interval(self.timers.status);
         let mut suppress_tick = tokio::time::interval(self.timers.suppression_report);
@@ -270,35 +319,28 @@ impl Task {
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                done = async { (&mut pending.as_mut().expect("guarded").0).await }, if pending.is_some() => {
-                    let trigger = pending.take().map_or("reload", |p| p.1);
-                    let loaded = done.map_err(|e| StageError::Loader(e.to_string()))?;
-                    last_reload = Some(apply_reload(&mut engine, loaded, trigger));
+                (loaded, asked) = reloads.done() => {
+                    let (note, outcome) = apply_reload(&mut engine, loaded?, asked.trigger);
+                    last_reload = Some(note);
                     self.publish(&engine, &last_reload);
-                    if let Some(t) = again.take() {
-                        pending = Some(spawn_load(&files, t));
+                    let outcome = outcome.map_err(Arc::new);
+                    for ticket in asked.tickets {
+                        ticket.finish(outcome.clone());
                     }
+                    reloads.start(&files);
                 }
-                changed = self.config.changed(), if config_open => {
-                    if changed.is_err() {
-                        // The daemon dropped the config sender: it is shutting
-                        // down, and the token follows. Stop watching.
-                        config_open = false;
-                        continue;
-                    }
-                    let cfg = self.config.borrow_and_update().clone();
+                update = self.config.changed() => {
+                    let cfg = update.config;
                     engine.set_limits(Limits::from(&cfg.rules));
                     if sink.path != cfg.rules.json_file {
                         sink.flush();
                         sink = JsonSink::new(cfg.rules.json_file.clone());
                     }
+                    // Rule files are read again even when their names did not
+                    // change: a submitter names [rules] when their content did.
                     files = cfg.rules.files.clone();
                     fp = fingerprint(&files);
-                    if pending.is_none() {
-                        pending = Some(spawn_load(&files, "sighup"));
-                    } else {
-                        again = Some("sighup");
-                    }
+                    reloads.ask(&files, &update.origin, Some(update.ticket));
                 }
                 ev = self.events.recv(), if events_open => {
                     match ev {
@@ -325,11 +367,7 @@ impl Task {
                     let now_fp = fingerprint(&files);
                     if now_fp != fp {
                         fp = now_fp;
-                        if pending.is_none() {
-                            pending = Some(spawn_load(&files, "file change"));
-                        } else {
-                            again = Some("file change");
-                        }
+                        reloads.ask(&files, "file change", None);
                     }
                 }
                 _ = status_tick.tick() => self.publish(&engine, &last_reload),
@@ -449,34 +487,48 @@ pub fn offline_status(config: &AgentConfig) -> Value {
 }
 
 /// Swap in a reloaded set, or refuse it when it has errors.
-fn apply_reload(engine: &mut Engine, loaded: Loaded, trigger: &'static str) -> ReloadNote {
+fn apply_reload(
+    engine: &mut Engine,
+    loaded: Loaded,
+    trigger: String,
+) -> (ReloadNote, Result<(), StageError>) {
     let at = unix_now();
     if loaded.has_errors() {
         let errors: Vec<String> = loaded.errors().map(|p| p.to_string()).collect();
         for e in &errors {
             error!(trigger, problem = %e, "rule reload refused");
         }
+        let total = errors.len();
+        let shown: Vec<String> = errors.into_iter().take(MAX_ERRORS_SHOWN).collect();
         error!(
             trigger,
-            errors = errors.len(),
+            errors = total,
             "the new rule set has errors and was refused; the running rules stay in force"
         );
-        return ReloadNote {
+        let note = ReloadNote {
             at,
             trigger,
             ok: false,
-            errors: errors.into_iter().take(20).collect(),
+            errors: shown.clone(),
         };
+        return (
+            note,
+            Err(StageError::Refused {
+                total,
+                errors: shown,
+            }),
+        );
     }
     log_problems(&loaded, "reloaded");
     engine.swap(loaded, now_ns());
     info!(trigger, rules = engine.set().rules.len(), "rules reloaded");
-    ReloadNote {
+    let note = ReloadNote {
         at,
         trigger,
         ok: true,
         errors: Vec::new(),
-    }
+    };
+    (note, Ok(()))
 }
 
 fn log_problems(loaded: &Loaded, what: &str) {
@@ -499,6 +551,7 @@ mod tests {
     use super::*;
     use crate::control::{Request, Router};
     use crate::event::{EventType, Process};
+    use crate::reload::Reloader;
     use crate::report::{self, Class};
     use crate::status::StatusBoard;
 
@@ -544,12 +597,12 @@ mod tests {
         let mut config = AgentConfig::default();
         config.rules.files = vec![rules.clone()];
         config.rules.json_file = json_file.clone();
-        let (cfg_tx, cfg_rx) = watch::channel(Arc::new(config));
+        let reloader = Reloader::new(config.clone());
         let board = StatusBoard::new();
         let router = Router::new();
         let (reports, mut reports_rx) = report::channel(64);
         let ctx = StageContext {
-            config: cfg_rx,
+            config: reloader.feed(),
             board: board.clone(),
             router: router.clone(),
             reports,
@@ -582,7 +635,9 @@ mod tests {
         assert_eq!(list["rules"][0]["name"], "Shell");
         assert_eq!(list["rules"][0]["hits"], 1);
 
-        // A broken file is refused on SIGHUP; the running rules stay.
+        // A broken file is refused when a new config names [rules] (the
+        // fleet does when it wrote rule files); the running rules stay, and
+        // the submitter hears why.
         std::fs::write(
             &rules,
             format!(
@@ -590,7 +645,16 @@ mod tests {
             ),
         )
         .unwrap();
-        cfg_tx.send_modify(|_| {});
+        let submitted = reloader.submit(config, "fleet", &[SectionId::Rules]);
+        assert_eq!(submitted.woken, ["rules"]);
+        let outcomes = tokio::time::timeout(Duration::from_secs(20), reloader.outcomes(&submitted))
+            .await
+            .expect("the rules stage answers");
+        let refused = outcomes[0].result.as_ref().unwrap_err().to_string();
+        assert!(
+            refused.contains("refused") && refused.contains("unknown field proc.nme"),
+            "{refused}"
+        );
         let d = wait_status(&board, "a refused reload", |d| {
             d["last_reload"]["ok"] == false
         })
@@ -640,6 +704,7 @@ mod suppression_tests {
     use super::*;
     use crate::control::Router;
     use crate::event::{EventType, Process};
+    use crate::reload::Reloader;
     use crate::report::{self, Class};
     use crate::status::StatusBoard;
 
@@ -656,11 +721,11 @@ mod suppression_tests {
         config.rules.files = vec![rules];
         config.rules.rate = 0.001;
         config.rules.max_burst = 2;
-        let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(config));
+        let reloader = Reloader::new(config);
         let board = StatusBoard::new();
         let (reports, mut reports_rx) = report::channel(64);
         let ctx = StageContext {
-            config: cfg_rx,
+            config: reloader.feed(),
             board: board.clone(),
             router: Router::new(),
             reports,

@@ -65,6 +65,8 @@ pub enum SensorError {
     Attach { probe: &'static str, reason: String },
     #[error("reading the ring buffer: {0}")]
     Ring(std::io::Error),
+    #[error("the sensor's start-up panicked: {0}")]
+    StartPanicked(tokio::task::JoinError),
 }
 
 impl SensorError {
@@ -81,6 +83,7 @@ impl SensorError {
             SensorError::Map { .. } => "map_failed",
             SensorError::Attach { .. } => "attach_failed",
             SensorError::Ring(_) => "ring_buffer_failed",
+            SensorError::StartPanicked(_) => "load_failed",
         }
     }
 }

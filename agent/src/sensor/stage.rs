@@ -21,8 +21,10 @@ use super::alert;
 use super::decode::Decoded;
 use super::proctable::BootClock;
 use super::reader::{BATCH, Sensor};
+use crate::config::SectionId;
 use crate::control::{ControlError, Reply};
 use crate::event::{Event, EventType};
+use crate::reload::ConfigWatch;
 use crate::stage::{self, Own, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter};
 
@@ -47,6 +49,7 @@ const WATCH_STREAM_CAPACITY: usize = 256;
 /// The sensor stage.
 pub const STAGE: StageSpec = StageSpec {
     name: "sensor",
+    sections: &[SectionId::Sensor],
     key_details: &[
         "probes_missing",
         "lost_total",
@@ -68,12 +71,17 @@ pub fn start(
 /// Run the sensor stage until `shutdown`.
 async fn run(
     ctx: StageContext,
-    Own { status }: Own,
+    Own {
+        status,
+        config: config_watch,
+    }: Own,
     events: mpsc::Sender<Event>,
     shutdown: CancellationToken,
 ) -> Result<(), SensorError> {
-    let config = ctx.config.borrow().clone();
+    let config = config_watch.current();
     if !config.sensor.enabled {
+        // `enabled` is read only at start: nothing to follow until a restart.
+        drop(config_watch);
         status.set_state(
             StageState::Disabled,
             "switched off ([sensor] enabled = false)",
@@ -86,12 +94,13 @@ async fn run(
     let started = tokio::task::spawn_blocking(move || Sensor::start(&sensor_config)).await;
     let sensor = match started {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return unavailable(&ctx, &status, events, shutdown, e).await,
+        Ok(Err(e)) => {
+            drop(config_watch);
+            return unavailable(&ctx, &status, events, shutdown, e).await;
+        }
         Err(join) => {
-            let e = SensorError::Load {
-                what: "the sensor".into(),
-                message: format!("start-up panicked: {join}"),
-            };
+            drop(config_watch);
+            let e = SensorError::StartPanicked(join);
             return unavailable(&ctx, &status, events, shutdown, e).await;
         }
     };
@@ -112,6 +121,7 @@ async fn run(
         sensor,
         status,
         ctx: ctx.clone(),
+        config: config_watch,
         events,
         watch: watch_tx,
         hostname: config.node.id.clone(),
@@ -202,6 +212,7 @@ struct Running {
     sensor: Sensor,
     status: StatusReporter,
     ctx: StageContext,
+    config: ConfigWatch,
     events: mpsc::Sender<Event>,
     watch: broadcast::Sender<Arc<Event>>,
     hostname: String,
@@ -223,7 +234,6 @@ impl Running {
     async fn run(&mut self, shutdown: CancellationToken) -> Result<(), SensorError> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut config = self.ctx.config.clone();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
@@ -237,18 +247,18 @@ impl Running {
                     }
                 }
                 _ = tick.tick() => self.on_tick(),
-                changed = config.changed() => {
-                    if changed.is_err() {
-                        continue;
-                    }
-                    let new = config.borrow_and_update().sensor.clone();
-                    match self.sensor.apply(&new) {
-                        Ok(()) => info!("sensor filters and deny list updated from the reloaded config"),
+                update = self.config.changed() => {
+                    // Only the filters and the deny list can have changed
+                    // live: the rest of [sensor] is read at start.
+                    let result = self.sensor.apply(&update.config.sensor);
+                    match &result {
+                        Ok(()) => info!(generation = update.generation, "sensor filters and deny list updated from the new config"),
                         Err(e) => {
-                            warn!(error = %e, "could not apply the reloaded sensor config; the previous filters stay");
+                            warn!(error = %e, "could not apply the new sensor config; the previous filters stay");
                             self.status.error(format!("reload: {e}"));
                         }
                     }
+                    update.ticket.finish(result);
                 }
             }
         }

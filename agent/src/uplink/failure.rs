@@ -9,7 +9,8 @@ use rumqttc::{ConnectReturnCode, ConnectionError};
 use crate::config::{BrokerAddress, UplinkConfig};
 
 /// Why the link is down.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} [{code}]")]
 pub struct Failure {
     /// Stable: `tls_server_untrusted`, `tls_rejected_by_broker`,
     /// `refused`, `unreachable`, `timeout`, `dns`, `connection_closed`,

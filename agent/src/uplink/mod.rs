@@ -44,9 +44,10 @@ pub use self::backoff::Backoff;
 pub use self::failure::{Failure, describe as describe_failure};
 pub use self::session::{FetchRequest, Session, SessionError, Slot};
 
-use crate::config::{AgentConfig, BrokerAddress};
+use crate::config::{AgentConfig, BrokerAddress, SectionId};
 use crate::fleet::link::{Incoming, LinkHealth, UplinkSide};
 use crate::outbox::{Fetched, Outbox, OutboxError, RecordKey, Summary, TryAck};
+use crate::reload::{ApplyTicket, ConfigUpdate, ConfigWatch};
 use crate::report::Topic;
 use crate::stage::{self, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter, unix_now};
@@ -108,6 +109,7 @@ pub enum UplinkError {
 /// The uplink stage.
 pub const STAGE: StageSpec = StageSpec {
     name: "uplink",
+    sections: &[SectionId::Uplink, SectionId::Fleet],
     key_details: &["last_publish_at", "reconnects_total", "last_error_code"],
 };
 
@@ -122,54 +124,63 @@ pub fn start(
     done: oneshot::Sender<()>,
     fleet: UplinkSide,
 ) -> Stage {
-    let config = ctx.config.clone();
     stage::start(ctx, &STAGE, |own| async move {
         let _done = done;
-        run(config, outbox, own.status, shutdown, fleet).await
+        run(own.config, outbox, own.status, shutdown, fleet).await
     })
 }
 
 enum Ending {
     Shutdown,
-    Reconfigure,
+    /// New settings: reconnect with them, then answer the ticket.
+    Reconfigure(ConfigUpdate),
 }
 
 async fn run(
-    mut config_rx: watch::Receiver<Arc<AgentConfig>>,
+    mut config_watch: ConfigWatch,
     outbox: Outbox,
     status: StatusReporter,
     shutdown: CancellationToken,
     fleet: UplinkSide,
 ) -> Result<(), UplinkError> {
+    let mut config = config_watch.current();
+    let mut applying: Option<ApplyTicket> = None;
     loop {
-        let config = config_rx.borrow_and_update().clone();
         let ending = if !config.uplink.enabled() {
             status.set_state(
                 StageState::Disabled,
                 "no uplink.url configured: reports wait in the outbox",
             );
+            if let Some(ticket) = applying.take() {
+                ticket.ok();
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => Ending::Shutdown,
-                r = config_rx.changed() => match r {
-                    Ok(()) => Ending::Reconfigure,
-                    Err(_) => Ending::Shutdown,
-                },
+                update = config_watch.changed() => Ending::Reconfigure(update),
             }
         } else {
+            // Validated with the config; a bad URL cannot get here.
             let broker = BrokerAddress::parse(&config.uplink.url).map_err(UplinkError::Url)?;
             Link::new(
-                config,
+                config.clone(),
                 broker,
                 outbox.clone(),
                 status.clone(),
                 fleet.clone(),
             )
-            .run(&mut config_rx, &shutdown)
+            .run(&mut config_watch, applying.take(), &shutdown)
             .await
         };
         match ending {
             Ending::Shutdown => return Ok(()),
-            Ending::Reconfigure => info!("uplink: settings changed, reconnecting"),
+            Ending::Reconfigure(update) => {
+                info!(
+                    generation = update.generation,
+                    "uplink: settings changed, reconnecting"
+                );
+                config = update.config;
+                applying = Some(update.ticket);
+            }
         }
     }
 }
@@ -327,9 +338,14 @@ impl Link {
         }
     }
 
+    /// Connect and drain until shutdown or new settings. `applying` is
+    /// answered once the settings are taken in: ok when the TLS material
+    /// loads (connecting is the link's own business, shown in status), or
+    /// the reason it does not.
     async fn run(
         mut self,
-        config_rx: &mut watch::Receiver<Arc<AgentConfig>>,
+        config_watch: &mut ConfigWatch,
+        mut applying: Option<ApplyTicket>,
         shutdown: &CancellationToken,
     ) -> Ending {
         // The TLS material must load before anything can connect; until it
@@ -338,20 +354,23 @@ impl Link {
             match self.load_transport() {
                 Ok(t) => break t,
                 Err(f) => {
+                    if let Some(ticket) = applying.take() {
+                        ticket.failed(f.clone());
+                    }
                     let delay = self.session.lost(Instant::now());
                     self.failed(f, delay);
                     self.report(true);
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ending::Shutdown,
-                        r = config_rx.changed() => return match r {
-                            Ok(()) => Ending::Reconfigure,
-                            Err(_) => Ending::Shutdown,
-                        },
+                        update = config_watch.changed() => return Ending::Reconfigure(update),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }
         };
+        if let Some(ticket) = applying.take() {
+            ticket.ok();
+        }
         let window = usize::from(self.config.uplink.inflight);
         // The window plus the state message and a disconnect: the session
         // never queues more, so publishing never finds this full.
@@ -425,19 +444,16 @@ impl Link {
                 }
                 _ = state_tick.tick() => self.refresh_state(&client, false),
                 _ = status_tick.tick() => self.report(true),
-                r = config_rx.changed() => {
-                    match r {
-                        Err(_) => break Ending::Shutdown,
-                        Ok(()) => {
-                            let new = config_rx.borrow_and_update().clone();
-                            if new.uplink != self.config.uplink
-                                || new.node != self.config.node
-                                || crate::fleet::link::config_topics(&new) != self.config_topics
-                            {
-                                break Ending::Reconfigure;
-                            }
-                        }
+                update = config_watch.changed() => {
+                    // Every key of [uplink] is a connection setting; [fleet]
+                    // matters here only through the topics subscribed to.
+                    let new = &update.config;
+                    if new.uplink != self.config.uplink
+                        || crate::fleet::link::config_topics(new) != self.config_topics
+                    {
+                        break Ending::Reconfigure(update);
                     }
+                    update.ticket.ok();
                 }
             }
             self.publish_ready(&client);
