@@ -8,7 +8,8 @@
 //! For each of `RUNS` starts: the time from spawning the process to the
 //! READY=1 datagram on a NOTIFY_SOCKET this bench binds, then SIGTERM and the
 //! time to exit. Once: resident memory after a minute of idling, and the CPU
-//! it used meanwhile. The state and runtime directories come from
+//! it used meanwhile; then the same with Falco's three official rule files
+//! loaded as well (tests/data/falco). The state and runtime directories come from
 //! STATE_DIRECTORY/RUNTIME_DIRECTORY, as under systemd, so the config file is
 //! used unmodified. DESIGN.md budgets: READY <= 300 ms, RSS <= 24 MiB, idle
 //! CPU <= 0.5 % of a core.
@@ -26,10 +27,14 @@ const RUNS: usize = 21;
 const IDLE_DEFAULT_SECS: u64 = 65;
 
 fn spawn(s: &Scratch, notify: &NotifyListener) -> Child {
+    spawn_with(s, notify, &repo_root().join("configs/agent.toml"))
+}
+
+fn spawn_with(s: &Scratch, notify: &NotifyListener, config: &std::path::Path) -> Child {
     Command::new(agent_bin())
         .arg("run")
         .arg("--config")
-        .arg(repo_root().join("configs/agent.toml"))
+        .arg(config)
         .env("NOTIFY_SOCKET", &notify.path)
         .env("STATE_DIRECTORY", s.state_dir())
         .env("RUNTIME_DIRECTORY", s.runtime_dir())
@@ -113,8 +118,41 @@ fn main() {
     );
 
     let s = Scratch::new("");
-    let mut notify = NotifyListener::bind(&s);
-    let mut child = spawn(&s, &notify);
+    idle_figures(
+        &s,
+        &repo_root().join("configs/agent.toml"),
+        "shipped config",
+    );
+
+    // The same config with Falco's three official rule files loaded after
+    // the shipped rules: what a user who brings Falco's corpus pays.
+    let s = Scratch::new("");
+    let falco = repo_root().join("tests/data/falco");
+    let files = format!(
+        "files = [\"{}\", \"{}\", \"{}\", \"{}\"]",
+        repo_root().join("configs/rules/*.yaml").display(),
+        falco.join("falco_rules.yaml").display(),
+        falco.join("falco-incubating_rules.yaml").display(),
+        falco.join("falco-sandbox_rules.yaml").display()
+    );
+    let shipped = std::fs::read_to_string(repo_root().join("configs/agent.toml")).unwrap();
+    let config = s.path().join("agent-falco.toml");
+    assert!(
+        shipped.contains("files = [\"rules/*.yaml\"]"),
+        "configs/agent.toml changed its rules.files line"
+    );
+    std::fs::write(
+        &config,
+        shipped.replace("files = [\"rules/*.yaml\"]", &files),
+    )
+    .unwrap();
+    idle_figures(&s, &config, "with Falco's whole corpus");
+}
+
+/// Resident memory and CPU after idling with `config`.
+fn idle_figures(s: &Scratch, config: &std::path::Path, label: &str) {
+    let mut notify = NotifyListener::bind(s);
+    let mut child = spawn_with(s, &notify, config);
     notify
         .wait_for("READY=1", Duration::from_secs(30))
         .expect("READY=1");
@@ -136,7 +174,7 @@ fn main() {
     let hwm = proc_field(pid, "status", "VmHWM:").unwrap_or(0);
     let threads = proc_field(pid, "status", "Threads:").unwrap_or(0);
     println!(
-        "idle after {}s: RSS {:.1} MiB (peak {:.1} MiB, budget 24 MiB), {threads} threads, CPU {cpu:.2} % of one core (budget 0.5 %)",
+        "{label}: idle after {}s: RSS {:.1} MiB (peak {:.1} MiB, budget 24 MiB), {threads} threads, CPU {cpu:.2} % of one core (budget 0.5 %)",
         idle.as_secs(),
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0

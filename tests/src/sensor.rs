@@ -347,6 +347,42 @@ impl Containerd {
     }
 }
 
+impl Containerd {
+    /// Run `sh -c script` as a container's entry process, as the runtime
+    /// starts it; with `tty`, on a terminal (`ctr run -t` inside `script`,
+    /// which provides the pseudo-terminal `kubectl exec -it` would).
+    pub fn run_entry(
+        &mut self,
+        rootfs: &Path,
+        id: &str,
+        cgroup: &str,
+        tty: bool,
+        script: &str,
+    ) -> std::process::Output {
+        self.cgroups.push(cgroup.to_string());
+        let ctr = format!(
+            "ctr --address {} -n k8s.io run --rm {} --rootfs --cgroup {cgroup} {} {id} /bin/sh -c '{}'",
+            self.socket().display(),
+            if tty { "-t" } else { "" },
+            rootfs.display(),
+            script.replace('\'', "'\\''"),
+        );
+        if tty {
+            Command::new("script")
+                .args(["-qec", &ctr, "/dev/null"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("script (util-linux)")
+        } else {
+            Command::new("sh")
+                .args(["-c", &ctr])
+                .stdin(Stdio::null())
+                .output()
+                .expect("sh")
+        }
+    }
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
         // SAFETY: SIGTERM to the containerd we spawned.
