@@ -647,17 +647,28 @@ pub fn inject(
         .collect())
 }
 
-/// Sequence numbers currently waiting in the daemon's outbox, by class.
+/// Sequence numbers currently waiting in the daemon's outbox, by class
+/// (paging through listings of at most 1,000 per class).
 pub fn waiting_seqs(scratch: &Scratch) -> Vec<(String, u64)> {
-    let l = control(scratch, "outbox", json!({"limit": 100000})).expect("outbox listing");
     let mut out = Vec::new();
-    for c in l["classes"].as_array().expect("classes") {
-        let class = c["class"].as_str().expect("class").to_string();
-        for r in c["oldest"].as_array().expect("oldest") {
-            out.push((class.clone(), r["seq"].as_u64().expect("seq")));
+    let mut after = serde_json::Map::new();
+    loop {
+        let l = control(scratch, "outbox", json!({"limit": 1000, "after": after}))
+            .expect("outbox listing");
+        let mut more = false;
+        for c in l["classes"].as_array().expect("classes") {
+            let class = c["class"].as_str().expect("class").to_string();
+            for r in c["oldest"].as_array().expect("oldest") {
+                let seq = r["seq"].as_u64().expect("seq");
+                out.push((class.clone(), seq));
+                after.insert(class.clone(), seq.into());
+            }
+            more |= c["more"] == true;
+        }
+        if !more {
+            return out;
         }
     }
-    out
 }
 
 /// A stage's details from `status --json`.

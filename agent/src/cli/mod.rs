@@ -93,7 +93,7 @@ pub enum Command {
         /// Print one JSON document (stable keys, `schema` versioned).
         #[arg(long)]
         json: bool,
-        /// Records listed per class.
+        /// Records listed per class (the daemon lists at most 1000).
         #[arg(long, default_value_t = 10, value_name = "N")]
         limit: usize,
     },

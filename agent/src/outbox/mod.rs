@@ -84,10 +84,11 @@ mod synthetic;
 mod worker;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, SectionId};
@@ -97,6 +98,10 @@ use crate::report::{Class, Report};
 use crate::stage::{self, Stage, StageContext, StageSpec};
 
 pub use store::{Cursors, Listing, RecordKey, StoredRecord, read_offline};
+
+/// Records a listing shows per class at most; `after` pages through more.
+/// A thousand fill several screens, and reading them takes milliseconds.
+pub const MAX_LISTING_PER_CLASS: usize = 1000;
 pub use worker::{Command, Fetched, MAX_APPENDS_PER_COMMIT};
 
 /// Commands queued to the outbox thread. Each carries a batch (up to
@@ -206,6 +211,9 @@ pub enum TryAck {
 pub struct Outbox {
     tx: mpsc::Sender<Command>,
     summary: watch::Receiver<Summary>,
+    /// Listings are read one at a time, off the outbox thread: clients
+    /// looping over `outbox` share one core and never stall commits.
+    listings: Arc<Semaphore>,
 }
 
 impl Outbox {
@@ -273,8 +281,21 @@ impl Outbox {
         self.ask(|r| Command::Waiting(keys, r)).await
     }
 
-    pub async fn listing(&self, per_class: usize) -> Result<Listing, OutboxError> {
-        self.ask(|r| Command::Listing(per_class, r)).await
+    /// What waits, with up to `per_class` records of each class after
+    /// `after` (capped at [`MAX_LISTING_PER_CLASS`]). Read from a snapshot
+    /// on a blocking thread; the outbox thread only starts the read.
+    pub async fn listing(&self, per_class: usize, after: Cursors) -> Result<Listing, OutboxError> {
+        let per_class = per_class.min(MAX_LISTING_PER_CLASS);
+        let _turn = self
+            .listings
+            .acquire()
+            .await
+            .map_err(|_| OutboxError::Stopped)?;
+        let snapshot = self.ask(Command::Snapshot).await?;
+        tokio::task::spawn_blocking(move || snapshot.listing(per_class, &after))
+            .await
+            .map_err(|_| OutboxError::Stopped)?
+            .map_err(|e| OutboxError::Store(e.to_string()))
     }
 
     /// The latest summary; `changed()` on it wakes on every update.
@@ -310,6 +331,7 @@ pub fn start(
     let outbox = Outbox {
         tx: tx.clone(),
         summary: summary_rx,
+        listings: Arc::new(Semaphore::new(1)),
     };
     let stage = stage::start(ctx, &STAGE, |own| {
         let config = own.config.current();
@@ -429,9 +451,10 @@ fn register_methods(ctx: &StageContext, outbox: &Outbox) {
                 .get("limit")
                 .and_then(Value::as_u64)
                 .unwrap_or(10)
-                .min(100_000) as usize;
+                .min(MAX_LISTING_PER_CLASS as u64) as usize;
+            let after = listing_after(params.get("after"))?;
             let listing = ob
-                .listing(limit)
+                .listing(limit, after)
                 .await
                 .map_err(|e| ControlError::unavailable(e.to_string()))?;
             let summary = ob.summary().borrow().clone();
@@ -478,6 +501,31 @@ fn register_methods(ctx: &StageContext, outbox: &Outbox) {
         });
 }
 
+/// The `outbox` method's `after`: `{class: seq}`, list each class after
+/// that sequence number (absent or null: from the oldest).
+fn listing_after(after: Option<&Value>) -> Result<Cursors, ControlError> {
+    let mut cursors = Cursors::default();
+    let Some(after) = after.filter(|v| !v.is_null()) else {
+        return Ok(cursors);
+    };
+    let Some(map) = after.as_object() else {
+        return Err(ControlError::bad_params(
+            "after must be an object such as {\"alert\": 1234}",
+        ));
+    };
+    for (name, seq) in map {
+        let class = Class::ALL
+            .into_iter()
+            .find(|c| c.as_str() == name)
+            .ok_or_else(|| ControlError::bad_params(format!("after: unknown class \"{name}\"")))?;
+        let seq = seq.as_u64().ok_or_else(|| {
+            ControlError::bad_params(format!("after.{name} must be a sequence number"))
+        })?;
+        cursors[class.index()] = Some(seq);
+    }
+    Ok(cursors)
+}
+
 /// The JSON form of a listing (`edge-agent outbox --json`, schema 1).
 pub fn listing_json(l: &Listing, summary: Option<&Summary>) -> Value {
     let classes: Vec<Value> = l
@@ -490,6 +538,7 @@ pub fn listing_json(l: &Listing, summary: Option<&Summary>) -> Value {
                 "bytes": c.bytes,
                 "oldest_created_ms": c.oldest_created_ms,
                 "oldest": c.oldest,
+                "more": c.more,
             })
         })
         .collect();

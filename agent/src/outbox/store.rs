@@ -932,8 +932,15 @@ impl Store {
 
     /// What waits, by class, with the oldest `per_class` records of each.
     pub fn listing(&self, per_class: usize) -> Result<Listing, StoreError> {
+        self.snapshot()?.listing(per_class, &Cursors::default())
+    }
+
+    /// A read-only view of the last commit, for reading on another thread:
+    /// redb readers never block the writer, so a long listing costs the
+    /// outbox thread only the start of a read transaction.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e.into()))?;
-        listing(&txn, per_class).map_err(|e| self.err(e))
+        Ok(Snapshot(txn, self.path.clone()))
     }
 
     /// Make the file small again after a large backlog drained, when that
@@ -1002,7 +1009,10 @@ pub struct ClassListing {
     pub records: u64,
     pub bytes: u64,
     pub oldest_created_ms: Option<u64>,
+    /// Records after `after`, oldest first, at most `per_class`.
     pub oldest: Vec<ListedRecord>,
+    /// More records follow the last one listed.
+    pub more: bool,
 }
 
 /// One record in a listing.
@@ -1018,6 +1028,20 @@ pub struct ListedRecord {
     pub about: String,
 }
 
+/// A read transaction on the outbox file (see [`Store::snapshot`]).
+pub struct Snapshot(redb::ReadTransaction, PathBuf);
+
+impl Snapshot {
+    /// What waits, by class, with up to `per_class` records of each after
+    /// `after` (from the oldest when `None`).
+    pub fn listing(&self, per_class: usize, after: &Cursors) -> Result<Listing, StoreError> {
+        listing(&self.0, per_class, after).map_err(|source| StoreError::Storage {
+            path: self.1.clone(),
+            source,
+        })
+    }
+}
+
 /// What waits in an outbox file.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Listing {
@@ -1027,7 +1051,11 @@ pub struct Listing {
     pub classes: Vec<ClassListing>,
 }
 
-fn listing(txn: &redb::ReadTransaction, per_class: usize) -> Result<Listing, redb::Error> {
+fn listing(
+    txn: &redb::ReadTransaction,
+    per_class: usize,
+    after: &Cursors,
+) -> Result<Listing, redb::Error> {
     let counters = match txn.open_table(META) {
         Ok(meta) => meta
             .get("counters")?
@@ -1057,8 +1085,13 @@ fn listing(txn: &redb::ReadTransaction, per_class: usize) -> Result<Listing, red
         };
         if let Some(table) = &table {
             let c = i as u8;
-            for (n, entry) in table.range((c, 0)..=(c, u64::MAX))?.enumerate() {
-                if n >= per_class.max(1) {
+            if let Some(first) = table.range((c, 0)..=(c, u64::MAX))?.next() {
+                cl.oldest_created_ms = Some(format::created_ms(first?.1.value()));
+            }
+            let from = after[i].map_or(0, |s| s.saturating_add(1));
+            for (n, entry) in table.range((c, from)..=(c, u64::MAX))?.enumerate() {
+                if n >= per_class {
+                    cl.more = true;
                     break;
                 }
                 let (k, v) = entry?;
@@ -1083,12 +1116,7 @@ fn listing(txn: &redb::ReadTransaction, per_class: usize) -> Result<Listing, red
                         about: format!("unreadable (record version {version})"),
                     },
                 };
-                if n == 0 {
-                    cl.oldest_created_ms = Some(item.created_ms);
-                }
-                if n < per_class {
-                    cl.oldest.push(item);
-                }
+                cl.oldest.push(item);
             }
         }
         out.classes.push(cl);
@@ -1138,7 +1166,7 @@ pub fn read_offline(path: &Path, per_class: usize) -> Result<Listing, StoreError
             source,
         })?;
     let txn = db.begin_read().map_err(|e| err(e.into()))?;
-    listing(&txn, per_class).map_err(err)
+    listing(&txn, per_class, &Cursors::default()).map_err(err)
 }
 
 /// Number of records in a table (for tests).
@@ -1395,6 +1423,46 @@ mod tests {
         assert!(aside.exists(), "{}", aside.display());
         assert!(why.contains("format 9"), "{why}");
         assert_eq!(s.counters().records(), 0);
+    }
+
+    #[test]
+    fn a_snapshot_read_on_another_thread_never_holds_up_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path(), 64 << 20);
+        let first = append(&mut s, (0..5).map(|_| report(Class::Alert, 10)).collect());
+        let snapshot = s.snapshot().unwrap();
+        // The writer commits (and deletes) while the reader's view is open.
+        let key = RecordKey {
+            class: Class::Alert,
+            seq: first.seqs[0].unwrap(),
+        };
+        s.commit(&Batch {
+            appends: (0..3).map(|_| report(Class::Alert, 10)).collect(),
+            acks: vec![key],
+            ..Batch::default()
+        })
+        .unwrap();
+        // The reader sees the last commit before its snapshot, pages with
+        // `after`, and says when more follow.
+        let after = [None, first.seqs[1], None, None];
+        let l = std::thread::spawn(move || snapshot.listing(2, &after))
+            .join()
+            .unwrap()
+            .unwrap();
+        let alerts = &l.classes[1];
+        assert_eq!(alerts.records, 5);
+        let seqs: Vec<u64> = alerts.oldest.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [first.seqs[2].unwrap(), first.seqs[3].unwrap()]);
+        assert!(alerts.more);
+        assert_eq!(
+            s.snapshot()
+                .unwrap()
+                .listing(10, &Cursors::default())
+                .unwrap()
+                .classes[1]
+                .records,
+            7
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use super::Summary;
 use super::store::{
-    self, Batch, Committed, Cursors, Listing, RecordKey, Store, StoreError, StoredRecord,
+    self, Batch, Committed, Cursors, RecordKey, Snapshot, Store, StoreError, StoredRecord,
 };
 use crate::config::OutboxConfig;
 use crate::report::{Class, Report};
@@ -81,7 +81,9 @@ pub enum Command {
         reply: Reply<Fetched>,
     },
     Waiting(Vec<RecordKey>, Reply<Vec<RecordKey>>),
-    Listing(usize, Reply<Listing>),
+    /// A read view of the last commit, for a listing read on another
+    /// thread (so a long listing never holds up commits).
+    Snapshot(Reply<Snapshot>),
     Reconfigure(OutboxConfig),
     /// Four times a second, from the stage: housekeeping and a fresh
     /// summary.
@@ -503,9 +505,9 @@ impl Worker {
                 };
                 let _ = reply.send(r);
             }
-            Command::Listing(per_class, reply) => {
+            Command::Snapshot(reply) => {
                 let r = match &self.store {
-                    Some(s) => s.listing(per_class).map_err(|e| e.to_string()),
+                    Some(s) => s.snapshot().map_err(|e| e.to_string()),
                     None => Err(closed()),
                 };
                 let _ = reply.send(r);
