@@ -22,7 +22,7 @@
 /* Bumped when a fixed layout below changes. The agent embeds the object
  * built from this tree, so the two cannot disagree at run time; the number
  * tells readers of recorded data which layout they hold. */
-#define EA_ABI_VERSION 1
+#define EA_ABI_VERSION 2
 
 /* ---- event type ids (stable) ------------------------------------------- */
 #define EA_EVT_LOSS 1          /* arg0 = records this CPU lost since its last loss record */
@@ -64,7 +64,21 @@
 #define EA_EVT_DUP2 37
 #define EA_EVT_DUP3 38
 #define EA_EVT_SOCKET 39
-#define EA_EVT_MAX 40          /* one past the highest id; sizes per-type tables */
+#define EA_EVT_CHMOD 40
+#define EA_EVT_FCHMOD 41
+#define EA_EVT_FCHMODAT 42
+#define EA_EVT_FCHMODAT2 43    /* becomes evt.type fchmodat (with its flags) */
+#define EA_EVT_MKDIR 44
+#define EA_EVT_MKDIRAT 45
+#define EA_EVT_RMDIR 46
+#define EA_EVT_SETNS 47
+#define EA_EVT_UNSHARE 48
+#define EA_EVT_BPF 49
+#define EA_EVT_USERFAULTFD 50
+#define EA_EVT_PRCTL 51
+#define EA_EVT_SETSID 52
+#define EA_EVT_SETPGID 53
+#define EA_EVT_MAX 54          /* one past the highest id; sizes per-type tables */
 
 /* ---- per-CPU counters (index into the `ea_counters` map) ---------------- */
 #define EA_CNT_SEEN 0          /* hook runs that could have produced a record */
@@ -77,13 +91,15 @@
 #define EA_CNT_KILLED 7        /* denied execs killed with SIGKILL */
 #define EA_CNT_LOST_UNREPORTED 8 /* internal: losses not yet sent as EA_EVT_LOSS */
 #define EA_CNT_FILTERED_CGROUP 9 /* dropped: task in a cgroup of exclude_cgroups */
-#define EA_CNT_MAX 10
+#define EA_CNT_FILTERED_ARGS 10 /* dropped: arguments no rule reads (bpf map access, prctl queries) */
+#define EA_CNT_MAX 11
 
 /* ---- bounds ------------------------------------------------------------ */
 #define EA_COMM_LEN 16
-#define EA_NSTR 6              /* string slots per record */
+#define EA_NARG 16             /* integer slots per record */
+#define EA_NSTR 8              /* string slots per record */
 #define EA_DATA_MAX 8192       /* no string starts at or after this data offset (power of two) */
-#define EA_STR_MAX 4096        /* one string (PATH_MAX); argv is cut here too */
+#define EA_STR_MAX 4096        /* one string (PATH_MAX); argv and the environment are cut here too */
 #define EA_WALK_DEPTH 32       /* path components a dentry walk follows */
 #define EA_LPM_DATA 128        /* bytes of a path a prefix map compares */
 #define EA_SYSCALL_MAX 512     /* syscall numbers the `ea_syscalls` map covers */
@@ -138,24 +154,33 @@ struct ea_sock {
 	__u16 proto;         /* IPPROTO_TCP, IPPROTO_UDP, ... */
 	__u16 lport;         /* local port, host order */
 	__u16 rport;         /* remote port, host order */
-	__u16 _pad[3];
+	__u8 state;          /* the kernel's sk_state (TCP_ESTABLISHED = 1 also for connected UDP) */
+	__u8 _pad0;
+	__u16 _pad[2];
 	__u8 laddr[16];      /* local address, network order; IPv4 in bytes 0-3 */
 	__u8 raddr[16];      /* remote address */
 };
 
 /*
- * One record. 192 bytes of fixed part, then `h.size - sizeof(struct
+ * One record. 280 bytes of fixed part, then `h.size - sizeof(struct
  * ea_record)` bytes of string data. What arg[] and str[] hold per type:
  *
  *   EXECVE/EXECVEAT  arg0 EA_EXE_* flags, arg1 tty (new_encode_dev), arg2
  *                    process start (boot ns), arg3 effective capabilities,
- *                    arg4 execveat flags, arg5 execveat dirfd;
+ *                    arg4 execveat flags, arg5 execveat dirfd, arg6 permitted
+ *                    and arg7 inheritable capabilities, arg8/arg9 process ids
+ *                    (below), arg10 the executable's inode number, arg11 its
+ *                    ctime and arg12 its mtime (Unix ns);
  *                    str0 executable path (from mm->exe_file, relative to the
  *                    process's root), str1 argv (NUL-separated), str2 cwd,
  *                    str3 filename as passed to exec, str4 cgroup v2 leaf name,
- *                    str5 its parent's name
+ *                    str5 its parent's name, str6 the environment
+ *                    (NUL-separated, cut at EA_STR_MAX)
+ *                    A failed exec (res < 0) is sent from the syscall's exit
+ *                    by the caller, whose image did not change: only str3,
+ *                    arg4, arg5, arg8 and arg9 are filled.
  *   CLONE/CLONE3/FORK/VFORK  (sent by the parent) arg0 child tgid, arg1 clone
- *                    flags; res child tgid
+ *                    flags, arg8/arg9 the child's process ids; res child tgid
  *   PROCEXIT         arg0 task exit_code (wait status encoding)
  *   OPEN/OPENAT/OPENAT2/CREAT  arg0 flags, arg1 mode, arg2 dirfd, arg3
  *                    openat2 resolve; str0 path as passed; res fd or -errno
@@ -182,15 +207,49 @@ struct ea_sock {
  *                    path of oldfd's file when it is not a socket. Only sent
  *                    when the new fd is 0, 1 or 2.
  *   SOCKET           arg0 domain, arg1 type (with flags), arg2 protocol
+ *   CHMOD/FCHMOD/FCHMODAT/FCHMODAT2  arg0 mode, arg1 dirfd (fchmod: the fd;
+ *                    chmod: AT_FDCWD), arg2 fchmodat2 flags; str0 path as
+ *                    passed (fchmod: the path of the file behind the fd)
+ *   MKDIR/MKDIRAT    arg0 mode, arg1 dirfd (mkdir: AT_FDCWD); str0 path
+ *   RMDIR            arg1 AT_FDCWD; str0 path
+ *                    For these, when str0 is relative, str1 is the directory
+ *                    it starts from (dirfd's path, or the working directory).
+ *   SETNS            arg0 fd, arg1 nstype; arg2-arg4 the caller's effective,
+ *                    permitted and inheritable capabilities before the call
+ *   UNSHARE          arg0 flags; arg2-arg4 capabilities as for SETNS
+ *   BPF              arg0 cmd. Only the commands that create, load, pin or
+ *                    attach objects are sent (EA_BPF_REPORTED_CMDS); map
+ *                    reads and writes, the bulk of bpf() calls, are counted
+ *                    in EA_CNT_FILTERED_ARGS.
+ *   USERFAULTFD      arg0 flags
+ *   PRCTL            arg0 option, arg1 arg2 as an integer; str0 the new name
+ *                    for PR_SET_NAME. Only the options that change a
+ *                    process's name (from its main thread), privileges or
+ *                    tracing are sent
+ *                    (ea_prctl_reported()); the rest are counted in
+ *                    EA_CNT_FILTERED_ARGS.
+ *   SETSID           arg8/arg9 the process's ids after the call
+ *   SETPGID          arg0 pid, arg1 pgid as passed; arg8/arg9 the caller's
+ *                    ids after the call
  *   LOSS             arg0 number of records lost
+ * Process ids (exec, fork, setsid, setpgid): arg8 = vpid | vpgid << 32 (in the
+ * process's own pid namespace; vpgid 0 when the group leader is outside
+ * it), arg9 = sid | pgid << 32 (as the host sees them).
  * Unused arg/str slots are zero.
  */
 struct ea_record {
 	struct ea_header h;
-	__s64 arg[6];
+	__s64 arg[EA_NARG];
 	struct ea_str str[EA_NSTR];
 	struct ea_sock sock;
 };
+
+/* bpf() commands sent as BPF records, a bit per cmd: BPF_MAP_CREATE (0),
+ * BPF_PROG_LOAD (5), BPF_OBJ_PIN (6), BPF_PROG_ATTACH (8), BPF_PROG_DETACH
+ * (9), BPF_RAW_TRACEPOINT_OPEN (17), BPF_BTF_LOAD (18), BPF_LINK_CREATE
+ * (28), BPF_LINK_UPDATE (29), BPF_ENABLE_STATS (32), BPF_ITER_CREATE (33),
+ * BPF_LINK_DETACH (34), BPF_PROG_BIND_MAP (35), BPF_TOKEN_CREATE (36). */
+#define EA_BPF_REPORTED_CMDS 0x1f30060361ULL
 
 /* The `ea_config` map's only entry. */
 struct ea_config {
@@ -223,11 +282,12 @@ _Static_assert(__builtin_offsetof(struct ea_header, cgroup_id) == 40, "ea_header
 _Static_assert(__builtin_offsetof(struct ea_header, res) == 48, "ea_header.res");
 _Static_assert(__builtin_offsetof(struct ea_header, comm) == 56, "ea_header.comm");
 _Static_assert(sizeof(struct ea_sock) == 48, "ea_sock is 48 bytes");
+_Static_assert(__builtin_offsetof(struct ea_sock, state) == 10, "ea_sock.state");
 _Static_assert(__builtin_offsetof(struct ea_sock, laddr) == 16, "ea_sock.laddr");
-_Static_assert(sizeof(struct ea_record) == 192, "ea_record is 192 bytes");
+_Static_assert(sizeof(struct ea_record) == 280, "ea_record is 280 bytes");
 _Static_assert(__builtin_offsetof(struct ea_record, arg) == 72, "ea_record.arg");
-_Static_assert(__builtin_offsetof(struct ea_record, str) == 120, "ea_record.str");
-_Static_assert(__builtin_offsetof(struct ea_record, sock) == 144, "ea_record.sock");
+_Static_assert(__builtin_offsetof(struct ea_record, str) == 200, "ea_record.str");
+_Static_assert(__builtin_offsetof(struct ea_record, sock) == 232, "ea_record.sock");
 _Static_assert(sizeof(struct ea_lpm_key) == 4 + EA_LPM_DATA, "ea_lpm_key is packed");
 
 #endif /* EA_ABI_H */

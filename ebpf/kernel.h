@@ -71,11 +71,38 @@ struct super_block {
 	unsigned long s_magic;
 } PRESERVE;
 
+struct timespec64 {
+	__s64 tv_sec;
+	long tv_nsec;
+} PRESERVE;
+
+/* Since 6.11 the times are split into seconds and nanoseconds. */
 struct inode {
 	unsigned short i_mode;
 	unsigned int i_nlink;
 	struct super_block *i_sb;
 	unsigned long i_ino;
+	__s64 i_mtime_sec;
+	__s64 i_ctime_sec;
+	__u32 i_mtime_nsec;
+	__u32 i_ctime_nsec;
+} PRESERVE;
+
+/* Before 6.6. */
+struct inode___pre66 {
+	struct timespec64 i_mtime;
+	struct timespec64 i_ctime;
+} PRESERVE;
+
+/* 6.6 hid i_ctime behind accessors; 6.7 did the same to i_mtime. */
+struct inode___66 {
+	struct timespec64 i_mtime;
+	struct timespec64 __i_ctime;
+} PRESERVE;
+
+struct inode___67 {
+	struct timespec64 __i_mtime;
+	struct timespec64 __i_ctime;
 } PRESERVE;
 
 struct dentry {
@@ -123,6 +150,8 @@ struct fs_struct {
 struct mm_struct {
 	unsigned long arg_start;
 	unsigned long arg_end;
+	unsigned long env_start;
+	unsigned long env_end;
 	struct file *exe_file;
 } PRESERVE;
 
@@ -142,6 +171,8 @@ typedef struct {
 struct cred {
 	kuid_t euid;
 	kgid_t egid;
+	kernel_cap_t cap_inheritable;
+	kernel_cap_t cap_permitted;
 	kernel_cap_t cap_effective;
 } PRESERVE;
 
@@ -159,9 +190,24 @@ typedef struct {
 	int counter;
 } atomic_t;
 
+/* enum pid_type, stable since 4.19. */
+#define PIDTYPE_PGID 2
+#define PIDTYPE_SID 3
+#define PIDTYPE_MAX 4
+
+struct upid {
+	int nr;
+} PRESERVE;
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+} PRESERVE;
+
 struct signal_struct {
 	atomic_t live;
 	struct tty_struct *tty;
+	struct pid *pids[PIDTYPE_MAX];
 } PRESERVE;
 
 struct kernfs_node {
@@ -197,6 +243,7 @@ struct task_struct {
 	struct files_struct *files;
 	struct signal_struct *signal;
 	struct css_set *cgroups;
+	struct pid *thread_pid;
 	__u64 start_boottime;
 	kuid_t loginuid;
 } PRESERVE;

@@ -14,7 +14,7 @@
  *   raw_tracepoint/sched_process_exec|fork|exit   process life cycle
  *   tracepoint/syscalls/sys_enter_*                 ea_sys_enter, generic:
  *                                                   remembers the arguments
- *   tracepoint/syscalls/sys_exit_*                  ea_sys_exit_{file,net,misc}:
+ *   tracepoint/syscalls/sys_exit_*                  ea_sys_exit_{file,net,misc,proc}:
  *                                                   build the record with the result
  * The agent decides which syscalls are hooked: it fills `ea_syscalls`
  * (syscall number -> EA_EVT_*) for the running architecture.
@@ -48,6 +48,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define EA_SOCKADDR_MAX 112
 /* Bytes of a path the deny-list hash covers (the agent refuses longer entries). */
 #define EA_DENY_PATH_MAX 256
+/* Pid namespaces nest at most 32 deep (MAX_PID_NS_LEVEL). */
+#define EA_PID_LEVELS 32
 
 struct ea_scratch {
 	struct ea_record rec;
@@ -269,13 +271,18 @@ static __always_inline void submit(struct ea_scratch *s, __u32 pos)
 	__u64 *unreported = bpf_map_lookup_elem(&ea_counters, &idx);
 
 	if (unreported && *unreported) {
-		struct ea_record loss = {};
-		loss.h.type = EA_EVT_LOSS;
-		loss.h.size = sizeof(loss);
-		loss.h.ts_boot_ns = bpf_ktime_get_boot_ns();
-		loss.arg[0] = *unreported;
-		if (bpf_ringbuf_output(&ea_events, &loss, sizeof(loss), 0) == 0)
+		/* Reserved in the ring rather than built on the stack: a record
+		 * is more than half of the 512-byte BPF stack. */
+		struct ea_record *loss = bpf_ringbuf_reserve(&ea_events, sizeof(*loss), 0);
+		if (loss) {
+			__builtin_memset(loss, 0, sizeof(*loss));
+			loss->h.type = EA_EVT_LOSS;
+			loss->h.size = sizeof(*loss);
+			loss->h.ts_boot_ns = bpf_ktime_get_boot_ns();
+			loss->arg[0] = *unreported;
+			bpf_ringbuf_submit(loss, 0);
 			*unreported = 0;
+		}
 	}
 
 	__u64 size = sizeof(struct ea_record) + BOUND(pos, EA_BUF_MASK);
@@ -492,6 +499,20 @@ static __always_inline int put_sock(struct ea_scratch *s, int slot, struct file 
 	return family;
 }
 
+/* For a relative path in string 0, the directory it is relative to into
+ * string 1: `dirfd`'s path, or the working directory for AT_FDCWD. */
+static __always_inline __u32 put_base_dir(struct ea_scratch *s, __s32 dirfd,
+					  struct task_struct *task, __u32 pos)
+{
+	if (!s->rec.str[0].len || s->data[BOUND(s->rec.str[0].off, EA_DATA_MASK)] == '/')
+		return pos;
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	if (dirfd == AT_FDCWD)
+		return put_path(s, 1, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt),
+				&fs->root, pos);
+	return put_file_path(s, 1, fd_file(task, (__u32)dirfd), task, pos);
+}
+
 /* Is the path string in the data area at [off, off+len) below a prefix in
  * `map`? Only absolute paths are compared. */
 static __always_inline int data_below(struct ea_scratch *s, void *map, __u32 off, __u32 len)
@@ -580,6 +601,117 @@ static __always_inline __s64 start_time(struct task_struct *task)
 	return BPF_CORE_READ((struct task_struct___pre55 *)task, real_start_time);
 }
 
+/* The number of `pid` in the pid namespace at `level` (0 = the host's);
+ * 0 when it has none there. */
+static __always_inline __u32 pid_nr_at(struct pid *pid, unsigned int level)
+{
+	__u32 nr = 0;
+
+	if (!pid || level > EA_PID_LEVELS || BPF_CORE_READ(pid, level) < level)
+		return 0;
+	__u64 off = bpf_core_field_offset(struct pid, numbers) +
+		    (__u64)level * bpf_core_type_size(struct upid) +
+		    bpf_core_field_offset(struct upid, nr);
+	bpf_probe_read_kernel(&nr, sizeof(nr), (char *)pid + off);
+	return nr;
+}
+
+/* arg8 and arg9 of exec, setsid and setpgid records (see abi.h). */
+static __always_inline void put_ids(struct ea_scratch *s, struct task_struct *task)
+{
+	struct pid *tp = BPF_CORE_READ(task, group_leader, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level);
+	struct signal_struct *sig = BPF_CORE_READ(task, signal);
+	struct pid *pgrp = BPF_CORE_READ(sig, pids[PIDTYPE_PGID]);
+	struct pid *sess = BPF_CORE_READ(sig, pids[PIDTYPE_SID]);
+	__u64 vpgid = pid_nr_at(pgrp, level);
+	__u64 pgid = pid_nr_at(pgrp, 0);
+
+	s->rec.arg[8] = (__u64)pid_nr_at(tp, level) | vpgid << 32;
+	s->rec.arg[9] = (__u64)pid_nr_at(sess, 0) | pgid << 32;
+}
+
+/* The caller's effective, permitted and inheritable capabilities into
+ * out[0..2]. kernel_cap_t is 8 bytes on every kernel the sensor runs on. */
+static __always_inline void read_caps(struct task_struct *task, __u64 *out)
+{
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	bpf_core_read(&out[0], sizeof(__u64), &cred->cap_effective);
+	bpf_core_read(&out[1], sizeof(__u64), &cred->cap_permitted);
+	bpf_core_read(&out[2], sizeof(__u64), &cred->cap_inheritable);
+}
+
+#define NS_PER_SEC 1000000000LL
+#define NSEC_MASK 0x3fffffff
+
+/* arg10-arg12 of exec records: the executable's inode number, ctime and
+ * mtime. The time fields moved three times (6.6, 6.7, 6.11); CO-RE picks
+ * the layout the running kernel has. */
+static __always_inline void put_exe_inode(struct ea_scratch *s, struct inode *inode)
+{
+	__s64 csec, msec;
+	__s64 cns, mns;
+
+	if (!inode)
+		return;
+	if (bpf_core_field_exists(inode->i_ctime_sec)) {
+		csec = BPF_CORE_READ(inode, i_ctime_sec);
+		cns = BPF_CORE_READ(inode, i_ctime_nsec);
+		msec = BPF_CORE_READ(inode, i_mtime_sec);
+		mns = BPF_CORE_READ(inode, i_mtime_nsec);
+	} else if (bpf_core_field_exists(((struct inode___67 *)inode)->__i_mtime)) {
+		struct inode___67 *i = (void *)inode;
+		csec = BPF_CORE_READ(i, __i_ctime.tv_sec);
+		cns = BPF_CORE_READ(i, __i_ctime.tv_nsec);
+		msec = BPF_CORE_READ(i, __i_mtime.tv_sec);
+		mns = BPF_CORE_READ(i, __i_mtime.tv_nsec);
+	} else if (bpf_core_field_exists(((struct inode___66 *)inode)->__i_ctime)) {
+		struct inode___66 *i = (void *)inode;
+		csec = BPF_CORE_READ(i, __i_ctime.tv_sec);
+		cns = BPF_CORE_READ(i, __i_ctime.tv_nsec);
+		msec = BPF_CORE_READ(i, i_mtime.tv_sec);
+		mns = BPF_CORE_READ(i, i_mtime.tv_nsec);
+	} else {
+		struct inode___pre66 *i = (void *)inode;
+		csec = BPF_CORE_READ(i, i_ctime.tv_sec);
+		cns = BPF_CORE_READ(i, i_ctime.tv_nsec);
+		msec = BPF_CORE_READ(i, i_mtime.tv_sec);
+		mns = BPF_CORE_READ(i, i_mtime.tv_nsec);
+	}
+	/* Since 6.13 the ctime's nanoseconds carry a flag in bit 31
+	 * (multigrain timestamps); nanoseconds fit in 30 bits. */
+	s->rec.arg[10] = BPF_CORE_READ(inode, i_ino);
+	s->rec.arg[11] = csec * NS_PER_SEC + (cns & NSEC_MASK);
+	s->rec.arg[12] = msec * NS_PER_SEC + (mns & NSEC_MASK);
+}
+
+/* A block of user memory [start, end) (argv, the environment: NUL-separated
+ * strings) as string `slot`, cut at EA_STR_MAX. */
+static __always_inline __u32 put_user_block(struct ea_scratch *s, int slot, unsigned long start,
+					    unsigned long end, __u32 pos)
+{
+	__u64 len = end - start;
+
+	if (end <= start)
+		return pos;
+	if (len > EA_STR_MAX) {
+		len = EA_STR_MAX;
+		s->rec.h.flags |= EA_F_TRUNCATED;
+	}
+	pos = hide(s, pos);
+	if (pos >= EA_DATA_MAX) {
+		s->rec.h.flags |= EA_F_TRUNCATED;
+		return pos;
+	}
+	if (bpf_probe_read_user(&s->data[BOUND(pos, EA_DATA_MASK)], len, (void *)start) != 0)
+		return pos;
+	s->rec.str[slot].off = pos;
+	s->rec.str[slot].len = len;
+	pos += len;
+	s->data[BOUND(pos, EA_BUF_MASK)] = 0;
+	return pos + 1;
+}
+
 SEC("raw_tracepoint/sched_process_exec")
 int ea_exec(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -600,10 +732,17 @@ int ea_exec(struct bpf_raw_tracepoint_args *ctx)
 
 	fill_header(&s->rec, EA_EVT_EXECVE, task);
 	struct ea_pending *pe = bpf_map_lookup_elem(&ea_pending, &id);
-	if (pe && pe->type == EA_EVT_EXECVEAT) {
-		s->rec.h.type = EA_EVT_EXECVEAT;
-		s->rec.arg[4] = pe->args[4];
-		s->rec.arg[5] = (__s32)pe->args[0];
+	if (pe) {
+		if (pe->type == EA_EVT_EXECVEAT) {
+			s->rec.h.type = EA_EVT_EXECVEAT;
+			s->rec.arg[4] = pe->args[4];
+			s->rec.arg[5] = (__s32)pe->args[0];
+		}
+		/* The exec succeeded: its syscall exit has nothing to report.
+		 * Any entry under this id goes, even another syscall's: after a
+		 * thread's exec the process has only that thread, which took
+		 * the leader's id, and a killed leader's entry would otherwise
+		 * meet this exec's exit. */
 		bpf_map_delete_elem(&ea_pending, &id);
 	}
 
@@ -629,22 +768,7 @@ int ea_exec(struct bpf_raw_tracepoint_args *ctx)
 	}
 
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	unsigned long arg_start = BPF_CORE_READ(mm, arg_start);
-	unsigned long arg_end = BPF_CORE_READ(mm, arg_end);
-	__u64 alen = arg_end - arg_start;
-	if (alen > EA_STR_MAX) {
-		alen = EA_STR_MAX;
-		s->rec.h.flags |= EA_F_TRUNCATED;
-	}
-	if (alen > 0 && pos < EA_DATA_MAX) {
-		if (bpf_probe_read_user(&s->data[BOUND(pos, EA_DATA_MASK)], alen, (void *)arg_start) == 0) {
-			s->rec.str[1].off = pos;
-			s->rec.str[1].len = alen;
-			pos += alen;
-			s->data[BOUND(pos, EA_BUF_MASK)] = 0;
-			pos++;
-		}
-	}
+	pos = put_user_block(s, 1, BPF_CORE_READ(mm, arg_start), BPF_CORE_READ(mm, arg_end), pos);
 	pos = put_path(s, 2, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt),
 		       &fs->root, pos);
 	struct kernfs_node *kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
@@ -657,11 +781,19 @@ int ea_exec(struct bpf_raw_tracepoint_args *ctx)
 	if (parent_kn)
 		pos = put_kernel_str(s, 5, BPF_CORE_READ(parent_kn, name), pos);
 
+	/* Last: the environment is the string most often cut. */
+	pos = put_user_block(s, 6, BPF_CORE_READ(mm, env_start), BPF_CORE_READ(mm, env_end), pos);
+
 	s->rec.arg[0] = exe_flags(exe);
 	s->rec.arg[1] = tty_dev(task);
 	s->rec.arg[2] = start_time(task);
-	const struct cred *cred = BPF_CORE_READ(task, cred);
-	bpf_core_read(&s->rec.arg[3], sizeof(__u64), &cred->cap_effective);
+	__u64 caps[3];
+	read_caps(task, caps);
+	s->rec.arg[3] = caps[0];
+	s->rec.arg[6] = caps[1];
+	s->rec.arg[7] = caps[2];
+	put_ids(s, task);
+	put_exe_inode(s, BPF_CORE_READ(exe, f_inode));
 	submit(s, pos);
 	return 0;
 }
@@ -701,6 +833,8 @@ int ea_fork(struct bpf_raw_tracepoint_args *ctx)
 	}
 	s->rec.arg[0] = child_tgid;
 	s->rec.h.res = child_tgid;
+	/* The child's own ids: its pid in a new pid namespace is not its parent's. */
+	put_ids(s, child);
 	submit(s, 0);
 	return 0;
 }
@@ -739,6 +873,35 @@ static __always_inline int is_open(__u32 t)
 	return t == EA_EVT_OPEN || t == EA_EVT_OPENAT || t == EA_EVT_OPENAT2 || t == EA_EVT_CREAT;
 }
 
+/* bpf() commands worth a record (EA_BPF_REPORTED_CMDS in abi.h). */
+static __always_inline int bpf_cmd_reported(__u64 cmd)
+{
+	return cmd < 64 && (EA_BPF_REPORTED_CMDS & (1ULL << cmd));
+}
+
+/* prctl() options worth a record: those that rename a process (its main
+ * thread) or change its privileges, dumpability or tracer. Queries
+ * (PR_GET_*) and the rest stay in the kernel. */
+static __always_inline int prctl_reported(__u64 option, __u64 pid_tgid)
+{
+	switch (option) {
+	case 15: /* PR_SET_NAME: a thread naming itself changes no process's name */
+		return (__u32)pid_tgid == pid_tgid >> 32;
+	case 4:          /* PR_SET_DUMPABLE */
+	case 8:          /* PR_SET_KEEPCAPS */
+	case 22:         /* PR_SET_SECCOMP */
+	case 24:         /* PR_CAPBSET_DROP */
+	case 28:         /* PR_SET_SECUREBITS */
+	case 35:         /* PR_SET_MM */
+	case 36:         /* PR_SET_CHILD_SUBREAPER */
+	case 38:         /* PR_SET_NO_NEW_PRIVS */
+	case 47:         /* PR_CAP_AMBIENT */
+	case 0x59616d61: /* PR_SET_PTRACER */
+		return 1;
+	}
+	return 0;
+}
+
 SEC("tracepoint/syscalls/sys_enter")
 int ea_sys_enter(struct ea_sys_enter_ctx *ctx)
 {
@@ -766,8 +929,9 @@ int ea_sys_enter(struct ea_sys_enter_ctx *ctx)
 		pe.args[0] = flags;
 	}
 	if (t == EA_EVT_CLONE || t == EA_EVT_CLONE3 || t == EA_EVT_FORK || t == EA_EVT_VFORK ||
-	    t == EA_EVT_EXECVEAT) {
-		/* Consumed by the sched hooks, which count and filter. */
+	    t == EA_EVT_EXECVE || t == EA_EVT_EXECVEAT) {
+		/* Consumed by the sched hooks, which count and filter; a failed
+		 * exec is counted and filtered at its exit. */
 		bpf_map_update_elem(&ea_pending, &id, &pe, BPF_ANY);
 		return 0;
 	}
@@ -775,6 +939,16 @@ int ea_sys_enter(struct ea_sys_enter_ctx *ctx)
 	count(EA_CNT_SEEN);
 	if (filtered(id >> 32))
 		return 0;
+
+	if ((t == EA_EVT_BPF && !bpf_cmd_reported(pe.args[0])) ||
+	    (t == EA_EVT_PRCTL && !prctl_reported(pe.args[0], id))) {
+		count(EA_CNT_FILTERED_ARGS);
+		return 0;
+	}
+	if (t == EA_EVT_SETNS || t == EA_EVT_UNSHARE)
+		/* Before the call: unshare(CLONE_NEWUSER) hands the caller
+		 * every capability in its new namespace. */
+		read_caps((struct task_struct *)bpf_get_current_task(), &pe.args[2]);
 
 	if (is_open(t)) {
 		__u64 flags, path;
@@ -851,9 +1025,6 @@ int ea_sys_exit_file(struct ea_sys_exit_ctx *ctx)
 	if (!take_pending(id, &pe))
 		return 0;
 	__u32 t = pe.type;
-	if (t == EA_EVT_EXECVEAT || t == EA_EVT_CLONE || t == EA_EVT_CLONE3 ||
-	    t == EA_EVT_FORK || t == EA_EVT_VFORK)
-		return 0; /* a failed execveat; forks are reported by ea_fork */
 	s = scratch();
 	if (!s)
 		return 0;
@@ -910,9 +1081,31 @@ int ea_sys_exit_file(struct ea_sys_exit_ctx *ctx)
 		s->rec.arg[0] = (__s32)a[1];
 		pos = put_user_str(s, 0, (void *)a[0], pos);
 		pos = put_user_str(s, 1, (void *)a[2], pos);
+	} else if (t == EA_EVT_CHMOD || t == EA_EVT_MKDIR) {
+		s->rec.arg[0] = (__u16)a[1];
+		s->rec.arg[1] = AT_FDCWD;
+		pos = put_user_str(s, 0, (void *)a[0], pos);
+	} else if (t == EA_EVT_FCHMOD) {
+		s->rec.arg[0] = (__u16)a[1];
+		s->rec.arg[1] = (__s32)a[0];
+		pos = put_file_path(s, 0, fd_file(task, (__u32)a[0]), task, pos);
+	} else if (t == EA_EVT_FCHMODAT || t == EA_EVT_FCHMODAT2 || t == EA_EVT_MKDIRAT) {
+		s->rec.arg[0] = (__u16)a[2];
+		s->rec.arg[1] = (__s32)a[0];
+		s->rec.arg[2] = t == EA_EVT_FCHMODAT2 ? a[3] : 0;
+		pos = put_user_str(s, 0, (void *)a[1], pos);
+	} else if (t == EA_EVT_RMDIR) {
+		s->rec.arg[1] = AT_FDCWD;
+		pos = put_user_str(s, 0, (void *)a[0], pos);
 	} else {
 		return 0;
 	}
+
+	/* Where a relative path starts, while the process and its fds still
+	 * exist (user space may read /proc too late). */
+	if (t == EA_EVT_CHMOD || t == EA_EVT_FCHMODAT || t == EA_EVT_FCHMODAT2 ||
+	    t == EA_EVT_MKDIR || t == EA_EVT_MKDIRAT || t == EA_EVT_RMDIR)
+		pos = put_base_dir(s, (__s32)s->rec.arg[1], task, pos);
 
 	/* exclude_paths for the paths only known now (opens were checked at entry). */
 	if (!is_open(t) && t != EA_EVT_MOUNT && t != EA_EVT_MEMFD_CREATE &&
@@ -1039,5 +1232,74 @@ int ea_sys_exit_misc(struct ea_sys_exit_ctx *ctx)
 			s->rec.arg[2] = (__u32)pe.args[2];
 	}
 	submit(s, 0);
+	return 0;
+}
+
+/* Process and privilege changes: failed execs (a successful one is sent by
+ * sched_process_exec), namespaces, bpf(), userfaultfd, prctl, sessions. */
+SEC("tracepoint/syscalls/sys_exit_proc")
+int ea_sys_exit_proc(struct ea_sys_exit_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ea_pending pe;
+	struct ea_scratch *s;
+	__u32 pos = 0;
+	__s64 ret = ctx->ret;
+
+	if (!take_pending(id, &pe))
+		return 0;
+	__u32 t = pe.type;
+	__u64 *a = pe.args;
+	if (t == EA_EVT_EXECVE || t == EA_EVT_EXECVEAT) {
+		if (ret >= 0)
+			return 0;
+		count(EA_CNT_SEEN);
+		if (filtered(id >> 32))
+			return 0;
+	}
+	s = scratch();
+	if (!s)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	fill_header(&s->rec, t, task);
+	s->rec.h.res = ret;
+
+	if (t == EA_EVT_EXECVE) {
+		pos = put_user_str(s, 3, (void *)a[0], pos);
+		put_ids(s, task);
+	} else if (t == EA_EVT_EXECVEAT) {
+		s->rec.arg[4] = a[4];
+		s->rec.arg[5] = (__s32)a[0];
+		pos = put_user_str(s, 3, (void *)a[1], pos);
+		put_ids(s, task);
+	} else if (t == EA_EVT_SETNS || t == EA_EVT_UNSHARE) {
+		if (t == EA_EVT_SETNS) {
+			s->rec.arg[0] = (__s32)a[0];
+			s->rec.arg[1] = (__u32)a[1];
+		} else {
+			s->rec.arg[0] = (__u32)a[0];
+		}
+		s->rec.arg[2] = a[2];
+		s->rec.arg[3] = a[3];
+		s->rec.arg[4] = a[4];
+	} else if (t == EA_EVT_BPF || t == EA_EVT_USERFAULTFD) {
+		s->rec.arg[0] = (__u32)a[0];
+	} else if (t == EA_EVT_PRCTL) {
+		s->rec.arg[0] = (__u32)a[0];
+		s->rec.arg[1] = a[1];
+		if (a[0] == 15 /* PR_SET_NAME */) {
+			long n = bpf_probe_read_user_str(s->data, EA_COMM_LEN, (void *)a[1]);
+			pos = str_read(s, 0, 0, n);
+		}
+	} else if (t == EA_EVT_SETSID) {
+		put_ids(s, task);
+	} else if (t == EA_EVT_SETPGID) {
+		s->rec.arg[0] = (__s32)a[0];
+		s->rec.arg[1] = (__s32)a[1];
+		put_ids(s, task);
+	} else {
+		return 0;
+	}
+	submit(s, pos);
 	return 0;
 }

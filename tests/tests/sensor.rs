@@ -1023,3 +1023,323 @@ fn sensor_watch_asked_while_the_sensor_still_loads_waits_for_it() {
     });
     eprintln!("the sensor was still loading when the watch was asked: {loading}");
 }
+
+/// Every `evt.*` of one process of type `ty`, already seen or arriving.
+fn of_child<'a>(w: &'a mut Watch, what: &str, ty: &str, pid: i32) -> serde_json::Value {
+    let ty = ty.to_string();
+    w.expect(what, move |e| {
+        is_type(e, &[ty.as_str()]) && pid_of(e) == Some(i64::from(pid))
+    })
+}
+
+#[test]
+fn chmod_fchmod_and_fchmodat_carry_the_mode_and_the_file() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let dir = real(&s.path().to_string_lossy());
+    let file = format!("{dir}/implant");
+    std::fs::write(&file, b"#!/bin/sh\n").unwrap();
+    let path = CString::new(file.clone()).unwrap();
+    let rel = CString::new("implant").unwrap();
+    let dirc = CString::new(dir.clone()).unwrap();
+    let (pid, status) = in_child(|| {
+        // SAFETY: raw syscalls on valid C strings in the forked child.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            libc::syscall(libc::SYS_chmod, path.as_ptr(), 0o4755);
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
+            libc::syscall(libc::SYS_fchmod, fd, 0o2750);
+            let dfd = libc::open(dirc.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+            libc::syscall(libc::SYS_fchmodat, dfd, rel.as_ptr(), 0o755);
+        }
+    });
+    assert_eq!(status, 0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let c = of_child(&mut w, "chmod", "chmod", pid);
+        assert_eq!(str_at(&c, "evt.args.filename"), Some(file.as_str()));
+        assert_eq!(i64_at(&c, "evt.args.mode"), Some(0o4755));
+        assert_eq!(i64_at(&c, "evt.res"), Some(0));
+    }
+    let f = of_child(&mut w, "fchmod", "fchmod", pid);
+    assert_eq!(str_at(&f, "fd.name"), Some(file.as_str()), "{f:#}");
+    assert_eq!(i64_at(&f, "evt.args.mode"), Some(0o2750));
+    let at_ = of_child(&mut w, "fchmodat", "fchmodat", pid);
+    assert_eq!(
+        str_at(&at_, "evt.args.filename"),
+        Some(file.as_str()),
+        "the relative path is resolved against the dirfd: {at_:#}"
+    );
+    assert_eq!(i64_at(&at_, "evt.args.mode"), Some(0o755));
+}
+
+#[test]
+fn mkdir_mkdirat_and_rmdir_carry_absolute_paths() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let dir = real(&s.path().to_string_lossy());
+    let hidden = format!("{dir}/.hidden-dir");
+    let st = Command::new("/bin/mkdir")
+        .args(["-m", "700", ".hidden-dir"])
+        .current_dir(s.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let m = w.expect("mkdir of a hidden directory", |e| {
+        is_type(e, &["mkdir", "mkdirat"]) && str_at(e, "evt.args.path") == Some(hidden.as_str())
+    });
+    assert_eq!(i64_at(&m, "evt.res"), Some(0));
+    assert_eq!(str_at(&m, "proc.name"), Some("mkdir"));
+    let st = Command::new("/bin/rmdir").arg(&hidden).status().unwrap();
+    assert!(st.success());
+    // rmdir(2) on x86_64; arm64 has only unlinkat(AT_REMOVEDIR).
+    let r = w.expect("rmdir", |e| {
+        is_type(e, &["rmdir", "unlinkat"])
+            && str_at(e, "evt.args.path") == Some(hidden.as_str())
+            && str_at(e, "proc.name") == Some("rmdir")
+    });
+    assert_eq!(i64_at(&r, "evt.res"), Some(0));
+}
+
+#[test]
+fn a_failed_exec_is_seen_with_its_errno_from_the_unchanged_caller() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    // A file that is not executable: execve fails with EACCES.
+    let target = s.path().join("not-executable");
+    std::fs::write(&target, b"#!/bin/sh\n").unwrap();
+    let path = CString::new(target.to_string_lossy().as_bytes()).unwrap();
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let me = std::fs::read_link("/proc/self/exe").unwrap();
+    let (pid, _) = in_child(|| {
+        // SAFETY: valid pointers built before the fork; the exec fails and returns.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    });
+    let e = of_child(&mut w, "the failed execve", "execve", pid);
+    assert_eq!(i64_at(&e, "evt.res"), Some(-(libc::EACCES as i64)), "{e:#}");
+    assert_eq!(
+        str_at(&e, "evt.args.filename"),
+        Some(target.to_string_lossy().as_ref())
+    );
+    assert_eq!(
+        str_at(&e, "proc.exepath"),
+        Some(me.to_string_lossy().as_ref()),
+        "the caller's image did not change"
+    );
+}
+
+#[test]
+fn exec_events_carry_the_environment_namespace_ids_capabilities_and_inode() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let marker = format!("EA_MARK_{}", std::process::id());
+    let out = Command::new("/bin/sh")
+        .args(["-c", "exec /bin/true"])
+        .env("GLIBC_TUNABLES", &marker)
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let e = w.expect("exec of true with the marked environment", |e| {
+        is_type(e, &["execve"])
+            && str_at(e, "proc.name") == Some("true")
+            && str_at(e, "proc.env").is_some_and(|env| env.contains(&marker))
+    });
+    let env = str_at(&e, "proc.env").unwrap();
+    assert!(
+        env.split(' ')
+            .any(|v| v == format!("GLIBC_TUNABLES={marker}")),
+        "{env}"
+    );
+    let pid = pid_of(&e).unwrap();
+    assert_eq!(
+        i64_at(&e, "proc.vpid"),
+        Some(pid),
+        "on the host vpid is the pid"
+    );
+    assert_eq!(
+        i64_at(&e, "proc.sid"),
+        Some(i64::from(unsafe { libc::getsid(0) }))
+    );
+    let sys_admin = 1i64 << 21;
+    assert_ne!(i64_at(&e, "proc.cap_permitted").unwrap() & sys_admin, 0);
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(real("/bin/true")).unwrap();
+    assert_eq!(i64_at(&e, "proc.exe_ino"), Some(meta.ino() as i64));
+    assert_eq!(
+        i64_at(&e, "proc.exe_ino_ctime"),
+        Some(meta.ctime() * 1_000_000_000 + meta.ctime_nsec())
+    );
+    assert_eq!(
+        i64_at(&e, "proc.exe_ino_mtime"),
+        Some(meta.mtime() * 1_000_000_000 + meta.mtime_nsec())
+    );
+}
+
+#[test]
+fn unshare_and_setns_carry_the_namespaces_and_the_callers_capabilities() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let ns = CString::new("/proc/self/ns/uts").unwrap();
+    // An unprivileged process making itself a user namespace: before the
+    // call it has no capability at all, after it every one.
+    let (pid, status) = in_child(|| {
+        // SAFETY: raw syscalls in the forked (single-threaded) child.
+        unsafe {
+            libc::setgid(65534);
+            libc::setresuid(65534, 65534, 65534);
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(3);
+            }
+        }
+    });
+    assert_eq!(status, 0, "unprivileged user namespaces are allowed here");
+    let u = of_child(&mut w, "unshare", "unshare", pid);
+    assert_eq!(
+        i64_at(&u, "evt.args.flags"),
+        Some(libc::CLONE_NEWUSER as i64)
+    );
+    assert_eq!(i64_at(&u, "evt.res"), Some(0));
+    assert_eq!(i64_at(&u, "caps.permitted"), Some(0), "{u:#}");
+
+    let (pid, status) = in_child(|| {
+        // SAFETY: raw syscalls on a valid C string in the forked child.
+        unsafe {
+            let fd = libc::open(ns.as_ptr(), libc::O_RDONLY);
+            libc::setns(fd, libc::CLONE_NEWUTS);
+        }
+    });
+    assert_eq!(status, 0);
+    let n = of_child(&mut w, "setns", "setns", pid);
+    assert_eq!(
+        i64_at(&n, "evt.args.nstype"),
+        Some(libc::CLONE_NEWUTS as i64)
+    );
+    assert_eq!(i64_at(&n, "evt.res"), Some(0));
+    assert_ne!(
+        i64_at(&n, "caps.permitted").unwrap() & (1 << 21),
+        0,
+        "root's CAP_SYS_ADMIN"
+    );
+}
+
+#[test]
+fn bpf_program_loads_are_seen_and_map_reads_stay_in_the_kernel() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let filtered = |s: &Scratch| {
+        sensor_details(s)["kernel_events_total_by_outcome"]["filtered_args"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = filtered(&s);
+    // r0 = 0; exit: the smallest socket filter.
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = CString::new("GPL").unwrap();
+    let mut attr = [0u64; 16];
+    attr[0] = 1 | (2 << 32); // prog_type SOCKET_FILTER, insn_cnt 2
+    attr[1] = insns.as_ptr() as u64;
+    attr[2] = license.as_ptr() as u64;
+    // SAFETY: bpf(BPF_PROG_LOAD) with an attr that outlives the call; the fd is closed.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_mut_ptr(), 128) };
+    assert!(fd >= 0, "BPF_PROG_LOAD failed");
+    // A map and many lookups in it: the traffic of every BPF agent.
+    let mut mattr = [0u32; 32];
+    mattr[0] = 2; // BPF_MAP_TYPE_ARRAY
+    mattr[1] = 4;
+    mattr[2] = 4;
+    mattr[3] = 1;
+    // SAFETY: bpf(BPF_MAP_CREATE) with a valid attr.
+    let map = unsafe { libc::syscall(libc::SYS_bpf, 0, mattr.as_mut_ptr(), 128) };
+    assert!(map >= 0, "BPF_MAP_CREATE failed");
+    let key = 0u32;
+    let mut value = 0u32;
+    for _ in 0..100 {
+        let mut lattr = [0u64; 4];
+        lattr[0] = map as u64;
+        lattr[1] = &key as *const u32 as u64;
+        lattr[2] = &mut value as *mut u32 as u64;
+        // SAFETY: BPF_MAP_LOOKUP_ELEM with pointers valid for the call.
+        unsafe { libc::syscall(libc::SYS_bpf, 1, lattr.as_mut_ptr(), 32) };
+    }
+    // SAFETY: closing the fds made above.
+    unsafe {
+        libc::close(fd as i32);
+        libc::close(map as i32);
+    }
+    let me = std::process::id() as i64;
+    let e = w.expect("BPF_PROG_LOAD", |e| {
+        is_type(e, &["bpf"]) && pid_of(e) == Some(me) && i64_at(e, "evt.args.cmd") == Some(5)
+    });
+    assert_eq!(i64_at(&e, "evt.res"), Some(fd));
+    w.expect("BPF_MAP_CREATE", |e| {
+        is_type(e, &["bpf"]) && pid_of(e) == Some(me) && i64_at(e, "evt.args.cmd") == Some(0)
+    });
+    let grew = wait_for(Duration::from_secs(10), || {
+        (filtered(&s) >= before + 100).then_some(())
+    });
+    assert!(grew.is_some(), "map lookups are counted as filtered_args");
+    let lookups = w
+        .collect(Duration::from_millis(500))
+        .iter()
+        .filter(|e| is_type(e, &["bpf"]) && i64_at(e, "evt.args.cmd") == Some(1))
+        .count();
+    assert_eq!(lookups, 0, "no map lookup reaches user space");
+}
+
+#[test]
+fn userfaultfd_prctl_and_session_changes_are_seen() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let name = CString::new("kworker/0:7").unwrap();
+    let (pid, status) = in_child(|| {
+        // SAFETY: raw syscalls in the forked child; the buffer is its own.
+        unsafe {
+            libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC);
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+            let mut buf = [0u8; 16];
+            libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr());
+            libc::setsid();
+            libc::setpgid(0, 0);
+        }
+    });
+    assert_eq!(status, 0);
+    let u = of_child(&mut w, "userfaultfd", "userfaultfd", pid);
+    assert!(i64_at(&u, "evt.res").unwrap() >= 0, "{u:#}");
+    assert_eq!(i64_at(&u, "evt.args.flags"), Some(libc::O_CLOEXEC as i64));
+    let p = of_child(&mut w, "prctl(PR_SET_NAME)", "prctl", pid);
+    assert_eq!(
+        i64_at(&p, "evt.args.option"),
+        Some(libc::PR_SET_NAME as i64)
+    );
+    assert_eq!(str_at(&p, "evt.args.arg2_str"), Some("kworker/0:7"));
+    assert_eq!(
+        str_at(&p, "proc.name"),
+        Some("kworker/0:7"),
+        "the process shows its new name"
+    );
+    let sid = of_child(&mut w, "setsid", "setsid", pid);
+    assert_eq!(i64_at(&sid, "evt.res"), Some(i64::from(pid)));
+    assert_eq!(i64_at(&sid, "proc.sid"), Some(i64::from(pid)));
+    assert_eq!(i64_at(&sid, "proc.pgid"), Some(i64::from(pid)));
+    let all = w.collect(Duration::from_millis(500));
+    let prctls = all
+        .iter()
+        .filter(|e| is_type(e, &["prctl"]) && pid_of(e) == Some(i64::from(pid)))
+        .count();
+    assert_eq!(prctls, 1, "PR_GET_NAME stays in the kernel");
+}

@@ -70,7 +70,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::model::{Event, Fd, FdType};
 use super::render::{
-    af_name, ptrace_request_name, render_caps, render_flags, render_res, sock_type_name,
+    af_name, bpf_cmd_name, prctl_option_name, ptrace_request_name, render_caps, render_flags,
+    render_mode, render_nstype, render_res, sock_type_name,
 };
 
 /// A field's value on one event.
@@ -291,8 +292,9 @@ args! {
     /// (`CLONE_*`), dup3 (`O_CLOEXEC`): see the event types' `flags` column.
     Flags = "flags", Str,
         |e| e.evt.args.flags.map_or(Absent, |f| FieldValue::Str(render_flags(e.evt.ty, f)));
+    /// chmod's by Falco's bit names (`S_ISUID|S_IXUSR|...`), others in octal.
     Mode = "mode", Str,
-        |e| e.evt.args.mode.map_or(Absent, |m| owned(format!("0{m:o}")));
+        |e| e.evt.args.mode.map_or(Absent, |m| owned(render_mode(e.evt.ty, m)));
     Filename = "filename", Str, |e| opt_text(&e.evt.args.filename);
     Name = "name", Str, |e| opt_text(&e.evt.args.name);
     Path = "path", Str, |e| opt_text(&e.evt.args.path);
@@ -333,6 +335,18 @@ args! {
             .map_or(Absent, |f| text(&f.name));
     /// The result, as `evt.res` prints it.
     Res = "res", Str, |e| FieldValue::Str(render_res(e.evt.res));
+    Dirfd = "dirfd", Int, |e| opt_int(e.evt.args.dirfd);
+    /// setns's namespace type (`CLONE_NEWNET`).
+    Nstype = "nstype", Str,
+        |e| e.evt.args.nstype.map_or(Absent, |n| owned(render_nstype(n)));
+    /// bpf's command (`BPF_PROG_LOAD`).
+    Cmd = "cmd", Str, |e| e.evt.args.cmd.map_or(Absent, |c| FieldValue::Str(bpf_cmd_name(c)));
+    /// prctl's option (`PR_SET_NAME`).
+    Option = "option", Str,
+        |e| e.evt.args.option.map_or(Absent, |o| FieldValue::Str(prctl_option_name(o)));
+    Arg2Str = "arg2_str", Str, |e| opt_text(&e.evt.args.arg2_str);
+    Arg2Int = "arg2_int", Int, |e| opt_int(e.evt.args.arg2_int);
+    Pgid = "pgid", Int, |e| opt_int(e.evt.args.pgid);
 }
 
 impl Arg {
@@ -473,9 +487,8 @@ fields! {
         |e| Int(e.proc.pid.into());
     ProcPpid = "proc.ppid", Int, Filled, Stored,
         |e| Int(e.proc.ppid.into());
-    /// The sensor does not follow setsid(), so it leaves the session
-    /// unknown rather than report a stale one.
-    ProcSid = "proc.sid", Int, Never, Stored,
+    /// Kept by exec, fork, setsid and setpgid.
+    ProcSid = "proc.sid", Int, Filled, Stored,
         |e| Int(e.proc.sid.into());
     ProcName = "proc.name", Str, Filled, Stored,
         |e| text(&e.proc.name);

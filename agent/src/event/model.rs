@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::fields::Arg;
 use super::render::{
-    CLONE_FLAGS, DUP3_FLAGS, EXEC_FLAGS, FlagNames, MEMFD_FLAGS, MOUNT_FLAGS, RENAMEAT2_FLAGS,
-    UNLINKAT_FLAGS,
+    CLONE_FLAGS, DUP3_FLAGS, EXEC_FLAGS, FCHMODAT_FLAGS, FlagNames, MEMFD_FLAGS, MOUNT_FLAGS,
+    RENAMEAT2_FLAGS, UNLINKAT_FLAGS, USERFAULTFD_FLAGS,
 };
 
 /// The event-type table: one entry per `evt.type` this agent produces.
@@ -112,6 +112,22 @@ event_types! {
     Dup2        = "dup2",         args(Oldfd, Newfd, Flags),      flags Numeric;
     Dup3        = "dup3",         args(Oldfd, Newfd, Flags),      flags Named(DUP3_FLAGS);
     Socket      = "socket",       args(Domain, Type, Proto),      flags Numeric;
+    Chmod       = "chmod",        args(Filename, Mode),           flags Numeric;
+    Fchmod      = "fchmod",       args(Fd, Mode),                 flags Numeric;
+    /// Also fchmodat2 (6.6), which does the same with flags: Falco's rules
+    /// name chmod, fchmod and fchmodat, and fchmodat2 must not be a way
+    /// around them.
+    Fchmodat    = "fchmodat",     args(Dirfd, Filename, Mode, Flags), flags Named(FCHMODAT_FLAGS);
+    Mkdir       = "mkdir",        args(Path, Mode),               flags Numeric;
+    Mkdirat     = "mkdirat",      args(Dirfd, Path, Mode),        flags Numeric;
+    Rmdir       = "rmdir",        args(Path),                     flags Numeric;
+    Setns       = "setns",        args(Fd, Nstype),               flags Numeric;
+    Unshare     = "unshare",      args(Flags),                    flags Named(CLONE_FLAGS);
+    Bpf         = "bpf",          args(Cmd),                      flags Numeric;
+    Userfaultfd = "userfaultfd",  args(Flags),                    flags Named(USERFAULTFD_FLAGS);
+    Prctl       = "prctl",        args(Option, Arg2Str, Arg2Int), flags Numeric;
+    Setsid      = "setsid",       args(),                         flags Numeric;
+    Setpgid     = "setpgid",      args(Pid, Pgid),                flags Numeric;
 }
 
 impl EventType {
@@ -245,6 +261,27 @@ pub struct Args {
     /// procexit: exit code (or 128 + signal when killed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<i64>,
+    /// fchmodat, mkdirat: the directory fd a relative path starts from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirfd: Option<i64>,
+    /// setns: the namespace type asked for (`CLONE_NEW*`, 0 = any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nstype: Option<u64>,
+    /// bpf: the command (`BPF_PROG_LOAD`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<u32>,
+    /// prctl: the option (`PR_SET_NAME`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub option: Option<u32>,
+    /// prctl: the second argument as a string (the name for PR_SET_NAME).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arg2_str: Option<String>,
+    /// prctl: the second argument as an integer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arg2_int: Option<i64>,
+    /// setpgid: the process group asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<i64>,
 }
 
 impl Args {
@@ -290,6 +327,24 @@ pub struct Process {
     pub exe_from_memfd: Option<bool>,
     /// Effective capability mask, when the sensor reads it.
     pub cap_effective: Option<u64>,
+    /// Permitted and inheritable capability masks, when known.
+    pub cap_permitted: Option<u64>,
+    pub cap_inheritable: Option<u64>,
+    /// Pid and process group in the process's own pid namespace
+    /// (`proc.vpid`, `proc.vpgid`); 0 when unknown (and vpgid 0 when the
+    /// group's leader is outside that namespace).
+    pub vpid: u32,
+    pub vpgid: u32,
+    /// Process group as the host sees it; 0 when unknown.
+    pub pgid: u32,
+    /// `proc.env`: the environment at exec, `NAME=value` entries joined
+    /// by spaces (as Falco prints it), cut at 4 KiB. Shared by the
+    /// processes that inherited it.
+    pub env: Option<Arc<str>>,
+    /// The executable's inode number, ctime and mtime (ns since the Unix epoch).
+    pub exe_ino: Option<u64>,
+    pub exe_ino_ctime: Option<u64>,
+    pub exe_ino_mtime: Option<u64>,
 }
 
 impl Process {
@@ -555,7 +610,11 @@ pub struct Event {
     pub evt: Evt,
     pub proc: Arc<Process>,
     /// Parent first, then grandparent, ... as far as the process table knows.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "serialize_ancestors"
+    )]
     pub ancestors: Vec<Arc<Process>>,
     #[serde(default)]
     pub user: User,
@@ -566,6 +625,32 @@ pub struct Event {
     pub fd: Option<Fd>,
     #[serde(default = "Container::host")]
     pub container: Arc<Container>,
+    /// The calling thread's capabilities at the time of the event, where
+    /// the sensor reads them then (setns, unshare); otherwise the
+    /// process's as of its exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps: Option<Caps>,
+}
+
+/// Capability masks (`thread.cap_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caps {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+}
+
+/// Ancestors in an event's JSON, without their environments: rules read
+/// only the event's own `proc.env`, and an environment is kilobytes, which
+/// each ancestor would repeat in every event `sensor watch` prints.
+fn serialize_ancestors<S: serde::Serializer>(
+    ancestors: &[Arc<Process>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(ancestors.iter().map(|p| Process {
+        env: None,
+        ..(**p).clone()
+    }))
 }
 
 impl Event {
@@ -589,6 +674,7 @@ impl Event {
             tid,
             fd: None,
             container: Container::host(),
+            caps: None,
         }
     }
 

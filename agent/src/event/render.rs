@@ -119,6 +119,114 @@ pub const MOUNT_FLAGS: &[(u64, &str)] = &[
     (libc::MS_SHARED, "MS_SHARED"),
 ];
 
+pub const FCHMODAT_FLAGS: &[(u64, &str)] = &[
+    (libc::AT_SYMLINK_NOFOLLOW as u64, "AT_SYMLINK_NOFOLLOW"),
+    (libc::AT_EMPTY_PATH as u64, "AT_EMPTY_PATH"),
+];
+
+pub const USERFAULTFD_FLAGS: &[(u64, &str)] = &[
+    (1, "UFFD_USER_MODE_ONLY"),
+    (libc::O_NONBLOCK as u64, "O_NONBLOCK"),
+    (libc::O_CLOEXEC as u64, "O_CLOEXEC"),
+];
+
+/// chmod modes as Falco names their bits, in Falco's order.
+const CHMOD_MODE: &[(u64, &str)] = &[
+    (0o1, "S_IXOTH"),
+    (0o2, "S_IWOTH"),
+    (0o4, "S_IROTH"),
+    (0o10, "S_IXGRP"),
+    (0o20, "S_IWGRP"),
+    (0o40, "S_IRGRP"),
+    (0o100, "S_IXUSR"),
+    (0o200, "S_IWUSR"),
+    (0o400, "S_IRUSR"),
+    (0o1000, "S_ISVTX"),
+    (0o2000, "S_ISGID"),
+    (0o4000, "S_ISUID"),
+];
+
+/// `evt.arg.mode`: chmod's mode by Falco's bit names (`S_ISUID|...`),
+/// open's and mkdir's in octal.
+pub fn render_mode(ty: EventType, mode: u32) -> String {
+    match ty {
+        EventType::Chmod | EventType::Fchmod | EventType::Fchmodat => {
+            render_bits(u64::from(mode), CHMOD_MODE)
+        }
+        _ => format!("0{mode:o}"),
+    }
+}
+
+/// bpf() commands by name, the number for the rest.
+pub fn bpf_cmd_name(cmd: u32) -> Cow<'static, str> {
+    const NAMES: [&str; 37] = [
+        "BPF_MAP_CREATE",
+        "BPF_MAP_LOOKUP_ELEM",
+        "BPF_MAP_UPDATE_ELEM",
+        "BPF_MAP_DELETE_ELEM",
+        "BPF_MAP_GET_NEXT_KEY",
+        "BPF_PROG_LOAD",
+        "BPF_OBJ_PIN",
+        "BPF_OBJ_GET",
+        "BPF_PROG_ATTACH",
+        "BPF_PROG_DETACH",
+        "BPF_PROG_TEST_RUN",
+        "BPF_PROG_GET_NEXT_ID",
+        "BPF_MAP_GET_NEXT_ID",
+        "BPF_PROG_GET_FD_BY_ID",
+        "BPF_MAP_GET_FD_BY_ID",
+        "BPF_OBJ_GET_INFO_BY_FD",
+        "BPF_PROG_QUERY",
+        "BPF_RAW_TRACEPOINT_OPEN",
+        "BPF_BTF_LOAD",
+        "BPF_BTF_GET_FD_BY_ID",
+        "BPF_TASK_FD_QUERY",
+        "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+        "BPF_MAP_FREEZE",
+        "BPF_BTF_GET_NEXT_ID",
+        "BPF_MAP_LOOKUP_BATCH",
+        "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
+        "BPF_MAP_UPDATE_BATCH",
+        "BPF_MAP_DELETE_BATCH",
+        "BPF_LINK_CREATE",
+        "BPF_LINK_UPDATE",
+        "BPF_LINK_GET_FD_BY_ID",
+        "BPF_LINK_GET_NEXT_ID",
+        "BPF_ENABLE_STATS",
+        "BPF_ITER_CREATE",
+        "BPF_LINK_DETACH",
+        "BPF_PROG_BIND_MAP",
+        "BPF_TOKEN_CREATE",
+    ];
+    match NAMES.get(cmd as usize) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(cmd.to_string()),
+    }
+}
+
+/// prctl() options by name (those the sensor reports), the number for the rest.
+pub fn prctl_option_name(option: u32) -> Cow<'static, str> {
+    Cow::Borrowed(match option {
+        4 => "PR_SET_DUMPABLE",
+        8 => "PR_SET_KEEPCAPS",
+        15 => "PR_SET_NAME",
+        22 => "PR_SET_SECCOMP",
+        24 => "PR_CAPBSET_DROP",
+        28 => "PR_SET_SECUREBITS",
+        35 => "PR_SET_MM",
+        36 => "PR_SET_CHILD_SUBREAPER",
+        38 => "PR_SET_NO_NEW_PRIVS",
+        47 => "PR_CAP_AMBIENT",
+        0x5961_6d61 => "PR_SET_PTRACER",
+        other => return Cow::Owned(other.to_string()),
+    })
+}
+
+/// setns's namespace type (`CLONE_NEW*`).
+pub fn render_nstype(nstype: u64) -> String {
+    render_bits(nstype, CLONE_FLAGS)
+}
+
 /// clone/clone3/fork/vfork.
 pub const CLONE_FLAGS: &[(u64, &str)] = &[
     (libc::CLONE_VM as u64, "CLONE_VM"),
@@ -130,6 +238,7 @@ pub const CLONE_FLAGS: &[(u64, &str)] = &[
     (libc::CLONE_PARENT as u64, "CLONE_PARENT"),
     (libc::CLONE_THREAD as u64, "CLONE_THREAD"),
     (libc::CLONE_NEWNS as u64, "CLONE_NEWNS"),
+    (libc::CLONE_SYSVSEM as u64, "CLONE_SYSVSEM"),
     (libc::CLONE_NEWCGROUP as u64, "CLONE_NEWCGROUP"),
     (libc::CLONE_NEWUTS as u64, "CLONE_NEWUTS"),
     (libc::CLONE_NEWIPC as u64, "CLONE_NEWIPC"),

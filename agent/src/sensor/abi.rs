@@ -15,12 +15,14 @@ use std::mem::{offset_of, size_of};
 use crate::event::EventType;
 
 /// `EA_ABI_VERSION`.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// `EA_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
+/// `EA_NARG`: integer slots per record.
+pub const NARG: usize = 16;
 /// `EA_NSTR`: string slots per record.
-pub const NSTR: usize = 6;
+pub const NSTR: usize = 8;
 /// `EA_LPM_DATA`: bytes of a path the kernel's prefix maps compare.
 pub const LPM_DATA: usize = 128;
 /// `EA_SYSCALL_MAX`: syscall numbers the `ea_syscalls` map covers.
@@ -99,13 +101,27 @@ pub enum Kind {
     Dup2 = 37,
     Dup3 = 38,
     Socket = 39,
+    Chmod = 40,
+    Fchmod = 41,
+    Fchmodat = 42,
+    Fchmodat2 = 43,
+    Mkdir = 44,
+    Mkdirat = 45,
+    Rmdir = 46,
+    Setns = 47,
+    Unshare = 48,
+    Bpf = 49,
+    Userfaultfd = 50,
+    Prctl = 51,
+    Setsid = 52,
+    Setpgid = 53,
 }
 
 /// `EA_EVT_MAX`: one past the highest id.
-pub const KIND_MAX: u16 = 40;
+pub const KIND_MAX: u16 = 54;
 
 impl Kind {
-    pub const ALL: [Kind; 39] = [
+    pub const ALL: [Kind; 53] = [
         Kind::Loss,
         Kind::Execve,
         Kind::Execveat,
@@ -145,6 +161,20 @@ impl Kind {
         Kind::Dup2,
         Kind::Dup3,
         Kind::Socket,
+        Kind::Chmod,
+        Kind::Fchmod,
+        Kind::Fchmodat,
+        Kind::Fchmodat2,
+        Kind::Mkdir,
+        Kind::Mkdirat,
+        Kind::Rmdir,
+        Kind::Setns,
+        Kind::Unshare,
+        Kind::Bpf,
+        Kind::Userfaultfd,
+        Kind::Prctl,
+        Kind::Setsid,
+        Kind::Setpgid,
     ];
 
     pub fn from_id(id: u16) -> Option<Kind> {
@@ -194,6 +224,21 @@ impl Kind {
             Kind::Dup2 => T::Dup2,
             Kind::Dup3 => T::Dup3,
             Kind::Socket => T::Socket,
+            Kind::Chmod => T::Chmod,
+            Kind::Fchmod => T::Fchmod,
+            // Falco's rules name chmod, fchmod and fchmodat; fchmodat2 (6.6)
+            // does the same with flags, and must not be a way around them.
+            Kind::Fchmodat | Kind::Fchmodat2 => T::Fchmodat,
+            Kind::Mkdir => T::Mkdir,
+            Kind::Mkdirat => T::Mkdirat,
+            Kind::Rmdir => T::Rmdir,
+            Kind::Setns => T::Setns,
+            Kind::Unshare => T::Unshare,
+            Kind::Bpf => T::Bpf,
+            Kind::Userfaultfd => T::Userfaultfd,
+            Kind::Prctl => T::Prctl,
+            Kind::Setsid => T::Setsid,
+            Kind::Setpgid => T::Setpgid,
         })
     }
 }
@@ -213,14 +258,15 @@ pub enum Counter {
     /// Internal to the kernel side (losses not yet sent as a loss record).
     LostUnreported = 8,
     FilteredCgroup = 9,
+    FilteredArgs = 10,
 }
 
 /// `EA_CNT_MAX`.
-pub const COUNTER_MAX: u32 = 10;
+pub const COUNTER_MAX: u32 = 11;
 
 impl Counter {
     /// The counters status shows, with their status names.
-    pub const SHOWN: [(Counter, &'static str); 9] = [
+    pub const SHOWN: [(Counter, &'static str); 10] = [
         (Counter::Seen, "seen"),
         (Counter::Sent, "sent"),
         (Counter::Lost, "lost"),
@@ -229,6 +275,7 @@ impl Counter {
         (Counter::FilteredOpen, "filtered_open"),
         (Counter::FilteredPath, "filtered_path"),
         (Counter::FilteredCgroup, "filtered_cgroup"),
+        (Counter::FilteredArgs, "filtered_args"),
         (Counter::Killed, "killed"),
     ];
 }
@@ -271,7 +318,9 @@ struct RawSock {
     proto: u16,
     lport: u16,
     rport: u16,
-    _pad: [u16; 3],
+    state: u8,
+    _pad0: u8,
+    _pad: [u16; 2],
     laddr: [u8; 16],
     raddr: [u8; 16],
 }
@@ -281,7 +330,7 @@ struct RawSock {
 #[allow(dead_code)]
 struct RawRecord {
     h: RawHeader,
-    arg: [i64; 6],
+    arg: [i64; NARG],
     str: [RawStr; NSTR],
     sock: RawSock,
 }
@@ -302,11 +351,12 @@ const _: () = {
     assert!(offset_of!(RawHeader, res) == 48);
     assert!(offset_of!(RawHeader, comm) == 56);
     assert!(size_of::<RawSock>() == 48);
+    assert!(offset_of!(RawSock, state) == 10);
     assert!(offset_of!(RawSock, laddr) == 16);
-    assert!(size_of::<RawRecord>() == 192);
+    assert!(size_of::<RawRecord>() == 280);
     assert!(offset_of!(RawRecord, arg) == 72);
-    assert!(offset_of!(RawRecord, str) == 120);
-    assert!(offset_of!(RawRecord, sock) == 144);
+    assert!(offset_of!(RawRecord, str) == 200);
+    assert!(offset_of!(RawRecord, sock) == 232);
     assert!(size_of::<RawLpmKey>() == 4 + LPM_DATA);
 };
 
@@ -362,6 +412,8 @@ pub struct Sock {
     pub proto: u16,
     pub lport: u16,
     pub rport: u16,
+    /// The kernel's `sk_state` (1 = established, also for a connected UDP socket).
+    pub state: u8,
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
 }
@@ -370,7 +422,7 @@ pub struct Sock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record<'a> {
     pub h: Header,
-    pub arg: [i64; 6],
+    pub arg: [i64; NARG],
     strs: [(u16, u16); NSTR],
     pub sock: Sock,
     data: &'a [u8],
@@ -451,6 +503,7 @@ impl<'a> Record<'a> {
             proto: u16_at(buf, s + offset_of!(RawSock, proto)),
             lport: u16_at(buf, s + offset_of!(RawSock, lport)),
             rport: u16_at(buf, s + offset_of!(RawSock, rport)),
+            state: buf[s + offset_of!(RawSock, state)],
             laddr,
             raddr,
         };
@@ -576,6 +629,7 @@ impl RecordBuilder {
             .put(s + offset_of!(RawSock, proto), &sock.proto.to_ne_bytes())
             .put(s + offset_of!(RawSock, lport), &sock.lport.to_ne_bytes())
             .put(s + offset_of!(RawSock, rport), &sock.rport.to_ne_bytes())
+            .put(s + offset_of!(RawSock, state), &[sock.state])
             .put(s + offset_of!(RawSock, laddr), &sock.laddr)
             .put(s + offset_of!(RawSock, raddr), &sock.raddr)
     }
@@ -645,6 +699,7 @@ mod tests {
             ("KILLED", Counter::Killed),
             ("LOST_UNREPORTED", Counter::LostUnreported),
             ("FILTERED_CGROUP", Counter::FilteredCgroup),
+            ("FILTERED_ARGS", Counter::FilteredArgs),
         ];
         for (name, v) in counters {
             let short = name.trim_start_matches("EA_CNT_");
@@ -663,6 +718,7 @@ mod tests {
         assert_eq!(get("EA_ABI_VERSION"), Some(u64::from(ABI_VERSION)));
         assert_eq!(get("EA_COMM_LEN"), Some(COMM_LEN as u64));
         assert_eq!(get("EA_NSTR"), Some(NSTR as u64));
+        assert_eq!(get("EA_NARG"), Some(NARG as u64));
         assert_eq!(get("EA_LPM_DATA"), Some(LPM_DATA as u64));
         assert_eq!(get("EA_SYSCALL_MAX"), Some(u64::from(SYSCALL_MAX)));
         assert_eq!(get("EA_F_TRUNCATED"), Some(u64::from(flags::TRUNCATED)));

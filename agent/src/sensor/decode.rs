@@ -15,10 +15,10 @@ use std::sync::Arc;
 use super::abi::{DecodeError, Kind, Record};
 use super::container::Containers;
 use super::filters::PathFilter;
-use super::proctable::{BootClock, ProcessTable, strip_root};
+use super::proctable::{BootClock, EnvCache, ProcessTable, strip_root};
 use super::users::Users;
 use crate::config::SensorConfig;
-use crate::event::{Args, Container, Event, Evt, Fd, FdType, L4Proto, Process, Role, User};
+use crate::event::{Args, Caps, Container, Event, Evt, Fd, FdType, L4Proto, Process, Role, User};
 
 /// What one record became.
 #[derive(Debug)]
@@ -45,6 +45,7 @@ pub struct Enricher {
     filter: PathFilter,
     clock: BootClock,
     proc_root: std::path::PathBuf,
+    envs: EnvCache,
     num: u64,
     /// Records dropped by the user-space half of the path filters.
     pub filtered_user: u64,
@@ -66,6 +67,7 @@ impl Enricher {
             filter: PathFilter::from_config(config),
             clock,
             proc_root: proc_root.to_path_buf(),
+            envs: EnvCache::default(),
             num: 0,
             filtered_user: 0,
         }
@@ -91,9 +93,12 @@ impl Enricher {
         let mut args = Args::default();
         let mut fd = None;
 
-        // The process the event is about; exec installs the new image first.
-        let proc = match r.h.kind {
-            Kind::Execve | Kind::Execveat => self.exec(&r),
+        let mut caps = None;
+
+        // The process the event is about; exec installs the new image first
+        // (a failed exec leaves the caller as it was).
+        let mut proc = match r.h.kind {
+            Kind::Execve | Kind::Execveat if h.res >= 0 => self.exec(&r),
             _ => self
                 .procs
                 .get_or_load(h.pid, h.ppid, || fallback_process(&r)),
@@ -104,15 +109,20 @@ impl Enricher {
             Kind::Loss => unreachable!("handled above"),
             Kind::Execve | Kind::Execveat => {
                 args.filename = r.string(3);
-                args.flags = Some(r.arg[0] as u64);
+                if h.res >= 0 {
+                    args.flags = Some(r.arg[0] as u64);
+                }
                 if r.h.kind == Kind::Execveat {
                     args.fd = Some(r.arg[5]);
                 }
             }
             Kind::Clone | Kind::Clone3 | Kind::Fork | Kind::Vfork => {
                 let child = r.arg[0] as u32;
+                let ids = ProcIds::from_record(&r);
                 self.procs
-                    .fork(&proc, child, self.clock.to_unix_ns(h.ts_boot_ns));
+                    .fork(&proc, child, self.clock.to_unix_ns(h.ts_boot_ns), |p| {
+                        ids.apply(p)
+                    });
                 if r.arg[1] != 0 {
                     args.flags = Some(r.arg[1] as u64);
                 }
@@ -236,6 +246,93 @@ impl Enricher {
                     r.string(0).map(|p| Fd::file(num, &p))
                 };
             }
+            Kind::Chmod | Kind::Fchmod | Kind::Fchmodat | Kind::Fchmodat2 => {
+                let given = r.string(0).unwrap_or_default();
+                let path = if r.h.kind == Kind::Fchmod {
+                    given
+                } else {
+                    self.resolve_at(&r, &container, r.arg[1], &given)
+                };
+                if self.filter.excluded(&path) {
+                    self.filtered_user += 1;
+                    return Ok(Decoded::Filtered);
+                }
+                args.mode = Some(r.arg[0] as u32);
+                match r.h.kind {
+                    Kind::Fchmod => {
+                        args.fd = Some(r.arg[1]);
+                        if !path.is_empty() {
+                            fd = Some(Fd::file(r.arg[1], &path));
+                        }
+                    }
+                    Kind::Fchmodat | Kind::Fchmodat2 => {
+                        args.dirfd = Some(r.arg[1]);
+                        if r.h.kind == Kind::Fchmodat2 {
+                            args.flags = Some(r.arg[2] as u64);
+                        }
+                    }
+                    _ => {}
+                }
+                if !path.is_empty() {
+                    args.filename = Some(path);
+                }
+            }
+            Kind::Mkdir | Kind::Mkdirat | Kind::Rmdir => {
+                let path =
+                    self.resolve_at(&r, &container, r.arg[1], &r.string(0).unwrap_or_default());
+                if self.filter.excluded(&path) {
+                    self.filtered_user += 1;
+                    return Ok(Decoded::Filtered);
+                }
+                if r.h.kind != Kind::Rmdir {
+                    args.mode = Some(r.arg[0] as u32);
+                }
+                if r.h.kind == Kind::Mkdirat {
+                    args.dirfd = Some(r.arg[1]);
+                }
+                args.path = Some(path);
+            }
+            Kind::Setns | Kind::Unshare => {
+                if r.h.kind == Kind::Setns {
+                    args.fd = Some(r.arg[0]);
+                    args.nstype = Some(r.arg[1] as u64);
+                } else {
+                    args.flags = Some(r.arg[0] as u64);
+                }
+                caps = Some(Caps {
+                    effective: r.arg[2] as u64,
+                    permitted: r.arg[3] as u64,
+                    inheritable: r.arg[4] as u64,
+                });
+            }
+            Kind::Bpf => args.cmd = Some(r.arg[0] as u32),
+            Kind::Userfaultfd => args.flags = Some(r.arg[0] as u64),
+            Kind::Prctl => {
+                let option = r.arg[0] as u32;
+                args.option = Some(option);
+                args.arg2_int = Some(r.arg[1]);
+                args.arg2_str = r.string(0);
+                // A process renaming itself (its main thread) changes proc.name.
+                if option == libc::PR_SET_NAME as u32
+                    && h.res == 0
+                    && h.tid == h.pid
+                    && let Some(name) = args.arg2_str.clone()
+                {
+                    proc = self.procs.modify(h.pid, |p| p.name = name).unwrap_or(proc);
+                }
+            }
+            Kind::Setsid | Kind::Setpgid => {
+                if r.h.kind == Kind::Setpgid {
+                    args.pid = Some(r.arg[0]);
+                    args.pgid = Some(r.arg[1]);
+                }
+                let own =
+                    r.h.kind == Kind::Setsid || r.arg[0] == 0 || r.arg[0] == i64::from(proc.vpid);
+                if h.res >= 0 && own {
+                    let ids = ProcIds::from_record(&r);
+                    proc = self.procs.modify(h.pid, |p| ids.apply(p)).unwrap_or(proc);
+                }
+            }
             Kind::Socket => {
                 let domain = r.arg[0] as u32;
                 let ty = (r.arg[1] as u32) & 0xf;
@@ -285,6 +382,7 @@ impl Enricher {
             tid: h.tid,
             fd,
             container,
+            caps,
         };
         Ok(Decoded::Event {
             event,
@@ -323,7 +421,9 @@ impl Enricher {
         let flags = r.arg[0] as u64;
         use crate::event::exe_flags::*;
         let layered = flags & (EXE_UPPER_LAYER | EXE_LOWER_LAYER) != 0;
-        let p = Process {
+        let env = r.bytes(6).map(|b| self.envs.intern(b));
+        let known = |v: i64| (v > 0).then_some(v as u64);
+        let mut p = Process {
             pid: h.pid,
             ppid: h.ppid,
             name: String::from_utf8_lossy(h.comm()).into_owned(),
@@ -336,9 +436,32 @@ impl Enricher {
             exe_upper_layer: layered.then_some(flags & EXE_UPPER_LAYER != 0),
             exe_from_memfd: Some(flags & EXE_FROM_MEMFD != 0),
             cap_effective: Some(r.arg[3] as u64),
+            cap_permitted: Some(r.arg[6] as u64),
+            cap_inheritable: Some(r.arg[7] as u64),
+            env,
+            exe_ino: known(r.arg[10]),
+            exe_ino_ctime: known(r.arg[11]),
+            exe_ino_mtime: known(r.arg[12]),
             ..Default::default()
         };
+        ProcIds::from_record(r).apply(&mut p);
         self.procs.insert(p)
+    }
+
+    /// `path` (string 0) as an absolute, normalised path, from the base
+    /// directory the kernel sent in string 1 for a relative one; from
+    /// `/proc` (see [`Enricher::resolve`]) when it could not.
+    fn resolve_at(
+        &mut self,
+        r: &Record<'_>,
+        container: &Container,
+        dirfd: i64,
+        path: &str,
+    ) -> String {
+        match r.string(1) {
+            Some(base) if !path.starts_with('/') => normalize(&format!("{base}/{path}")),
+            _ => self.resolve(r, container, dirfd, path),
+        }
     }
 
     /// `path` as an absolute, normalised path: relative paths are taken
@@ -372,6 +495,40 @@ impl Enricher {
             base = strip_root(&root, &base);
         }
         normalize(&format!("{base}/{path}"))
+    }
+}
+
+/// The process ids exec, fork, setsid and setpgid records carry in arg8
+/// and arg9 (see `abi.h`).
+#[derive(Debug, Clone, Copy)]
+struct ProcIds {
+    vpid: u32,
+    vpgid: u32,
+    sid: u32,
+    pgid: u32,
+}
+
+impl ProcIds {
+    fn from_record(r: &Record<'_>) -> ProcIds {
+        let (a8, a9) = (r.arg[8] as u64, r.arg[9] as u64);
+        ProcIds {
+            vpid: a8 as u32,
+            vpgid: (a8 >> 32) as u32,
+            sid: a9 as u32,
+            pgid: (a9 >> 32) as u32,
+        }
+    }
+
+    /// Set what the record knew (a record without ids leaves them).
+    fn apply(self, p: &mut Process) {
+        if self.vpid != 0 {
+            p.vpid = self.vpid;
+            p.vpgid = self.vpgid;
+        }
+        if self.sid != 0 || self.pgid != 0 {
+            p.sid = self.sid;
+            p.pgid = self.pgid;
+        }
     }
 }
 
@@ -649,6 +806,210 @@ mod tests {
         assert_eq!(e.filtered_user, 1);
         let loss = RecordBuilder::new(Kind::Loss).arg(0, 7).build();
         assert!(matches!(e.decode(&loss).unwrap(), Decoded::Loss(7)));
+    }
+
+    #[test]
+    fn chmods_mkdirs_and_rmdirs_carry_the_absolute_path_and_mode() {
+        let mut e = enricher();
+        let chmod = RecordBuilder::new(Kind::Fchmodat2)
+            .task(30, 30, 1, "chmod")
+            .arg(0, 0o4755)
+            .arg(1, AT_FDCWD)
+            .arg(2, libc::AT_SYMLINK_NOFOLLOW as i64)
+            .string(0, b"/tmp/./x")
+            .build();
+        let c = event(&mut e, &chmod);
+        assert_eq!(
+            c.evt.ty,
+            EventType::Fchmodat,
+            "fchmodat2 is reported as fchmodat"
+        );
+        assert_eq!(field(&c, "evt.arg.filename", None), "/tmp/x");
+        let mode = field(&c, "evt.arg.mode", None);
+        assert!(
+            mode.contains("S_ISUID") && mode.contains("S_IXUSR"),
+            "{mode}"
+        );
+        assert!(!mode.contains("S_ISGID"), "{mode}");
+        assert_eq!(field(&c, "evt.arg.flags", None), "AT_SYMLINK_NOFOLLOW");
+        let fchmod = RecordBuilder::new(Kind::Fchmod)
+            .task(30, 30, 1, "chmod")
+            .arg(0, 0o644)
+            .arg(1, 5)
+            .string(0, b"/etc/shadow")
+            .build();
+        let f = event(&mut e, &fchmod);
+        assert_eq!(field(&f, "fd.name", None), "/etc/shadow");
+        assert_eq!(field(&f, "evt.arg.fd", None), "5");
+        assert_eq!(
+            field(&f, "evt.arg.mode", None),
+            "S_IROTH|S_IRGRP|S_IWUSR|S_IRUSR"
+        );
+        let mkdir = RecordBuilder::new(Kind::Mkdirat)
+            .task(30, 30, 1, "mkdir")
+            .arg(0, 0o700)
+            .arg(1, AT_FDCWD)
+            .string(0, b"/usr/bin/.hidden")
+            .build();
+        let m = event(&mut e, &mkdir);
+        assert_eq!(field(&m, "evt.arg.path", None), "/usr/bin/.hidden");
+        assert_eq!(field(&m, "evt.arg.mode", None), "0700");
+        let rmdir = RecordBuilder::new(Kind::Rmdir)
+            .task(30, 30, 1, "rmdir")
+            .arg(1, AT_FDCWD)
+            .string(0, b"/var/tmp/d")
+            .build();
+        assert_eq!(
+            field(&event(&mut e, &rmdir), "evt.arg.path", None),
+            "/var/tmp/d"
+        );
+    }
+
+    #[test]
+    fn a_failed_exec_leaves_the_callers_image_and_says_what_it_tried() {
+        let mut e = enricher();
+        let shell = RecordBuilder::new(Kind::Execve)
+            .task(40, 40, 1, "bash")
+            .string(0, b"/usr/bin/bash")
+            .string(1, b"bash\0")
+            .build();
+        event(&mut e, &shell);
+        let failed = RecordBuilder::new(Kind::Execve)
+            .task(40, 40, 1, "bash")
+            .res(-(libc::ENOENT as i64))
+            .string(3, b"/tmp/missing")
+            .build();
+        let f = event(&mut e, &failed);
+        assert_eq!(f.evt.ty, EventType::Execve);
+        assert_eq!(field(&f, "evt.res", None), "ENOENT");
+        assert_eq!(field(&f, "evt.arg.filename", None), "/tmp/missing");
+        assert_eq!(field(&f, "proc.exepath", None), "/usr/bin/bash");
+        assert!(f.evt.args.flags.is_none());
+        assert_eq!(e.procs.get(40).unwrap().exepath, "/usr/bin/bash");
+    }
+
+    #[test]
+    fn exec_records_carry_namespace_ids_capabilities_environment_and_inode() {
+        let mut e = enricher();
+        let exec = RecordBuilder::new(Kind::Execve)
+            .task(1000, 1000, 900, "sh")
+            .arg(3, 1 << 21)
+            .arg(6, (1 << 21) | (1 << 12))
+            .arg(7, 0)
+            .arg(8, 1 | (1 << 32))
+            .arg(9, 950 | (1000 << 32))
+            .arg(10, 4242)
+            .arg(11, 1_700_000_000_000_000_000)
+            .arg(12, 1_600_000_000_000_000_000)
+            .string(0, b"/bin/sh")
+            .string(1, b"sh\0")
+            .string(6, b"PATH=/bin\0GLIBC_TUNABLES=glibc.malloc.x=1\0")
+            .build();
+        let x = event(&mut e, &exec);
+        let p = &x.proc;
+        assert_eq!((p.vpid, p.vpgid, p.sid, p.pgid), (1, 1, 950, 1000));
+        assert_eq!(p.cap_permitted, Some((1 << 21) | (1 << 12)));
+        assert_eq!(p.cap_inheritable, Some(0));
+        assert_eq!(
+            p.env.as_deref(),
+            Some("PATH=/bin GLIBC_TUNABLES=glibc.malloc.x=1")
+        );
+        assert_eq!(p.exe_ino, Some(4242));
+        assert_eq!(p.exe_ino_ctime, Some(1_700_000_000_000_000_000));
+        // A child shares the environment and gets its own pid in the namespace.
+        let fork = RecordBuilder::new(Kind::Clone)
+            .task(1000, 1000, 900, "sh")
+            .arg(0, 1001)
+            .arg(8, 2 | (1 << 32))
+            .arg(9, 950 | (1000 << 32))
+            .res(1001)
+            .build();
+        event(&mut e, &fork);
+        let child = e.procs.get(1001).unwrap();
+        assert_eq!((child.vpid, child.vpgid), (2, 1));
+        assert!(Arc::ptr_eq(
+            child.env.as_ref().unwrap(),
+            p.env.as_ref().unwrap()
+        ));
+        // The same environment seen again at another exec is shared, not copied.
+        let again = RecordBuilder::new(Kind::Execve)
+            .task(1001, 1001, 1000, "sh")
+            .string(0, b"/bin/sh")
+            .string(6, b"PATH=/bin\0GLIBC_TUNABLES=glibc.malloc.x=1\0")
+            .build();
+        let y = event(&mut e, &again);
+        assert!(Arc::ptr_eq(
+            y.proc.env.as_ref().unwrap(),
+            p.env.as_ref().unwrap()
+        ));
+    }
+
+    #[test]
+    fn namespace_changes_carry_the_callers_capabilities_from_before_the_call() {
+        let mut e = enricher();
+        let unshare = RecordBuilder::new(Kind::Unshare)
+            .task(50, 50, 1, "unshare")
+            .arg(0, libc::CLONE_NEWUSER as i64)
+            .arg(2, 0)
+            .arg(3, 1 << 12)
+            .arg(4, 0)
+            .build();
+        let u = event(&mut e, &unshare);
+        assert_eq!(field(&u, "evt.arg.flags", None), "CLONE_NEWUSER");
+        assert_eq!(u.caps.unwrap().permitted, 1 << 12);
+        let setns = RecordBuilder::new(Kind::Setns)
+            .task(50, 50, 1, "nsenter")
+            .arg(0, 3)
+            .arg(1, libc::CLONE_NEWNET as i64)
+            .build();
+        let n = event(&mut e, &setns);
+        assert_eq!(field(&n, "evt.arg.nstype", None), "CLONE_NEWNET");
+        assert_eq!(field(&n, "evt.arg.fd", None), "3");
+    }
+
+    #[test]
+    fn bpf_prctl_and_session_records_update_what_they_change() {
+        let mut e = enricher();
+        let bpf = RecordBuilder::new(Kind::Bpf)
+            .task(60, 60, 1, "loader")
+            .arg(0, 5)
+            .build();
+        assert_eq!(
+            field(&event(&mut e, &bpf), "evt.arg.cmd", None),
+            "BPF_PROG_LOAD"
+        );
+        let rename = RecordBuilder::new(Kind::Prctl)
+            .task(60, 60, 1, "loader")
+            .arg(0, libc::PR_SET_NAME as i64)
+            .string(0, b"kworker/0:1")
+            .build();
+        let r = event(&mut e, &rename);
+        assert_eq!(field(&r, "evt.arg.option", None), "PR_SET_NAME");
+        assert_eq!(
+            field(&r, "proc.name", None),
+            "kworker/0:1",
+            "a masquerade shows at once"
+        );
+        assert_eq!(e.procs.get(60).unwrap().name, "kworker/0:1");
+        let setsid = RecordBuilder::new(Kind::Setsid)
+            .task(60, 60, 1, "kworker/0:1")
+            .res(60)
+            .arg(8, 60 | (60 << 32))
+            .arg(9, 60 | (60 << 32))
+            .build();
+        let s = event(&mut e, &setsid);
+        assert_eq!((s.proc.sid, s.proc.pgid, s.proc.vpgid), (60, 60, 60));
+        // setpgid on another process changes nothing of the caller.
+        let other = RecordBuilder::new(Kind::Setpgid)
+            .task(60, 60, 1, "kworker/0:1")
+            .arg(0, 61)
+            .arg(1, 61)
+            .arg(8, 60 | (60 << 32))
+            .arg(9, 60 | (60 << 32))
+            .build();
+        let o = event(&mut e, &other);
+        assert_eq!(field(&o, "evt.arg.pgid", None), "61");
+        assert_eq!(o.proc.pgid, 60);
     }
 
     #[test]

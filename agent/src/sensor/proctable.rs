@@ -10,6 +10,7 @@
 //! `/proc/<pid>` on first sight. Never sees the kernel maps.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -181,13 +182,28 @@ impl ProcessTable {
     }
 
     /// A new process `child` forked by `parent`: a copy of the parent's
-    /// image with its own pid and parent.
-    pub fn fork(&mut self, parent: &Process, child: u32, start_time: u64) -> Arc<Process> {
+    /// image with its own pid and parent, then `own` for what the child
+    /// does not share (its ids in its pid namespace).
+    pub fn fork(
+        &mut self,
+        parent: &Process,
+        child: u32,
+        start_time: u64,
+        own: impl FnOnce(&mut Process),
+    ) -> Arc<Process> {
         let mut p = parent.clone();
         p.pid = child;
         p.ppid = parent.pid;
         p.start_time = start_time;
+        own(&mut p);
         self.insert(p)
+    }
+
+    /// Change a known process (a rename, a new session); `None` if unknown.
+    pub fn modify(&mut self, pid: u32, f: impl FnOnce(&mut Process)) -> Option<Arc<Process>> {
+        let mut p = (*self.get(pid)?).clone();
+        f(&mut p);
+        Some(self.insert(p))
     }
 
     /// The process exited at boot time `at_ns`; it is removed after the grace period.
@@ -240,6 +256,68 @@ impl ProcessTable {
     }
 }
 
+/// Environments seen at exec, shared: most processes inherit their
+/// parent's unchanged, so a node with hundreds of processes holds a few
+/// dozen distinct ones. Bounded; when full it starts over (processes keep
+/// theirs).
+#[derive(Default)]
+pub struct EnvCache {
+    by_hash: HashMap<u64, Arc<str>>,
+}
+
+/// Distinct environments the cache keeps at most.
+const ENV_CACHE_MAX: usize = 512;
+
+impl EnvCache {
+    /// The shared `proc.env` form of a NUL-separated environment block.
+    pub fn intern(&mut self, block: &[u8]) -> Arc<str> {
+        let hash = crate::sensor::abi::fnv1a(crate::sensor::abi::DENY_SEED_PATH, block);
+        if let Some(e) = self.by_hash.get(&hash)
+            && env_matches(e, block)
+        {
+            return e.clone();
+        }
+        if self.by_hash.len() >= ENV_CACHE_MAX {
+            self.by_hash.clear();
+        }
+        let e: Arc<str> = Arc::from(env_string(block));
+        self.by_hash.insert(hash, e.clone());
+        e
+    }
+}
+
+/// `NAME=value` entries of a NUL-separated block, joined by spaces.
+pub fn env_string(block: &[u8]) -> String {
+    block
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Is `env` the `proc.env` form of `block`? (Without building it.)
+fn env_matches(env: &str, block: &[u8]) -> bool {
+    let mut rest = env.as_bytes();
+    for (i, entry) in block
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .enumerate()
+    {
+        if i > 0 {
+            match rest.split_first() {
+                Some((b' ', r)) => rest = r,
+                _ => return false,
+            }
+        }
+        match rest.strip_prefix(entry) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 /// Read `/proc/<pid>` into a [`Process`]. `None` if it is gone or unreadable.
 pub fn read_proc(proc_root: &Path, pid: u32, clock: &BootClock) -> Option<Process> {
     let dir = proc_root.join(pid.to_string());
@@ -256,13 +334,21 @@ pub fn read_proc(proc_root: &Path, pid: u32, clock: &BootClock) -> Option<Proces
         .map(|e| strip_root(&root, &e))
         .unwrap_or_default();
     let cwd = link(&dir.join("cwd")).map(|c| strip_root(&root, &c));
-    let cap_effective = std::fs::read_to_string(dir.join("status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        });
+    let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+    let caps = |name: &str| field(name).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    // NSpid/NSpgid list the ids from the host's namespace down to the
+    // process's own: the last is the one it sees.
+    let innermost = |name: &str| {
+        field(name)
+            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let env = read_bounded(&dir.join("environ"), ENV_MAX)
+        .filter(|b| !b.is_empty())
+        .map(|b| Arc::from(env_string(&b)));
+    let exe_meta = std::fs::metadata(dir.join("exe")).ok();
     let exe = argv.first().cloned().unwrap_or_else(|| exepath.clone());
     let mut p = Process {
         pid,
@@ -274,11 +360,45 @@ pub fn read_proc(proc_root: &Path, pid: u32, clock: &BootClock) -> Option<Proces
         cwd,
         tty: stat.tty,
         start_time: clock.to_unix_ns(stat.start_ticks.saturating_mul(1_000_000_000) / clk_tck()),
-        cap_effective,
+        cap_effective: caps("CapEff:"),
+        cap_permitted: caps("CapPrm:"),
+        cap_inheritable: caps("CapInh:"),
+        vpid: innermost("NSpid:"),
+        vpgid: innermost("NSpgid:"),
+        sid: stat.session,
+        pgid: stat.pgrp,
+        env,
+        exe_ino: exe_meta.as_ref().map(|m| m.ino()),
+        exe_ino_ctime: exe_meta
+            .as_ref()
+            .and_then(|m| unix_ns(m.ctime(), m.ctime_nsec())),
+        exe_ino_mtime: exe_meta
+            .as_ref()
+            .and_then(|m| unix_ns(m.mtime(), m.mtime_nsec())),
         ..Default::default()
     };
     p.finish();
     Some(p)
+}
+
+/// Bytes of an environment the sensor keeps, as the kernel side cuts it
+/// (`EA_STR_MAX`).
+pub const ENV_MAX: usize = 4096;
+
+/// The first `max` bytes of a file.
+fn read_bounded(path: &Path, max: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(max as u64)
+        .read_to_end(&mut buf)
+        .ok()?;
+    Some(buf)
+}
+
+fn unix_ns(secs: i64, nsecs: i64) -> Option<u64> {
+    (secs > 0).then(|| secs as u64 * 1_000_000_000 + nsecs as u64)
 }
 
 fn link(p: &Path) -> Option<String> {
@@ -316,6 +436,8 @@ fn clk_tck() -> u64 {
 pub struct Stat {
     pub comm: String,
     pub ppid: u32,
+    pub pgrp: u32,
+    pub session: u32,
     pub tty: u32,
     pub start_ticks: u64,
 }
@@ -327,10 +449,13 @@ pub fn parse_stat(s: &str) -> Option<Stat> {
     let close = s.rfind(')')?;
     let comm = s.get(open + 1..close)?.to_string();
     let rest: Vec<&str> = s.get(close + 1..)?.split_whitespace().collect();
-    // rest[0] is field 3 (state): ppid is field 4, tty_nr 7, starttime 22.
+    // rest[0] is field 3 (state): ppid is field 4, pgrp 5, session 6,
+    // tty_nr 7, starttime 22.
     Some(Stat {
         comm,
         ppid: rest.get(1)?.parse().ok()?,
+        pgrp: rest.get(2)?.parse().ok()?,
+        session: rest.get(3)?.parse().ok()?,
         tty: rest.get(4)?.parse::<i64>().ok()? as u32,
         start_ticks: rest.get(19)?.parse().ok()?,
     })
@@ -355,6 +480,7 @@ mod tests {
         let st = parse_stat(s).unwrap();
         assert_eq!(st.comm, "my (odd) name");
         assert_eq!(st.ppid, 1);
+        assert_eq!((st.pgrp, st.session), (1234, 1234));
         assert_eq!(st.tty, 34816);
         assert_eq!(st.start_ticks, 4242);
     }
@@ -377,7 +503,7 @@ mod tests {
     fn forks_copy_the_parent_and_exits_leave_after_the_grace_period() {
         let mut t = table(100);
         let bash = t.insert(Process::new(10, 1, "/bin/bash", &["bash", "-i"]));
-        let child = t.fork(&bash, 11, 5);
+        let child = t.fork(&bash, 11, 5, |p| p.vpid = 11);
         assert_eq!(
             (child.pid, child.ppid, child.cmdline.as_str()),
             (11, 10, "bash -i")
