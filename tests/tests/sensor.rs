@@ -1024,8 +1024,8 @@ fn sensor_watch_asked_while_the_sensor_still_loads_waits_for_it() {
     eprintln!("the sensor was still loading when the watch was asked: {loading}");
 }
 
-/// Every `evt.*` of one process of type `ty`, already seen or arriving.
-fn of_child<'a>(w: &'a mut Watch, what: &str, ty: &str, pid: i32) -> serde_json::Value {
+/// The first event of type `ty` by process `pid`, already seen or arriving.
+fn of_child(w: &mut Watch, what: &str, ty: &str, pid: i32) -> serde_json::Value {
     let ty = ty.to_string();
     w.expect(what, move |e| {
         is_type(e, &[ty.as_str()]) && pid_of(e) == Some(i64::from(pid))
