@@ -130,8 +130,11 @@ impl Watch {
     /// Like [`Watch::wait`], panicking with `what` when nothing matches.
     pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait(EVENT_TIMEOUT, pred).unwrap_or_else(|| {
+            // The daemon skips events for a watcher that falls behind and
+            // says how many; a loaded machine shows here.
+            let lagged: u64 = self.seen.iter().filter_map(|v| v["lagged"].as_u64()).sum();
             panic!(
-                "no event {what} within {EVENT_TIMEOUT:?}; {} events seen",
+                "no event {what} within {EVENT_TIMEOUT:?}; {} events seen, {lagged} skipped for this watcher",
                 self.seen.len()
             )
         })
