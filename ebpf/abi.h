@@ -78,7 +78,12 @@
 #define EA_EVT_PRCTL 51
 #define EA_EVT_SETSID 52
 #define EA_EVT_SETPGID 53
-#define EA_EVT_MAX 54          /* one past the highest id; sizes per-type tables */
+#define EA_EVT_LISTEN 54
+#define EA_EVT_SENDTO 55
+#define EA_EVT_SENDMSG 56
+#define EA_EVT_RECVFROM 57
+#define EA_EVT_RECVMSG 58
+#define EA_EVT_MAX 59          /* one past the highest id; sizes per-type tables */
 
 /* ---- per-CPU counters (index into the `ea_counters` map) ---------------- */
 #define EA_CNT_SEEN 0          /* hook runs that could have produced a record */
@@ -91,7 +96,8 @@
 #define EA_CNT_KILLED 7        /* denied execs killed with SIGKILL */
 #define EA_CNT_LOST_UNREPORTED 8 /* internal: losses not yet sent as EA_EVT_LOSS */
 #define EA_CNT_FILTERED_CGROUP 9 /* dropped: task in a cgroup of exclude_cgroups */
-#define EA_CNT_FILTERED_ARGS 10 /* dropped: arguments no rule reads (bpf map access, prctl queries) */
+#define EA_CNT_FILTERED_ARGS 10 /* dropped: arguments no rule reads (bpf map access, prctl
+				 * queries, data to or from the peer a socket last named) */
 #define EA_CNT_MAX 11
 
 /* ---- bounds ------------------------------------------------------------ */
@@ -185,7 +191,8 @@ struct ea_sock {
  *   OPEN/OPENAT/OPENAT2/CREAT  arg0 flags, arg1 mode, arg2 dirfd, arg3
  *                    openat2 resolve; str0 path as passed; res fd or -errno
  *   CONNECT          arg0 fd; sock: remote from the caller's sockaddr, local
- *                    from the socket; str0 unix socket path
+ *                    from the socket (state after the call); str0 unix
+ *                    socket path
  *   ACCEPT/ACCEPT4   arg0 listening fd, arg1 accept4 flags; sock from the new
  *                    fd; str0 unix socket path; res new fd
  *   PTRACE           arg0 request, arg1 target pid
@@ -228,6 +235,16 @@ struct ea_sock {
  *                    tracing are sent
  *                    (ea_prctl_reported()); the rest are counted in
  *                    EA_CNT_FILTERED_ARGS.
+ *   LISTEN           arg0 fd, arg1 backlog; sock from the fd
+ *   SENDTO/SENDMSG/RECVFROM/RECVMSG  arg0 fd, arg1 flags; sock: local end
+ *                    from the socket, remote end from the address the call
+ *                    names; res bytes moved. Sent only for a socket that is
+ *                    not connected, with an address, when that address is
+ *                    not the one this fd last named (Falco's
+ *                    fd.name_changed): the first datagram to or from each
+ *                    new peer. The rest, the data path, stays in the
+ *                    kernel (counted in EA_CNT_FILTERED_ARGS when the peer
+ *                    is unchanged or the call failed).
  *   SETSID           arg8/arg9 the process's ids after the call
  *   SETPGID          arg0 pid, arg1 pgid as passed; arg8/arg9 the caller's
  *                    ids after the call

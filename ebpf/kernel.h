@@ -52,6 +52,7 @@ enum {
 #define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
+#define TCP_ESTABLISHED 1 /* also a connected UDP socket's state */
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
 
 #define PRESERVE __attribute__((preserve_access_index))
@@ -268,6 +269,7 @@ struct sock_common {
 	__be16 skc_dport;
 	__u16 skc_num;
 	unsigned short skc_family;
+	volatile unsigned char skc_state;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 } PRESERVE;

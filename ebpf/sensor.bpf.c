@@ -150,6 +150,25 @@ struct {
 	__type(value, __u8);
 } ea_exclude_paths SEC(".maps");
 
+/* The peer each socket fd last sent to or received from, for the data
+ * calls (sendto, recvfrom, ...): only a new peer makes a record. Keyed by
+ * tgid << 32 | fd; the socket pointer tells a reused fd number from the
+ * old socket. LRU: a closed fd's entry ages out, no close hook needed. */
+struct ea_peer {
+	__u64 sk;
+	__u16 family;
+	__u16 port;
+	__u32 _pad;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct ea_peer);
+} ea_peers SEC(".maps");
+
 /* FNV-1a hashes of denied executable paths (EA_DENY_SEED_PATH) and names
  * (EA_DENY_SEED_NAME). */
 struct {
@@ -466,6 +485,7 @@ static __always_inline int put_sock(struct ea_scratch *s, int slot, struct file 
 	o->family = family;
 	o->type = BPF_CORE_READ(sk, sk_type);
 	o->proto = BPF_CORE_READ(sk, sk_protocol);
+	o->state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	if (family == AF_INET) {
 		bpf_core_read(o->laddr, 4, &sk->__sk_common.skc_rcv_saddr);
 		bpf_core_read(o->raddr, 4, &sk->__sk_common.skc_daddr);
@@ -511,6 +531,61 @@ static __always_inline __u32 put_base_dir(struct ea_scratch *s, __s32 dirfd,
 		return put_path(s, 1, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt),
 				&fs->root, pos);
 	return put_file_path(s, 1, fd_file(task, (__u32)dirfd), task, pos);
+}
+
+/* The remote end from a caller's sockaddr (user memory, `alen` bytes) into
+ * rec.sock; a unix socket's path into string 0. */
+static __always_inline void put_peer(struct ea_scratch *s, __u64 uaddr, __u64 alen, __u32 *pos)
+{
+	if (alen > EA_SOCKADDR_MAX)
+		alen = EA_SOCKADDR_MAX;
+	if (alen < 2 || bpf_probe_read_user(s->sockaddr, alen, (void *)uaddr) != 0)
+		return;
+	__u16 family = *(__u16 *)&s->sockaddr[0];
+	struct ea_sock *o = &s->rec.sock;
+	if (family == AF_INET && alen >= 8) {
+		o->family = family;
+		o->rport = bpf_ntohs(*(__u16 *)&s->sockaddr[2]);
+		__builtin_memcpy(o->raddr, &s->sockaddr[4], 4);
+	} else if (family == AF_INET6 && alen >= 24) {
+		o->family = family;
+		o->rport = bpf_ntohs(*(__u16 *)&s->sockaddr[2]);
+		__builtin_memcpy(o->raddr, &s->sockaddr[8], 16);
+	} else if (family == AF_UNIX && *pos < EA_DATA_MAX) {
+		o->family = family;
+		__u32 p = *pos;
+		__u32 plen = alen - 2;
+		if (plen > 108)
+			plen = 108;
+		bpf_probe_read_kernel(&s->data[BOUND(p, EA_DATA_MASK)], 108, &s->sockaddr[2]);
+		s->data[BOUND(p + plen, EA_BUF_MASK)] = 0;
+		s->rec.str[0].off = p;
+		s->rec.str[0].len = plen;
+		*pos = p + plen + 1;
+	}
+}
+
+/* Is the peer in rec.sock other than the one this fd (this socket) last
+ * named? Remembers it either way. */
+static __always_inline int peer_changed(struct ea_scratch *s, __u64 pid_tgid, __u32 fd, __u64 sk)
+{
+	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | fd;
+	struct ea_peer now = {};
+	struct ea_sock *o = &s->rec.sock;
+
+	now.sk = sk;
+	now.family = o->family;
+	now.port = o->rport;
+	__builtin_memcpy(now.addr, o->raddr, sizeof(now.addr));
+	if (o->family == AF_UNIX)
+		bpf_probe_read_kernel(now.addr, sizeof(now.addr), &s->sockaddr[2]);
+	struct ea_peer *last = bpf_map_lookup_elem(&ea_peers, &key);
+	if (last && last->sk == now.sk && last->family == now.family && last->port == now.port &&
+	    *(__u64 *)&last->addr[0] == *(__u64 *)&now.addr[0] &&
+	    *(__u64 *)&last->addr[8] == *(__u64 *)&now.addr[8])
+		return 0;
+	bpf_map_update_elem(&ea_peers, &key, &now, BPF_ANY);
+	return 1;
 }
 
 /* Is the path string in the data area at [off, off+len) below a prefix in
@@ -868,6 +943,24 @@ int ea_exit(struct bpf_raw_tracepoint_args *ctx)
 
 /* ---- syscalls ------------------------------------------------------------ */
 
+/* The data calls that name a peer. */
+static __always_inline int is_data(__u32 t)
+{
+	return t == EA_EVT_SENDTO || t == EA_EVT_SENDMSG || t == EA_EVT_RECVFROM ||
+	       t == EA_EVT_RECVMSG;
+}
+
+/* The socket behind `fd` of the current task is connected (a connected
+ * UDP socket too): its data calls name no new peer. */
+static __always_inline int fd_connected(__u64 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file *f = fd_file(task, fd);
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	return sk && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_ESTABLISHED;
+}
+
 static __always_inline int is_open(__u32 t)
 {
 	return t == EA_EVT_OPEN || t == EA_EVT_OPENAT || t == EA_EVT_OPENAT2 || t == EA_EVT_CREAT;
@@ -922,6 +1015,18 @@ int ea_sys_enter(struct ea_sys_enter_ctx *ctx)
 
 	/* dup2/dup3 matter only onto stdin, stdout, stderr; skip before counting. */
 	if ((t == EA_EVT_DUP2 || t == EA_EVT_DUP3) && pe.args[1] > 2)
+		return 0;
+	/* The data calls matter only when they name a peer, on a socket that
+	 * is not connected; skip the data path before counting. */
+	if (t == EA_EVT_SENDMSG || t == EA_EVT_RECVMSG) {
+		/* struct user_msghdr: msg_name at 0, msg_namelen at 8. */
+		__u64 hdr[2] = {};
+		bpf_probe_read_user(hdr, sizeof(hdr), (void *)pe.args[1]);
+		pe.args[3] = pe.args[2];
+		pe.args[4] = hdr[0];
+		pe.args[5] = t == EA_EVT_SENDMSG ? (__u32)hdr[1] : pe.args[1];
+	}
+	if (is_data(t) && (!pe.args[4] || fd_connected(pe.args[0])))
 		return 0;
 	if (t == EA_EVT_CLONE3) {
 		__u64 flags = 0;
@@ -1150,33 +1255,34 @@ int ea_sys_exit_net(struct ea_sys_exit_ctx *ctx)
 	if (t == EA_EVT_CONNECT) {
 		s->rec.arg[0] = (__s32)a[0];
 		put_sock(s, 0, fd_file(task, (__u32)a[0]), &pos);
-		__u64 alen = a[2];
-		if (alen > EA_SOCKADDR_MAX)
-			alen = EA_SOCKADDR_MAX;
-		if (alen >= 2 &&
-		    bpf_probe_read_user(s->sockaddr, alen, (void *)a[1]) == 0) {
-			__u16 family = *(__u16 *)&s->sockaddr[0];
-			struct ea_sock *o = &s->rec.sock;
-			if (family == AF_INET && alen >= 8) {
-				o->family = family;
-				o->rport = bpf_ntohs(*(__u16 *)&s->sockaddr[2]);
-				__builtin_memcpy(o->raddr, &s->sockaddr[4], 4);
-			} else if (family == AF_INET6 && alen >= 24) {
-				o->family = family;
-				o->rport = bpf_ntohs(*(__u16 *)&s->sockaddr[2]);
-				__builtin_memcpy(o->raddr, &s->sockaddr[8], 16);
-			} else if (family == AF_UNIX && pos < EA_DATA_MAX) {
-				o->family = family;
-				__u32 plen = alen - 2;
-				if (plen > 108)
-					plen = 108;
-				bpf_probe_read_kernel(&s->data[BOUND(pos, EA_DATA_MASK)], 108,
-						      &s->sockaddr[2]);
-				s->data[BOUND(pos + plen, EA_BUF_MASK)] = 0;
-				s->rec.str[0].off = pos;
-				s->rec.str[0].len = plen;
-				pos += plen + 1;
-			}
+		put_peer(s, a[1], a[2], &pos);
+	} else if (t == EA_EVT_LISTEN) {
+		s->rec.arg[0] = (__s32)a[0];
+		s->rec.arg[1] = (__s32)a[1];
+		put_sock(s, 0, fd_file(task, (__u32)a[0]), &pos);
+	} else if (is_data(t)) {
+		if (ret < 0) {
+			count(EA_CNT_FILTERED_ARGS);
+			return 0;
+		}
+		/* a[4]: the caller's sockaddr; a[5]: its length (sendto,
+		 * sendmsg) or where the kernel wrote it (recvfrom: socklen_t *,
+		 * recvmsg: the msghdr). */
+		__u32 alen = a[5];
+		if (t == EA_EVT_RECVFROM)
+			bpf_probe_read_user(&alen, sizeof(alen), (void *)a[5]);
+		else if (t == EA_EVT_RECVMSG)
+			bpf_probe_read_user(&alen, sizeof(alen), (char *)a[5] + 8);
+		struct file *f = fd_file(task, (__u32)a[0]);
+		struct socket *sock = BPF_CORE_READ(f, private_data);
+		__u64 sk = (__u64)BPF_CORE_READ(sock, sk);
+		s->rec.arg[0] = (__s32)a[0];
+		s->rec.arg[1] = (__u32)a[3];
+		put_sock(s, 0, f, &pos);
+		put_peer(s, a[4], alen, &pos);
+		if (!peer_changed(s, id, (__u32)a[0], sk)) {
+			count(EA_CNT_FILTERED_ARGS);
+			return 0;
 		}
 	} else if (t == EA_EVT_ACCEPT || t == EA_EVT_ACCEPT4) {
 		s->rec.arg[0] = (__s32)a[0];

@@ -1343,3 +1343,72 @@ fn userfaultfd_prctl_and_session_changes_are_seen() {
         .count();
     assert_eq!(prctls, 1, "PR_GET_NAME stays in the kernel");
 }
+
+#[test]
+fn datagrams_are_seen_once_per_new_peer_and_listens_with_their_socket() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    let me = std::process::id() as i64;
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (a1, a2) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+    for _ in 0..20 {
+        sender.send_to(b"x", a1).unwrap();
+    }
+    sender.send_to(b"y", a2).unwrap();
+    let mut buf = [0u8; 8];
+    for _ in 0..20 {
+        first.recv_from(&mut buf).unwrap();
+    }
+    // A connected datagram socket names no new peer.
+    let connected = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    connected.connect(a2).unwrap();
+    connected.send(b"z").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let lport = i64::from(listener.local_addr().unwrap().port());
+
+    let to = |port: u16| {
+        move |e: &serde_json::Value| {
+            is_type(e, &["sendto", "sendmsg"])
+                && pid_of(e) == Some(me)
+                && str_at(e, "fd.remote").is_some_and(|r| r.ends_with(&format!(":{port}")))
+        }
+    };
+    let first_send = w.expect("a datagram to the first peer", to(a1.port()));
+    assert_eq!(str_at(&first_send, "fd.l4proto"), Some("udp"));
+    assert_eq!(at(&first_send, "fd.connected"), false);
+    assert_eq!(at(&first_send, "fd.name_changed"), true);
+    w.expect("a datagram to the second peer", to(a2.port()));
+    w.expect("a datagram received from the sender", |e| {
+        is_type(e, &["recvfrom", "recvmsg"])
+            && pid_of(e) == Some(me)
+            && str_at(e, "fd.local") == Some(a1.to_string().as_str())
+    });
+    let l = w.expect("listen", |e| {
+        is_type(e, &["listen"])
+            && pid_of(e) == Some(me)
+            && str_at(e, "fd.local").is_some_and(|a| a.ends_with(&format!(":{lport}")))
+    });
+    assert_eq!(
+        i64_at(&l, "evt.args.fd"),
+        Some(i64::from(listener.as_raw_fd()))
+    );
+    let seen = w.collect(Duration::from_millis(500));
+    let sends_to_first = seen.iter().filter(|e| to(a1.port())(e)).count();
+    assert_eq!(sends_to_first, 1, "20 datagrams to one peer are one event");
+    let from_connected = seen
+        .iter()
+        .filter(|e| {
+            is_type(e, &["sendto", "sendmsg"])
+                && str_at(e, "fd.local")
+                    == Some(connected.local_addr().unwrap().to_string().as_str())
+        })
+        .count();
+    assert_eq!(
+        from_connected, 0,
+        "a connected socket's data stays in the kernel"
+    );
+}

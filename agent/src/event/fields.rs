@@ -347,6 +347,7 @@ args! {
     Arg2Str = "arg2_str", Str, |e| opt_text(&e.evt.args.arg2_str);
     Arg2Int = "arg2_int", Int, |e| opt_int(e.evt.args.arg2_int);
     Pgid = "pgid", Int, |e| opt_int(e.evt.args.pgid);
+    Backlog = "backlog", Int, |e| opt_int(e.evt.args.backlog);
 }
 
 impl Arg {

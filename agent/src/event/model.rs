@@ -128,6 +128,11 @@ event_types! {
     Prctl       = "prctl",        args(Option, Arg2Str, Arg2Int), flags Numeric;
     Setsid      = "setsid",       args(),                         flags Numeric;
     Setpgid     = "setpgid",      args(Pid, Pgid),                flags Numeric;
+    Listen      = "listen",       args(Fd, Backlog),              flags Numeric;
+    Sendto      = "sendto",       args(Fd, Tuple),                flags Numeric;
+    Sendmsg     = "sendmsg",      args(Fd, Tuple),                flags Numeric;
+    Recvfrom    = "recvfrom",     args(Fd, Tuple),                flags Numeric;
+    Recvmsg     = "recvmsg",      args(Fd, Tuple),                flags Numeric;
 }
 
 impl EventType {
@@ -282,6 +287,9 @@ pub struct Args {
     /// setpgid: the process group asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pgid: Option<i64>,
+    /// listen: the backlog asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<i64>,
 }
 
 impl Args {
@@ -498,6 +506,14 @@ pub struct Fd {
     pub role: Option<Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l4proto: Option<L4Proto>,
+    /// `fd.connected`: the socket is connected (a connected UDP socket
+    /// too), as the kernel said at the event; unknown for files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// `fd.name_changed`: this event gave the fd a new name (a datagram to
+    /// or from a peer other than the last one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub name_changed: bool,
 }
 
 impl Fd {
@@ -510,6 +526,8 @@ impl Fd {
             remote: None,
             role: None,
             l4proto: None,
+            connected: None,
+            name_changed: false,
         }
     }
 
@@ -538,6 +556,8 @@ impl Fd {
             remote: Some(remote),
             role: Some(role),
             l4proto: Some(l4proto),
+            connected: None,
+            name_changed: false,
         }
     }
 

@@ -474,13 +474,8 @@ fn reverse_shell_socket_duped_onto_stdio() {
     );
     // A unix socket on stdin (systemd-style activation by another program).
     let unix = Fd {
-        num: 3,
         ty: FdType::Unix,
-        name: "/run/app.sock".into(),
-        local: None,
-        remote: None,
-        role: None,
-        l4proto: None,
+        ..Fd::file(3, "/run/app.sock")
     };
     assert_quiet(rule, &dup2(0, unix).0);
 }

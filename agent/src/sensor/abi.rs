@@ -115,13 +115,18 @@ pub enum Kind {
     Prctl = 51,
     Setsid = 52,
     Setpgid = 53,
+    Listen = 54,
+    Sendto = 55,
+    Sendmsg = 56,
+    Recvfrom = 57,
+    Recvmsg = 58,
 }
 
 /// `EA_EVT_MAX`: one past the highest id.
-pub const KIND_MAX: u16 = 54;
+pub const KIND_MAX: u16 = 59;
 
 impl Kind {
-    pub const ALL: [Kind; 53] = [
+    pub const ALL: [Kind; 58] = [
         Kind::Loss,
         Kind::Execve,
         Kind::Execveat,
@@ -175,6 +180,11 @@ impl Kind {
         Kind::Prctl,
         Kind::Setsid,
         Kind::Setpgid,
+        Kind::Listen,
+        Kind::Sendto,
+        Kind::Sendmsg,
+        Kind::Recvfrom,
+        Kind::Recvmsg,
     ];
 
     pub fn from_id(id: u16) -> Option<Kind> {
@@ -239,6 +249,11 @@ impl Kind {
             Kind::Prctl => T::Prctl,
             Kind::Setsid => T::Setsid,
             Kind::Setpgid => T::Setpgid,
+            Kind::Listen => T::Listen,
+            Kind::Sendto => T::Sendto,
+            Kind::Sendmsg => T::Sendmsg,
+            Kind::Recvfrom => T::Recvfrom,
+            Kind::Recvmsg => T::Recvmsg,
         })
     }
 }

@@ -52,6 +52,8 @@ pub struct Enricher {
 }
 
 const AT_FDCWD: i64 = libc::AT_FDCWD as i64;
+/// The kernel's `sk_state` of a connected socket (TCP, and UDP after connect()).
+const TCP_ESTABLISHED: u8 = 1;
 
 impl Enricher {
     pub fn new(
@@ -153,13 +155,38 @@ impl Enricher {
                 fd = Some(f);
             }
             Kind::Connect => {
-                fd = Some(sock_fd(&r, r.arg[0], Role::Client));
+                let mut f = sock_fd(&r, r.arg[0], Role::Client);
+                f.connected = Some(h.res == 0 || r.sock.state == TCP_ESTABLISHED);
+                f.name_changed = h.res == 0 || h.res == -i64::from(libc::EINPROGRESS);
+                fd = Some(f);
             }
             Kind::Accept | Kind::Accept4 => {
                 if r.arg[1] != 0 {
                     args.flags = Some(r.arg[1] as u64);
                 }
-                fd = Some(sock_fd(&r, fd_num(h.res), Role::Server));
+                let mut f = sock_fd(&r, fd_num(h.res), Role::Server);
+                f.connected = Some(h.res >= 0);
+                fd = Some(f);
+            }
+            Kind::Listen => {
+                args.fd = Some(r.arg[0]);
+                args.backlog = Some(r.arg[1]);
+                let mut f = sock_fd(&r, r.arg[0], Role::Server);
+                f.connected = Some(false);
+                fd = Some(f);
+            }
+            Kind::Sendto | Kind::Sendmsg | Kind::Recvfrom | Kind::Recvmsg => {
+                // The kernel sends these only for a new peer of a socket
+                // that is not connected.
+                args.fd = Some(r.arg[0]);
+                let role = match r.h.kind {
+                    Kind::Sendto | Kind::Sendmsg => Role::Client,
+                    _ => Role::Server,
+                };
+                let mut f = sock_fd(&r, r.arg[0], role);
+                f.connected = Some(r.sock.state == TCP_ESTABLISHED);
+                f.name_changed = true;
+                fd = Some(f);
             }
             Kind::Ptrace => {
                 args.request = Some(r.arg[0] as u64);
@@ -241,7 +268,9 @@ impl Enricher {
                 }
                 let num = fd_num(h.res);
                 fd = if r.sock.family != 0 {
-                    Some(sock_fd(&r, num, Role::Client))
+                    let mut f = sock_fd(&r, num, Role::Client);
+                    f.connected = Some(r.sock.state == TCP_ESTABLISHED);
+                    Some(f)
                 } else {
                     r.string(0).map(|p| Fd::file(num, &p))
                 };
@@ -341,13 +370,10 @@ impl Enricher {
                 args.sock_type = Some(ty);
                 args.proto = Some(proto);
                 fd = Some(Fd {
-                    num: fd_num(h.res),
                     ty: family_fd_type(domain as u16),
-                    name: String::new(),
-                    local: None,
-                    remote: None,
-                    role: None,
                     l4proto: l4proto(proto as u16, ty as u16),
+                    connected: Some(false),
+                    ..Fd::file(fd_num(h.res), "")
                 });
             }
         }
@@ -1010,6 +1036,60 @@ mod tests {
         let o = event(&mut e, &other);
         assert_eq!(field(&o, "evt.arg.pgid", None), "61");
         assert_eq!(o.proc.pgid, 60);
+    }
+
+    #[test]
+    fn datagrams_to_a_new_peer_and_listens_carry_the_socket_state() {
+        let mut e = enricher();
+        let mut sock = Sock {
+            family: libc::AF_INET as u16,
+            ty: libc::SOCK_DGRAM as u16,
+            proto: libc::IPPROTO_UDP as u16,
+            lport: 50000,
+            rport: 3333,
+            ..Default::default()
+        };
+        sock.raddr[..4].copy_from_slice(&[198, 51, 100, 7]);
+        let send = RecordBuilder::new(Kind::Sendto)
+            .task(70, 70, 1, "xmrig")
+            .arg(0, 7)
+            .res(64)
+            .sock(&sock)
+            .build();
+        let s = event(&mut e, &send);
+        assert_eq!(
+            field(&s, "fd.name", None),
+            "0.0.0.0:50000->198.51.100.7:3333"
+        );
+        assert_eq!(field(&s, "fd.sip", None), "198.51.100.7");
+        assert_eq!(field(&s, "fd.l4proto", None), "udp");
+        let f = s.fd.as_ref().unwrap();
+        assert_eq!((f.connected, f.name_changed), (Some(false), true));
+        let recv = RecordBuilder::new(Kind::Recvmsg)
+            .task(70, 70, 1, "xmrig")
+            .arg(0, 7)
+            .res(64)
+            .sock(&sock)
+            .build();
+        let r = event(&mut e, &recv);
+        assert_eq!(
+            field(&r, "fd.cip", None),
+            "198.51.100.7",
+            "the peer sent it"
+        );
+        sock.ty = libc::SOCK_STREAM as u16;
+        sock.proto = libc::IPPROTO_TCP as u16;
+        sock.state = 10; // TCP_LISTEN
+        let listen = RecordBuilder::new(Kind::Listen)
+            .task(70, 70, 1, "nc")
+            .arg(0, 3)
+            .arg(1, 5)
+            .sock(&sock)
+            .build();
+        let l = event(&mut e, &listen);
+        assert_eq!(field(&l, "evt.arg.backlog", None), "5");
+        assert_eq!(field(&l, "fd.sport", None), "50000");
+        assert_eq!(l.fd.as_ref().unwrap().connected, Some(false));
     }
 
     #[test]

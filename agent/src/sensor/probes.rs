@@ -256,6 +256,20 @@ pub fn table() -> Vec<Probe> {
         sys("dup2", x86!(SYS_dup2), Kind::Dup2, NET, false, OLD),
         sys("dup3", nr!(SYS_dup3), Kind::Dup3, NET, true, OLD),
         sys("socket", nr!(SYS_socket), Kind::Socket, NET, true, OLD),
+        sys("listen", nr!(SYS_listen), Kind::Listen, NET, true, OLD),
+        // The data calls: the kernel sends only a new peer of a socket that
+        // is not connected; the data path stays in the kernel.
+        sys("sendto", nr!(SYS_sendto), Kind::Sendto, NET, true, OLD),
+        sys("sendmsg", nr!(SYS_sendmsg), Kind::Sendmsg, NET, true, OLD),
+        sys(
+            "recvfrom",
+            nr!(SYS_recvfrom),
+            Kind::Recvfrom,
+            NET,
+            true,
+            OLD,
+        ),
+        sys("recvmsg", nr!(SYS_recvmsg), Kind::Recvmsg, NET, true, OLD),
         sys("chmod", x86!(SYS_chmod), Kind::Chmod, FILE, false, OLD),
         sys("fchmod", nr!(SYS_fchmod), Kind::Fchmod, FILE, true, OLD),
         sys(
