@@ -78,6 +78,14 @@ fn processes_in_a_kubernetes_container_carry_its_pod_image_mounts_and_users() {
         "{exec:#}"
     );
     assert!(i64_at(&exec, "container.start_ts").unwrap() > 0);
+    // The container's first process is pid 1 in its own pid namespace.
+    let init = w.expect("the container's first exec", |e| {
+        is_type(e, &["execve"])
+            && str_at(e, "container.id") == Some(short)
+            && str_at(e, "proc.cmdline").is_some_and(|c| c.starts_with("sh -c echo hi"))
+    });
+    assert_eq!(i64_at(&init, "proc.vpid"), Some(1), "{init:#}");
+    assert_ne!(i64_at(&init, "proc.pid"), Some(1));
 
     let open = w.expect("a write inside the container", |e| {
         str_at(e, "fd.name") == Some("/tmp/in-container")

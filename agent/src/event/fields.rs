@@ -469,9 +469,12 @@ fields! {
         |e| e.open_flags().map_or(Absent, |fl| {
             Bool(fl & libc::O_ACCMODE as u64 != libc::O_RDONLY as u64)
         });
-    /// The sensor does not record exec permission on opens.
-    EvtIsOpenExec = "evt.is_open_exec", Bool, Never, Stored,
-        |_e| Absent;
+    /// An open that creates a file with an execute bit in its mode.
+    EvtIsOpenExec = "evt.is_open_exec", Bool, Filled, Stored,
+        |e| e.open_flags().map_or(Absent, |fl| {
+            let creates = fl & (libc::O_CREAT | libc::O_TMPFILE) as u64 != 0;
+            Bool(creates && e.evt.args.mode.is_some_and(|m| m & 0o111 != 0))
+        });
     /// Every present argument as `name=value`.
     EvtArgs = "evt.args", Str, Filled, Rendered,
         |e| owned(e.render_args());
@@ -548,11 +551,63 @@ fields! {
             Int((e.evt.time - e.proc.start_time) as i64)
         };
 
+    /// The pid in the process's own pid namespace (1 for a container's first process).
+    ProcVpid = "proc.vpid", Int, Filled, Stored,
+        |e| if e.proc.vpid == 0 { Absent } else { Int(e.proc.vpid.into()) };
+    /// The process group in the process's own pid namespace.
+    ProcVpgid = "proc.vpgid", Int, Filled, Stored,
+        |e| if e.proc.vpgid == 0 { Absent } else { Int(e.proc.vpgid.into()) };
+    /// The process leads its process group (typed at a terminal, not run by a script).
+    ProcIsVpgidLeader = "proc.is_vpgid_leader", Bool, Filled, Stored,
+        |e| if e.proc.vpid == 0 || e.proc.vpgid == 0 {
+            Absent
+        } else {
+            Bool(e.proc.vpid == e.proc.vpgid)
+        };
+    /// The session leader's name: the eldest known ancestor in the same session.
+    ProcSname = "proc.sname", Str, Filled, Stored,
+        |e| if e.proc.sid == 0 {
+            Absent
+        } else {
+            std::iter::once(&*e.proc)
+                .chain(e.ancestors.iter().map(|a| &**a))
+                .take_while(|p| p.sid == e.proc.sid)
+                .last()
+                .map_or(Absent, |p| text(&p.name))
+        };
+    /// The environment at exec, `NAME=value` entries joined by spaces.
+    ProcEnv = "proc.env", Str, Filled, Stored,
+        |e| e.proc.env.as_deref().map_or(Absent, text);
+    /// The executable's inode number.
+    ProcExeIno = "proc.exe_ino", Int, Filled, Stored,
+        |e| opt_int(e.proc.exe_ino.map(|v| v as i64));
+    /// The executable's ctime, ns since the Unix epoch.
+    ProcExeInoCtime = "proc.exe_ino.ctime", Int, Filled, Stored,
+        |e| opt_int(e.proc.exe_ino_ctime.map(|v| v as i64));
+    /// The executable's mtime, ns since the Unix epoch.
+    ProcExeInoMtime = "proc.exe_ino.mtime", Int, Filled, Stored,
+        |e| opt_int(e.proc.exe_ino_mtime.map(|v| v as i64));
+    /// Process start minus the executable's ctime, ns: small for a binary
+    /// written just before it ran.
+    ProcExeInoCtimeDurationProcStart = "proc.exe_ino.ctime_duration_proc_start", Int, Filled, Stored,
+        |e| match e.proc.exe_ino_ctime {
+            Some(c) if e.proc.start_time >= c && c > 0 => Int((e.proc.start_time - c) as i64),
+            _ => Absent,
+        };
+
     // ---- thread.*
     ThreadTid = "thread.tid", Int, Filled, Stored,
         |e| Int(e.tid.into());
+    /// At the event for setns/unshare (from before the call), else as of the exec.
     ThreadCapEffective = "thread.cap_effective", Str, Filled, Rendered,
-        |e| e.proc.cap_effective.map_or(Absent, |c| owned(render_caps(c)));
+        |e| e.caps.map(|c| c.effective).or(e.proc.cap_effective)
+            .map_or(Absent, |c| owned(render_caps(c)));
+    ThreadCapPermitted = "thread.cap_permitted", Str, Filled, Rendered,
+        |e| e.caps.map(|c| c.permitted).or(e.proc.cap_permitted)
+            .map_or(Absent, |c| owned(render_caps(c)));
+    ThreadCapInheritable = "thread.cap_inheritable", Str, Filled, Rendered,
+        |e| e.caps.map(|c| c.inheritable).or(e.proc.cap_inheritable)
+            .map_or(Absent, |c| owned(render_caps(c)));
 
     // ---- user.*, group.*
     UserUid = "user.uid", Int, Filled, Stored,
@@ -605,6 +660,13 @@ fields! {
         |e| port(e.fd.as_ref().and_then(|f| f.remote));
     FdL4proto = "fd.l4proto", Str, Filled, Stored,
         |e| e.fd.as_ref().and_then(|f| f.l4proto).map_or(Absent, |p| text(p.as_str()));
+    /// The socket is connected (a connected UDP socket too), from the
+    /// kernel's socket state at the event.
+    FdConnected = "fd.connected", Bool, Filled, Stored,
+        |e| e.fd.as_ref().and_then(|f| f.connected).map_or(Absent, Bool);
+    /// The event gave the fd a new name (a datagram to or from a new peer).
+    FdNameChanged = "fd.name_changed", Bool, Filled, Stored,
+        |e| e.fd.as_ref().map_or(Absent, |f| Bool(f.name_changed));
     FdSockfamily = "fd.sockfamily", Str, Filled, Stored,
         |e| match e.fd.as_ref().map(|f| f.ty) {
             Some(FdType::Ipv4 | FdType::Ipv6) => text("ip"),
@@ -958,11 +1020,96 @@ mod tests {
     }
 
     #[test]
-    fn fields_the_sensor_never_fills_say_so() {
-        for name in ["evt.is_open_exec", "proc.sid"] {
-            assert!(!Field::parse(name, None).unwrap().is_collected(), "{name}");
+    fn every_field_in_the_table_is_one_the_sensor_fills() {
+        for name in Field::names() {
+            if let Ok(f) = Field::parse(name, None) {
+                assert!(f.is_collected(), "{name}");
+            }
         }
-        assert!(Field::parse("proc.name", None).unwrap().is_collected());
+    }
+
+    #[test]
+    fn namespace_session_environment_and_inode_fields_read_the_process() {
+        let mut e = Event::new(
+            EventType::Execve,
+            Arc::new(Process::new(4000, 3999, "/bin/sh", &["sh"])),
+        );
+        for f in [
+            "proc.vpid",
+            "proc.vpgid",
+            "proc.is_vpgid_leader",
+            "proc.sname",
+            "proc.env",
+        ] {
+            assert!(get(&e, f, None).is_absent(), "{f} unknown is absent");
+        }
+        let shell = Process {
+            sid: 3000,
+            ..Process::new(3999, 3000, "/bin/bash", &["bash"])
+        };
+        let sshd = Process {
+            sid: 3000,
+            ..Process::new(3000, 1, "/usr/sbin/sshd", &["sshd"])
+        };
+        let init = Process {
+            sid: 1,
+            ..Process::new(1, 0, "/sbin/init", &["init"])
+        };
+        e.ancestors = vec![Arc::new(shell), Arc::new(sshd), Arc::new(init)];
+        let p = Arc::make_mut(&mut e.proc);
+        (p.vpid, p.vpgid, p.sid) = (1, 1, 3000);
+        p.env = Some(Arc::from("PATH=/bin GLIBC_TUNABLES=x"));
+        p.start_time = 10_000;
+        p.exe_ino_ctime = Some(9_000);
+        assert_eq!(get(&e, "proc.vpid", None), FieldValue::Int(1));
+        assert_eq!(
+            get(&e, "proc.is_vpgid_leader", None),
+            FieldValue::Bool(true)
+        );
+        assert_eq!(get(&e, "proc.sname", None).to_string(), "sshd");
+        assert_eq!(
+            get(&e, "proc.env", None).to_string(),
+            "PATH=/bin GLIBC_TUNABLES=x"
+        );
+        assert_eq!(
+            get(&e, "proc.exe_ino.ctime_duration_proc_start", None),
+            FieldValue::Int(1_000)
+        );
+    }
+
+    #[test]
+    fn thread_capabilities_prefer_those_read_at_the_event() {
+        let mut e = open_event("/x", 0);
+        Arc::make_mut(&mut e.proc).cap_permitted = Some(1 << 21);
+        assert_eq!(
+            get(&e, "thread.cap_permitted", None).to_string(),
+            "CAP_SYS_ADMIN"
+        );
+        e.caps = Some(crate::event::Caps {
+            permitted: 1 << 12,
+            ..Default::default()
+        });
+        assert_eq!(
+            get(&e, "thread.cap_permitted", None).to_string(),
+            "CAP_NET_ADMIN"
+        );
+        assert_eq!(get(&e, "thread.cap_inheritable", None).to_string(), "");
+    }
+
+    #[test]
+    fn open_exec_is_a_creating_open_with_an_execute_bit() {
+        let mut e = open_event("/tmp/x", libc::O_WRONLY | libc::O_CREAT);
+        e.evt.args.mode = Some(0o755);
+        assert_eq!(get(&e, "evt.is_open_exec", None), FieldValue::Bool(true));
+        e.evt.args.mode = Some(0o644);
+        assert_eq!(get(&e, "evt.is_open_exec", None), FieldValue::Bool(false));
+        let r = open_event("/tmp/x", libc::O_RDONLY);
+        assert_eq!(get(&r, "evt.is_open_exec", None), FieldValue::Bool(false));
+        let mut s = open_event("/tmp/x", 0);
+        s.fd.as_mut().unwrap().connected = Some(false);
+        s.fd.as_mut().unwrap().name_changed = true;
+        assert_eq!(get(&s, "fd.connected", None), FieldValue::Bool(false));
+        assert_eq!(get(&s, "fd.name_changed", None), FieldValue::Bool(true));
     }
 
     #[test]

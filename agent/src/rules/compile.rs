@@ -111,14 +111,8 @@ fn hint(field: &str) -> &'static str {
         "fd.sip.name" | "fd.cip.name" | "fd.rip.name" | "fd.lip.name" => {
             " (Falco resolves peer host names through DNS; this agent does not: compare fd.sip with the address instead)"
         }
-        "fd.connected" | "fd.name_changed" => {
-            " (the sensor keeps no per-fd socket state; it reports connect/accept results only)"
-        }
         f if f.starts_with("k8s.pod.label") || f.starts_with("k8s.ns.label") => {
             " (pod labels need the Kubernetes API; the agent reads only the runtime bundle)"
-        }
-        f if f.starts_with("proc.exe_ino") => {
-            " (the sensor does not record executable inode times)"
         }
         _ => "",
     }
@@ -1215,8 +1209,6 @@ mod tests {
             .collect();
         let e = compile_with("m0", &[], &chain).unwrap_err();
         assert!(matches!(e, CompileError::MacroDepth { .. }), "{e}");
-        let e = compile_with("evt.is_open_exec = true", &[], &[]).unwrap_err();
-        assert!(matches!(e, CompileError::NotCollected { .. }), "{e}");
         let e = compile_with("proc.pid = abc", &[], &[]).unwrap_err();
         assert_eq!(e.to_string(), "proc.pid =: \"abc\" is not a number");
     }

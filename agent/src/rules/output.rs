@@ -195,13 +195,13 @@ mod tests {
     #[test]
     fn fields_substitute_and_absent_prints_na() {
         let (f, unknown) = OutputFormat::parse(
-            "Shell %proc.name (parent=%proc.pname gp=%proc.aname[2] pod=%k8s.pod.name sname=%proc.sname) 100%% sure. pid=%proc.pid.",
+            "Shell %proc.name (parent=%proc.pname gp=%proc.aname[2] pod=%k8s.pod.name vgname=%proc.vpgid.name) 100%% sure. pid=%proc.pid.",
         );
-        assert_eq!(unknown, ["proc.sname"]);
+        assert_eq!(unknown, ["proc.vpgid.name"]);
         let (text, fields) = f.render(&ev());
         assert_eq!(
             text,
-            "Shell sh (parent=init gp=<NA> pod=<NA> sname=<NA>) 100% sure. pid=7."
+            "Shell sh (parent=init gp=<NA> pod=<NA> vgname=<NA>) 100% sure. pid=7."
         );
         assert_eq!(fields["proc.name"], "sh");
         assert_eq!(fields["proc.pid"], 7);
