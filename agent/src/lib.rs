@@ -23,6 +23,7 @@ pub mod sensor;
 pub mod stage;
 pub mod status;
 pub mod systemd;
+pub mod unix_time;
 pub mod uplink;
 
 /// This build's version (from Cargo.toml).

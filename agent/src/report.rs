@@ -5,11 +5,13 @@
 //! wait on it: when the outbox stage is behind, `try_send` refuses and the
 //! refusal is counted per class, so no loss is silent. Never touches disk.
 
+use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
@@ -53,6 +55,70 @@ impl Class {
 
     pub fn from_index(i: u8) -> Option<Class> {
         Class::ALL.get(usize::from(i)).copied()
+    }
+}
+
+/// One `T` per record class, indexed by [`Class`]. Serializes as an object
+/// keyed by class name in drain order (`{"critical_alert": .., "alert":
+/// .., "node_event": .., "metrics": ..}`), the form status, the state
+/// message and the listings show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PerClass<T>([T; 4]);
+
+impl<T> PerClass<T> {
+    /// The value of each class from `f`.
+    pub fn from_fn(mut f: impl FnMut(Class) -> T) -> Self {
+        PerClass(Class::ALL.map(&mut f))
+    }
+
+    /// Each class with its value, in drain order.
+    pub fn iter(&self) -> impl Iterator<Item = (Class, &T)> {
+        Class::ALL.into_iter().zip(&self.0)
+    }
+
+    /// The values, in drain order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter()
+    }
+
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> PerClass<U> {
+        PerClass(self.0.map(f))
+    }
+}
+
+impl PerClass<u64> {
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// Values in [`Class::ALL`] order.
+impl<T> From<[T; 4]> for PerClass<T> {
+    fn from(values: [T; 4]) -> Self {
+        PerClass(values)
+    }
+}
+
+impl<T> Index<Class> for PerClass<T> {
+    type Output = T;
+    fn index(&self, class: Class) -> &T {
+        &self.0[class.index()]
+    }
+}
+
+impl<T> IndexMut<Class> for PerClass<T> {
+    fn index_mut(&mut self, class: Class) -> &mut T {
+        &mut self.0[class.index()]
+    }
+}
+
+impl<T: Serialize> Serialize for PerClass<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(4))?;
+        for (class, v) in self.iter() {
+            map.serialize_entry(class.as_str(), v)?;
+        }
+        map.end()
     }
 }
 
@@ -134,17 +200,17 @@ impl Report {
 
 /// Reports refused because the channel was full, by class.
 #[derive(Debug, Default)]
-pub struct DropCounters([AtomicU64; 4]);
+pub struct DropCounters(PerClass<AtomicU64>);
 
 impl DropCounters {
     pub fn get(&self, class: Class) -> u64 {
-        self.0[class.index()].load(Ordering::Relaxed)
+        self.0[class].load(Ordering::Relaxed)
     }
     pub fn total(&self) -> u64 {
-        Class::ALL.iter().map(|c| self.get(*c)).sum()
+        self.0.values().map(|n| n.load(Ordering::Relaxed)).sum()
     }
     fn add(&self, class: Class) {
-        self.0[class.index()].fetch_add(1, Ordering::Relaxed);
+        self.0[class].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -211,6 +277,21 @@ mod tests {
         assert_eq!(tx.dropped().get(Class::CriticalAlert), 1);
         assert_eq!(tx.dropped().get(Class::Metrics), 1);
         assert_eq!(tx.dropped().total(), 2);
+    }
+
+    #[test]
+    fn per_class_values_serialize_keyed_by_class_name_in_drain_order() {
+        let v = PerClass::from([1u64, 2, 3, 4]);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"critical_alert":1,"alert":2,"node_event":3,"metrics":4}"#
+        );
+        assert_eq!(v[Class::NodeEvent], 3);
+        assert_eq!(v.total(), 10);
+        assert_eq!(
+            PerClass::from_fn(Class::index),
+            PerClass::from([0, 1, 2, 3])
+        );
     }
 
     #[test]

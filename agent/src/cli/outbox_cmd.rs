@@ -68,7 +68,7 @@ pub async fn outbox(config_path: &Path, as_json: bool, limit: usize) -> anyhow::
 fn age(created_ms: Option<u64>) -> String {
     match created_ms {
         Some(ms) if ms > 0 => {
-            let now = crate::outbox::store::now_ms();
+            let now = crate::unix_time::now_millis();
             let secs = now.saturating_sub(ms) / 1000;
             format!(
                 "{} ago",

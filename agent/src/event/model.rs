@@ -676,9 +676,7 @@ fn serialize_ancestors<S: serde::Serializer>(
 impl Event {
     /// An event of `ty` by `proc` on the host, now, with no args.
     pub fn new(ty: EventType, proc: Arc<Process>) -> Self {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let time = crate::unix_time::now_nanos();
         let tid = proc.pid;
         Event {
             evt: Evt {

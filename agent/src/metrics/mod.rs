@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -552,9 +552,7 @@ impl BatchCounters {
         interval: Duration,
         encoding: Encoding,
     ) {
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::unix_time::now_millis();
         let payload = batch::payload(snap, now_ms, interval.as_millis() as u64, encoding);
         self.last_bytes = serde_json::to_vec(&payload).map_or(0, |v| v.len() as u64);
         self.last_refused = !reports.try_send(Report::metrics(payload));

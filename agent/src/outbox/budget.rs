@@ -8,7 +8,7 @@
 //! critical alerts last. Within a class the oldest go first, and a stored
 //! record is older than an incoming one.
 
-use crate::report::Class;
+use crate::report::{Class, PerClass};
 
 /// Records and estimated file bytes (see `format::cost`) of one class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,11 +17,11 @@ pub struct Usage {
     pub cost: u64,
 }
 
-/// Per-class usage, indexed by `Class::index()`.
-pub type ByClass = [Usage; 4];
+/// Per-class usage.
+pub type ByClass = PerClass<Usage>;
 
 pub fn total(u: &ByClass) -> u64 {
-    u.iter().map(|c| c.cost).sum()
+    u.values().map(|c| c.cost).sum()
 }
 
 /// One step of giving up.
@@ -61,14 +61,13 @@ pub fn next_step(stored: &ByClass, incoming: &ByClass, budget: u64, thinned: boo
     let used = total(stored) + total(incoming);
     let over = used.checked_sub(budget).filter(|o| *o > 0)?;
     for class in GIVE_UP_ORDER {
-        let i = class.index();
-        if class == Class::Metrics && !thinned && stored[i].records >= MIN_THIN_RECORDS {
+        if class == Class::Metrics && !thinned && stored[class].records >= MIN_THIN_RECORDS {
             return Some(Step::ThinMetrics);
         }
-        if stored[i].records > 0 {
+        if stored[class].records > 0 {
             return Some(Step::DropStored { class, cost: over });
         }
-        if incoming[i].records > 0 {
+        if incoming[class].records > 0 {
             return Some(Step::DropIncoming { class, cost: over });
         }
     }
@@ -82,19 +81,15 @@ mod tests {
     /// A model outbox: per class, the costs of its records, oldest first.
     #[derive(Default, Clone)]
     struct Model {
-        stored: [Vec<u64>; 4],
-        given_up: [u64; 4],
+        stored: PerClass<Vec<u64>>,
+        given_up: PerClass<u64>,
     }
 
-    fn usage(v: &[Vec<u64>; 4]) -> ByClass {
-        let mut u = ByClass::default();
-        for (i, recs) in v.iter().enumerate() {
-            u[i] = Usage {
-                records: recs.len() as u64,
-                cost: recs.iter().sum(),
-            };
-        }
-        u
+    fn usage(v: &PerClass<Vec<u64>>) -> ByClass {
+        PerClass::from_fn(|class| Usage {
+            records: v[class].len() as u64,
+            cost: v[class].iter().sum(),
+        })
     }
 
     /// Free at least `cost` from the front of `v`; returns records removed.
@@ -110,7 +105,7 @@ mod tests {
 
     impl Model {
         /// Append a batch the way the store does; returns what was stored.
-        fn append(&mut self, mut incoming: [Vec<u64>; 4], budget: u64) {
+        fn append(&mut self, mut incoming: PerClass<Vec<u64>>, budget: u64) {
             let mut thinned = false;
             while let Some(step) =
                 next_step(&usage(&self.stored), &usage(&incoming), budget, thinned)
@@ -118,7 +113,7 @@ mod tests {
                 match step {
                     Step::ThinMetrics => {
                         thinned = true;
-                        let m = &mut self.stored[Class::Metrics.index()];
+                        let m = &mut self.stored[Class::Metrics];
                         let half = m.len() / 2;
                         let mut i = 0;
                         let mut kept = Vec::new();
@@ -130,33 +125,35 @@ mod tests {
                             }
                         }
                         *m = kept;
-                        self.given_up[Class::Metrics.index()] += i;
+                        self.given_up[Class::Metrics] += i;
                     }
                     Step::DropStored { class, cost } => {
-                        let n = drop_front(&mut self.stored[class.index()], cost);
-                        self.given_up[class.index()] += n;
+                        let n = drop_front(&mut self.stored[class], cost);
+                        self.given_up[class] += n;
                     }
                     Step::DropIncoming { class, cost } => {
-                        let n = drop_front(&mut incoming[class.index()], cost);
-                        self.given_up[class.index()] += n;
+                        let n = drop_front(&mut incoming[class], cost);
+                        self.given_up[class] += n;
                     }
                 }
             }
-            for (s, i) in self.stored.iter_mut().zip(incoming) {
-                s.extend(i);
+            for class in Class::ALL {
+                let new = std::mem::take(&mut incoming[class]);
+                self.stored[class].extend(new);
             }
         }
     }
 
-    fn batch(per_class: [(usize, u64); 4]) -> [Vec<u64>; 4] {
-        per_class.map(|(n, c)| vec![c; n])
+    /// `(records, cost of each)` per class, in drain order.
+    fn batch(per_class: [(usize, u64); 4]) -> PerClass<Vec<u64>> {
+        PerClass::from(per_class.map(|(n, c)| vec![c; n]))
     }
 
     #[test]
     fn nothing_is_given_up_within_budget() {
         let mut m = Model::default();
         m.append(batch([(1, 100), (1, 100), (1, 100), (1, 100)]), 400);
-        assert_eq!(m.given_up, [0; 4]);
+        assert_eq!(m.given_up, PerClass::default());
         assert_eq!(total(&usage(&m.stored)), 400);
     }
 
@@ -166,9 +163,9 @@ mod tests {
         m.append(batch([(0, 0), (0, 0), (0, 0), (8, 100)]), 1000);
         m.append(batch([(1, 100), (0, 0), (0, 0), (0, 0)]), 800);
         // 900 > 800: one thinning pass drops 2 of the older 4 metrics.
-        assert_eq!(m.given_up, [0, 0, 0, 2]);
-        assert_eq!(m.stored[3].len(), 6);
-        assert_eq!(m.stored[0].len(), 1);
+        assert_eq!(m.given_up, PerClass::from([0, 0, 0, 2]));
+        assert_eq!(m.stored[Class::Metrics].len(), 6);
+        assert_eq!(m.stored[Class::CriticalAlert].len(), 1);
     }
 
     #[test]
@@ -177,14 +174,14 @@ mod tests {
         m.append(batch([(10, 10), (10, 10), (10, 10), (10, 10)]), 400);
         // A flood of critical alerts: everything else goes first.
         m.append(batch([(30, 10), (0, 0), (0, 0), (0, 0)]), 400);
-        assert_eq!(m.given_up[Class::CriticalAlert.index()], 0);
-        assert_eq!(m.given_up[Class::Metrics.index()], 10);
-        assert_eq!(m.given_up[Class::NodeEvent.index()], 10);
-        assert_eq!(m.given_up[Class::Alert.index()], 10);
+        assert_eq!(m.given_up[Class::CriticalAlert], 0);
+        assert_eq!(m.given_up[Class::Metrics], 10);
+        assert_eq!(m.given_up[Class::NodeEvent], 10);
+        assert_eq!(m.given_up[Class::Alert], 10);
         // More critical alerts than fit: the oldest critical alerts go.
         m.append(batch([(5, 10), (0, 0), (0, 0), (0, 0)]), 400);
-        assert_eq!(m.given_up[Class::CriticalAlert.index()], 5);
-        assert_eq!(m.stored[0].len(), 40);
+        assert_eq!(m.given_up[Class::CriticalAlert], 5);
+        assert_eq!(m.stored[Class::CriticalAlert].len(), 40);
     }
 
     #[test]
@@ -192,8 +189,8 @@ mod tests {
         let mut m = Model::default();
         m.append(batch([(4, 100), (0, 0), (0, 0), (0, 0)]), 400);
         m.append(batch([(0, 0), (0, 0), (0, 0), (1, 100)]), 400);
-        assert_eq!(m.given_up, [0, 0, 0, 1]);
-        assert_eq!(m.stored[0].len(), 4);
+        assert_eq!(m.given_up, PerClass::from([0, 0, 0, 1]));
+        assert_eq!(m.stored[Class::CriticalAlert].len(), 4);
     }
 
     /// Against a long random sequence: the budget always holds, and a class
@@ -210,27 +207,27 @@ mod tests {
         let budget = 50_000;
         let mut m = Model::default();
         for _ in 0..2000 {
-            let mut b: [Vec<u64>; 4] = Default::default();
+            let mut b = PerClass::<Vec<u64>>::default();
             for _ in 0..(next() % 8) {
-                let class = (next() % 4) as usize;
+                let class = Class::ALL[(next() % 4) as usize];
                 b[class].push(50 + next() % 2000);
             }
             let before = m.given_up;
             m.append(b, budget);
             assert!(total(&usage(&m.stored)) <= budget);
-            for (class, before) in before.iter().enumerate().take(3) {
+            for (class, before) in before.iter() {
                 if m.given_up[class] > *before {
-                    for lower in class + 1..4 {
+                    for lower in Class::ALL.into_iter().filter(|l| *l > class) {
                         assert!(
                             m.stored[lower].is_empty(),
-                            "class {class} lost records while class {lower} kept some"
+                            "{class:?} lost records while {lower:?} kept some"
                         );
                     }
                 }
             }
         }
         assert!(
-            m.given_up[3] > 0,
+            m.given_up[Class::Metrics] > 0,
             "the sequence should have filled the outbox"
         );
     }

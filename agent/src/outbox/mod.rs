@@ -94,7 +94,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AgentConfig, SectionId};
 use crate::control::{ControlError, Reply};
 use crate::reload::ConfigWatch;
-use crate::report::{Class, Report};
+use crate::report::{Class, PerClass, Report};
 use crate::stage::{self, Stage, StageContext, StageSpec};
 
 pub use store::{Cursors, Listing, RecordKey, StoredRecord, read_offline};
@@ -136,11 +136,11 @@ pub enum OutboxError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub open: bool,
-    pub records: [u64; 4],
-    pub bytes: [u64; 4],
-    pub given_up: [u64; 4],
-    pub expired: [u64; 4],
-    pub oldest_created_ms: [Option<u64>; 4],
+    pub records: PerClass<u64>,
+    pub bytes: PerClass<u64>,
+    pub given_up: PerClass<u64>,
+    pub expired: PerClass<u64>,
+    pub oldest_created_ms: PerClass<Option<u64>>,
     /// Records appended since the agent started; grows with every commit
     /// that appends (the uplink's "something new" signal).
     pub appended_total: u64,
@@ -154,16 +154,16 @@ pub struct Summary {
 
 impl Summary {
     pub fn total_records(&self) -> u64 {
-        self.records.iter().sum()
+        self.records.total()
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.bytes.iter().sum()
+        self.bytes.total()
     }
 
     pub fn oldest_age_secs(&self) -> Option<u64> {
-        let oldest = self.oldest_created_ms.iter().flatten().min()?;
-        Some(store::now_ms().saturating_sub(*oldest) / 1000)
+        let oldest = self.oldest_created_ms.values().flatten().min()?;
+        Some(crate::unix_time::now_millis().saturating_sub(*oldest) / 1000)
     }
 
     pub fn budget_used_percent(&self) -> f64 {
@@ -171,16 +171,6 @@ impl Summary {
             return 0.0;
         }
         (self.used_cost as f64 * 1000.0 / self.budget as f64).round() / 10.0
-    }
-
-    /// `{class: n}` for status and the state message.
-    pub fn by_class(v: &[u64; 4]) -> Value {
-        Value::Object(
-            Class::ALL
-                .iter()
-                .map(|c| (c.as_str().to_string(), Value::from(v[c.index()])))
-                .collect(),
-        )
     }
 
     /// One line for `status`.
@@ -521,7 +511,7 @@ fn listing_after(after: Option<&Value>) -> Result<Cursors, ControlError> {
         let seq = seq.as_u64().ok_or_else(|| {
             ControlError::bad_params(format!("after.{name} must be a sequence number"))
         })?;
-        cursors[class.index()] = Some(seq);
+        cursors[class] = Some(seq);
     }
     Ok(cursors)
 }
@@ -545,8 +535,8 @@ pub fn listing_json(l: &Listing, summary: Option<&Summary>) -> Value {
     let mut v = json!({
         "schema": 1,
         "next_seq": l.next_seq,
-        "given_up": Summary::by_class(&l.given_up),
-        "expired": Summary::by_class(&l.expired),
+        "given_up": l.given_up,
+        "expired": l.expired,
         "classes": classes,
     });
     if let Some(s) = summary {
@@ -566,23 +556,23 @@ pub fn offline_status(config: &AgentConfig) -> Option<Value> {
     let file_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     Some(match read_offline(&path, 1) {
         Ok(l) => {
-            let records: [u64; 4] = std::array::from_fn(|i| l.classes[i].records);
-            let bytes: [u64; 4] = std::array::from_fn(|i| l.classes[i].bytes);
+            let records = PerClass::from_fn(|c| l.classes[c.index()].records);
+            let bytes = PerClass::from_fn(|c| l.classes[c.index()].bytes);
             let oldest = l
                 .classes
                 .iter()
                 .filter_map(|c| c.oldest_created_ms)
                 .min()
-                .map(|ms| store::now_ms().saturating_sub(ms) / 1000);
+                .map(|ms| crate::unix_time::now_millis().saturating_sub(ms) / 1000);
             json!({
                 "state": "stopped",
-                "summary": format!("{} records waiting in {}", records.iter().sum::<u64>(), path.display()),
+                "summary": format!("{} records waiting in {}", records.total(), path.display()),
                 "details": {
-                    "records_waiting_by_class": Summary::by_class(&records),
-                    "bytes_waiting_by_class": Summary::by_class(&bytes),
+                    "records_waiting_by_class": records,
+                    "bytes_waiting_by_class": bytes,
                     "oldest_waiting_age_secs": oldest,
-                    "given_up_total_by_class": Summary::by_class(&l.given_up),
-                    "expired_total_by_class": Summary::by_class(&l.expired),
+                    "given_up_total_by_class": l.given_up,
+                    "expired_total_by_class": l.expired,
                     "file_bytes": file_bytes,
                     "next_seq": l.next_seq,
                 },

@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use redb::{
     Database, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
@@ -19,7 +19,8 @@ use serde_json::Value;
 use super::backend::{CappedFile, Growth, Refusal};
 use super::budget::{self, ByClass, Step, Usage};
 use super::format::{self, Decoded};
-use crate::report::{Class, Report, Topic};
+use crate::report::{Class, PerClass, Report, Topic};
+use crate::unix_time;
 
 /// The outbox file's name in the state directory.
 pub const FILE_NAME: &str = "outbox.redb";
@@ -120,11 +121,11 @@ pub struct Counters {
     /// Records and estimated file bytes waiting, by class.
     pub usage: ByClass,
     /// Payload bytes waiting, by class (what `status` shows as bytes).
-    pub bytes: [u64; 4],
+    pub bytes: PerClass<u64>,
     /// Records given up, by class, for any reason (budget, age, size).
-    pub given_up: [u64; 4],
+    pub given_up: PerClass<u64>,
     /// Of those, records given up for their age.
-    pub expired: [u64; 4],
+    pub expired: PerClass<u64>,
 }
 
 /// Version of the `counters` value layout.
@@ -135,13 +136,13 @@ impl Counters {
         let mut v = Vec::with_capacity(1 + 8 + 4 * 5 * 8);
         v.push(COUNTERS_VERSION);
         v.extend_from_slice(&self.next_seq.to_be_bytes());
-        for i in 0..4 {
+        for class in Class::ALL {
             for n in [
-                self.usage[i].records,
-                self.bytes[i],
-                self.usage[i].cost,
-                self.given_up[i],
-                self.expired[i],
+                self.usage[class].records,
+                self.bytes[class],
+                self.usage[class].cost,
+                self.given_up[class],
+                self.expired[class],
             ] {
                 v.extend_from_slice(&n.to_be_bytes());
             }
@@ -158,8 +159,8 @@ impl Counters {
             next_seq: n(0),
             ..Counters::default()
         };
-        for class in 0..4 {
-            let base = 1 + class * 5;
+        for class in Class::ALL {
+            let base = 1 + class.index() * 5;
             c.usage[class] = Usage {
                 records: n(base),
                 cost: n(base + 2),
@@ -172,7 +173,7 @@ impl Counters {
     }
 
     pub fn records(&self) -> u64 {
-        self.usage.iter().map(|u| u.records).sum()
+        self.usage.values().map(|u| u.records).sum()
     }
 
     pub fn cost(&self) -> u64 {
@@ -180,17 +181,17 @@ impl Counters {
     }
 
     fn add(&mut self, class: Class, value_len: usize) {
-        let i = class.index();
-        self.usage[i].records += 1;
-        self.usage[i].cost += format::cost(value_len);
-        self.bytes[i] += value_len as u64;
+        let usage = &mut self.usage[class];
+        usage.records += 1;
+        usage.cost += format::cost(value_len);
+        self.bytes[class] += value_len as u64;
     }
 
     fn remove(&mut self, class: Class, value_len: usize) {
-        let i = class.index();
-        self.usage[i].records = self.usage[i].records.saturating_sub(1);
-        self.usage[i].cost = self.usage[i].cost.saturating_sub(format::cost(value_len));
-        self.bytes[i] = self.bytes[i].saturating_sub(value_len as u64);
+        let usage = &mut self.usage[class];
+        usage.records = usage.records.saturating_sub(1);
+        usage.cost = usage.cost.saturating_sub(format::cost(value_len));
+        self.bytes[class] = self.bytes[class].saturating_sub(value_len as u64);
     }
 }
 
@@ -209,7 +210,7 @@ pub struct StoredRecord {
 
 /// Where the uplink is in each class: the highest sequence number it has
 /// been handed. `None`: from the start.
-pub type Cursors = [Option<u64>; 4];
+pub type Cursors = PerClass<Option<u64>>;
 
 /// What a fetch read.
 #[derive(Debug, Clone, Default)]
@@ -230,7 +231,7 @@ pub struct Batch {
     pub acks: Vec<RecordKey>,
     /// Records given up before they reached the file (held in memory while
     /// the disk was full), to add to the persisted counts.
-    pub given_up_elsewhere: [u64; 4],
+    pub given_up_elsewhere: PerClass<u64>,
 }
 
 /// What a commit did.
@@ -239,7 +240,7 @@ pub struct Committed {
     /// The sequence number of each append, in order; `None` if it was
     /// given up (too large, or no room).
     pub seqs: Vec<Option<u64>>,
-    pub given_up: [u64; 4],
+    pub given_up: PerClass<u64>,
     /// Acknowledged records that were still there (others were given up,
     /// or acknowledged twice after a reconnect).
     pub acked: u64,
@@ -297,18 +298,6 @@ fn open_db(
         })
         .create_with_backend(backend)
         .map_err(open_err)
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn to_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Store {
@@ -461,10 +450,7 @@ impl Store {
     fn recount(&self, txn: &WriteTransaction) -> Result<Counters, StoreError> {
         let table = txn.open_table(RECORDS).map_err(|e| self.err(e.into()))?;
         let mut c = Counters {
-            next_seq: (SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64))
-            .max(1),
+            next_seq: unix_time::micros(SystemTime::now()).max(1),
             ..Counters::default()
         };
         for entry in table.iter().map_err(|e| self.err(e.into()))? {
@@ -591,8 +577,8 @@ impl Store {
     fn commit_inner(&mut self, batch: &Batch) -> Result<Committed, StoreError> {
         let mut out = Committed::default();
         // Given up from the file, and refused on the way in, by class.
-        let mut stored_drops = [0u64; 4];
-        let mut incoming_drops = [0u64; 4];
+        let mut stored_drops = PerClass::<u64>::default();
+        let mut incoming_drops = PerClass::<u64>::default();
 
         // Serialize first: the budget needs sizes. The envelope's length
         // depends on the sequence number only by a few digits.
@@ -603,14 +589,19 @@ impl Store {
             let body = format::body(&r.payload);
             let est = body.len() + overhead;
             if est > MAX_RECORD_BYTES || format::cost(est) > self.effective_budget / 4 {
-                incoming_drops[r.class.index()] += 1;
+                incoming_drops[r.class] += 1;
                 incoming.push(None);
                 continue;
             }
-            let i = r.class.index();
-            in_usage[i].records += 1;
-            in_usage[i].cost += format::cost(est);
-            incoming.push(Some((r.class, r.topic, to_ms(r.created), body, est)));
+            in_usage[r.class].records += 1;
+            in_usage[r.class].cost += format::cost(est);
+            incoming.push(Some((
+                r.class,
+                r.topic,
+                unix_time::millis(r.created),
+                body,
+                est,
+            )));
         }
 
         let mut txn = self.db.begin_write().map_err(|e| self.err(e.into()))?;
@@ -635,14 +626,14 @@ impl Store {
                     Step::ThinMetrics => {
                         thinned = true;
                         let n = self.thin_metrics(&mut table)?;
-                        stored_drops[Class::Metrics.index()] += n;
+                        stored_drops[Class::Metrics] += n;
                         if n == 0 {
                             break;
                         }
                     }
                     Step::DropStored { class, cost } => {
                         let n = self.drop_oldest(&mut table, class, cost)?;
-                        stored_drops[class.index()] += n;
+                        stored_drops[class] += n;
                         if n == 0 {
                             break;
                         }
@@ -658,9 +649,9 @@ impl Store {
                             {
                                 let est = *est;
                                 freed += format::cost(est);
-                                in_usage[class.index()].records -= 1;
-                                in_usage[class.index()].cost -= format::cost(est);
-                                incoming_drops[class.index()] += 1;
+                                in_usage[class].records -= 1;
+                                in_usage[class].cost -= format::cost(est);
+                                incoming_drops[class] += 1;
                                 *slot = None;
                             }
                         }
@@ -668,11 +659,11 @@ impl Store {
                 }
             }
         }
-        for i in 0..4 {
-            self.counters.given_up[i] += stored_drops[i];
-            out.given_up[i] = stored_drops[i] + incoming_drops[i];
+        for class in Class::ALL {
+            self.counters.given_up[class] += stored_drops[class];
+            out.given_up[class] = stored_drops[class] + incoming_drops[class];
         }
-        if stored_drops.iter().sum::<u64>() > 0 && incoming.iter().any(Option::is_some) {
+        if stored_drops.total() > 0 && incoming.iter().any(Option::is_some) {
             // redb copies on write: pages of records deleted in a
             // transaction are free for reuse only after it commits. Commit
             // the give-ups first, so the new records take their pages
@@ -700,8 +691,8 @@ impl Store {
                 }
             }
         }
-        for (i, n) in incoming_drops.iter().enumerate() {
-            self.counters.given_up[i] += n + batch.given_up_elsewhere[i];
+        for (class, n) in incoming_drops.iter() {
+            self.counters.given_up[class] += n + batch.given_up_elsewhere[class];
         }
         self.write_meta(&txn)?;
         self.finish(txn)?;
@@ -714,7 +705,7 @@ impl Store {
         table: &mut redb::Table<(u8, u64), &[u8]>,
     ) -> Result<u64, StoreError> {
         let m = Class::Metrics.index() as u8;
-        let half = self.counters.usage[Class::Metrics.index()].records / 2;
+        let half = self.counters.usage[Class::Metrics].records / 2;
         let mut doomed = Vec::new();
         for (i, entry) in table
             .range((m, 0)..=(m, u64::MAX))
@@ -777,12 +768,12 @@ impl Store {
     /// long). Returns how many expired, by class.
     pub fn expire(
         &mut self,
-        max_age: [Option<Duration>; 4],
+        max_age: PerClass<Option<Duration>>,
         now_ms: u64,
         limit: usize,
-    ) -> Result<[u64; 4], StoreError> {
-        let mut expired = [0u64; 4];
-        if max_age.iter().all(Option::is_none) {
+    ) -> Result<PerClass<u64>, StoreError> {
+        let mut expired = PerClass::<u64>::default();
+        if max_age.values().all(Option::is_none) {
             return Ok(expired);
         }
         let before = self.counters.clone();
@@ -791,7 +782,7 @@ impl Store {
             {
                 let mut table = txn.open_table(RECORDS).map_err(|e| self.err(e.into()))?;
                 for class in Class::ALL {
-                    let Some(age) = max_age[class.index()] else {
+                    let Some(age) = max_age[class] else {
                         continue;
                     };
                     let cutoff = now_ms.saturating_sub(age.as_millis() as u64);
@@ -807,14 +798,14 @@ impl Store {
                         }
                         doomed.push(k.value());
                     }
-                    expired[class.index()] = self.remove_keys(&mut table, class, &doomed)?;
+                    expired[class] = self.remove_keys(&mut table, class, &doomed)?;
                 }
             }
-            for (i, n) in expired.iter().enumerate() {
-                self.counters.given_up[i] += n;
-                self.counters.expired[i] += n;
+            for (class, n) in expired.iter() {
+                self.counters.given_up[class] += n;
+                self.counters.expired[class] += n;
             }
-            if expired.iter().sum::<u64>() > 0 {
+            if expired.total() > 0 {
                 self.write_meta(&txn)?;
                 self.finish(txn)?;
             } else {
@@ -853,7 +844,7 @@ impl Store {
         let mut bytes = 0;
         'classes: for class in Class::ALL {
             let c = class.index() as u8;
-            let from = after[class.index()].map_or(0, |s| s.saturating_add(1));
+            let from = after[class].map_or(0, |s| s.saturating_add(1));
             for entry in table
                 .range((c, from)..=(c, u64::MAX))
                 .map_err(|e| self.err(e.into()))?
@@ -864,7 +855,7 @@ impl Store {
                 }
                 let (k, v) = entry.map_err(|e| self.err(e.into()))?;
                 let seq = k.value().1;
-                out.cursors[class.index()] = Some(seq);
+                out.cursors[class] = Some(seq);
                 match format::decode_value(v.value()) {
                     Decoded::Record {
                         created_ms,
@@ -908,9 +899,9 @@ impl Store {
     }
 
     /// The created time of the oldest waiting record of each class.
-    pub fn oldest_created(&self) -> Result<[Option<u64>; 4], StoreError> {
+    pub fn oldest_created(&self) -> Result<PerClass<Option<u64>>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e.into()))?;
-        let mut out = [None; 4];
+        let mut out = PerClass::default();
         let table = match txn.open_table(RECORDS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
@@ -924,7 +915,7 @@ impl Store {
                 .next()
             {
                 let (_, v) = entry.map_err(|e| self.err(e.into()))?;
-                out[class.index()] = Some(format::created_ms(v.value()));
+                out[class] = Some(format::created_ms(v.value()));
             }
         }
         Ok(out)
@@ -989,7 +980,7 @@ fn unusable(e: &StoreError) -> bool {
 }
 
 fn move_aside(path: &Path, why: &StoreError) -> Result<PathBuf, StoreError> {
-    let stamp = now_ms() / 1000;
+    let stamp = unix_time::now_millis() / 1000;
     let suffix = match why {
         StoreError::NewerFormat { found, .. } => format!("format-{found}"),
         _ => "unusable".to_string(),
@@ -1046,8 +1037,8 @@ impl Snapshot {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Listing {
     pub next_seq: u64,
-    pub given_up: [u64; 4],
-    pub expired: [u64; 4],
+    pub given_up: PerClass<u64>,
+    pub expired: PerClass<u64>,
     pub classes: Vec<ClassListing>,
 }
 
@@ -1076,19 +1067,18 @@ fn listing(
         classes: Vec::new(),
     };
     for class in Class::ALL {
-        let i = class.index();
         let mut cl = ClassListing {
             class: class.as_str(),
-            records: counters.usage[i].records,
-            bytes: counters.bytes[i],
+            records: counters.usage[class].records,
+            bytes: counters.bytes[class],
             ..ClassListing::default()
         };
         if let Some(table) = &table {
-            let c = i as u8;
+            let c = class.index() as u8;
             if let Some(first) = table.range((c, 0)..=(c, u64::MAX))?.next() {
                 cl.oldest_created_ms = Some(format::created_ms(first?.1.value()));
             }
-            let from = after[i].map_or(0, |s| s.saturating_add(1));
+            let from = after[class].map_or(0, |s| s.saturating_add(1));
             for (n, entry) in table.range((c, from)..=(c, u64::MAX))?.enumerate() {
                 if n >= per_class {
                     cl.more = true;
@@ -1207,6 +1197,36 @@ mod tests {
         .unwrap()
     }
 
+    /// The `counters` meta value, byte for byte: version 1, the next
+    /// sequence number, then per class in drain order its records, payload
+    /// bytes, estimated cost, given up and expired (big-endian u64s).
+    #[test]
+    fn the_counters_value_keeps_its_byte_layout() {
+        let mut c = Counters {
+            next_seq: 77,
+            ..Counters::default()
+        };
+        for class in Class::ALL {
+            let n = 10 * (class.index() as u64 + 1);
+            c.usage[class] = budget::Usage {
+                records: n + 1,
+                cost: n + 3,
+            };
+            c.bytes[class] = n + 2;
+            c.given_up[class] = n + 4;
+            c.expired[class] = n + 5;
+        }
+        let mut want = vec![1u8];
+        want.extend_from_slice(&77u64.to_be_bytes());
+        for i in 1..=4u64 {
+            for k in 1..=5u64 {
+                want.extend_from_slice(&(10 * i + k).to_be_bytes());
+            }
+        }
+        assert_eq!(c.encode(), want);
+        assert_eq!(Counters::decode(&want), Some(c));
+    }
+
     #[test]
     fn sequence_numbers_increase_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -1237,7 +1257,7 @@ mod tests {
                 report(Class::Metrics, 1),
             ],
         );
-        let f = s.fetch(&[None; 4], 10, usize::MAX).unwrap();
+        let f = s.fetch(&Cursors::default(), 10, usize::MAX).unwrap();
         let (recs, cursors) = (f.records, f.cursors);
         let classes: Vec<Class> = recs.iter().map(|r| r.key.class).collect();
         assert_eq!(
@@ -1276,7 +1296,10 @@ mod tests {
             &mut s,
             vec![report(Class::Alert, 100), report(Class::Alert, 100)],
         );
-        let recs = s.fetch(&[None; 4], 10, usize::MAX).unwrap().records;
+        let recs = s
+            .fetch(&Cursors::default(), 10, usize::MAX)
+            .unwrap()
+            .records;
         let c = s
             .commit(&Batch {
                 acks: vec![recs[0].key, recs[0].key],
@@ -1284,7 +1307,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(c.acked, 1);
-        assert_eq!(s.counters().usage[Class::Alert.index()].records, 1);
+        assert_eq!(s.counters().usage[Class::Alert].records, 1);
         assert_eq!(count(&s), 1);
         assert_eq!(
             s.waiting(&[recs[0].key, recs[1].key]).unwrap(),
@@ -1307,8 +1330,8 @@ mod tests {
             c.seqs.iter().all(Option::is_some),
             "no critical alert refused"
         );
-        assert!(c.given_up[Class::Metrics.index()] > 0);
-        assert_eq!(c.given_up[Class::CriticalAlert.index()], 0);
+        assert!(c.given_up[Class::Metrics] > 0);
+        assert_eq!(c.given_up[Class::CriticalAlert], 0);
         assert!(s.counters().cost() <= s.budget());
         let given_up = s.counters().given_up;
         drop(s);
@@ -1332,7 +1355,10 @@ mod tests {
             &mut s,
             (0..extra).map(|_| report(Class::NodeEvent, 2000)).collect(),
         );
-        let recs = s.fetch(&[None; 4], 1000, usize::MAX).unwrap().records;
+        let recs = s
+            .fetch(&Cursors::default(), 1000, usize::MAX)
+            .unwrap()
+            .records;
         let metrics: Vec<u64> = recs
             .iter()
             .filter(|r| r.key.class == Class::Metrics)
@@ -1355,7 +1381,7 @@ mod tests {
         let mut s = open(dir.path(), 64 << 20);
         let c = append(&mut s, vec![report(Class::Alert, MAX_RECORD_BYTES + 1)]);
         assert_eq!(c.seqs, [None]);
-        assert_eq!(s.counters().given_up[Class::Alert.index()], 1);
+        assert_eq!(s.counters().given_up[Class::Alert], 1);
     }
 
     #[test]
@@ -1368,12 +1394,12 @@ mod tests {
             &mut s,
             vec![old, report(Class::Metrics, 1), report(Class::Alert, 1)],
         );
-        let mut ages = [None; 4];
-        ages[Class::Metrics.index()] = Some(Duration::from_secs(3600));
-        let e = s.expire(ages, now_ms(), 100).unwrap();
-        assert_eq!(e[Class::Metrics.index()], 1);
-        assert_eq!(s.counters().expired[Class::Metrics.index()], 1);
-        assert_eq!(s.counters().given_up[Class::Metrics.index()], 1);
+        let mut ages = PerClass::default();
+        ages[Class::Metrics] = Some(Duration::from_secs(3600));
+        let e = s.expire(ages, unix_time::now_millis(), 100).unwrap();
+        assert_eq!(e[Class::Metrics], 1);
+        assert_eq!(s.counters().expired[Class::Metrics], 1);
+        assert_eq!(s.counters().given_up[Class::Metrics], 1);
         assert_eq!(s.counters().records(), 2);
     }
 
@@ -1391,10 +1417,10 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let f = s.fetch(&[None; 4], 10, usize::MAX).unwrap();
+        let f = s.fetch(&Cursors::default(), 10, usize::MAX).unwrap();
         assert_eq!(f.records.len(), 1);
         assert_eq!(f.unreadable, 1);
-        assert!(f.cursors[Class::Alert.index()].unwrap() > 5);
+        assert!(f.cursors[Class::Alert].unwrap() > 5);
         assert!(!f.more);
         let l = s.listing(10).unwrap();
         assert!(
@@ -1444,7 +1470,7 @@ mod tests {
         .unwrap();
         // The reader sees the last commit before its snapshot, pages with
         // `after`, and says when more follow.
-        let after = [None, first.seqs[1], None, None];
+        let after = Cursors::from([None, first.seqs[1], None, None]);
         let l = std::thread::spawn(move || snapshot.listing(2, &after))
             .join()
             .unwrap()
@@ -1496,7 +1522,10 @@ mod tests {
                 (0..500).map(|_| report(Class::Metrics, 2000)).collect(),
             );
         }
-        let recs = s.fetch(&[None; 4], usize::MAX, usize::MAX).unwrap().records;
+        let recs = s
+            .fetch(&Cursors::default(), usize::MAX, usize::MAX)
+            .unwrap()
+            .records;
         s.commit(&Batch {
             acks: recs.iter().map(|r| r.key).collect(),
             ..Batch::default()

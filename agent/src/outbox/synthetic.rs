@@ -38,9 +38,7 @@ fn alert(
 ) -> Map<String, Value> {
     let now = SystemTime::now();
     let time = humantime::format_rfc3339_nanos(now).to_string();
-    let nanos = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = crate::unix_time::nanos(now);
     let p = priority.falco_name();
     let v = json!({
         "time": time,
@@ -103,12 +101,7 @@ pub async fn test_alert(
         .and_then(Value::as_u64)
         .map_or(DEFAULT_WAIT, Duration::from_millis);
     let critical = priority.at_or_above(config.rules.alert_threshold);
-    let test_id = format!(
-        "{:x}",
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    );
+    let test_id = format!("{:x}", crate::unix_time::now_nanos());
     let host = hostname();
     let reports: Vec<Report> = (1..=count)
         .map(|i| Report::alert(critical, alert(priority, i, count, &test_id, &host)))

@@ -21,7 +21,7 @@ use super::store::{
     self, Batch, Committed, Cursors, RecordKey, Snapshot, Store, StoreError, StoredRecord,
 };
 use crate::config::OutboxConfig;
-use crate::report::{Class, Report};
+use crate::report::{Class, PerClass, Report};
 use crate::status::{StageState, StatusReporter};
 
 /// Reports held in memory while the file cannot be written. The same as
@@ -120,7 +120,7 @@ pub struct Worker {
     status: StatusReporter,
     summary: watch::Sender<Summary>,
     held: Vec<Report>,
-    held_given_up: [u64; 4],
+    held_given_up: PerClass<u64>,
     pending_acks: Vec<RecordKey>,
     health: Health,
     retry_at: Option<Instant>,
@@ -150,7 +150,7 @@ impl Worker {
             status,
             summary,
             held: Vec::new(),
-            held_given_up: [0; 4],
+            held_given_up: PerClass::default(),
             pending_acks: Vec::new(),
             health: Health::Ok,
             retry_at: None,
@@ -365,7 +365,7 @@ impl Worker {
                 .find_map(|class| self.held.iter().position(|r| r.class == *class))
                 .unwrap_or(0);
             let r = self.held.remove(victim);
-            self.held_given_up[r.class.index()] += 1;
+            self.held_given_up[r.class] += 1;
         }
     }
 
@@ -417,8 +417,8 @@ impl Worker {
                 }
                 // Nothing of the batch was written: keep all of it.
                 self.pending_acks = std::mem::take(&mut batch.acks);
-                for (i, n) in batch.given_up_elsewhere.iter().enumerate() {
-                    self.held_given_up[i] += n;
+                for (class, n) in batch.given_up_elsewhere.iter() {
+                    self.held_given_up[class] += n;
                 }
                 self.hold(std::mem::take(&mut batch.appends));
             }
@@ -444,12 +444,12 @@ impl Worker {
             self.stats.appended += appended;
             self.stats.batch_max = self.stats.batch_max.max(batch.appends.len() as u64);
         }
-        if c.given_up.iter().sum::<u64>() > 0 {
+        if c.given_up.total() > 0 {
             warn!(
-                critical_alert = c.given_up[0],
-                alert = c.given_up[1],
-                node_event = c.given_up[2],
-                metrics = c.given_up[3],
+                critical_alert = c.given_up[Class::CriticalAlert],
+                alert = c.given_up[Class::Alert],
+                node_event = c.given_up[Class::NodeEvent],
+                metrics = c.given_up[Class::Metrics],
                 "the outbox is full: records given up"
             );
         }
@@ -521,17 +521,17 @@ impl Worker {
             return;
         }
         self.last_housekeeping = Instant::now();
-        let ages = crate::report::Class::ALL.map(|c| self.config.max_age.get(c));
+        let ages = PerClass::from_fn(|c| self.config.max_age.get(c));
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        match store.expire(ages, store::now_ms(), EXPIRE_PER_ROUND) {
-            Ok(n) if n.iter().sum::<u64>() > 0 => {
+        match store.expire(ages, crate::unix_time::now_millis(), EXPIRE_PER_ROUND) {
+            Ok(n) if n.total() > 0 => {
                 info!(
-                    critical_alert = n[0],
-                    alert = n[1],
-                    node_event = n[2],
-                    metrics = n[3],
+                    critical_alert = n[Class::CriticalAlert],
+                    alert = n[Class::Alert],
+                    node_event = n[Class::NodeEvent],
+                    metrics = n[Class::Metrics],
                     "records older than outbox.max_age given up"
                 );
             }
@@ -592,12 +592,10 @@ impl Worker {
         };
         if let Some(s) = &self.store {
             let c = s.counters();
-            for i in 0..4 {
-                sum.records[i] = c.usage[i].records;
-                sum.bytes[i] = c.bytes[i];
-                sum.given_up[i] = c.given_up[i] + self.held_given_up[i];
-                sum.expired[i] = c.expired[i];
-            }
+            sum.records = c.usage.map(|u| u.records);
+            sum.bytes = c.bytes;
+            sum.given_up = PerClass::from_fn(|class| c.given_up[class] + self.held_given_up[class]);
+            sum.expired = c.expired;
             sum.next_seq = c.next_seq;
             sum.used_cost = c.cost();
             sum.budget = s.budget();
@@ -632,19 +630,7 @@ impl Worker {
             ),
         };
         self.status.set_state(state, line);
-        let by = |v: &[u64; 4]| {
-            serde_json::Value::Object(
-                Class::ALL
-                    .iter()
-                    .map(|c| {
-                        (
-                            c.as_str().to_string(),
-                            serde_json::Value::from(v[c.index()]),
-                        )
-                    })
-                    .collect(),
-            )
-        };
+        let by = |v: &PerClass<u64>| serde_json::to_value(v).unwrap_or_default();
         let oldest_age = s.oldest_age_secs();
         let mean = if self.stats.append_commits > 0 {
             self.stats.appended as f64 / self.stats.append_commits as f64
@@ -687,15 +673,15 @@ impl Worker {
         let held = std::mem::take(&mut self.held);
         self.commit(held, 0, Vec::new());
         if !self.held.is_empty() {
-            let mut by_class = [0u64; 4];
+            let mut by_class = PerClass::<u64>::default();
             for r in &self.held {
-                by_class[r.class.index()] += 1;
+                by_class[r.class] += 1;
             }
             error!(
-                critical_alert = by_class[0],
-                alert = by_class[1],
-                node_event = by_class[2],
-                metrics = by_class[3],
+                critical_alert = by_class[Class::CriticalAlert],
+                alert = by_class[Class::Alert],
+                node_event = by_class[Class::NodeEvent],
+                metrics = by_class[Class::Metrics],
                 "records held in memory were lost at shutdown: the outbox file could not be written"
             );
         }

@@ -13,7 +13,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +27,7 @@ use crate::reload::{ApplyTicket, ConfigWatch};
 use crate::report::{Report, ReportSender};
 use crate::stage::{self, Stage, StageContext, StageSpec};
 use crate::status::{StageState, StatusReporter, unix_now};
+use crate::unix_time;
 
 use super::engine::{Alert, Engine, Limits};
 use super::loader::{self, Loaded, Severity};
@@ -157,12 +158,6 @@ struct Task {
     control: mpsc::Receiver<ControlMsg>,
     shutdown: CancellationToken,
     timers: Timers,
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Cheap identity of the rule files: names, sizes and modification times.
@@ -303,7 +298,12 @@ impl Task {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| cfg.node.id.clone());
-        let mut engine = Engine::new(loaded, Limits::from(&cfg.rules), hostname, now_ns());
+        let mut engine = Engine::new(
+            loaded,
+            Limits::from(&cfg.rules),
+            hostname,
+            unix_time::now_nanos(),
+        );
         let mut sink = JsonSink::new(cfg.rules.json_file.clone());
         let mut last_reload: Option<ReloadNote> = None;
         self.publish(&engine, &last_reload);
@@ -345,7 +345,7 @@ impl Task {
                 ev = self.events.recv(), if events_open => {
                     match ev {
                         Some(ev) => {
-                            let now = now_ns();
+                            let now = unix_time::now_nanos();
                             engine.process(&ev, now, &mut alerts);
                             let mut n = 1;
                             while n < EVENT_BATCH {
@@ -393,7 +393,7 @@ impl Task {
             }
         }
         // Whatever the sensor queued before it stopped is still evaluated.
-        let now = now_ns();
+        let now = unix_time::now_nanos();
         while let Ok(ev) = self.events.try_recv() {
             engine.process(&ev, now, &mut alerts);
         }
@@ -445,7 +445,7 @@ impl Task {
         };
         self.status.set_state(state, summary);
         self.status.update(|d| {
-            engine.status_details(now_ns(), d);
+            engine.status_details(unix_time::now_nanos(), d);
             d.insert(
                 "last_reload".into(),
                 match last_reload {
@@ -520,7 +520,7 @@ fn apply_reload(
         );
     }
     log_problems(&loaded, "reloaded");
-    engine.swap(loaded, now_ns());
+    engine.swap(loaded, unix_time::now_nanos());
     info!(trigger, rules = engine.set().rules.len(), "rules reloaded");
     let note = ReloadNote {
         at,

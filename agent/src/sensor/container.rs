@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -183,9 +183,7 @@ impl Containers {
         c.start_ts = std::fs::metadata(&config)
             .and_then(|m| m.modified())
             .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos() as u64)
-            .or(Some(0));
+            .map_or(Some(0), |t| Some(crate::unix_time::nanos(t)));
         c
     }
 

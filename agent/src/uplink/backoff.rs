@@ -28,9 +28,7 @@ impl Backoff {
 
     /// A backoff seeded from the clock and the process id.
     pub fn seeded(first: Duration, max: Duration) -> Backoff {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let nanos = crate::unix_time::now_nanos();
         Backoff::new(first, max, nanos ^ (u64::from(std::process::id()) << 32))
     }
 

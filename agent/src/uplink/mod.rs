@@ -240,12 +240,6 @@ struct Link {
     health: LinkHealth,
 }
 
-/// Why the link could not be set up.
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Link {
     fn new(
         config: Arc<AgentConfig>,
@@ -692,14 +686,14 @@ impl Link {
             "schema": STATE_SCHEMA,
             "state": "online",
             "version": crate::VERSION,
-            "since": self.connected_at.map(unix),
+            "since": self.connected_at.map(crate::unix_time::secs),
             "outbox": {
-                "records": Summary::by_class(&s.records),
-                "bytes": Summary::by_class(&s.bytes),
+                "records": s.records,
+                "bytes": s.bytes,
                 "oldest_age_secs": s.oldest_age_secs(),
                 "disk_full": s.disk_full,
             },
-            "given_up": Summary::by_class(&s.given_up),
+            "given_up": s.given_up,
             "reconnects": self.session.stats.reconnects,
             "fleet": self.fleet_summary(),
         })
@@ -839,8 +833,8 @@ impl Link {
         let connected = self.connected_at.is_some();
         let in_flight = self.session.in_flight();
         let code = self.last_failure.as_ref().map(|f| f.code);
-        let connected_since = self.connected_at.map(unix);
-        let down_since = (!connected).then(|| unix(self.down_since));
+        let connected_since = self.connected_at.map(crate::unix_time::secs);
+        let down_since = (!connected).then(|| crate::unix_time::secs(self.down_since));
         let config_dropped = self.config_dropped;
         let (published, acked, reconnects, connects) = (
             stats.published,

@@ -116,7 +116,7 @@ impl Session {
             window: usize::from(window.max(1)),
             link: Link::Down(now),
             epoch: 0,
-            cursors: [None; 4],
+            cursors: Cursors::default(),
             fetching: false,
             exhausted_at: None,
             ready: VecDeque::new(),
@@ -178,7 +178,7 @@ impl Session {
     }
 
     fn reset(&mut self) {
-        self.cursors = [None; 4];
+        self.cursors = Cursors::default();
         self.fetching = false;
         self.exhausted_at = None;
         self.ready.clear();
@@ -345,7 +345,7 @@ mod tests {
     ) -> Vec<RecordKey> {
         let mut cursors = req.after;
         for k in keys {
-            cursors[k.class.index()] = Some(k.seq);
+            cursors[k.class] = Some(k.seq);
         }
         let f = Fetched {
             records: keys.iter().copied().map(record).collect(),
@@ -430,7 +430,11 @@ mod tests {
         assert_eq!(s.want_fetch(3), None, "not while down");
         s.connected(now);
         let req = s.want_fetch(3).unwrap();
-        assert_eq!(req.after, [None; 4], "from the front: 2 and 3 go again");
+        assert_eq!(
+            req.after,
+            Cursors::default(),
+            "from the front: 2 and 3 go again"
+        );
         // A PUBACK from the old connection's packet ids acknowledges nothing.
         assert_eq!(s.puback(2, now), None);
     }
@@ -444,7 +448,7 @@ mod tests {
         s.connected(now);
         let stale = Fetched {
             records: vec![record(key(Class::Alert, 9))],
-            cursors: [None, Some(9), None, None],
+            cursors: Cursors::from([None, Some(9), None, None]),
             more: false,
             appended_total: 1,
         };
@@ -480,7 +484,7 @@ mod tests {
         assert_eq!(req.limit, 64, "fetches run ahead of the window");
         let keys: Vec<_> = (1..=10).map(|i| key(Class::Metrics, i)).collect();
         let mut cursors = req.after;
-        cursors[Class::Metrics.index()] = Some(10);
+        cursors[Class::Metrics] = Some(10);
         let f = Fetched {
             records: keys.iter().copied().map(record).collect(),
             cursors,
@@ -497,7 +501,7 @@ mod tests {
             .want_fetch(100)
             .expect("six ready, fewer than half of 64: fetch ahead");
         assert_eq!(more.limit, 58);
-        assert_eq!(more.after[Class::Metrics.index()], Some(10));
+        assert_eq!(more.after[Class::Metrics], Some(10));
         s.puback(1, now);
         assert_eq!(
             s.next_publish().map(|r| r.key),

@@ -186,9 +186,7 @@ pub(super) fn filefd(host: &mut Host, out: &mut Snapshot) -> Result<(), CollectE
 /// `node_time_seconds`; with `node_boot_time_seconds` it gives the uptime
 /// (`node_time_seconds - node_boot_time_seconds`, as dashboards compute it).
 pub(super) fn time(_host: &mut Host, out: &mut Snapshot) -> Result<(), CollectError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let now = crate::unix_time::since_epoch(std::time::SystemTime::now()).as_secs_f64();
     out.single(
         "node_time_seconds",
         "System time in seconds since epoch (1970).",
