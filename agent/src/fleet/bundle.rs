@@ -289,18 +289,17 @@ pub fn peek(bytes: &[u8]) -> Result<Payload, Refusal> {
 }
 
 /// Open a bundle that arrived on the topic of (`fleet`, `layer`): size,
-/// envelope, key, signature, payload, target, expiry, in that order, so
-/// that junk costs as little as possible. The overlay's keys are checked
-/// by the caller. `now: None` skips the expiry check (a bundle the node
-/// already holds stays in force after it expires: expiry bounds when a
-/// bundle may be accepted, not how long it runs).
+/// envelope, key, signature, payload, target, in that order, so that junk
+/// costs as little as possible. What passes is authentic and meant for
+/// this layer; whether it may be accepted is [`accept`]'s question, asked
+/// after the receiver has compared its version with the one in force (an
+/// expired copy of the version in force is no news, not a refusal).
 pub fn open(
     bytes: &[u8],
     fleet: &str,
     layer: &Target,
     trusted: &[PublicKey],
     max_bytes: usize,
-    now: Option<SystemTime>,
 ) -> Result<Verified, Refusal> {
     if bytes.len() > max_bytes {
         return Err(Refusal::Oversized {
@@ -332,18 +331,30 @@ pub fn open(
             topic: format!("{layer} of fleet {fleet}"),
         });
     }
-    if let (Some(expires), Some(now)) = (payload.expires(), now)
-        && expires <= now
-    {
-        return Err(Refusal::Expired(
-            payload.expires_at.clone().unwrap_or_default(),
-        ));
-    }
     Ok(Verified {
         payload,
         key_id,
         sha256: sha256_hex(bytes),
     })
+}
+
+/// Whether an authentic bundle may be accepted now: its payload's own
+/// rules ([`check_payload`]) and, when `now` is given, its expiry. A bundle
+/// the node already holds is checked without `now`: expiry bounds when a
+/// bundle may be accepted, not how long it stays in force.
+pub fn accept(v: &Verified, now: Option<SystemTime>) -> Result<(), Refusal> {
+    let problems = check_payload(&v.payload);
+    if !problems.is_empty() {
+        return Err(Refusal::Content(problems));
+    }
+    if let (Some(expires), Some(now)) = (v.payload.expires(), now)
+        && expires <= now
+    {
+        return Err(Refusal::Expired(
+            v.payload.expires_at.clone().unwrap_or_default(),
+        ));
+    }
+    Ok(())
 }
 
 fn envelope(bytes: &[u8]) -> Result<Envelope, Refusal> {
@@ -381,14 +392,7 @@ fn parse_payload(bytes: &[u8]) -> Result<Payload, Refusal> {
             ));
         }
     }
-    let payload: Payload =
-        serde_json::from_value(value).map_err(|e| Refusal::Malformed(format!("payload: {e}")))?;
-    let problems = check_payload(&payload);
-    if problems.is_empty() {
-        Ok(payload)
-    } else {
-        Err(Refusal::Content(problems))
-    }
+    serde_json::from_value(value).map_err(|e| Refusal::Malformed(format!("payload: {e}")))
 }
 
 /// What a payload must satisfy on its own: a version, times that parse,
@@ -496,7 +500,6 @@ mod tests {
             &Target::Group("eu".into()),
             &[k.public()],
             MAX,
-            Some(SystemTime::now()),
         )
         .unwrap();
         assert_eq!(v.payload, p);
@@ -514,15 +517,7 @@ mod tests {
             ("f1", Target::Group("n1".into())),
             ("f2", Target::Node("n1".into())),
         ] {
-            let e = open(
-                &bytes,
-                fleet,
-                &layer,
-                &[k.public()],
-                MAX,
-                Some(SystemTime::now()),
-            )
-            .unwrap_err();
+            let e = open(&bytes, fleet, &layer, &[k.public()], MAX).unwrap_err();
             assert_eq!(e.code(), "wrong_target", "{fleet} {layer}: {e}");
         }
     }
@@ -537,15 +532,7 @@ mod tests {
         altered[i] = b'2';
         env.payload = BASE64.encode(&altered);
         let bytes = serde_json::to_vec(&env).unwrap();
-        let e = open(
-            &bytes,
-            "f1",
-            &Target::Fleet,
-            &[k.public()],
-            MAX,
-            Some(SystemTime::now()),
-        )
-        .unwrap_err();
+        let e = open(&bytes, "f1", &Target::Fleet, &[k.public()], MAX).unwrap_err();
         assert_eq!(e.code(), "bad_signature", "{e}");
     }
 
@@ -554,15 +541,7 @@ mod tests {
         let (_d, k) = key();
         let (_d2, other) = key();
         let bytes = seal(&payload(Target::Fleet, 1), &other);
-        let e = open(
-            &bytes,
-            "f1",
-            &Target::Fleet,
-            &[k.public()],
-            MAX,
-            Some(SystemTime::now()),
-        )
-        .unwrap_err();
+        let e = open(&bytes, "f1", &Target::Fleet, &[k.public()], MAX).unwrap_err();
         assert_eq!(e.code(), "untrusted_key");
         assert!(
             e.to_string().contains(&other.public().id().to_string()),
@@ -578,15 +557,7 @@ mod tests {
         let mut env: Envelope = serde_json::from_slice(&seal_bytes(&p, &other)).unwrap();
         env.key_id = k.public().id().to_string();
         let bytes = serde_json::to_vec(&env).unwrap();
-        let e = open(
-            &bytes,
-            "f1",
-            &Target::Fleet,
-            &[k.public()],
-            MAX,
-            Some(SystemTime::now()),
-        )
-        .unwrap_err();
+        let e = open(&bytes, "f1", &Target::Fleet, &[k.public()], MAX).unwrap_err();
         assert_eq!(e.code(), "bad_signature");
     }
 
@@ -594,51 +565,24 @@ mod tests {
     fn oversized_expired_malformed_and_newer_bundles_are_refused() {
         let (_d, k) = key();
         let bytes = seal(&payload(Target::Fleet, 1), &k);
-        let e = open(
-            &bytes,
-            "f1",
-            &Target::Fleet,
-            &[k.public()],
-            10,
-            Some(SystemTime::now()),
-        )
-        .unwrap_err();
+        let e = open(&bytes, "f1", &Target::Fleet, &[k.public()], 10).unwrap_err();
         assert_eq!(e.code(), "oversized");
 
         let mut p = payload(Target::Fleet, 1);
         p.expires_at = Some(rfc3339(SystemTime::now() - Duration::from_secs(60)));
-        let e = open(
-            &seal(&p, &k),
-            "f1",
-            &Target::Fleet,
-            &[k.public()],
-            MAX,
-            Some(SystemTime::now()),
-        )
-        .unwrap_err();
+        let v = open(&seal(&p, &k), "f1", &Target::Fleet, &[k.public()], MAX).unwrap();
+        assert!(
+            accept(&v, None).is_ok(),
+            "a held bundle outlives its expiry"
+        );
+        let e = accept(&v, Some(SystemTime::now())).unwrap_err();
         assert_eq!(e.code(), "expired");
 
-        let e = open(
-            b"{not json",
-            "f1",
-            &Target::Fleet,
-            &[k.public()],
-            MAX,
-            Some(SystemTime::now()),
-        )
-        .unwrap_err();
+        let e = open(b"{not json", "f1", &Target::Fleet, &[k.public()], MAX).unwrap_err();
         assert_eq!(e.code(), "malformed");
 
         let newer = br#"{"schema": 2, "something": "else"}"#;
-        let e = open(
-            newer,
-            "f1",
-            &Target::Fleet,
-            &[k.public()],
-            MAX,
-            Some(SystemTime::now()),
-        )
-        .unwrap_err();
+        let e = open(newer, "f1", &Target::Fleet, &[k.public()], MAX).unwrap_err();
         assert_eq!(e.code(), "schema");
         assert!(e.to_string().contains("newer"), "{e}");
     }
@@ -649,15 +593,7 @@ mod tests {
         let mut v = serde_json::to_value(payload(Target::Fleet, 1)).unwrap();
         v["surprise"] = serde_json::json!(1);
         let bytes = seal_bytes(&serde_json::to_vec(&v).unwrap(), &k);
-        let e = open(
-            &bytes,
-            "f1",
-            &Target::Fleet,
-            &[k.public()],
-            MAX,
-            Some(SystemTime::now()),
-        )
-        .unwrap_err();
+        let e = open(&bytes, "f1", &Target::Fleet, &[k.public()], MAX).unwrap_err();
         assert_eq!(e.code(), "malformed");
         assert!(e.to_string().contains("surprise"), "{e}");
     }
@@ -684,16 +620,10 @@ mod tests {
         let mut p = payload(Target::Fleet, 1);
         p.rules
             .insert("../../etc/passwd.yaml".into(), "- list: x\n".into());
-        let e = open(
-            &seal(&p, &k),
-            "f1",
-            &Target::Fleet,
-            &[k.public()],
-            MAX,
-            Some(SystemTime::now()),
-        )
-        .unwrap_err();
+        let v = open(&seal(&p, &k), "f1", &Target::Fleet, &[k.public()], MAX).unwrap();
+        let e = accept(&v, Some(SystemTime::now())).unwrap_err();
         assert_eq!(e.code(), "invalid");
+        assert!(e.to_string().contains("passwd"), "{e}");
     }
 
     #[test]

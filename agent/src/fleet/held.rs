@@ -56,7 +56,8 @@ pub fn read_layer(
         .map_err(|e| format!("{label}: {e}"))?;
     // Held bundles were accepted under the size limit of their day; a lower
     // limit today does not drop them.
-    let verified = bundle::open(&bytes, &config.node.fleet, target, keys, usize::MAX, None)
+    let verified = bundle::open(&bytes, &config.node.fleet, target, keys, usize::MAX)
+        .and_then(|v| bundle::accept(&v, None).map(|()| v))
         .map_err(|e| format!("{label}: no longer usable: {e}"))?;
     let overlay = overlay::parse_overlay(&verified.payload.overlay).map_err(|problems| {
         let text: Vec<_> = problems.iter().map(ToString::to_string).collect();

@@ -15,5 +15,6 @@ pub mod keys;
 pub mod link;
 pub mod ops;
 pub mod overlay;
+pub mod receiver;
 pub mod state;
 pub mod summary;
