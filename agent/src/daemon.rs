@@ -19,11 +19,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{AgentConfig, ConfigError, LoadedConfig, SectionId};
+use crate::config::{AgentConfig, ConfigError, LoadedConfig};
 use crate::control::{self, ControlError, Reply, Router};
 use crate::logging::LogHandle;
 use crate::outbox::Outbox;
@@ -73,6 +73,8 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("stage {stage} failed to start: {message}")]
@@ -93,6 +95,8 @@ struct DaemonInfo {
     /// The config in force, its generation, what waits for a restart, and
     /// what each stage made of the last config it was handed.
     reloader: Reloader,
+    /// The fleet stage's summary (`fleet` in `status --json`).
+    fleet: watch::Receiver<crate::fleet::summary::Summary>,
 }
 
 /// Run until SIGTERM/SIGINT. Returns an error only for failures that should
@@ -101,20 +105,26 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     let started_instant = Instant::now();
     let Supervision { notifier, log } = supervision;
     let LoadedConfig {
-        config,
+        config: local,
         path: config_path,
+        text: local_text,
     } = loaded;
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(STATE_DIR_MODE)
-            .create(&config.paths.state_dir)
+            .create(&local.paths.state_dir)
             .map_err(|source| DaemonError::StateDir {
-                path: config.paths.state_dir.clone(),
+                path: local.paths.state_dir.clone(),
                 source,
             })?;
     }
+
+    // The config in force: the local file with the fleet layers that
+    // passed their trial laid over it.
+    let fleet = start_fleet_config(&local, &local_text, &config_path)?;
+    let config = fleet.start.effective.config.clone();
 
     // Signals first: a SIGTERM during start-up must not kill us half-way.
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -126,6 +136,14 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     let board = StatusBoard::new();
     let router = Router::starting();
     let reloader = Reloader::new(config.clone());
+    let sources = crate::fleet::sources::Sources::new(
+        reloader.clone(),
+        local_text,
+        &config_path,
+        fleet.start.layers.clone(),
+        Some(log.clone()),
+    );
+    let (uplink_side, fleet_side) = crate::fleet::link::pair();
     let (reports, reports_rx) = report::channel(report::REPORT_CHANNEL_CAPACITY);
 
     let info = Arc::new(Mutex::new(DaemonInfo {
@@ -134,6 +152,7 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
         config_path: config_path.clone(),
         last_reload: None,
         reloader: reloader.clone(),
+        fleet: uplink_side.summary.clone(),
     }));
     register_daemon_methods(&router, &board, info.clone(), reports.dropped().clone());
 
@@ -168,8 +187,18 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
         router: router.clone(),
         reports: reports.clone(),
     };
-    let sinks = start_sinks(&ctx, reports_rx, shutdown.clone()).into_stages();
-    let producers = start_producers(&ctx, producers_shutdown.clone());
+    let sinks = start_sinks(&ctx, reports_rx, shutdown.clone(), uplink_side).into_stages();
+    let mut producers = start_producers(&ctx, producers_shutdown.clone());
+    producers.push(crate::fleet::stage::start(
+        &ctx,
+        crate::fleet::stage::Inputs {
+            side: fleet_side,
+            sources: sources.clone(),
+            state: fleet.state,
+            notes: fleet.start.notes,
+        },
+        producers_shutdown.clone(),
+    ));
     // The daemon's own sender must not keep the outbox input open at shutdown.
     drop(reports);
     drop(ctx);
@@ -236,7 +265,7 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
-                reload(&config_path, &reloader, &info, &log, &notifier).await;
+                reload(&config_path, &sources, &info, &notifier).await;
                 notify(&notifier, &[NotifyState::Ready, NotifyState::Status(&status_line(&board))]);
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&notifier, &[NotifyState::Watchdog]),
@@ -324,10 +353,40 @@ pub fn start_sinks(
     ctx: &StageContext,
     reports: tokio::sync::mpsc::Receiver<report::Report>,
     shutdown: CancellationToken,
+    fleet: crate::fleet::link::UplinkSide,
 ) -> Sinks {
     let mut sinks = Sinks::start_outbox(ctx, reports, shutdown.clone());
-    sinks.start_uplink(ctx, shutdown, crate::fleet::link::UplinkSide::detached());
+    sinks.start_uplink(ctx, shutdown, fleet);
     sinks
+}
+
+/// The fleet side of the config at start: the state directory's record and
+/// the layers the agent starts with.
+struct FleetStart {
+    state: crate::fleet::state::FleetState,
+    start: crate::fleet::held::Start,
+}
+
+fn start_fleet_config(
+    local: &AgentConfig,
+    text: &str,
+    path: &std::path::Path,
+) -> Result<FleetStart, DaemonError> {
+    let (state, note) = if local.fleet.enabled() {
+        crate::fleet::state::Dir::new(&local.paths.state_dir).load()
+    } else {
+        (crate::fleet::state::FleetState::default(), None)
+    };
+    let mut start = crate::fleet::held::start(text, path, local, &state)?;
+    start.notes.extend(note);
+    for note in &start.notes {
+        warn!("fleet: {note}");
+    }
+    if !start.layers.is_empty() {
+        let layers: Vec<String> = start.layers.iter().map(|l| l.label()).collect();
+        info!(layers = %layers.join(", "), "fleet layers in force");
+    }
+    Ok(FleetStart { state, start })
 }
 
 /// Decoded events between the sensor and the rules engine. At a burst of
@@ -366,13 +425,13 @@ async fn join_all(stages: Vec<Stage>, deadline: Instant) -> Vec<&'static str> {
     unfinished
 }
 
-/// SIGHUP: read the file again; submit it if it is valid, keep the running
-/// config (and say why) if it is not.
+/// SIGHUP: read the file again; if it is valid and the fleet layers in
+/// force still merge with it, submit the merged config; otherwise keep the
+/// running config and say why.
 async fn reload(
     path: &std::path::Path,
-    reloader: &Reloader,
+    sources: &crate::fleet::sources::Sources,
     info: &Mutex<DaemonInfo>,
-    log: &LogHandle,
     notifier: &Notifier,
 ) {
     info!(config = %path.display(), "SIGHUP: reloading config");
@@ -381,16 +440,23 @@ async fn reload(
         reloading.push(now);
     }
     notify(notifier, &reloading);
-    let result = AgentConfig::load(path);
+    let result = AgentConfig::load(path)
+        .map_err(|e| render_config_error(&e))
+        .and_then(|loaded| {
+            sources.set_local(loaded.text).map_err(|e| match e {
+                crate::fleet::overlay::EffectiveError::Local(e) => render_config_error(&e),
+                crate::fleet::overlay::EffectiveError::Layers(problems) => format!(
+                    "{}: the fleet layers in force no longer make a valid config with this file: {}",
+                    path.display(),
+                    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                ),
+            })
+        });
     let mut info = info.lock().await;
     match result {
-        Ok(loaded) => {
-            let submitted = reloader.submit(loaded.config, "sighup", &[]);
+        Ok(composed) => {
+            let submitted = composed.submitted;
             let diff = &submitted.diff;
-            // The daemon applies [log] itself; the stages apply theirs.
-            if diff.changed_section(SectionId::Log) && !log.set_level(submitted.config.log.level) {
-                warn!("log.level changed, but EDGE_AGENT_LOG sets the level and wins");
-            }
             for key in &diff.pending_restart {
                 warn!(key, "changed, but takes effect only after a restart");
             }
@@ -401,10 +467,9 @@ async fn reload(
                 stages = %submitted.woken.join(", "),
                 "config reloaded"
             );
-            tokio::spawn(log_outcomes(reloader.clone(), submitted));
+            tokio::spawn(log_outcomes(sources.reloader().clone(), submitted));
         }
-        Err(e) => {
-            let reason = render_config_error(&e);
+        Err(reason) => {
             error!(error = %reason, "the new config was refused; the running config stays in force");
             info.last_reload = Some((unix_now(), Err(reason)));
         }
@@ -511,6 +576,9 @@ fn register_daemon_methods(
 ///   `runtime_dir`, `control_socket`
 /// - `reports_dropped_before_outbox`: per class, or null
 /// - `stages`: per stage, `state`, `since`, `summary`, `details`, `last_error`
+/// - `fleet`: the fleet config in force (`enabled`, `layers` with the
+///   version per layer, `effective_sha256`, `trial`, `last_results`; see
+///   `fleet/summary.rs`)
 fn status_document(info: &DaemonInfo, board: &StatusBoard, dropped: &DropCounters) -> Value {
     let c = info.reloader.current();
     let applied: serde_json::Map<String, Value> = info
@@ -561,6 +629,7 @@ fn status_document(info: &DaemonInfo, board: &StatusBoard, dropped: &DropCounter
         },
         "reports_dropped_before_outbox": dropped_by_class,
         "stages": board.to_json(),
+        "fleet": serde_json::to_value(&*info.fleet.borrow()).unwrap_or(Value::Null),
     })
 }
 
@@ -628,7 +697,13 @@ mod tests {
                 reports,
             };
             let shutdown = CancellationToken::new();
-            let mut stages = start_sinks(&ctx, reports_rx, shutdown.clone()).into_stages();
+            let mut stages = start_sinks(
+                &ctx,
+                reports_rx,
+                shutdown.clone(),
+                crate::fleet::link::UplinkSide::detached(),
+            )
+            .into_stages();
             stages.extend(start_producers(&ctx, shutdown.clone()));
             drop(ctx);
             let names: Vec<&str> = stages.iter().map(|s| s.name).collect();

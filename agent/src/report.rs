@@ -187,6 +187,17 @@ impl Report {
         }
     }
 
+    /// The result of a fleet config bundle (`config/result`). A node event
+    /// by class: it outranks metrics when the outbox must give records up.
+    pub fn config_result(payload: Map<String, Value>) -> Self {
+        Self {
+            class: Class::NodeEvent,
+            topic: Topic::ConfigResult,
+            created: SystemTime::now(),
+            payload,
+        }
+    }
+
     /// A metrics batch.
     pub fn metrics(payload: Map<String, Value>) -> Self {
         Self {

@@ -209,6 +209,16 @@ impl Fleet {
     /// appended (it must not repeat these sections).
     pub fn node_toml(&self, id: &str, groups: &[&str], extra: &str) -> String {
         let (cert, key) = self.node_cert(id);
+        // The shipped rule set, so the rules stage starts healthy.
+        let rules = format!(
+            "[rules]\nfiles = [\"{}\"]\n",
+            crate::rules::shipped_rules_glob()
+        );
+        let extra = if extra.contains("[rules]\n") {
+            extra.replace("[rules]\n", &rules)
+        } else {
+            format!("{rules}\n{extra}")
+        };
         let groups = groups
             .iter()
             .map(|g| format!("\"{g}\""))
@@ -372,6 +382,26 @@ impl Fleet {
         self.sees(&cert, &key, filter, secs)
     }
 
+    /// The operator's live view of `filter` (mosquitto_sub running until
+    /// dropped), so a test can wait for messages as they arrive.
+    pub fn watch(&self, filter: &str) -> Watch {
+        let (cert, key) = self.operator_cert();
+        let file = self
+            .path()
+            .join(format!("watch-{}.txt", crate::now_nanos()));
+        let out = std::fs::File::create(&file).expect("watch file");
+        let child = self
+            .mosquitto("mosquitto_sub", &cert, &key)
+            .args(["-t", filter, "-q", "1", "-F", "%t\t%x"])
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run mosquitto_sub");
+        // Subscribed once a retained message could arrive; give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        Watch { child, file }
+    }
+
     fn mosquitto(&self, tool: &str, cert: &Path, key: &Path) -> Command {
         let mut c = Command::new(tool);
         c.args(["-h", "127.0.0.1", "-p", &self.broker.port.to_string()])
@@ -389,6 +419,46 @@ impl Fleet {
 impl Default for Fleet {
     fn default() -> Self {
         Fleet::new()
+    }
+}
+
+/// Messages the operator received on a filter, as they come.
+pub struct Watch {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Watch {
+    /// Every message so far as (topic, JSON payload); payloads that are
+    /// not JSON are left out.
+    pub fn json(&self) -> Vec<(String, serde_json::Value)> {
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter_map(|(t, hex)| Some((t.to_string(), serde_json::from_slice(&unhex(hex)).ok()?)))
+            .collect()
+    }
+
+    /// Wait until a message satisfies `f`; that message.
+    pub fn wait(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&str, &serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        wait_for(timeout, || {
+            self.json()
+                .into_iter()
+                .find(|(t, v)| f(t, v))
+                .map(|(_, v)| v)
+        })
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

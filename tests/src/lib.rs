@@ -256,7 +256,7 @@ impl Drop for Daemon {
 
 pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
 
-fn now_nanos() -> u128 {
+pub(crate) fn now_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())

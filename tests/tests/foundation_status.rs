@@ -31,6 +31,7 @@ fn assert_stable_keys(doc: &Value) {
         [
             "config",
             "daemon",
+            "fleet",
             "node",
             "paths",
             "reports_dropped_before_outbox",

@@ -146,15 +146,17 @@ fn offline_document(
     reason: &str,
 ) -> Value {
     let state_dir = paths.state_dir_for_client();
-    let (node, stages) = match loaded {
+    let (node, stages, fleet) = match loaded {
         Ok(l) => {
             let c = &l.config;
             (
                 json!({ "id": c.node.id, "fleet": c.node.fleet, "groups": c.node.groups }),
                 Value::Object(offline_sections(c)),
+                serde_json::to_value(crate::fleet::held::summary_from_disk(c))
+                    .unwrap_or(Value::Null),
             )
         }
-        Err(_) => (Value::Null, Value::Object(Map::new())),
+        Err(_) => (Value::Null, Value::Object(Map::new()), Value::Null),
     };
     json!({
         "schema": 1,
@@ -185,6 +187,7 @@ fn offline_document(
         },
         "reports_dropped_before_outbox": null,
         "stages": stages,
+        "fleet": fleet,
     })
 }
 
@@ -334,6 +337,54 @@ fn render_node_config_paths(out: &mut String, doc: &Value, running: bool) {
         );
         let _ = writeln!(out, "socket   {}", str_of(&p["control_socket"]));
     }
+    render_fleet(out, &doc["fleet"], running);
+}
+
+/// The `fleet` line: the version in force per layer, a trial, the last
+/// result.
+fn render_fleet(out: &mut String, fleet: &Value, running: bool) {
+    let Ok(s) = serde_json::from_value::<crate::fleet::summary::Summary>(fleet.clone()) else {
+        return;
+    };
+    if !s.enabled {
+        let _ = writeln!(out, "fleet    off (fleet.trusted_keys is empty)");
+        return;
+    }
+    let mut line = format!("fleet    {}", s.layers_line());
+    if let Some(sha) = &s.effective_sha256 {
+        let _ = write!(line, "  (effective {})", &sha[..sha.len().min(12)]);
+    }
+    if let Some(t) = &s.trial {
+        if running {
+            let _ = write!(
+                line,
+                "\n         TRIAL of {} v{} in progress, reverted unless healthy by {}",
+                t.layer,
+                t.version,
+                when(Some(t.deadline))
+            );
+        } else {
+            let _ = write!(
+                line,
+                "\n         the agent stopped during the trial of {} v{}: it will start with the last good config and report it reverted",
+                t.layer, t.version
+            );
+        }
+    }
+    if let Some(r) = s.last_result() {
+        let _ = write!(
+            line,
+            "\n         last result: {} {} v{} at {}{}",
+            r.outcome.as_str().to_uppercase(),
+            r.layer,
+            r.version.map_or("-".into(), |v| v.to_string()),
+            r.time,
+            r.reasons
+                .first()
+                .map_or(String::new(), |reason| format!(": {reason}"))
+        );
+    }
+    let _ = writeln!(out, "{line}");
 }
 
 fn render_stages(out: &mut String, stages: &Value, detail: Detail) {
@@ -556,6 +607,7 @@ mod tests {
             LoadedConfig {
                 config: c,
                 path: "/nonexistent/agent.toml".into(),
+                text: String::new(),
             }
         });
         let doc = offline(loaded);
@@ -568,7 +620,8 @@ mod tests {
                 "config",
                 "paths",
                 "reports_dropped_before_outbox",
-                "stages"
+                "stages",
+                "fleet"
             ]
         );
         assert_eq!(

@@ -120,6 +120,8 @@ pub struct LoadedConfig {
     pub config: AgentConfig,
     /// The file it was read from (as given, not canonicalised).
     pub path: PathBuf,
+    /// Its text as read (fleet config lays its layers over it).
+    pub text: String,
 }
 
 impl AgentConfig {
@@ -133,6 +135,7 @@ impl AgentConfig {
         Ok(LoadedConfig {
             config,
             path: path.to_path_buf(),
+            text,
         })
     }
 

@@ -162,3 +162,37 @@ pub fn start(
         }
     }
 }
+
+/// The fleet summary a client can read without the daemon: the versions
+/// that passed their trial, the trial that was running when the agent
+/// stopped, the last results (`status` with the daemon down).
+pub fn summary_from_disk(config: &AgentConfig) -> super::summary::Summary {
+    use super::summary::{Summary, TrialSummary};
+    let (state, _) = Dir::new(&config.paths.state_dir_for_client()).load_quiet();
+    let mut layers = serde_json::Map::new();
+    for target in node_layers(config) {
+        let name = target.to_string();
+        if let Some(good) = state.layers.get(&name).and_then(|l| l.good.as_ref()) {
+            layers.insert(name, serde_json::Value::from(good.version));
+        }
+    }
+    let trial = state.trial.as_ref().map(|t| {
+        let started_at = humantime::parse_rfc3339_weak(&t.started_at)
+            .ok()
+            .and_then(|s| s.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        TrialSummary {
+            layer: t.target.clone(),
+            version: t.version,
+            started_at,
+            deadline: started_at + config.fleet.confirm_timeout.get().as_secs(),
+        }
+    });
+    Summary {
+        enabled: config.fleet.enabled(),
+        layers,
+        effective_sha256: state.effective_sha256.clone(),
+        trial,
+        last_results: state.last_results.into_iter().collect(),
+    }
+}

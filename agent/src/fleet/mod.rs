@@ -16,5 +16,7 @@ pub mod link;
 pub mod ops;
 pub mod overlay;
 pub mod receiver;
+pub mod sources;
+pub mod stage;
 pub mod state;
 pub mod summary;

@@ -62,6 +62,8 @@ pub struct Candidate {
     pub layer: Target,
     pub verified: Verified,
     pub overlay: toml::Table,
+    /// The bundle as received (kept on disk, verified again at each start).
+    pub raw: Vec<u8>,
 }
 
 /// Decide about `bytes`, which arrived on `topic`.
@@ -130,6 +132,7 @@ pub fn inspect(
             layer,
             verified,
             overlay,
+            raw: bytes.to_vec(),
         })),
         Err(problems) => refuse(Refusal::Content(problems), Some(&verified), true),
     }

@@ -109,6 +109,7 @@ pub enum UplinkError {
 /// The uplink stage.
 pub const STAGE: StageSpec = StageSpec {
     name: "uplink",
+    // [fleet]: which config topics to read (none without trusted keys).
     sections: &[SectionId::Uplink, SectionId::Fleet],
     key_details: &["last_publish_at", "reconnects_total", "last_error_code"],
 };
@@ -249,11 +250,17 @@ impl Link {
         fleet: UplinkSide,
     ) -> Link {
         let now = Instant::now();
+        let health = *fleet.health.borrow();
         Link {
             config_topics: crate::fleet::link::config_topics(&config),
             config_dropped: 0,
             resubscribe_at: None,
-            health: LinkHealth::default(),
+            // The counts go on across reconnections with new settings (a
+            // trial compares them with those before the apply).
+            health: LinkHealth {
+                connected: false,
+                ..health
+            },
             fleet,
             topics: Topics::new(&config),
             session: Session::new(
@@ -365,6 +372,8 @@ impl Link {
         if let Some(ticket) = applying.take() {
             ticket.ok();
         }
+        // Not connected with these settings yet.
+        self.publish_health();
         let window = usize::from(self.config.uplink.inflight);
         // The window plus the state message and a disconnect: the session
         // never queues more, so publishing never finds this full.
@@ -438,16 +447,18 @@ impl Link {
                 }
                 _ = state_tick.tick() => self.refresh_state(&client, false),
                 _ = status_tick.tick() => self.report(true),
+                // Every key of [uplink] is a connection setting; [fleet] says
+                // which config topics to read.
                 update = config_watch.changed() => {
-                    // Every key of [uplink] is a connection setting; [fleet]
-                    // matters here only through the topics subscribed to.
-                    let new = &update.config;
-                    if new.uplink != self.config.uplink
-                        || crate::fleet::link::config_topics(new) != self.config_topics
-                    {
+                    let topics = crate::fleet::link::config_topics(&update.config);
+                    if update.config.uplink == self.config.uplink && topics == self.config_topics {
+                        // Fleet settings the link does not use (the trial
+                        // time, the size limit) changed.
+                        self.config = update.config;
+                        update.ticket.ok();
+                    } else {
                         break Ending::Reconfigure(update);
                     }
-                    update.ticket.ok();
                 }
             }
             self.publish_ready(&client);
