@@ -66,7 +66,7 @@ const MIN_REFRESH: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("the metrics collector thread failed: {0}")]
-    Collector(String),
+    Collector(#[from] tokio::task::JoinError),
     #[error(
         "cannot listen on {addr} (metrics.listen): {source}; collecting without the local endpoint"
     )]
@@ -219,8 +219,7 @@ impl Collector {
             }
         };
         let (joined, probes) = tokio::join!(blocking, probes);
-        let (host, mut snap, mut outcomes) =
-            joined.map_err(|e| MetricsError::Collector(e.to_string()))?;
+        let (host, mut snap, mut outcomes) = joined?;
         let stuck = host.stuck_mounts();
         self.host = Some(host);
 

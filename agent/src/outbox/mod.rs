@@ -121,14 +121,31 @@ const TICK: Duration = Duration::from_millis(250);
 /// last acknowledgements before closing the file.
 const UPLINK_FLUSH_WAIT: Duration = Duration::from_secs(4);
 
-#[derive(Debug, thiserror::Error)]
+/// Why the outbox did not do what it was asked. Crosses from the outbox
+/// thread to its callers as it is: a full disk stays
+/// [`StoreError::DiskFull`], not a sentence.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum OutboxError {
     #[error("the outbox thread has stopped")]
     Stopped,
-    #[error("{0}")]
-    Store(String),
+    /// Not open yet, or closed after a failure it is retrying.
+    #[error("the outbox file is not open")]
+    NotOpen,
+    /// The file failed; shared because one failed commit answers every
+    /// caller waiting on it.
+    #[error(transparent)]
+    Store(Arc<store::StoreError>),
     #[error("cannot start the outbox thread: {0}")]
-    Thread(std::io::Error),
+    Thread(Arc<std::io::Error>),
+    /// The blocking read of a listing panicked or was cancelled.
+    #[error("the outbox listing read failed: {0}")]
+    ListingRead(Arc<tokio::task::JoinError>),
+}
+
+impl OutboxError {
+    pub(crate) fn store(e: store::StoreError) -> OutboxError {
+        OutboxError::Store(Arc::new(e))
+    }
 }
 
 /// What the outbox holds, published after every commit round (at most
@@ -209,17 +226,14 @@ pub struct Outbox {
 impl Outbox {
     async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+        make: impl FnOnce(oneshot::Sender<Result<T, OutboxError>>) -> Command,
     ) -> Result<T, OutboxError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(make(reply))
             .await
             .map_err(|_| OutboxError::Stopped)?;
-        answer
-            .await
-            .map_err(|_| OutboxError::Stopped)?
-            .map_err(OutboxError::Store)
+        answer.await.map_err(|_| OutboxError::Stopped)?
     }
 
     /// Append and wait until durable; the key of each report, `None` for
@@ -284,8 +298,8 @@ impl Outbox {
         let snapshot = self.ask(Command::Snapshot).await?;
         tokio::task::spawn_blocking(move || snapshot.listing(per_class, &after))
             .await
-            .map_err(|_| OutboxError::Stopped)?
-            .map_err(|e| OutboxError::Store(e.to_string()))
+            .map_err(|e| OutboxError::ListingRead(Arc::new(e)))?
+            .map_err(OutboxError::store)
     }
 
     /// The latest summary; `changed()` on it wakes on every update.
@@ -335,7 +349,7 @@ pub fn start(
         let thread = std::thread::Builder::new()
             .name("edge-agent-outbox".into())
             .spawn(move || worker.run(rx))
-            .map_err(OutboxError::Thread);
+            .map_err(|e| OutboxError::Thread(Arc::new(e)));
         register_methods(ctx, &outbox);
         run(own.config, reports, tx, thread, shutdown, uplink_done)
     });

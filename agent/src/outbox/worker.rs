@@ -11,15 +11,16 @@
 //! frees pages and draining is how a full outbox recovers.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use super::Summary;
 use super::store::{
     self, Batch, Committed, Cursors, RecordKey, Snapshot, Store, StoreError, StoredRecord,
 };
+use super::{OutboxError, Summary};
 use crate::config::OutboxConfig;
 use crate::report::{Class, PerClass, Report};
 use crate::status::{StageState, StatusReporter};
@@ -63,7 +64,7 @@ pub struct Fetched {
     pub appended_total: u64,
 }
 
-pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+pub type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
 
 pub enum Command {
     /// Reports from producers (the report channel).
@@ -95,9 +96,9 @@ pub enum Command {
 enum Health {
     Ok,
     /// The filesystem is full; since when.
-    DiskFull(Instant, String),
+    DiskFull(Instant, Arc<StoreError>),
     /// The file cannot be opened or written for another reason.
-    Failing(Instant, String),
+    Failing(Instant, Arc<StoreError>),
 }
 
 #[derive(Default)]
@@ -237,7 +238,7 @@ impl Worker {
             }
             Err(e) => {
                 error!(error = %e, "cannot open the outbox; reports wait in memory and the open is retried");
-                self.unhealthy(&e);
+                self.unhealthy(&Arc::new(e));
             }
         }
     }
@@ -257,15 +258,15 @@ impl Worker {
         }
     }
 
-    fn unhealthy(&mut self, e: &StoreError) {
+    fn unhealthy(&mut self, e: &Arc<StoreError>) {
         let now = Instant::now();
         let message = e.to_string();
-        let full = matches!(e, StoreError::DiskFull { .. });
+        let full = matches!(**e, StoreError::DiskFull { .. });
         let was_ok = matches!(self.health, Health::Ok);
         self.health = if full {
-            Health::DiskFull(now, message.clone())
+            Health::DiskFull(now, e.clone())
         } else {
-            Health::Failing(now, message.clone())
+            Health::Failing(now, e.clone())
         };
         if was_ok {
             error!(error = %message, "the outbox cannot write; new records wait in memory (up to {MAX_HELD_RECORDS}) and writing is retried");
@@ -303,7 +304,7 @@ impl Worker {
                         tracked.push((r.len(), reply));
                         tracked_reports.extend(r);
                     } else {
-                        let _ = reply.send(Err(self.health_message()));
+                        let _ = reply.send(Err(self.health_error()));
                     }
                 }
                 Command::Ack(keys) => self.pending_acks.extend(keys),
@@ -348,10 +349,11 @@ impl Worker {
         close
     }
 
-    fn health_message(&self) -> String {
+    /// Why a write is refused now.
+    fn health_error(&self) -> OutboxError {
         match &self.health {
-            Health::Ok => "the outbox file is not open".into(),
-            Health::DiskFull(_, m) | Health::Failing(_, m) => m.clone(),
+            Health::Ok => OutboxError::NotOpen,
+            Health::DiskFull(_, e) | Health::Failing(_, e) => OutboxError::Store(e.clone()),
         }
     }
 
@@ -383,7 +385,7 @@ impl Worker {
         if self.store.is_none() {
             self.hold(appends);
             for (_, reply) in tracked {
-                let _ = reply.send(Err("the outbox file is not open".into()));
+                let _ = reply.send(Err(OutboxError::NotOpen));
             }
             return;
         }
@@ -411,9 +413,10 @@ impl Worker {
                 if matches!(e, StoreError::Open { .. }) {
                     self.store = None;
                 }
+                let e = Arc::new(e);
                 self.unhealthy(&e);
                 for (_, reply) in tracked {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(OutboxError::Store(e.clone())));
                 }
                 // Nothing of the batch was written: keep all of it.
                 self.pending_acks = std::mem::take(&mut batch.acks);
@@ -475,7 +478,6 @@ impl Worker {
     }
 
     fn answer(&mut self, q: Command) {
-        let closed = || "the outbox file is not open".to_string();
         let appended_total = self.stats.appended;
         match q {
             Command::Fetch {
@@ -493,22 +495,22 @@ impl Worker {
                             more: f.more,
                             appended_total,
                         })
-                        .map_err(|e| e.to_string()),
-                    None => Err(closed()),
+                        .map_err(OutboxError::store),
+                    None => Err(OutboxError::NotOpen),
                 };
                 let _ = reply.send(r);
             }
             Command::Waiting(keys, reply) => {
                 let r = match &self.store {
-                    Some(s) => s.waiting(&keys).map_err(|e| e.to_string()),
-                    None => Err(closed()),
+                    Some(s) => s.waiting(&keys).map_err(OutboxError::store),
+                    None => Err(OutboxError::NotOpen),
                 };
                 let _ = reply.send(r);
             }
             Command::Snapshot(reply) => {
                 let r = match &self.store {
-                    Some(s) => s.snapshot().map_err(|e| e.to_string()),
-                    None => Err(closed()),
+                    Some(s) => s.snapshot().map_err(OutboxError::store),
+                    None => Err(OutboxError::NotOpen),
                 };
                 let _ = reply.send(r);
             }
