@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,10 @@ use crate::outbox::Outbox;
 use crate::reload::{Reloader, Submitted};
 use crate::report::{self, DropCounters};
 use crate::stage::{Stage, StageContext};
-use crate::status::{StatusBoard, dir_bytes, unix_now};
+use crate::status::{
+    AppliedNote, ConfigStatus, DaemonStatus, NodeStatus, PathsStatus, ReloadNote, STATUS_SCHEMA,
+    StatusBoard, StatusDocument, dir_bytes, unix_now,
+};
 use crate::systemd::{Notifier, NotifyState};
 
 /// How long SIGTERM may take end to end. systemd's `TimeoutStopSec=` in the
@@ -551,86 +554,88 @@ fn register_daemon_methods(
         let dropped = dropped.clone();
         async move {
             let info = info.lock().await;
-            Ok::<_, ControlError>(Reply::Value(status_document(&info, &board, &dropped)))
+            let doc = status_document(&info, &board, &dropped);
+            let doc = serde_json::to_value(doc)
+                .map_err(|e| ControlError::new("internal", e.to_string()))?;
+            Ok::<_, ControlError>(Reply::Value(doc))
         }
     });
 }
 
-/// The `status --json` document (schema 1) of a running daemon. Keys are
-/// stable; new keys may be added, none are renamed or removed without bumping
-/// `schema`. `edge-agent status` writes the same keys when the daemon is not
-/// running (see `cli/status.rs`), with `null` where only the daemon knows:
-///
-/// - `schema`: 1
-/// - `daemon`: `running`, `pid`, `version`, `started_at` (unix s),
-///   `uptime_secs`, `reason` (why it is not running, else null)
-/// - `node`: `id`, `fleet`, `groups` (null when the config is unreadable)
-/// - `config`: `path`, `valid` (the file on disk, as `status` read it),
-///   `error`, `last_reload` (`at`, `ok`, `error`) or null,
-///   `pending_restart` (keys changed on disk that wait for a restart, such
-///   as `sensor.ring_buffer_bytes`), `generation` (of the config in force:
-///   1 at start, one more per config submitted), `applied` (per stage that
-///   follows the config, its answer to the last config it was handed:
-///   `generation`, `at`, `ok`, `error`)
-/// - `paths`: `state_dir`, `state_dir_exists`, `state_dir_bytes`,
-///   `runtime_dir`, `control_socket`
-/// - `reports_dropped_before_outbox`: per class, or null
-/// - `stages`: per stage, `state`, `since`, `summary`, `details`, `last_error`
-/// - `fleet`: the fleet config in force (`enabled`, `layers` with the
-///   version per layer, `effective_sha256`, `trial`, `last_results`; see
-///   `fleet/summary.rs`)
-fn status_document(info: &DaemonInfo, board: &StatusBoard, dropped: &DropCounters) -> Value {
+/// The `status --json` document of a running daemon (see
+/// [`StatusDocument`] for what each key means). The daemon knows the
+/// config file was valid when it last read it; `status` re-checks the file
+/// on disk and overwrites `config.valid` and `config.error`.
+fn status_document(
+    info: &DaemonInfo,
+    board: &StatusBoard,
+    dropped: &DropCounters,
+) -> StatusDocument {
     let c = info.reloader.current();
-    let applied: serde_json::Map<String, Value> = info
+    let applied = info
         .reloader
         .applied()
         .into_iter()
         .map(|(stage, a)| {
-            let error = a.result.as_ref().err().map(ToString::to_string);
-            let v = json!({"generation": a.generation, "at": a.at, "ok": a.result.is_ok(), "error": error});
-            (stage.to_string(), v)
+            let note = AppliedNote {
+                generation: a.generation,
+                at: a.at,
+                ok: a.result.is_ok(),
+                error: a.result.as_ref().err().map(ToString::to_string),
+            };
+            (stage.to_string(), note)
         })
         .collect();
-    let dropped_by_class: serde_json::Map<String, Value> = crate::report::Class::ALL
-        .iter()
-        .map(|cl| (cl.as_str().to_string(), Value::from(dropped.get(*cl))))
-        .collect();
-    json!({
-        "schema": 1,
-        "daemon": {
-            "running": true,
-            "pid": std::process::id(),
-            "version": crate::VERSION,
-            "started_at": info.started.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            "uptime_secs": info.started_instant.elapsed().as_secs(),
-            "reason": null,
+    let last_reload = info.last_reload.as_ref().map(|(at, r)| ReloadNote {
+        at: *at,
+        ok: r.is_ok(),
+        error: r.as_ref().err().cloned(),
+    });
+    StatusDocument {
+        schema: STATUS_SCHEMA,
+        daemon: DaemonStatus {
+            running: true,
+            pid: Some(std::process::id()),
+            version: crate::VERSION.to_string(),
+            started_at: Some(
+                info.started
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            ),
+            uptime_secs: Some(info.started_instant.elapsed().as_secs()),
+            reason: None,
         },
-        "node": { "id": c.node.id, "fleet": c.node.fleet, "groups": c.node.groups },
-        "config": {
-            "path": info.config_path,
-            // The daemon only knows the file was valid when it last read it;
-            // `status` re-checks the file on disk and overwrites these two.
-            "valid": true,
-            "error": null,
-            "last_reload": info.last_reload.as_ref().map(|(at, r)| match r {
-                Ok(()) => json!({"at": at, "ok": true, "error": null}),
-                Err(e) => json!({"at": at, "ok": false, "error": e}),
-            }),
-            "pending_restart": info.reloader.pending_restart(),
-            "generation": info.reloader.generation(),
-            "applied": applied,
+        node: Some(NodeStatus {
+            id: c.node.id.clone(),
+            fleet: c.node.fleet.clone(),
+            groups: c.node.groups.clone(),
+        }),
+        config: ConfigStatus {
+            path: info.config_path.clone(),
+            valid: true,
+            error: None,
+            last_reload,
+            pending_restart: info.reloader.pending_restart(),
+            generation: Some(info.reloader.generation()),
+            applied: Some(applied),
         },
-        "paths": {
-            "state_dir": c.paths.state_dir,
-            "state_dir_exists": c.paths.state_dir.is_dir(),
-            "state_dir_bytes": dir_bytes(&c.paths.state_dir),
-            "runtime_dir": c.paths.runtime_dir,
-            "control_socket": c.paths.control_socket(),
+        paths: PathsStatus {
+            state_dir: c.paths.state_dir.clone(),
+            state_dir_exists: c.paths.state_dir.is_dir(),
+            state_dir_bytes: dir_bytes(&c.paths.state_dir),
+            runtime_dir: c.paths.runtime_dir.clone(),
+            control_socket: c.paths.control_socket(),
         },
-        "reports_dropped_before_outbox": dropped_by_class,
-        "stages": board.to_json(),
-        "fleet": serde_json::to_value(&*info.fleet.borrow()).unwrap_or(Value::Null),
-    })
+        reports_dropped_before_outbox: Some(
+            crate::report::Class::ALL
+                .into_iter()
+                .map(|cl| (cl, dropped.get(cl)))
+                .collect(),
+        ),
+        stages: board.stages(),
+        fleet: Some(info.fleet.borrow().clone()),
+        more: serde_json::Map::new(),
+    }
 }
 
 #[cfg(test)]

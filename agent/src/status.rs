@@ -1,15 +1,19 @@
 //! The status board: every stage publishes a small snapshot of itself here,
 //! and the control socket reads them all for `edge-agent status`.
 //!
-//! Owns the snapshot types and their JSON shape (part of the stable
-//! `status --json` document). A stage writes only its own snapshot through a
+//! Owns the snapshot types and the `status --json` document
+//! ([`StatusDocument`]), which the daemon answers and `edge-agent status`
+//! writes itself when the daemon is down: one type, so both have the same
+//! keys. A stage writes only its own snapshot through a
 //! [`StatusReporter`]; nothing here blocks a stage (a `watch` channel keeps
 //! just the latest value).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::futures::Notified;
@@ -72,7 +76,24 @@ pub struct StageStatus {
 }
 
 impl StageStatus {
-    fn new(state: StageState) -> Self {
+    /// What `status` says of a stage while the daemon is down, from what it
+    /// can read on disk.
+    pub fn offline(
+        state: StageState,
+        summary: impl Into<String>,
+        details: Map<String, Value>,
+        key_details: &[&str],
+    ) -> Self {
+        StageStatus {
+            summary: summary.into(),
+            details,
+            key_details: key_details.iter().map(|k| (*k).to_string()).collect(),
+            ..StageStatus::new(state)
+        }
+    }
+
+    /// A stage in `state` since now, with nothing else said yet.
+    pub fn new(state: StageState) -> Self {
         Self {
             state,
             since: unix_now(),
@@ -82,6 +103,107 @@ impl StageStatus {
             last_error: None,
         }
     }
+}
+
+/// The `status --json` document. Schema 1: keys are stable; keys may be
+/// added, none renamed or removed without a new `schema`. The daemon fills
+/// it; `edge-agent status` fills it too when the daemon does not answer,
+/// with `null` where only the daemon knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusDocument {
+    /// [`STATUS_SCHEMA`].
+    pub schema: u32,
+    pub daemon: DaemonStatus,
+    /// Null when the config cannot be read.
+    pub node: Option<NodeStatus>,
+    pub config: ConfigStatus,
+    pub paths: PathsStatus,
+    /// Reports refused before the outbox, per class (null without the
+    /// daemon).
+    pub reports_dropped_before_outbox: Option<IndexMap<crate::report::Class, u64>>,
+    /// Per stage, in the order they started.
+    pub stages: IndexMap<String, StageStatus>,
+    /// The fleet config in force (`enabled`, `layers` with the version per
+    /// layer, `effective_sha256`, `trial`, `last_results`; see
+    /// `fleet/summary.rs`); null when the config cannot be read.
+    #[serde(default)]
+    pub fleet: Option<crate::fleet::summary::Summary>,
+    /// Sections this build does not know (written by a newer daemon), kept
+    /// as they are.
+    #[serde(flatten)]
+    pub more: Map<String, Value>,
+}
+
+/// The `schema` of [`StatusDocument`].
+pub const STATUS_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub version: String,
+    /// Unix seconds.
+    pub started_at: Option<u64>,
+    pub uptime_secs: Option<u64>,
+    /// Why it is not running (null when it is).
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub fleet: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    pub path: PathBuf,
+    /// The file on disk, as `status` read it just now.
+    pub valid: bool,
+    pub error: Option<String>,
+    /// The last SIGHUP's outcome (null before the first, or without the
+    /// daemon).
+    pub last_reload: Option<ReloadNote>,
+    /// Keys changed on disk that wait for a restart, e.g.
+    /// `sensor.ring_buffer_bytes`.
+    pub pending_restart: Vec<String>,
+    /// Of the config in force: 1 at start, one more per config submitted
+    /// (null without the daemon).
+    #[serde(default)]
+    pub generation: Option<u64>,
+    /// Per stage that follows the config: its answer to the last config it
+    /// was handed (null without the daemon).
+    #[serde(default)]
+    pub applied: Option<IndexMap<String, AppliedNote>>,
+}
+
+/// The outcome of a reload (SIGHUP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadNote {
+    /// Unix seconds.
+    pub at: u64,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// A stage's answer to a config it was handed (see `reload.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedNote {
+    pub generation: u64,
+    /// Unix seconds.
+    pub at: u64,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathsStatus {
+    pub state_dir: PathBuf,
+    pub state_dir_exists: bool,
+    pub state_dir_bytes: u64,
+    pub runtime_dir: PathBuf,
+    pub control_socket: PathBuf,
 }
 
 /// Bytes in the regular files directly below `dir` (the state directory is
@@ -160,13 +282,9 @@ impl StatusBoard {
             .collect()
     }
 
-    /// Snapshot as a JSON object keyed by stage name (order kept).
-    pub fn to_json(&self) -> Value {
-        let mut map = Map::new();
-        for (name, st) in self.snapshot() {
-            map.insert(name, serde_json::to_value(st).unwrap_or(Value::Null));
-        }
-        Value::Object(map)
+    /// Every stage's snapshot keyed by its name, in registration order.
+    pub fn stages(&self) -> IndexMap<String, StageStatus> {
+        self.snapshot().into_iter().collect()
     }
 
     pub fn names(&self) -> BTreeMap<String, StageState> {

@@ -233,7 +233,7 @@ pub fn preflight(target: &Target) -> (K3sInfo, Vec<Finding>) {
 }
 
 /// What `status` shows without the daemon: the undo log's last apply.
-pub fn offline_status(config: &AgentConfig) -> Option<serde_json::Value> {
+pub fn offline_status(config: &AgentConfig) -> Option<crate::status::StageStatus> {
     let b = &config.bootstrap;
     b.role?;
     let root = std::fs::canonicalize(&b.root).unwrap_or_else(|_| b.root.clone());
@@ -262,13 +262,17 @@ pub fn offline_status(config: &AgentConfig) -> Option<serde_json::Value> {
         ),
         None => "never applied (run `edge-agent bootstrap plan`)".into(),
     };
-    Some(serde_json::json!({
-        "state": if b.enabled { "stopped" } else { "disabled" },
-        "since": 0,
-        "summary": summary,
-        "details": details,
-        "last_error": null,
-    }))
+    let state = if b.enabled {
+        crate::status::StageState::Stopped
+    } else {
+        crate::status::StageState::Disabled
+    };
+    Some(crate::status::StageStatus::offline(
+        state,
+        summary,
+        details,
+        stage::STAGE.key_details,
+    ))
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ use crate::control::{ControlError, Reply};
 use crate::reload::ConfigWatch;
 use crate::report::{Class, PerClass, Report};
 use crate::stage::{self, Stage, StageContext, StageSpec};
+use crate::status::{StageState, StageStatus};
 
 pub use store::{Cursors, Listing, RecordKey, StoredRecord, read_offline};
 
@@ -562,7 +563,7 @@ pub fn listing_json(l: &Listing, summary: Option<&Summary>) -> Value {
 }
 
 /// `status` without the daemon: what waits in the outbox file.
-pub fn offline_status(config: &AgentConfig) -> Option<Value> {
+pub fn offline_status(config: &AgentConfig) -> Option<StageStatus> {
     let path = file_path(config);
     if !path.exists() {
         return None;
@@ -578,29 +579,36 @@ pub fn offline_status(config: &AgentConfig) -> Option<Value> {
                 .filter_map(|c| c.oldest_created_ms)
                 .min()
                 .map(|ms| crate::unix_time::now_millis().saturating_sub(ms) / 1000);
-            json!({
-                "state": "stopped",
-                "summary": format!("{} records waiting in {}", records.total(), path.display()),
-                "details": {
-                    "records_waiting_by_class": records,
-                    "bytes_waiting_by_class": bytes,
-                    "oldest_waiting_age_secs": oldest,
-                    "given_up_total_by_class": l.given_up,
-                    "expired_total_by_class": l.expired,
-                    "file_bytes": file_bytes,
-                    "next_seq": l.next_seq,
-                },
-                "key_details": KEY_DETAILS,
-                "last_error": null,
-            })
+            let details = json!({
+                "records_waiting_by_class": records,
+                "bytes_waiting_by_class": bytes,
+                "oldest_waiting_age_secs": oldest,
+                "given_up_total_by_class": l.given_up,
+                "expired_total_by_class": l.expired,
+                "file_bytes": file_bytes,
+                "next_seq": l.next_seq,
+            });
+            StageStatus::offline(
+                StageState::Stopped,
+                format!("{} records waiting in {}", records.total(), path.display()),
+                object(details),
+                &KEY_DETAILS,
+            )
         }
-        Err(e) => json!({
-            "state": "stopped",
-            "summary": format!("cannot read {} without the daemon: {e}", path.display()),
-            "details": { "file_bytes": file_bytes },
-            "last_error": null,
-        }),
+        Err(e) => StageStatus::offline(
+            StageState::Stopped,
+            format!("cannot read {} without the daemon: {e}", path.display()),
+            object(json!({ "file_bytes": file_bytes })),
+            &KEY_DETAILS,
+        ),
     })
+}
+
+fn object(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
 }
 
 impl std::fmt::Debug for Outbox {

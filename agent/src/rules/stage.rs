@@ -26,7 +26,7 @@ use crate::event::Event;
 use crate::reload::{ApplyTicket, ConfigWatch};
 use crate::report::{Report, ReportSender};
 use crate::stage::{self, Stage, StageContext, StageSpec};
-use crate::status::{StageState, StatusReporter, unix_now};
+use crate::status::{StageState, StageStatus, StatusReporter, unix_now};
 use crate::unix_time;
 
 use super::engine::{Alert, Engine, Limits};
@@ -461,7 +461,7 @@ impl Task {
 
 /// What `status` shows for the rules while the daemon is down: what the
 /// config would load (same keys as the running stage's details).
-pub fn offline_status(config: &AgentConfig) -> Value {
+pub fn offline_status(config: &AgentConfig) -> StageStatus {
     let loaded = loader::load_paths(&config.rules.files);
     let errors = loaded.errors().count();
     let rules = loaded.set.rules.len();
@@ -477,13 +477,12 @@ pub fn offline_status(config: &AgentConfig) -> Value {
     ] {
         details.remove(k);
     }
-    json!({
-        "state": "stopped",
-        "since": unix_now(),
-        "summary": format!("not running; the config would load {rules} rules ({errors} errors)"),
-        "details": details,
-        "last_error": null,
-    })
+    StageStatus::offline(
+        StageState::Stopped,
+        format!("not running; the config would load {rules} rules ({errors} errors)"),
+        details,
+        STAGE.key_details,
+    )
 }
 
 /// Swap in a reloaded set, or refuse it when it has errors.
