@@ -18,7 +18,9 @@ use super::filters::PathFilter;
 use super::proctable::{BootClock, EnvCache, ProcessTable, strip_root};
 use super::users::Users;
 use crate::config::SensorConfig;
-use crate::event::{Args, Caps, Container, Event, Evt, Fd, FdType, L4Proto, Process, Role, User};
+use crate::event::{
+    Args, Caps, Container, Event, EventType, Evt, Fd, FdType, L4Proto, Process, Role, User,
+};
 
 /// What one record became.
 #[derive(Debug)]
@@ -85,317 +87,106 @@ impl Enricher {
         self.procs.set_clock(clock);
     }
 
-    /// Decode and enrich one record.
+    /// Decode and enrich one record: the process it is about, its
+    /// arguments by kind ([`Enricher::arguments`]), then the names and
+    /// ancestors around them ([`Enricher::assemble`]).
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let r = Record::parse(bytes)?;
         let Some(ty) = r.h.kind.event_type() else {
             return Ok(Decoded::Loss(r.arg[0].max(0) as u64));
         };
-        let h = r.h;
-        let mut args = Args::default();
-        let mut fd = None;
+        let mut parts = Parts {
+            proc: self.subject(&r),
+            container: self.container(&r),
+            args: Args::default(),
+            fd: None,
+            caps: None,
+        };
+        if let Err(Filtered) = self.arguments(&r, &mut parts) {
+            self.filtered_user += 1;
+            return Ok(Decoded::Filtered);
+        }
+        Ok(Decoded::Event {
+            event: self.assemble(ty, &r, parts),
+            killed: r.killed(),
+        })
+    }
 
-        let mut caps = None;
-
-        // The process the event is about; exec installs the new image first
-        // (a failed exec leaves the caller as it was).
-        let mut proc = match r.h.kind {
-            Kind::Execve | Kind::Execveat if h.res >= 0 => self.exec(&r),
+    /// The process the event is about; exec installs the new image first
+    /// (a failed exec leaves the caller as it was).
+    fn subject(&mut self, r: &Record<'_>) -> Arc<Process> {
+        match r.h.kind {
+            Kind::Execve | Kind::Execveat if r.h.res >= 0 => self.exec(r),
             _ => self
                 .procs
-                .get_or_load(h.pid, h.ppid, || fallback_process(&r)),
-        };
-        let container = self.container(&r);
-
-        match r.h.kind {
-            Kind::Loss => unreachable!("handled above"),
-            Kind::Execve | Kind::Execveat => {
-                args.filename = r.string(3);
-                if h.res >= 0 {
-                    args.flags = Some(r.arg[0] as u64);
-                }
-                if r.h.kind == Kind::Execveat {
-                    args.fd = Some(r.arg[5]);
-                }
-            }
-            Kind::Clone | Kind::Clone3 | Kind::Fork | Kind::Vfork => {
-                let child = r.arg[0] as u32;
-                let ids = ProcIds::from_record(&r);
-                self.procs
-                    .fork(&proc, child, self.clock.to_unix_ns(h.ts_boot_ns), |p| {
-                        ids.apply(p)
-                    });
-                if r.arg[1] != 0 {
-                    args.flags = Some(r.arg[1] as u64);
-                }
-            }
-            Kind::Procexit => {
-                args.status = Some(exit_status(r.arg[0]));
-                self.procs.exit(h.pid, h.ts_boot_ns);
-            }
-            Kind::Open | Kind::Openat | Kind::Openat2 | Kind::Creat => {
-                let given = r.string(0).unwrap_or_default();
-                let flags = r.arg[0] as u64;
-                let path = self.resolve(&r, &container, r.arg[2], &given);
-                if !given.starts_with('/') && !self.filter.reports_open(&path, flags) {
-                    self.filtered_user += 1;
-                    return Ok(Decoded::Filtered);
-                }
-                args.name = Some(given);
-                args.flags = Some(flags);
-                if flags as i32 & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
-                    args.mode = Some(r.arg[1] as u32);
-                }
-                let mut f = Fd::file(fd_num(h.res), &path);
-                if flags as i32 & libc::O_DIRECTORY != 0
-                    && flags as i32 & libc::O_TMPFILE != libc::O_TMPFILE
-                {
-                    f.ty = FdType::Directory;
-                }
-                fd = Some(f);
-            }
-            Kind::Connect => {
-                let mut f = sock_fd(&r, r.arg[0], Role::Client);
-                f.connected = Some(h.res == 0 || r.sock.state == TCP_ESTABLISHED);
-                f.name_changed = h.res == 0 || h.res == -i64::from(libc::EINPROGRESS);
-                fd = Some(f);
-            }
-            Kind::Accept | Kind::Accept4 => {
-                if r.arg[1] != 0 {
-                    args.flags = Some(r.arg[1] as u64);
-                }
-                let mut f = sock_fd(&r, fd_num(h.res), Role::Server);
-                f.connected = Some(h.res >= 0);
-                fd = Some(f);
-            }
-            Kind::Listen => {
-                args.fd = Some(r.arg[0]);
-                args.backlog = Some(r.arg[1]);
-                let mut f = sock_fd(&r, r.arg[0], Role::Server);
-                f.connected = Some(false);
-                fd = Some(f);
-            }
-            Kind::Sendto | Kind::Sendmsg | Kind::Recvfrom | Kind::Recvmsg => {
-                // The kernel sends these only for a new peer of a socket
-                // that is not connected.
-                args.fd = Some(r.arg[0]);
-                let role = match r.h.kind {
-                    Kind::Sendto | Kind::Sendmsg => Role::Client,
-                    _ => Role::Server,
-                };
-                let mut f = sock_fd(&r, r.arg[0], role);
-                f.connected = Some(r.sock.state == TCP_ESTABLISHED);
-                f.name_changed = true;
-                fd = Some(f);
-            }
-            Kind::Ptrace => {
-                args.request = Some(r.arg[0] as u64);
-                args.pid = Some(r.arg[1]);
-            }
-            Kind::Setuid => args.uid = Some(r.arg[0] as u32),
-            Kind::Setgid => args.gid = Some(r.arg[0] as u32),
-            Kind::Setreuid | Kind::Setresuid => {
-                args.ruid = Some(r.arg[0] as u32);
-                args.euid = Some(r.arg[1] as u32);
-                if r.h.kind == Kind::Setresuid {
-                    args.suid = Some(r.arg[2] as u32);
-                }
-            }
-            Kind::Setregid | Kind::Setresgid => {
-                args.rgid = Some(r.arg[0] as u32);
-                args.egid = Some(r.arg[1] as u32);
-                if r.h.kind == Kind::Setresgid {
-                    args.sgid = Some(r.arg[2] as u32);
-                }
-            }
-            Kind::InitModule => {}
-            Kind::FinitModule => {
-                args.fd = Some(r.arg[0]);
-                if let Some(path) = r.string(1) {
-                    args.name = Some(module_name(&path));
-                    fd = Some(Fd::file(r.arg[0], &path));
-                }
-            }
-            Kind::MemfdCreate => {
-                let name = r.string(0).unwrap_or_default();
-                args.flags = Some(r.arg[0] as u64);
-                fd = Some(Fd {
-                    ty: FdType::Memfd,
-                    ..Fd::file(fd_num(h.res), &format!("memfd:{name}"))
-                });
-                args.name = Some(name);
-            }
-            Kind::Mount => {
-                args.dev = r.string(0);
-                args.dir = r.string(1);
-                args.fstype = r.string(2);
-                args.flags = Some(r.arg[0] as u64);
-            }
-            Kind::Unlink | Kind::Unlinkat => {
-                let path = self.resolve(&r, &container, r.arg[0], &r.string(0).unwrap_or_default());
-                if self.filter.excluded(&path) {
-                    self.filtered_user += 1;
-                    return Ok(Decoded::Filtered);
-                }
-                args.path = Some(path);
-                args.flags = Some(r.arg[1] as u64);
-            }
-            Kind::Rename | Kind::Renameat | Kind::Renameat2 | Kind::Link | Kind::Linkat => {
-                let old = self.resolve(&r, &container, r.arg[0], &r.string(0).unwrap_or_default());
-                let new = self.resolve(&r, &container, r.arg[1], &r.string(1).unwrap_or_default());
-                if self.filter.excluded(&old) {
-                    self.filtered_user += 1;
-                    return Ok(Decoded::Filtered);
-                }
-                args.oldpath = Some(old);
-                args.newpath = Some(new);
-                args.flags = Some(r.arg[2] as u64);
-            }
-            Kind::Symlink | Kind::Symlinkat => {
-                let link = self.resolve(&r, &container, r.arg[0], &r.string(1).unwrap_or_default());
-                if self.filter.excluded(&link) {
-                    self.filtered_user += 1;
-                    return Ok(Decoded::Filtered);
-                }
-                args.target = r.string(0);
-                args.linkpath = Some(link);
-            }
-            Kind::Dup | Kind::Dup2 | Kind::Dup3 => {
-                args.oldfd = Some(r.arg[0]);
-                args.newfd = Some(r.arg[1]);
-                if r.h.kind == Kind::Dup3 {
-                    args.flags = Some(r.arg[2] as u64);
-                }
-                let num = fd_num(h.res);
-                fd = if r.sock.family != 0 {
-                    let mut f = sock_fd(&r, num, Role::Client);
-                    f.connected = Some(r.sock.state == TCP_ESTABLISHED);
-                    Some(f)
-                } else {
-                    r.string(0).map(|p| Fd::file(num, &p))
-                };
-            }
-            Kind::Chmod | Kind::Fchmod | Kind::Fchmodat | Kind::Fchmodat2 => {
-                let given = r.string(0).unwrap_or_default();
-                let path = if r.h.kind == Kind::Fchmod {
-                    given
-                } else {
-                    self.resolve_at(&r, &container, r.arg[1], &given)
-                };
-                if self.filter.excluded(&path) {
-                    self.filtered_user += 1;
-                    return Ok(Decoded::Filtered);
-                }
-                args.mode = Some(r.arg[0] as u32);
-                match r.h.kind {
-                    Kind::Fchmod => {
-                        args.fd = Some(r.arg[1]);
-                        if !path.is_empty() {
-                            fd = Some(Fd::file(r.arg[1], &path));
-                        }
-                    }
-                    Kind::Fchmodat | Kind::Fchmodat2 => {
-                        args.dirfd = Some(r.arg[1]);
-                        if r.h.kind == Kind::Fchmodat2 {
-                            args.flags = Some(r.arg[2] as u64);
-                        }
-                    }
-                    _ => {}
-                }
-                if !path.is_empty() {
-                    args.filename = Some(path);
-                }
-            }
-            Kind::Mkdir | Kind::Mkdirat | Kind::Rmdir => {
-                let path =
-                    self.resolve_at(&r, &container, r.arg[1], &r.string(0).unwrap_or_default());
-                if self.filter.excluded(&path) {
-                    self.filtered_user += 1;
-                    return Ok(Decoded::Filtered);
-                }
-                if r.h.kind != Kind::Rmdir {
-                    args.mode = Some(r.arg[0] as u32);
-                }
-                if r.h.kind == Kind::Mkdirat {
-                    args.dirfd = Some(r.arg[1]);
-                }
-                args.path = Some(path);
-            }
-            Kind::Setns | Kind::Unshare => {
-                if r.h.kind == Kind::Setns {
-                    args.fd = Some(r.arg[0]);
-                    args.nstype = Some(r.arg[1] as u64);
-                } else {
-                    args.flags = Some(r.arg[0] as u64);
-                }
-                caps = Some(Caps {
-                    effective: r.arg[2] as u64,
-                    permitted: r.arg[3] as u64,
-                    inheritable: r.arg[4] as u64,
-                });
-            }
-            Kind::Bpf => args.cmd = Some(r.arg[0] as u32),
-            Kind::Userfaultfd => args.flags = Some(r.arg[0] as u64),
-            Kind::Prctl => {
-                let option = r.arg[0] as u32;
-                args.option = Some(option);
-                args.arg2_int = Some(r.arg[1]);
-                args.arg2_str = r.string(0);
-                // A process renaming itself (its main thread) changes proc.name.
-                if option == libc::PR_SET_NAME as u32
-                    && h.res == 0
-                    && h.tid == h.pid
-                    && let Some(name) = args.arg2_str.clone()
-                {
-                    proc = self.procs.modify(h.pid, |p| p.name = name).unwrap_or(proc);
-                }
-            }
-            Kind::Setsid | Kind::Setpgid => {
-                if r.h.kind == Kind::Setpgid {
-                    args.pid = Some(r.arg[0]);
-                    args.pgid = Some(r.arg[1]);
-                }
-                let own =
-                    r.h.kind == Kind::Setsid || r.arg[0] == 0 || r.arg[0] == i64::from(proc.vpid);
-                if h.res >= 0 && own {
-                    let ids = ProcIds::from_record(&r);
-                    proc = self.procs.modify(h.pid, |p| ids.apply(p)).unwrap_or(proc);
-                }
-            }
-            Kind::Socket => {
-                let domain = r.arg[0] as u32;
-                let ty = (r.arg[1] as u32) & 0xf;
-                let proto = r.arg[2] as u32;
-                args.domain = Some(domain);
-                args.sock_type = Some(ty);
-                args.proto = Some(proto);
-                fd = Some(Fd {
-                    ty: family_fd_type(domain as u16),
-                    l4proto: l4proto(proto as u16, ty as u16),
-                    connected: Some(false),
-                    ..Fd::file(fd_num(h.res), "")
-                });
-            }
+                .get_or_load(r.h.pid, r.h.ppid, || fallback_process(r)),
         }
+    }
 
-        let root = self.containers.root_of(&container, h.pid);
+    /// The record's arguments, and the fd it is about, by kind (see
+    /// `ebpf/abi.h` for what each kind carries where). `Err(Filtered)`:
+    /// the user-space half of the path filters dropped it.
+    fn arguments(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        match r.h.kind {
+            Kind::Loss => unreachable!("decode returns losses before this"),
+            Kind::Execve | Kind::Execveat => exec_args(r, p),
+            Kind::Clone | Kind::Clone3 | Kind::Fork | Kind::Vfork => self.fork(r, p),
+            Kind::Procexit => self.exit(r, p),
+            Kind::Open | Kind::Openat | Kind::Openat2 | Kind::Creat => self.open(r, p),
+            Kind::Connect => connect(r, p),
+            Kind::Accept | Kind::Accept4 => accept(r, p),
+            Kind::Listen => listen(r, p),
+            Kind::Sendto | Kind::Sendmsg | Kind::Recvfrom | Kind::Recvmsg => datagram(r, p),
+            Kind::Ptrace => ptrace(r, p),
+            Kind::Setuid | Kind::Setreuid | Kind::Setresuid => set_uids(r, p),
+            Kind::Setgid | Kind::Setregid | Kind::Setresgid => set_gids(r, p),
+            Kind::InitModule | Kind::FinitModule => module(r, p),
+            Kind::MemfdCreate => memfd(r, p),
+            Kind::Mount => mount(r, p),
+            Kind::Unlink | Kind::Unlinkat => self.unlink(r, p),
+            Kind::Rename | Kind::Renameat | Kind::Renameat2 | Kind::Link | Kind::Linkat => {
+                self.rename_or_link(r, p)
+            }
+            Kind::Symlink | Kind::Symlinkat => self.symlink(r, p),
+            Kind::Dup | Kind::Dup2 | Kind::Dup3 => dup(r, p),
+            Kind::Chmod | Kind::Fchmod | Kind::Fchmodat | Kind::Fchmodat2 => self.chmod(r, p),
+            Kind::Mkdir | Kind::Mkdirat | Kind::Rmdir => self.mkdir_or_rmdir(r, p),
+            Kind::Setns | Kind::Unshare => namespaces(r, p),
+            Kind::Bpf => {
+                p.args.cmd = Some(r.arg[0] as u32);
+                Ok(())
+            }
+            Kind::Userfaultfd => {
+                p.args.flags = Some(r.arg[0] as u64);
+                Ok(())
+            }
+            Kind::Prctl => self.prctl(r, p),
+            Kind::Setsid | Kind::Setpgid => self.session(r, p),
+            Kind::Socket => socket(r, p),
+        }
+    }
+
+    /// The event: the parts, the user and group names, the ancestors.
+    fn assemble(&mut self, ty: EventType, r: &Record<'_>, p: Parts) -> Event {
+        let h = &r.h;
+        let root = self.containers.root_of(&p.container, h.pid);
         let names = self.users.names(
-            (!container.is_host()).then(|| (container.id.as_str(), root.as_deref())),
+            (!p.container.is_host()).then(|| (p.container.id.as_str(), root.as_deref())),
             h.uid,
             h.gid,
             h.loginuid,
         );
         self.num += 1;
-        let ancestors = self.procs.ancestors(&proc);
-        let event = Event {
+        let ancestors = self.procs.ancestors(&p.proc);
+        Event {
             evt: Evt {
                 ty,
                 time: self.clock.to_unix_ns(h.ts_boot_ns),
                 num: self.num,
                 res: h.res,
-                args,
+                args: p.args,
             },
-            proc,
+            proc: p.proc,
             ancestors,
             user: User {
                 uid: h.uid,
@@ -406,14 +197,161 @@ impl Enricher {
                 loginname: names.login,
             },
             tid: h.tid,
-            fd,
-            container,
-            caps,
+            fd: p.fd,
+            container: p.container,
+            caps: p.caps,
+        }
+    }
+
+    /// `Err(Filtered)` when the path filters exclude `path`.
+    fn keep(&self, path: &str) -> Kept {
+        if self.filter.excluded(path) {
+            Err(Filtered)
+        } else {
+            Ok(())
+        }
+    }
+
+    // ---- arguments of kinds that change the process table or read paths
+
+    fn fork(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        let child = r.arg[0] as u32;
+        let ids = ProcIds::from_record(r);
+        let start = self.clock.to_unix_ns(r.h.ts_boot_ns);
+        self.procs.fork(&p.proc, child, start, |c| ids.apply(c));
+        if r.arg[1] != 0 {
+            p.args.flags = Some(r.arg[1] as u64);
+        }
+        Ok(())
+    }
+
+    fn exit(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        p.args.status = Some(exit_status(r.arg[0]));
+        self.procs.exit(r.h.pid, r.h.ts_boot_ns);
+        Ok(())
+    }
+
+    /// Relative paths are filtered here: only user space can resolve them.
+    fn open(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        let given = r.string(0).unwrap_or_default();
+        let flags = r.arg[0] as u64;
+        let path = self.resolve(r, &p.container, r.arg[2], &given);
+        if !given.starts_with('/') && !self.filter.reports_open(&path, flags) {
+            return Err(Filtered);
+        }
+        p.args.name = Some(given);
+        p.args.flags = Some(flags);
+        if flags as i32 & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+            p.args.mode = Some(r.arg[1] as u32);
+        }
+        let mut f = Fd::file(fd_num(r.h.res), &path);
+        if flags as i32 & libc::O_DIRECTORY != 0
+            && flags as i32 & libc::O_TMPFILE != libc::O_TMPFILE
+        {
+            f.ty = FdType::Directory;
+        }
+        p.fd = Some(f);
+        Ok(())
+    }
+
+    fn unlink(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        let path = self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
+        self.keep(&path)?;
+        p.args.path = Some(path);
+        p.args.flags = Some(r.arg[1] as u64);
+        Ok(())
+    }
+
+    fn rename_or_link(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        let old = self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
+        let new = self.resolve(r, &p.container, r.arg[1], &r.string(1).unwrap_or_default());
+        self.keep(&old)?;
+        p.args.oldpath = Some(old);
+        p.args.newpath = Some(new);
+        p.args.flags = Some(r.arg[2] as u64);
+        Ok(())
+    }
+
+    fn symlink(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        let link = self.resolve(r, &p.container, r.arg[0], &r.string(1).unwrap_or_default());
+        self.keep(&link)?;
+        p.args.target = r.string(0);
+        p.args.linkpath = Some(link);
+        Ok(())
+    }
+
+    fn chmod(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        let kind = r.h.kind;
+        let given = r.string(0).unwrap_or_default();
+        let path = if kind == Kind::Fchmod {
+            given
+        } else {
+            self.resolve_at(r, &p.container, r.arg[1], &given)
         };
-        Ok(Decoded::Event {
-            event,
-            killed: r.killed(),
-        })
+        self.keep(&path)?;
+        p.args.mode = Some(r.arg[0] as u32);
+        if kind == Kind::Fchmod {
+            p.args.fd = Some(r.arg[1]);
+            if !path.is_empty() {
+                p.fd = Some(Fd::file(r.arg[1], &path));
+            }
+        }
+        if matches!(kind, Kind::Fchmodat | Kind::Fchmodat2) {
+            p.args.dirfd = Some(r.arg[1]);
+        }
+        if kind == Kind::Fchmodat2 {
+            p.args.flags = Some(r.arg[2] as u64);
+        }
+        if !path.is_empty() {
+            p.args.filename = Some(path);
+        }
+        Ok(())
+    }
+
+    fn mkdir_or_rmdir(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        let path = self.resolve_at(r, &p.container, r.arg[1], &r.string(0).unwrap_or_default());
+        self.keep(&path)?;
+        if r.h.kind != Kind::Rmdir {
+            p.args.mode = Some(r.arg[0] as u32);
+        }
+        if r.h.kind == Kind::Mkdirat {
+            p.args.dirfd = Some(r.arg[1]);
+        }
+        p.args.path = Some(path);
+        Ok(())
+    }
+
+    fn prctl(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        let option = r.arg[0] as u32;
+        p.args.option = Some(option);
+        p.args.arg2_int = Some(r.arg[1]);
+        p.args.arg2_str = r.string(0);
+        // A process renaming itself (its main thread) changes proc.name.
+        if option == libc::PR_SET_NAME as u32
+            && r.h.res == 0
+            && r.h.tid == r.h.pid
+            && let Some(name) = p.args.arg2_str.clone()
+            && let Some(renamed) = self.procs.modify(r.h.pid, |q| q.name = name)
+        {
+            p.proc = renamed;
+        }
+        Ok(())
+    }
+
+    fn session(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
+        let setsid = r.h.kind == Kind::Setsid;
+        if !setsid {
+            p.args.pid = Some(r.arg[0]);
+            p.args.pgid = Some(r.arg[1]);
+        }
+        let own = setsid || r.arg[0] == 0 || r.arg[0] == i64::from(p.proc.vpid);
+        if r.h.res >= 0 && own {
+            let ids = ProcIds::from_record(r);
+            if let Some(changed) = self.procs.modify(r.h.pid, |q| ids.apply(q)) {
+                p.proc = changed;
+            }
+        }
+        Ok(())
     }
 
     /// The container of the record's process (exec records name the cgroup).
@@ -522,6 +460,194 @@ impl Enricher {
         }
         normalize(&format!("{base}/{path}"))
     }
+}
+
+/// A record dropped by the user-space half of the path filters.
+struct Filtered;
+
+/// What an argument decoder says: keep the event, or it was filtered.
+type Kept = Result<(), Filtered>;
+
+/// What a record becomes before the names and ancestors are added.
+struct Parts {
+    proc: Arc<Process>,
+    container: Arc<Container>,
+    args: Args,
+    fd: Option<Fd>,
+    caps: Option<Caps>,
+}
+
+// ---- arguments of kinds that need nothing but the record -------------------
+
+fn exec_args(r: &Record<'_>, p: &mut Parts) -> Kept {
+    p.args.filename = r.string(3);
+    if r.h.res >= 0 {
+        p.args.flags = Some(r.arg[0] as u64);
+    }
+    if r.h.kind == Kind::Execveat {
+        p.args.fd = Some(r.arg[5]);
+    }
+    Ok(())
+}
+
+fn connect(r: &Record<'_>, p: &mut Parts) -> Kept {
+    let res = r.h.res;
+    let mut f = sock_fd(r, r.arg[0], Role::Client);
+    f.connected = Some(res == 0 || r.sock.state == TCP_ESTABLISHED);
+    f.name_changed = res == 0 || res == -i64::from(libc::EINPROGRESS);
+    p.fd = Some(f);
+    Ok(())
+}
+
+fn accept(r: &Record<'_>, p: &mut Parts) -> Kept {
+    if r.arg[1] != 0 {
+        p.args.flags = Some(r.arg[1] as u64);
+    }
+    let mut f = sock_fd(r, fd_num(r.h.res), Role::Server);
+    f.connected = Some(r.h.res >= 0);
+    p.fd = Some(f);
+    Ok(())
+}
+
+fn listen(r: &Record<'_>, p: &mut Parts) -> Kept {
+    p.args.fd = Some(r.arg[0]);
+    p.args.backlog = Some(r.arg[1]);
+    let mut f = sock_fd(r, r.arg[0], Role::Server);
+    f.connected = Some(false);
+    p.fd = Some(f);
+    Ok(())
+}
+
+/// sendto/sendmsg/recvfrom/recvmsg: the kernel sends these only for a new
+/// peer of a socket that is not connected.
+fn datagram(r: &Record<'_>, p: &mut Parts) -> Kept {
+    p.args.fd = Some(r.arg[0]);
+    let role = match r.h.kind {
+        Kind::Sendto | Kind::Sendmsg => Role::Client,
+        _ => Role::Server,
+    };
+    let mut f = sock_fd(r, r.arg[0], role);
+    f.connected = Some(r.sock.state == TCP_ESTABLISHED);
+    f.name_changed = true;
+    p.fd = Some(f);
+    Ok(())
+}
+
+fn ptrace(r: &Record<'_>, p: &mut Parts) -> Kept {
+    p.args.request = Some(r.arg[0] as u64);
+    p.args.pid = Some(r.arg[1]);
+    Ok(())
+}
+
+fn set_uids(r: &Record<'_>, p: &mut Parts) -> Kept {
+    let a = &mut p.args;
+    match r.h.kind {
+        Kind::Setuid => a.uid = Some(r.arg[0] as u32),
+        kind => {
+            a.ruid = Some(r.arg[0] as u32);
+            a.euid = Some(r.arg[1] as u32);
+            if kind == Kind::Setresuid {
+                a.suid = Some(r.arg[2] as u32);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_gids(r: &Record<'_>, p: &mut Parts) -> Kept {
+    let a = &mut p.args;
+    match r.h.kind {
+        Kind::Setgid => a.gid = Some(r.arg[0] as u32),
+        kind => {
+            a.rgid = Some(r.arg[0] as u32);
+            a.egid = Some(r.arg[1] as u32);
+            if kind == Kind::Setresgid {
+                a.sgid = Some(r.arg[2] as u32);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// init_module carries nothing; finit_module its fd and file.
+fn module(r: &Record<'_>, p: &mut Parts) -> Kept {
+    if r.h.kind == Kind::FinitModule {
+        p.args.fd = Some(r.arg[0]);
+        if let Some(path) = r.string(1) {
+            p.args.name = Some(module_name(&path));
+            p.fd = Some(Fd::file(r.arg[0], &path));
+        }
+    }
+    Ok(())
+}
+
+fn memfd(r: &Record<'_>, p: &mut Parts) -> Kept {
+    let name = r.string(0).unwrap_or_default();
+    p.args.flags = Some(r.arg[0] as u64);
+    p.fd = Some(Fd {
+        ty: FdType::Memfd,
+        ..Fd::file(fd_num(r.h.res), &format!("memfd:{name}"))
+    });
+    p.args.name = Some(name);
+    Ok(())
+}
+
+fn mount(r: &Record<'_>, p: &mut Parts) -> Kept {
+    p.args.dev = r.string(0);
+    p.args.dir = r.string(1);
+    p.args.fstype = r.string(2);
+    p.args.flags = Some(r.arg[0] as u64);
+    Ok(())
+}
+
+/// The new fd is the old one's file or socket.
+fn dup(r: &Record<'_>, p: &mut Parts) -> Kept {
+    p.args.oldfd = Some(r.arg[0]);
+    p.args.newfd = Some(r.arg[1]);
+    if r.h.kind == Kind::Dup3 {
+        p.args.flags = Some(r.arg[2] as u64);
+    }
+    let num = fd_num(r.h.res);
+    p.fd = if r.sock.family != 0 {
+        let mut f = sock_fd(r, num, Role::Client);
+        f.connected = Some(r.sock.state == TCP_ESTABLISHED);
+        Some(f)
+    } else {
+        r.string(0).map(|path| Fd::file(num, &path))
+    };
+    Ok(())
+}
+
+/// setns/unshare: the caller's capabilities from before the call.
+fn namespaces(r: &Record<'_>, p: &mut Parts) -> Kept {
+    if r.h.kind == Kind::Setns {
+        p.args.fd = Some(r.arg[0]);
+        p.args.nstype = Some(r.arg[1] as u64);
+    } else {
+        p.args.flags = Some(r.arg[0] as u64);
+    }
+    p.caps = Some(Caps {
+        effective: r.arg[2] as u64,
+        permitted: r.arg[3] as u64,
+        inheritable: r.arg[4] as u64,
+    });
+    Ok(())
+}
+
+fn socket(r: &Record<'_>, p: &mut Parts) -> Kept {
+    let domain = r.arg[0] as u32;
+    let ty = (r.arg[1] as u32) & 0xf;
+    let proto = r.arg[2] as u32;
+    p.args.domain = Some(domain);
+    p.args.sock_type = Some(ty);
+    p.args.proto = Some(proto);
+    p.fd = Some(Fd {
+        ty: family_fd_type(domain as u16),
+        l4proto: l4proto(proto as u16, ty as u16),
+        connected: Some(false),
+        ..Fd::file(fd_num(r.h.res), "")
+    });
+    Ok(())
 }
 
 /// The process ids exec, fork, setsid and setpgid records carry in arg8
