@@ -353,20 +353,23 @@ impl Containerd {
 impl Containerd {
     /// Run `sh -c script` as a container's entry process, as the runtime
     /// starts it; with `tty`, on a terminal (`ctr run -t` inside `script`,
-    /// which provides the pseudo-terminal `kubectl exec -it` would).
+    /// which provides the pseudo-terminal `kubectl exec -it` would);
+    /// `options` are more `ctr run` flags (`--privileged`).
     pub fn run_entry(
         &mut self,
         rootfs: &Path,
         id: &str,
         cgroup: &str,
         tty: bool,
+        options: &[&str],
         script: &str,
     ) -> std::process::Output {
         self.cgroups.push(cgroup.to_string());
         let ctr = format!(
-            "ctr --address {} -n k8s.io run --rm {} --rootfs --cgroup {cgroup} {} {id} /bin/sh -c '{}'",
+            "ctr --address {} -n k8s.io run --rm {} {} --rootfs --cgroup {cgroup} {} {id} /bin/sh -c '{}'",
             self.socket().display(),
             if tty { "-t" } else { "" },
+            options.join(" "),
             rootfs.display(),
             script.replace('\'', "'\\''"),
         );

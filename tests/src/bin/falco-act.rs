@@ -24,6 +24,10 @@ fn main() -> ExitCode {
         "setuid-root" => setuid_as_nobody(0),
         "setuid-self" => setuid_as_nobody(65534),
         "connect" => return connect(rest),
+        "setns" => setns_own_net(),
+        "bpf-load" => bpf_prog_load(),
+        "userfaultfd-nobody" => userfaultfd(Some(65534)),
+        "userfaultfd-root" => userfaultfd(None),
         _ => {
             eprintln!("falco-act: unknown action {action}");
             return ExitCode::from(64);
@@ -139,4 +143,74 @@ fn connect(rest: &[String]) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Join a network namespace (our own: the call is what rules watch, and
+/// joining the namespace we are in changes nothing).
+fn setns_own_net() {
+    let Ok(ns) = std::fs::File::open("/proc/self/ns/net") else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid fd we own; CLONE_NEWNET names its type.
+    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+}
+
+/// Load the smallest valid eBPF program (a socket filter returning 0) and
+/// close it again: what a loader of a rootkit or a tracer does first.
+fn bpf_prog_load() {
+    // r0 = 0; exit
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = CString::new("GPL").unwrap();
+    // The first fields of union bpf_attr for BPF_PROG_LOAD: prog_type,
+    // insn_cnt, insns, license (then zeroes up to the size we pass).
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        rest: [u64; 13],
+    }
+    let attr = ProgLoad {
+        prog_type: 1, // BPF_PROG_TYPE_SOCKET_FILTER
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        rest: [0; 13],
+    };
+    // SAFETY: attr points to a live, initialised buffer of the size passed;
+    // the pointers in it outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            5, // BPF_PROG_LOAD
+            &attr as *const ProgLoad,
+            std::mem::size_of::<ProgLoad>() as u32,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the fd the kernel just gave us.
+        unsafe { libc::close(fd as i32) };
+    }
+}
+
+/// userfaultfd(UFFD_USER_MODE_ONLY), as `nobody` when `as_user` is given:
+/// page-fault handling in user space, a building block of kernel exploits
+/// (it succeeds unprivileged for user-mode faults).
+fn userfaultfd(as_user: Option<u32>) {
+    const UFFD_USER_MODE_ONLY: i32 = 1;
+    if let Some(uid) = as_user {
+        // SAFETY: plain id changes of this process.
+        unsafe {
+            libc::setgid(uid);
+            libc::setuid(uid);
+        }
+    }
+    // SAFETY: userfaultfd takes flags only.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | UFFD_USER_MODE_ONLY) };
+    if fd >= 0 {
+        // SAFETY: the fd the kernel just gave us.
+        unsafe { libc::close(fd as i32) };
+    }
 }
