@@ -46,8 +46,12 @@ struct Memory {
 
 /// What one check found, reduced to what the stage reports.
 struct Check {
+    /// The node as it is now (after an auto-correct, if one ran).
     assessment: Assessment,
     applied: Option<Result<super::ApplyReport, Arc<BootstrapError>>>,
+    /// The drift an auto-correct just undid (as [`super::plan::Plan::drift`]
+    /// lists it): still news for the fleet.
+    corrected: Vec<String>,
 }
 
 async fn run(
@@ -135,30 +139,19 @@ fn check_once(target: &Target, auto_correct: bool) -> Result<Check, BootstrapErr
             },
         );
         applied = Some(r.map_err(Arc::new));
-        // Report what the node looks like after the correction.
-        let after = super::assess(target, Force::none())?;
+        // Report what the node looks like after the correction, and the
+        // drift seen before it: that is what the fleet must hear.
         return Ok(Check {
-            assessment: Assessment {
-                // Drift seen before the correction is what the fleet must hear.
-                plan: merge_drift(assessment.plan, after.plan),
-                ..after
-            },
+            corrected: assessment.plan.drift(),
+            assessment: super::assess(target, Force::none())?,
             applied,
         });
     }
     Ok(Check {
         assessment,
         applied,
+        corrected: Vec::new(),
     })
-}
-
-/// The plan after a correction, but remembering what drifted before it.
-fn merge_drift(before: super::plan::Plan, mut after: super::plan::Plan) -> super::plan::Plan {
-    let seen = before.drift();
-    if !seen.is_empty() {
-        after.notes.push(format!("corrected: {}", seen.join("; ")));
-    }
-    after
 }
 
 async fn report(
@@ -172,11 +165,7 @@ async fn report(
     let plan = &a.plan;
     let mut drift = plan.drift();
     // Drift that an auto-correct just undid is still news.
-    for n in &plan.notes {
-        if let Some(rest) = n.strip_prefix("corrected: ") {
-            drift.extend(rest.split("; ").map(|s| format!("{s} [corrected]")));
-        }
-    }
+    drift.extend(check.corrected.iter().map(|d| format!("{d} [corrected]")));
     let pending = plan.pending_paths();
     let in_sync = plan
         .files
@@ -408,11 +397,23 @@ mod tests {
         let good = std::fs::read_to_string(&modules).unwrap();
         std::fs::write(&modules, "evil\n").unwrap();
         let check = check_once(&t, true).unwrap();
+        assert_eq!(
+            check.corrected,
+            ["/etc/modules-load.d/edge-agent.conf (edited by hand)"],
+            "the drift the correction undid is kept beside the plan"
+        );
+        assert!(check.assessment.plan.drift().is_empty(), "corrected");
         report(&ctx, &status, &t.root, &check, &mut last).await;
         assert_eq!(std::fs::read_to_string(&modules).unwrap(), good);
-        let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|r| r.payload["kind"].as_str().unwrap().to_string())
+        let events: Vec<Report> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|r| r.payload["kind"].as_str().unwrap())
             .collect();
         assert_eq!(kinds, ["bootstrap_drift", "bootstrap_applied"]);
+        assert_eq!(
+            events[0].payload["drift"],
+            serde_json::json!(["/etc/modules-load.d/edge-agent.conf (edited by hand) [corrected]"])
+        );
     }
 }
