@@ -1,8 +1,8 @@
 //! How much one bootstrap drift check costs: render every file, read them
 //! back, read the sysctls, run preflight, plan. The daemon runs one every
 //! `bootstrap.interval` (5 min by default), so the idle-CPU share is
-//! (time per check) / interval; DESIGN.md's budget for the whole agent is
-//! 0.5 % of one core.
+//! (time per check) / interval; the idle-CPU budget for the whole agent is
+//! 0.5 % of one core (docs/ARCHITECTURE.md, "Budgets").
 //!
 //! `cargo bench -p edge-agent --bench bootstrap_check` (prints figures).
 

@@ -1,7 +1,7 @@
 //! edge-agent: the node agent for K3s edge fleets, as a library. The binary
 //! (`main.rs`) only parses flags and maps results to exit codes.
 //!
-//! Data flow (see `DESIGN.md`): sensor -> rules -> reports; metrics and
+//! Data flow (see `docs/ARCHITECTURE.md`): sensor -> rules -> reports; metrics and
 //! bootstrap -> reports; reports -> outbox (disk) -> uplink (MQTT). Every
 //! stage publishes a status snapshot read by the control socket.
 

@@ -11,7 +11,7 @@
 //! it used meanwhile; then the same with Falco's three official rule files
 //! loaded as well (tests/data/falco). The state and runtime directories come from
 //! STATE_DIRECTORY/RUNTIME_DIRECTORY, as under systemd, so the config file is
-//! used unmodified. DESIGN.md budgets: READY <= 300 ms, RSS <= 24 MiB, idle
+//! used unmodified. Budgets (docs/ARCHITECTURE.md): READY <= 300 ms, RSS <= 24 MiB, idle
 //! CPU <= 0.5 % of a core.
 
 use std::process::{Child, Command, Stdio};

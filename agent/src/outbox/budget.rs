@@ -2,7 +2,7 @@
 //! next step from per-class usage; the store carries the step out on the
 //! file and asks again until the batch fits.
 //!
-//! The order (DESIGN.md): metrics first — older batches thinned (every
+//! The order (docs/ARCHITECTURE.md, "Outbox"): metrics first — older batches thinned (every
 //! second one of the older half goes, so old periods keep a coarser
 //! picture), then the oldest dropped — then node events, then alerts,
 //! critical alerts last. Within a class the oldest go first, and a stored
