@@ -3,14 +3,14 @@
 
 use std::process::ExitCode;
 
-use edge_agent::cli::{self, Cli, Command, Exit};
+use edge_agent::cli::{self, Cli, Exit};
 
 fn main() -> ExitCode {
     let cli = match Cli::parse_or_exit() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    if !matches!(cli.command, Command::Run) {
+    if !cli.command.is_service() {
         // A one-shot command piped into `head` should end quietly when the
         // reader goes away, as Unix tools do, not panic on EPIPE. The daemon
         // keeps Rust's default (SIGPIPE ignored; EPIPE is an error on one

@@ -312,6 +312,21 @@ impl Broker {
         }
     }
 
+    /// SIGTERM: mosquitto saves its persistence file (sessions and queued
+    /// messages) and exits.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill() on the pid of a child we still own.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same ports after `stop` or `kill`.
+    pub fn start_again(&mut self) {
+        self.launch();
+    }
+
     /// Delete everything mosquitto persisted (sessions, queued messages).
     pub fn wipe_persistence(&self) {
         let data = self.dir.join("data");

@@ -9,6 +9,7 @@
 //! so that test files stay about behaviour.
 
 pub mod bootstrap;
+pub mod bridge;
 pub mod broker;
 pub mod fleet;
 pub mod foundation;

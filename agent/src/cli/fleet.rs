@@ -75,6 +75,40 @@ pub enum FleetCommand {
         #[arg(long)]
         watch: bool,
     },
+    /// Run the fleet bridge: alerts and events to webhooks, metrics to Prometheus remote-write (a long-running service).
+    Bridge {
+        /// Print the running bridge's status (from its bridge.listen endpoint) and exit.
+        #[arg(long)]
+        status: bool,
+        /// With --status: print the status document as JSON.
+        #[arg(long, requires = "status")]
+        json: bool,
+    },
+    /// The fleet's alerts, de-duplicated: what arrived since the last run, or --follow.
+    Alerts {
+        /// Keep printing new alerts until Ctrl-C.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only this node.
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
+        /// Only alerts at or above this priority (emergency ... debug).
+        #[arg(long, value_name = "P")]
+        priority: Option<String>,
+        /// Only alerts at most this old (e.g. "1h").
+        #[arg(long, value_name = "DURATION")]
+        since: Option<crate::config::HumanDuration>,
+        /// One JSON object per line (the alert as the node sent it).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl FleetCommand {
+    /// Whether the command is a long-running service with its own logging.
+    pub fn is_service(&self) -> bool {
+        matches!(self, FleetCommand::Bridge { status: false, .. })
+    }
 }
 
 pub fn run(config: &Path, cmd: FleetCommand) -> anyhow::Result<Exit> {
@@ -107,6 +141,14 @@ pub fn run(config: &Path, cmd: FleetCommand) -> anyhow::Result<Exit> {
             super::block_on(watch::results(config, watch, node.as_deref(), json))
         }
         FleetCommand::Nodes { json, watch } => super::block_on(watch::nodes(config, json, watch)),
+        FleetCommand::Bridge { status, json } => super::fleet_bridge::bridge(config, status, json),
+        FleetCommand::Alerts {
+            follow,
+            node,
+            priority,
+            since,
+            json,
+        } => super::fleet_bridge::alerts(config, follow, node, priority, since, json),
     }
 }
 

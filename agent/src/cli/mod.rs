@@ -6,7 +6,8 @@
 
 mod bootstrap;
 mod config_cmd;
-mod fleet;
+pub mod fleet;
+mod fleet_bridge;
 mod outbox_cmd;
 mod rules;
 mod run;
@@ -116,7 +117,7 @@ pub enum Command {
     /// The eBPF sensor.
     #[command(subcommand)]
     Sensor(SensorCommand),
-    /// Operator commands for the fleet's broker (keys, signed config bundles); --config names the operator's ops.toml.
+    /// Operator commands against ops.toml, not on a node: keys, signed config bundles, the fleet bridge, the fleet's alerts.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
     /// Print the version and build target.
@@ -177,6 +178,17 @@ pub enum SensorCommand {
         #[arg(long)]
         local: bool,
     },
+}
+
+impl Command {
+    /// Long-running commands set up their own logging (and keep SIGPIPE ignored).
+    pub fn is_service(&self) -> bool {
+        match self {
+            Command::Run => true,
+            Command::Fleet(f) => f.is_service(),
+            _ => false,
+        }
+    }
 }
 
 impl Cli {

@@ -12,6 +12,7 @@
 //! `/etc/edge-agent/rules/*.yaml`.
 
 mod bootstrap;
+mod bridge;
 mod core;
 pub mod diff;
 mod fleet;
@@ -31,6 +32,7 @@ pub use self::bootstrap::{
     BootstrapConfig, KubeProxyConfig, KubeProxyMode, MirrorConfig, NydusConfig, RegistriesConfig,
     RegistryAuthConfig, Role, Snapshotter,
 };
+pub use self::bridge::BridgeConfig;
 pub use self::core::{
     CONTROL_SOCKET_NAME, ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig,
     RESERVED_NODE_IDS, SYSTEM_RUNTIME_DIR, SYSTEM_STATE_DIR,
@@ -63,6 +65,8 @@ pub struct AgentConfig {
     pub metrics: MetricsConfig,
     pub bootstrap: BootstrapConfig,
     pub fleet: FleetConfig,
+    /// Operator side only (`edge-agent fleet bridge`); a node ignores it.
+    pub bridge: BridgeConfig,
 }
 
 /// One thing wrong with a value that parsed: which key, and why.
@@ -211,6 +215,7 @@ impl AgentConfig {
         self.metrics.resolve(base);
         self.bootstrap.resolve(base);
         self.fleet.resolve(base);
+        self.bridge.resolve(base);
     }
 
     /// Every problem at once, so an operator fixes the file in one pass.
@@ -226,6 +231,7 @@ impl AgentConfig {
         self.metrics.validate(&mut problems);
         self.bootstrap.validate(&mut problems);
         self.fleet.validate(&mut problems);
+        self.bridge.validate(&mut problems);
         problems
     }
 }

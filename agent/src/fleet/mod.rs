@@ -6,9 +6,13 @@
 //! Two sides live here. The operator's (`edge-agent fleet ...`, on a
 //! workstation): [`bundle`] (the signed format), [`keys`] (Ed25519 key
 //! files) and [`ops`] (`ops.toml` and
-//! the operator's MQTT connection). The node's side grows beside them.
+//! the operator's MQTT connection), [`bridge`] (the fleet's alerts and
+//! metrics to webhooks and remote-write) and [`alerts`] (the operator's
+//! tail). The node's side grows beside them.
 //! Neither side ever rewrites the node's local agent.toml.
 
+pub mod alerts;
+pub mod bridge;
 pub mod bundle;
 pub mod held;
 pub mod keys;

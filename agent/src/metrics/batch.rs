@@ -26,7 +26,8 @@
 //! may drop whole batches (downsampling during a long outage) without
 //! corrupting anything: resolution is lost, not correctness. A consumer
 //! that meets a `metrics_schema` it does not know must not guess.
-//! The outbox adds `node`, `seq` and `schema` around this payload.
+//! The metrics stage adds `groups` (the node's `node.groups`, in order)
+//! and the outbox adds `node`, `seq` and `schema` around this payload.
 
 use std::io::Write as _;
 

@@ -16,10 +16,10 @@
 //! (outbox JSON), `server` (hyper).
 
 mod agent;
-mod batch;
+pub mod batch;
 mod collectors;
-mod exposition;
-mod family;
+pub(crate) mod exposition;
+pub mod family;
 mod health;
 mod server;
 mod source;
@@ -299,6 +299,8 @@ async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), MetricsError> {
     let settings = Settings::from_config(&config.current().metrics);
+    // `[node]` changes only with a restart.
+    let groups = ctx.config.current().node.groups.clone();
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<server::ScrapeRequest>(SCRAPE_QUEUE);
     let mut stage = MetricsStage {
         collector: Collector::new(
@@ -316,6 +318,7 @@ async fn run(
         endpoint: None,
         endpoint_error: None,
         counters: BatchCounters::default(),
+        groups,
     };
     // The config being applied, answered once the endpoint follows it.
     let mut applying: Option<ApplyTicket> = None;
@@ -381,6 +384,8 @@ struct MetricsStage {
     /// Why the endpoint is not up although `listen` asks for it.
     endpoint_error: Option<Arc<MetricsError>>,
     counters: BatchCounters,
+    /// `node.groups`, added to every batch.
+    groups: Vec<String>,
 }
 
 impl MetricsStage {
@@ -442,6 +447,7 @@ impl MetricsStage {
             &snap,
             self.settings.interval,
             self.settings.encoding,
+            &self.groups,
         );
         self.publish(&snap);
     }
@@ -550,9 +556,13 @@ impl BatchCounters {
         snap: &Snapshot,
         interval: Duration,
         encoding: Encoding,
+        groups: &[String],
     ) {
         let now_ms = crate::unix_time::now_millis();
-        let payload = batch::payload(snap, now_ms, interval.as_millis() as u64, encoding);
+        let mut payload = batch::payload(snap, now_ms, interval.as_millis() as u64, encoding);
+        // The node's groups, so a consumer can label the series (the fleet
+        // bridge's `group` label) without a lookup.
+        payload.insert("groups".into(), groups.into());
         self.last_bytes = serde_json::to_vec(&payload).map_or(0, |v| v.len() as u64);
         self.last_refused = !reports.try_send(Report::metrics(payload));
         if self.last_refused {
@@ -589,6 +599,7 @@ mod tests {
                 &snap,
                 Duration::from_secs(30),
                 Encoding::DeflateBase64,
+                &[],
             );
         }
         assert_eq!(collector.collections, 20);
