@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::diff::{RestartOnly, Section, SectionId};
 use super::{ByteSize, HumanDuration, Problem, check_topic_level, resolve_path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +123,12 @@ impl BridgeConfig {
             ));
         }
     }
+}
+
+impl Section for BridgeConfig {
+    const ID: SectionId = SectionId::Bridge;
+    /// A node ignores the section; the bridge reads it once at start.
+    const RESTART_ONLY: RestartOnly<Self> = RestartOnly::Nothing;
 }
 
 fn check_http_url(key: &str, url: &str, problems: &mut Vec<Problem>) {

@@ -33,11 +33,13 @@ pub enum SectionId {
     Metrics,
     Bootstrap,
     Fleet,
+    /// Operator side only (`edge-agent fleet bridge`); a node never reads it.
+    Bridge,
 }
 
 impl SectionId {
     /// Every section, in file order.
-    pub const ALL: [SectionId; 11] = [
+    pub const ALL: [SectionId; 12] = [
         SectionId::Node,
         SectionId::Paths,
         SectionId::Log,
@@ -49,6 +51,7 @@ impl SectionId {
         SectionId::Metrics,
         SectionId::Bootstrap,
         SectionId::Fleet,
+        SectionId::Bridge,
     ];
 
     /// Its name in `agent.toml`.
@@ -65,6 +68,7 @@ impl SectionId {
             SectionId::Metrics => "metrics",
             SectionId::Bootstrap => "bootstrap",
             SectionId::Fleet => "fleet",
+            SectionId::Bridge => "bridge",
         }
     }
 
@@ -157,6 +161,7 @@ pub fn each_section(running: &AgentConfig, new: &mut AgentConfig, v: &mut impl V
     v.section(&running.metrics, &mut new.metrics);
     v.section(&running.bootstrap, &mut new.bootstrap);
     v.section(&running.fleet, &mut new.fleet);
+    v.section(&running.bridge, &mut new.bridge);
 }
 
 impl Visit for ConfigDiff {
