@@ -249,6 +249,25 @@ impl Fleet {
             .expect("run edge-agent fleet")
     }
 
+    /// `edge-agent fleet ARGS --config ops.toml` left running (`--watch`),
+    /// its output read as it comes.
+    pub fn fleet_live(&self, args: &[&str]) -> Live {
+        let out = self
+            .path()
+            .join(format!("live-{}.txt", crate::now_nanos()));
+        let child = Command::new(agent_bin())
+            .arg("fleet")
+            .args(args)
+            .arg("--config")
+            .arg(self.ops_toml())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("live output file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run edge-agent fleet");
+        Live { child, out }
+    }
+
     /// `fleet bundle` for `target` with an overlay and rule files (name,
     /// text); panics unless it succeeds. Returns the bundle's path.
     pub fn bundle(
@@ -456,6 +475,45 @@ impl Watch {
 }
 
 impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A long-running `edge-agent fleet ... --watch`. Killed on drop.
+pub struct Live {
+    pub child: Child,
+    out: PathBuf,
+}
+
+impl Live {
+    /// Every line it printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Wait until a line satisfies `f`; that line.
+    pub fn wait_line(&self, timeout: Duration, mut f: impl FnMut(&str) -> bool) -> Option<String> {
+        wait_for(timeout, || self.lines().into_iter().find(|l| f(l)))
+    }
+
+    /// Stop it with SIGINT (Ctrl-C) and return its exit code.
+    pub fn interrupt(mut self) -> Option<i32> {
+        // SAFETY: kill() on a child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = wait_for(Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten()
+        });
+        status.and_then(|s| s.code())
+    }
+}
+
+impl Drop for Live {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -224,6 +224,27 @@ fn each_refusal_leaves_the_node_as_it_was_and_says_why() {
     let layers = fleet_status(&s)["layers"].clone();
     let key = operator_key(&f);
 
+    // The version in force again, with other content: a quiet no-op, no
+    // result at all.
+    let again = bundle::seal(
+        &payload(Target::Node("n1".into()), 5, "[rules]\nmax_burst = 2\n"),
+        &key,
+    );
+    let again_sha = bundle::sha256_hex(&again);
+    publish_raw(&f, &node_topic("n1"), &again);
+    let quiet = wait_for(LONG, || {
+        let d = &fleet_status(&s);
+        (status_json(&s)["stages"]["fleet"]["details"]["unchanged_total"] == 1).then_some(d.clone())
+    });
+    assert!(quiet.is_some(), "the equal version was not seen: {:#}", status_json(&s));
+    assert!(
+        !w.json()
+            .iter()
+            .any(|(_, v)| v["bundle_sha256"] == again_sha),
+        "an equal version was reported"
+    );
+    assert_eq!(effective_sha(&s), before, "an equal version changed the config");
+
     // Each case: bytes, the topic, the layer, and what the reason says.
     let other_key = {
         let p = f.path().join("intruder.key");
@@ -254,8 +275,20 @@ fn each_refusal_leaves_the_node_as_it_was_and_says_why() {
             .insert("big.yaml".into(), format!("# {}\n", "x".repeat(10_000)));
         bundle::seal(&p, &key)
     };
+    let unsigned = {
+        let good = bundle::seal(&payload(Target::Node("n1".into()), 6, ""), &key);
+        let mut env: Value = serde_json::from_slice(&good).unwrap();
+        env.as_object_mut().unwrap().remove("signature");
+        serde_json::to_vec(&env).unwrap()
+    };
+    let other_fleet = {
+        let mut p = payload(Target::Node("n1".into()), 7, "");
+        p.fleet = "other-fleet".into();
+        bundle::seal(&p, &key)
+    };
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
         ("bad signature", tampered, "node:n1", "bad signature"),
+        ("missing signature", unsigned, "node:n1", "not signed"),
         (
             "untrusted key",
             bundle::seal(&payload(Target::Node("n1".into()), 7, ""), &other_key),
@@ -267,6 +300,12 @@ fn each_refusal_leaves_the_node_as_it_was_and_says_why() {
             bundle::seal(&payload(Target::Node("n2".into()), 7, ""), &key),
             "node:n1",
             "node:n2",
+        ),
+        (
+            "another fleet's bundle",
+            other_fleet,
+            "node:n1",
+            "of fleet other-fleet",
         ),
         (
             "fleet bundle on a group topic",
@@ -293,7 +332,7 @@ fn each_refusal_leaves_the_node_as_it_was_and_says_why() {
                 &key,
             ),
             "node:n1",
-            "uplink.url: a bundle may not set it",
+            "node:n1 v10: uplink.url: a bundle may not set it",
         ),
         (
             "unknown key",
@@ -302,7 +341,7 @@ fn each_refusal_leaves_the_node_as_it_was_and_says_why() {
                 &key,
             ),
             "node:n1",
-            "max_bursts",
+            "node:n1 v11: rules.max_bursts",
         ),
         (
             "invalid merged config",
@@ -338,21 +377,6 @@ fn each_refusal_leaves_the_node_as_it_was_and_says_why() {
             "{what}: the layers changed"
         );
     }
-    // An equal version is a quiet no-op: no result at all.
-    let again = bundle::seal(
-        &payload(Target::Node("n1".into()), 5, "[rules]\nmax_burst = 2\n"),
-        &key,
-    );
-    let again_sha = bundle::sha256_hex(&again);
-    publish_raw(&f, &node_topic("n1"), &again);
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        !w.json()
-            .iter()
-            .any(|(_, v)| v["bundle_sha256"] == again_sha),
-        "an equal version was reported"
-    );
-    assert_eq!(effective_sha(&s), before);
 }
 
 #[test]
@@ -486,9 +510,54 @@ fn fleet_results_and_fleet_nodes_show_what_the_nodes_did() {
     let _d1 = start(&n1);
     let mut d2 = start(&n2);
     let w = results(&f);
+    // The live views, started before anything happened.
+    let live_results = f.fleet_live(&["results", "--watch", "--node", "n1"]);
+    let live_nodes = f.fleet_live(&["nodes", "--watch", "--json"]);
+    let json_lines = |live: &edge_agent_tests::fleet::Live| -> Vec<Value> {
+        live.lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    };
+    assert!(
+        live_results
+            .wait_line(LONG, |l| l.contains("has reported a config result yet"))
+            .is_some(),
+        "{:?}",
+        live_results.lines()
+    );
+    let both_online = wait_for(LONG, || {
+        let lines = json_lines(&live_nodes);
+        ["n1", "n2"]
+            .iter()
+            .all(|n| {
+                lines
+                    .iter()
+                    .any(|d| d["node"] == *n && d["state"] == "online")
+            })
+            .then_some(())
+    });
+    assert!(both_online.is_some(), "{:?}", live_nodes.lines());
+
     f.publish(&f.bundle("fleet", 1, "[rules]\nmax_burst = 12\n", &[]));
     result_for(&w, "n1", "fleet", 1);
     result_for(&w, "n2", "fleet", 1);
+    // `results --watch --node n1` printed n1's result as it came, and only n1's.
+    let line = live_results.wait_line(LONG, |l| l.contains("  n1  fleet v1  APPLIED"));
+    assert!(line.is_some(), "{:?}", live_results.lines());
+    // `nodes --watch --json`: a line per state change, both nodes on fleet v1.
+    let both_v1 = wait_for(LONG, || {
+        let lines = json_lines(&live_nodes);
+        ["n1", "n2"]
+            .iter()
+            .all(|n| {
+                lines
+                    .iter()
+                    .any(|d| d["node"] == *n && d["fleet"]["layers"]["fleet"] == 1)
+            })
+            .then_some(())
+    });
+    assert!(both_v1.is_some(), "{:?}", live_nodes.lines());
     // Wait until both retained state messages carry the layer.
     let carried = wait_for(LONG, || {
         let out = f.fleet(&["nodes", "--json"]);
@@ -561,6 +630,26 @@ fn fleet_results_and_fleet_nodes_show_what_the_nodes_did() {
     })
     .expect("n2 shows as offline");
     assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+
+    // The live views saw all of it: n1's refusal, n2 going offline; never
+    // a result of n2 in n1's view.
+    let refusal = live_results.wait_line(LONG, |l| l.contains("  n1  node:n1 -  REFUSED"));
+    assert!(refusal.is_some(), "{:?}", live_results.lines());
+    let offline = wait_for(LONG, || {
+        json_lines(&live_nodes)
+            .iter()
+            .any(|d| d["node"] == "n2" && d["state"] == "offline")
+            .then_some(())
+    });
+    assert!(offline.is_some(), "{:?}", live_nodes.lines());
+    assert!(
+        !live_results.lines().iter().any(|l| l.contains("  n2  ")),
+        "{:?}",
+        live_results.lines()
+    );
+    // Ctrl-C ends them cleanly.
+    assert_eq!(live_results.interrupt(), Some(0));
+    assert_eq!(live_nodes.interrupt(), Some(0));
 }
 
 fn result_for_sha(w: &Watch, node: &str, sha: &str) -> Value {

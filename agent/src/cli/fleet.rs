@@ -68,7 +68,7 @@ pub enum FleetCommand {
     },
     /// Every node from its retained state: online or not, last seen, version, backlog, config per layer; exit 2 if one is offline or its last result is not `applied`.
     Nodes {
-        /// One JSON document (every node's state message, with `node`).
+        /// One JSON document (every node's state message, with `node`); with --watch, one line per state message instead.
         #[arg(long)]
         json: bool,
         /// Keep printing a line whenever a node's state changes (Ctrl-C to stop).

@@ -198,6 +198,10 @@ pub enum Refusal {
         "bundle schema {0} was made by a newer edge-agent (this one reads schema {SCHEMA}); upgrade the node's agent"
     )]
     Schema(u64),
+    #[error(
+        "the bundle is not signed (its envelope has no signature); make bundles with `edge-agent fleet bundle --key`"
+    )]
+    Unsigned,
     #[error("signed by key {0}, which is not in fleet.trusted_keys")]
     UntrustedKey(String),
     #[error(
@@ -228,6 +232,7 @@ impl Refusal {
             Refusal::Oversized { .. } => "oversized",
             Refusal::Malformed(_) => "malformed",
             Refusal::Schema(_) => "schema",
+            Refusal::Unsigned => "unsigned",
             Refusal::UntrustedKey(_) => "untrusted_key",
             Refusal::BadSignature(_) => "bad_signature",
             Refusal::WrongTarget { .. } => "wrong_target",
@@ -370,6 +375,11 @@ fn envelope(bytes: &[u8]) -> Result<Envelope, Refusal> {
                 "the envelope has no \"schema\": 1".into(),
             ));
         }
+    }
+    // An unsigned bundle says so, rather than "missing field".
+    let signature = value.get("signature").and_then(serde_json::Value::as_str);
+    if signature.is_none_or(str::is_empty) {
+        return Err(Refusal::Unsigned);
     }
     serde_json::from_value(value).map_err(|e| Refusal::Malformed(format!("envelope: {e}")))
 }
@@ -534,6 +544,25 @@ mod tests {
         let bytes = serde_json::to_vec(&env).unwrap();
         let e = open(&bytes, "f1", &Target::Fleet, &[k.public()], MAX).unwrap_err();
         assert_eq!(e.code(), "bad_signature", "{e}");
+    }
+
+    #[test]
+    fn a_bundle_without_a_signature_is_refused_as_unsigned() {
+        let (_d, k) = key();
+        let good: serde_json::Value =
+            serde_json::from_slice(&seal(&payload(Target::Fleet, 1), &k)).unwrap();
+        for change in ["remove", "empty"] {
+            let mut env = good.clone();
+            let obj = env.as_object_mut().unwrap();
+            if change == "remove" {
+                obj.remove("signature");
+            } else {
+                obj.insert("signature".into(), "".into());
+            }
+            let bytes = serde_json::to_vec(&env).unwrap();
+            let e = open(&bytes, "f1", &Target::Fleet, &[k.public()], MAX).unwrap_err();
+            assert_eq!(e.code(), "unsigned", "{change}: {e}");
+        }
     }
 
     #[test]

@@ -285,7 +285,9 @@ fn record_leaves(
     }
 }
 
-fn attribute(problems: Vec<Problem>, label: &str) -> Vec<Problem> {
+/// `problems` of one layer, each key prefixed with the layer's label
+/// (`node:n1 v7: uplink.url`).
+pub fn attribute(problems: Vec<Problem>, label: &str) -> Vec<Problem> {
     problems
         .into_iter()
         .map(|p| Problem::new(format!("{label}: {}", p.key), p.reason))

@@ -56,6 +56,17 @@ pub struct Refused {
     pub decides: Option<u64>,
 }
 
+impl Refused {
+    /// Whether reporting it counts against the [`RefusalLimiter`]. A
+    /// refusal that decides a version is not limited: only a trusted key
+    /// makes one, and each version is decided once, so its result is the
+    /// operator's answer and is never held back. Everything else (junk,
+    /// other keys, replays, stale copies) may come from a flooding broker.
+    pub fn limited(&self) -> bool {
+        self.decides.is_none()
+    }
+}
+
 /// A bundle that passed every check that needs only itself.
 #[derive(Debug)]
 pub struct Candidate {
@@ -134,7 +145,11 @@ pub fn inspect(
             overlay,
             raw: bytes.to_vec(),
         })),
-        Err(problems) => refuse(Refusal::Content(problems), Some(&verified), true),
+        Err(problems) => {
+            let label = format!("{layer} v{version}");
+            let problems = overlay::attribute(problems, &label);
+            refuse(Refusal::Content(problems), Some(&verified), true)
+        }
     }
 }
 
@@ -144,9 +159,10 @@ pub fn inspect(
 pub const REFUSAL_BURST: u32 = 10;
 pub const REFUSAL_REFILL: Duration = Duration::from_secs(6);
 
-/// A token bucket for refusal results (outcome `refused` or `stale`).
-/// Refusals over the allowance are counted, logged once a minute at
-/// most, and not reported one by one.
+/// A token bucket for refusal results (outcome `refused` or `stale`) that
+/// do not decide a version ([`Refused::limited`]). Refusals over the
+/// allowance are counted, logged once a minute at most, and not reported
+/// one by one.
 #[derive(Debug, Clone)]
 pub struct RefusalLimiter {
     tokens: u32,
@@ -305,6 +321,7 @@ mod tests {
             (r.code, r.decides, r.target.as_deref()),
             ("malformed", None, None)
         );
+        assert!(r.limited(), "junk counts against the limiter");
 
         let forged = {
             let p = serde_json::to_vec(&payload(Target::Fleet, 9, "")).unwrap();
@@ -329,8 +346,9 @@ mod tests {
             (r.code, r.decides, r.version),
             ("invalid", Some(9), Some(9))
         );
+        assert!(!r.limited(), "the operator's answer is never held back");
         assert!(
-            r.reasons[0].starts_with("node: a bundle may not set [node]"),
+            r.reasons[0].starts_with("fleet v9: node: a bundle may not set [node]"),
             "{r:?}"
         );
 

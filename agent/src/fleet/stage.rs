@@ -238,10 +238,12 @@ impl Task {
             Decision::Ignore(why) => {
                 self.counts.ignored += 1;
                 debug!(topic = %msg.topic, why, "fleet: message ignored");
+                self.publish();
                 Ok(false)
             }
             Decision::Quiet => {
                 self.counts.quiet += 1;
+                self.publish();
                 Ok(false)
             }
             Decision::Refuse(r) => {
@@ -273,7 +275,7 @@ impl Task {
             self.publish();
             return Ok(());
         }
-        if !self.limiter.allow(Instant::now()) {
+        if r.limited() && !self.limiter.allow(Instant::now()) {
             if self.last_flood_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 warn!(
                     suppressed_total = self.limiter.suppressed,
@@ -803,7 +805,13 @@ impl Task {
             d.insert("refusals_suppressed_total".into(), suppressed.into());
             d.insert("notes".into(), notes.into());
         });
-        self.side.summary.send_replace(summary);
+        // Only a change makes the uplink publish the state message again
+        // (a refusal that is not reported changes nothing there).
+        self.side.summary.send_if_modified(|old| {
+            let changed = *old != summary;
+            *old = summary;
+            changed
+        });
     }
 }
 

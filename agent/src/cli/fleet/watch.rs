@@ -63,31 +63,43 @@ pub async fn results(
             print_result(node, &r, as_json);
         }
     }
+    if !any && !as_json {
+        println!(
+            "no node of fleet {fleet}{} has reported a config result yet",
+            node.map(|n| format!(" named {n}")).unwrap_or_default()
+        );
+    }
     if !watch {
-        if !any && !as_json {
-            println!(
-                "no node of fleet {fleet}{} has reported a config result yet",
-                node.map(|n| format!(" named {n}")).unwrap_or_default()
-            );
-        }
         conn.disconnect().await;
         return Ok(if attention { Exit::Pending } else { Exit::Ok });
     }
-    // Results that came during the burst, then live ones.
+    // Results that came during the burst, then live ones: each result
+    // record, and the state messages' last results (which bring back a
+    // result sent while this command was reconnecting), each printed once.
     let mut on_publish = |p: &Publish| {
         let Some((node, suffix)) = ops::parse_topic(&fleet, &p.topic) else {
             return;
         };
-        if suffix != "config/result" {
-            return;
-        }
-        match serde_json::from_slice::<ConfigResult>(&p.payload) {
-            Ok(r) if seen.insert(result_key(node, &r)) => print_result(node, &r, as_json),
-            Ok(_) => {}
-            Err(e) => eprintln!(
-                "edge-agent fleet results: {}: not a config result ({e})",
-                p.topic
-            ),
+        let results = match suffix {
+            "config/result" => match serde_json::from_slice::<ConfigResult>(&p.payload) {
+                Ok(r) => vec![r],
+                Err(e) => {
+                    eprintln!(
+                        "edge-agent fleet results: {}: not a config result ({e})",
+                        p.topic
+                    );
+                    return;
+                }
+            },
+            "state" => serde_json::from_slice::<Value>(&p.payload)
+                .map(|doc| last_results(&doc))
+                .unwrap_or_default(),
+            _ => return,
+        };
+        for r in results {
+            if seen.insert(result_key(node, &r)) {
+                print_result(node, &r, as_json);
+            }
         }
     };
     for p in live.drain(..) {
@@ -111,16 +123,15 @@ pub async fn nodes(config: &Path, as_json: bool, watch: bool) -> anyhow::Result<
         }
     };
     let attention = states.iter().any(|(_, d)| needs_attention(d));
-    if as_json {
+    if as_json && watch {
+        // A stream: one line per node state, now and as they change.
+        for (n, d) in &states {
+            println!("{}", with_node(n, d));
+        }
+    } else if as_json {
         let nodes: Vec<Value> = states
             .iter()
-            .map(|(n, d)| {
-                let mut d = d.clone();
-                if let Some(o) = d.as_object_mut() {
-                    o.insert("node".into(), Value::from(n.clone()));
-                }
-                d
-            })
+            .map(|(n, d)| with_node(n, d))
             .collect();
         println!(
             "{}",
@@ -150,11 +161,7 @@ pub async fn nodes(config: &Path, as_json: bool, watch: bool) -> anyhow::Result<
             return;
         }
         if as_json {
-            let mut d = doc.clone();
-            if let Some(o) = d.as_object_mut() {
-                o.insert("node".into(), Value::from(node));
-            }
-            println!("{}", serde_json::to_string(&d).unwrap_or_default());
+            println!("{}", with_node(node, &doc));
         } else {
             println!("{}", node_line(node, &doc));
         }
@@ -222,6 +229,15 @@ async fn follow(
             Err(e) => eprintln!("edge-agent fleet: {e}; reconnecting"),
         }
     }
+}
+
+/// A node's state document with its `node` id added.
+fn with_node(node: &str, doc: &Value) -> Value {
+    let mut d = doc.clone();
+    if let Some(o) = d.as_object_mut() {
+        o.insert("node".into(), Value::from(node));
+    }
+    d
 }
 
 fn last_results(doc: &Value) -> Vec<ConfigResult> {
