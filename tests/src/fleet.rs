@@ -252,9 +252,7 @@ impl Fleet {
     /// `edge-agent fleet ARGS --config ops.toml` left running (`--watch`),
     /// its output read as it comes.
     pub fn fleet_live(&self, args: &[&str]) -> Live {
-        let out = self
-            .path()
-            .join(format!("live-{}.txt", crate::now_nanos()));
+        let out = self.path().join(format!("live-{}.txt", crate::now_nanos()));
         let child = Command::new(agent_bin())
             .arg("fleet")
             .args(args)

@@ -114,8 +114,9 @@ fn group_and_node_layers_override_the_fleet_layer_in_order() {
             3,
             "[rules]\nrate = 2.0\nmax_burst = 30\n[log]\nlevel = \"debug\"\n",
         ),
-        ("group:eu", 1, "[rules]\nmax_burst = 40\n"),
+        // eu is published after edge, but node.groups puts it first: edge wins.
         ("group:edge", 4, "[rules]\nmax_burst = 50\n"),
+        ("group:eu", 1, "[rules]\nmax_burst = 40\n"),
         ("node:n1", 7, "[log]\nlevel = \"warn\"\n"),
     ] {
         f.publish(&f.bundle(target, version, overlay, &[]));
@@ -236,14 +237,22 @@ fn each_refusal_leaves_the_node_as_it_was_and_says_why() {
         let d = &fleet_status(&s);
         (status_json(&s)["stages"]["fleet"]["details"]["unchanged_total"] == 1).then_some(d.clone())
     });
-    assert!(quiet.is_some(), "the equal version was not seen: {:#}", status_json(&s));
+    assert!(
+        quiet.is_some(),
+        "the equal version was not seen: {:#}",
+        status_json(&s)
+    );
     assert!(
         !w.json()
             .iter()
             .any(|(_, v)| v["bundle_sha256"] == again_sha),
         "an equal version was reported"
     );
-    assert_eq!(effective_sha(&s), before, "an equal version changed the config");
+    assert_eq!(
+        effective_sha(&s),
+        before,
+        "an equal version changed the config"
+    );
 
     // Each case: bytes, the topic, the layer, and what the reason says.
     let other_key = {
@@ -353,6 +362,50 @@ fn each_refusal_leaves_the_node_as_it_was_and_says_why() {
             "node:n1 v12: rules.rate",
         ),
     ];
+    // Every section and key that stays local, one bundle each.
+    let forbidden = [
+        (
+            "[node]\ngroups = [\"x\"]\n",
+            "node: a bundle may not set [node]",
+        ),
+        (
+            "[paths]\nstate_dir = \"/tmp/x\"\n",
+            "paths: a bundle may not set [paths]",
+        ),
+        (
+            "[control]\ngroup = \"adm\"\n",
+            "control: a bundle may not set [control]",
+        ),
+        (
+            "[fleet]\ntrusted_keys = []\n",
+            "fleet: a bundle may not set [fleet]",
+        ),
+        (
+            "[uplink]\nca_file = \"/tmp/ca.pem\"\n",
+            "uplink.ca_file: a bundle may not set it",
+        ),
+        (
+            "[uplink]\ncert_file = \"/tmp/c.pem\"\n",
+            "uplink.cert_file: a bundle may not set it",
+        ),
+        (
+            "[uplink]\nkey_file = \"/tmp/c.key\"\n",
+            "uplink.key_file: a bundle may not set it",
+        ),
+    ];
+    let labels: Vec<String> = (0..forbidden.len())
+        .map(|i| format!("node:n1 v{}: {}", 13 + i, forbidden[i].1))
+        .collect();
+    let mut cases = cases;
+    for (i, (overlay, _)) in forbidden.iter().enumerate() {
+        let version = 13 + i as u64;
+        cases.push((
+            "a key that stays local",
+            bundle::seal(&payload(Target::Node("n1".into()), version, overlay), &key),
+            "node:n1",
+            &labels[i],
+        ));
+    }
     for (what, bytes, layer, reason) in cases {
         let topic = match layer {
             "group:eu" => format!("edge/{FLEET}/group/eu/config"),
@@ -465,21 +518,36 @@ fn an_offline_node_catches_up_with_only_the_newest_retained_bundle_per_layer() {
     let f = Fleet::new();
     let s = f.node("n1", &["eu"], "");
     let w = results(&f);
-    for v in 1..=3 {
-        f.publish(&f.bundle(
-            "fleet",
-            v,
-            &format!("[rules]\nmax_burst = {}\n", 10 + v),
-            &[],
-        ));
+    let layers = ["fleet", "group:eu", "node:n1"];
+    let overlay = |layer: &str, v: u64| match layer {
+        "fleet" => format!("[rules]\nmax_burst = {}\n", 10 + v),
+        "group:eu" => format!("[rules]\nrate = {v}.5\n"),
+        _ => format!("[metrics]\ninterval = \"{}s\"\n", 10 + v),
+    };
+    // The node knows the broker (its persistent session holds its
+    // subscriptions) and has applied version 1 of every layer.
+    let mut d = start(&s);
+    for layer in layers {
+        f.publish(&f.bundle(layer, 1, &overlay(layer, 1), &[]));
+        assert_eq!(result_for(&w, "n1", layer, 1)["outcome"], "applied");
     }
-    for v in 1..=2 {
-        f.publish(&f.bundle("node:n1", v, &format!("[rules]\nrate = {v}.5\n"), &[]));
+    d.signal(edge_agent_tests::SIGTERM);
+    d.wait_exit(Duration::from_secs(20)).expect("n1 stops");
+    drop(d);
+
+    // Three versions of each layer while it is away.
+    for v in 2..=4 {
+        for layer in layers {
+            f.publish(&f.bundle(layer, v, &overlay(layer, v), &[]));
+        }
     }
     let _d = start(&s);
-    assert_eq!(result_for(&w, "n1", "fleet", 3)["outcome"], "applied");
-    assert_eq!(result_for(&w, "n1", "node:n1", 2)["outcome"], "applied");
-    std::thread::sleep(Duration::from_secs(2));
+    for layer in layers {
+        assert_eq!(result_for(&w, "n1", layer, 4)["outcome"], "applied");
+    }
+    // Anything queued for its session would have come before the retained
+    // copies; give a straggler time to show.
+    std::thread::sleep(Duration::from_secs(3));
     let mut seen: Vec<(String, u64)> = w
         .json()
         .into_iter()
@@ -491,14 +559,26 @@ fn an_offline_node_catches_up_with_only_the_newest_retained_bundle_per_layer() {
         })
         .collect();
     seen.sort();
+    let mut expected: Vec<(String, u64)> = layers
+        .iter()
+        .flat_map(|l| [(l.to_string(), 1), (l.to_string(), 4)])
+        .collect();
+    expected.sort();
     assert_eq!(
         seen,
-        [("fleet".to_string(), 3), ("node:n1".to_string(), 2)],
-        "only the newest bundle of each layer was ever looked at"
+        expected,
+        "versions 2 and 3 of a layer were looked at: {:#?}",
+        w.json()
     );
     assert_eq!(
         fleet_status(&s)["layers"],
-        serde_json::json!({"fleet": 3, "node:n1": 2})
+        serde_json::json!({"fleet": 4, "group:eu": 4, "node:n1": 4})
+    );
+    let out = s.cli(&["config", "show", "--effective", "--origin"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rules.max_burst = 14") && text.contains("rules.rate = 4.5"),
+        "{text}"
     );
 }
 

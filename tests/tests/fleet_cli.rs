@@ -134,7 +134,8 @@ fn publish_refuses_a_bundle_of_another_fleet_and_a_file_that_is_no_bundle() {
 }
 
 #[test]
-fn the_shipped_acl_lets_a_node_publish_below_its_own_topics_but_never_config() {
+fn the_shipped_acl_lets_a_node_publish_below_its_own_topics_but_never_config_nor_read_another_nodes()
+ {
     let f = Fleet::new();
     let (n1_cert, n1_key) = f.node_cert("n1");
     let (n2_cert, n2_key) = f.node_cert("n2");
@@ -166,6 +167,25 @@ fn the_shipped_acl_lets_a_node_publish_below_its_own_topics_but_never_config() {
     assert!(n1_reads.is_empty(), "{n1_reads:?}");
     let n2_reads = f.sees(&n2_cert, &n2_key, &format!("edge/{FLEET}/n2/config"), 1);
     assert_eq!(n2_reads.len(), 1, "{n2_reads:?}");
+    // Nor anything else of n2's: its retained state, even through a
+    // wildcard (the operator does see it).
+    assert!(f.raw_publish(
+        &n2_cert,
+        &n2_key,
+        &format!("edge/{FLEET}/n2/state"),
+        b"n2's state",
+        true
+    ));
+    let n1_all = f.sees(&n1_cert, &n1_key, &format!("edge/{FLEET}/#"), 2);
+    assert!(
+        !n1_all.iter().any(|(t, _)| t.contains("/n2/")),
+        "n1 read {n1_all:?}"
+    );
+    let op_all = f.operator_sees(&format!("edge/{FLEET}/n2/state"), 1);
+    assert_eq!(
+        op_all.iter().map(|(_, p)| p.as_slice()).collect::<Vec<_>>(),
+        [b"n2's state".as_slice()]
+    );
     // n1's publish to its own alerts, live.
     let (op_cert, op_key) = f.operator_cert();
     let watcher = f.sees_later(&op_cert, &op_key, &format!("edge/{FLEET}/n1/alerts"), 3);

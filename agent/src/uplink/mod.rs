@@ -18,7 +18,9 @@
 //! given up by class, reconnects), refreshed while connected when those
 //! change (at most once a minute); the last will, and a clean shutdown,
 //! leave an "offline" document there. MQTT 3.1.1, QoS 1, `clean_session =
-//! false`, client id `<fleet>/<node>`.
+//! false`, client id `<fleet>/<node>`. The config topics are subscribed
+//! at QoS 0, so the session never queues bundles (the retained ones are
+//! read again on every connect).
 
 mod backoff;
 mod driver;
@@ -637,6 +639,13 @@ impl Link {
 
     /// Subscribe to the node's config topics (after every CONNACK: the
     /// broker then sends each layer's retained bundle, the latest only).
+    ///
+    /// At QoS 0, on purpose: the session is persistent, and at QoS 1 the
+    /// broker would queue every bundle published while the node was away
+    /// and deliver them all, in order, before the retained copies, so a
+    /// node back after a week would apply and try each version in between.
+    /// At QoS 0 nothing is queued; the retained bundle of each layer is
+    /// the truth, and it comes again with every subscription.
     fn subscribe_config(&mut self, client: &AsyncClient) {
         if self.config_topics.is_empty() || !self.session.is_up() {
             return;
@@ -644,7 +653,7 @@ impl Link {
         let filters = self
             .config_topics
             .iter()
-            .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+            .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtMostOnce));
         if let Err(e) = client.try_subscribe_many(filters) {
             warn!(error = %e, "uplink: cannot subscribe to the config topics; trying again in {}s", RESUBSCRIBE_AFTER.as_secs());
             self.resubscribe_at = Some(Instant::now() + RESUBSCRIBE_AFTER);

@@ -129,10 +129,7 @@ pub async fn nodes(config: &Path, as_json: bool, watch: bool) -> anyhow::Result<
             println!("{}", with_node(n, d));
         }
     } else if as_json {
-        let nodes: Vec<Value> = states
-            .iter()
-            .map(|(n, d)| with_node(n, d))
-            .collect();
+        let nodes: Vec<Value> = states.iter().map(|(n, d)| with_node(n, d)).collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({"schema": 1, "fleet": fleet, "nodes": nodes}))?
