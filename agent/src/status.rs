@@ -1,4 +1,4 @@
-//! The status board: every stage publishes a small snapshot of itself here,
+//! The status board: every stage keeps a small snapshot of itself here,
 //! and the control socket reads them all for `edge-agent status`.
 //!
 //! Owns the snapshot types and the `status --json` document
@@ -104,6 +104,59 @@ impl StageStatus {
         }
     }
 }
+
+/// A stage's status details as one typed snapshot: the fields, in order,
+/// are the details `status --verbose` lists (and the agent's own metrics
+/// derive from), and [`Details::KEY`] names those `status` shows on its one
+/// screen when they say something ([`StageStatus::key_details`]).
+///
+/// Declared with [`details!`], which derives `KEY` from the fields marked
+/// `[key]`, so a key detail cannot name a field the stage does not have.
+pub trait Details: Serialize {
+    /// The key details: names of fields of this struct.
+    const KEY: &'static [&'static str];
+}
+
+/// Declare a stage's status details: a `#[derive(Serialize)]` struct and
+/// its [`Details`] impl, whose `KEY` lists the fields marked `[key]` (after
+/// the visibility), in order.
+///
+/// ```ignore
+/// details! {
+///     /// What the uplink shows.
+///     pub struct UplinkDetails {
+///         pub connected: bool,
+///         /// Connections made since start.
+///         pub [key] reconnects_total: u64,
+///     }
+/// }
+/// ```
+macro_rules! details {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $fvis:vis $([$key:ident])? $field:ident : $ty:ty
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+        $vis struct $name {
+            $( $(#[$fmeta])* $fvis $field: $ty, )*
+        }
+        impl $crate::status::Details for $name {
+            const KEY: &'static [&'static str] = &[
+                $( $( $crate::status::details!(@key $key $field), )? )*
+            ];
+        }
+    };
+    (@key key $field:ident) => {
+        stringify!($field)
+    };
+}
+pub(crate) use details;
 
 /// The `status --json` document. Schema 1: keys are stable; keys may be
 /// added, none renamed or removed without a new `schema`. The daemon fills
@@ -345,6 +398,16 @@ impl StatusReporter {
         });
     }
 
+    /// Set every detail of `details` at once (one notification), keeping
+    /// the order in which details first appeared.
+    pub fn details<D: Details>(&self, details: &D) {
+        let Ok(Value::Object(map)) = serde_json::to_value(details) else {
+            // A derived Serialize of a struct is always an object.
+            return;
+        };
+        self.tx.send_modify(|s| s.details.extend(map));
+    }
+
     /// Update several details at once (one notification).
     pub fn update(&self, f: impl FnOnce(&mut Map<String, Value>)) {
         self.tx.send_modify(|s| f(&mut s.details));
@@ -388,6 +451,46 @@ mod tests {
         assert_eq!(snap[0].1.state, StageState::Running);
         let keys: Vec<_> = snap[1].1.details.keys().cloned().collect();
         assert_eq!(keys, ["zeta", "alpha"]);
+    }
+
+    details! {
+        /// A stage's details, for the tests.
+        struct ProbeDetails {
+            up: bool,
+            /// Marked: a key detail.
+            [key] lost_total: u64,
+            #[serde(rename = "ignored_by_key")]
+            renamed: u8,
+            [key] probes_missing: Vec<&'static str>,
+        }
+    }
+
+    #[test]
+    fn typed_details_fill_the_snapshot_in_field_order_and_name_their_key_fields() {
+        assert_eq!(ProbeDetails::KEY, ["lost_total", "probes_missing"]);
+        let board = StatusBoard::new();
+        let r = board.register("probe");
+        r.set("first", 1);
+        r.details(&ProbeDetails {
+            up: true,
+            lost_total: 3,
+            renamed: 0,
+            probes_missing: vec!["kprobe/x"],
+        });
+        let (_, s) = &board.snapshot()[0];
+        let keys: Vec<_> = s.details.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                "first",
+                "up",
+                "lost_total",
+                "ignored_by_key",
+                "probes_missing"
+            ]
+        );
+        assert_eq!(s.details["lost_total"], 3);
+        assert_eq!(s.details["probes_missing"], serde_json::json!(["kprobe/x"]));
     }
 
     #[test]

@@ -13,14 +13,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::Map;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, SectionId};
 use crate::reload::ApplyTicket;
 use crate::report::Report;
 use crate::stage::{self, Own, Stage, StageContext, StageSpec};
-use crate::status::{StageState, StatusReporter, unix_now};
+use crate::status::{Details, StageState, StatusReporter, details, unix_now};
 
 use super::preflight::Severity;
 use super::{ApplyOptions, Assessment, BootstrapError, Force, Target};
@@ -29,8 +29,41 @@ use super::{ApplyOptions, Assessment, BootstrapError, Force, Target};
 pub const STAGE: StageSpec = StageSpec {
     name: "bootstrap",
     sections: &[SectionId::Bootstrap],
-    key_details: &["drift", "pending"],
+    key_details: BootstrapDetails::KEY,
 };
+
+details! {
+    /// What the bootstrap stage shows in `status`.
+    pub struct BootstrapDetails {
+        /// The root the managed paths are under (`/` on a node).
+        pub root: String,
+        /// The K3s version planned for, and where it came from.
+        pub k3s: String,
+        pub files: FileCounts,
+        /// Changes by hand to managed files or settings (`[corrected]` when
+        /// an auto-correct has just undone them).
+        pub [key] drift: Vec<String>,
+        /// Managed paths with a change waiting for `bootstrap apply`.
+        pub [key] pending: Vec<String>,
+        /// The undo log's current generation.
+        pub generation: u64,
+        /// The generation an interrupted apply left pending.
+        pub interrupted_apply: Option<u64>,
+        pub last_apply: Option<super::LastApply>,
+        /// Preflight findings at warn or worse, as `severity: message`.
+        pub preflight: Vec<String>,
+        /// Unix seconds.
+        pub last_check: u64,
+    }
+}
+
+/// Managed files by what the last check found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FileCounts {
+    pub in_sync: usize,
+    pub drifted: usize,
+    pub pending: usize,
+}
 
 /// Start the bootstrap stage.
 pub fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
@@ -265,29 +298,21 @@ async fn report(
         )
     };
     status.set_state(state, summary);
-    status.update(|d| {
-        d.insert("root".into(), root.display().to_string().into());
-        d.insert("k3s".into(), a.k3s.describe().into());
-        d.insert(
-            "files".into(),
-            json!({"in_sync": in_sync, "drifted": plan.files.iter().filter(|f| f.status.is_drift()).count(), "pending": pending.len()}),
-        );
-        d.insert("drift".into(), drift.clone().into());
-        d.insert("pending".into(), pending.clone().into());
-        d.insert("generation".into(), a.generation.into());
-        d.insert(
-            "interrupted_apply".into(),
-            a.interrupted.map_or(Value::Null, Value::from),
-        );
-        d.insert(
-            "last_apply".into(),
-            a.last_apply
-                .as_ref()
-                .map(|l| serde_json::to_value(l).unwrap_or_default())
-                .unwrap_or(Value::Null),
-        );
-        d.insert("preflight".into(), failing.clone().into());
-        d.insert("last_check".into(), unix_now().into());
+    status.details(&BootstrapDetails {
+        root: root.display().to_string(),
+        k3s: a.k3s.describe(),
+        files: FileCounts {
+            in_sync,
+            drifted: plan.files.iter().filter(|f| f.status.is_drift()).count(),
+            pending: pending.len(),
+        },
+        drift,
+        pending,
+        generation: a.generation,
+        interrupted_apply: a.interrupted,
+        last_apply: a.last_apply.clone(),
+        preflight: failing,
+        last_check: unix_now(),
     });
 }
 

@@ -47,19 +47,35 @@ use crate::config::{AgentConfig, SectionId};
 use crate::reload::{ApplyTicket, ConfigWatch, Submitted};
 use crate::report::{Report, ReportSender};
 use crate::stage::{self, Stage, StageContext, StageSpec};
-use crate::status::{StageState, StatusBoard, StatusReporter, unix_now};
+use crate::status::{Details, StageState, StatusBoard, StatusReporter, details, unix_now};
 
 pub const STAGE: StageSpec = StageSpec {
     name: "fleet",
     sections: &[SectionId::Fleet],
-    key_details: &[
-        "trial",
-        "last_result",
-        "reverted_total",
-        "refusals_suppressed_total",
-        "notes",
-    ],
+    key_details: FleetDetails::KEY,
 };
+
+details! {
+    /// What the fleet stage shows in `status`.
+    pub struct FleetDetails {
+        /// The version in force per layer.
+        pub layers: serde_json::Map<String, Value>,
+        pub effective_sha256: Option<String>,
+        /// The trial in progress.
+        pub [key] trial: Option<TrialSummary>,
+        pub [key] last_result: Option<ConfigResult>,
+        pub trusted_keys: u64,
+        pub applied_total: u64,
+        pub [key] reverted_total: u64,
+        pub refused_total: u64,
+        pub stale_total: u64,
+        pub ignored_total: u64,
+        pub unchanged_total: u64,
+        pub [key] refusals_suppressed_total: u64,
+        /// What was wrong with the fleet config at start (unusable keys, ...).
+        pub [key] notes: Vec<String>,
+    }
+}
 
 /// After a refusal, the next message waits this long: a flood of junk then
 /// costs at most 20 checks a second (each a signature at most), whatever
@@ -159,7 +175,7 @@ enum Verdict {
 impl Task {
     async fn run(mut self, shutdown: CancellationToken) -> Result<(), FleetError> {
         self.finish_interrupted_trial().await?;
-        self.publish();
+        self.refresh_status();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -189,7 +205,7 @@ impl Task {
         let (keys, notes) = held::trusted_keys(&self.config);
         self.keys = keys;
         self.notes = notes;
-        self.publish();
+        self.refresh_status();
         ticket.ok();
     }
 
@@ -272,7 +288,7 @@ impl Task {
             self.dir.save(&self.state)?;
         }
         if repeat {
-            self.publish();
+            self.refresh_status();
             return Ok(());
         }
         if r.limited() && !self.limiter.allow(Instant::now()) {
@@ -283,7 +299,7 @@ impl Task {
                 );
                 self.last_flood_log = Some(Instant::now());
             }
-            self.publish();
+            self.refresh_status();
             return Ok(());
         }
         warn!(
@@ -369,7 +385,7 @@ impl Task {
         let failed_before = self.failed_stages();
         // The state message announcing the trial is the publish the trial
         // waits to see acknowledged (unless the apply reconnects anyway).
-        self.publish_trial(
+        self.refresh_status_in_trial(
             &layer_name,
             version,
             started_at,
@@ -397,7 +413,7 @@ impl Task {
             }
         };
         // Status and the state message now show the candidate's config.
-        self.publish_trial(
+        self.refresh_status_in_trial(
             &layer_name,
             version,
             started_at,
@@ -686,7 +702,7 @@ impl Task {
         {
             warn!("fleet: the outbox is gone; this result is counted as dropped");
         }
-        self.publish();
+        self.refresh_status();
         Ok(())
     }
 
@@ -727,7 +743,7 @@ impl Task {
         }
     }
 
-    fn publish_trial(&self, layer: &str, version: u64, started_at: u64, deadline: u64) {
+    fn refresh_status_in_trial(&self, layer: &str, version: u64, started_at: u64, deadline: u64) {
         let trial = TrialSummary {
             layer: layer.to_string(),
             version,
@@ -742,13 +758,32 @@ impl Task {
                 self.summary(None).layers_line()
             ),
         );
-        self.status
-            .set("trial", serde_json::to_value(&trial).unwrap_or(Value::Null));
-        self.side.summary.send_replace(self.summary(Some(trial)));
+        let summary = self.summary(Some(trial));
+        self.status.details(&self.details(&summary));
+        self.side.summary.send_replace(summary);
+    }
+
+    fn details(&self, summary: &Summary) -> FleetDetails {
+        let c = &self.counts;
+        FleetDetails {
+            layers: summary.layers.clone(),
+            effective_sha256: summary.effective_sha256.clone(),
+            trial: summary.trial.clone(),
+            last_result: summary.last_result(),
+            trusted_keys: self.keys.len() as u64,
+            applied_total: c.applied,
+            reverted_total: c.reverted,
+            refused_total: c.refused,
+            stale_total: c.stale,
+            ignored_total: c.ignored,
+            unchanged_total: c.quiet,
+            refusals_suppressed_total: self.limiter.suppressed,
+            notes: self.notes.clone(),
+        }
     }
 
     /// Status and the state message, when no trial runs.
-    fn publish(&self) {
+    fn refresh_status(&self) {
         let summary = self.summary(None);
         let last = summary.last_result();
         if !self.config.fleet.enabled() {
@@ -779,32 +814,7 @@ impl Task {
                 format!("{}{last_line}", summary.layers_line()),
             );
         }
-        let c = &self.counts;
-        let (suppressed, keys, notes) =
-            (self.limiter.suppressed, self.keys.len(), self.notes.clone());
-        let layers = Value::Object(summary.layers.clone());
-        let effective = summary.effective_sha256.clone();
-        let last = last.map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
-        let counts = [
-            ("applied_total", c.applied),
-            ("reverted_total", c.reverted),
-            ("refused_total", c.refused),
-            ("stale_total", c.stale),
-            ("ignored_total", c.ignored),
-            ("unchanged_total", c.quiet),
-        ];
-        self.status.update(|d| {
-            d.insert("layers".into(), layers);
-            d.insert("effective_sha256".into(), effective.into());
-            d.insert("trial".into(), Value::Null);
-            d.insert("last_result".into(), last.unwrap_or(Value::Null));
-            d.insert("trusted_keys".into(), (keys as u64).into());
-            for (k, v) in counts {
-                d.insert(k.into(), v.into());
-            }
-            d.insert("refusals_suppressed_total".into(), suppressed.into());
-            d.insert("notes".into(), notes.into());
-        });
+        self.status.details(&self.details(&summary));
         // Only a change makes the uplink publish the state message again
         // (a refusal that is not reported changes nothing there).
         self.side.summary.send_if_modified(|old| {

@@ -43,7 +43,7 @@ use crate::config::{MetricsConfig, SectionId};
 use crate::reload::ApplyTicket;
 use crate::report::Report;
 use crate::stage::{self, Own, Stage, StageContext, StageSpec};
-use crate::status::{StageState, StatusReporter};
+use crate::status::{Details, StageState, StatusReporter, details};
 
 pub use batch::{Encoding, METRICS_SCHEMA, decode_families, payload};
 pub use collectors::{CollectorId, Host, Outcome, collector_names, select};
@@ -80,12 +80,30 @@ pub enum MetricsError {
 pub const STAGE: StageSpec = StageSpec {
     name: "metrics",
     sections: &[SectionId::Metrics],
-    key_details: &[
-        "batches_refused_total",
-        "failing_collectors",
-        "stuck_mounts",
-    ],
+    key_details: MetricsDetails::KEY,
 };
+
+details! {
+    /// What the metrics stage shows in `status`.
+    pub struct MetricsDetails {
+        pub series: u64,
+        pub collections_total: u64,
+        pub collection_seconds: f64,
+        pub batches_queued_total: u64,
+        /// Batches the outbox's input refused (full, or not running).
+        pub [key] batches_refused_total: u64,
+        pub last_batch_bytes: u64,
+        pub scrapes_total: u64,
+        pub [key] failing_collectors: u64,
+        /// Mount points whose statfs did not return (skipped since).
+        pub [key] stuck_mounts: u64,
+        /// The endpoint's address, `unavailable` or `off`.
+        pub listen: String,
+        /// `k3s_<endpoint>`: the last K3s health probe of each endpoint.
+        #[serde(flatten)]
+        pub k3s: serde_json::Map<String, serde_json::Value>,
+    }
+}
 
 /// Start the metrics stage.
 pub fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
@@ -449,14 +467,14 @@ impl MetricsStage {
             self.settings.encoding,
             &self.groups,
         );
-        self.publish(&snap);
+        self.refresh_status(&snap);
     }
 
     async fn on_scrape(&mut self, req: server::ScrapeRequest) {
         // A failed collection drops `req`: the scrape gets a 503.
         if let Some(snap) = self.snapshot().await {
             let _ = req.reply.send(snap.clone());
-            self.publish(&snap);
+            self.refresh_status(&snap);
         }
     }
 
@@ -473,7 +491,7 @@ impl MetricsStage {
         }
     }
 
-    fn publish(&self, snap: &Snapshot) {
+    fn refresh_status(&self, snap: &Snapshot) {
         let failing = self.collector.failing();
         let listen = match (&self.endpoint, self.settings.listen) {
             (Some(e), _) => e.addr.to_string(),
@@ -481,31 +499,25 @@ impl MetricsStage {
             (None, None) => "off".to_string(),
         };
         let c = &self.counters;
-        self.status.update(|d| {
-            d.insert("series".into(), (snap.series() as u64).into());
-            d.insert(
-                "collections_total".into(),
-                self.collector.collections.into(),
-            );
-            d.insert(
-                "collection_seconds".into(),
-                self.collector.last_seconds.into(),
-            );
-            d.insert("batches_queued_total".into(), c.queued.into());
-            d.insert("batches_refused_total".into(), c.refused.into());
-            d.insert("last_batch_bytes".into(), c.last_bytes.into());
-            d.insert(
-                "scrapes_total".into(),
-                self.served.load(Ordering::Relaxed).into(),
-            );
-            d.insert("failing_collectors".into(), (failing.len() as u64).into());
-            d.insert("stuck_mounts".into(), (self.collector.stuck as u64).into());
-            d.insert("listen".into(), listen.into());
-            if let Some(probes) = &self.collector.last_probes {
-                for p in probes {
-                    d.insert(format!("k3s_{}", p.endpoint), p.outcome.describe().into());
-                }
-            }
+        let k3s = self
+            .collector
+            .last_probes
+            .iter()
+            .flatten()
+            .map(|p| (format!("k3s_{}", p.endpoint), p.outcome.describe().into()))
+            .collect();
+        self.status.details(&MetricsDetails {
+            series: snap.series() as u64,
+            collections_total: self.collector.collections,
+            collection_seconds: self.collector.last_seconds,
+            batches_queued_total: c.queued,
+            batches_refused_total: c.refused,
+            last_batch_bytes: c.last_bytes,
+            scrapes_total: self.served.load(Ordering::Relaxed),
+            failing_collectors: failing.len() as u64,
+            stuck_mounts: self.collector.stuck as u64,
+            listen,
+            k3s,
         });
         let every = humantime::format_duration(self.settings.interval);
         let mut summary = format!("{} series every {every}", snap.series());

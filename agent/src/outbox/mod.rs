@@ -96,7 +96,7 @@ use crate::control::{ControlError, Reply};
 use crate::reload::ConfigWatch;
 use crate::report::{Class, PerClass, Report};
 use crate::stage::{self, Stage, StageContext, StageSpec};
-use crate::status::{StageState, StageStatus};
+use crate::status::{Details, StageState, StageStatus};
 
 pub use store::{Cursors, Listing, RecordKey, StoredRecord, read_offline};
 
@@ -318,7 +318,7 @@ pub fn file_path(config: &AgentConfig) -> PathBuf {
 pub const STAGE: StageSpec = StageSpec {
     name: "outbox",
     sections: &[SectionId::Outbox],
-    key_details: &KEY_DETAILS,
+    key_details: worker::OutboxDetails::KEY,
 };
 
 /// Start the outbox: its thread, its stage (which feeds the thread from the
@@ -406,13 +406,6 @@ async fn run(
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     Ok(())
 }
-
-/// What `status` shows without `--verbose` when it says something.
-const KEY_DETAILS: [&str; 3] = [
-    "given_up_total_by_class",
-    "expired_total_by_class",
-    "disk_full",
-];
 
 /// Most records `test-report` makes in one call.
 const MAX_TEST_RECORDS: u64 = 100_000;
@@ -592,14 +585,14 @@ pub fn offline_status(config: &AgentConfig) -> Option<StageStatus> {
                 StageState::Stopped,
                 format!("{} records waiting in {}", records.total(), path.display()),
                 object(details),
-                &KEY_DETAILS,
+                worker::OutboxDetails::KEY,
             )
         }
         Err(e) => StageStatus::offline(
             StageState::Stopped,
             format!("cannot read {} without the daemon: {e}", path.display()),
             object(json!({ "file_bytes": file_bytes })),
-            &KEY_DETAILS,
+            worker::OutboxDetails::KEY,
         ),
     })
 }

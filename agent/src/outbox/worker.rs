@@ -23,7 +23,36 @@ use super::store::{
 use super::{OutboxError, Summary};
 use crate::config::OutboxConfig;
 use crate::report::{Class, PerClass, Report};
-use crate::status::{StageState, StatusReporter};
+use crate::status::{StageState, StatusReporter, details};
+
+details! {
+    /// What the outbox shows in `status` (the agent's own metrics derive
+    /// from these names: `_total` counters, `_by_class` families).
+    pub struct OutboxDetails {
+        pub records_waiting_by_class: PerClass<u64>,
+        pub bytes_waiting_by_class: PerClass<u64>,
+        pub oldest_waiting_age_secs: Option<u64>,
+        pub [key] given_up_total_by_class: PerClass<u64>,
+        pub [key] expired_total_by_class: PerClass<u64>,
+        pub held_in_memory: u64,
+        pub [key] disk_full: bool,
+        pub file_bytes: u64,
+        pub max_bytes: u64,
+        pub budget_used_percent: f64,
+        pub next_seq: u64,
+        pub appended_total: u64,
+        pub commits_total: u64,
+        pub batch_mean: f64,
+        pub batch_max: u64,
+        /// Seconds, rounded to 0.1 ms (Prometheus wants base units).
+        pub commit_seconds_mean: f64,
+        pub commit_seconds_max: f64,
+        pub compactions_total: u64,
+        /// How the file was opened when that is news (moved aside, repaired).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub opened: Option<String>,
+    }
+}
 
 /// Reports held in memory while the file cannot be written. The same as
 /// the report channel in front of the outbox: twice its slack before the
@@ -611,10 +640,10 @@ impl Worker {
             sum.expired = prev.expired;
         }
         self.summary.send_replace(sum.clone());
-        self.report_status(&sum);
+        self.refresh_status(&sum);
     }
 
-    fn report_status(&self, s: &Summary) {
+    fn refresh_status(&self, s: &Summary) {
         let (state, line) = match &self.health {
             Health::Ok if self.store.is_some() => (StageState::Running, s.headline()),
             Health::Ok => (StageState::Starting, "opening the outbox".to_string()),
@@ -632,8 +661,6 @@ impl Worker {
             ),
         };
         self.status.set_state(state, line);
-        let by = |v: &PerClass<u64>| serde_json::to_value(v).unwrap_or_default();
-        let oldest_age = s.oldest_age_secs();
         let mean = if self.stats.append_commits > 0 {
             self.stats.appended as f64 / self.stats.append_commits as f64
         } else {
@@ -645,29 +672,26 @@ impl Worker {
         } else {
             0.0
         };
-        let commit_seconds_max = (self.stats.commit_time_max.as_secs_f64() * 1e4).round() / 1e4;
-        self.status.update(|d| {
-            d.insert("records_waiting_by_class".into(), by(&s.records));
-            d.insert("bytes_waiting_by_class".into(), by(&s.bytes));
-            d.insert("oldest_waiting_age_secs".into(), oldest_age.into());
-            d.insert("given_up_total_by_class".into(), by(&s.given_up));
-            d.insert("expired_total_by_class".into(), by(&s.expired));
-            d.insert("held_in_memory".into(), s.held.into());
-            d.insert("disk_full".into(), s.disk_full.into());
-            d.insert("file_bytes".into(), s.file_bytes.into());
-            d.insert("max_bytes".into(), self.config.max_bytes.get().into());
-            d.insert("budget_used_percent".into(), s.budget_used_percent().into());
-            d.insert("next_seq".into(), s.next_seq.into());
-            d.insert("appended_total".into(), self.stats.appended.into());
-            d.insert("commits_total".into(), self.stats.commits.into());
-            d.insert("batch_mean".into(), ((mean * 10.0).round() / 10.0).into());
-            d.insert("batch_max".into(), self.stats.batch_max.into());
-            d.insert("commit_seconds_mean".into(), commit_seconds_mean.into());
-            d.insert("commit_seconds_max".into(), commit_seconds_max.into());
-            d.insert("compactions_total".into(), self.stats.compactions.into());
-            if let Some(note) = &self.open_note {
-                d.insert("opened".into(), note.clone().into());
-            }
+        self.status.details(&OutboxDetails {
+            records_waiting_by_class: s.records,
+            bytes_waiting_by_class: s.bytes,
+            oldest_waiting_age_secs: s.oldest_age_secs(),
+            given_up_total_by_class: s.given_up,
+            expired_total_by_class: s.expired,
+            held_in_memory: s.held,
+            disk_full: s.disk_full,
+            file_bytes: s.file_bytes,
+            max_bytes: self.config.max_bytes.get(),
+            budget_used_percent: s.budget_used_percent(),
+            next_seq: s.next_seq,
+            appended_total: self.stats.appended,
+            commits_total: self.stats.commits,
+            batch_mean: (mean * 10.0).round() / 10.0,
+            batch_max: self.stats.batch_max,
+            commit_seconds_mean,
+            commit_seconds_max: (self.stats.commit_time_max.as_secs_f64() * 1e4).round() / 1e4,
+            compactions_total: self.stats.compactions,
+            opened: self.open_note.clone(),
         });
     }
 

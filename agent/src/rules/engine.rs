@@ -17,6 +17,7 @@ use crate::event::Event;
 
 use super::loader::{Loaded, Problem, RuleSet, Severity};
 use super::output::{AlertHead, alert};
+use super::stage::RulesDetails;
 
 /// Per-rule limits and the critical threshold, from `[rules]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -274,51 +275,36 @@ impl Engine {
         })).collect::<Vec<_>>() })
     }
 
-    /// Status details: files, counts, alerts in the last hour, suppressed.
-    pub fn status_details(&self, now_ns: u64, into: &mut Map<String, Value>) {
+    /// The stage's status details as the engine knows them (files, counts,
+    /// alerts in the last hour, suppressed); `last_reload` is the stage's.
+    pub fn status_details(&self, now_ns: u64) -> RulesDetails {
         let set = &self.set;
-        into.insert(
-            "files".into(),
-            Value::Array(
-                set.files
-                    .iter()
-                    .map(|f| {
-                        json!({
-                            "path": f.path,
-                            "sha256": f.sha256.get(..16).unwrap_or(""),
-                            "engine_version": f.required_engine_version,
-                            "rules": f.rules,
-                        })
-                    })
-                    .collect(),
-            ),
-        );
-        into.insert("rules_loaded".into(), set.rules.len().into());
-        into.insert("rules_failed".into(), set.count("failed").into());
-        into.insert("rules_skipped".into(), set.count("skipped").into());
-        into.insert("rules_disabled".into(), set.count("disabled").into());
-        let failures: Vec<Value> = self
+        let files = set
+            .files
+            .iter()
+            .map(|f| {
+                json!({
+                    "path": f.path,
+                    "sha256": f.sha256.get(..16).unwrap_or(""),
+                    "engine_version": f.required_engine_version,
+                    "rules": f.rules,
+                })
+            })
+            .collect();
+        let load_errors = self
             .problems
             .iter()
             .filter(|p| p.severity == Severity::Error)
             .take(20)
-            .map(|p| Value::from(p.to_string()))
+            .map(|p| p.to_string())
             .collect();
-        into.insert("load_errors".into(), Value::Array(failures));
-        into.insert("events_evaluated".into(), self.events.into());
         let hour = self.hour.totals(now_ns);
-        let mut per = Map::new();
+        let mut alerts_last_hour = Map::new();
         for p in Priority::ALL {
             if hour[p.index()] > 0 {
-                per.insert(p.as_str().into(), hour[p.index()].into());
+                alerts_last_hour.insert(p.as_str().into(), hour[p.index()].into());
             }
         }
-        into.insert("alerts_last_hour".into(), Value::Object(per));
-        into.insert(
-            "alerts_total".into(),
-            self.alerts_total.iter().sum::<u64>().into(),
-        );
-        into.insert("alerts_suppressed".into(), self.suppressed_total.into());
         let mut top: Vec<(&str, u64)> = set
             .rules
             .iter()
@@ -327,11 +313,25 @@ impl Engine {
             .map(|(r, s)| (&*r.name, s.hits))
             .collect();
         top.sort_by_key(|t| std::cmp::Reverse(t.1));
-        let mut hits = Map::new();
-        for (n, h) in top.into_iter().take(5) {
-            hits.insert(n.to_string(), h.into());
+        let top_hits = top
+            .into_iter()
+            .take(5)
+            .map(|(n, h)| (n.to_string(), h.into()))
+            .collect();
+        RulesDetails {
+            files,
+            rules_loaded: set.rules.len() as u64,
+            rules_failed: set.count("failed") as u64,
+            rules_skipped: set.count("skipped") as u64,
+            rules_disabled: set.count("disabled") as u64,
+            load_errors,
+            events_evaluated: self.events,
+            alerts_last_hour,
+            alerts_total: self.alerts_total.iter().sum(),
+            alerts_suppressed: self.suppressed_total,
+            top_hits,
+            last_reload: None,
         }
-        into.insert("top_hits".into(), Value::Object(hits));
     }
 }
 
@@ -434,13 +434,17 @@ mod tests {
         let t0 = 1_700_000_000_000_000_000u64;
         eng.process(&sh(), t0, &mut out);
         eng.process(&sh(), t0 + 30 * 60 * 1_000_000_000, &mut out);
-        let mut m = Map::new();
-        eng.status_details(t0 + 31 * 60 * 1_000_000_000, &mut m);
-        assert_eq!(m["alerts_last_hour"], json!({"critical": 2, "notice": 2}));
-        let mut m = Map::new();
-        eng.status_details(t0 + 75 * 60 * 1_000_000_000, &mut m);
-        assert_eq!(m["alerts_last_hour"], json!({"critical": 1, "notice": 1}));
-        assert_eq!(m["alerts_total"], 4);
-        assert_eq!(m["rules_loaded"], 2);
+        let d = eng.status_details(t0 + 31 * 60 * 1_000_000_000);
+        assert_eq!(
+            Value::Object(d.alerts_last_hour),
+            json!({"critical": 2, "notice": 2})
+        );
+        let d = eng.status_details(t0 + 75 * 60 * 1_000_000_000);
+        assert_eq!(
+            Value::Object(d.alerts_last_hour),
+            json!({"critical": 1, "notice": 1})
+        );
+        assert_eq!(d.alerts_total, 4);
+        assert_eq!(d.rules_loaded, 2);
     }
 }

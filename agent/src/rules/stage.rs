@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -26,7 +26,7 @@ use crate::event::Event;
 use crate::reload::{ApplyTicket, ConfigWatch};
 use crate::report::{Report, ReportSender};
 use crate::stage::{self, Stage, StageContext, StageSpec};
-use crate::status::{StageState, StageStatus, StatusReporter, unix_now};
+use crate::status::{Details, StageState, StageStatus, StatusReporter, details, unix_now};
 use crate::unix_time;
 
 use super::engine::{Alert, Engine, Limits};
@@ -93,13 +93,32 @@ impl Default for Timers {
 pub const STAGE: StageSpec = StageSpec {
     name: "rules",
     sections: &[SectionId::Rules],
-    key_details: &[
-        "rules_failed",
-        "load_errors",
-        "alerts_last_hour",
-        "alerts_suppressed",
-    ],
+    key_details: RulesDetails::KEY,
 };
+
+details! {
+    /// What the rules stage shows in `status` (the engine fills all but
+    /// `last_reload`: [`Engine::status_details`]).
+    pub struct RulesDetails {
+        /// Per file: `path`, `sha256` (first 16 hex digits),
+        /// `engine_version`, `rules`.
+        pub files: Vec<Value>,
+        pub rules_loaded: u64,
+        pub [key] rules_failed: u64,
+        pub rules_skipped: u64,
+        pub rules_disabled: u64,
+        /// The first 20 errors of the set in force.
+        pub [key] load_errors: Vec<String>,
+        pub events_evaluated: u64,
+        /// Per priority with alerts.
+        pub [key] alerts_last_hour: Map<String, Value>,
+        pub alerts_total: u64,
+        pub [key] alerts_suppressed: u64,
+        /// The five rules with the most hits.
+        pub top_hits: Map<String, Value>,
+        pub last_reload: Option<ReloadNote>,
+    }
+}
 
 /// Start the rules stage on `events`.
 pub fn start(
@@ -175,7 +194,8 @@ fn fingerprint(patterns: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> 
 }
 
 /// The result of the last reload, for status.
-struct ReloadNote {
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReloadNote {
     at: u64,
     /// What asked for it: the config's submitter ("sighup", "fleet") or
     /// "file change".
@@ -306,7 +326,7 @@ impl Task {
         );
         let mut sink = JsonSink::new(cfg.rules.json_file.clone());
         let mut last_reload: Option<ReloadNote> = None;
-        self.publish(&engine, &last_reload);
+        self.refresh_status(&engine, &last_reload);
 
         let mut reloads = Reloads::default();
         let mut events_open = true;
@@ -322,7 +342,7 @@ impl Task {
                 (loaded, asked) = reloads.done() => {
                     let (note, outcome) = apply_reload(&mut engine, loaded?, asked.trigger);
                     last_reload = Some(note);
-                    self.publish(&engine, &last_reload);
+                    self.refresh_status(&engine, &last_reload);
                     let outcome = outcome.map_err(Arc::new);
                     for ticket in asked.tickets {
                         ticket.finish(outcome.clone());
@@ -370,7 +390,7 @@ impl Task {
                         reloads.ask(&files, "file change", None);
                     }
                 }
-                _ = status_tick.tick() => self.publish(&engine, &last_reload),
+                _ = status_tick.tick() => self.refresh_status(&engine, &last_reload),
                 _ = suppress_tick.tick() => {
                     let suppressed = engine.take_suppressed();
                     if !suppressed.is_empty() {
@@ -399,7 +419,7 @@ impl Task {
         }
         self.emit(&mut alerts, &mut sink);
         sink.flush();
-        self.publish(&engine, &last_reload);
+        self.refresh_status(&engine, &last_reload);
         Ok(())
     }
 
@@ -419,7 +439,7 @@ impl Task {
         sink.flush();
     }
 
-    fn publish(&self, engine: &Engine, last_reload: &Option<ReloadNote>) {
+    fn refresh_status(&self, engine: &Engine, last_reload: &Option<ReloadNote>) {
         let set = engine.set();
         let errors = engine
             .problems()
@@ -444,17 +464,9 @@ impl Task {
             )
         };
         self.status.set_state(state, summary);
-        self.status.update(|d| {
-            engine.status_details(unix_time::now_nanos(), d);
-            d.insert(
-                "last_reload".into(),
-                match last_reload {
-                    None => Value::Null,
-                    Some(r) => {
-                        json!({"at": r.at, "trigger": r.trigger, "ok": r.ok, "errors": r.errors})
-                    }
-                },
-            );
+        self.status.details(&RulesDetails {
+            last_reload: last_reload.clone(),
+            ..engine.status_details(unix_time::now_nanos())
         });
     }
 }
@@ -466,14 +478,16 @@ pub fn offline_status(config: &AgentConfig) -> StageStatus {
     let errors = loaded.errors().count();
     let rules = loaded.set.rules.len();
     let engine = Engine::new(loaded, Limits::from(&config.rules), String::new(), 0);
-    let mut details = Map::new();
-    engine.status_details(0, &mut details);
+    let Ok(Value::Object(mut details)) = serde_json::to_value(engine.status_details(0)) else {
+        unreachable!("details serialize as an object")
+    };
     for k in [
         "events_evaluated",
         "alerts_last_hour",
         "alerts_total",
         "alerts_suppressed",
         "top_hits",
+        "last_reload",
     ] {
         details.remove(k);
     }

@@ -1,5 +1,5 @@
 //! The sensor as a daemon stage: start the [`Sensor`], pass its events to
-//! the rules engine, report kills and losses, publish status, serve
+//! the rules engine, report kills and losses, refresh status, serve
 //! `sensor.watch` on the control socket, apply config reloads.
 //!
 //! If the sensor cannot start (not root, no BTF, no tracefs, a required
@@ -26,7 +26,7 @@ use crate::control::{ControlError, Reply};
 use crate::event::{Event, EventType};
 use crate::reload::ConfigWatch;
 use crate::stage::{self, Own, Stage, StageContext, StageSpec};
-use crate::status::{StageState, StatusReporter};
+use crate::status::{Details, StageState, StatusReporter, details};
 
 /// How often status, counters and losses are refreshed.
 const TICK: Duration = Duration::from_secs(1);
@@ -50,14 +50,35 @@ const WATCH_STREAM_CAPACITY: usize = 256;
 pub const STAGE: StageSpec = StageSpec {
     name: "sensor",
     sections: &[SectionId::Sensor],
-    key_details: &[
-        "probes_missing",
-        "lost_total",
-        "kills_total",
-        "last_kill",
-        "decode_errors_total",
-    ],
+    key_details: SensorDetails::KEY,
 };
+
+// Names follow the status -> metrics mapping (metrics/agent.rs): counters
+// end in `_total`, labelled families in `_by_<label>`.
+details! {
+    /// What the sensor shows in `status`.
+    pub struct SensorDetails {
+        pub probes_attached: u64,
+        /// Optional probes this kernel lacks.
+        pub [key] probes_missing: Vec<&'static str>,
+        /// One counter family, `edge_agent_sensor_events_total{type}`; a
+        /// scalar `events_total` beside it would take that name.
+        pub events_total_by_type: Map<String, Value>,
+        pub [key] lost_total: u64,
+        pub kernel_events_total_by_outcome: Map<String, Value>,
+        pub filtered_user_total: u64,
+        pub cgroups_excluded: u64,
+        pub [key] decode_errors_total: u64,
+        pub process_table: u64,
+        pub processes_evicted_total: u64,
+        pub containers_known: u64,
+        pub [key] kills_total: u64,
+        /// A line for people (numbers here would become metrics).
+        pub [key] last_kill: Option<String>,
+        /// Seconds, to the millisecond (Prometheus wants base units).
+        pub startup_seconds: f64,
+    }
+}
 
 /// Start the sensor stage: its events go to `events` (the rules stage).
 pub fn start(
@@ -133,10 +154,10 @@ async fn run(
         lost_reported: 0,
         lost_report_at: Instant::now(),
         kills: 0,
-        last_kill: Value::Null,
+        last_kill: None,
         rules_gone: false,
     };
-    stage.publish();
+    stage.refresh_status();
     let result = stage.run(shutdown).await;
     ctx.router.unregister("sensor.watch");
     // Dropping the sensor detaches its probes, which takes seconds (an RCU
@@ -225,7 +246,7 @@ struct Running {
     lost_reported: u64,
     lost_report_at: Instant,
     kills: u64,
-    last_kill: Value,
+    last_kill: Option<String>,
     /// The rules stage's receiver is gone (disabled): events are not sent.
     rules_gone: bool,
 }
@@ -304,8 +325,7 @@ impl Running {
             container = %event.container.id,
             "killed a denied executable at exec"
         );
-        // A line for people (numbers here would become metrics).
-        self.last_kill = Value::from(format!(
+        self.last_kill = Some(format!(
             "{} pid {} {} ({}) in {}",
             alert::falco_time(event.evt.time),
             event.proc.pid,
@@ -340,7 +360,7 @@ impl Running {
             self.status.error(format!("exclude_cgroups: {e}"));
         }
         self.report_losses();
-        self.publish();
+        self.refresh_status();
     }
 
     fn report_losses(&mut self) {
@@ -361,7 +381,7 @@ impl Running {
         }
     }
 
-    fn publish(&mut self) {
+    fn refresh_status(&mut self) {
         let secs = self.last_tick.elapsed().as_secs_f64().max(0.001);
         self.last_tick = Instant::now();
         // The rate is for the status line; metrics get counters (Prometheus
@@ -386,43 +406,21 @@ impl Running {
         let lost = counters[Counter::Lost as usize].max(self.lost_seen);
         let probes = &self.sensor.probes;
         let e = &self.sensor.enricher;
-        let excluded_cgroups = self.sensor.excluded_cgroups();
-        // Names follow the status -> metrics mapping (metrics/agent.rs):
-        // counters end in `_total`, labelled families in `_by_<label>`.
-        self.status.update(|d| {
-            d.insert("probes_attached".into(), probes.attached.len().into());
-            d.insert(
-                "probes_missing".into(),
-                probes
-                    .missing
-                    .iter()
-                    .map(|(n, _)| Value::from(*n))
-                    .collect(),
-            );
-            // One counter family, `edge_agent_sensor_events_total{type}`;
-            // a scalar `events_total` beside it would take that name.
-            d.insert("events_total_by_type".into(), Value::Object(by_type));
-            d.insert("lost_total".into(), lost.into());
-            d.insert(
-                "kernel_events_total_by_outcome".into(),
-                Value::Object(kernel),
-            );
-            d.insert("filtered_user_total".into(), e.filtered_user.into());
-            d.insert("cgroups_excluded".into(), excluded_cgroups.into());
-            d.insert(
-                "decode_errors_total".into(),
-                self.sensor.decode_errors.into(),
-            );
-            d.insert("process_table".into(), e.procs.len().into());
-            d.insert("processes_evicted_total".into(), e.procs.evicted().into());
-            d.insert("containers_known".into(), e.containers.known().into());
-            d.insert("kills_total".into(), self.kills.into());
-            d.insert("last_kill".into(), self.last_kill.clone());
-            // Seconds, to the millisecond (Prometheus wants base units).
-            d.insert(
-                "startup_seconds".into(),
-                (self.sensor.startup.as_millis() as f64 / 1000.0).into(),
-            );
+        self.status.details(&SensorDetails {
+            probes_attached: probes.attached.len() as u64,
+            probes_missing: probes.missing.iter().map(|(n, _)| *n).collect(),
+            events_total_by_type: by_type,
+            lost_total: lost,
+            kernel_events_total_by_outcome: kernel,
+            filtered_user_total: e.filtered_user,
+            cgroups_excluded: self.sensor.excluded_cgroups() as u64,
+            decode_errors_total: self.sensor.decode_errors,
+            process_table: e.procs.len() as u64,
+            processes_evicted_total: e.procs.evicted(),
+            containers_known: e.containers.known() as u64,
+            kills_total: self.kills,
+            last_kill: self.last_kill.clone(),
+            startup_seconds: self.sensor.startup.as_millis() as f64 / 1000.0,
         });
         let summary = format!(
             "{} probes attached, {:.0} events/s, {} lost{}",

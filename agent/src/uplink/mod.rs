@@ -52,7 +52,7 @@ use crate::outbox::{Fetched, Outbox, OutboxError, RecordKey, Summary, TryAck};
 use crate::reload::{ApplyTicket, ConfigUpdate, ConfigWatch};
 use crate::report::Topic;
 use crate::stage::{self, Stage, StageContext, StageSpec};
-use crate::status::{StageState, StatusReporter, unix_now};
+use crate::status::{Details, StageState, StatusReporter, details, unix_now};
 
 /// Reconnect delays: the first within 0.5-1 s (a restarted broker is back
 /// soon), doubling up to 60 s (a link down for hours costs one attempt a
@@ -113,8 +113,32 @@ pub const STAGE: StageSpec = StageSpec {
     name: "uplink",
     // [fleet]: which config topics to read (none without trusted keys).
     sections: &[SectionId::Uplink, SectionId::Fleet],
-    key_details: &["last_publish_at", "reconnects_total", "last_error_code"],
+    key_details: UplinkDetails::KEY,
 };
+
+details! {
+    /// What the uplink shows in `status`.
+    pub struct UplinkDetails {
+        pub connected: bool,
+        /// `uplink.url`.
+        pub broker: String,
+        /// Unix seconds (null while disconnected).
+        pub connected_since: Option<u64>,
+        /// Unix seconds (null while connected).
+        pub disconnected_since: Option<u64>,
+        /// Unix seconds of the last PUBACK.
+        pub [key] last_publish_at: Option<u64>,
+        pub published_total: u64,
+        pub acked_total: u64,
+        pub in_flight: u64,
+        pub [key] reconnects_total: u64,
+        pub connects_total: u64,
+        pub next_retry_secs: Option<u64>,
+        /// The last failure's stable code (`unreachable`, `tls_rejected_by_broker`, ...).
+        pub [key] last_error_code: Option<&'static str>,
+        pub config_dropped_total: u64,
+    }
+}
 
 /// Start the uplink stage, draining `outbox`. `done` is dropped when it has
 /// stopped (after handing its last acknowledgements to the outbox).
@@ -362,7 +386,7 @@ impl Link {
                     }
                     let delay = self.session.lost(Instant::now());
                     self.failed(f, delay);
-                    self.report(true);
+                    self.refresh_status(true);
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ending::Shutdown,
                         update = config_watch.changed() => return Ending::Reconfigure(update),
@@ -448,7 +472,7 @@ impl Link {
                     self.subscribe_config(&client);
                 }
                 _ = state_tick.tick() => self.refresh_state(&client, false),
-                _ = status_tick.tick() => self.report(true),
+                _ = status_tick.tick() => self.refresh_status(true),
                 // Every key of [uplink] is a connection setting; [fleet] says
                 // which config topics to read.
                 update = config_watch.changed() => {
@@ -464,7 +488,7 @@ impl Link {
                 }
             }
             self.publish_ready(&client);
-            self.report(false);
+            self.refresh_status(false);
             self.publish_health();
         };
         if matches!(ending, Ending::Shutdown) {
@@ -502,7 +526,7 @@ impl Link {
                 self.health.acks_this_connection = 0;
                 self.subscribe_config(client);
                 self.refresh_state(client, true);
-                self.report(true);
+                self.refresh_status(true);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => self.config_message(p),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -550,7 +574,7 @@ impl Link {
                 // The driver waits for this before reconnecting; the
                 // channel holds one, and the driver reads it at once.
                 let _ = resume.try_send(delay);
-                self.report(true);
+                self.refresh_status(true);
             }
         }
     }
@@ -814,7 +838,7 @@ impl Link {
     }
 
     /// Refresh the status snapshot (at most every 250 ms unless `force`).
-    fn report(&mut self, force: bool) {
+    fn refresh_status(&mut self, force: bool) {
         if !force && self.last_status.elapsed() < STATUS_INTERVAL {
             return;
         }
@@ -851,31 +875,20 @@ impl Link {
         };
         self.status.set_state(state, line);
         let connected = self.connected_at.is_some();
-        let in_flight = self.session.in_flight();
-        let code = self.last_failure.as_ref().map(|f| f.code);
-        let connected_since = self.connected_at.map(crate::unix_time::secs);
-        let down_since = (!connected).then(|| crate::unix_time::secs(self.down_since));
-        let config_dropped = self.config_dropped;
-        let (published, acked, reconnects, connects) = (
-            stats.published,
-            stats.acked,
-            stats.reconnects,
-            stats.connects,
-        );
-        self.status.update(|d| {
-            d.insert("connected".into(), connected.into());
-            d.insert("broker".into(), url.clone().into());
-            d.insert("connected_since".into(), connected_since.into());
-            d.insert("disconnected_since".into(), down_since.into());
-            d.insert("last_publish_at".into(), last_ack.into());
-            d.insert("published_total".into(), published.into());
-            d.insert("acked_total".into(), acked.into());
-            d.insert("in_flight".into(), (in_flight as u64).into());
-            d.insert("reconnects_total".into(), reconnects.into());
-            d.insert("connects_total".into(), connects.into());
-            d.insert("next_retry_secs".into(), next_retry.into());
-            d.insert("last_error_code".into(), code.into());
-            d.insert("config_dropped_total".into(), config_dropped.into());
+        self.status.details(&UplinkDetails {
+            connected,
+            broker: url.clone(),
+            connected_since: self.connected_at.map(crate::unix_time::secs),
+            disconnected_since: (!connected).then(|| crate::unix_time::secs(self.down_since)),
+            last_publish_at: last_ack,
+            published_total: stats.published,
+            acked_total: stats.acked,
+            in_flight: self.session.in_flight() as u64,
+            reconnects_total: stats.reconnects,
+            connects_total: stats.connects,
+            next_retry_secs: next_retry,
+            last_error_code: self.last_failure.as_ref().map(|f| f.code),
+            config_dropped_total: self.config_dropped,
         });
     }
 }
