@@ -254,12 +254,12 @@ impl Task {
             Decision::Ignore(why) => {
                 self.counts.ignored += 1;
                 debug!(topic = %msg.topic, why, "fleet: message ignored");
-                self.publish();
+                self.refresh_status();
                 Ok(false)
             }
             Decision::Quiet => {
                 self.counts.quiet += 1;
-                self.publish();
+                self.refresh_status();
                 Ok(false)
             }
             Decision::Refuse(r) => {
