@@ -113,23 +113,42 @@ impl HostFacts {
 
 /// The findings, most severe first within each check's order.
 pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<Finding> {
-    let mut out = Vec::new();
     let host = if facts.scratch_root {
         "this machine".to_string()
     } else {
         format!("kernel {}", facts.kernel_release)
     };
-    let mut f = |check: &'static str, subject: &str, severity: Severity, message: String| {
-        out.push(Finding {
+    let mut out = Findings(Vec::new());
+    scope(&mut out, facts);
+    kernel_modules(&mut out, &host, facts);
+    cgroups(&mut out, &host, facts);
+    swap(&mut out, &host, facts);
+    tools(&mut out, &host, cfg.kube_proxy.mode, facts);
+    k3s_version(&mut out, cfg, k3s);
+    disk(&mut out, cfg, facts);
+    systemd(&mut out, facts);
+    nydus(&mut out, facts);
+    out.0
+}
+
+/// The findings so far, in the order the checks ran.
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn add(&mut self, check: &'static str, subject: &str, severity: Severity, message: String) {
+        self.0.push(Finding {
             check,
             subject: subject.to_string(),
             severity,
             message,
         });
-    };
+    }
+}
 
+/// On a scratch root the host checks describe this machine, not the node.
+fn scope(out: &mut Findings, facts: &HostFacts) {
     if facts.scratch_root {
-        f(
+        out.add(
             "scope",
             "scratch_root",
             Severity::Info,
@@ -139,9 +158,10 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             ),
         );
     }
+}
 
-    // Kernel modules.
-    let mode = cfg.kube_proxy.mode;
+/// The kernel modules `bootstrap.modules` and the kube-proxy mode need.
+fn kernel_modules(out: &mut Findings, host: &str, facts: &HostFacts) {
     let ipvs_missing: Vec<&str> = facts
         .modules
         .iter()
@@ -150,7 +170,7 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
         .collect();
     for (m, state) in &facts.modules {
         if state.available() {
-            f(
+            out.add(
                 "kernel_module",
                 m,
                 Severity::Ok,
@@ -197,14 +217,14 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
         let severity = if unknown { Severity::Warn } else { severity };
         // One IPVS finding for the whole family reads better than five.
         if m.starts_with("ip_vs") && m != "ip_vs" && !ipvs_missing.contains(&"ip_vs") {
-            f(
+            out.add(
                 "kernel_module",
                 m,
                 severity,
                 format!("{m} on {host}: {}; {consequence}", state.describe()),
             );
         } else if m == "ip_vs" {
-            f(
+            out.add(
                 "kernel_module",
                 "ip_vs",
                 severity,
@@ -215,7 +235,7 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
                 ),
             );
         } else if !m.starts_with("ip_vs") {
-            f(
+            out.add(
                 "kernel_module",
                 m,
                 severity,
@@ -224,7 +244,7 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
         }
     }
     if facts.kernel_loads_modules == Some(false) {
-        f(
+        out.add(
             "kernel_module",
             "modules",
             Severity::Info,
@@ -233,11 +253,13 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             ),
         );
     }
+}
 
-    // cgroups.
+/// The memory controller, and cgroup v2.
+fn cgroups(out: &mut Findings, host: &str, facts: &HostFacts) {
     let cg = &facts.cgroups;
     match (cg.layout, cg.memory) {
-        (_, false) => f(
+        (_, false) => out.add(
             "cgroup",
             "memory",
             Severity::Fail,
@@ -245,13 +267,13 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
                 "the memory cgroup controller is not available on {host}: the kubelet refuses to start; enable it (cgroup_enable=memory on the kernel command line, common on Raspberry Pi)"
             ),
         ),
-        (CgroupLayout::Unified, true) => f(
+        (CgroupLayout::Unified, true) => out.add(
             "cgroup",
             "v2",
             Severity::Ok,
             "cgroup v2 with the memory controller".into(),
         ),
-        (layout, true) => f(
+        (layout, true) => out.add(
             "cgroup",
             "v1",
             Severity::Warn,
@@ -265,10 +287,12 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             ),
         ),
     }
+}
 
-    // Swap.
+/// Swap: the kubelet runs with it, less predictably.
+fn swap(out: &mut Findings, host: &str, facts: &HostFacts) {
     if facts.swap_kib > 0 {
-        f(
+        out.add(
             "swap",
             "swap",
             Severity::Warn,
@@ -278,10 +302,12 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             ),
         );
     } else {
-        f("swap", "swap", Severity::Ok, "swap is off".into());
+        out.add("swap", "swap", Severity::Ok, "swap is off".into());
     }
+}
 
-    // Tools for the kube-proxy mode.
+/// The tools the kube-proxy mode runs.
+fn tools(out: &mut Findings, host: &str, mode: KubeProxyMode, facts: &HostFacts) {
     let tool = |t: &str| facts.tools.get(t).cloned().flatten();
     let wanted: &[(&str, &str)] = match mode {
         KubeProxyMode::Iptables => &[("iptables", "kube-proxy programs Services with it")],
@@ -302,8 +328,8 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
     };
     for (t, why) in wanted {
         match tool(t) {
-            Some(p) => f("tool", t, Severity::Ok, format!("{t}: {}", p.display())),
-            None => f(
+            Some(p) => out.add("tool", t, Severity::Ok, format!("{t}: {}", p.display())),
+            None => out.add(
                 "tool",
                 t,
                 Severity::Warn,
@@ -313,16 +339,18 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             ),
         }
     }
+}
 
-    // K3s.
+/// The K3s version the files are rendered for, and where it came from.
+fn k3s_version(out: &mut Findings, cfg: &BootstrapConfig, k3s: &K3sInfo) {
     match (&k3s.version, &k3s.source) {
-        (Some(v), Some(VersionSource::Binary(bin))) => f(
+        (Some(v), Some(VersionSource::Binary(bin))) => out.add(
             "k3s",
             "version",
             Severity::Ok,
             format!("K3s {v} ({bin} --version)"),
         ),
-        (Some(v), _) => f(
+        (Some(v), _) => out.add(
             "k3s",
             "version",
             Severity::Info,
@@ -331,7 +359,7 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
                 k3s.binary_problem.as_deref().unwrap_or("no answer")
             ),
         ),
-        (None, _) => f(
+        (None, _) => out.add(
             "k3s",
             "version",
             if cfg.snapshotter == Snapshotter::Nydus {
@@ -351,7 +379,7 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
         ),
     }
     if let Some(b) = &k3s.config_mismatch {
-        f(
+        out.add(
             "k3s",
             "k3s_version",
             Severity::Warn,
@@ -361,8 +389,10 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             ),
         );
     }
+}
 
-    // Free disk under the data dir.
+/// Free disk under the data dir.
+fn disk(out: &mut Findings, cfg: &BootstrapConfig, facts: &HostFacts) {
     match &facts.disk {
         Some((at, free)) => {
             let gib = *free as f64 / (1024.0 * 1024.0 * 1024.0);
@@ -373,7 +403,7 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             } else {
                 (Severity::Ok, "enough")
             };
-            f(
+            out.add(
                 "disk",
                 "data_dir",
                 sev,
@@ -384,24 +414,26 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
                 ),
             );
         }
-        None => f(
+        None => out.add(
             "disk",
             "data_dir",
             Severity::Warn,
             format!("cannot tell free space under {}", cfg.data_dir.display()),
         ),
     }
+}
 
-    // systemd, for restarts.
+/// systemd, for restarts.
+fn systemd(out: &mut Findings, facts: &HostFacts) {
     if facts.systemd {
-        f(
+        out.add(
             "systemd",
             "systemd",
             Severity::Ok,
             "systemd is the init system: apply restarts units whose files changed".into(),
         );
     } else {
-        f(
+        out.add(
             "systemd",
             "systemd",
             Severity::Info,
@@ -411,11 +443,13 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             ),
         );
     }
+}
 
-    // nydus binaries.
+/// The nydus binaries the snapshotter needs.
+fn nydus(out: &mut Findings, facts: &HostFacts) {
     for (p, present) in &facts.nydus_bins {
         if !present {
-            f(
+            out.add(
                 "nydus",
                 &p.display().to_string(),
                 Severity::Warn,
@@ -426,7 +460,6 @@ pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<
             );
         }
     }
-    out
 }
 
 #[cfg(test)]
