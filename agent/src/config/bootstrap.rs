@@ -345,8 +345,17 @@ impl BootstrapConfig {
             }
             return;
         };
+        self.validate_role(role, &mut p);
+        self.validate_files(&mut p);
+        self.validate_k3s_flags(&mut p);
+        self.validate_kube_proxy(&mut p);
+        self.validate_registries(&mut p);
+        self.validate_kernel(&mut p);
+    }
 
-        // Role: exactly one of "first server", "joining server", "agent".
+    /// Exactly one of "first server", "joining server", "agent", with what
+    /// joining needs.
+    fn validate_role(&self, role: Role, p: &mut impl FnMut(&str, String)) {
         if self.cluster_init && self.joins() {
             p(
                 "cluster_init",
@@ -384,7 +393,7 @@ impl BootstrapConfig {
             }
         }
         if self.joins() {
-            check_server_url(&self.server, &mut p);
+            check_server_url(&self.server, p);
             if self.token_file.as_os_str().is_empty() {
                 p(
                     "token_file",
@@ -392,7 +401,10 @@ impl BootstrapConfig {
                 );
             }
         }
+    }
 
+    /// Host paths, the K3s version and its service.
+    fn validate_files(&self, p: &mut impl FnMut(&str, String)) {
         for (key, path) in [
             ("token_file", &self.token_file),
             ("data_dir", &self.data_dir),
@@ -403,7 +415,7 @@ impl BootstrapConfig {
             ("nydus.socket", &self.nydus.socket),
             ("nydus.state_dir", &self.nydus.state_dir),
         ] {
-            check_host_path(key, path, key == "token_file", &mut p);
+            check_host_path(key, path, key == "token_file", p);
         }
         if !self.k3s_version.is_empty() && !looks_like_k3s_version(&self.k3s_version) {
             p(
@@ -423,6 +435,11 @@ impl BootstrapConfig {
                 ),
             );
         }
+    }
+
+    /// What becomes K3s flags: names, labels, taints, components, kubelet
+    /// arguments, the flannel backend.
+    fn validate_k3s_flags(&self, p: &mut impl FnMut(&str, String)) {
         if self.node_name.contains(char::is_whitespace) {
             p("node_name", "must not contain whitespace".into());
         }
@@ -472,7 +489,9 @@ impl BootstrapConfig {
                 ),
             );
         }
+    }
 
+    fn validate_kube_proxy(&self, p: &mut impl FnMut(&str, String)) {
         let kp = &self.kube_proxy;
         if kp.mode != KubeProxyMode::Ipvs {
             for (key, set) in [
@@ -501,7 +520,10 @@ impl BootstrapConfig {
                 ),
             );
         }
+    }
 
+    /// Mirrors and registry credentials (registries.yaml).
+    fn validate_registries(&self, p: &mut impl FnMut(&str, String)) {
         for (name, mirror) in &self.registries.mirrors {
             let key = format!("registries.mirrors.\"{name}\"");
             if let Err(why) = check_registry_name(name) {
@@ -555,10 +577,13 @@ impl BootstrapConfig {
                 ("cert_file", &auth.cert_file),
                 ("key_file", &auth.key_file),
             ] {
-                check_host_path(&format!("{key}.{sub}"), path, true, &mut p);
+                check_host_path(&format!("{key}.{sub}"), path, true, p);
             }
         }
+    }
 
+    /// Sysctls and modules.
+    fn validate_kernel(&self, p: &mut impl FnMut(&str, String)) {
         for (k, v) in &self.sysctls {
             let key = format!("sysctls.\"{k}\"");
             if let Err(why) = check_sysctl_name(k) {
