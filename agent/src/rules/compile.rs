@@ -8,8 +8,8 @@
 //! `evt.res` / `evt.arg.request` / `evt.arg.domain` predicates become table
 //! look-ups on the raw value, so the renderer in `event/render.rs` is never
 //! called for them; user names compared with `evt.arg.uid` become uids
-//! (from the node's `/etc/passwd`, read once at load). Cheap tests are
-//! ordered first, constants fold. Refuses conditions on fields the sensor
+//! (from the node's `/etc/passwd`, read once at load). Tests likely to
+//! decide cheaply are ordered first, constants fold. Refuses conditions on fields the sensor
 //! never fills.
 
 use std::collections::HashMap;
@@ -199,10 +199,34 @@ impl Node {
         }
     }
 
-    /// Put the children of every `and` / `or` in order of cost (stable, so
-    /// equal costs keep the author's order). Evaluation is pure, so order
-    /// changes only how soon a short circuit happens, never the result.
+    /// A guess of how often the node is true on the events it meets, from
+    /// the operator's shape alone: a rule's positive tests (`fd.name
+    /// startswith /etc`, `proc.name in (shell_binaries)`) are rarely true,
+    /// the exceptions after them (`not proc.name in (...)`, `!=`, `exists`)
+    /// almost always are.
+    pub fn p_true(&self) -> f32 {
+        match self {
+            Node::Const(b) => f32::from(u8::from(*b)),
+            Node::Types(_) => 0.5,
+            Node::Pred(p) => p.p_true(),
+            Node::Not(n) => 1.0 - n.p_true(),
+            Node::And(items) => items.iter().map(Node::p_true).product(),
+            Node::Or(items) => 1.0 - items.iter().map(|n| 1.0 - n.p_true()).product::<f32>(),
+        }
+    }
+
+    /// Put the children of every `and` in the order that decides soonest on
+    /// average: by cost over the chance of being false (the classic order
+    /// for independent tests), and those of every `or` by cost over the
+    /// chance of being true. Stable, so equal keys keep the author's order.
+    /// Evaluation is pure, so order changes only how soon a short circuit
+    /// happens, never the result. Falco's rules put a selective test and a
+    /// long tail of exceptions in one `and`: the selective test goes first,
+    /// so an event that is not the rule's business costs one test.
     fn order_by_cost(self) -> Node {
+        fn key(n: &Node, p_decides: f32) -> f32 {
+            (1 + n.cost()) as f32 / p_decides.clamp(0.01, 1.0)
+        }
         match self {
             Node::And(items) | Node::Or(items) if items.is_empty() => Node::Const(true),
             Node::And(items) => {
@@ -211,7 +235,7 @@ impl Node {
                     .into_iter()
                     .map(Node::order_by_cost)
                     .collect();
-                v.sort_by_key(Node::cost);
+                v.sort_by(|a, b| key(a, 1.0 - a.p_true()).total_cmp(&key(b, 1.0 - b.p_true())));
                 Node::And(v.into_boxed_slice())
             }
             Node::Or(items) => {
@@ -220,7 +244,7 @@ impl Node {
                     .into_iter()
                     .map(Node::order_by_cost)
                     .collect();
-                v.sort_by_key(Node::cost);
+                v.sort_by(|a, b| key(a, a.p_true()).total_cmp(&key(b, b.p_true())));
                 Node::Or(v.into_boxed_slice())
             }
             Node::Not(n) => Node::Not(Box::new(n.order_by_cost())),
@@ -308,6 +332,56 @@ impl Reader {
 }
 
 impl Pred {
+    /// See [`Node::p_true`]: equality and set membership are rarely true,
+    /// their negations and `exists` nearly always, ranges and booleans are
+    /// a coin toss.
+    fn p_true(&self) -> f32 {
+        const RARE: f32 = 0.1;
+        const EVEN: f32 = 0.5;
+        const USUAL: f32 = 0.9;
+        match self {
+            Pred::Flags { .. } | Pred::EnumArg { .. } => EVEN,
+            Pred::Res(t) => {
+                if t.success {
+                    USUAL
+                } else {
+                    RARE
+                }
+            }
+            Pred::FieldEq { negate, .. } => {
+                if *negate {
+                    USUAL
+                } else {
+                    RARE
+                }
+            }
+            Pred::Value { reader, test, .. } => match test {
+                Test::Exists => USUAL,
+                Test::Bool { .. } if few_values(reader) => RARE,
+                Test::Bool { .. } => EVEN,
+                Test::Int(IntTest::Cmp(CmpOp::Eq, _) | IntTest::In(_)) => RARE,
+                Test::Int(IntTest::Cmp(CmpOp::Ne, _)) => USUAL,
+                // `fd.num >= 0`, `evt.rawres >= 0`: every success.
+                Test::Int(IntTest::Cmp(CmpOp::Ge | CmpOp::Gt, 0)) => USUAL,
+                Test::Int(IntTest::Cmp(CmpOp::Lt | CmpOp::Le, 0)) => RARE,
+                Test::Int(IntTest::Cmp(..)) => EVEN,
+                Test::Str(StrTest::Eq(_) | StrTest::In(_) | StrTest::Ne(_))
+                    if few_values(reader) =>
+                {
+                    EVEN
+                }
+                Test::Str(StrTest::Ne(_)) => USUAL,
+                Test::Str(StrTest::Lt(_) | StrTest::Le(_) | StrTest::Gt(_) | StrTest::Ge(_)) => {
+                    EVEN
+                }
+                Test::Str(_) => RARE,
+                Test::Ip(IpTest::Ne(_) | IpTest::NotInNet(_)) => USUAL,
+                Test::Ip(IpTest::InNet(_)) => EVEN,
+                Test::Ip(_) => RARE,
+            },
+        }
+    }
+
     fn cost(&self) -> u32 {
         match self {
             Pred::Flags { .. } | Pred::Res(_) | Pred::EnumArg { .. } => 1,
@@ -350,6 +424,24 @@ impl Pred {
 }
 
 // ---- compiling -------------------------------------------------------------
+
+/// Fields with a handful of values (or a boolean that is rarely true),
+/// where `=` guesses neither rare nor usual: `fd.typechar = f` holds for
+/// most opens, `container.id = host` for every host event.
+fn few_values(r: &Reader) -> bool {
+    matches!(
+        r,
+        Reader::Field(
+            Field::FdType
+                | Field::FdTypechar
+                | Field::FdL4proto
+                | Field::FdSockfamily
+                | Field::EvtDir
+                | Field::ContainerId
+                | Field::ContainerPrivileged
+        )
+    )
+}
 
 /// Falco open flags as `evt.arg.flags` prints them (event/render.rs renders the
 /// same table; a unit test below keeps the two in step).
@@ -1164,6 +1256,37 @@ mod tests {
         );
         let e = exec("/bin/sh", &["sh"]);
         assert!(indexed.eval(&e));
+    }
+
+    #[test]
+    fn a_rules_selective_test_runs_before_its_exceptions_and_an_or_tries_the_likely_branch_first() {
+        // Falco's shape: cheap but nearly always true exceptions, one
+        // selective test. The selective test decides most events alone.
+        let comp = c("evt.type = openat and not proc.name in (a, b) \
+             and not proc.cmdline startswith x and fd.typechar = f \
+             and fd.name startswith /etc");
+        let node = comp.node.clone().behind_index(comp.types);
+        let Node::And(items) = &node else {
+            panic!("{node:?}")
+        };
+        let first = format!("{:?}", items[0]);
+        assert!(
+            first.contains("FdName") && first.contains("StartsWith"),
+            "{node:?}"
+        );
+        assert!(matches!(items[items.len() - 1], Node::Not(_)), "{node:?}");
+        // In an `or`, the branch most likely true comes first.
+        let comp = c("evt.type = execve and (proc.name = sh or proc.name != x)");
+        let node = comp.node.clone().behind_index(comp.types);
+        let Node::Or(alts) = &node else {
+            panic!("{node:?}")
+        };
+        assert!(format!("{:?}", alts[0]).contains("Ne("), "{node:?}");
+        // Reordering never changes an answer.
+        assert!(node.eval(&exec("/bin/sh", &["sh"])));
+        let comp = c("evt.type = execve and not proc.name in (a, b) and proc.name = sh");
+        assert!(comp.node.eval(&exec("/bin/sh", &["sh"])));
+        assert!(!comp.node.eval(&exec("/bin/a", &["a"])));
     }
 
     #[test]
