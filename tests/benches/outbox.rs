@@ -322,7 +322,7 @@ async fn backlog(records: u64) {
     .expect("outbox running");
     let (rss, _) = rss_kib(d.pid());
     // Read through the backlog as `status` and `outbox` do.
-    let _ = control_at(&scratch.socket(), "outbox", json!({"limit": 1000}));
+    let _ = control_at(&scratch.socket(), "outbox.list", json!({"limit": 1000}));
     std::thread::sleep(Duration::from_secs(1));
     let (rss_after, hwm) = rss_kib(d.pid());
     println!(
@@ -336,7 +336,7 @@ async fn backlog(records: u64) {
     let writer = std::thread::spawn(move || {
         while control_at(
             &socket,
-            "test-report",
+            "outbox.test_report",
             json!({"class": "alert", "count": 500, "pad_bytes": PAD}),
         )
         .is_ok()

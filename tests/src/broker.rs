@@ -651,7 +651,7 @@ pub fn inject(
 ) -> Result<Vec<Option<u64>>, Value> {
     let r = control(
         scratch,
-        "test-report",
+        "outbox.test_report",
         json!({"class": class, "count": count, "pad_bytes": pad}),
     )?;
     Ok(r["seqs"]
@@ -668,8 +668,12 @@ pub fn waiting_seqs(scratch: &Scratch) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     let mut after = serde_json::Map::new();
     loop {
-        let l = control(scratch, "outbox", json!({"limit": 1000, "after": after}))
-            .expect("outbox listing");
+        let l = control(
+            scratch,
+            "outbox.list",
+            json!({"limit": 1000, "after": after}),
+        )
+        .expect("outbox listing");
         let mut more = false;
         for c in l["classes"].as_array().expect("classes") {
             let class = c["class"].as_str().expect("class").to_string();

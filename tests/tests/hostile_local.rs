@@ -161,17 +161,18 @@ fn test_report_is_refused_to_group_members_and_bounded_for_root() {
     let (_, probe) = share_with_nobody(&s);
     let mut d = s.start();
     let huge = json!({"class": "critical_alert", "count": 1, "pad_bytes": 1u64 << 40});
-    let answer = member_call(&probe, &s.socket(), "test-report", huge.clone());
+    let answer = member_call(&probe, &s.socket(), "outbox.test_report", huge.clone());
     assert_eq!(answer["error"]["code"], "permission_denied", "{answer}");
     let answer = member_call(
         &probe,
         &s.socket(),
-        "test-report",
+        "outbox.test_report",
         json!({"class": "critical_alert", "count": 3000}),
     );
     assert_eq!(answer["error"]["code"], "permission_denied", "{answer}");
     // root may call it, within bounds: the terabyte is refused, not tried.
-    let refused = control(&s, "test-report", huge).expect_err("a terabyte record is refused");
+    let refused =
+        control(&s, "outbox.test_report", huge).expect_err("a terabyte record is refused");
     assert_eq!(refused["code"], "bad_params", "{refused}");
     assert!(
         d.wait_exit(Duration::from_millis(500)).is_none(),
@@ -180,7 +181,7 @@ fn test_report_is_refused_to_group_members_and_bounded_for_root() {
     );
     let ok = control(
         &s,
-        "test-report",
+        "outbox.test_report",
         json!({"class": "alert", "count": 2, "pad_bytes": 100}),
     )
     .unwrap();
@@ -189,14 +190,14 @@ fn test_report_is_refused_to_group_members_and_bounded_for_root() {
     let alert = member_call(
         &probe,
         &s.socket(),
-        "test-alert",
+        "outbox.test_alert",
         json!({"count": 1, "wait_ms": 0}),
     );
     assert_eq!(alert["ok"], true, "{alert}");
     let many = member_call(
         &probe,
         &s.socket(),
-        "test-alert",
+        "outbox.test_alert",
         json!({"count": 1_000_000, "wait_ms": 0}),
     );
     assert_eq!(many["error"]["code"], "bad_params", "{many}");

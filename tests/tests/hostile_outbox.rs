@@ -30,7 +30,7 @@ fn outbox_listings_looped_by_four_clients_do_not_stall_durable_appends() {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let l = edge_agent_tests::broker::control_at(
                         &socket,
-                        "outbox",
+                        "outbox.list",
                         json!({"limit": 100_000}),
                     )
                     .expect("a listing");
@@ -52,7 +52,8 @@ fn outbox_listings_looped_by_four_clients_do_not_stall_durable_appends() {
     // machine's margin, not a figure.
     let mut slowest = 0;
     for _ in 0..5 {
-        let r = control(&s, "test-alert", json!({"count": 1, "wait_ms": 0})).expect("test-alert");
+        let r = control(&s, "outbox.test_alert", json!({"count": 1, "wait_ms": 0}))
+            .expect("test-alert");
         slowest = slowest.max(r["durable_ms"].as_u64().unwrap());
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -77,7 +78,7 @@ fn listings_page_through_a_backlog_with_after() {
     let mut seen: Vec<u64> = Vec::new();
     let mut after = Value::Null;
     loop {
-        let l = control(&s, "outbox", json!({"limit": 100_000, "after": after})).unwrap();
+        let l = control(&s, "outbox.list", json!({"limit": 100_000, "after": after})).unwrap();
         let metrics = &l["classes"][3];
         assert_eq!(metrics["class"], "metrics");
         assert_eq!(metrics["records"], 2500, "the counts are the whole class");

@@ -350,7 +350,7 @@ fn an_agent_killed_mid_stream_loses_nothing_that_was_durable() {
         while !st.load(Ordering::SeqCst) {
             match control_at(
                 &socket,
-                "test-report",
+                "outbox.test_report",
                 json!({"class": "alert", "count": 200, "pad_bytes": 100}),
             ) {
                 Ok(r) => dur.lock().unwrap().extend(

@@ -24,7 +24,7 @@ pub async fn outbox(config_path: &Path, as_json: bool, limit: usize) -> anyhow::
     let config = &loaded.config;
     let socket = config.paths.control_socket();
     let answer = match Client::connect(&socket).await {
-        Ok(mut c) => c.call("outbox", json!({ "limit": limit })).await,
+        Ok(mut c) => c.call("outbox.list", json!({ "limit": limit })).await,
         Err(e) => Err(e),
     };
     let (doc, source) = match answer {

@@ -33,7 +33,7 @@ pub async fn test_alert(
         "wait_ms": wait.as_millis() as u64,
     });
     let answer = match Client::connect(&socket).await {
-        Ok(mut c) => c.call("test-alert", params).await,
+        Ok(mut c) => c.call("outbox.test_alert", params).await,
         Err(e) => Err(e),
     };
     let doc = match answer {

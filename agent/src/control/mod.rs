@@ -15,6 +15,11 @@
 //!   then `{"v":1,"ok":true,"end":true}`; the client ends a stream early by
 //!   closing the connection.
 //!
+//! Method names: the daemon's own are one word (`ping`, `status`); a
+//! stage's are `<stage>.<verb>` in snake_case, registered by that stage
+//! (`sensor.watch`, `rules.list`, `outbox.list`, `outbox.test_alert`,
+//! `outbox.test_report`).
+//!
 //! A request with a `v` the daemon does not speak gets error code
 //! `unsupported_version` and the connection stays open. A line longer than
 //! [`MAX_REQUEST_BYTES`] closes the connection.
@@ -23,7 +28,7 @@
 //! Root, the daemon's own user and members of `control.group` may connect.
 //! Most methods answer all of them; a method registered with
 //! [`Router::register_privileged`] (tools that write into the outbox, such as
-//! `test-report`) answers only root and the daemon's own user, and tells
+//! `outbox.test_report`) answers only root and the daemon's own user, and tells
 //! the others `permission_denied`. Connections are capped in number, per
 //! peer and in idle time (see `server.rs`): a connection over a cap gets
 //! one `busy` answer and is closed.
@@ -287,14 +292,18 @@ mod tests {
     #[tokio::test]
     async fn a_privileged_method_answers_root_and_refuses_group_members() {
         let r = Router::new();
-        r.register_privileged("test-report", |_| async {
+        r.register_privileged("outbox.test_report", |_| async {
             Ok(Reply::Value(Value::from(1)))
         });
         let member = Caller { privileged: false };
-        let refused = r.dispatch_from(req(1, "test-report"), member).await;
+        let refused = r.dispatch_from(req(1, "outbox.test_report"), member).await;
         assert_eq!(refused.err().unwrap().code, "permission_denied");
         let root = Caller { privileged: true };
-        assert!(r.dispatch_from(req(1, "test-report"), root).await.is_ok());
+        assert!(
+            r.dispatch_from(req(1, "outbox.test_report"), root)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

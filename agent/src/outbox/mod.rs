@@ -322,8 +322,8 @@ pub const STAGE: StageSpec = StageSpec {
 };
 
 /// Start the outbox: its thread, its stage (which feeds the thread from the
-/// report channel), and its control methods (`outbox`, `test-alert`, and
-/// `test-report` for root only). At shutdown the stage waits for `uplink_done` (the
+/// report channel), and its control methods (`outbox.list`,
+/// `outbox.test_alert`, and `outbox.test_report` for root only). At shutdown the stage waits for `uplink_done` (the
 /// uplink's last acknowledgements) before closing the file.
 pub fn start(
     ctx: &StageContext,
@@ -407,18 +407,18 @@ async fn run(
     Ok(())
 }
 
-/// Most records `test-report` makes in one call.
+/// Most records `outbox.test_report` makes in one call.
 const MAX_TEST_RECORDS: u64 = 100_000;
 
-/// Largest filler `test-report` puts in one record: the outbox gives up any
+/// Largest filler `outbox.test_report` puts in one record: the outbox gives up any
 /// record larger than `store::MAX_RECORD_BYTES` anyway.
 const MAX_TEST_PAD_BYTES: u64 = store::MAX_RECORD_BYTES as u64;
 
-/// Most filler bytes one `test-report` call makes in all: enough for the
+/// Most filler bytes one `outbox.test_report` call makes in all: enough for the
 /// benchmarks and the budget tests, a few seconds of disk at most.
 const MAX_TEST_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
 
-/// `test-report`'s `count` and `pad_bytes`, within bounds.
+/// `outbox.test_report`'s `count` and `pad_bytes`, within bounds.
 fn test_report_size(params: &Value) -> Result<(u64, usize), ControlError> {
     let count = params.get("count").and_then(Value::as_u64).unwrap_or(1);
     let pad = params.get("pad_bytes").and_then(Value::as_u64).unwrap_or(0);
@@ -442,7 +442,7 @@ fn test_report_size(params: &Value) -> Result<(u64, usize), ControlError> {
 
 fn register_methods(ctx: &StageContext, outbox: &Outbox) {
     let ob = outbox.clone();
-    ctx.router.register("outbox", move |params| {
+    ctx.router.register("outbox.list", move |params| {
         let ob = ob.clone();
         async move {
             let limit = params
@@ -463,7 +463,7 @@ fn register_methods(ctx: &StageContext, outbox: &Outbox) {
     let ob = outbox.clone();
     let config = ctx.config.clone();
     let board = ctx.board.clone();
-    ctx.router.register("test-alert", move |params| {
+    ctx.router.register("outbox.test_alert", move |params| {
         let ob = ob.clone();
         let config = config.current();
         let board = board.clone();
@@ -475,7 +475,7 @@ fn register_methods(ctx: &StageContext, outbox: &Outbox) {
     // root only, since critical ones can push real alerts out of a small
     // outbox.
     ctx.router
-        .register_privileged("test-report", move |params| {
+        .register_privileged("outbox.test_report", move |params| {
             let ob = ob.clone();
             async move {
                 let class = match params.get("class").and_then(Value::as_str) {

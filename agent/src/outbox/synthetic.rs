@@ -1,9 +1,9 @@
-//! Synthetic records that go through the whole pipeline: `test-alert`
+//! Synthetic records that go through the whole pipeline: `outbox.test_alert`
 //! (what an operator runs to check a new node end to end: Falco-shaped
 //! alerts, durable in the outbox, published, acknowledged by the broker)
-//! and `test-report` (records of any class and size, for the integration
+//! and `outbox.test_report` (records of any class and size, for the integration
 //! tests and benchmarks). Both append through the same outbox thread as
-//! every producer and wait for durability; `test-alert` then waits for the
+//! every producer and wait for durability; `outbox.test_alert` then waits for the
 //! broker's acknowledgement.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -73,7 +73,7 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// The `test-alert` control method. Params: `priority` (Falco's names,
+/// The `outbox.test_alert` control method (`edge-agent test-alert`). Params: `priority` (Falco's names,
 /// default `critical`), `count` (default 1), `wait_ms` (default 10 s; 0
 /// returns once the alerts are durable).
 pub async fn test_alert(
