@@ -8,6 +8,7 @@
 //! Each area keeps its own helpers in a module here (`pub mod broker;` ...),
 //! so that test files stay about behaviour.
 
+pub mod behaviour;
 pub mod bootstrap;
 pub mod bridge;
 pub mod broker;
