@@ -3,8 +3,8 @@
 //! embeds (`$OUT_DIR/sensor.bpf.o`, read by `sensor::loader`).
 //!
 //! The object is CO-RE: one build per target architecture (the
-//! `__TARGET_ARCH_*` define only matters to libbpf's headers), valid on every
-//! kernel >= 5.8 with BTF. Needs `clang` and libbpf's headers (Debian:
+//! `__TARGET_ARCH_*` define only matters to libbpf's headers: x86, arm64,
+//! arm), valid on every 64-bit kernel >= 5.8 with BTF. Needs `clang` and libbpf's headers (Debian:
 //! `clang libbpf-dev`, which `scripts/deps.sh` installs). `CLANG` overrides
 //! the compiler. DWARF is stripped when `llvm-strip` is there (BTF stays; it
 //! is what the loader needs), which keeps the binary smaller.
@@ -29,8 +29,11 @@ fn build_ebpf() {
     let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
         Ok("x86_64") => "x86",
         Ok("aarch64") => "arm64",
+        // 32-bit ARM (armv7): the object builds, but the sensor refuses to
+        // load it on a 32-bit kernel (sensor::loader says why).
+        Ok("arm") => "arm",
         Ok(other) => panic!(
-            "the eBPF sensor is built for x86_64 and aarch64 only, not {other}: add its __TARGET_ARCH_ name in agent/build.rs"
+            "the eBPF sensor is built for x86_64, aarch64 and arm only, not {other}: add its __TARGET_ARCH_ name in agent/build.rs"
         ),
         Err(_) => panic!("CARGO_CFG_TARGET_ARCH is not set"),
     };

@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # Build fully static, stripped release binaries of edge-agent and check them:
 #
-#   ./scripts/build-static.sh                 x86_64 and aarch64
-#   ./scripts/build-static.sh x86_64          one of them
+#   ./scripts/build-static.sh                 x86_64, aarch64 and armv7
+#   ./scripts/build-static.sh x86_64 armv7    some of them
 #
 # Results: dist/edge-agent-x86_64-linux-musl, dist/edge-agent-aarch64-linux-musl,
-# each checked with `file` (statically linked), `ldd` (not dynamic) and by
-# running `edge-agent version` (aarch64 under qemu-aarch64-static). Sizes are
-# printed at the end.
+# dist/edge-agent-armv7-linux-musleabihf (32-bit ARM, hard float: Raspberry
+# Pi 2 and later with a 32-bit OS), each checked with `file` (statically
+# linked), `ldd` (not dynamic) and by running `edge-agent version` (the ARM
+# ones under qemu-aarch64-static / qemu-arm-static). Sizes are printed at the
+# end.
 #
 # Rust code needs no more than the musl targets (rustup). C code in the
 # dependency tree (ring today; more later) is compiled for musl with musl's
 # own headers, so that what it was compiled against is what it links with:
 #   x86_64   musl-gcc from Debian's musl-tools (a wrapper around the host gcc)
-#   aarch64  zig cc through cargo-zigbuild: zig ships musl headers and libc
-#            for every architecture. zig comes from PyPI (package ziglang,
-#            pinned below) in a private venv under target/; cargo-zigbuild
-#            from crates.io (pinned below). Both are set up on first use.
+#   aarch64, armv7  zig cc through cargo-zigbuild: zig ships musl headers and
+#            libc for every architecture. zig comes from PyPI (package ziglang,
+#            pinned in scripts/zig.sh) in a private venv under target/;
+#            cargo-zigbuild from crates.io (pinned there too). Both are set up
+#            on first use.
+# armv7: the pinned toolchain's release has no prebuilt standard library for
+# armv7-unknown-linux-musleabihf (its manifest marks rust-std for that target
+# unavailable, so `rustup target add` fails). The script then compiles the
+# standard library from the toolchain's own sources (rust-src, -Zbuild-std;
+# RUSTC_BOOTSTRAP=1 lets the pinned stable compiler take that flag). Where
+# `rustup target add` works, the prebuilt one is used.
 # EDGE_AGENT_AARCH64_CC=gcc uses Debian's gcc-aarch64-linux-gnu instead (no
 # PyPI needed). It links correctly with Rust's self-contained musl, but
 # compiles C against glibc's headers: fine for ring, a risk for C code that
@@ -26,9 +35,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ZIGLANG_VERSION=0.13.0
-CARGO_ZIGBUILD_VERSION=0.24.1
-ZIG_VENV=$PWD/target/zig-$ZIGLANG_VERSION
 DIST=dist
 
 die() {
@@ -38,14 +44,15 @@ die() {
 step() { printf '\n==> %s\n' "$*"; }
 
 arches=("$@")
-[ ${#arches[@]} -gt 0 ] || arches=(x86_64 aarch64)
+[ ${#arches[@]} -gt 0 ] || arches=(x86_64 aarch64 armv7)
 for a in "${arches[@]}"; do
-    case $a in x86_64 | aarch64) ;; *) die "unknown architecture '$a' (x86_64 or aarch64)" ;; esac
+    case $a in x86_64 | aarch64 | armv7) ;; *) die "unknown architecture '$a' (x86_64, aarch64 or armv7)" ;; esac
 done
 
 # cargo, rustup, and the zig venv run as the toolchain's user (under sudo:
 # the user who ran it), so target/ stays theirs.
 . scripts/toolchain.sh
+. scripts/zig.sh
 
 need() { # need COMMAND DEBIAN-PACKAGE
     command -v "$1" >/dev/null 2>&1 || die "$1 not found: sudo apt-get install $2"
@@ -53,27 +60,24 @@ need() { # need COMMAND DEBIAN-PACKAGE
 need file file
 need ldd libc-bin
 
-# zig for the aarch64 C code: a pinned ziglang in a private venv, and
-# cargo-zigbuild, which finds zig through `python3 -m ziglang` on PATH.
-setup_zig() {
-    if ! rust "$ZIG_VENV/bin/python3" -m ziglang version >/dev/null 2>&1; then
-        need python3 python3
-        step "installing zig $ZIGLANG_VERSION (PyPI: ziglang) into $ZIG_VENV" >&2
-        rust python3 -m venv "$ZIG_VENV" >&2 || die "python3 -m venv failed: sudo apt-get install python3-venv"
-        rust "$ZIG_VENV/bin/pip" install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION" >&2
-    fi
-    local have
-    have=$(rust cargo-zigbuild --version 2>/dev/null || true)
-    if [ "$have" != "cargo-zigbuild $CARGO_ZIGBUILD_VERSION" ]; then
-        step "installing cargo-zigbuild $CARGO_ZIGBUILD_VERSION (crates.io)" >&2
-        rust cargo install --locked --quiet cargo-zigbuild --version "$CARGO_ZIGBUILD_VERSION" >&2
-    fi
+triple_of() { # triple_of ARCH
+    case $1 in
+        armv7) echo armv7-unknown-linux-musleabihf ;;
+        *) echo "$1-unknown-linux-musl" ;;
+    esac
 }
 
 build() { # build ARCH: prints the path of the built binary
-    local arch=$1 triple=$1-unknown-linux-musl
-    local env=() cargo=(cargo build)
-    rust rustup target add "$triple" >/dev/null
+    local arch=$1 triple
+    triple=$(triple_of "$arch")
+    local env=() cargo=(cargo build) std=()
+    if ! rust rustup target add "$triple" >/dev/null 2>&1; then
+        [ "$arch" = armv7 ] || die "rustup target add $triple failed: $(rust rustup target add "$triple" 2>&1 | grep -m1 error)"
+        echo "rustup has no prebuilt standard library for $triple in this toolchain; compiling it from rust-src (-Zbuild-std)" >&2
+        rust rustup component add rust-src >/dev/null || die "rustup component add rust-src failed: it is needed to build the standard library for $triple"
+        env+=(RUSTC_BOOTSTRAP=1)
+        std=(-Zbuild-std=std,panic_unwind)
+    fi
     case $arch in
         x86_64)
             need musl-gcc musl-tools
@@ -91,11 +95,16 @@ build() { # build ARCH: prints the path of the built binary
                 cargo=(cargo zigbuild)
             fi
             ;;
+        armv7)
+            setup_zig
+            env+=(PATH="$ZIG_VENV/bin:$PATH")
+            cargo=(cargo zigbuild)
+            ;;
     esac
     step "building $triple" >&2
     # crt-static is the musl targets' default; check() below catches a
     # RUSTFLAGS or a dependency that turns it off.
-    rust env "${env[@]}" "${cargo[@]}" --release --locked -p edge-agent --target "$triple" >&2
+    rust env "${env[@]}" "${cargo[@]}" --release --locked -p edge-agent --target "$triple" "${std[@]}" >&2
     echo "target/$triple/release/edge-agent"
 }
 
@@ -120,8 +129,10 @@ check() { # check ARCH BINARY
     esac
     local run=()
     if [ "$arch" != "$(uname -m)" ]; then
-        need "qemu-$arch-static" qemu-user-static
-        run=("qemu-$arch-static")
+        local q=qemu-$arch-static
+        [ "$arch" = armv7 ] && q=qemu-arm-static
+        need "$q" qemu-user-static
+        run=("$q")
     fi
     local version
     version=$("${run[@]}" "$bin" version) || die "$bin does not run: ${run[*]} $bin version"
@@ -134,7 +145,8 @@ for arch in "${arches[@]}"; do
     bin=$(build "$arch")
     step "checking $bin"
     check "$arch" "$bin"
-    out=$DIST/edge-agent-$arch-linux-musl
+    triple=$(triple_of "$arch")
+    out=$DIST/edge-agent-$arch-linux-${triple##*-linux-}
     cp "$bin" "$out.tmp" && mv -f "$out.tmp" "$out"
     built+=("$out")
 done
