@@ -345,6 +345,7 @@ impl Containerd {
         for (k, v) in annotations {
             cmd.arg("--annotation").arg(format!("{k}={v}"));
         }
+        cmd.args(options);
         cmd.arg(rootfs).arg(id).args(["/bin/sh", "-c", script]);
         cmd.output().expect("ctr run")
     }

@@ -10,7 +10,8 @@
 //! namespace, uid, container name, image). The state directories are
 //! configurable (`[sensor] runtime_state_dirs`). A cgroup without a
 //! container id is the host. A container whose bundle is not found yet is
-//! looked up again, a few times, on later events. Never writes anything.
+//! looked up again, a few times, on later events. Never writes anything,
+//! and reads bundle files only through [`super::confined`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,10 @@ use crate::event::{Container, Mount};
 /// this covers only runtimes that write it late).
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 const RETRIES: u8 = 3;
+
+/// A bundle's `config.json` is read up to this size (a pod's is a few KiB;
+/// thousands of mounts and variables stay far below it).
+const MAX_BUNDLE_BYTES: u64 = 4 << 20;
 
 /// cgroups remembered at most. One per container plus the host's few; when
 /// full the cache starts over (a burst of lookups, nothing lost).
@@ -167,16 +172,22 @@ impl Containers {
         let Some(config) = find_bundle(&self.state_dirs, full_id) else {
             return c;
         };
-        let Ok(text) = std::fs::read_to_string(&config) else {
-            return c;
+        // The runtime writes it, but it sits beside the container's files:
+        // no symlinks, a regular file, a size cap.
+        let bundle = config.parent().unwrap_or(Path::new("/"));
+        let text = match super::confined::read_beneath(bundle, "config.json", MAX_BUNDLE_BYTES) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = %e, "container bundle not read");
+                return c;
+            }
         };
-        let Ok(spec) = serde_json::from_str::<Value>(&text) else {
+        let Ok(spec) = serde_json::from_slice::<Value>(&text) else {
             return c;
         };
         apply_spec(&mut c, &spec);
         if let Some(root) = spec["root"]["path"].as_str() {
             // Relative to the bundle directory when not absolute (OCI).
-            let bundle = config.parent().unwrap_or(Path::new("/"));
             let root = bundle.join(root).to_string_lossy().into_owned();
             self.roots.insert(c.id.clone(), root);
         }

@@ -16,6 +16,7 @@
 
 pub mod abi;
 mod alert;
+pub mod confined;
 pub mod container;
 pub mod decode;
 pub mod filters;

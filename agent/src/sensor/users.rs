@@ -3,12 +3,19 @@
 //! Owns a cache of `passwd` and `group` databases: the node's own
 //! (`/etc/passwd`, re-read when it changes, checked at most every
 //! [`RECHECK`]), and one per container, read once from the container's root
-//! through `/proc/<pid>/root/etc/...` (a uid means a different user inside a
-//! container). Never asks NSS or the network: names come from files only.
+//! (a uid means a different user inside a container). Never asks NSS or the
+//! network: names come from files only.
+//!
+//! A container's files are the container's to choose, so they are read
+//! confined to its root ([`super::confined`]: no symlink out, regular files
+//! only, at most [`MAX_DB_BYTES`]) and on a thread of their own: a file on
+//! a stuck mount can hold that thread, never the sensor. The first event of
+//! a container waits up to [`FIRST_WAIT`] for its names; later events take
+//! whatever has arrived.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often the node's files are checked for changes. Users are rarely
@@ -18,6 +25,19 @@ pub const RECHECK: Duration = Duration::from_secs(10);
 /// Container databases kept at most (one per running container).
 const MAX_CONTAINER_DBS: usize = 512;
 
+/// A container's passwd or group file is read up to this size; a bigger one
+/// gives no names (a real one is a few KiB; 10,000 users are ~1 MiB).
+pub const MAX_DB_BYTES: u64 = 4 << 20;
+
+/// How long the first event of a new container waits for its names. A read
+/// takes well under a millisecond; a file that cannot be read in time is the
+/// container's doing, and its events go on without names meanwhile.
+pub const FIRST_WAIT: Duration = Duration::from_millis(20);
+
+/// Container databases being read at once at most; past that a container
+/// waits for a free reader (its events carry no names until then).
+const MAX_READERS: usize = 4;
+
 #[derive(Debug, Default)]
 struct Db {
     users: HashMap<u32, Arc<str>>,
@@ -25,16 +45,30 @@ struct Db {
 }
 
 impl Db {
-    fn read(root: &Path) -> Db {
+    /// The node's own files (trusted: the host's).
+    fn read_host(root: &Path) -> Db {
+        let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
         Db {
-            users: parse_ids(&read(root, "etc/passwd"), 2),
-            groups: parse_ids(&read(root, "etc/group"), 2),
+            users: parse_ids(&read("etc/passwd"), 2),
+            groups: parse_ids(&read("etc/group"), 2),
         }
     }
-}
 
-fn read(root: &Path, rel: &str) -> String {
-    std::fs::read_to_string(root.join(rel)).unwrap_or_default()
+    /// A container's files, confined to its root. A file that cannot be
+    /// read safely gives no names (and a debug line saying why).
+    fn read_container(root: &Path) -> Db {
+        let read = |rel: &str| match super::confined::read_in_root(root, rel, MAX_DB_BYTES) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no user or group names from this container file");
+                String::new()
+            }
+        };
+        Db {
+            users: parse_ids(&read("etc/passwd"), 2),
+            groups: parse_ids(&read("etc/group"), 2),
+        }
+    }
 }
 
 /// `name:x:ID:...` lines: ID (the `field`th, 0-based) -> name.
@@ -62,6 +96,10 @@ pub struct Users {
     host_stamp: Option<(SystemTime, SystemTime)>,
     checked: Instant,
     containers: HashMap<String, Db>,
+    /// Containers whose databases are being read, and the answers.
+    reading: HashSet<String>,
+    done_tx: mpsc::Sender<(String, Db)>,
+    done_rx: mpsc::Receiver<(String, Db)>,
 }
 
 /// The names for one event.
@@ -75,12 +113,16 @@ pub struct Names {
 impl Users {
     /// Databases under `host_root` (`/` on a node).
     pub fn new(host_root: &Path) -> Users {
+        let (done_tx, done_rx) = mpsc::channel();
         let mut u = Users {
             host_root: host_root.to_path_buf(),
             host: Db::default(),
             host_stamp: None,
             checked: Instant::now(),
             containers: HashMap::new(),
+            reading: HashSet::new(),
+            done_tx,
+            done_rx,
         };
         u.reload_host();
         u
@@ -99,7 +141,7 @@ impl Users {
     }
 
     fn reload_host(&mut self) {
-        self.host = Db::read(&self.host_root);
+        self.host = Db::read_host(&self.host_root);
         self.host_stamp = self.stamp();
         self.checked = Instant::now();
     }
@@ -113,6 +155,58 @@ impl Users {
             self.reload_host();
         }
         self.checked = Instant::now();
+    }
+
+    /// Read container `id`'s databases on a thread of their own. False when
+    /// a read is already under way or every reader is busy.
+    fn start_reading(&mut self, id: &str, root: &str) -> bool {
+        if self.reading.contains(id) || self.reading.len() >= MAX_READERS {
+            return false;
+        }
+        let tx = self.done_tx.clone();
+        let (id_owned, root) = (id.to_string(), std::path::PathBuf::from(root));
+        let spawned = std::thread::Builder::new()
+            .name("edge-agent-users".into())
+            .spawn(move || {
+                let db = Db::read_container(&root);
+                let _ = tx.send((id_owned, db));
+            });
+        match spawned {
+            Ok(_) => {
+                self.reading.insert(id.to_string());
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not start a reader for container users");
+                false
+            }
+        }
+    }
+
+    /// Take the databases that were read. With `wait_for`, wait until
+    /// that container's arrives or the deadline passes.
+    fn collect(&mut self, wait_for: Option<(&str, Instant)>) {
+        loop {
+            let got = match wait_for {
+                None => self.done_rx.try_recv().ok(),
+                Some((_, deadline)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.done_rx.recv_timeout(left).ok()
+                }
+            };
+            let Some((id, db)) = got else {
+                return;
+            };
+            self.reading.remove(&id);
+            if self.containers.len() >= MAX_CONTAINER_DBS {
+                self.containers.clear();
+            }
+            let ours = wait_for.is_some_and(|(want, _)| want == id);
+            self.containers.insert(id, db);
+            if ours {
+                return;
+            }
+        }
     }
 
     /// Forget a container's database (it stopped).
@@ -136,20 +230,22 @@ impl Users {
         let db = match container {
             None => &self.host,
             Some((id, root)) => {
-                if !self.containers.contains_key(id) {
-                    let Some(root) = root else {
+                self.collect(None);
+                if !self.containers.contains_key(id)
+                    && let Some(root) = root
+                    && self.start_reading(id, root)
+                {
+                    self.collect(Some((id, Instant::now() + FIRST_WAIT)));
+                }
+                match self.containers.get(id) {
+                    Some(db) => db,
+                    None => {
                         return Names {
                             login,
                             ..Names::default()
                         };
-                    };
-                    if self.containers.len() >= MAX_CONTAINER_DBS {
-                        self.containers.clear();
                     }
-                    self.containers
-                        .insert(id.to_string(), Db::read(Path::new(root)));
                 }
-                &self.containers[id]
             }
         };
         Names {
@@ -192,5 +288,28 @@ mod tests {
         let root = c.path().to_string_lossy().into_owned();
         let n = u.names(Some(("c1", Some(root.as_str()))), 1000, 0, None);
         assert_eq!(n.user.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn a_container_file_that_never_answers_costs_one_short_wait_not_the_sensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = Users::new(dir.path());
+        let c = tempfile::tempdir().unwrap();
+        std::fs::create_dir(c.path().join("etc")).unwrap();
+        nix::unistd::mkfifo(
+            &c.path().join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let root = c.path().to_string_lossy().into_owned();
+        let t = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(
+                u.names(Some(("fifo", Some(root.as_str()))), 0, 0, None)
+                    .user,
+                None
+            );
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 }
