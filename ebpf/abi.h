@@ -83,7 +83,8 @@
 #define EA_EVT_SENDMSG 56
 #define EA_EVT_RECVFROM 57
 #define EA_EVT_RECVMSG 58
-#define EA_EVT_MAX 59          /* one past the highest id; sizes per-type tables */
+#define EA_EVT_DNS 59          /* internal: a DNS answer for the agent's name cache, no evt.type */
+#define EA_EVT_MAX 60          /* one past the highest id; sizes per-type tables */
 
 /* ---- per-CPU counters (index into the `ea_counters` map) ---------------- */
 #define EA_CNT_SEEN 0          /* hook runs that could have produced a record */
@@ -109,6 +110,10 @@
 #define EA_WALK_DEPTH 32       /* path components a dentry walk follows */
 #define EA_LPM_DATA 128        /* bytes of a path a prefix map compares */
 #define EA_SYSCALL_MAX 512     /* syscall numbers the `ea_syscalls` map covers */
+#define EA_DNS_MAX 1232        /* bytes of a DNS message copied: the EDNS buffer size resolvers
+				* advertise by default (DNS flag day 2020); a larger answer is
+				* cut, and the records that fit are still read */
+#define EA_DNS_PORT 53
 
 /* ---- record header flags (ea_header.flags) ----------------------------- */
 #define EA_F_TRUNCATED 0x1     /* some string was cut at its bound */
@@ -245,6 +250,17 @@ struct ea_sock {
  *                    new peer. The rest, the data path, stays in the
  *                    kernel (counted in EA_CNT_FILTERED_ARGS when the peer
  *                    is unchanged or the call failed).
+ *   DNS              (internal: never an event) a DNS answer that a UDP socket
+ *                    received from port 53, or sent from its own port 53 (a
+ *                    resolver or DNS server on the node answering):
+ *                    arg0 fd, arg1 1 when sent from port 53, 0 when received;
+ *                    sock as for RECVFROM; str0 the message, its first
+ *                    EA_DNS_MAX bytes. Only answers (QR set, RCODE 0, at least
+ *                    one answer record) are sent; the agent learns from
+ *                    them which host names the node resolved to which
+ *                    addresses (fd.sip.name). Sent from the data calls'
+ *                    exits, also on a connected socket (glibc's resolver
+ *                    connects its socket), besides the call's own record.
  *   SETSID           arg8/arg9 the process's ids after the call
  *   SETPGID          arg0 pid, arg1 pgid as passed; arg8/arg9 the caller's
  *                    ids after the call

@@ -63,9 +63,15 @@ struct ea_scratch {
 /* What sys_enter remembers for sys_exit (per thread). */
 struct ea_pending {
 	__u32 type;
-	__u32 _pad;
+	__u32 watch;         /* data calls: EA_WATCH_* */
 	__u64 args[6];
 };
+
+/* What a data call (sendto, recvmsg, ...) is kept for. */
+#define EA_WATCH_PEER 0x1 /* a datagram to or from a peer this fd has not named */
+#define EA_WATCH_DNS 0x2  /* maybe a DNS answer: from port 53, or sent from it */
+
+#define SOCK_DGRAM 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -950,15 +956,89 @@ static __always_inline int is_data(__u32 t)
 	       t == EA_EVT_RECVMSG;
 }
 
-/* The socket behind `fd` of the current task is connected (a connected
- * UDP socket too): its data calls name no new peer. */
-static __always_inline int fd_connected(__u64 fd)
+static __always_inline int is_recv(__u32 t)
+{
+	return t == EA_EVT_RECVFROM || t == EA_EVT_RECVMSG;
+}
+
+/* What data call `t` on `fd` of the current task is kept for (EA_WATCH_*),
+ * 0 for the data path. A socket that is not connected names a peer when
+ * the call gives an address; a connected one names none (a connected
+ * UDP socket too). UDP to or from port 53 may carry a DNS answer: what a
+ * socket receives from a server's port 53 (glibc's resolver connects its
+ * socket first), or what a DNS server on the node sends from its own. */
+static __always_inline __u32 data_watch(__u32 t, __u64 fd, int has_addr)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct file *f = fd_file(task, fd);
 	struct socket *sock = BPF_CORE_READ(f, private_data);
 	struct sock *sk = BPF_CORE_READ(sock, sk);
-	return sk && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_ESTABLISHED;
+	__u32 watch = 0;
+
+	if (!sk)
+		return 0;
+	int connected = BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_ESTABLISHED;
+	if (has_addr && !connected)
+		watch |= EA_WATCH_PEER;
+	if (BPF_CORE_READ(sk, sk_type) == SOCK_DGRAM) {
+		if (is_recv(t)) {
+			if (connected ? bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) ==
+						EA_DNS_PORT
+				      : has_addr)
+				watch |= EA_WATCH_DNS;
+		} else if (BPF_CORE_READ(sk, __sk_common.skc_num) == EA_DNS_PORT) {
+			watch |= EA_WATCH_DNS;
+		}
+	}
+	return watch;
+}
+
+/* ---- DNS answers ---------------------------------------------------------- */
+
+#define EA_DNS_MASK 2047 /* a power of two minus one above EA_DNS_MAX */
+_Static_assert(EA_DNS_MAX <= EA_DNS_MASK, "EA_DNS_MASK covers EA_DNS_MAX");
+
+/* Send the DNS message that data call `t` (arguments `a`, result `ret`)
+ * moved as a DNS record (abi.h), if it is an answer with answer records.
+ * The record in `s` already holds the call's header and socket. */
+static __always_inline void put_dns(struct ea_scratch *s, __u32 t, __u64 *a, __s64 ret)
+{
+	__u64 buf = a[1], cap = a[2];
+	__u8 hdr[12];
+
+	if (t == EA_EVT_SENDMSG || t == EA_EVT_RECVMSG) {
+		/* struct user_msghdr: msg_iov at 16; the message is in the
+		 * first iovec (what resolvers use). */
+		__u64 iov = 0, first[2] = {};
+		bpf_probe_read_user(&iov, sizeof(iov), (char *)a[1] + 16);
+		if (!iov || bpf_probe_read_user(first, sizeof(first), (void *)iov) != 0)
+			return;
+		buf = first[0];
+		cap = first[1];
+	}
+	__u64 n = ret;
+	if (n > cap)
+		n = cap;
+	if (n > EA_DNS_MAX)
+		n = EA_DNS_MAX;
+	/* An answer (QR), without error (RCODE 0), with answer records: NXDOMAIN
+	 * answers to a pod's search-domain walk and queries stay here. */
+	if (n < sizeof(hdr) || bpf_probe_read_user(hdr, sizeof(hdr), (void *)buf) != 0 ||
+	    !(hdr[2] & 0x80) || (hdr[3] & 0x0f) || !(hdr[6] | hdr[7])) {
+		count(EA_CNT_FILTERED_ARGS);
+		return;
+	}
+	n = BOUND(n, EA_DNS_MASK);
+	if (bpf_probe_read_user(s->data, n, (void *)buf) != 0)
+		return;
+	s->data[n] = 0;
+	s->rec.h.type = EA_EVT_DNS;
+	s->rec.h.flags = 0;
+	s->rec.arg[1] = !is_recv(t);
+	__builtin_memset(s->rec.str, 0, sizeof(s->rec.str));
+	s->rec.str[0].off = 0;
+	s->rec.str[0].len = n;
+	submit(s, n + 1);
 }
 
 static __always_inline int is_open(__u32 t)
@@ -1017,7 +1097,8 @@ int ea_sys_enter(struct ea_sys_enter_ctx *ctx)
 	if ((t == EA_EVT_DUP2 || t == EA_EVT_DUP3) && pe.args[1] > 2)
 		return 0;
 	/* The data calls matter only when they name a peer, on a socket that
-	 * is not connected; skip the data path before counting. */
+	 * is not connected, or may carry a DNS answer; skip the data path
+	 * before counting. */
 	if (t == EA_EVT_SENDMSG || t == EA_EVT_RECVMSG) {
 		/* struct user_msghdr: msg_name at 0, msg_namelen at 8. */
 		__u64 hdr[2] = {};
@@ -1026,8 +1107,11 @@ int ea_sys_enter(struct ea_sys_enter_ctx *ctx)
 		pe.args[4] = hdr[0];
 		pe.args[5] = t == EA_EVT_SENDMSG ? (__u32)hdr[1] : pe.args[1];
 	}
-	if (is_data(t) && (!pe.args[4] || fd_connected(pe.args[0])))
-		return 0;
+	if (is_data(t)) {
+		pe.watch = data_watch(t, pe.args[0], pe.args[4] != 0);
+		if (!pe.watch)
+			return 0;
+	}
 	if (t == EA_EVT_CLONE3) {
 		__u64 flags = 0;
 		bpf_probe_read_user(&flags, sizeof(flags), (void *)pe.args[0]);
@@ -1280,10 +1364,18 @@ int ea_sys_exit_net(struct ea_sys_exit_ctx *ctx)
 		s->rec.arg[1] = (__u32)a[3];
 		put_sock(s, 0, f, &pos);
 		put_peer(s, a[4], alen, &pos);
-		if (!peer_changed(s, id, (__u32)a[0], sk)) {
+		int peer = (pe.watch & EA_WATCH_PEER) && peer_changed(s, id, (__u32)a[0], sk);
+		int dns = (pe.watch & EA_WATCH_DNS) &&
+			  (is_recv(t) ? s->rec.sock.rport : s->rec.sock.lport) == EA_DNS_PORT;
+		if (!peer && !dns) {
 			count(EA_CNT_FILTERED_ARGS);
 			return 0;
 		}
+		if (peer)
+			submit(s, pos);
+		if (dns)
+			put_dns(s, t, a, ret);
+		return 0;
 	} else if (t == EA_EVT_ACCEPT || t == EA_EVT_ACCEPT4) {
 		s->rec.arg[0] = (__s32)a[0];
 		s->rec.arg[1] = t == EA_EVT_ACCEPT4 ? a[3] : 0;

@@ -455,3 +455,68 @@ pub fn expect_in_outbox(s: &Scratch, class: &str, what: &str) {
         outbox_records(s)
     );
 }
+
+/// A tiny DNS server on `ip`:53 (UDP) for a few names: answers each of
+/// them with its address (type A), every other question with "no such
+/// name". Stops on drop.
+pub struct DnsServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DnsServer {
+    pub fn start(ip: std::net::Ipv4Addr, names: &[(&str, std::net::Ipv4Addr)]) -> DnsServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sock = std::net::UdpSocket::bind((ip, 53))
+            .unwrap_or_else(|e| panic!("bind the test DNS server to {ip}:53: {e}"));
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let names: Vec<(String, std::net::Ipv4Addr)> =
+            names.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some(r) = dns_reply(&buf[..n], &names) {
+                    let _ = sock.send_to(&r, from);
+                }
+            }
+        });
+        DnsServer { stop }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The reply to query `q`: its header and question, then an A record for
+/// a known name asked as type A; NXDOMAIN for an unknown name.
+fn dns_reply(q: &[u8], names: &[(String, std::net::Ipv4Addr)]) -> Option<Vec<u8>> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    while *q.get(at)? != 0 {
+        let len = usize::from(q[at]);
+        labels.push(String::from_utf8_lossy(q.get(at + 1..at + 1 + len)?).to_ascii_lowercase());
+        at += 1 + len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(at + 1)?, *q.get(at + 2)?]);
+    let end = at + 5;
+    let asked = labels.join(".");
+    let known = names.iter().find(|(n, _)| *n == asked);
+    let mut r = q.get(..end)?.to_vec();
+    r[2] = 0x81; // a response; recursion desired
+    r[3] = if known.is_some() { 0x80 } else { 0x83 }; // NOERROR / NXDOMAIN
+    r[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    if let (Some((_, a)), 1) = (known, qtype) {
+        r[7] = 1;
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&a.octets());
+    }
+    Some(r)
+}

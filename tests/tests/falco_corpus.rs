@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use edge_agent_tests::rules::repo_root;
-use edge_agent_tests::sensor::{Containerd, copy_binary, start_with_sensor};
+use edge_agent_tests::sensor::{Containerd, DnsServer, copy_binary, start_with_sensor};
 use edge_agent_tests::{Scratch, require_root, wait_for};
 use serde_json::Value;
 
@@ -43,6 +43,10 @@ enum At {
     TtyEntry,
     /// As `Entry`, in a privileged container.
     PrivilegedEntry,
+    /// As `Entry`, on the node's network (a `hostNetwork` pod), where the
+    /// test's DNS server listens: `{dns}` in the script is its address
+    /// and `{ip}` the address prefix (`127.54.N`) it gives out.
+    HostNetEntry,
 }
 
 /// One behaviour: what an attacker does and a look-alike that must stay
@@ -473,6 +477,19 @@ const CASES: &[Case] = &[
         benign: (At::Host, "MALLOC_ARENA_MAX=2 $T/true @"),
     },
     Case {
+        rule: "Contact K8S API Server From Container",
+        attack: (
+            At::HostNetEntry,
+            "mkdir -p /tmp/@; ln -f /bin/busybox /tmp/@/nc; \
+             /bin/busybox nslookup kubernetes.default.svc.cluster.local {dns}; /tmp/@/nc -w 1 {ip}.2 443 </dev/null; true",
+        ),
+        benign: (
+            At::HostNetEntry,
+            "mkdir -p /tmp/@; ln -f /bin/busybox /tmp/@/nc; \
+             /bin/busybox nslookup kubernetes-docs.example {dns}; /tmp/@/nc -w 1 {ip}.3 443 </dev/null; true",
+        ),
+    },
+    Case {
         rule: "Contact EC2 Instance Metadata Service From Container",
         attack: (At::Privileged, "x nc; meta 169.254.169.254 @"),
         benign: (At::Privileged, "x nc; meta 169.254.169.253 @"),
@@ -896,6 +913,20 @@ fn falcos_own_rules_fire_on_attacks_on_the_host_and_in_containers_and_not_on_loo
     ));
     let d = start_with_sensor(&s);
 
+    // The cluster DNS a hostNetwork pod asks (the sensor learns host names
+    // from its answers): on loopback addresses of this run's own.
+    let n = std::process::id() % 200 + 20;
+    let dns_ip = std::net::Ipv4Addr::new(127, 53, n as u8, 1);
+    let given = format!("127.54.{n}");
+    let ip = |last: &str| format!("{given}.{last}").parse().unwrap();
+    let _dns = DnsServer::start(
+        dns_ip,
+        &[
+            ("kubernetes.default.svc.cluster.local", ip("2")),
+            ("kubernetes-docs.example", ip("3")),
+        ],
+    );
+
     // Every case's attack and look-alike, host ones in parallel processes.
     let mut children = Vec::new();
     let mut in_plain = Vec::new();
@@ -910,9 +941,12 @@ fn falcos_own_rules_fire_on_attacks_on_the_host_and_in_containers_and_not_on_loo
                 }
                 At::Container => in_plain.push((tok, script)),
                 At::Privileged => in_privileged.push((tok, script)),
-                At::Entry | At::TtyEntry | At::PrivilegedEntry => {
+                At::Entry | At::TtyEntry | At::PrivilegedEntry | At::HostNetEntry => {
                     // A file of its own for the entry process to read.
                     std::fs::write(plain.join("root").join(&tok), "artifact\n").unwrap();
+                    let script = script
+                        .replace("{dns}", &dns_ip.to_string())
+                        .replace("{ip}", &given);
                     entries.push((at, script.replace('@', &tok)))
                 }
             }
@@ -966,6 +1000,7 @@ fn falcos_own_rules_fire_on_attacks_on_the_host_and_in_containers_and_not_on_loo
         let cgroup = format!("/kubepods/besteffort/podfe{}/{id}", &id[..8]);
         let options: &[&str] = match at {
             At::PrivilegedEntry => &["--privileged"],
+            At::HostNetEntry => &["--net-host"],
             _ => &[],
         };
         let out = ctrd.run_entry(&plain, &id, &cgroup, *at == At::TtyEntry, options, script);

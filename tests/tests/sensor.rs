@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use edge_agent_tests::sensor::{
-    EVENT_TIMEOUT, Watch, at, copy_binary, expect_in_outbox, i64_at, in_child, is_type, pid_of,
-    real, sensor_details, sensor_scratch, start_with_sensor, str_at,
+    DnsServer, EVENT_TIMEOUT, Watch, at, copy_binary, expect_in_outbox, i64_at, in_child, is_type,
+    pid_of, real, sensor_details, sensor_scratch, start_with_sensor, str_at,
 };
 use edge_agent_tests::{Scratch, require_root, status_json, wait_for};
 
@@ -1411,4 +1411,97 @@ fn datagrams_are_seen_once_per_new_peer_and_listens_with_their_socket() {
         from_connected, 0,
         "a connected socket's data stays in the kernel"
     );
+}
+
+#[test]
+fn a_connection_to_an_address_the_node_resolved_is_named_after_the_host() {
+    require_root();
+    const NAME: &str = "pool.dns-test.example";
+    let s = sensor_scratch("");
+    let alerts = s.path().join("alerts.jsonl");
+    let rules = s.path().join("dns.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "- rule: Connection to the resolved test pool\n  desc: a connection to an address the node resolved {NAME} to\n  condition: evt.type = connect and fd.sip.name = {NAME}\n  output: connect to %fd.sip.name (%fd.sip) from port %fd.cport\n  priority: WARNING\n"
+        ),
+    )
+    .unwrap();
+    s.write_config(&format!(
+        "[sensor]\nenabled = true\n[rules]\nfiles = [\"{}\"]\njson_file = \"{}\"\n",
+        rules.display(),
+        alerts.display()
+    ));
+    let d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+
+    // The server and the address it gives out: loopback addresses of this
+    // test's own (127/8 is all loopback), so that parallel tests differ.
+    let tag = (std::process::id() % 200 + 20) as u8;
+    let server_ip = std::net::Ipv4Addr::new(127, 53, tag, 1);
+    let pool_ip = std::net::Ipv4Addr::new(127, 54, tag, 2);
+    let pool = TcpListener::bind((pool_ip, 0)).unwrap();
+    let pool_addr = pool.local_addr().unwrap();
+    let server = DnsServer::start(server_ip, &[(NAME, pool_ip)]);
+
+    // Before the node resolved the name, the address has no name.
+    let before = TcpStream::connect(pool_addr).unwrap();
+    let before_port = before.local_addr().unwrap().port();
+    let unnamed = w.expect("the connect before the name was resolved", |e| {
+        is_type(e, &["connect"])
+            && str_at(e, "fd.local").is_some_and(|l| l.ends_with(&format!(":{before_port}")))
+    });
+    assert!(at(&unnamed, "fd.remote_names").is_null(), "{unnamed:#}");
+
+    // glibc's own resolver (getent), in a mount namespace whose
+    // resolv.conf names the test server; the node's own stays untouched.
+    let resolv = s.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver {server_ip}\noptions timeout:2 attempts:2\n"),
+    )
+    .unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/resolv.conf && exec getent ahostsv4 {NAME}",
+            resolv.display()
+        ))
+        .output()
+        .unwrap();
+    drop(server);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&pool_ip.to_string()),
+        "getent resolved the name through the test server: {out:?}"
+    );
+
+    // A program then connects to the address it was given.
+    let after = TcpStream::connect(pool_addr).unwrap();
+    let after_port = after.local_addr().unwrap().port();
+    let named = w.expect("the connect after the name was resolved", |e| {
+        is_type(e, &["connect"])
+            && str_at(e, "fd.local").is_some_and(|l| l.ends_with(&format!(":{after_port}")))
+    });
+    assert_eq!(at(&named, "fd.remote_names"), &serde_json::json!([NAME]));
+
+    let alert = wait_for(EVENT_TIMEOUT, || {
+        std::fs::read_to_string(&alerts)
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|a| a["rule"] == "Connection to the resolved test pool")
+    })
+    .unwrap_or_else(|| panic!("no alert; log:\n{}", d.log()));
+    assert_eq!(alert["output_fields"]["fd.sip.name"], NAME, "{alert:#}");
+    assert_eq!(
+        alert["output_fields"]["fd.cport"],
+        i64::from(after_port),
+        "the alert is for the connect after the lookup, not the one before: {alert:#}"
+    );
+    assert!(
+        sensor_details(&s)["dns_answers_total"].as_u64() >= Some(1),
+        "{}",
+        sensor_details(&s)
+    );
+    drop((before, after, pool));
 }

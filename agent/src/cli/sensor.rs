@@ -115,7 +115,7 @@ async fn locally(config: &AgentConfig, json: bool) -> anyhow::Result<Exit> {
                     eprintln!("edge-agent: the kernel lost {n} events (ring buffer full)");
                     continue;
                 }
-                Decoded::Filtered => continue,
+                Decoded::Filtered | Decoded::Learned => continue,
             };
             if writeln!(out, "{line}").is_err() {
                 return Ok(Exit::Ok);

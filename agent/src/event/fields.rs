@@ -68,7 +68,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use super::model::{Event, Fd, FdType};
+use super::model::{Event, Fd, FdType, HostNames};
 use super::render::{
     af_name, bpf_cmd_name, prctl_option_name, ptrace_request_name, render_caps, render_flags,
     render_mode, render_nstype, render_res, sock_type_name,
@@ -238,6 +238,16 @@ fn ip<'a>(a: Option<SocketAddr>) -> FieldValue<'a> {
 
 fn port<'a>(a: Option<SocketAddr>) -> FieldValue<'a> {
     a.map_or(FieldValue::Absent, |a| FieldValue::Int(a.port().into()))
+}
+
+/// An address's host names: one name as text; several as a list, which a
+/// comparison matches when any of them does.
+fn host_names(names: Option<&HostNames>) -> FieldValue<'_> {
+    match names.map(|n| &n[..]) {
+        None | Some([]) => FieldValue::Absent,
+        Some([one]) => text(one),
+        Some(many) => FieldValue::List(many.iter().map(|n| Cow::Borrowed(&**n)).collect()),
+    }
 }
 
 // ---- the argument table -----------------------------------------------------
@@ -633,8 +643,13 @@ fields! {
         |e| e.fd.as_ref().map_or(Absent, |f| text(f.ty.typechar()));
     FdName = "fd.name", Str, Filled, Stored,
         |e| e.fd.as_ref().map_or(Absent, |f| text(&f.name));
+    /// The path as the call gave it (`/etc/../etc/shadow`, `../x`), before
+    /// it was made absolute and normalised; other fds: `fd.name`.
     FdNameraw = "fd.nameraw", Str, Filled, Stored,
-        |e| e.fd.as_ref().map_or(Absent, |f| text(&f.name));
+        |e| e.fd.as_ref().map_or(Absent, |f| match &e.evt.args.name {
+            Some(given) if f.is_path() && e.evt.ty.is_open() => text(given),
+            _ => text(&f.name),
+        });
     /// Files and directories only.
     FdDirectory = "fd.directory", Str, Filled, Stored,
         |e| e.fd.as_ref().filter(|f| f.is_path()).map_or(Absent, |f| text(dirname(&f.name)));
@@ -658,6 +673,16 @@ fields! {
         |e| ip(e.fd.as_ref().and_then(|f| f.remote));
     FdRport = "fd.rport" | "fd.dport", Int, Filled, Stored,
         |e| port(e.fd.as_ref().and_then(|f| f.remote));
+    /// The host name the node resolved to the server's address (from the
+    /// DNS answers the sensor saw; absent when it saw none for it).
+    FdSipName = "fd.sip.name", Str, Filled, Stored,
+        |e| host_names(e.fd.as_ref().and_then(Fd::server_names));
+    FdCipName = "fd.cip.name", Str, Filled, Stored,
+        |e| host_names(e.fd.as_ref().and_then(Fd::client_names));
+    FdRipName = "fd.rip.name", Str, Filled, Stored,
+        |e| host_names(e.fd.as_ref().and_then(|f| f.remote_names.as_ref()));
+    FdLipName = "fd.lip.name", Str, Filled, Stored,
+        |e| host_names(e.fd.as_ref().and_then(|f| f.local_names.as_ref()));
     FdL4proto = "fd.l4proto", Str, Filled, Stored,
         |e| e.fd.as_ref().and_then(|f| f.l4proto).map_or(Absent, |p| text(p.as_str()));
     /// The socket is connected (a connected UDP socket too), from the
@@ -872,6 +897,22 @@ mod tests {
         assert_eq!(get(&e, "fd.filename", None).to_string(), "x");
         assert_eq!(get(&e, "fd.typechar", None).to_string(), "f");
         assert_eq!(get(&e, "evt.res", None).to_string(), "SUCCESS");
+    }
+
+    #[test]
+    fn the_raw_name_is_the_path_as_given_and_fd_name_the_resolved_one() {
+        let mut e = open_event("/etc/shadow", libc::O_RDONLY);
+        e.evt.args.name = Some("../../etc/./shadow".into());
+        assert_eq!(get(&e, "fd.name", None).to_string(), "/etc/shadow");
+        assert_eq!(
+            get(&e, "fd.nameraw", None).to_string(),
+            "../../etc/./shadow"
+        );
+        // Not an open: the fd's own name.
+        e.evt.ty = EventType::Fchmod;
+        assert_eq!(get(&e, "fd.nameraw", None).to_string(), "/etc/shadow");
+        e.fd = None;
+        assert!(get(&e, "fd.nameraw", None).is_absent());
     }
 
     #[test]

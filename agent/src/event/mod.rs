@@ -25,7 +25,7 @@ pub use fields::{
     MAX_ANCESTOR_DEPTH, Read,
 };
 pub use model::{
-    Args, Caps, Container, Event, EventType, Evt, Fd, FdType, L4Proto, Mount, Process, Role, User,
-    exe_flags,
+    Args, Caps, Container, Event, EventType, Evt, Fd, FdType, HostNames, L4Proto, Mount, Process,
+    Role, User, exe_flags,
 };
 pub use render::FlagNames;

@@ -514,7 +514,18 @@ pub struct Fd {
     /// or from a peer other than the last one).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub name_changed: bool,
+    /// The host names the node resolved to the remote address (DNS answers
+    /// the sensor saw; `fd.rip.name`, and `fd.sip.name` or `fd.cip.name` by
+    /// role), most recent first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_names: Option<HostNames>,
+    /// The same for the local address (`fd.lip.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_names: Option<HostNames>,
 }
+
+/// Host names of one address, shared by every event that names it.
+pub type HostNames = Arc<[Arc<str>]>;
 
 impl Fd {
     pub fn file(num: i64, path: &str) -> Self {
@@ -528,6 +539,8 @@ impl Fd {
             l4proto: None,
             connected: None,
             name_changed: false,
+            remote_names: None,
+            local_names: None,
         }
     }
 
@@ -558,6 +571,8 @@ impl Fd {
             l4proto: Some(l4proto),
             connected: None,
             name_changed: false,
+            remote_names: None,
+            local_names: None,
         }
     }
 
@@ -572,6 +587,20 @@ impl Fd {
         match self.role? {
             Role::Client => self.remote,
             Role::Server => self.local,
+        }
+    }
+
+    pub(super) fn client_names(&self) -> Option<&HostNames> {
+        match self.role? {
+            Role::Client => self.local_names.as_ref(),
+            Role::Server => self.remote_names.as_ref(),
+        }
+    }
+
+    pub(super) fn server_names(&self) -> Option<&HostNames> {
+        match self.role? {
+            Role::Client => self.remote_names.as_ref(),
+            Role::Server => self.local_names.as_ref(),
         }
     }
 

@@ -108,9 +108,6 @@ fn unknown_types(unknown: &[String]) -> String {
 /// Why well-known Falco fields are missing here, for a precise reason.
 fn hint(field: &str) -> &'static str {
     match field {
-        "fd.sip.name" | "fd.cip.name" | "fd.rip.name" | "fd.lip.name" => {
-            " (Falco resolves peer host names through DNS; this agent does not: compare fd.sip with the address instead)"
-        }
         f if f.starts_with("k8s.pod.label") || f.starts_with("k8s.ns.label") => {
             " (pod labels need the Kubernetes API; the agent reads only the runtime bundle)"
         }
@@ -1309,12 +1306,12 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_macros_name_where_they_are() {
-        let macros = &[("outer", "inner"), ("inner", "fd.sip.name = x")];
+        let macros = &[("outer", "inner"), ("inner", "k8s.pod.label.app = x")];
         let e = compile_with("evt.type = connect and outer", &[], macros).unwrap_err();
         assert!(e.is_unknown_filter());
         assert!(
             e.to_string()
-                .starts_with("unknown field fd.sip.name (Falco resolves"),
+                .starts_with("unknown field k8s.pod.label.app (pod labels need"),
             "{e}"
         );
         assert!(e.to_string().ends_with("(in macro outer > inner)"), "{e}");

@@ -27,6 +27,8 @@ pub const NSTR: usize = 8;
 pub const LPM_DATA: usize = 128;
 /// `EA_SYSCALL_MAX`: syscall numbers the `ea_syscalls` map covers.
 pub const SYSCALL_MAX: u32 = 512;
+/// `EA_DNS_MAX`: bytes of a DNS message the kernel copies.
+pub const DNS_MAX: usize = 1232;
 /// Bytes of a path the kernel's deny-list hash covers (`EA_DENY_PATH_MAX`).
 pub const DENY_PATH_MAX: usize = 256;
 
@@ -120,13 +122,16 @@ pub enum Kind {
     Sendmsg = 56,
     Recvfrom = 57,
     Recvmsg = 58,
+    /// Internal: a DNS answer the node received or served, for the name
+    /// cache (`fd.sip.name`); never an event.
+    Dns = 59,
 }
 
 /// `EA_EVT_MAX`: one past the highest id.
-pub const KIND_MAX: u16 = 59;
+pub const KIND_MAX: u16 = 60;
 
 impl Kind {
-    pub const ALL: [Kind; 58] = [
+    pub const ALL: [Kind; 59] = [
         Kind::Loss,
         Kind::Execve,
         Kind::Execveat,
@@ -185,17 +190,19 @@ impl Kind {
         Kind::Sendmsg,
         Kind::Recvfrom,
         Kind::Recvmsg,
+        Kind::Dns,
     ];
 
     pub fn from_id(id: u16) -> Option<Kind> {
         Kind::ALL.iter().copied().find(|k| *k as u16 == id)
     }
 
-    /// The `evt.type` this record becomes; `None` for [`Kind::Loss`].
+    /// The `evt.type` this record becomes; `None` for the records the
+    /// sensor keeps for itself ([`Kind::Loss`], [`Kind::Dns`]).
     pub fn event_type(self) -> Option<EventType> {
         use EventType as T;
         Some(match self {
-            Kind::Loss => return None,
+            Kind::Loss | Kind::Dns => return None,
             Kind::Execve => T::Execve,
             Kind::Execveat => T::Execveat,
             Kind::Clone => T::Clone,
@@ -736,6 +743,7 @@ mod tests {
         assert_eq!(get("EA_NARG"), Some(NARG as u64));
         assert_eq!(get("EA_LPM_DATA"), Some(LPM_DATA as u64));
         assert_eq!(get("EA_SYSCALL_MAX"), Some(u64::from(SYSCALL_MAX)));
+        assert_eq!(get("EA_DNS_MAX"), Some(DNS_MAX as u64));
         assert_eq!(get("EA_F_TRUNCATED"), Some(u64::from(flags::TRUNCATED)));
         assert_eq!(get("EA_F_KILLED"), Some(u64::from(flags::KILLED)));
         assert_eq!(get("EA_CFG_DENY_EXEC"), Some(u64::from(CFG_DENY_EXEC)));

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::abi::{DecodeError, Kind, Record};
 use super::container::Containers;
+use super::dns::DnsCache;
 use super::filters::PathFilter;
 use super::proctable::{BootClock, EnvCache, ProcessTable, strip_root};
 use super::users::Users;
@@ -37,6 +38,9 @@ pub enum Decoded {
     Loss(u64),
     /// Dropped by a user-space filter.
     Filtered,
+    /// A record the sensor keeps for itself (a DNS answer for the name
+    /// cache): nothing for the rules.
+    Learned,
 }
 
 /// Decoder and enricher: one per sensor, owned by its reader task.
@@ -48,6 +52,8 @@ pub struct Enricher {
     clock: BootClock,
     proc_root: std::path::PathBuf,
     envs: EnvCache,
+    /// Host names from the DNS answers the node saw (`fd.sip.name`).
+    pub dns: DnsCache,
     num: u64,
     /// Records dropped by the user-space half of the path filters.
     pub filtered_user: u64,
@@ -72,6 +78,7 @@ impl Enricher {
             clock,
             proc_root: proc_root.to_path_buf(),
             envs: EnvCache::default(),
+            dns: DnsCache::default(),
             num: 0,
             filtered_user: 0,
         }
@@ -93,6 +100,12 @@ impl Enricher {
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let r = Record::parse(bytes)?;
         let Some(ty) = r.h.kind.event_type() else {
+            if r.h.kind == Kind::Dns {
+                if let Some(msg) = r.bytes(0) {
+                    self.dns.learn(msg, r.h.ts_boot_ns);
+                }
+                return Ok(Decoded::Learned);
+            }
             return Ok(Decoded::Loss(r.arg[0].max(0) as u64));
         };
         let mut parts = Parts {
@@ -128,7 +141,7 @@ impl Enricher {
     /// the user-space half of the path filters dropped it.
     fn arguments(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
         match r.h.kind {
-            Kind::Loss => unreachable!("decode returns losses before this"),
+            Kind::Loss | Kind::Dns => unreachable!("decode returns these before this"),
             Kind::Execve | Kind::Execveat => exec_args(r, p),
             Kind::Clone | Kind::Clone3 | Kind::Fork | Kind::Vfork => self.fork(r, p),
             Kind::Procexit => self.exit(r, p),
@@ -167,8 +180,16 @@ impl Enricher {
     }
 
     /// The event: the parts, the user and group names, the ancestors.
-    fn assemble(&mut self, ty: EventType, r: &Record<'_>, p: Parts) -> Event {
+    fn assemble(&mut self, ty: EventType, r: &Record<'_>, mut p: Parts) -> Event {
         let h = &r.h;
+        if let Some(f) = p.fd.as_mut()
+            && f.ty.is_ip()
+            && !self.dns.is_empty()
+        {
+            let now = h.ts_boot_ns;
+            f.remote_names = f.remote.and_then(|a| self.dns.lookup(a.ip(), now));
+            f.local_names = f.local.and_then(|a| self.dns.lookup(a.ip(), now));
+        }
         let root = self.containers.root_of(&p.container, h.pid);
         let names = self.users.names(
             (!p.container.is_host()).then(|| (p.container.id.as_str(), root.as_deref())),
@@ -889,6 +910,11 @@ mod tests {
         let o = event(&mut e, &open);
         assert_eq!(field(&o, "fd.name", None), "/etc/hostname");
         assert_eq!(field(&o, "evt.arg.name", None), "/etc/../etc/hostname");
+        assert_eq!(
+            field(&o, "fd.nameraw", None),
+            "/etc/../etc/hostname",
+            "the raw name keeps the traversal"
+        );
         assert_eq!(field(&o, "proc.cmdline", None), "cat /etc/hostname");
         assert_eq!(field(&o, "proc.aname", Some("1")), "bash");
         assert_eq!(o.evt.num, 4);

@@ -19,6 +19,7 @@ mod alert;
 pub mod confined;
 pub mod container;
 pub mod decode;
+pub mod dns;
 pub mod filters;
 mod loader;
 pub mod probes;

@@ -72,6 +72,10 @@ details! {
         pub process_table: u64,
         pub processes_evicted_total: u64,
         pub containers_known: u64,
+        /// Addresses the DNS name cache holds (`fd.sip.name`).
+        pub dns_addresses: u64,
+        /// DNS answers the cache learned from.
+        pub dns_answers_total: u64,
         pub [key] kills_total: u64,
         /// A line for people (numbers here would become metrics).
         pub [key] last_kill: Option<String>,
@@ -289,7 +293,7 @@ impl Running {
     async fn handle(&mut self, d: Decoded, shutdown: &CancellationToken) -> bool {
         match d {
             Decoded::Loss(n) => self.lost_seen += n,
-            Decoded::Filtered => {}
+            Decoded::Filtered | Decoded::Learned => {}
             Decoded::Event { event, killed } => {
                 self.per_type[event.evt.ty.index()] += 1;
                 if killed {
@@ -418,6 +422,8 @@ impl Running {
             process_table: e.procs.len() as u64,
             processes_evicted_total: e.procs.evicted(),
             containers_known: e.containers.known() as u64,
+            dns_addresses: e.dns.len() as u64,
+            dns_answers_total: e.dns.answers,
             kills_total: self.kills,
             last_kill: self.last_kill.clone(),
             startup_seconds: self.sensor.startup.as_millis() as f64 / 1000.0,
