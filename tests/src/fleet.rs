@@ -419,6 +419,37 @@ impl Fleet {
         Watch { child, file }
     }
 
+    /// Messages the operator receives on `filter` from now on, each with
+    /// the instant it arrived here (for latencies): (instant, topic,
+    /// payload) on the returned channel. The subscriber is killed on drop
+    /// of the [`Stream`].
+    pub fn stream(&self, filter: &str) -> Stream {
+        let (cert, key) = self.operator_cert();
+        let mut child = self
+            .mosquitto("mosquitto_sub", &cert, &key)
+            .args(["-t", filter, "-q", "1", "-F", "%t\t%x"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run mosquitto_sub");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let now = std::time::Instant::now();
+                if let Some((t, hex)) = line.split_once('\t')
+                    && tx.send((now, t.to_string(), unhex(hex))).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        Stream { child, rx }
+    }
+
     fn mosquitto(&self, tool: &str, cert: &Path, key: &Path) -> Command {
         let mut c = Command::new(tool);
         c.args(["-h", "127.0.0.1", "-p", &self.broker.port.to_string()])
@@ -473,6 +504,19 @@ impl Watch {
 }
 
 impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// See [`Fleet::stream`].
+pub struct Stream {
+    child: Child,
+    pub rx: std::sync::mpsc::Receiver<(std::time::Instant, String, Vec<u8>)>,
+}
+
+impl Drop for Stream {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
