@@ -32,7 +32,7 @@ use crate::report::{self, DropCounters};
 use crate::stage::{Stage, StageContext};
 use crate::status::{
     AppliedNote, ConfigStatus, DaemonStatus, NodeStatus, PathsStatus, ReloadNote, STATUS_SCHEMA,
-    StatusBoard, StatusDocument, dir_bytes, unix_now,
+    StageState, StatusBoard, StatusDocument, dir_bytes, unix_now,
 };
 use crate::systemd::{Notifier, NotifyState};
 
@@ -82,6 +82,11 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("stage {stage} failed to start: {message}")]
     StageStart {
+        stage: &'static str,
+        message: String,
+    },
+    #[error("stage {stage} failed, and the agent does not run without it: {message}")]
+    StageFailed {
         stage: &'static str,
         message: String,
     },
@@ -263,8 +268,18 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     let mut status_tick = tokio::time::interval(STATUS_LINE_INTERVAL);
     status_tick.reset(); // READY=1 just carried the first STATUS=.
 
+    let mut essential_failed = None;
     while stopped_early.is_none() {
+        let changed = board.state_changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Some((stage, message)) = failed_essential(&board) {
+            error!(stage, error = %message, "a stage the agent cannot run without has failed: shutting down so that the service manager restarts the agent");
+            essential_failed = Some(DaemonError::StageFailed { stage, message });
+            break;
+        }
         tokio::select! {
+            _ = &mut changed => {}
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
@@ -286,12 +301,32 @@ pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), D
     let _ = tokio::time::timeout_at(deadline.into(), control_task).await;
     shutdown.cancel();
     unfinished.extend(join_all(sinks, deadline).await);
+    if let Some(e) = essential_failed {
+        return Err(e);
+    }
     if unfinished.is_empty() {
         info!("edge-agent stopped");
         Ok(())
     } else {
         Err(DaemonError::ShutdownTimeout(unfinished))
     }
+}
+
+/// Stages the agent must not run on without: with the outbox gone nothing
+/// is recorded durably, so a process that goes on only looks alive. When
+/// one fails, the daemon stops and exits with an error, and the service
+/// manager (`Restart=on-failure`) starts it again.
+const ESSENTIAL_STAGES: [&str; 1] = [crate::outbox::STAGE.name];
+
+/// The first essential stage that has failed, with what it said.
+fn failed_essential(board: &StatusBoard) -> Option<(&'static str, String)> {
+    ESSENTIAL_STAGES.into_iter().find_map(|name| {
+        board
+            .snapshot()
+            .into_iter()
+            .find(|(n, s)| n == name && s.state == StageState::Failed)
+            .map(|(_, s)| (name, s.summary))
+    })
 }
 
 /// The stages that consume reports: the outbox and, draining it, the
@@ -641,7 +676,20 @@ fn status_document(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::StageState;
+
+    #[test]
+    fn a_failed_outbox_is_an_essential_stage_failure_and_a_failed_producer_is_not() {
+        let board = StatusBoard::new();
+        let outbox = board.register("outbox");
+        let sensor = board.register("sensor");
+        outbox.set_state(StageState::Running, "open");
+        sensor.fail("no BTF");
+        assert_eq!(failed_essential(&board), None);
+        outbox.fail("the outbox thread panicked too often: boom");
+        let (stage, message) = failed_essential(&board).expect("the outbox failed");
+        assert_eq!(stage, "outbox");
+        assert!(message.contains("panicked too often"), "{message}");
+    }
 
     /// CPU time (ns) used so far by this process's threads named `name`.
     fn cpu_ns_of_threads(name: &str) -> u64 {

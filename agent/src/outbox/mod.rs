@@ -43,6 +43,14 @@
 //! `outbox.redb.unusable-<unix time>`), a new file is started so that the
 //! node keeps recording, and the move is logged and shown in `status`.
 //!
+//! **Damaged files.** A file redb finds corrupted, one shorter than its own
+//! header, or one redb panics on while reading or writing it is moved aside
+//! too (`outbox.redb.damaged-<unix time>`), at start or while running. The
+//! new file carries on the old one's sequence numbers; what the old one
+//! held is counted as given up, and an `outbox_file_replaced` node event
+//! (where the file went, why, its size, what it held by class) is the first
+//! record of the new file.
+//!
 //! # Durability and crashes
 //! Every commit is durable when it returns (redb `Durability::Immediate`),
 //! acknowledgement-only ones too: redb reuses the pages of deleted records
@@ -296,11 +304,21 @@ impl Outbox {
             .acquire()
             .await
             .map_err(|_| OutboxError::Stopped)?;
-        let snapshot = self.ask(Command::Snapshot).await?;
-        tokio::task::spawn_blocking(move || snapshot.listing(per_class, &after))
+        let (snapshot, generation) = self.ask(Command::Snapshot).await?;
+        let listed = tokio::task::spawn_blocking(move || snapshot.listing(per_class, &after))
             .await
-            .map_err(|e| OutboxError::ListingRead(Arc::new(e)))?
-            .map_err(OutboxError::store)
+            .map_err(|e| OutboxError::ListingRead(Arc::new(e)))?;
+        if let Err(store::StoreError::Damaged { what, .. }) = &listed {
+            // The outbox thread replaces the file it reads.
+            let _ = self
+                .tx
+                .send(Command::Damaged {
+                    generation,
+                    what: what.clone(),
+                })
+                .await;
+        }
+        listed.map_err(OutboxError::store)
     }
 
     /// The latest summary; `changed()` on it wakes on every update.

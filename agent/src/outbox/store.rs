@@ -96,6 +96,43 @@ pub enum StoreError {
     Storage { path: PathBuf, source: redb::Error },
     #[error("cannot move the unusable outbox file {} aside: {source}", path.display())]
     MoveAside { path: PathBuf, source: io::Error },
+    /// redb found the file damaged while reading or writing it: it said so
+    /// (corrupted pages, a file shorter than its own header says), or it
+    /// panicked on what it read.
+    #[error("the outbox file {} is damaged: {what}", path.display())]
+    Damaged { path: PathBuf, what: String },
+}
+
+/// Run `f`, which reads or writes the file at `path` through redb, turning
+/// a panic inside it into [`StoreError::Damaged`]. redb asserts on what it
+/// reads (in debug builds on any corruption, in release builds on some):
+/// garbage in the file must cost the file, not the outbox thread.
+pub fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            what: format!("redb panicked reading it: {}", panic_message(&*panic)),
+        }),
+    }
+}
+
+/// The message a panic carried.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Whether redb's error says the file itself is damaged.
+fn is_damage(source: &redb::Error) -> bool {
+    match source {
+        redb::Error::Corrupted(_) => true,
+        redb::Error::Io(e) => e.kind() == io::ErrorKind::UnexpectedEof,
+        _ => false,
+    }
 }
 
 impl StoreError {
@@ -253,8 +290,22 @@ pub struct Opened {
     /// redb repaired the file after an unclean stop, taking this long.
     pub repaired: Option<Duration>,
     pub open_time: Duration,
-    /// An unusable file was moved here and a new one started.
-    pub moved_aside: Option<(PathBuf, String)>,
+    /// An unusable file was moved aside and a new one started.
+    pub replaced: Option<Replaced>,
+}
+
+/// A file that was moved aside and replaced by a new one.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Replaced {
+    pub moved_to: PathBuf,
+    pub reason: String,
+    /// The old file's size.
+    pub file_bytes: u64,
+    /// Records it held, by class, when they were known (the outbox had the
+    /// file open); `None` when it could not be opened at all.
+    pub lost_by_class: Option<PerClass<u64>>,
+    /// When, in Unix seconds.
+    pub at: u64,
 }
 
 pub struct Store {
@@ -312,16 +363,58 @@ impl Store {
         max_bytes: u64,
         on_repair: RepairProgress,
     ) -> Result<(Store, Opened), StoreError> {
-        match Self::open_once(path, node, max_bytes, on_repair.clone()) {
+        let first = guard(path, || {
+            Self::open_once(path, node, max_bytes, on_repair.clone())
+        });
+        match first {
             Ok(v) => Ok(v),
-            Err(e @ (StoreError::NewerFormat { .. } | StoreError::Open { .. })) if unusable(&e) => {
-                let aside = move_aside(path, &e)?;
-                let (store, mut opened) = Self::open_once(path, node, max_bytes, on_repair)?;
-                opened.moved_aside = Some((aside, e.to_string()));
+            Err(e) if unusable(&e) => {
+                let replaced = move_aside(path, &e, None)?;
+                let (store, mut opened) =
+                    guard(path, || Self::open_once(path, node, max_bytes, on_repair))?;
+                opened.replaced = Some(replaced);
                 Ok((store, opened))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Move this (damaged) file aside and open a new one in its place,
+    /// which carries on the old one's sequence numbers and counts: what it
+    /// held is counted as given up. What the move cost is in the result.
+    pub fn replace(self, why: &StoreError) -> Result<(Store, Replaced), StoreError> {
+        let Store {
+            db,
+            path,
+            node,
+            max_bytes,
+            on_repair,
+            counters: old,
+            ..
+        } = self;
+        // Dropping a database redb panicked in may panic again.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        let lost = old.usage.map(|u| u.records);
+        let replaced = move_aside(&path, why, Some(lost))?;
+        let (mut store, _) = Store::open(&path, &node, max_bytes, on_repair)?;
+        store.carry_on(&old, &lost)?;
+        Ok((store, replaced))
+    }
+
+    /// Continue the counters of a file this one replaces: sequence numbers
+    /// never go back, and its given-up counts grow by what was lost.
+    fn carry_on(&mut self, old: &Counters, lost: &PerClass<u64>) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        guard(&path, || {
+            self.counters.next_seq = self.counters.next_seq.max(old.next_seq);
+            for class in Class::ALL {
+                self.counters.given_up[class] += old.given_up[class] + lost[class];
+                self.counters.expired[class] += old.expired[class];
+            }
+            let txn = self.db.begin_write().map_err(|e| self.err(e.into()))?;
+            self.write_meta(&txn)?;
+            self.finish(txn)
+        })
     }
 
     fn open_once(
@@ -357,7 +450,7 @@ impl Store {
                 created: existing == 0,
                 repaired: repaired.load(Ordering::Relaxed).then_some(open_time),
                 open_time,
-                moved_aside: None,
+                replaced: None,
             },
         ))
     }
@@ -500,6 +593,10 @@ impl Store {
                     path: self.path.clone(),
                     source,
                 },
+                s if is_damage(s) => StoreError::Damaged {
+                    path: self.path.clone(),
+                    what: source.to_string(),
+                },
                 _ => StoreError::Storage {
                     path: self.path.clone(),
                     source,
@@ -554,7 +651,7 @@ impl Store {
         let mut attempt = 0;
         loop {
             let result = self.commit_inner(batch);
-            if result.is_ok() {
+            if matches!(result, Ok(_) | Err(StoreError::Damaged { .. })) {
                 return result;
             }
             // redb refuses every operation after an I/O error until the file
@@ -967,30 +1064,51 @@ fn is_disk_full(e: &io::Error) -> bool {
 /// Errors after which the file is not worth keeping in place.
 fn unusable(e: &StoreError) -> bool {
     match e {
-        StoreError::NewerFormat { .. } => true,
+        StoreError::NewerFormat { .. } | StoreError::Damaged { .. } => true,
         StoreError::Open { source, .. } => {
             matches!(
                 source,
                 redb::DatabaseError::UpgradeRequired(_)
                     | redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))
-            ) || matches!(source, redb::DatabaseError::Storage(redb::StorageError::Io(e)) if e.kind() == io::ErrorKind::InvalidData)
+            ) || matches!(source, redb::DatabaseError::Storage(redb::StorageError::Io(e))
+                if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof))
         }
+        StoreError::Storage { source, .. } => is_damage(source),
         _ => false,
     }
 }
 
-fn move_aside(path: &Path, why: &StoreError) -> Result<PathBuf, StoreError> {
-    let stamp = unix_time::now_millis() / 1000;
+/// Move the file at `path` aside (`outbox.redb.<why>-<unix secs>`, never
+/// over an earlier one) and say what it was.
+fn move_aside(
+    path: &Path,
+    why: &StoreError,
+    lost_by_class: Option<PerClass<u64>>,
+) -> Result<Replaced, StoreError> {
+    let at = unix_time::now_millis() / 1000;
     let suffix = match why {
         StoreError::NewerFormat { found, .. } => format!("format-{found}"),
+        StoreError::Damaged { .. } => "damaged".to_string(),
         _ => "unusable".to_string(),
     };
-    let aside = path.with_extension(format!("redb.{suffix}-{stamp}"));
+    let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut aside = path.with_extension(format!("redb.{suffix}-{at}"));
+    let mut n = 1;
+    while aside.exists() {
+        n += 1;
+        aside = path.with_extension(format!("redb.{suffix}-{at}.{n}"));
+    }
     std::fs::rename(path, &aside).map_err(|source| StoreError::MoveAside {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(aside)
+    Ok(Replaced {
+        moved_to: aside,
+        reason: why.to_string(),
+        file_bytes,
+        lost_by_class,
+        at,
+    })
 }
 
 /// One class in a listing.
@@ -1026,9 +1144,20 @@ impl Snapshot {
     /// What waits, by class, with up to `per_class` records of each after
     /// `after` (from the oldest when `None`).
     pub fn listing(&self, per_class: usize, after: &Cursors) -> Result<Listing, StoreError> {
-        listing(&self.0, per_class, after).map_err(|source| StoreError::Storage {
-            path: self.1.clone(),
-            source,
+        guard(&self.1, || {
+            listing(&self.0, per_class, after).map_err(|source| {
+                if is_damage(&source) {
+                    StoreError::Damaged {
+                        path: self.1.clone(),
+                        what: source.to_string(),
+                    }
+                } else {
+                    StoreError::Storage {
+                        path: self.1.clone(),
+                        source,
+                    }
+                }
+            })
         })
     }
 }
@@ -1148,15 +1277,17 @@ pub fn read_offline(path: &Path, per_class: usize) -> Result<Listing, StoreError
         path: path.to_path_buf(),
         source,
     };
-    let db: ReadOnlyDatabase = Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .open_read_only(path)
-        .map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let txn = db.begin_read().map_err(|e| err(e.into()))?;
-    listing(&txn, per_class, &Cursors::default()).map_err(err)
+    guard(path, || {
+        let db: ReadOnlyDatabase = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open_read_only(path)
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let txn = db.begin_read().map_err(|e| err(e.into()))?;
+        listing(&txn, per_class, &Cursors::default()).map_err(err)
+    })
 }
 
 /// Number of records in a table (for tests).
@@ -1445,10 +1576,70 @@ mod tests {
         drop(s);
         let (s, opened) =
             Store::open(&dir.path().join(FILE_NAME), "n", 64 << 20, Arc::new(|_| {})).unwrap();
-        let (aside, why) = opened.moved_aside.unwrap();
-        assert!(aside.exists(), "{}", aside.display());
-        assert!(why.contains("format 9"), "{why}");
+        let r = opened.replaced.unwrap();
+        assert!(r.moved_to.exists(), "{}", r.moved_to.display());
+        assert!(r.reason.contains("format 9"), "{}", r.reason);
         assert_eq!(s.counters().records(), 0);
+    }
+
+    #[test]
+    fn a_file_shorter_than_redbs_header_is_moved_aside_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let s = open(dir.path(), 64 << 20);
+        drop(s);
+        let head = std::fs::read(&path).unwrap()[..100].to_vec();
+        std::fs::write(&path, head).unwrap();
+        let (s, opened) = Store::open(&path, "n", 64 << 20, Arc::new(|_| {})).unwrap();
+        let r = opened.replaced.expect("moved aside");
+        assert_eq!(r.file_bytes, 100);
+        assert!(
+            r.moved_to
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("outbox.redb.unusable-"),
+            "{}",
+            r.moved_to.display()
+        );
+        assert_eq!(r.lost_by_class, None);
+        assert_eq!(s.counters().records(), 0);
+    }
+
+    #[test]
+    fn a_replaced_file_carries_on_the_sequence_and_counts_what_it_held_as_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path(), 64 << 20);
+        let c = append(&mut s, (0..7).map(|_| report(Class::Alert, 10)).collect());
+        let last = c.seqs.iter().flatten().max().copied().unwrap();
+        let why = StoreError::Damaged {
+            path: s.path().to_path_buf(),
+            what: "test".into(),
+        };
+        let (mut s, r) = s.replace(&why).unwrap();
+        assert_eq!(r.lost_by_class.unwrap()[Class::Alert], 7);
+        assert!(
+            r.moved_to
+                .to_string_lossy()
+                .contains("outbox.redb.damaged-")
+        );
+        assert_eq!(s.counters().given_up[Class::Alert], 7);
+        assert_eq!(s.counters().records(), 0);
+        let next = append(&mut s, vec![report(Class::Alert, 10)]);
+        assert!(next.seqs[0].unwrap() > last);
+        // And the counts survive reopening.
+        let path = s.path().to_path_buf();
+        drop(s);
+        let (s, _) = Store::open(&path, "n", 64 << 20, Arc::new(|_| {})).unwrap();
+        assert_eq!(s.counters().given_up[Class::Alert], 7);
+    }
+
+    #[test]
+    fn a_panic_inside_a_guarded_read_is_a_damaged_file() {
+        let e = guard::<()>(Path::new("/x/outbox.redb"), || unreachable!("bad page")).unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+        assert!(e.to_string().contains("bad page"), "{e}");
+        assert!(unusable(&e));
     }
 
     #[test]

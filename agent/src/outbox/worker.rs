@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::store::{
-    self, Batch, Committed, Cursors, RecordKey, Snapshot, Store, StoreError, StoredRecord,
+    self, Batch, Committed, Cursors, RecordKey, Replaced, Snapshot, Store, StoreError, StoredRecord,
 };
 use super::{OutboxError, Summary};
 use crate::config::OutboxConfig;
@@ -51,6 +51,11 @@ details! {
         /// How the file was opened when that is news (moved aside, repaired).
         #[serde(skip_serializing_if = "Option::is_none")]
         pub opened: Option<String>,
+        /// The last damaged file moved aside: where, why, what it held.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub last_file_replaced: Option<Replaced>,
+        /// Panics the outbox thread got over (see [`Worker::run`]).
+        pub thread_panics_total: u64,
     }
 }
 
@@ -80,6 +85,13 @@ const STILL_FAILING_LOG: Duration = Duration::from_secs(60);
 /// Records expired per housekeeping round at most, so that a first expiry
 /// over a huge backlog does not hold the writer for long.
 const EXPIRE_PER_ROUND: usize = 10_000;
+
+/// The outbox thread recovers from a panic (closes the file, opens it
+/// again, carries on) this many times within [`PANIC_WINDOW`]; one more and
+/// it stops, the stage fails and the daemon exits for systemd to restart
+/// it, rather than run on without durable storage.
+const MAX_PANICS: usize = 3;
+const PANIC_WINDOW: Duration = Duration::from_secs(600);
 
 /// What a fetch returns.
 #[derive(Debug, Clone, Default)]
@@ -112,14 +124,23 @@ pub enum Command {
     },
     Waiting(Vec<RecordKey>, Reply<Vec<RecordKey>>),
     /// A read view of the last commit, for a listing read on another
-    /// thread (so a long listing never holds up commits).
-    Snapshot(Reply<Snapshot>),
+    /// thread (so a long listing never holds up commits), with the
+    /// generation of the file it reads.
+    Snapshot(Reply<(Snapshot, u64)>),
+    /// A read on another thread found the file of `generation` damaged.
+    Damaged {
+        generation: u64,
+        what: String,
+    },
     Reconfigure(OutboxConfig),
     /// Four times a second, from the stage: housekeeping and a fresh
     /// summary.
     Tick,
     /// Commit what is left, close the file, and stop.
     Close(oneshot::Sender<()>),
+    /// Panic on the outbox thread (tests of its supervision).
+    #[cfg(test)]
+    Panic,
 }
 
 enum Health {
@@ -162,6 +183,13 @@ pub struct Worker {
     last_warned: Option<Instant>,
     /// A round changed something the last summary does not show yet.
     summary_dirty: bool,
+    /// The last damaged file moved aside, for status.
+    replaced: Option<Replaced>,
+    /// Counts files opened: a damaged-file report names the one it read.
+    generation: u64,
+    /// When the thread recovered from a panic, within [`PANIC_WINDOW`].
+    panics: Vec<Instant>,
+    panics_total: u64,
 }
 
 impl Worker {
@@ -191,13 +219,76 @@ impl Worker {
             open_note: None,
             last_warned: None,
             summary_dirty: true,
+            replaced: None,
+            generation: 0,
+            panics: Vec::new(),
+            panics_total: 0,
         }
     }
 
-    /// The thread's body: open, then serve rounds until `Close`.
+    /// The thread's body: open, then serve rounds until `Close`. A panic
+    /// is caught here: the file is closed and opened again (a damaged one
+    /// replaced) and the thread carries on, at most [`MAX_PANICS`] times in
+    /// [`PANIC_WINDOW`]. Past that the thread ends: the stage then fails
+    /// and the daemon exits, so the outbox is never silently gone. The
+    /// commands taken in the round that panicked are lost as at a crash:
+    /// their callers are answered `Stopped`, durable records are kept.
+    /// (redb's own panics are caught closer, per call, and cost the file,
+    /// not the round: see [`store::guard`].)
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         self.open();
         self.publish(true);
+        loop {
+            let served =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve(&mut rx)));
+            match served {
+                Ok(done) => {
+                    self.close();
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                Err(panic) => {
+                    let what = store::panic_message(&*panic);
+                    if !self.recover_from_panic(&what) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a panic on the thread: close the file and open it again.
+    /// Returns false when the thread has panicked too often to go on.
+    fn recover_from_panic(&mut self, what: &str) -> bool {
+        let now = Instant::now();
+        self.panics
+            .retain(|t| now.duration_since(*t) < PANIC_WINDOW);
+        self.panics.push(now);
+        self.panics_total += 1;
+        if self.panics.len() > MAX_PANICS {
+            error!(panic = %what, "the outbox thread panicked {} times in {} s; it stops, and the agent exits so that its service manager restarts it",
+                self.panics.len(), PANIC_WINDOW.as_secs());
+            // Dropping a database redb panicked in may panic again.
+            let store = self.store.take();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(store)));
+            self.status
+                .fail(format!("the outbox thread panicked too often: {what}"));
+            return false;
+        }
+        error!(panic = %what, "the outbox thread panicked; it closes the outbox file, opens it again and carries on");
+        self.status
+            .error(format!("the outbox thread panicked and recovered: {what}"));
+        let store = self.store.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(store)));
+        self.open();
+        self.summary_dirty = true;
+        true
+    }
+
+    /// Serve rounds until `Close` (its reply) or until every sender is gone.
+    fn serve(&mut self, rx: &mut mpsc::Receiver<Command>) -> Option<oneshot::Sender<()>> {
         while let Some(first) = rx.blocking_recv() {
             let mut commands = vec![first];
             let mut appends = match &commands[0] {
@@ -217,12 +308,88 @@ impl Worker {
                 }
             }
             if let Some(done) = self.round(commands) {
-                self.close();
-                let _ = done.send(());
-                return;
+                return Some(done);
             }
         }
-        self.close();
+        None
+    }
+
+    /// Run `f` on the open file (`None` when no file is open). A panic in
+    /// redb or an error that says the file is damaged replaces the file
+    /// before the error is returned.
+    fn with_store<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let store = self.store.as_mut()?;
+        let r = store::guard(&self.path, || f(store));
+        if let Err(e @ StoreError::Damaged { .. }) = &r {
+            self.replace_damaged(e);
+        }
+        Some(r)
+    }
+
+    /// The open file is damaged: move it aside and start a new one that
+    /// carries on its sequence numbers; what it held is counted as given
+    /// up and reported. Acknowledgements pending for it are dropped (their
+    /// records went with it).
+    fn replace_damaged(&mut self, why: &StoreError) {
+        let Some(old) = self.store.take() else {
+            return;
+        };
+        self.pending_acks.clear();
+        match old.replace(why) {
+            Ok((store, replaced)) => {
+                self.store = Some(store);
+                self.health = Health::Ok;
+                self.retry_at = None;
+                self.retry_delay = RETRY_FIRST;
+                self.file_replaced(replaced);
+            }
+            Err(e) => {
+                error!(error = %e, "the damaged outbox file could not be replaced; reports wait in memory and opening is retried");
+                self.unhealthy(&Arc::new(e));
+            }
+        }
+    }
+
+    /// Log, show and report a file that was moved aside and replaced.
+    fn file_replaced(&mut self, r: Replaced) {
+        self.generation += 1;
+        let lost = r
+            .lost_by_class
+            .as_ref()
+            .map_or("unknown (the file could not be read)".to_string(), |l| {
+                format!("{} records", l.total())
+            });
+        error!(file = %self.path.display(), moved_to = %r.moved_to.display(), reason = %r.reason, lost = %lost,
+            "the outbox file could not be used; it was moved aside and a new one started");
+        self.status.error(format!(
+            "{}; the old file was moved aside to {} and a new outbox started (lost: {lost})",
+            r.reason,
+            r.moved_to.display()
+        ));
+        let mut fields = serde_json::Map::new();
+        fields.insert("file".into(), self.path.display().to_string().into());
+        fields.insert("moved_to".into(), r.moved_to.display().to_string().into());
+        fields.insert("reason".into(), r.reason.clone().into());
+        fields.insert("file_bytes".into(), r.file_bytes.into());
+        fields.insert(
+            "lost_by_class".into(),
+            serde_json::to_value(r.lost_by_class).unwrap_or_default(),
+        );
+        let event = Report::node_event(
+            "outbox_file_replaced",
+            format!(
+                "the outbox file was damaged and replaced by a new one; lost: {lost}; the old file is kept at {}",
+                r.moved_to.display()
+            ),
+            fields,
+        );
+        // First in line: held records go into the next commit first.
+        self.held.insert(0, event);
+        self.replaced = Some(r);
+        self.summary_dirty = true;
     }
 
     fn open(&mut self) {
@@ -243,13 +410,8 @@ impl Worker {
             on_repair,
         ) {
             Ok((store, opened)) => {
-                if let Some((aside, why)) = &opened.moved_aside {
-                    error!(file = %self.path.display(), moved_to = %aside.display(), reason = %why,
-                        "the outbox file could not be used; it was moved aside and a new one started");
-                    self.status.error(format!(
-                        "{why}; the old file was moved to {} and a new outbox started",
-                        aside.display()
-                    ));
+                if let Some(replaced) = opened.replaced {
+                    self.file_replaced(replaced);
                 }
                 let how = match opened.repaired {
                     Some(t) => format!("repaired after an unclean stop in {} ms", t.as_millis()),
@@ -405,7 +567,7 @@ impl Worker {
     fn commit(
         &mut self,
         appends: Vec<Report>,
-        tracked_at: usize,
+        mut tracked_at: usize,
         tracked: Vec<(usize, Reply<Vec<Option<RecordKey>>>)>,
     ) {
         if appends.is_empty() && self.pending_acks.is_empty() {
@@ -424,13 +586,23 @@ impl Worker {
             appends,
         };
         let started = Instant::now();
-        let result = match self.store.as_mut() {
-            Some(s) => s.commit(&batch),
-            None => Err(StoreError::Storage {
-                path: self.path.clone(),
-                source: redb::Error::DatabaseClosed,
-            }),
-        };
+        let mut result = self
+            .with_store(|s| s.commit(&batch))
+            .unwrap_or_else(|| Err(self.closed_error()));
+        if matches!(result, Err(StoreError::Damaged { .. })) && self.store.is_some() {
+            // The file was replaced: the batch goes into the new one, after
+            // the report of the replacement; its acknowledgements went
+            // with the old file.
+            batch.acks.clear();
+            let mut appends = std::mem::take(&mut self.held);
+            let tracked_shift = appends.len();
+            appends.append(&mut batch.appends);
+            batch.appends = appends;
+            tracked_at += tracked_shift;
+            result = self
+                .with_store(|s| s.commit(&batch))
+                .unwrap_or_else(|| Err(self.closed_error()));
+        }
         let took = started.elapsed();
         self.stats.commit_time += took;
         self.stats.commit_time_max = self.stats.commit_time_max.max(took);
@@ -460,6 +632,13 @@ impl Worker {
     fn reopen(&mut self) {
         self.store = None;
         self.open();
+    }
+
+    fn closed_error(&self) -> StoreError {
+        StoreError::Storage {
+            path: self.path.clone(),
+            source: redb::Error::DatabaseClosed,
+        }
     }
 
     fn committed(
@@ -515,9 +694,8 @@ impl Worker {
                 max_bytes,
                 reply,
             } => {
-                let r = match &self.store {
-                    Some(s) => s
-                        .fetch(&after, limit, max_bytes)
+                let r = match self.with_store(|s| s.fetch(&after, limit, max_bytes)) {
+                    Some(r) => r
                         .map(|f| Fetched {
                             records: f.records,
                             cursors: f.cursors,
@@ -530,19 +708,31 @@ impl Worker {
                 let _ = reply.send(r);
             }
             Command::Waiting(keys, reply) => {
-                let r = match &self.store {
-                    Some(s) => s.waiting(&keys).map_err(OutboxError::store),
+                let r = match self.with_store(|s| s.waiting(&keys)) {
+                    Some(r) => r.map_err(OutboxError::store),
                     None => Err(OutboxError::NotOpen),
                 };
                 let _ = reply.send(r);
             }
             Command::Snapshot(reply) => {
-                let r = match &self.store {
-                    Some(s) => s.snapshot().map_err(OutboxError::store),
+                let generation = self.generation;
+                let r = match self.with_store(|s| s.snapshot()) {
+                    Some(r) => r.map(|s| (s, generation)).map_err(OutboxError::store),
                     None => Err(OutboxError::NotOpen),
                 };
                 let _ = reply.send(r);
             }
+            Command::Damaged { generation, what }
+                if generation == self.generation && self.store.is_some() =>
+            {
+                let why = StoreError::Damaged {
+                    path: self.path.clone(),
+                    what,
+                };
+                self.replace_damaged(&why);
+            }
+            #[cfg(test)]
+            Command::Panic => panic!("a test asked the outbox thread to panic"),
             _ => {}
         }
     }
@@ -553,10 +743,12 @@ impl Worker {
         }
         self.last_housekeeping = Instant::now();
         let ages = PerClass::from_fn(|c| self.config.max_age.get(c));
-        let Some(store) = self.store.as_mut() else {
+        let Some(expired) =
+            self.with_store(|s| s.expire(ages, crate::unix_time::now_millis(), EXPIRE_PER_ROUND))
+        else {
             return;
         };
-        match store.expire(ages, crate::unix_time::now_millis(), EXPIRE_PER_ROUND) {
+        match expired {
             Ok(n) if n.total() > 0 => {
                 info!(
                     critical_alert = n[Class::CriticalAlert],
@@ -572,7 +764,10 @@ impl Worker {
             }
         }
         if matches!(self.health, Health::Ok) && self.held.is_empty() {
-            match store.compact_if_worthwhile() {
+            let Some(compacted) = self.with_store(|s| s.compact_if_worthwhile()) else {
+                return;
+            };
+            match compacted {
                 Ok(Some((before, after))) => {
                     self.stats.compactions += 1;
                     info!(
@@ -581,6 +776,7 @@ impl Worker {
                     );
                 }
                 Ok(None) => {}
+                Err(StoreError::Damaged { .. }) => {}
                 Err(e) => {
                     warn!(error = %e, "outbox compaction failed");
                     if e.needs_reopen() {
@@ -621,6 +817,7 @@ impl Worker {
             appended_total: self.stats.appended,
             ..Summary::default()
         };
+        let oldest = self.with_store(|s| s.oldest_created());
         if let Some(s) = &self.store {
             let c = s.counters();
             sum.records = c.usage.map(|u| u.records);
@@ -631,7 +828,7 @@ impl Worker {
             sum.used_cost = c.cost();
             sum.budget = s.budget();
             sum.file_bytes = s.file_len();
-            sum.oldest_created_ms = s.oldest_created().unwrap_or_default();
+            sum.oldest_created_ms = oldest.and_then(Result::ok).unwrap_or_default();
         } else {
             let prev = self.summary.borrow().clone();
             sum.records = prev.records;
@@ -692,6 +889,8 @@ impl Worker {
             commit_seconds_max: (self.stats.commit_time_max.as_secs_f64() * 1e4).round() / 1e4,
             compactions_total: self.stats.compactions,
             opened: self.open_note.clone(),
+            last_file_replaced: self.replaced.clone(),
+            thread_panics_total: self.panics_total,
         });
     }
 
@@ -713,5 +912,98 @@ impl Worker {
         }
         self.store = None;
         self.status.set_state(StageState::Stopped, "stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+
+    /// A worker on its own thread over a file in `dir`; its status and the
+    /// sender of its commands.
+    fn spawn(
+        dir: &std::path::Path,
+    ) -> (
+        StatusReporter,
+        mpsc::Sender<Command>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let status = StatusReporter::detached();
+        let (summary, _) = watch::channel(Summary::default());
+        let worker = Worker::new(
+            dir.join(store::FILE_NAME),
+            "n".into(),
+            OutboxConfig::default(),
+            status.clone(),
+            summary,
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let thread = std::thread::spawn(move || worker.run(rx));
+        (status, tx, thread)
+    }
+
+    fn append_one(tx: &mpsc::Sender<Command>) -> Result<Vec<Option<RecordKey>>, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        let alert = Report::alert(false, Map::new());
+        tx.blocking_send(Command::AppendTracked(vec![alert], reply))
+            .map_err(|_| OutboxError::Stopped)?;
+        answer.blocking_recv().map_err(|_| OutboxError::Stopped)?
+    }
+
+    /// Append once the thread has got over a panic: commands it had taken
+    /// in the round that panicked are answered `Stopped`.
+    fn append_after_panic(tx: &mpsc::Sender<Command>) -> Option<RecordKey> {
+        (0..50).find_map(|_| {
+            let r = append_one(tx).ok().map(|k| k[0].unwrap());
+            if r.is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r
+        })
+    }
+
+    #[test]
+    fn a_panic_on_the_outbox_thread_is_caught_and_records_stay_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, tx, thread) = spawn(dir.path());
+        let before = append_one(&tx).unwrap()[0].unwrap();
+        tx.blocking_send(Command::Panic).unwrap();
+        let after = append_after_panic(&tx).expect("the thread carries on after a panic");
+        assert!(after.seq > before.seq);
+        let st = status.current();
+        assert_eq!(st.state, StageState::Running, "{st:?}");
+        assert!(
+            st.last_error
+                .unwrap()
+                .message
+                .contains("panicked and recovered"),
+            "the panic is reported"
+        );
+        let (done, closed) = oneshot::channel();
+        tx.blocking_send(Command::Close(done)).unwrap();
+        closed.blocking_recv().unwrap();
+        thread.join().unwrap();
+        // Both records are in the file.
+        let l = store::read_offline(&dir.path().join(store::FILE_NAME), 10).unwrap();
+        assert_eq!(l.classes[Class::Alert.index()].records, 2);
+    }
+
+    #[test]
+    fn an_outbox_thread_that_keeps_panicking_stops_and_fails_its_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, tx, thread) = spawn(dir.path());
+        // One at a time: a round's other commands go with its panic.
+        for _ in 0..MAX_PANICS {
+            tx.blocking_send(Command::Panic).unwrap();
+            append_after_panic(&tx).expect("recovered");
+        }
+        tx.blocking_send(Command::Panic).unwrap();
+        thread.join().expect("the thread ends, it does not unwind");
+        assert!(matches!(append_one(&tx), Err(OutboxError::Stopped)));
+        let st = status.current();
+        assert_eq!(st.state, StageState::Failed, "{st:?}");
+        assert!(st.summary.contains("panicked too often"), "{}", st.summary);
     }
 }
