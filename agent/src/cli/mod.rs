@@ -4,6 +4,7 @@
 //! Exit codes are part of the interface (documented in the README):
 //! see [`Exit`].
 
+mod alerts;
 mod bootstrap;
 mod config_cmd;
 pub mod fleet;
@@ -111,6 +112,21 @@ pub enum Command {
         #[arg(long, default_value = "10s", value_name = "DURATION")]
         wait: crate::config::HumanDuration,
         /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What fired on this node: the alerts kept after delivery (rules.history), newest last.
+    Alerts {
+        /// Keep printing new alerts until Ctrl-C (needs the running daemon).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only alerts at most this old (e.g. "1h", "1d").
+        #[arg(long, value_name = "DURATION")]
+        since: Option<crate::config::HumanDuration>,
+        /// Only this rule (any case; globs such as "Terminal*" work).
+        #[arg(long, value_name = "R")]
+        rule: Option<String>,
+        /// Falco's JSON, one alert per line.
         #[arg(long)]
         json: bool,
     },
@@ -250,6 +266,20 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Sensor(SensorCommand::Watch { json, local }) => {
             block_on(sensor::watch(&cli.config, json, local))
         }
+        Command::Alerts {
+            follow,
+            since,
+            rule,
+            json,
+        } => block_on(alerts::alerts(
+            &cli.config,
+            alerts::Options {
+                follow,
+                since: since.map(|d| d.get()),
+                rule,
+                json,
+            },
+        )),
         Command::Fleet(cmd) => fleet::run(&cli.config, cmd),
         Command::Version => {
             version::print();

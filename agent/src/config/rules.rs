@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::diff::{RestartOnly, Section, SectionId};
-use super::{Problem, resolve_path};
+use super::{ByteSize, Problem, resolve_path};
 
 /// Falco's eight priorities, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -82,6 +82,13 @@ impl Priority {
     }
 }
 
+/// Rotated alert files beyond this are a typo, not a retention policy.
+const MAX_JSON_FILES_KEPT: u32 = 100;
+
+/// Alerts kept on the node at most: the history is read whole by
+/// `edge-agent alerts`, so it stays small.
+const MAX_HISTORY: u32 = 100_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RulesConfig {
@@ -95,6 +102,16 @@ pub struct RulesConfig {
     pub max_burst: u32,
     /// Also append every alert as a JSON line to this file. Empty: off.
     pub json_file: PathBuf,
+    /// `json_file` is rotated (`.1`, `.2`, ...) when it reaches this size. 0: never.
+    pub json_file_max_bytes: ByteSize,
+    /// Rotated `json_file`s kept.
+    pub json_file_keep: u32,
+    /// Alerts kept on the node (state directory) for `edge-agent alerts`. 0: none.
+    pub history: u32,
+    /// Disk the kept alerts may take at most.
+    pub history_max_bytes: ByteSize,
+    /// One journald line per alert at the rule's priority (Falco's syslog_output).
+    pub syslog_output: bool,
 }
 
 impl Default for RulesConfig {
@@ -105,6 +122,11 @@ impl Default for RulesConfig {
             rate: 1.0,
             max_burst: 20,
             json_file: PathBuf::new(),
+            json_file_max_bytes: ByteSize(64 * 1024 * 1024),
+            json_file_keep: 5,
+            history: 1000,
+            history_max_bytes: ByteSize(2 * 1024 * 1024),
+            syslog_output: true,
         }
     }
 }
@@ -129,6 +151,30 @@ impl RulesConfig {
         }
         if self.max_burst == 0 {
             problems.push(Problem::new("rules.max_burst", "must be at least 1"));
+        }
+        if self.json_file_max_bytes.0 != 0 && self.json_file_max_bytes.0 < 4096 {
+            problems.push(Problem::new(
+                "rules.json_file_max_bytes",
+                "must be 0 (never rotate) or at least 4 KiB",
+            ));
+        }
+        if self.json_file_keep > MAX_JSON_FILES_KEPT {
+            problems.push(Problem::new(
+                "rules.json_file_keep",
+                format!("must be at most {MAX_JSON_FILES_KEPT}"),
+            ));
+        }
+        if self.history > MAX_HISTORY {
+            problems.push(Problem::new(
+                "rules.history",
+                format!("must be at most {MAX_HISTORY} alerts"),
+            ));
+        }
+        if self.history > 0 && self.history_max_bytes.0 < 64 * 1024 {
+            problems.push(Problem::new(
+                "rules.history_max_bytes",
+                "must be at least 64 KiB",
+            ));
         }
         if self.files.is_empty() {
             problems.push(Problem::new(

@@ -331,6 +331,7 @@ impl Engine {
             alerts_suppressed: self.suppressed_total,
             top_hits,
             last_reload: None,
+            alert_sinks: Default::default(),
         }
     }
 }

@@ -6,8 +6,10 @@
 //! ([`eval`]), rendering alerts
 //! ([`output`]), per-rule rate limits and counters ([`engine`]), and the
 //! daemon stage that ties them to the event channel, the outbox, reloads
-//! and the control socket ([`stage`]). Never reads the kernel or the disk
-//! on the hot path: rule files are read and compiled off it, and the
+//! and the control socket ([`stage`]). Alerts also go to the node's own
+//! sinks on a thread of their own ([`sinks`]): the history kept for
+//! `edge-agent alerts` ([`history`]), `rules.json_file` and journald.
+//! Never reads the kernel or the disk on the hot path: rule files are read and compiled off it, and the
 //! compiled set is swapped in whole.
 
 pub mod compile;
@@ -15,8 +17,12 @@ pub mod condition;
 pub mod engine;
 pub mod eval;
 pub mod glob;
+pub mod history;
+mod journal;
+mod json_file;
 pub mod loader;
 pub mod output;
+pub mod sinks;
 pub mod stage;
 pub mod strset;
 pub mod yaml;

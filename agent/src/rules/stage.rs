@@ -2,26 +2,28 @@
 //!
 //! Owns the task that reads the sensor's event channel and feeds the
 //! [`Engine`], sends alerts to the outbox (never waiting: a full outbox
-//! input is counted by the [`ReportSender`]), appends them to the optional
-//! JSON-lines file, and reports suppressed counts as a node event. Rule
-//! files are re-read on SIGHUP (a new config on the watch channel) and when
-//! they change on disk; the new set is loaded and compiled on a blocking
-//! thread while events keep flowing, then swapped in whole. A new set with
-//! errors is refused and the running one kept, with the reasons in the log
-//! and in status. Never blocks the event loop on disk or on the outbox.
+//! input is counted by the [`ReportSender`]) and to the node's own sinks
+//! (history, `rules.json_file`, journald: [`AlertSinks`], never waiting
+//! either), and reports suppressed counts as a node event. Serves
+//! `rules.list`, `rules.history` and `rules.follow_alerts` on the control socket.
+//! Rule files are re-read when a new config names `[rules]` and when they
+//! change on disk; the new set is loaded and compiled on a blocking thread
+//! while events keep flowing, then swapped in whole. A new set with errors
+//! is refused and the running one kept, with the reasons in the log and in
+//! status. SIGHUP reopens `rules.json_file` (logrotate's postrotate). Never
+//! blocks the event loop on disk or on the outbox.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{AgentConfig, SectionId};
-use crate::control::{ControlError, Reply};
+use crate::control::{ControlError, Reply, Router};
 use crate::event::Event;
 use crate::reload::{ApplyTicket, ConfigWatch};
 use crate::report::{Report, ReportSender};
@@ -30,7 +32,9 @@ use crate::status::{Details, StageState, StageStatus, StatusReporter, details, u
 use crate::unix_time;
 
 use super::engine::{Alert, Engine, Limits};
+use super::history::Query;
 use super::loader::{self, Loaded, Severity};
+use super::sinks::{AlertSinks, Settings as SinkSettings, SinkDetails};
 
 /// How often rule files are checked for changes (a few `stat` calls).
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -61,6 +65,8 @@ pub enum StageError {
         /// The first [`MAX_ERRORS_SHOWN`].
         errors: Vec<String>,
     },
+    #[error("cannot start the alert sink thread: {0}")]
+    Sinks(#[source] std::io::Error),
 }
 
 /// Errors of a refused rule set kept for status and the reload's answer;
@@ -117,6 +123,9 @@ details! {
         /// The five rules with the most hits.
         pub top_hits: Map<String, Value>,
         pub last_reload: Option<ReloadNote>,
+        /// The node's own alert sinks (history, json_file, journald).
+        #[serde(flatten)]
+        pub alert_sinks: SinkDetails,
     }
 }
 
@@ -138,7 +147,12 @@ fn start_with(
     stage::start(ctx, &STAGE, |own| {
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_CAPACITY);
         register_list(ctx, ctl_tx);
+        let sinks = AlertSinks::start(SinkSettings::from_config(&own.config.current()));
+        if let Ok(sinks) = &sinks {
+            register_alert_methods(&ctx.router, sinks);
+        }
         Task {
+            sinks: Some(sinks),
             config: own.config,
             reports: ctx.reports.clone(),
             status: own.status,
@@ -170,6 +184,8 @@ fn register_list(ctx: &StageContext, ctl_tx: mpsc::Sender<ControlMsg>) {
 }
 
 struct Task {
+    /// Taken by [`Task::run`]; an error ends the stage there.
+    sinks: Option<std::io::Result<AlertSinks>>,
     config: ConfigWatch,
     reports: ReportSender,
     status: StatusReporter,
@@ -251,64 +267,17 @@ impl Reloads {
     }
 }
 
-/// Appends alerts to `[rules] json_file`, one JSON object per line.
-struct JsonSink {
-    path: PathBuf,
-    file: Option<std::io::BufWriter<std::fs::File>>,
-    failed: bool,
-}
-
-impl JsonSink {
-    fn new(path: PathBuf) -> Self {
-        JsonSink {
-            path,
-            file: None,
-            failed: false,
-        }
-    }
-
-    fn write(&mut self, payload: &Map<String, Value>) {
-        if self.path.as_os_str().is_empty() {
-            return;
-        }
-        if self.file.is_none() && !self.failed {
-            match std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
-                Ok(f) => self.file = Some(std::io::BufWriter::new(f)),
-                Err(e) => {
-                    // Log once; the outbox still gets every alert.
-                    error!(path = %self.path.display(), error = %e, "cannot open rules.json_file; alerts still go to the outbox");
-                    self.failed = true;
-                }
-            }
-        }
-        if let Some(f) = &mut self.file {
-            let mut line = serde_json::to_vec(payload).unwrap_or_default();
-            line.push(b'\n');
-            if let Err(e) = f.write_all(&line) {
-                error!(path = %self.path.display(), error = %e, "cannot write rules.json_file");
-                self.file = None;
-                self.failed = true;
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        if let Some(f) = &mut self.file {
-            let _ = f.flush();
-        }
-    }
-}
-
 async fn load_off_path(files: Vec<PathBuf>) -> Result<Loaded, StageError> {
     Ok(tokio::task::spawn_blocking(move || loader::load_paths(&files)).await?)
 }
 
 impl Task {
     async fn run(mut self) -> Result<(), StageError> {
+        let sinks = self
+            .sinks
+            .take()
+            .expect("run once")
+            .map_err(StageError::Sinks)?;
         let cfg = self.config.current();
         let mut files = cfg.rules.files.clone();
         let mut fp = fingerprint(&files);
@@ -324,9 +293,13 @@ impl Task {
             hostname,
             unix_time::now_nanos(),
         );
-        let mut sink = JsonSink::new(cfg.rules.json_file.clone());
         let mut last_reload: Option<ReloadNote> = None;
-        self.refresh_status(&engine, &last_reload);
+        self.refresh_status(&engine, &last_reload, &sinks);
+        // SIGHUP reopens rules.json_file even when the config did not change
+        // (then the reload contract does not wake this stage). None where
+        // signals cannot be watched: moves are still noticed by the sinks.
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
 
         let mut reloads = Reloads::default();
         let mut events_open = true;
@@ -342,7 +315,7 @@ impl Task {
                 (loaded, asked) = reloads.done() => {
                     let (note, outcome) = apply_reload(&mut engine, loaded?, asked.trigger);
                     last_reload = Some(note);
-                    self.refresh_status(&engine, &last_reload);
+                    self.refresh_status(&engine, &last_reload, &sinks);
                     let outcome = outcome.map_err(Arc::new);
                     for ticket in asked.tickets {
                         ticket.finish(outcome.clone());
@@ -352,10 +325,7 @@ impl Task {
                 update = self.config.changed() => {
                     let cfg = update.config;
                     engine.set_limits(Limits::from(&cfg.rules));
-                    if sink.path != cfg.rules.json_file {
-                        sink.flush();
-                        sink = JsonSink::new(cfg.rules.json_file.clone());
-                    }
+                    sinks.reconfigure(SinkSettings::from_config(&cfg));
                     // Rule files are read again even when their names did not
                     // change: a submitter names [rules] when their content did.
                     files = cfg.rules.files.clone();
@@ -375,7 +345,7 @@ impl Task {
                                 }
                                 n += 1;
                             }
-                            self.emit(&mut alerts, &mut sink);
+                            self.emit(&mut alerts, &sinks);
                         }
                         None => events_open = false,
                     }
@@ -390,7 +360,10 @@ impl Task {
                         reloads.ask(&files, "file change", None);
                     }
                 }
-                _ = status_tick.tick() => self.refresh_status(&engine, &last_reload),
+                Some(()) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
+                    sinks.reconfigure(SinkSettings::from_config(&self.config.current()));
+                }
+                _ = status_tick.tick() => self.refresh_status(&engine, &last_reload, &sinks),
                 _ = suppress_tick.tick() => {
                     let suppressed = engine.take_suppressed();
                     if !suppressed.is_empty() {
@@ -417,15 +390,15 @@ impl Task {
         while let Ok(ev) = self.events.try_recv() {
             engine.process(&ev, now, &mut alerts);
         }
-        self.emit(&mut alerts, &mut sink);
-        sink.flush();
-        self.refresh_status(&engine, &last_reload);
+        self.emit(&mut alerts, &sinks);
+        sinks.flush().await;
+        self.refresh_status(&engine, &last_reload, &sinks);
         Ok(())
     }
 
-    fn emit(&self, alerts: &mut Vec<Alert>, sink: &mut JsonSink) {
+    fn emit(&self, alerts: &mut Vec<Alert>, sinks: &AlertSinks) {
         for a in alerts.drain(..) {
-            sink.write(&a.payload);
+            sinks.send(a.payload.clone());
             let created = a
                 .payload
                 .get("time")
@@ -436,10 +409,14 @@ impl Task {
             report.created = created;
             self.reports.try_send(report);
         }
-        sink.flush();
     }
 
-    fn refresh_status(&self, engine: &Engine, last_reload: &Option<ReloadNote>) {
+    fn refresh_status(
+        &self,
+        engine: &Engine,
+        last_reload: &Option<ReloadNote>,
+        sinks: &AlertSinks,
+    ) {
         let set = engine.set();
         let errors = engine
             .problems()
@@ -466,9 +443,76 @@ impl Task {
         self.status.set_state(state, summary);
         self.status.details(&RulesDetails {
             last_reload: last_reload.clone(),
+            alert_sinks: sinks.stats.details(),
             ..engine.status_details(unix_time::now_nanos())
         });
     }
+}
+
+/// `rules.history` (params `since_ms`, `rule`, `limit`: the kept alerts,
+/// oldest first) and `rules.follow_alerts` (a stream of new alerts; an item
+/// `{"lagged": n}` when this follower fell behind and skipped n).
+fn register_alert_methods(router: &Router, sinks: &AlertSinks) {
+    let s = sinks.clone();
+    router.register("rules.history", move |params| {
+        let s = s.clone();
+        async move {
+            let q = query(&params)?;
+            let alerts = s.read(q).await.ok_or_else(|| {
+                ControlError::unavailable("the alert sink thread is busy or stopped")
+            })?;
+            Ok(Reply::Value(json!({"alerts": alerts})))
+        }
+    });
+    let s = sinks.clone();
+    router.register("rules.follow_alerts", move |params| {
+        let mut rx = s.subscribe();
+        async move {
+            let matches = query(&params)?.matcher();
+            let (tx, out) = mpsc::channel(64);
+            tokio::spawn(async move {
+                loop {
+                    let item = match rx.recv().await {
+                        Ok(a) => {
+                            let v = Value::Object((*a).clone());
+                            if !matches(&v) {
+                                continue;
+                            }
+                            v
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            json!({"lagged": n})
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(Reply::Stream(out))
+        }
+    });
+}
+
+fn query(params: &Value) -> Result<Query, ControlError> {
+    let number = |k: &str| -> Result<Option<u64>, ControlError> {
+        match params.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| ControlError::bad_params(format!("{k} must be a number"))),
+        }
+    };
+    Ok(Query {
+        since_ms: number("since_ms")?,
+        rule: params
+            .get("rule")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        limit: number("limit")?.map(|n| n as usize),
+    })
 }
 
 /// What `status` shows for the rules while the daemon is down: what the
@@ -488,7 +532,10 @@ pub fn offline_status(config: &AgentConfig) -> StageStatus {
         "alerts_suppressed",
         "top_hits",
         "last_reload",
-    ] {
+    ]
+    .into_iter()
+    .chain(SinkDetails::KEYS)
+    {
         details.remove(k);
     }
     StageStatus::offline(
@@ -610,6 +657,8 @@ mod tests {
         let mut config = AgentConfig::default();
         config.rules.files = vec![rules.clone()];
         config.rules.json_file = json_file.clone();
+        // Not this machine's journal.
+        config.rules.syslog_output = false;
         let reloader = Reloader::new(config.clone());
         let board = StatusBoard::new();
         let router = Router::new();
@@ -734,6 +783,7 @@ mod suppression_tests {
         config.rules.files = vec![rules];
         config.rules.rate = 0.001;
         config.rules.max_burst = 2;
+        config.rules.syslog_output = false;
         let reloader = Reloader::new(config);
         let board = StatusBoard::new();
         let (reports, mut reports_rx) = report::channel(64);
