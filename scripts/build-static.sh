@@ -76,7 +76,7 @@ build() { # build ARCH: prints the path of the built binary
         echo "rustup has no prebuilt standard library for $triple in this toolchain; compiling it from rust-src (-Zbuild-std)" >&2
         rust rustup component add rust-src >/dev/null || die "rustup component add rust-src failed: it is needed to build the standard library for $triple"
         env+=(RUSTC_BOOTSTRAP=1)
-        std=(-Zbuild-std=std,panic_unwind)
+        std=('-Zbuild-std=std,panic_unwind')
     fi
     case $arch in
         x86_64)
