@@ -77,6 +77,130 @@ pub enum CompileError {
     },
     #[error("the condition can match no event type this agent's sensor produces{}", unknown_types(.unknown))]
     NoEventType { unknown: Vec<String> },
+    #[error("{}", too_large(.what, .limit, .within))]
+    TooLarge {
+        what: Measure,
+        limit: Limit,
+        within: Vec<String>,
+    },
+}
+
+/// What a condition's size is measured in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Condition nodes with every macro expanded where it is used: a macro
+    /// used twice by the macro above it doubles at each level.
+    Nodes,
+    /// List items with every list named inside a list expanded.
+    ListItems,
+    /// Levels of nesting with every macro expanded.
+    Depth,
+}
+
+/// One cap on a condition's size, and whose cap it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub max: usize,
+    pub scope: Scope,
+}
+
+/// Whose budget a [`Limit`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The rule's own cap.
+    Rule,
+    /// What the rules of the same file had left of the file's cap.
+    File,
+}
+
+fn too_large(what: &Measure, limit: &Limit, within: &[String]) -> String {
+    let (what, how) = match what {
+        Measure::Nodes => (
+            "condition nodes",
+            "with its macros expanded where they are used (a macro that uses another twice doubles it)",
+        ),
+        Measure::ListItems => (
+            "list items",
+            "with the lists named in its lists expanded (a list that names another twice doubles it)",
+        ),
+        Measure::Depth => ("levels of nesting", "with its macros expanded"),
+    };
+    let scope = match limit.scope {
+        Scope::Rule => "the limit for one rule".to_string(),
+        Scope::File => "what the limit for one file left to this rule".to_string(),
+    };
+    format!(
+        "the condition expands to more than {} {what} {how}; {} is {}: refused so that loading cannot exhaust the node's memory{}",
+        limit.max,
+        scope,
+        limit.max,
+        in_macro(within)
+    )
+}
+
+/// How large one rule's condition may grow when macros and lists are
+/// expanded (see [`Budget::per_rule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub nodes: Limit,
+    pub items: Limit,
+}
+
+/// Condition nodes one rule may expand to. The largest rule of Falco's
+/// three official files ("Write below etc") expands to 561, and all 88
+/// that compile to 2,799 together: the caps leave an order of magnitude
+/// of room over real rule sets, and hold one rule to a few MiB of memory
+/// and milliseconds of compile time.
+pub const MAX_NODES_PER_RULE: usize = 10_000;
+/// List items one rule may expand to (Falco's largest: 534).
+pub const MAX_ITEMS_PER_RULE: usize = 20_000;
+/// Condition nodes the rules of one file may expand to together, so that
+/// a file of many rules each just under the rule cap is refused too
+/// (Falco's three files: 2,799 in all).
+pub const MAX_NODES_PER_FILE: usize = 100_000;
+/// List items the rules of one file may expand to together (Falco's three
+/// files: 3,920 in all).
+pub const MAX_ITEMS_PER_FILE: usize = 200_000;
+/// Levels of nesting with every macro expanded. The evaluator and the
+/// compiler's passes recurse once per level, so this bounds their stack
+/// (a few hundred bytes a level) well inside a 2 MiB thread stack.
+pub const MAX_EXPANDED_DEPTH: usize = 256;
+
+impl Budget {
+    /// A rule's own caps.
+    pub const fn per_rule() -> Budget {
+        Budget {
+            nodes: Limit {
+                max: MAX_NODES_PER_RULE,
+                scope: Scope::Rule,
+            },
+            items: Limit {
+                max: MAX_ITEMS_PER_RULE,
+                scope: Scope::Rule,
+            },
+        }
+    }
+
+    /// The rule's caps, lowered to what its file has left.
+    pub fn within_file(nodes_left: usize, items_left: usize) -> Budget {
+        let cap = |rule: usize, left: usize| {
+            if left < rule {
+                Limit {
+                    max: left,
+                    scope: Scope::File,
+                }
+            } else {
+                Limit {
+                    max: rule,
+                    scope: Scope::Rule,
+                }
+            }
+        };
+        Budget {
+            nodes: cap(MAX_NODES_PER_RULE, nodes_left),
+            items: cap(MAX_ITEMS_PER_RULE, items_left),
+        }
+    }
 }
 
 impl CompileError {
@@ -123,14 +247,33 @@ pub struct Compiled {
     /// `evt.type` names the sensor never produces (the branches naming them
     /// can never be true); a warning when `types` is still non-empty.
     pub unknown_types: Vec<String>,
+    /// Condition nodes it expanded to (macros expanded), before folding.
+    pub nodes: usize,
+    /// List items it expanded to.
+    pub items: usize,
 }
 
-/// Compile a parsed condition.
+/// Compile a parsed condition within a rule's own caps.
 pub fn compile(expr: &Expr, env: &Env<'_>) -> Result<Compiled, CompileError> {
+    compile_within(expr, env, Budget::per_rule())
+}
+
+/// Compile a parsed condition; refuse it as soon as it expands past
+/// `budget` (counted while expanding, so a condition that would expand to
+/// billions of nodes costs no more than the budget to refuse).
+pub fn compile_within(
+    expr: &Expr,
+    env: &Env<'_>,
+    budget: Budget,
+) -> Result<Compiled, CompileError> {
     let mut c = Compiler {
         env,
         stack: Vec::new(),
         unknown_types: Vec::new(),
+        budget,
+        nodes: std::cell::Cell::new(0),
+        items: std::cell::Cell::new(0),
+        depth: 0,
     };
     let node = c.expr(expr)?.simplify().order_by_cost();
     let types = node.may_types();
@@ -144,6 +287,8 @@ pub fn compile(expr: &Expr, env: &Env<'_>) -> Result<Compiled, CompileError> {
         node,
         types,
         unknown_types: unknown,
+        nodes: c.nodes.get(),
+        items: c.items.get(),
     })
 }
 
@@ -489,6 +634,12 @@ struct Compiler<'a, 'e> {
     /// Macros being expanded, outermost first (for cycle checks and messages).
     stack: Vec<String>,
     unknown_types: Vec<String>,
+    budget: Budget,
+    /// Nodes and items expanded so far (cells: list expansion reads `self`).
+    nodes: std::cell::Cell<usize>,
+    items: std::cell::Cell<usize>,
+    /// Nesting of the expression being compiled, macros expanded.
+    depth: usize,
 }
 
 impl Compiler<'_, '_> {
@@ -496,7 +647,46 @@ impl Compiler<'_, '_> {
         self.stack.clone()
     }
 
+    fn too_large(&self, what: Measure, limit: Limit) -> CompileError {
+        CompileError::TooLarge {
+            what,
+            limit,
+            within: self.within(),
+        }
+    }
+
+    /// Count `n` more of `what`; an error once past its limit.
+    fn spend(&self, what: Measure, n: usize) -> Result<(), CompileError> {
+        let (used, limit) = match what {
+            Measure::ListItems => (&self.items, self.budget.items),
+            _ => (&self.nodes, self.budget.nodes),
+        };
+        let total = used.get().saturating_add(n);
+        used.set(total);
+        if total > limit.max {
+            return Err(self.too_large(what, limit));
+        }
+        Ok(())
+    }
+
     fn expr(&mut self, e: &Expr) -> Result<Node, CompileError> {
+        self.spend(Measure::Nodes, 1)?;
+        if self.depth >= MAX_EXPANDED_DEPTH {
+            return Err(self.too_large(
+                Measure::Depth,
+                Limit {
+                    max: MAX_EXPANDED_DEPTH,
+                    scope: Scope::Rule,
+                },
+            ));
+        }
+        self.depth += 1;
+        let node = self.expr_inner(e);
+        self.depth -= 1;
+        node
+    }
+
+    fn expr_inner(&mut self, e: &Expr) -> Result<Node, CompileError> {
         Ok(match e {
             Expr::And(items) => Node::And(
                 items
@@ -575,7 +765,10 @@ impl Compiler<'_, '_> {
                     }
                     self.expand(&list.items, out, depth + 1)?;
                 }
-                _ => out.push(it.text.clone()),
+                _ => {
+                    self.spend(Measure::ListItems, 1)?;
+                    out.push(it.text.clone());
+                }
             }
         }
         Ok(())
@@ -620,7 +813,10 @@ impl Compiler<'_, '_> {
     /// The operand as a list of strings (lists expanded), or a single value.
     fn operand_values(&self, c: &Check) -> Result<Vec<String>, CompileError> {
         match &c.operand {
-            Operand::Value(l) => Ok(vec![l.text.clone()]),
+            Operand::Value(l) => {
+                self.spend(Measure::ListItems, 1)?;
+                Ok(vec![l.text.clone()])
+            }
             Operand::List(items) => {
                 let mut out = Vec::new();
                 self.expand(items, &mut out, 0)?;
@@ -1536,5 +1732,126 @@ mod tests {
         ] {
             assert_eq!(c(cond).node.eval(&e), want, "{cond}");
         }
+    }
+
+    /// Ten lists, each naming the one before it eight times: 8^10 items.
+    pub(crate) fn exploding_lists() -> Vec<(String, Vec<String>)> {
+        let mut lists = vec![("l0".to_string(), (0..8).map(|i| format!("x{i}")).collect())];
+        for i in 1..10 {
+            lists.push((format!("l{i}"), vec![format!("l{}", i - 1); 8]));
+        }
+        lists
+    }
+
+    /// Thirty macros, each `(m or m)` of the one before it: 2^30 nodes.
+    pub(crate) fn exploding_macros() -> Vec<(String, String)> {
+        let mut macros = vec![("m0".to_string(), "proc.name = a".to_string())];
+        for i in 1..30 {
+            macros.push((format!("m{i}"), format!("(m{p} or m{p})", p = i - 1)));
+        }
+        macros
+    }
+
+    #[test]
+    fn lists_that_double_at_every_level_are_refused_at_the_item_cap() {
+        let lists = exploding_lists();
+        let lists: Vec<(&str, Vec<&str>)> = lists
+            .iter()
+            .map(|(n, i)| (n.as_str(), i.iter().map(String::as_str).collect()))
+            .collect();
+        let refs: Vec<(&str, &[&str])> = lists.iter().map(|(n, i)| (*n, i.as_slice())).collect();
+        let e = compile_with("evt.type = execve and proc.name in (l9)", &refs, &[]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CompileError::TooLarge {
+                    what: Measure::ListItems,
+                    limit: Limit {
+                        max: MAX_ITEMS_PER_RULE,
+                        scope: Scope::Rule
+                    },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("more than 20000 list items"), "{e}");
+        // Within the cap, the same lists compile.
+        let c = compile_with("evt.type = execve and proc.name in (l3)", &refs, &[]).unwrap();
+        assert_eq!(c.items, 8usize.pow(4) + 1, "the items and `execve`");
+    }
+
+    #[test]
+    fn macros_that_double_at_every_level_are_refused_at_the_node_cap() {
+        let macros = exploding_macros();
+        let refs: Vec<(&str, &str)> = macros
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .collect();
+        let e = compile_with("evt.type = execve and m29", &[], &refs).unwrap_err();
+        let CompileError::TooLarge {
+            what,
+            limit,
+            within,
+        } = &e
+        else {
+            panic!("{e}");
+        };
+        assert_eq!(*what, Measure::Nodes);
+        assert_eq!(limit.max, MAX_NODES_PER_RULE);
+        assert_eq!(within.first().map(String::as_str), Some("m29"), "{e}");
+        // Ten levels (1,023 checks) are fine.
+        let c = compile_with("evt.type = execve and m9", &[], &refs).unwrap();
+        assert!(
+            c.nodes > 1023 && c.nodes < MAX_NODES_PER_RULE,
+            "{}",
+            c.nodes
+        );
+    }
+
+    #[test]
+    fn what_a_file_has_left_caps_its_next_rule_and_says_so() {
+        let (l, m) = env_with(&[("big", &["a", "b", "c"])], &[]);
+        let env = Env {
+            lists: &l,
+            macros: &m,
+        };
+        let expr = condition::parse("evt.type = execve and proc.name in (big)").unwrap();
+        // Four items: `execve` and the list's three.
+        let e =
+            compile_within(&expr, &env, Budget::within_file(MAX_NODES_PER_FILE, 3)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("what the limit for one file left to this rule is 3"),
+            "{e}"
+        );
+        assert!(compile_within(&expr, &env, Budget::within_file(10, 4)).is_ok());
+    }
+
+    #[test]
+    fn nesting_across_macros_is_capped_before_it_can_exhaust_a_thread_stack() {
+        // 31 macros (under the macro depth cap), each 100 `not`s deep:
+        // 3,100 levels if expanded. The cap refuses it; compiling happens
+        // on a thread with a 2 MiB stack, as the daemon's blocking pool has.
+        let deep = |inner: &str| format!("{}{inner}", "not ".repeat(100));
+        let mut macros = vec![("n0".to_string(), deep("proc.name = a"))];
+        for i in 1..31 {
+            macros.push((format!("n{i}"), deep(&format!("n{}", i - 1))));
+        }
+        let e = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let refs: Vec<(&str, &str)> = macros
+                    .iter()
+                    .map(|(n, c)| (n.as_str(), c.as_str()))
+                    .collect();
+                compile_with("evt.type = execve and n30", &[], &refs)
+                    .unwrap_err()
+                    .to_string()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(e.contains("levels of nesting"), "{e}");
     }
 }

@@ -1137,6 +1137,8 @@ impl Builder {
         };
         let mut set = RuleSet::default();
         let mut problems = Vec::new();
+        // What each file's rules have expanded to so far (nodes, items).
+        let mut spent: HashMap<usize, (usize, usize)> = HashMap::new();
         for r in &self.rules {
             let file = self.files[r.at.file].path.clone();
             let mut info = RuleInfo {
@@ -1175,12 +1177,23 @@ impl Builder {
                 continue;
             }
             let text = with_exceptions(&r.condition, &r.exceptions);
+            let file_spent = spent.entry(r.at.file).or_default();
+            let budget = compile::Budget::within_file(
+                compile::MAX_NODES_PER_FILE.saturating_sub(file_spent.0),
+                compile::MAX_ITEMS_PER_FILE.saturating_sub(file_spent.1),
+            );
             let compiled = condition::parse(&text)
                 .map_err(|error| CompileError::Syntax {
                     error,
                     within: Vec::new(),
                 })
-                .and_then(|expr| compile::compile(&expr, &env));
+                .and_then(|expr| compile::compile_within(&expr, &env, budget));
+            if let Ok(c) = &compiled
+                && r.enabled
+            {
+                file_spent.0 += c.nodes;
+                file_spent.1 += c.items;
+            }
             match compiled {
                 Err(e) if r.skip_if_unknown && e.is_unknown_filter() => {
                     info.state = "skipped";
