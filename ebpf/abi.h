@@ -118,6 +118,12 @@
 /* ---- record header flags (ea_header.flags) ----------------------------- */
 #define EA_F_TRUNCATED 0x1     /* some string was cut at its bound */
 #define EA_F_KILLED 0x2        /* exec: the deny list matched; SIGKILL was sent */
+/* Bits 8-15, one per string slot: (EA_F_STR_CUT << n) is set when string n
+ * is not complete. A string read from memory was cut at EA_STR_MAX or at the
+ * end of the data area (it holds the string's start); a path walked up from
+ * a dentry stopped after EA_WALK_DEPTH steps before reaching the root (it
+ * holds the path's last components). EA_F_TRUNCATED is set too. */
+#define EA_F_STR_CUT 0x100
 
 /* ---- exec flags (arg0 of exec records; Falco's EXE_* values) ------------ */
 #define EA_EXE_WRITABLE 0x1
@@ -194,7 +200,9 @@ struct ea_sock {
  *                    flags, arg8/arg9 the child's process ids; res child tgid
  *   PROCEXIT         arg0 task exit_code (wait status encoding)
  *   OPEN/OPENAT/OPENAT2/CREAT  arg0 flags, arg1 mode, arg2 dirfd, arg3
- *                    openat2 resolve; str0 path as passed; res fd or -errno
+ *                    openat2 resolve; str0 path as passed, and for a
+ *                    relative one str1 the directory it starts from (as
+ *                    for CHMOD below); res fd or -errno
  *   CONNECT          arg0 fd; sock: remote from the caller's sockaddr, local
  *                    from the socket (state after the call); str0 unix
  *                    socket path

@@ -336,6 +336,12 @@ static __always_inline __u32 hide(struct ea_scratch *s, __u32 v)
 	return *(volatile __u32 *)&s->hide;
 }
 
+/* String `slot` is not complete (see EA_F_STR_CUT). */
+static __always_inline void cut(struct ea_scratch *s, int slot)
+{
+	s->rec.h.flags |= EA_F_TRUNCATED | (EA_F_STR_CUT << slot);
+}
+
 /* Record string `slot` as the n bytes (NUL included) just read at `pos`;
  * returns the next free position. */
 static __always_inline __u32 str_read(struct ea_scratch *s, int slot, __u32 pos, long n)
@@ -343,7 +349,7 @@ static __always_inline __u32 str_read(struct ea_scratch *s, int slot, __u32 pos,
 	if (n <= 0)
 		return pos;
 	if (n >= EA_STR_MAX)
-		s->rec.h.flags |= EA_F_TRUNCATED;
+		cut(s, slot);
 	s->rec.str[slot].off = pos;
 	s->rec.str[slot].len = n - 1;
 	return pos + n;
@@ -353,8 +359,12 @@ static __always_inline __u32 put_user_str(struct ea_scratch *s, int slot,
 					  const void *uptr, __u32 pos)
 {
 	pos = hide(s, pos);
-	if (!uptr || pos >= EA_DATA_MAX)
+	if (!uptr)
 		return pos;
+	if (pos >= EA_DATA_MAX) {
+		cut(s, slot);
+		return pos;
+	}
 	return str_read(s, slot, pos,
 			bpf_probe_read_user_str(&s->data[BOUND(pos, EA_DATA_MASK)], EA_STR_MAX, uptr));
 }
@@ -363,8 +373,12 @@ static __always_inline __u32 put_kernel_str(struct ea_scratch *s, int slot,
 					    const void *kptr, __u32 pos)
 {
 	pos = hide(s, pos);
-	if (!kptr || pos >= EA_DATA_MAX)
+	if (!kptr)
 		return pos;
+	if (pos >= EA_DATA_MAX) {
+		cut(s, slot);
+		return pos;
+	}
 	return str_read(s, slot, pos,
 			bpf_probe_read_kernel_str(&s->data[BOUND(pos, EA_DATA_MASK)], EA_STR_MAX, kptr));
 }
@@ -390,8 +404,12 @@ static __always_inline __u32 put_path(struct ea_scratch *s, int slot, struct den
 	struct mount *mnt = (struct mount *)((char *)vfsmnt - mnt_off);
 	int complete = 0;
 
-	if (!dentry || pos >= EA_DATA_MAX)
+	if (!dentry)
 		return pos;
+	if (pos >= EA_DATA_MAX) {
+		cut(s, slot);
+		return pos;
+	}
 
 	__builtin_memset(s->names, 0, sizeof(s->names));
 	for (int i = 0; i < EA_WALK_DEPTH; i++) {
@@ -420,14 +438,14 @@ static __always_inline __u32 put_path(struct ea_scratch *s, int slot, struct den
 		dentry = up;
 	}
 	if (!complete)
-		s->rec.h.flags |= EA_F_TRUNCATED;
+		cut(s, slot);
 
 	__u32 start = hide(s, pos);
 	pos = start;
 	for (int i = EA_WALK_DEPTH - 1; i >= 0; i--) {
 		pos = hide(s, pos);
 		if (pos >= EA_DATA_MAX) {
-			s->rec.h.flags |= EA_F_TRUNCATED;
+			cut(s, slot);
 			break;
 		}
 		if (!s->names[i])
@@ -777,11 +795,11 @@ static __always_inline __u32 put_user_block(struct ea_scratch *s, int slot, unsi
 		return pos;
 	if (len > EA_STR_MAX) {
 		len = EA_STR_MAX;
-		s->rec.h.flags |= EA_F_TRUNCATED;
+		cut(s, slot);
 	}
 	pos = hide(s, pos);
 	if (pos >= EA_DATA_MAX) {
-		s->rec.h.flags |= EA_F_TRUNCATED;
+		cut(s, slot);
 		return pos;
 	}
 	if (bpf_probe_read_user(&s->data[BOUND(pos, EA_DATA_MASK)], len, (void *)start) != 0)
@@ -1291,10 +1309,12 @@ int ea_sys_exit_file(struct ea_sys_exit_ctx *ctx)
 	}
 
 	/* Where a relative path starts, while the process and its fds still
-	 * exist (user space may read /proc too late). */
-	if (t == EA_EVT_CHMOD || t == EA_EVT_FCHMODAT || t == EA_EVT_FCHMODAT2 ||
+	 * exist (user space may read /proc too late, after a chdir, or not at
+	 * all for a directory deeper than PATH_MAX). One call site: the walk
+	 * is inlined, and the verifier pays for every copy. */
+	if (is_open(t) || t == EA_EVT_CHMOD || t == EA_EVT_FCHMODAT || t == EA_EVT_FCHMODAT2 ||
 	    t == EA_EVT_MKDIR || t == EA_EVT_MKDIRAT || t == EA_EVT_RMDIR)
-		pos = put_base_dir(s, (__s32)s->rec.arg[1], task, pos);
+		pos = put_base_dir(s, (__s32)s->rec.arg[is_open(t) ? 2 : 1], task, pos);
 
 	/* exclude_paths for the paths only known now (opens were checked at entry). */
 	if (!is_open(t) && t != EA_EVT_MOUNT && t != EA_EVT_MEMFD_CREATE &&

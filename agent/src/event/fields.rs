@@ -12,6 +12,15 @@
 //! Falco's rules for absent fields apply (every comparison with an absent
 //! value is false; `exists` is false; outputs print `<NA>`).
 //!
+//! A path the sensor could not read in full is *partial*
+//! ([`FieldValue::Partial`], from [`path`]): the kernel's dentry walk stops
+//! after 32 levels and keeps the last components, a string is cut at
+//! PATH_MAX, a relative path's starting directory could not be read. Such a
+//! value says so in its own flag field (`fd.name_truncated`,
+//! `proc.exepath_truncated`, `proc.cwd_truncated`); the evaluator decides no
+//! comparison on it but `exists` (see `rules::eval`), and outputs print it
+//! after `...`. A path field's accessor returns `path(text, truncated)`.
+//!
 //! # How to add a field
 //!
 //! Add one entry to the `fields!` table below:
@@ -84,6 +93,10 @@ pub enum FieldValue<'a> {
     Ip(IpAddr),
     /// Several values (`proc.aname` without index, `container.mount.dest`).
     List(Vec<Cow<'a, str>>),
+    /// A path known only in part (the event's `*_truncated` flag is set):
+    /// the text is the part the sensor read. No comparison can be decided
+    /// on it; `exists` holds.
+    Partial(Cow<'a, str>),
 }
 
 impl FieldValue<'_> {
@@ -98,6 +111,10 @@ impl fmt::Display for FieldValue<'_> {
         match self {
             FieldValue::Absent => f.write_str("<NA>"),
             FieldValue::Str(s) => f.write_str(s),
+            // `...` says that the start is missing (or all of it, or the end
+            // after a cut at PATH_MAX: the flag field tells which path).
+            FieldValue::Partial(s) if s.is_empty() || s.starts_with('/') => write!(f, "...{s}"),
+            FieldValue::Partial(s) => write!(f, ".../{s}"),
             FieldValue::Int(i) => write!(f, "{i}"),
             FieldValue::Bool(b) => f.write_str(if *b { "true" } else { "false" }),
             FieldValue::Ip(ip) => write!(f, "{ip}"),
@@ -210,6 +227,15 @@ fn text(v: &str) -> FieldValue<'_> {
 
 fn opt_text(v: &Option<String>) -> FieldValue<'_> {
     v.as_deref().map_or(FieldValue::Absent, text)
+}
+
+/// A path: [`FieldValue::Partial`] when the sensor could not read it in full.
+fn path(v: &str, truncated: bool) -> FieldValue<'_> {
+    if truncated {
+        FieldValue::Partial(Cow::Borrowed(v))
+    } else {
+        text(v)
+    }
 }
 
 fn owned(v: String) -> FieldValue<'static> {
@@ -508,8 +534,14 @@ fields! {
         |e| text(&e.proc.name);
     ProcExe = "proc.exe", Str, Filled, Stored,
         |e| text(&e.proc.exe);
+    /// Partial when `proc.exepath_truncated`.
     ProcExepath = "proc.exepath", Str, Filled, Stored,
-        |e| text(&e.proc.exepath);
+        |e| path(&e.proc.exepath, e.proc.exepath_truncated);
+    /// `proc.exepath` is not the whole path: the executable lies deeper
+    /// than the kernel's path walk goes (32 levels), or its path could not
+    /// be read. Comparisons on `proc.exepath` then decide nothing.
+    ProcExepathTruncated = "proc.exepath_truncated", Bool, Filled, Stored,
+        |e| Bool(e.proc.exepath_truncated);
     ProcCmdline = "proc.cmdline", Str, Filled, Stored,
         |e| if e.proc.cmdline.is_empty() {
             let mut p = (*e.proc).clone();
@@ -520,8 +552,17 @@ fields! {
         };
     ProcArgs = "proc.args", Str, Filled, Stored,
         |e| FieldValue::Str(e.proc.args_str());
+    /// Partial when `proc.cwd_truncated`.
     ProcCwd = "proc.cwd", Str, Filled, Stored,
-        |e| opt_text(&e.proc.cwd);
+        |e| match &e.proc.cwd {
+            Some(cwd) => path(cwd, e.proc.cwd_truncated),
+            None if e.proc.cwd_truncated => path("", true),
+            None => Absent,
+        };
+    /// `proc.cwd` (as of the exec) is not the whole path, as for
+    /// `proc.exepath_truncated`.
+    ProcCwdTruncated = "proc.cwd_truncated", Bool, Filled, Stored,
+        |e| Bool(e.proc.cwd_truncated);
     ProcTty = "proc.tty", Int, Filled, Stored,
         |e| Int(e.proc.tty.into());
     ProcPname = "proc.pname", Str, Filled, Stored,
@@ -529,7 +570,7 @@ fields! {
     ProcPexe = "proc.pexe", Str, Filled, Stored,
         |e| e.ancestor(1).map_or(Absent, |p| text(&p.exe));
     ProcPexepath = "proc.pexepath", Str, Filled, Stored,
-        |e| e.ancestor(1).map_or(Absent, |p| text(&p.exepath));
+        |e| e.ancestor(1).map_or(Absent, |p| path(&p.exepath, p.exepath_truncated));
     ProcPcmdline = "proc.pcmdline", Str, Filled, Stored,
         |e| e.ancestor(1).map_or(Absent, |p| text(&p.cmdline));
     ProcAname(n: Depth) = "proc.aname", Str, Filled, Stored,
@@ -539,7 +580,7 @@ fields! {
     ProcAexe(n: Depth) = "proc.aexe", Str, Filled, Stored,
         |e| e.ancestor(n.get()).map_or(Absent, |p| text(&p.exe));
     ProcAexepath(n: Depth) = "proc.aexepath", Str, Filled, Stored,
-        |e| e.ancestor(n.get()).map_or(Absent, |p| text(&p.exepath));
+        |e| e.ancestor(n.get()).map_or(Absent, |p| path(&p.exepath, p.exepath_truncated));
     /// `proc.aname` without index: every ancestor's name; a comparison
     /// holds if it holds for any of them.
     ProcAnameAny = "proc.aname", List, Filled, Stored,
@@ -641,22 +682,31 @@ fields! {
         |e| e.fd.as_ref().map_or(Absent, |f| text(f.ty.as_str()));
     FdTypechar = "fd.typechar", Str, Filled, Stored,
         |e| e.fd.as_ref().map_or(Absent, |f| text(f.ty.typechar()));
+    /// Partial when `fd.name_truncated`.
     FdName = "fd.name", Str, Filled, Stored,
-        |e| e.fd.as_ref().map_or(Absent, |f| text(&f.name));
+        |e| e.fd.as_ref().map_or(Absent, |f| path(&f.name, f.name_truncated));
+    /// `fd.name` is a path the sensor could not read in full: deeper than
+    /// the kernel's path walk (32 levels), longer than PATH_MAX, or relative
+    /// to a directory it could not read. Comparisons on `fd.name`,
+    /// `fd.directory` and `fd.filename` then decide nothing.
+    FdNameTruncated = "fd.name_truncated", Bool, Filled, Stored,
+        |e| e.fd.as_ref().map_or(Absent, |f| Bool(f.name_truncated));
     /// The path as the call gave it (`/etc/../etc/shadow`, `../x`), before
     /// it was made absolute and normalised; other fds: `fd.name`.
     FdNameraw = "fd.nameraw", Str, Filled, Stored,
         |e| e.fd.as_ref().map_or(Absent, |f| match &e.evt.args.name {
             Some(given) if f.is_path() && e.evt.ty.is_open() => text(given),
-            _ => text(&f.name),
+            _ => path(&f.name, f.name_truncated),
         });
     /// Files and directories only.
     FdDirectory = "fd.directory", Str, Filled, Stored,
-        |e| e.fd.as_ref().filter(|f| f.is_path()).map_or(Absent, |f| text(dirname(&f.name)));
+        |e| e.fd.as_ref()
+            .filter(|f| f.is_path())
+            .map_or(Absent, |f| path(dirname(&f.name), f.name_truncated));
     FdFilename = "fd.filename", Str, Filled, Stored,
         |e| e.fd.as_ref()
             .filter(|f| f.is_path())
-            .map_or(Absent, |f| text(f.name.rsplit('/').next().unwrap_or(&f.name)));
+            .map_or(Absent, |f| path(f.name.rsplit('/').next().unwrap_or(&f.name), f.name_truncated));
     FdSip = "fd.sip", Ip, Filled, Stored,
         |e| ip(e.fd.as_ref().and_then(Fd::server));
     FdSport = "fd.sport", Int, Filled, Stored,
@@ -850,6 +900,43 @@ mod tests {
 
     fn get<'a>(e: &'a Event, name: &str, index: Option<&str>) -> FieldValue<'a> {
         e.field(&Field::parse(name, index).unwrap())
+    }
+
+    #[test]
+    fn paths_known_only_in_part_are_partial_and_print_after_dots() {
+        let mut e = open_event("/a/a/x", libc::O_WRONLY);
+        assert_eq!(get(&e, "fd.name_truncated", None), FieldValue::Bool(false));
+        assert_eq!(get(&e, "fd.name", None).to_string(), "/a/a/x");
+        e.fd.as_mut().unwrap().name_truncated = true;
+        assert_eq!(get(&e, "fd.name_truncated", None), FieldValue::Bool(true));
+        assert_eq!(
+            get(&e, "fd.name", None),
+            FieldValue::Partial("/a/a/x".into())
+        );
+        assert_eq!(get(&e, "fd.name", None).to_string(), ".../a/a/x");
+        assert_eq!(get(&e, "fd.directory", None).to_string(), ".../a/a");
+        assert_eq!(get(&e, "fd.filename", None).to_string(), ".../x");
+        // The path as the call gave it is whole.
+        assert_eq!(
+            get(&e, "fd.nameraw", None),
+            FieldValue::Str("/a/a/x".into())
+        );
+        let p = Arc::make_mut(&mut e.proc);
+        p.exepath_truncated = true;
+        p.cwd = None;
+        p.cwd_truncated = true;
+        assert_eq!(get(&e, "proc.exepath", None).to_string(), ".../usr/bin/cat");
+        assert_eq!(
+            get(&e, "proc.exepath_truncated", None),
+            FieldValue::Bool(true)
+        );
+        // Nothing of the working directory had room: partial and empty.
+        assert_eq!(get(&e, "proc.cwd", None), FieldValue::Partial("".into()));
+        assert_eq!(get(&e, "proc.cwd", None).to_string(), "...");
+        assert_eq!(get(&e, "proc.cwd_truncated", None), FieldValue::Bool(true));
+        // No fd: the flag is absent like the path.
+        e.fd = None;
+        assert_eq!(get(&e, "fd.name_truncated", None), FieldValue::Absent);
     }
 
     #[test]

@@ -321,12 +321,21 @@ pub struct Process {
     pub exe: String,
     /// `proc.exepath`: full path of the executable.
     pub exepath: String,
+    /// `proc.exepath_truncated`: `exepath` is not the whole path, only
+    /// its last components (the kernel walks at most 32 levels up) or
+    /// nothing (it could not be read); rules treat it as partial.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exepath_truncated: bool,
     /// `proc.args`: argv[1..].
     pub args: Vec<String>,
     /// `proc.cmdline`: `name` then the args, space separated. Filled by
     /// [`Process::finish`] when empty.
     pub cmdline: String,
     pub cwd: Option<String>,
+    /// `proc.cwd_truncated`: `cwd` is not the whole path (as for
+    /// `exepath_truncated`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cwd_truncated: bool,
     /// Controlling terminal device number; 0 = none.
     pub tty: u32,
     /// Start time, nanoseconds since the Unix epoch (0 when unknown).
@@ -514,6 +523,12 @@ pub struct Fd {
     /// or from a peer other than the last one).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub name_changed: bool,
+    /// `fd.name_truncated`: `name` is a path the sensor could not read in
+    /// full: only its last components (a path deeper than the kernel's
+    /// walk), its start (cut at PATH_MAX), or a relative path whose
+    /// starting directory could not be read. Rules treat it as partial.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub name_truncated: bool,
     /// The host names the node resolved to the remote address (DNS answers
     /// the sensor saw; `fd.rip.name`, and `fd.sip.name` or `fd.cip.name` by
     /// role), most recent first.
@@ -539,6 +554,7 @@ impl Fd {
             l4proto: None,
             connected: None,
             name_changed: false,
+            name_truncated: false,
             remote_names: None,
             local_names: None,
         }
@@ -571,6 +587,7 @@ impl Fd {
             l4proto: Some(l4proto),
             connected: None,
             name_changed: false,
+            name_truncated: false,
             remote_names: None,
             local_names: None,
         }

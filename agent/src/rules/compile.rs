@@ -1332,6 +1332,119 @@ mod tests {
         assert_eq!(shape(Not(Box::new(Not(Box::new(t(1)))))), "Types(2)");
     }
 
+    /// A write to `/a/a/x`, a path known only by its last components.
+    fn partial_write() -> Event {
+        let mut e = open("/a/a/x", libc::O_WRONLY | libc::O_CREAT);
+        e.fd.as_mut().expect("fd").name_truncated = true;
+        e
+    }
+
+    #[test]
+    fn comparisons_on_a_partial_path_answer_so_that_the_rule_matches() {
+        let e = partial_write();
+        for (cond, want) in [
+            // The path may lie below any prefix, be any file.
+            ("fd.name startswith /etc/", true),
+            ("fd.name pmatch (/etc, /usr/bin)", true),
+            ("fd.name glob '/dev/shm/*'", true),
+            ("fd.directory in (/etc, /dev/shm)", true),
+            ("fd.directory = /etc", true),
+            ("fd.name = /etc/shadow", true),
+            ("fd.name in (/etc/shadow)", true),
+            ("fd.name endswith .so", true),
+            ("fd.name contains /.ssh/", true),
+            ("fd.name regex '^/root/'", true),
+            ("fd.filename = passwd", true),
+            ("fd.name != /a/a/x", true),
+            ("tolower(fd.name) startswith /etc", true),
+            ("basename(fd.name) = authorized_keys", true),
+            ("len(fd.name) > 4096", true),
+            ("fd.name = val(proc.exepath)", true),
+            // Under a `not` they fail, so the `not` holds: an exception on
+            // a partial path excuses nothing.
+            ("not fd.name startswith /tmp/", true),
+            ("not fd.directory in (/var/lib/app)", true),
+            ("not fd.name != /etc/shadow", true),
+            (
+                "not (fd.name startswith /tmp/ or fd.name pmatch (/var))",
+                true,
+            ),
+            ("not (fd.name startswith /tmp/ and proc.name = cat)", true),
+            ("not not fd.name startswith /etc", true),
+            (
+                "fd.name startswith /etc and not fd.name startswith /etc/app/",
+                true,
+            ),
+            // Exact fields still decide, exceptions on them included.
+            ("fd.name startswith /etc and not proc.name = cat", false),
+            ("fd.name startswith /etc and proc.name = vim", false),
+            ("proc.exepath startswith /etc", false),
+            // `exists` is decided, and the flag is an ordinary boolean, so
+            // a rule can opt out of the fail-closed answer.
+            ("fd.name exists", true),
+            ("not fd.name exists", false),
+            ("fd.name_truncated = true", true),
+            ("fd.name_truncated = false", false),
+            ("not fd.name_truncated = true", false),
+            (
+                "fd.name_truncated = false and fd.name startswith /etc",
+                false,
+            ),
+        ] {
+            assert_eq!(c(cond).node.eval(&e), want, "{cond}");
+        }
+        // The same path known in full is compared as usual.
+        let mut whole = partial_write();
+        whole.fd.as_mut().expect("fd").name_truncated = false;
+        for (cond, want) in [
+            ("fd.name startswith /etc/", false),
+            ("not fd.name startswith /tmp/", true),
+            ("fd.name = /a/a/x", true),
+            ("fd.name_truncated = true", false),
+        ] {
+            assert_eq!(c(cond).node.eval(&whole), want, "{cond}");
+        }
+    }
+
+    #[test]
+    fn partial_executable_and_working_directory_paths_fail_closed_too() {
+        let mut e = exec("/a/a/payload", &["payload"]);
+        {
+            let p = Arc::make_mut(&mut e.proc);
+            p.exepath_truncated = true;
+            p.cwd = Some("/b/b".into());
+            p.cwd_truncated = true;
+        }
+        let mut parent = Process::new(1, 0, "/c/c/loader", &["loader"]);
+        parent.exepath_truncated = true;
+        e.ancestors[0] = Arc::new(parent);
+        for (cond, want) in [
+            ("proc.exepath startswith /dev/shm/", true),
+            ("not proc.exepath in (/usr/bin/apt, /usr/bin/dpkg)", true),
+            ("proc.cwd startswith /root", true),
+            ("proc.pexepath = /usr/sbin/nginx", true),
+            ("not proc.aexepath[1] pmatch (/usr/sbin)", true),
+            // The grandparent's path is whole.
+            ("proc.aexepath[2] = /sbin/init", true),
+            ("not proc.aexepath[2] = /sbin/init", false),
+            (
+                "proc.exepath_truncated = true and proc.cwd_truncated = true",
+                true,
+            ),
+            // proc.exe is argv[0] as given: never partial.
+            ("proc.exe startswith /dev/shm/", false),
+        ] {
+            assert_eq!(c(cond).node.eval(&e), want, "{cond}");
+        }
+        let whole = exec("/a/a/payload", &["payload"]);
+        assert!(!c("proc.exepath startswith /dev/shm/").node.eval(&whole));
+        assert!(
+            c("proc.exepath_truncated = false and proc.cwd_truncated = false")
+                .node
+                .eval(&whole)
+        );
+    }
+
     #[test]
     fn string_operators_follow_falco() {
         let e = exec("/bin/bash", &["bash", "-c", "Curl http://x"]);

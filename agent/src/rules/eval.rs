@@ -9,6 +9,19 @@
 //!
 //! Absent values follow Falco: every comparison with an absent value is
 //! false (`!=` too), `exists` is false, and `not` inverts the result.
+//!
+//! Partial paths ([`FieldValue::Partial`]: `fd.name`, `fd.directory`,
+//! `fd.filename`, `proc.exepath`, `proc.pexepath`, `proc.aexepath[N]`,
+//! `proc.cwd` when the sensor could not read the whole path) fail closed.
+//! `exists` holds on them; every other comparison (`=`, `!=`, `in`,
+//! `startswith`, `endswith`, `contains`, `glob`, `pmatch`, `regex`, with or
+//! without transformers, `a = val(b)`) is *undecided* and takes the value
+//! that lets the rule match: true under an even number of `not`s, false
+//! under an odd number (an exception is a `not`). A path too deep to read
+//! is so treated as lying inside every directory a rule watches and
+//! outside every directory a rule excuses; a rule that wants otherwise
+//! tests `fd.name_truncated` (or `proc.exepath_truncated`,
+//! `proc.cwd_truncated`) itself, which is an ordinary boolean.
 
 use std::net::IpAddr;
 
@@ -54,15 +67,24 @@ pub enum Node {
 }
 
 impl Node {
+    /// Whether the condition holds on `e`.
     #[inline]
     pub fn eval(&self, e: &Event) -> bool {
+        self.eval_as(e, true)
+    }
+
+    /// `undecided`: what a comparison that cannot be decided (on a partial
+    /// path) answers, so that the whole condition holds: true at the top,
+    /// flipped by every `not` on the way down.
+    #[inline]
+    fn eval_as(&self, e: &Event, undecided: bool) -> bool {
         match self {
             Node::Const(b) => *b,
-            Node::And(items) => items.iter().all(|n| n.eval(e)),
-            Node::Or(items) => items.iter().any(|n| n.eval(e)),
-            Node::Not(n) => !n.eval(e),
+            Node::And(items) => items.iter().all(|n| n.eval_as(e, undecided)),
+            Node::Or(items) => items.iter().any(|n| n.eval_as(e, undecided)),
+            Node::Not(n) => !n.eval_as(e, !undecided),
             Node::Types(m) => m & type_bit(e.evt.ty) != 0,
-            Node::Pred(p) => p.eval(e),
+            Node::Pred(p) => p.eval_as(e, undecided),
         }
     }
 }
@@ -252,14 +274,22 @@ impl IpNet {
 }
 
 impl Pred {
+    /// Whether the predicate holds on `e`, as a condition of its own.
     #[inline]
     pub fn eval(&self, e: &Event) -> bool {
+        self.eval_as(e, true)
+    }
+
+    /// `undecided`: the answer when the value is a partial path (see
+    /// [`Node::eval_as`]).
+    #[inline]
+    fn eval_as(&self, e: &Event, undecided: bool) -> bool {
         match self {
             Pred::Value {
                 reader,
                 transformers,
                 test,
-            } => eval_value(reader, transformers, test, e),
+            } => eval_value(reader, transformers, test, e, undecided),
             Pred::Flags { open, exec, slow } => {
                 let ty = e.evt.ty;
                 let fast = if ty.is_open() {
@@ -271,7 +301,7 @@ impl Pred {
                 };
                 match fast {
                     Some(m) => e.evt.args.flags.is_some_and(|f| m.test(f)),
-                    None => slow.eval(e),
+                    None => slow.eval_as(e, undecided),
                 }
             }
             Pred::Res(t) => {
@@ -282,7 +312,7 @@ impl Pred {
                     let n = (-r) as usize;
                     t.errno[n / 64] & (1u64 << (n % 64)) != 0
                 } else {
-                    t.slow.eval(e)
+                    t.slow.eval_as(e, undecided)
                 }
             }
             Pred::EnumArg {
@@ -310,6 +340,9 @@ impl Pred {
                 if va.is_absent() || vb.is_absent() {
                     return false;
                 }
+                if matches!(va, FieldValue::Partial(_)) || matches!(vb, FieldValue::Partial(_)) {
+                    return undecided;
+                }
                 let eq = match (&va, &vb) {
                     (FieldValue::Int(x), FieldValue::Str(y))
                     | (FieldValue::Str(y), FieldValue::Int(x)) => y.parse::<i64>().ok() == Some(*x),
@@ -332,7 +365,13 @@ fn read_plain<'e>(r: &Reader, e: &'e Event) -> FieldValue<'e> {
     }
 }
 
-fn eval_value(reader: &Reader, transformers: &[Transformer], test: &Test, e: &Event) -> bool {
+fn eval_value(
+    reader: &Reader,
+    transformers: &[Transformer],
+    test: &Test,
+    e: &Event,
+    undecided: bool,
+) -> bool {
     match reader {
         Reader::AncestorNames => {
             if matches!(test, Test::Exists) {
@@ -375,6 +414,7 @@ fn eval_value(reader: &Reader, transformers: &[Transformer], test: &Test, e: &Ev
                 (FieldValue::Absent, _) => false,
                 (FieldValue::List(items), Test::Exists) => !items.is_empty(),
                 (_, Test::Exists) => true,
+                (FieldValue::Partial(_), _) => undecided,
                 (FieldValue::Str(s), _) => test_str_value(s, transformers, test),
                 (FieldValue::Int(i), Test::Int(t)) if transformers.is_empty() => t.test(*i),
                 (FieldValue::Int(i), _) => test_str_value(&i.to_string(), transformers, test),

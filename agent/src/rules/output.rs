@@ -137,6 +137,7 @@ fn json_value(v: &FieldValue<'_>) -> Value {
         FieldValue::Int(i) => Value::from(*i),
         FieldValue::Bool(b) => Value::from(*b),
         FieldValue::Ip(ip) => Value::from(ip.to_string()),
+        FieldValue::Partial(_) => Value::from(v.to_string()),
         FieldValue::List(items) => {
             Value::Array(items.iter().map(|s| Value::from(s.as_ref())).collect())
         }

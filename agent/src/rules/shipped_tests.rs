@@ -302,6 +302,42 @@ fn sensitive_file_read_by_untrusted_process() {
 }
 
 #[test]
+fn exec_or_write_through_a_path_too_deep_to_resolve() {
+    let rule = "Exec or write through a path too deep to resolve";
+    let deep = |p: &mut Process| p.exepath_truncated = true;
+    let partial = |e: &mut Event| e.fd.as_mut().expect("fd").name_truncated = true;
+    let w = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+    let exec = Ev::exec("/a/a/a/payload", &["payload"]).with_proc(deep).0;
+    assert_fires(rule, &exec);
+    // The path rules fail closed on it: it may well lie below /dev/shm.
+    assert_fires("Fileless execution from shared memory or memfd", &exec);
+    let write = Ev::open("sh", "/a/a/a/f", w).with(partial).0;
+    assert_fires(rule, &write);
+    assert_fires("Write below etc or binary directories", &write);
+    // Exceptions on whole fields still excuse: a package manager's write.
+    assert_quiet(
+        "Write below etc or binary directories",
+        &Ev::open("dpkg", "/a/a/a/f", w).with(partial).0,
+    );
+    // The same paths known in full; a read; a deep working directory alone.
+    assert_quiet(rule, &Ev::exec("/a/a/a/payload", &["payload"]).0);
+    assert_quiet(rule, &Ev::open("sh", "/a/a/a/f", w).0);
+    assert_quiet(
+        rule,
+        &Ev::open("cat", "/a/a/a/f", libc::O_RDONLY).with(partial).0,
+    );
+    assert_quiet(
+        rule,
+        &Ev::exec("/usr/bin/ls", &["ls"])
+            .with_proc(|p| {
+                p.cwd = Some("/a/a".into());
+                p.cwd_truncated = true;
+            })
+            .0,
+    );
+}
+
+#[test]
 fn write_below_etc_or_binary_directories() {
     let rule = "Write below etc or binary directories";
     let w = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;

@@ -36,6 +36,10 @@ pub const DENY_PATH_MAX: usize = 256;
 pub mod flags {
     pub const TRUNCATED: u16 = 0x1;
     pub const KILLED: u16 = 0x2;
+    /// `EA_F_STR_CUT`: `STR_CUT << n` is set when string slot `n` is not
+    /// complete (cut at its bound, or a path walk that stopped before the
+    /// root); see [`super::Record::cut`].
+    pub const STR_CUT: u16 = 0x100;
 }
 
 /// `EA_CFG_*`: `ea_config.flags`.
@@ -555,8 +559,12 @@ impl<'a> Record<'a> {
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
-    pub fn truncated(&self) -> bool {
-        self.h.flags & flags::TRUNCATED != 0
+    /// String slot `i` is not complete: the kernel cut it at its bound
+    /// (it holds the string's start), or its path walk stopped after
+    /// `EA_WALK_DEPTH` steps (it holds the path's last components), or
+    /// there was no room left for it at all (it is empty).
+    pub fn cut(&self, i: usize) -> bool {
+        i < NSTR && self.h.flags & (flags::STR_CUT << i) != 0
     }
 
     pub fn killed(&self) -> bool {
@@ -746,6 +754,7 @@ mod tests {
         assert_eq!(get("EA_DNS_MAX"), Some(DNS_MAX as u64));
         assert_eq!(get("EA_F_TRUNCATED"), Some(u64::from(flags::TRUNCATED)));
         assert_eq!(get("EA_F_KILLED"), Some(u64::from(flags::KILLED)));
+        assert_eq!(get("EA_F_STR_CUT"), Some(u64::from(flags::STR_CUT)));
         assert_eq!(get("EA_CFG_DENY_EXEC"), Some(u64::from(CFG_DENY_EXEC)));
         assert_eq!(
             get("EA_CFG_EXCLUDE_CGROUPS"),

@@ -253,11 +253,14 @@ impl Enricher {
     }
 
     /// Relative paths are filtered here: only user space can resolve them.
+    /// A path known only in part is kept: whether it lies below a watched
+    /// or an excluded prefix cannot be told.
     fn open(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
         let given = r.string(0).unwrap_or_default();
         let flags = r.arg[0] as u64;
-        let path = self.resolve(r, &p.container, r.arg[2], &given);
-        if !given.starts_with('/') && !self.filter.reports_open(&path, flags) {
+        let (path, partial) = self.resolve_at(r, &p.container, r.arg[2], &given);
+        let partial = partial || r.cut(0);
+        if !given.starts_with('/') && !partial && !self.filter.reports_open(&path, flags) {
             return Err(Filtered);
         }
         p.args.name = Some(given);
@@ -266,6 +269,7 @@ impl Enricher {
             p.args.mode = Some(r.arg[1] as u32);
         }
         let mut f = Fd::file(fd_num(r.h.res), &path);
+        f.name_truncated = partial;
         if flags as i32 & libc::O_DIRECTORY != 0
             && flags as i32 & libc::O_TMPFILE != libc::O_TMPFILE
         {
@@ -276,7 +280,7 @@ impl Enricher {
     }
 
     fn unlink(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
-        let path = self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
+        let (path, _) = self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
         self.keep(&path)?;
         p.args.path = Some(path);
         p.args.flags = Some(r.arg[1] as u64);
@@ -284,8 +288,8 @@ impl Enricher {
     }
 
     fn rename_or_link(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
-        let old = self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
-        let new = self.resolve(r, &p.container, r.arg[1], &r.string(1).unwrap_or_default());
+        let (old, _) = self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
+        let (new, _) = self.resolve(r, &p.container, r.arg[1], &r.string(1).unwrap_or_default());
         self.keep(&old)?;
         p.args.oldpath = Some(old);
         p.args.newpath = Some(new);
@@ -294,7 +298,7 @@ impl Enricher {
     }
 
     fn symlink(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
-        let link = self.resolve(r, &p.container, r.arg[0], &r.string(1).unwrap_or_default());
+        let (link, _) = self.resolve(r, &p.container, r.arg[0], &r.string(1).unwrap_or_default());
         self.keep(&link)?;
         p.args.target = r.string(0);
         p.args.linkpath = Some(link);
@@ -304,8 +308,8 @@ impl Enricher {
     fn chmod(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
         let kind = r.h.kind;
         let given = r.string(0).unwrap_or_default();
-        let path = if kind == Kind::Fchmod {
-            given
+        let (path, partial) = if kind == Kind::Fchmod {
+            (given, r.cut(0))
         } else {
             self.resolve_at(r, &p.container, r.arg[1], &given)
         };
@@ -313,8 +317,10 @@ impl Enricher {
         p.args.mode = Some(r.arg[0] as u32);
         if kind == Kind::Fchmod {
             p.args.fd = Some(r.arg[1]);
-            if !path.is_empty() {
-                p.fd = Some(Fd::file(r.arg[1], &path));
+            if !path.is_empty() || partial {
+                let mut f = Fd::file(r.arg[1], &path);
+                f.name_truncated = partial;
+                p.fd = Some(f);
             }
         }
         if matches!(kind, Kind::Fchmodat | Kind::Fchmodat2) {
@@ -330,7 +336,8 @@ impl Enricher {
     }
 
     fn mkdir_or_rmdir(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
-        let path = self.resolve_at(r, &p.container, r.arg[1], &r.string(0).unwrap_or_default());
+        let (path, _) =
+            self.resolve_at(r, &p.container, r.arg[1], &r.string(0).unwrap_or_default());
         self.keep(&path)?;
         if r.h.kind != Kind::Rmdir {
             p.args.mode = Some(r.arg[0] as u32);
@@ -414,8 +421,10 @@ impl Enricher {
             name: String::from_utf8_lossy(h.comm()).into_owned(),
             exe: argv.first().cloned().unwrap_or_else(|| exepath.clone()),
             exepath,
+            exepath_truncated: r.cut(0),
             args: argv.into_iter().skip(1).collect(),
             cwd: r.string(2),
+            cwd_truncated: r.cut(2),
             tty: r.arg[1] as u32,
             start_time: self.clock.to_unix_ns(r.arg[2] as u64),
             exe_upper_layer: layered.then_some(flags & EXE_UPPER_LAYER != 0),
@@ -435,51 +444,70 @@ impl Enricher {
 
     /// `path` (string 0) as an absolute, normalised path, from the base
     /// directory the kernel sent in string 1 for a relative one; from
-    /// `/proc` (see [`Enricher::resolve`]) when it could not.
+    /// `/proc` (see [`Enricher::resolve`]) when it could not. The flag: the
+    /// path is known only in part (the base was cut: see [`Record::cut`]).
     fn resolve_at(
         &mut self,
         r: &Record<'_>,
         container: &Container,
         dirfd: i64,
         path: &str,
-    ) -> String {
+    ) -> (String, bool) {
+        if path.starts_with('/') {
+            return (normalize(path), false);
+        }
         match r.string(1) {
-            Some(base) if !path.starts_with('/') => normalize(&format!("{base}/{path}")),
-            _ => self.resolve(r, container, dirfd, path),
+            Some(base) => (normalize(&format!("{base}/{path}")), r.cut(1)),
+            // The kernel had no room left for the base: only `path` is known.
+            None if r.cut(1) => (path.to_string(), true),
+            None => self.resolve(r, container, dirfd, path),
         }
     }
 
     /// `path` as an absolute, normalised path: relative paths are taken
     /// from `dirfd` (or the thread's working directory), read from `/proc`
-    /// while the process lives.
-    fn resolve(&mut self, r: &Record<'_>, container: &Container, dirfd: i64, path: &str) -> String {
+    /// while the process lives, else the working directory its exec had.
+    /// The flag: the path is known only in part, because that directory is
+    /// longer than PATH_MAX (`/proc` answers ENAMETOOLONG; only `path` is
+    /// known) or the exec's was cut. A base that cannot be found at all
+    /// leaves `path` relative and unflagged, as before: flagging it would
+    /// flag every relative open of a process gone before it was read.
+    fn resolve(
+        &mut self,
+        r: &Record<'_>,
+        container: &Container,
+        dirfd: i64,
+        path: &str,
+    ) -> (String, bool) {
         if path.starts_with('/') {
-            return normalize(path);
+            return (normalize(path), false);
         }
-        let base = if dirfd == AT_FDCWD {
-            let live =
-                std::fs::read_link(self.proc_root.join(r.h.tid.to_string()).join("cwd")).ok();
-            match live {
-                Some(l) => Some(l.to_string_lossy().into_owned()),
-                None => self.procs.get(r.h.pid).and_then(|p| p.cwd.clone()),
-            }
+        let link = if dirfd == AT_FDCWD {
+            self.proc_root.join(r.h.tid.to_string()).join("cwd")
         } else {
-            std::fs::read_link(
-                self.proc_root
-                    .join(r.h.pid.to_string())
-                    .join("fd")
-                    .join(dirfd.to_string()),
-            )
-            .ok()
-            .map(|l| l.to_string_lossy().into_owned())
+            self.proc_root
+                .join(r.h.pid.to_string())
+                .join("fd")
+                .join(dirfd.to_string())
+        };
+        let (base, partial) = match std::fs::read_link(link) {
+            Ok(l) => (Some(l.to_string_lossy().into_owned()), false),
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                return (path.to_string(), true);
+            }
+            Err(_) if dirfd == AT_FDCWD => match self.procs.get(r.h.pid) {
+                Some(p) => (p.cwd.clone(), p.cwd_truncated),
+                None => (None, false),
+            },
+            Err(_) => (None, false),
         };
         let Some(mut base) = base else {
-            return path.to_string();
+            return (path.to_string(), partial);
         };
         if let Some(root) = self.containers.root_of(container, r.h.pid) {
             base = strip_root(&root, &base);
         }
-        normalize(&format!("{base}/{path}"))
+        (normalize(&format!("{base}/{path}")), partial)
     }
 }
 
@@ -634,7 +662,10 @@ fn dup(r: &Record<'_>, p: &mut Parts) -> Kept {
         f.connected = Some(r.sock.state == TCP_ESTABLISHED);
         Some(f)
     } else {
-        r.string(0).map(|path| Fd::file(num, &path))
+        r.string(0).map(|path| Fd {
+            name_truncated: r.cut(0),
+            ..Fd::file(num, &path)
+        })
     };
     Ok(())
 }
@@ -984,6 +1015,86 @@ mod tests {
         assert_eq!(e.filtered_user, 1);
         let loss = RecordBuilder::new(Kind::Loss).arg(0, 7).build();
         assert!(matches!(e.decode(&loss).unwrap(), Decoded::Loss(7)));
+    }
+
+    #[test]
+    fn paths_the_kernel_cut_are_flagged_and_kept_past_the_user_space_filters() {
+        use crate::sensor::abi::flags::{STR_CUT, TRUNCATED};
+        let mut e = enricher();
+        // The executable and the working directory lie deeper than the walk.
+        let exec = RecordBuilder::new(Kind::Execve)
+            .task(50, 50, 1, "payload")
+            .flags(TRUNCATED | STR_CUT | STR_CUT << 2)
+            .string(0, b"/a/a/payload")
+            .string(1, b"payload\0")
+            .string(2, b"/a/a")
+            .build();
+        let x = event(&mut e, &exec);
+        assert!(x.proc.exepath_truncated && x.proc.cwd_truncated);
+        assert_eq!(field(&x, "proc.exepath", None), ".../a/a/payload");
+        assert_eq!(field(&x, "proc.exepath_truncated", None), "true");
+        // A relative open from there: the kernel's base directory (string 1)
+        // was cut, so the path is partial; a read-only one outside every
+        // watched prefix is kept, since where it lies cannot be told.
+        for (flags, cut) in [
+            (libc::O_WRONLY | libc::O_CREAT, STR_CUT << 1),
+            (libc::O_RDONLY, STR_CUT << 1),
+        ] {
+            let open = RecordBuilder::new(Kind::Openat)
+                .task(50, 50, 1, "payload")
+                .flags(TRUNCATED | cut)
+                .arg(0, flags as i64)
+                .arg(2, AT_FDCWD)
+                .string(0, b"f")
+                .string(1, b"/a/a")
+                .res(3)
+                .build();
+            let o = event(&mut e, &open);
+            assert_eq!(field(&o, "fd.name", None), ".../a/a/f");
+            assert_eq!(field(&o, "fd.name_truncated", None), "true");
+        }
+        // A whole base directory from the kernel: whole, and filtered as before.
+        let whole = RecordBuilder::new(Kind::Openat)
+            .task(50, 50, 1, "payload")
+            .arg(0, libc::O_WRONLY as i64)
+            .arg(2, AT_FDCWD)
+            .string(0, b"../f")
+            .string(1, b"/srv/app")
+            .res(3)
+            .build();
+        let o = event(&mut e, &whole);
+        assert_eq!(field(&o, "fd.name", None), "/srv/f");
+        assert_eq!(field(&o, "fd.name_truncated", None), "false");
+        let read = RecordBuilder::new(Kind::Openat)
+            .task(50, 50, 1, "payload")
+            .arg(0, libc::O_RDONLY as i64)
+            .arg(2, AT_FDCWD)
+            .string(0, b"f")
+            .string(1, b"/srv/app")
+            .build();
+        assert!(matches!(e.decode(&read).unwrap(), Decoded::Filtered));
+        // No room left for the base at all: only the relative path is known.
+        let roomless = RecordBuilder::new(Kind::Openat)
+            .task(50, 50, 1, "payload")
+            .flags(TRUNCATED | STR_CUT << 1)
+            .arg(0, libc::O_WRONLY as i64)
+            .arg(2, AT_FDCWD)
+            .string(0, b"f")
+            .res(3)
+            .build();
+        assert_eq!(field(&event(&mut e, &roomless), "fd.name", None), ".../f");
+        // Without a base from the kernel, the path starts from /proc's working
+        // directory (none here), then from the exec's, which was cut.
+        let stale = RecordBuilder::new(Kind::Openat)
+            .task(50, 50, 1, "payload")
+            .arg(0, libc::O_WRONLY as i64)
+            .arg(2, AT_FDCWD)
+            .string(0, b"g")
+            .res(4)
+            .build();
+        let g = event(&mut e, &stale);
+        assert_eq!(field(&g, "fd.name", None), ".../a/a/g");
+        assert_eq!(field(&g, "fd.name_truncated", None), "true");
     }
 
     #[test]

@@ -330,10 +330,11 @@ pub fn read_proc(proc_root: &Path, pid: u32, clock: &BootClock) -> Option<Proces
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect();
     let root = link(&dir.join("root")).unwrap_or_else(|| "/".into());
-    let exepath = link(&dir.join("exe"))
-        .map(|e| strip_root(&root, &e))
-        .unwrap_or_default();
+    let exe_link = link(&dir.join("exe"));
+    let exepath_truncated = exe_link.is_none() && too_long(&dir.join("exe"));
+    let exepath = exe_link.map(|e| strip_root(&root, &e)).unwrap_or_default();
     let cwd = link(&dir.join("cwd")).map(|c| strip_root(&root, &c));
+    let cwd_truncated = cwd.is_none() && too_long(&dir.join("cwd"));
     let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
     let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
     let caps = |name: &str| field(name).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
@@ -356,8 +357,10 @@ pub fn read_proc(proc_root: &Path, pid: u32, clock: &BootClock) -> Option<Proces
         name: stat.comm,
         exe,
         exepath,
+        exepath_truncated,
         args: argv.into_iter().skip(1).collect(),
         cwd,
+        cwd_truncated,
         tty: stat.tty,
         start_time: clock.to_unix_ns(stat.start_ticks.saturating_mul(1_000_000_000) / clk_tck()),
         cap_effective: caps("CapEff:"),
@@ -405,6 +408,11 @@ fn link(p: &Path) -> Option<String> {
     std::fs::read_link(p)
         .ok()
         .map(|l| l.to_string_lossy().into_owned())
+}
+
+/// The link's target is longer than PATH_MAX: the kernel cannot name it.
+fn too_long(p: &Path) -> bool {
+    matches!(std::fs::read_link(p), Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG))
 }
 
 /// `/proc/<pid>/exe` shows paths from the reader's root; the kernel reports
