@@ -16,6 +16,7 @@ use edge_agent_tests::sensor::{EVENT_TIMEOUT, copy_binary, sensor_scratch, start
 use edge_agent_tests::{Daemon, Scratch, require_root, wait_for};
 
 const TOO_DEEP: &str = "Exec or write through a path too deep to resolve";
+const HIDDEN: &str = "Hidden file or directory in a system place";
 /// Levels below a scratch directory: past the kernel's walk (32 steps).
 const DEEP: usize = 40;
 /// Levels the kernel's walk keeps of a path (`EA_WALK_DEPTH`).
@@ -171,24 +172,25 @@ fn an_exec_forty_levels_below_dev_shm_is_flagged_and_alerts_as_too_deep_and_as_s
 }
 
 #[test]
-fn a_write_forty_levels_deep_is_flagged_and_every_path_rule_fails_closed() {
+fn a_write_and_a_mkdir_forty_levels_deep_are_flagged_and_every_path_rule_fails_closed() {
     require_root();
     let (s, d, file) = daemon_with_shipped_rules();
     let root = s.path().join("nest");
-    // The look-alike first: a shell writing 20 levels deep.
+    // The look-alike first: a shell writing a file and making a hidden
+    // directory 20 levels deep.
     let near = token("near-");
     let status = Command::new("sh")
         .current_dir(nest(&root, SHALLOW))
-        .args(["-c", &format!("echo x > {near}")])
+        .args(["-c", &format!("echo x > {near} && mkdir .{near}")])
         .status()
         .unwrap();
     assert!(status.success());
     // A shell whose working directory is 40 levels deep writes a file
-    // there by its relative name.
+    // and makes a hidden directory there by their relative names.
     let deep = token("deep-");
     let status = Command::new("sh")
         .current_dir(nest(&root, DEEP))
-        .args(["-c", &format!("echo x > {deep}")])
+        .args(["-c", &format!("echo x > {deep} && mkdir .{deep}")])
         .status()
         .unwrap();
     assert!(status.success());
@@ -211,6 +213,14 @@ fn a_write_forty_levels_deep_is_flagged_and_every_path_rule_fails_closed() {
         "fd.name",
         &suffix,
     );
+    // The same for a path argument: a hidden directory that may lie in
+    // /tmp, /etc or /usr/bin as far as anyone can tell.
+    let hidden = expect_alert(&file, &d, HIDDEN, "evt.arg.path", &format!("/.{deep}"));
+    assert_eq!(
+        hidden["output_fields"]["evt.arg.path"],
+        format!("...{}/.{deep}", ds(WALK)),
+        "{hidden:#}"
+    );
 
     // The look-alike's path was whole: no alert of either rule.
     let all = alerts(&file);
@@ -222,4 +232,9 @@ fn a_write_forty_levels_deep_is_flagged_and_every_path_rule_fails_closed() {
             "{rule:?} fired on a write 20 levels deep"
         );
     }
+    assert_eq!(
+        alert_for(&all, HIDDEN, "evt.arg.path", &format!("/.{near}")),
+        None,
+        "a hidden directory 20 levels deep is nowhere near a system place"
+    );
 }

@@ -17,7 +17,8 @@
 //! after 32 levels and keeps the last components, a string is cut at
 //! PATH_MAX, a relative path's starting directory could not be read. Such a
 //! value says so in its own flag field (`fd.name_truncated`,
-//! `proc.exepath_truncated`, `proc.cwd_truncated`); the evaluator decides no
+//! `proc.exepath_truncated`, `proc.cwd_truncated`,
+//! `evt.arg.path_truncated`); the evaluator decides no
 //! comparison on it but `exists` (see `rules::eval`), and outputs print it
 //! after `...`. A path field's accessor returns `path(text, truncated)`.
 //!
@@ -238,6 +239,11 @@ fn path(v: &str, truncated: bool) -> FieldValue<'_> {
     }
 }
 
+fn opt_path(v: &Option<String>, truncated: bool) -> FieldValue<'_> {
+    v.as_deref()
+        .map_or(FieldValue::Absent, |v| path(v, truncated))
+}
+
 fn owned(v: String) -> FieldValue<'static> {
     FieldValue::Str(Cow::Owned(v))
 }
@@ -331,13 +337,20 @@ args! {
     /// chmod's by Falco's bit names (`S_ISUID|S_IXUSR|...`), others in octal.
     Mode = "mode", Str,
         |e| e.evt.args.mode.map_or(Absent, |m| owned(render_mode(e.evt.ty, m)));
-    Filename = "filename", Str, |e| opt_text(&e.evt.args.filename);
+    /// exec: the path as given (whole); chmod family: resolved, partial
+    /// when `path_truncated`.
+    Filename = "filename", Str, |e| opt_path(&e.evt.args.filename, e.evt.args.path_truncated);
     Name = "name", Str, |e| opt_text(&e.evt.args.name);
-    Path = "path", Str, |e| opt_text(&e.evt.args.path);
-    Oldpath = "oldpath", Str, |e| opt_text(&e.evt.args.oldpath);
-    Newpath = "newpath", Str, |e| opt_text(&e.evt.args.newpath);
+    Path = "path", Str, |e| opt_path(&e.evt.args.path, e.evt.args.path_truncated);
+    Oldpath = "oldpath", Str, |e| opt_path(&e.evt.args.oldpath, e.evt.args.path_truncated);
+    Newpath = "newpath", Str, |e| opt_path(&e.evt.args.newpath, e.evt.args.path_truncated);
     Target = "target", Str, |e| opt_text(&e.evt.args.target);
-    Linkpath = "linkpath", Str, |e| opt_text(&e.evt.args.linkpath);
+    Linkpath = "linkpath", Str, |e| opt_path(&e.evt.args.linkpath, e.evt.args.path_truncated);
+    /// Not a syscall argument: the event's resolved path arguments
+    /// (`filename`, `path`, `oldpath`, `newpath`, `linkpath`) are known only
+    /// in part (a relative path from a directory deeper than the sensor
+    /// reads); comparisons on them then decide nothing.
+    PathTruncated = "path_truncated", Bool, |e| FieldValue::Bool(e.evt.args.path_truncated);
     /// ptrace's request, by Falco's name (`PTRACE_ATTACH`).
     Request = "request", Str,
         |e| e.evt.args.request.map_or(Absent, |r| text(ptrace_request_name(r)));

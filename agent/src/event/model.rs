@@ -218,6 +218,11 @@ pub struct Args {
     /// symlink: where the link is created.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub linkpath: Option<String>,
+    /// `evt.arg.path_truncated`: a resolved path argument (`filename` of
+    /// chmod, `path`, `oldpath`, `newpath`, `linkpath`) is known only in
+    /// part, as for `Fd::name_truncated`; rules treat them as partial.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub path_truncated: bool,
     /// ptrace request number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<u64>,

@@ -1436,6 +1436,15 @@ mod tests {
         ] {
             assert_eq!(c(cond).node.eval(&e), want, "{cond}");
         }
+        // Path arguments too.
+        let mut mkdir = exec("/usr/bin/mkdir", &["mkdir", ".x"]);
+        mkdir.evt.ty = EventType::Mkdirat;
+        mkdir.evt.args.path = Some("/a/a/.x".into());
+        assert!(!c("evt.arg.path pmatch (/usr/bin)").node.eval(&mkdir));
+        mkdir.evt.args.path_truncated = true;
+        assert!(c("evt.arg.path pmatch (/usr/bin)").node.eval(&mkdir));
+        assert!(c("not evt.arg[path] startswith /tmp").node.eval(&mkdir));
+        assert!(c("evt.arg.path_truncated = true").node.eval(&mkdir));
         let whole = exec("/a/a/payload", &["payload"]);
         assert!(!c("proc.exepath startswith /dev/shm/").node.eval(&whole));
         assert!(

@@ -12,7 +12,8 @@
 //!
 //! Partial paths ([`FieldValue::Partial`]: `fd.name`, `fd.directory`,
 //! `fd.filename`, `proc.exepath`, `proc.pexepath`, `proc.aexepath[N]`,
-//! `proc.cwd` when the sensor could not read the whole path) fail closed.
+//! `proc.cwd` and the resolved `evt.arg.*` paths when the sensor could not
+//! read the whole path) fail closed.
 //! `exists` holds on them; every other comparison (`=`, `!=`, `in`,
 //! `startswith`, `endswith`, `contains`, `glob`, `pmatch`, `regex`, with or
 //! without transformers, `a = val(b)`) is *undecided* and takes the value
@@ -21,7 +22,8 @@
 //! is so treated as lying inside every directory a rule watches and
 //! outside every directory a rule excuses; a rule that wants otherwise
 //! tests `fd.name_truncated` (or `proc.exepath_truncated`,
-//! `proc.cwd_truncated`) itself, which is an ordinary boolean.
+//! `proc.cwd_truncated`, `evt.arg.path_truncated`) itself, which is an
+//! ordinary boolean.
 
 use std::net::IpAddr;
 

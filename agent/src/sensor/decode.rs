@@ -224,9 +224,11 @@ impl Enricher {
         }
     }
 
-    /// `Err(Filtered)` when the path filters exclude `path`.
-    fn keep(&self, path: &str) -> Kept {
-        if self.filter.excluded(path) {
+    /// `Err(Filtered)` when the path filters exclude `path`. A path known
+    /// only in part is kept: whether it lies below an excluded prefix
+    /// cannot be told.
+    fn keep(&self, path: &str, partial: bool) -> Kept {
+        if !partial && self.filter.excluded(path) {
             Err(Filtered)
         } else {
             Ok(())
@@ -280,17 +282,22 @@ impl Enricher {
     }
 
     fn unlink(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
-        let (path, _) = self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
-        self.keep(&path)?;
+        let (path, partial) =
+            self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
+        self.keep(&path, partial)?;
         p.args.path = Some(path);
+        p.args.path_truncated = partial;
         p.args.flags = Some(r.arg[1] as u64);
         Ok(())
     }
 
     fn rename_or_link(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
-        let (old, _) = self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
-        let (new, _) = self.resolve(r, &p.container, r.arg[1], &r.string(1).unwrap_or_default());
-        self.keep(&old)?;
+        let (old, old_partial) =
+            self.resolve(r, &p.container, r.arg[0], &r.string(0).unwrap_or_default());
+        let (new, new_partial) =
+            self.resolve(r, &p.container, r.arg[1], &r.string(1).unwrap_or_default());
+        self.keep(&old, old_partial)?;
+        p.args.path_truncated = old_partial || new_partial;
         p.args.oldpath = Some(old);
         p.args.newpath = Some(new);
         p.args.flags = Some(r.arg[2] as u64);
@@ -298,8 +305,10 @@ impl Enricher {
     }
 
     fn symlink(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
-        let (link, _) = self.resolve(r, &p.container, r.arg[0], &r.string(1).unwrap_or_default());
-        self.keep(&link)?;
+        let (link, partial) =
+            self.resolve(r, &p.container, r.arg[0], &r.string(1).unwrap_or_default());
+        self.keep(&link, partial)?;
+        p.args.path_truncated = partial;
         p.args.target = r.string(0);
         p.args.linkpath = Some(link);
         Ok(())
@@ -313,7 +322,8 @@ impl Enricher {
         } else {
             self.resolve_at(r, &p.container, r.arg[1], &given)
         };
-        self.keep(&path)?;
+        self.keep(&path, partial)?;
+        p.args.path_truncated = partial;
         p.args.mode = Some(r.arg[0] as u32);
         if kind == Kind::Fchmod {
             p.args.fd = Some(r.arg[1]);
@@ -336,9 +346,10 @@ impl Enricher {
     }
 
     fn mkdir_or_rmdir(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
-        let (path, _) =
+        let (path, partial) =
             self.resolve_at(r, &p.container, r.arg[1], &r.string(0).unwrap_or_default());
-        self.keep(&path)?;
+        self.keep(&path, partial)?;
+        p.args.path_truncated = partial;
         if r.h.kind != Kind::Rmdir {
             p.args.mode = Some(r.arg[0] as u32);
         }
@@ -1095,6 +1106,41 @@ mod tests {
         let g = event(&mut e, &stale);
         assert_eq!(field(&g, "fd.name", None), ".../a/a/g");
         assert_eq!(field(&g, "fd.name_truncated", None), "true");
+        // The path arguments of mkdir and friends the same way, and a cut
+        // path is never dropped by exclude_paths.
+        let mut excluding = Enricher::new(
+            &SensorConfig {
+                runtime_state_dirs: vec![],
+                exclude_paths: vec!["/var/cache".into()],
+                ..Default::default()
+            },
+            Path::new("/nonexistent-proc"),
+            Path::new("/nonexistent-proc"),
+            BootClock::with_offset(1_000),
+        );
+        let mkdir = |base: &[u8], cut: u16| {
+            RecordBuilder::new(Kind::Mkdirat)
+                .task(51, 51, 1, "mkdir")
+                .flags(cut)
+                .arg(0, 0o700)
+                .arg(1, AT_FDCWD)
+                .string(0, b".hidden")
+                .string(1, base)
+                .build()
+        };
+        let m = event(
+            &mut excluding,
+            &mkdir(b"/var/cache/d", TRUNCATED | STR_CUT << 1),
+        );
+        assert_eq!(field(&m, "evt.arg.path", None), ".../var/cache/d/.hidden");
+        assert_eq!(field(&m, "evt.arg.path_truncated", None), "true");
+        assert!(matches!(
+            excluding.decode(&mkdir(b"/var/cache/d", 0)).unwrap(),
+            Decoded::Filtered
+        ));
+        let whole = event(&mut excluding, &mkdir(b"/srv/d", 0));
+        assert_eq!(field(&whole, "evt.arg.path", None), "/srv/d/.hidden");
+        assert_eq!(field(&whole, "evt.arg.path_truncated", None), "false");
     }
 
     #[test]
