@@ -5,7 +5,9 @@
 //! printed after `...`), must make the path rules fail closed (a rule
 //! watching /dev/shm or /etc fires), and must raise the shipped rule "Exec
 //! or write through a path too deep to resolve"; the same actions 20 levels
-//! deep must not. Needs root.
+//! deep must not. A process already running in a directory longer than
+//! PATH_MAX when the agent starts is flagged from /proc. Needs root (and
+//! perl, which every Debian system has).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -237,4 +239,58 @@ fn a_write_and_a_mkdir_forty_levels_deep_are_flagged_and_every_path_rule_fails_c
         None,
         "a hidden directory 20 levels deep is nowhere near a system place"
     );
+}
+
+/// A process already running in a directory longer than PATH_MAX when the
+/// agent starts: /proc cannot name its working directory, so the process
+/// table (read from /proc) marks `proc.cwd` as known only in part, and its
+/// relative write is flagged from the kernel's walk.
+#[test]
+fn a_process_older_than_the_agent_in_a_directory_longer_than_path_max_is_flagged_from_proc() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    require_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("ea-paths-")
+        .tempdir()
+        .unwrap();
+    let file = token("old-");
+    // 40 levels of 110-byte names: 4,440 bytes, past PATH_MAX (4,096). A
+    // shell's `cd` refuses such a path; perl's chdir() takes one level at
+    // a time. Perl then waits for a line before it writes, and for EOF.
+    let script = format!(
+        r#"$n = "n" x 110; for (1..{DEEP}) {{ mkdir $n; chdir $n or die "chdir: $!" }}
+           $| = 1; print "ready\n"; <STDIN>;
+           open(F, ">", "{file}") or die "open: $!"; print F "x"; close F; <STDIN>;"#
+    );
+    let mut perl = Command::new("perl")
+        .current_dir(scratch.path())
+        .args(["-e", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("perl (perl-base is part of every Debian system)");
+    let mut ready = String::new();
+    BufReader::new(perl.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n", "perl could not build the deep directory");
+
+    let (_s, d, alerts_file) = daemon_with_shipped_rules();
+    let mut stdin = perl.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    stdin.flush().unwrap();
+    let alert = expect_alert(&alerts_file, &d, TOO_DEEP, "fd.name", &format!("/{file}"));
+    drop(stdin);
+    let _ = perl.wait();
+    let name = "n".repeat(110);
+    assert_eq!(
+        alert["output_fields"]["fd.name"],
+        format!("...{}/{file}", format!("/{name}").repeat(WALK)),
+        "{alert:#}"
+    );
+    // Nothing of the working directory could be read from /proc.
+    assert_eq!(alert["output_fields"]["proc.cwd"], "...", "{alert:#}");
+    assert_eq!(alert["output_fields"]["proc.name"], "perl", "{alert:#}");
 }
