@@ -5,16 +5,19 @@
 //! printed after `...`), must make the path rules fail closed (a rule
 //! watching /dev/shm or /etc fires), and must raise the shipped rule "Exec
 //! or write through a path too deep to resolve"; the same actions 20 levels
-//! deep must not. A process already running in a directory longer than
-//! PATH_MAX when the agent starts is flagged from /proc. Needs root (and
-//! perl, which every Debian system has).
+//! deep must not. The same in a runc container (paths relative to its
+//! root), and a process already running in a directory longer than
+//! PATH_MAX when the agent starts is flagged from /proc. Needs root,
+//! containerd, runc, busybox-static and perl (every Debian system has it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
-use edge_agent_tests::sensor::{EVENT_TIMEOUT, copy_binary, sensor_scratch, start_with_sensor};
+use edge_agent_tests::sensor::{
+    Containerd, EVENT_TIMEOUT, copy_binary, sensor_scratch, start_with_sensor,
+};
 use edge_agent_tests::{Daemon, Scratch, require_root, wait_for};
 
 const TOO_DEEP: &str = "Exec or write through a path too deep to resolve";
@@ -26,12 +29,13 @@ const WALK: usize = 32;
 /// Levels a look-alike uses: deep, but within the walk.
 const SHALLOW: usize = 20;
 
-/// A daemon with the sensor and the shipped rules, alerts in a JSON file.
-fn daemon_with_shipped_rules() -> (Scratch, Daemon, PathBuf) {
+/// A daemon with the sensor (and `extra_sensor` lines) and the shipped
+/// rules, alerts in a JSON file.
+fn daemon_with_shipped_rules(extra_sensor: &str) -> (Scratch, Daemon, PathBuf) {
     let s = sensor_scratch("");
     let alerts = s.path().join("alerts.jsonl");
     s.write_config(&format!(
-        "[sensor]\nenabled = true\n[rules]\nfiles = [\"{}\"]\njson_file = \"{}\"\n",
+        "[sensor]\nenabled = true\n{extra_sensor}\n[rules]\nfiles = [\"{}\"]\njson_file = \"{}\"\n",
         edge_agent_tests::rules::shipped_rules_glob(),
         alerts.display()
     ));
@@ -110,7 +114,7 @@ impl Drop for ShmDir {
 #[test]
 fn an_exec_forty_levels_below_dev_shm_is_flagged_and_alerts_as_too_deep_and_as_shared_memory() {
     require_root();
-    let (_s, d, file) = daemon_with_shipped_rules();
+    let (_s, d, file) = daemon_with_shipped_rules("");
     let shm = ShmDir(PathBuf::from("/dev/shm").join(token("ea-paths-")));
     // First the look-alike, 20 levels deep: its path is read in full.
     let near = token("near");
@@ -176,7 +180,7 @@ fn an_exec_forty_levels_below_dev_shm_is_flagged_and_alerts_as_too_deep_and_as_s
 #[test]
 fn a_write_and_a_mkdir_forty_levels_deep_are_flagged_and_every_path_rule_fails_closed() {
     require_root();
-    let (s, d, file) = daemon_with_shipped_rules();
+    let (s, d, file) = daemon_with_shipped_rules("");
     let root = s.path().join("nest");
     // The look-alike first: a shell writing a file and making a hidden
     // directory 20 levels deep.
@@ -277,7 +281,7 @@ fn a_process_older_than_the_agent_in_a_directory_longer_than_path_max_is_flagged
         .unwrap();
     assert_eq!(ready, "ready\n", "perl could not build the deep directory");
 
-    let (_s, d, alerts_file) = daemon_with_shipped_rules();
+    let (_s, d, alerts_file) = daemon_with_shipped_rules("");
     let mut stdin = perl.stdin.take().unwrap();
     stdin.write_all(b"go\n").unwrap();
     stdin.flush().unwrap();
@@ -293,4 +297,62 @@ fn a_process_older_than_the_agent_in_a_directory_longer_than_path_max_is_flagged
     // Nothing of the working directory could be read from /proc.
     assert_eq!(alert["output_fields"]["proc.cwd"], "...", "{alert:#}");
     assert_eq!(alert["output_fields"]["proc.name"], "perl", "{alert:#}");
+}
+
+/// In a container the paths are the container's own (relative to its
+/// root), and the walk is cut the same way: an exec and a write 40 levels
+/// below the container's /tmp. Needs containerd, runc and busybox-static.
+#[test]
+fn an_exec_and_a_write_forty_levels_deep_in_a_container_are_flagged() {
+    require_root();
+    let mut ctrd = Containerd::start();
+    let rootfs = ctrd.busybox_rootfs();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let id = format!("{:064x}", nanos ^ (u128::from(std::process::id()) << 64));
+    let pod_uid = format!("5e0a6925-6b7d-4f7e-8a30-{:012x}", nanos & 0xffff_ffff_ffff);
+    let cgroup = format!("/kubepods/besteffort/pod{pod_uid}/{id}");
+    let (_s, d, file) = daemon_with_shipped_rules(&format!(
+        "runtime_state_dirs = [\"{}\"]",
+        ctrd.task_state_dir().display()
+    ));
+
+    let deep = token("ctr");
+    let dir = format!("/tmp{}", ds(DEEP));
+    // busybox run under a name that is no applet still execs (and exits 127).
+    let out = ctrd.run(
+        &rootfs,
+        &id,
+        &cgroup,
+        &[],
+        &format!(
+            "busybox mkdir -p {dir} && busybox cp /bin/busybox {dir}/{deep}; {dir}/{deep}; cd {dir} && echo x > w{deep}"
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "container: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        ctrd.log()
+    );
+    let exec = expect_alert(&file, &d, TOO_DEEP, "proc.exepath", &format!("/{deep}"));
+    assert_eq!(
+        exec["output_fields"]["proc.exepath"],
+        format!("...{}/{deep}", ds(WALK - 1)),
+        "{exec:#}"
+    );
+    assert_eq!(exec["output_fields"]["container.id"], &id[..12], "{exec:#}");
+    let write = expect_alert(&file, &d, TOO_DEEP, "fd.name", &format!("/w{deep}"));
+    assert_eq!(
+        write["output_fields"]["fd.name"],
+        format!("...{}/w{deep}", ds(WALK)),
+        "{write:#}"
+    );
+    assert_eq!(
+        write["output_fields"]["container.id"],
+        &id[..12],
+        "{write:#}"
+    );
 }
