@@ -169,10 +169,21 @@ pub enum FieldError {
     Unknown(String),
     #[error("field {field} needs an index such as {field}[1]")]
     IndexRequired { field: String },
-    #[error("field {field} takes no index")]
+    #[error("field {field} takes no index{}", index_hint(.field))]
     IndexNotAllowed { field: String },
     #[error("field {field}: bad index \"{index}\"")]
     BadIndex { field: String, index: String },
+}
+
+/// Why a Falco field's index form is not taken here, for a precise reason.
+fn index_hint(field: &str) -> &'static str {
+    match field {
+        "container.mount.dest" | "container.mount.source" => {
+            " (Falco looks a mount up by its source path, container.mount.dest[/proc*]; here \
+             the field is the list of every mount, so test container.mount.source with in or pmatch)"
+        }
+        _ => "",
+    }
 }
 
 /// The deepest ancestor an index may name. The sensor's ancestor lists are

@@ -235,6 +235,9 @@ fn hint(field: &str) -> &'static str {
         f if f.starts_with("k8s.pod.label") || f.starts_with("k8s.ns.label") => {
             " (pod labels need the Kubernetes API; the agent reads only the runtime bundle)"
         }
+        f if f.starts_with("evt.buffer") => {
+            " (the sensor does not capture the data that reads and writes carry)"
+        }
         _ => "",
     }
 }
@@ -1633,6 +1636,19 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().ends_with("(in macro outer > inner)"), "{e}");
+        let e = compile_with("evt.type = open and evt.buffer contains x", &[], &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("unknown field evt.buffer (the sensor does not capture the data"),
+            "{e}"
+        );
+        let e = compile_with("container.mount.dest[/proc*] = x", &[], &[]).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "field container.mount.dest takes no index (Falco looks a mount up by its source"
+            ),
+            "{e}"
+        );
         let e = compile_with("nope", &[], &[]).unwrap_err();
         assert_eq!(e.to_string(), "unknown macro or list nope");
         let e = compile_with("a", &[], &[("a", "b"), ("b", "a")]).unwrap_err();
