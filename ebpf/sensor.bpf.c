@@ -1064,6 +1064,28 @@ static __always_inline int is_open(__u32 t)
 	return t == EA_EVT_OPEN || t == EA_EVT_OPENAT || t == EA_EVT_OPENAT2 || t == EA_EVT_CREAT;
 }
 
+/* Is the NUL-terminated path in `p` (`n` bytes with its NUL, as
+ * bpf_probe_read_user_str counts) /proc/<...>/environ? A read-only open of
+ * a process's environment is reported whatever watch_open_prefixes holds:
+ * secrets live in environments, while the rest of /proc (which ps and top
+ * read thousands of times a second) stays filtered. A path cut at
+ * EA_LPM_DATA never matches. */
+static __always_inline int proc_environ(const __u8 *p, long n)
+{
+	const char tail[8] = {'/', 'e', 'n', 'v', 'i', 'r', 'o', 'n'};
+	/* "/proc/" + one character + "/environ" + NUL */
+	if (n < 16 || n >= EA_LPM_DATA)
+		return 0;
+	if (p[0] != '/' || p[1] != 'p' || p[2] != 'r' || p[3] != 'o' || p[4] != 'c' || p[5] != '/')
+		return 0;
+	__u32 end = (__u32)n - 9;
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		if (p[BOUND(end + i, EA_LPM_DATA - 1)] != tail[i])
+			return 0;
+	return 1;
+}
+
 /* bpf() commands worth a record (EA_BPF_REPORTED_CMDS in abi.h). */
 static __always_inline int bpf_cmd_reported(__u64 cmd)
 {
@@ -1195,7 +1217,8 @@ int ea_sys_enter(struct ea_sys_enter_ctx *ctx)
 			s->key.prefixlen = (n - 1) * 8;
 			int readonly = (flags & O_ACCMODE) == O_RDONLY &&
 				       !(flags & (O_CREAT | O_TRUNC | O_TMPFILE));
-			if (readonly && !bpf_map_lookup_elem(&ea_open_prefixes, &s->key)) {
+			if (readonly && !bpf_map_lookup_elem(&ea_open_prefixes, &s->key) &&
+			    !proc_environ(s->key.data, n)) {
 				count(EA_CNT_FILTERED_OPEN);
 				return 0;
 			}

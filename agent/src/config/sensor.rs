@@ -31,7 +31,8 @@ pub struct SensorConfig {
     pub exclude_cgroups: Vec<String>,
     /// Path prefixes whose file events are dropped in the kernel.
     pub exclude_paths: Vec<PathBuf>,
-    /// Read-only opens are reported only below these prefixes.
+    /// Read-only opens are reported only below these prefixes (and any
+    /// `/proc/<pid>/environ`, whatever they are).
     pub watch_open_prefixes: Vec<PathBuf>,
     /// Size of the kernel-to-user ring buffer (a power of two).
     pub ring_buffer_bytes: ByteSize,
@@ -53,6 +54,8 @@ impl Default for SensorConfig {
             watch_open_prefixes: [
                 "/etc",
                 "/root",
+                // Users' credentials (~/.ssh, ~/.aws) that rules watch.
+                "/home",
                 "/var/run/secrets",
                 "/run/secrets",
                 "/proc/self",

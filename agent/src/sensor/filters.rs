@@ -117,8 +117,22 @@ impl PathFilter {
         if self.excluded(path) {
             return false;
         }
-        !is_read_only(flags) || self.watch.iter().any(|p| path.starts_with(p.as_str()))
+        !is_read_only(flags)
+            || self.watch.iter().any(|p| path.starts_with(p.as_str()))
+            || is_proc_environ(path)
     }
+}
+
+/// `/proc/<...>/environ`: a process's environment, reported on every open
+/// whatever `watch_open_prefixes` holds (the kernel's `proc_environ`), so
+/// that rules see other processes' secrets read while the rest of /proc
+/// stays filtered. The kernel compares at most `LPM_DATA - 1` bytes of a
+/// path; a path that long or longer never matches there, nor here.
+pub fn is_proc_environ(path: &str) -> bool {
+    path.len() < abi::LPM_DATA - 1
+        && path.len() > "/proc//environ".len()
+        && path.starts_with("/proc/")
+        && path.ends_with("/environ")
 }
 
 /// The kernel's notion of a read-only open: O_RDONLY without O_CREAT,
@@ -146,6 +160,20 @@ mod tests {
         assert!(f.reports_open("/etcd/data", libc::O_WRONLY as u64));
         assert!(!f.reports_open("/usr/lib/libc.so", libc::O_RDONLY as u64));
         assert!(f.reports_open("/tmp/x", (libc::O_RDONLY | libc::O_CREAT) as u64));
+    }
+
+    #[test]
+    fn any_processs_environ_is_reported_though_proc_is_not_watched() {
+        let f = PathFilter::from_config(&SensorConfig::default());
+        assert!(f.reports_open("/proc/1/environ", 0));
+        assert!(f.reports_open("/proc/1/task/1/environ", 0));
+        assert!(f.reports_open("/proc/self/environ", 0));
+        assert!(!f.reports_open("/proc/1/status", 0));
+        assert!(!f.reports_open("/proc/1/environment", 0));
+        assert!(!f.reports_open("/proc//environ", 0));
+        assert!(!f.reports_open("/tmp/proc/1/environ", 0));
+        let long = format!("/proc/{}/environ", "1/".repeat(60));
+        assert!(!f.reports_open(&long, 0), "cut in the kernel: not matched");
     }
 
     #[test]
