@@ -555,6 +555,10 @@ const CASES: &[Case] = &[
                 "mkdir -p /root/.aws && echo k >> /root/.aws/credentials && $T/evil -c 'read x < /root/.aws/credentials; : @'",
             ),
             (
+                HostSandbox,
+                "mkdir -p /home/zmuser/.aws && echo k >> /home/zmuser/.aws/credentials && $T/evil -c 'read x < /home/zmuser/.aws/credentials; : @'",
+            ),
+            (
                 Container,
                 "mkdir -p /root/.aws && echo k >> /root/.aws/credentials && x cat && /opt/@/cat /root/.aws/credentials",
             ),
@@ -575,6 +579,10 @@ const CASES: &[Case] = &[
             (
                 HostSandbox,
                 "mkdir -p /etc/ssh && echo k >> /etc/ssh/ssh_config && $T/evil -c 'read x < /etc/ssh/ssh_config; : @'",
+            ),
+            (
+                HostSandbox,
+                "mkdir -p /home/zmuser/.ssh && echo k > /home/zmuser/.ssh/id_@ && $T/evil -c 'read x < /home/zmuser/.ssh/id_@'",
             ),
             (
                 Container,
@@ -606,6 +614,40 @@ const CASES: &[Case] = &[
         benign: &[
             (Host, "$T/evil -c 'read x < /etc/../etc/hostname; : @'"),
             (Host, "$T/evil -c 'read x < /etc/passwd; : @'"),
+        ],
+    },
+    Case {
+        technique: "T1552",
+        rule: "Process environment read by another program",
+        attacks: &[
+            // A service's environment, by pid (not the node's pid 1: a
+            // VM's init may refuse even root).
+            (
+                Host,
+                "env TOKEN=s3cret sleep 5 & p=$!; $T/evil -c \"read x < /proc/$p/environ; : @\"; kill $p",
+            ),
+            // Every thread's too.
+            (
+                Host,
+                "env TOKEN=s3cret sleep 5 & p=$!; $T/evil -c \"read x < /proc/$p/task/$p/environ; : @\"; kill $p",
+            ),
+            // The container's entry process: where a pod's secrets are.
+            (Container, "x cat; /opt/@/cat /proc/1/environ"),
+        ],
+        benign: &[
+            // A program reading its own environment.
+            (Host, "$T/evil -c 'read x < /proc/self/environ; : @'"),
+            (Container, "x cat; /opt/@/cat /proc/self/environ"),
+            // `ps e` reads every process's environment.
+            (
+                Host,
+                "sleep 5 & p=$!; $T/ps -c \"read x < /proc/$p/environ; : @\"; kill $p",
+            ),
+            // The rest of /proc, as ps and top read it.
+            (
+                Host,
+                "sleep 5 & p=$!; $T/evil -c \"read x < /proc/$p/status; : @\"; kill $p",
+            ),
         ],
     },
     // ---- Command and control, impact ----
@@ -822,6 +864,7 @@ fn the_shipped_rules_catch_each_technique_on_the_host_and_in_containers_and_not_
                     "systemd",
                     "nginx",
                     "passwd",
+                    "ps",
                 ][..],
             ),
             (
