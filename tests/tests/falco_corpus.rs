@@ -890,6 +890,35 @@ fn at_least_88_of_falcos_93_rules_compile() {
 }
 
 #[test]
+fn the_falco_rules_that_do_not_compile_say_why_in_falcos_terms() {
+    let loaded = edge_agent::rules::load_paths(&falco_files());
+    let failed: BTreeMap<&str, &str> = loaded
+        .errors()
+        .map(|e| (e.name.as_str(), e.reason.as_str()))
+        .collect();
+    let expected: BTreeMap<&str, &str> = [
+        (
+            "Launch Sensitive Mount Container",
+            "field container.mount.dest takes no index (Falco looks a mount up by its source path",
+        ),
+        (
+            "Java Process Class File Download",
+            "unknown field evt.buffer (the sensor does not capture the data",
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        failed.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "{failed:#?}"
+    );
+    for (rule, why) in expected {
+        assert!(failed[rule].starts_with(why), "{rule}: {}", failed[rule]);
+    }
+}
+
+#[test]
 fn falcos_own_rules_fire_on_attacks_on_the_host_and_in_containers_and_not_on_look_alikes() {
     require_root();
     let stage = Stage::new();
