@@ -631,6 +631,11 @@ const CASES: &[Case] = &[
                 Host,
                 "env TOKEN=s3cret sleep 5 & p=$!; $T/evil -c \"read x < /proc/$p/task/$p/environ; : @\"; kill $p",
             ),
+            // By a relative path (user space resolves it against the cwd).
+            (
+                Host,
+                "env TOKEN=s3cret sleep 5 & p=$!; cd /proc/$p && $T/evil -c 'read x < environ; : @'; kill $p",
+            ),
             // The container's entry process: where a pod's secrets are.
             (Container, "x cat; /opt/@/cat /proc/1/environ"),
         ],
