@@ -1498,10 +1498,10 @@ fn a_connection_to_an_address_the_node_resolved_is_named_after_the_host() {
         i64::from(after_port),
         "the alert is for the connect after the lookup, not the one before: {alert:#}"
     );
-    assert!(
-        sensor_details(&s)["dns_answers_total"].as_u64() >= Some(1),
-        "{}",
-        sensor_details(&s)
-    );
+    // Status is refreshed on the stage's tick, not per event: wait for it.
+    let learned = wait_for(EVENT_TIMEOUT, || {
+        (sensor_details(&s)["dns_answers_total"].as_u64() >= Some(1)).then_some(())
+    });
+    assert!(learned.is_some(), "{}", sensor_details(&s));
     drop((before, after, pool));
 }
