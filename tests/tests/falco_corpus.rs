@@ -74,6 +74,19 @@ const CASES: &[Case] = &[
         attack: (At::Host, "$T/nginx -c 'sleep 6; read x < /etc/shadow; : @'"),
         benign: (At::Host, "$T/nginx -c 'read x < /etc/shadow; : @'"),
     },
+    // A web server's path-traversal read: `exec` so that the reader's
+    // parent is not a shell (the rule leaves shells' children alone).
+    Case {
+        rule: "Directory traversal monitored file read",
+        attack: (
+            At::Host,
+            "mkdir $W/@ && exec $T/nginx -c 'read x < $W/@/../../../../etc/passwd'",
+        ),
+        benign: (
+            At::Host,
+            "mkdir $W/@ && exec $T/nginx -c 'read x < $W/@/../../../../usr/lib/os-release; read x < /etc/passwd; : @'",
+        ),
+    },
     Case {
         rule: "Run shell untrusted",
         attack: (At::Host, "$T/nginx -c 'sh -c \": @\"; true'"),
@@ -540,10 +553,6 @@ const UNTESTABLE: &[(&str, &str)] = &[
     (
         "Launch Disallowed Container",
         "Falco's file allows every container (macro allowed_containers is `container.id exists`) until the user narrows it",
-    ),
-    (
-        "Directory traversal monitored file read",
-        "needs fd.nameraw, the path as the program passed it; the sensor keeps only the normalised path, so '../' never shows",
     ),
     (
         "Linux Kernel Module Injection Detected",

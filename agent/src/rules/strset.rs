@@ -13,7 +13,17 @@ const LINEAR_MAX: usize = 8;
 #[derive(Debug, Clone)]
 pub enum StrSet {
     Linear(Box<[Box<str>]>),
-    Hashed(HashSet<Box<str>, BuildHasherDefault<FxHasher>>),
+    Hashed {
+        set: HashSet<Box<str>, BuildHasherDefault<FxHasher>>,
+        /// Bit `n` set: an item is `n` bytes long (bit 63: 63 or more).
+        /// Most probes (process names, paths) have a length no item has,
+        /// and are answered without hashing.
+        lens: u64,
+    },
+}
+
+fn len_bit(s: &str) -> u64 {
+    1u64 << s.len().min(63)
 }
 
 impl StrSet {
@@ -24,7 +34,10 @@ impl StrSet {
         if v.len() <= LINEAR_MAX {
             StrSet::Linear(v.into_boxed_slice())
         } else {
-            StrSet::Hashed(v.into_iter().collect())
+            StrSet::Hashed {
+                lens: v.iter().fold(0, |m, s| m | len_bit(s)),
+                set: v.into_iter().collect(),
+            }
         }
     }
 
@@ -32,14 +45,14 @@ impl StrSet {
     pub fn contains(&self, s: &str) -> bool {
         match self {
             StrSet::Linear(v) => v.iter().any(|x| **x == *s),
-            StrSet::Hashed(h) => h.contains(s),
+            StrSet::Hashed { set, lens } => lens & len_bit(s) != 0 && set.contains(s),
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
             StrSet::Linear(v) => v.len(),
-            StrSet::Hashed(h) => h.len(),
+            StrSet::Hashed { set, .. } => set.len(),
         }
     }
 
@@ -50,7 +63,7 @@ impl StrSet {
     pub fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match self {
             StrSet::Linear(v) => Box::new(v.iter().map(|s| &**s)),
-            StrSet::Hashed(h) => Box::new(h.iter().map(|s| &**s)),
+            StrSet::Hashed { set, .. } => Box::new(set.iter().map(|s| &**s)),
         }
     }
 }
@@ -112,11 +125,17 @@ mod tests {
         assert!(small.contains("sh") && !small.contains("s") && !small.contains("zsh"));
         let many: Vec<String> = (0..100).map(|i| format!("proc{i}")).collect();
         let large = StrSet::new(many.clone());
-        assert!(matches!(large, StrSet::Hashed(_)));
+        assert!(matches!(large, StrSet::Hashed { .. }));
         for m in &many {
             assert!(large.contains(m));
         }
         assert!(!large.contains("proc100") && !large.contains(""));
+        assert!(!large.contains("proc1 ") && !large.contains("proc"));
         assert_eq!(large.len(), 100);
+        // Items of 63 bytes and more share the last length bit.
+        let long: Vec<String> = (0..9).map(|i| format!("{i}{}", "x".repeat(70))).collect();
+        let set = StrSet::new(long.clone());
+        assert!(set.contains(&long[3]));
+        assert!(!set.contains(&"x".repeat(80)) && !set.contains(&"x".repeat(71)));
     }
 }
