@@ -1505,3 +1505,83 @@ fn a_connection_to_an_address_the_node_resolved_is_named_after_the_host() {
     assert!(learned.is_some(), "{}", sensor_details(&s));
     drop((before, after, pool));
 }
+
+#[test]
+fn setpgid_and_datagrams_by_sendmsg_and_recvmsg_carry_their_arguments() {
+    require_root();
+    let s = scratch_watched();
+    let _d = start_with_sensor(&s);
+    let mut w = Watch::start(&s);
+    // A child that is not a session leader makes itself a group leader.
+    let (pid, status) = in_child(|| {
+        // SAFETY: a raw syscall in the forked child.
+        unsafe { libc::setpgid(0, 0) };
+    });
+    assert_eq!(status, 0);
+    let g = of_child(&mut w, "setpgid", "setpgid", pid);
+    assert_eq!(i64_at(&g, "evt.res"), Some(0), "{g:#}");
+    assert_eq!(i64_at(&g, "evt.args.pid"), Some(0));
+    assert_eq!(i64_at(&g, "evt.args.pgid"), Some(0));
+    assert_eq!(
+        i64_at(&g, "proc.vpgid"),
+        Some(i64::from(pid)),
+        "the process leads its new group: {g:#}"
+    );
+
+    // sendmsg and recvmsg with an address, as resolvers and QUIC stacks do.
+    let me = std::process::id() as i64;
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (la, lb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let sockaddr = |addr: std::net::SocketAddr| {
+        let std::net::SocketAddr::V4(v4) = addr else {
+            unreachable!()
+        };
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    };
+    let mut to = sockaddr(lb);
+    let mut from = sockaddr(la);
+    let mut data = *b"msg";
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: zeroed msghdr is valid; every pointer set below outlives the calls.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut to).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: msg points at live buffers; the fds are open sockets.
+    let sent = unsafe { libc::sendmsg(a.as_raw_fd(), &msg, 0) };
+    assert_eq!(sent, 3);
+    msg.msg_name = (&raw mut from).cast();
+    // SAFETY: as above; recvmsg fills `from` and `data`.
+    let got = unsafe { libc::recvmsg(b.as_raw_fd(), &mut msg, 0) };
+    assert_eq!(got, 3);
+
+    let out = w.expect("sendmsg to the second socket", |e| {
+        is_type(e, &["sendmsg"])
+            && pid_of(e) == Some(me)
+            && str_at(e, "fd.remote") == Some(lb.to_string().as_str())
+    });
+    assert_eq!(str_at(&out, "fd.local"), Some(la.to_string().as_str()));
+    assert_eq!(str_at(&out, "fd.l4proto"), Some("udp"));
+    assert_eq!(i64_at(&out, "evt.res"), Some(3));
+    assert_eq!(i64_at(&out, "evt.args.fd"), Some(i64::from(a.as_raw_fd())));
+    let inb = w.expect("recvmsg from the first socket", |e| {
+        is_type(e, &["recvmsg"])
+            && pid_of(e) == Some(me)
+            && str_at(e, "fd.local") == Some(lb.to_string().as_str())
+    });
+    assert_eq!(str_at(&inb, "fd.remote"), Some(la.to_string().as_str()));
+    assert_eq!(i64_at(&inb, "evt.res"), Some(3));
+    assert_eq!(at(&inb, "fd.name_changed"), true);
+}
