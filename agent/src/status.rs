@@ -77,17 +77,13 @@ pub struct StageStatus {
 
 impl StageStatus {
     /// What `status` says of a stage while the daemon is down, from what it
-    /// can read on disk.
-    pub fn offline(
-        state: StageState,
-        summary: impl Into<String>,
-        details: Map<String, Value>,
-        key_details: &[&str],
-    ) -> Self {
+    /// can read on disk: typed details, as a running stage gives them, and
+    /// their key details.
+    pub fn offline<D: Details>(state: StageState, summary: impl Into<String>, details: &D) -> Self {
         StageStatus {
             summary: summary.into(),
-            details,
-            key_details: key_details.iter().map(|k| (*k).to_string()).collect(),
+            details: details_map(details),
+            key_details: D::KEY.iter().map(|k| (*k).to_string()).collect(),
             ..StageStatus::new(state)
         }
     }
@@ -115,6 +111,15 @@ impl StageStatus {
 pub trait Details: Serialize {
     /// The key details: names of fields of this struct.
     const KEY: &'static [&'static str];
+}
+
+/// `details` as the JSON object a [`StageStatus`] holds.
+fn details_map<D: Details>(details: &D) -> Map<String, Value> {
+    match serde_json::to_value(details) {
+        Ok(Value::Object(map)) => map,
+        // A derived Serialize of a struct is always an object.
+        _ => Map::new(),
+    }
 }
 
 /// Declare a stage's status details: a `#[derive(Serialize)]` struct and
@@ -401,10 +406,7 @@ impl StatusReporter {
     /// Set every detail of `details` at once (one notification), keeping
     /// the order in which details first appeared.
     pub fn details<D: Details>(&self, details: &D) {
-        let Ok(Value::Object(map)) = serde_json::to_value(details) else {
-            // A derived Serialize of a struct is always an object.
-            return;
-        };
+        let map = details_map(details);
         self.tx.send_modify(|s| s.details.extend(map));
     }
 
@@ -491,6 +493,29 @@ mod tests {
         );
         assert_eq!(s.details["lost_total"], 3);
         assert_eq!(s.details["probes_missing"], serde_json::json!(["kprobe/x"]));
+    }
+
+    #[test]
+    fn an_offline_snapshot_holds_typed_details_and_their_key_details() {
+        let s = StageStatus::offline(
+            StageState::Stopped,
+            "not running",
+            &ProbeDetails {
+                up: false,
+                lost_total: 7,
+                renamed: 1,
+                probes_missing: vec![],
+            },
+        );
+        assert_eq!(s.state, StageState::Stopped);
+        assert_eq!(s.summary, "not running");
+        assert_eq!(s.key_details, ["lost_total", "probes_missing"]);
+        let keys: Vec<_> = s.details.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            ["up", "lost_total", "ignored_by_key", "probes_missing"]
+        );
+        assert_eq!(s.details["lost_total"], 7);
     }
 
     #[test]

@@ -239,22 +239,13 @@ pub fn offline_status(config: &AgentConfig) -> Option<crate::status::StageStatus
     let root = std::fs::canonicalize(&b.root).unwrap_or_else(|_| b.root.clone());
     let dir = ledger::dir_for(&config.paths.state_dir, &root);
     let ledger = Ledger::open(&dir, &root).ok()?;
-    let mut details = serde_json::Map::new();
-    details.insert("root".into(), root.display().to_string().into());
-    details.insert("generation".into(), ledger.current().into());
-    if let Some(p) = ledger.pending() {
-        details.insert("interrupted_apply".into(), p.into());
-    }
-    details.insert(
-        "last_apply".into(),
-        ledger
-            .last_apply()
-            .map(|l| serde_json::to_value(l).unwrap_or_default())
-            .unwrap_or(serde_json::Value::Null),
-    );
-    if !ledger.owed_restarts().is_empty() {
-        details.insert("owed_restarts".into(), ledger.owed_restarts().into());
-    }
+    let details = OfflineDetails {
+        root: root.display().to_string(),
+        generation: ledger.current(),
+        interrupted_apply: ledger.pending(),
+        last_apply: ledger.last_apply().cloned(),
+        owed_restarts: ledger.owed_restarts().to_vec(),
+    };
     let summary = match ledger.last_apply() {
         Some(l) => format!(
             "last {} {}: generation {} ({})",
@@ -268,11 +259,26 @@ pub fn offline_status(config: &AgentConfig) -> Option<crate::status::StageStatus
         crate::status::StageState::Disabled
     };
     Some(crate::status::StageStatus::offline(
-        state,
-        summary,
-        details,
-        stage::STAGE.key_details,
+        state, summary, &details,
     ))
+}
+
+crate::status::details! {
+    /// What `status` shows of bootstrap while the daemon is down: what the
+    /// undo log says.
+    pub struct OfflineDetails {
+        /// The root the managed paths are under (`/` on a node).
+        pub root: String,
+        /// The undo log's current generation.
+        pub generation: u64,
+        /// The generation an interrupted apply left pending.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub interrupted_apply: Option<u64>,
+        pub last_apply: Option<LastApply>,
+        /// Service restarts an apply still owes.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub owed_restarts: Vec<String>,
+    }
 }
 
 #[cfg(test)]

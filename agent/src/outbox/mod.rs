@@ -104,7 +104,7 @@ use crate::control::{ControlError, Reply};
 use crate::reload::ConfigWatch;
 use crate::report::{Class, PerClass, Report};
 use crate::stage::{self, Stage, StageContext, StageSpec};
-use crate::status::{Details, StageState, StageStatus};
+use crate::status::{Details, StageState, StageStatus, details};
 
 pub use store::{Cursors, Listing, RecordKey, StoredRecord, read_offline};
 
@@ -573,6 +573,28 @@ pub fn listing_json(l: &Listing, summary: Option<&Summary>) -> Value {
     v
 }
 
+details! {
+    /// What `status` shows of the outbox while the daemon is down: what
+    /// the file says (the running outbox's [`worker::OutboxDetails`] less
+    /// what only the worker knows).
+    pub struct OfflineDetails {
+        pub records_waiting_by_class: PerClass<u64>,
+        pub bytes_waiting_by_class: PerClass<u64>,
+        pub oldest_waiting_age_secs: Option<u64>,
+        pub [key] given_up_total_by_class: PerClass<u64>,
+        pub [key] expired_total_by_class: PerClass<u64>,
+        pub file_bytes: u64,
+        pub next_seq: u64,
+    }
+}
+
+details! {
+    /// What `status` shows of an outbox file it cannot read.
+    pub struct UnreadableDetails {
+        pub file_bytes: u64,
+    }
+}
+
 /// `status` without the daemon: what waits in the outbox file.
 pub fn offline_status(config: &AgentConfig) -> Option<StageStatus> {
     let path = file_path(config);
@@ -582,44 +604,36 @@ pub fn offline_status(config: &AgentConfig) -> Option<StageStatus> {
     let file_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     Some(match read_offline(&path, 1) {
         Ok(l) => {
-            let records = PerClass::from_fn(|c| l.classes[c.index()].records);
-            let bytes = PerClass::from_fn(|c| l.classes[c.index()].bytes);
-            let oldest = l
-                .classes
-                .iter()
-                .filter_map(|c| c.oldest_created_ms)
-                .min()
-                .map(|ms| crate::unix_time::now_millis().saturating_sub(ms) / 1000);
-            let details = json!({
-                "records_waiting_by_class": records,
-                "bytes_waiting_by_class": bytes,
-                "oldest_waiting_age_secs": oldest,
-                "given_up_total_by_class": l.given_up,
-                "expired_total_by_class": l.expired,
-                "file_bytes": file_bytes,
-                "next_seq": l.next_seq,
-            });
+            let details = OfflineDetails {
+                records_waiting_by_class: PerClass::from_fn(|c| l.classes[c.index()].records),
+                bytes_waiting_by_class: PerClass::from_fn(|c| l.classes[c.index()].bytes),
+                oldest_waiting_age_secs: l
+                    .classes
+                    .iter()
+                    .filter_map(|c| c.oldest_created_ms)
+                    .min()
+                    .map(|ms| crate::unix_time::now_millis().saturating_sub(ms) / 1000),
+                given_up_total_by_class: l.given_up,
+                expired_total_by_class: l.expired,
+                file_bytes,
+                next_seq: l.next_seq,
+            };
             StageStatus::offline(
                 StageState::Stopped,
-                format!("{} records waiting in {}", records.total(), path.display()),
-                object(details),
-                worker::OutboxDetails::KEY,
+                format!(
+                    "{} records waiting in {}",
+                    details.records_waiting_by_class.total(),
+                    path.display()
+                ),
+                &details,
             )
         }
         Err(e) => StageStatus::offline(
             StageState::Stopped,
             format!("cannot read {} without the daemon: {e}", path.display()),
-            object(json!({ "file_bytes": file_bytes })),
-            worker::OutboxDetails::KEY,
+            &UnreadableDetails { file_bytes },
         ),
     })
-}
-
-fn object(v: Value) -> serde_json::Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    }
 }
 
 impl std::fmt::Debug for Outbox {

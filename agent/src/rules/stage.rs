@@ -516,34 +516,39 @@ fn query(params: &Value) -> Result<Query, ControlError> {
 }
 
 /// What `status` shows for the rules while the daemon is down: what the
-/// config would load (same keys as the running stage's details).
+/// config would load.
 pub fn offline_status(config: &AgentConfig) -> StageStatus {
     let loaded = loader::load_paths(&config.rules.files);
     let errors = loaded.errors().count();
     let rules = loaded.set.rules.len();
     let engine = Engine::new(loaded, Limits::from(&config.rules), String::new(), 0);
-    let Ok(Value::Object(mut details)) = serde_json::to_value(engine.status_details(0)) else {
-        unreachable!("details serialize as an object")
-    };
-    for k in [
-        "events_evaluated",
-        "alerts_last_hour",
-        "alerts_total",
-        "alerts_suppressed",
-        "top_hits",
-        "last_reload",
-    ]
-    .into_iter()
-    .chain(SinkDetails::KEYS)
-    {
-        details.remove(k);
-    }
+    let d = engine.status_details(0);
     StageStatus::offline(
         StageState::Stopped,
         format!("not running; the config would load {rules} rules ({errors} errors)"),
-        details,
-        STAGE.key_details,
+        &OfflineDetails {
+            files: d.files,
+            rules_loaded: d.rules_loaded,
+            rules_failed: d.rules_failed,
+            rules_skipped: d.rules_skipped,
+            rules_disabled: d.rules_disabled,
+            load_errors: d.load_errors,
+        },
     )
+}
+
+details! {
+    /// What `status` shows of the rules while the daemon is down: what the
+    /// config's rule files would load (the running stage's [`RulesDetails`]
+    /// less what only a running engine counts).
+    pub struct OfflineDetails {
+        pub files: Vec<Value>,
+        pub rules_loaded: u64,
+        pub [key] rules_failed: u64,
+        pub rules_skipped: u64,
+        pub rules_disabled: u64,
+        pub [key] load_errors: Vec<String>,
+    }
 }
 
 /// Swap in a reloaded set, or refuse it when it has errors.
