@@ -326,6 +326,8 @@ impl Engine {
             rules_disabled: set.count("disabled") as u64,
             load_errors,
             events_evaluated: self.events,
+            held_back: None,
+            trial_ends: None,
             alerts_last_hour,
             alerts_total: self.alerts_total.iter().sum(),
             alerts_suppressed: self.suppressed_total,

@@ -177,6 +177,7 @@ impl Loaded {
 }
 
 /// One file's text (or why it could not be read).
+#[derive(Debug, Clone)]
 pub struct Source {
     pub path: PathBuf,
     pub text: Result<String, String>,
@@ -243,7 +244,14 @@ fn glob_paths(pattern: &Path) -> Vec<PathBuf> {
 
 /// Read and load rule files (paths or globs), in order.
 pub fn load_paths(patterns: &[PathBuf]) -> Loaded {
-    let (files, mut problems) = expand_files(patterns);
+    let (sources, problems) = read_paths(patterns);
+    load_read(sources, problems)
+}
+
+/// Read rule files (paths or globs), in order, without loading them; the
+/// problems are those of the patterns (a plain path that does not exist).
+pub fn read_paths(patterns: &[PathBuf]) -> (Vec<Source>, Vec<Problem>) {
+    let (files, problems) = expand_files(patterns);
     let sources = files
         .into_iter()
         .map(|path| {
@@ -251,6 +259,11 @@ pub fn load_paths(patterns: &[PathBuf]) -> Loaded {
             Source { path, text }
         })
         .collect();
+    (sources, problems)
+}
+
+/// Load what [`read_paths`] read, its problems first.
+pub fn load_read(sources: Vec<Source>, mut problems: Vec<Problem>) -> Loaded {
     let mut loaded = load_sources(sources);
     problems.append(&mut loaded.problems);
     loaded.problems = problems;

@@ -17,6 +17,7 @@ pub mod condition;
 pub mod engine;
 pub mod eval;
 pub mod glob;
+pub mod guard;
 pub mod history;
 mod journal;
 mod json_file;

@@ -12,6 +12,11 @@
 //! is refused and the running one kept, with the reasons in the log and in
 //! status. SIGHUP reopens `rules.json_file` (logrotate's postrotate). Never
 //! blocks the event loop on disk or on the outbox.
+//!
+//! Every set loaded is on trial for [`guard::TRIAL`]: a set the daemon died
+//! of (a fatal signal while it was compiled or had just been put in force)
+//! is held back at the next start, and the last good set runs instead until
+//! the files change ([`guard`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +37,9 @@ use crate::status::{Details, StageState, StageStatus, StatusReporter, details, u
 use crate::unix_time;
 
 use super::engine::{Alert, Engine, Limits};
+use super::guard::{self, Guard, HeldBack, Trial};
 use super::history::Query;
-use super::loader::{self, Loaded, Severity};
+use super::loader::{self, Loaded, Severity, Source};
 use super::sinks::{AlertSinks, Settings as SinkSettings, SinkDetails};
 
 /// How often rule files are checked for changes (a few `stat` calls).
@@ -116,6 +122,12 @@ details! {
         /// The first 20 errors of the set in force.
         pub [key] load_errors: Vec<String>,
         pub events_evaluated: u64,
+        /// The rule set held back because the daemon died on trial of it
+        /// (null when none is).
+        pub [key] held_back: Option<HeldBackNote>,
+        /// When the set in force ends its trial (unix seconds; null when
+        /// it has ended).
+        pub trial_ends: Option<u64>,
         /// Per priority with alerts.
         pub [key] alerts_last_hour: Map<String, Value>,
         pub alerts_total: u64,
@@ -195,6 +207,70 @@ struct Task {
     timers: Timers,
 }
 
+/// `held_back` in status: the set, why, and what runs instead.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HeldBackNote {
+    /// The set's SHA-256 (first 16 hex digits).
+    pub sha256: String,
+    pub files: Vec<PathBuf>,
+    /// The fatal signals the daemon died of on its trial.
+    pub signals: Vec<String>,
+    /// When its trial began (unix seconds).
+    pub tried: u64,
+    /// What runs instead.
+    pub running: String,
+    pub what_to_do: String,
+}
+
+/// What the crash guard knows while the stage runs.
+struct Guarded {
+    guard: Guard,
+    /// The held-back set and what runs instead of it.
+    held: Option<(HeldBack, String)>,
+    /// The set in force while it is on trial, with its files' texts (kept
+    /// as the last good set once it ends) and when it ends.
+    trial: Option<(Trial, Vec<Source>, tokio::time::Instant)>,
+}
+
+/// What one load read and made of it (on a blocking thread). Made once
+/// per load and moved, never stored: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    Loaded {
+        loaded: Loaded,
+        sources: Vec<Source>,
+        trial: Option<Trial>,
+    },
+    /// The files are the held-back set: not loaded.
+    HeldBack,
+}
+
+/// Read the files; load them on trial unless they are the held-back set.
+/// A held-back set that differs from the files is released.
+fn attempt(guard: &Guard, files: &[PathBuf], held: Option<&HeldBack>) -> Attempt {
+    let (sources, problems) = loader::read_paths(files);
+    let set = guard::set_id(&sources);
+    match held {
+        Some(h) if h.set == set => return Attempt::HeldBack,
+        Some(_) => match guard.release() {
+            Ok(()) => info!("the rule files changed: the held-back rule set is released"),
+            Err(e) => warn!(error = %e, "cannot forget the held-back rule set"),
+        },
+        None => {}
+    }
+    let paths = sources.iter().map(|s| s.path.clone()).collect();
+    let trial = guard
+        .begin_trial(&set, paths)
+        .map_err(|e| warn!(error = %e, "cannot put the rule set on trial: a crash on it would not be noticed"))
+        .ok();
+    let loaded = loader::load_read(sources.clone(), problems);
+    Attempt::Loaded {
+        loaded,
+        sources,
+        trial,
+    }
+}
+
 /// Cheap identity of the rule files: names, sizes and modification times.
 fn fingerprint(patterns: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let (files, _) = loader::expand_files(patterns);
@@ -226,7 +302,7 @@ pub struct ReloadNote {
 /// load that read it.
 #[derive(Default)]
 struct Reloads {
-    running: Option<(tokio::task::JoinHandle<Loaded>, Asked)>,
+    running: Option<(tokio::task::JoinHandle<Attempt>, Asked)>,
     next: Option<Asked>,
 }
 
@@ -239,25 +315,33 @@ struct Asked {
 }
 
 impl Reloads {
-    fn ask(&mut self, files: &[PathBuf], trigger: &str, ticket: Option<ApplyTicket>) {
+    fn ask(
+        &mut self,
+        files: &[PathBuf],
+        guarded: &Guarded,
+        trigger: &str,
+        ticket: Option<ApplyTicket>,
+    ) {
         let asked = self.next.get_or_insert_with(Asked::default);
         asked.trigger = trigger.to_string();
         asked.tickets.extend(ticket);
         if self.running.is_none() {
-            self.start(files);
+            self.start(files, guarded);
         }
     }
 
-    fn start(&mut self, files: &[PathBuf]) {
+    fn start(&mut self, files: &[PathBuf], guarded: &Guarded) {
         if let Some(asked) = self.next.take() {
             let files = files.to_vec();
-            let task = tokio::task::spawn_blocking(move || loader::load_paths(&files));
+            let guard = guarded.guard.clone();
+            let held = guarded.held.as_ref().map(|(h, _)| h.clone());
+            let task = tokio::task::spawn_blocking(move || attempt(&guard, &files, held.as_ref()));
             self.running = Some((task, asked));
         }
     }
 
     /// The running load's result, once it is done (pending when none runs).
-    async fn done(&mut self) -> (Result<Loaded, tokio::task::JoinError>, Asked) {
+    async fn done(&mut self) -> (Result<Attempt, tokio::task::JoinError>, Asked) {
         let Some((task, _)) = &mut self.running else {
             return std::future::pending().await;
         };
@@ -267,8 +351,66 @@ impl Reloads {
     }
 }
 
-async fn load_off_path(files: Vec<PathBuf>) -> Result<Loaded, StageError> {
-    Ok(tokio::task::spawn_blocking(move || loader::load_paths(&files)).await?)
+/// The first load: the files on trial, or, when they are the set held
+/// back, the last good set (or none).
+async fn first_load(files: Vec<PathBuf>, guard: Guard) -> Result<(Loaded, Guarded), StageError> {
+    Ok(tokio::task::spawn_blocking(move || {
+        let held = match guard.recover() {
+            Ok((held, unproven)) => {
+                if let Some(n) = unproven {
+                    warn!(
+                        set = n.set.get(..16).unwrap_or(""),
+                        "the daemon stopped during the trial of the rule set without a fatal signal (killed or powered off): loading it again"
+                    );
+                }
+                held
+            }
+            Err(e) => {
+                error!(error = %e, "cannot read the rule crash guard's files: loading the configured rules");
+                None
+            }
+        };
+        let mut guarded = Guarded {
+            guard: guard.clone(),
+            held: None,
+            trial: None,
+        };
+        match attempt(&guard, &files, held.as_ref()) {
+            Attempt::Loaded {
+                loaded,
+                sources,
+                trial,
+            } => {
+                guarded.trial = trial.map(|t| (t, sources, tokio::time::Instant::now() + guard::TRIAL));
+                (loaded, guarded)
+            }
+            Attempt::HeldBack => {
+                let held = held.expect("held back only when a set is");
+                let (loaded, running) = match guard.last_good() {
+                    Ok(Some(good)) if good.set != held.set => {
+                        let n = good.files.len();
+                        let at = good.proven;
+                        (
+                            loader::load_read(good.sources(), Vec::new()),
+                            format!("the last good rule set ({n} files, proven at unix time {at}, kept in the state directory)"),
+                        )
+                    }
+                    Ok(_) => (loader::load_read(Vec::new(), Vec::new()), "no rules (there is no earlier good set)".to_string()),
+                    Err(e) => (loader::load_read(Vec::new(), Vec::new()), format!("no rules (the last good set cannot be read: {e})")),
+                };
+                error!(
+                    set = held.set.get(..16).unwrap_or(""),
+                    signals = held.signals.join(", "),
+                    files = ?held.files,
+                    running,
+                    "rule set held back: the daemon died of a fatal signal on its trial; change the rule files to load them again"
+                );
+                guarded.held = Some((held, running));
+                (loaded, guarded)
+            }
+        }
+    })
+    .await?)
 }
 
 impl Task {
@@ -281,7 +423,12 @@ impl Task {
         let cfg = self.config.current();
         let mut files = cfg.rules.files.clone();
         let mut fp = fingerprint(&files);
-        let loaded = load_off_path(files.clone()).await?;
+        guard::install_fatal_signal_note();
+        let (loaded, mut guarded) =
+            first_load(files.clone(), Guard::new(&cfg.paths.state_dir)).await?;
+        if let Some((held, running)) = &guarded.held {
+            self.reports.try_send(held_back_event(held, running));
+        }
         log_problems(&loaded, "loaded");
         let hostname = nix::unistd::gethostname()
             .ok()
@@ -294,7 +441,7 @@ impl Task {
             unix_time::now_nanos(),
         );
         let mut last_reload: Option<ReloadNote> = None;
-        self.refresh_status(&engine, &last_reload, &sinks);
+        self.refresh_status(&engine, &last_reload, &sinks, &guarded);
         // SIGHUP reopens rules.json_file even when the config did not change
         // (then the reload contract does not wake this stage). None where
         // signals cannot be watched: moves are still noticed by the sinks.
@@ -312,15 +459,24 @@ impl Task {
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                (loaded, asked) = reloads.done() => {
-                    let (note, outcome) = apply_reload(&mut engine, loaded?, asked.trigger);
+                (attempt, asked) = reloads.done() => {
+                    let (note, outcome) = apply_attempt(&mut engine, &mut guarded, attempt?, asked.trigger);
                     last_reload = Some(note);
-                    self.refresh_status(&engine, &last_reload, &sinks);
+                    self.refresh_status(&engine, &last_reload, &sinks, &guarded);
                     let outcome = outcome.map_err(Arc::new);
                     for ticket in asked.tickets {
                         ticket.finish(outcome.clone());
                     }
-                    reloads.start(&files);
+                    reloads.start(&files, &guarded);
+                }
+                _ = tokio::time::sleep_until(guarded.trial.as_ref().map_or_else(tokio::time::Instant::now, |t| t.2)), if guarded.trial.is_some() => {
+                    let (trial, sources, _) = guarded.trial.take().expect("on trial");
+                    let set = trial.note.set.get(..16).unwrap_or("").to_string();
+                    match guarded.guard.proven(trial, &sources) {
+                        Ok(()) => info!(set, "the rule set ran through its trial: it is the last good set now"),
+                        Err(e) => warn!(set, error = %e, "cannot keep the rule set as the last good one"),
+                    }
+                    self.refresh_status(&engine, &last_reload, &sinks, &guarded);
                 }
                 update = self.config.changed() => {
                     let cfg = update.config;
@@ -330,7 +486,7 @@ impl Task {
                     // change: a submitter names [rules] when their content did.
                     files = cfg.rules.files.clone();
                     fp = fingerprint(&files);
-                    reloads.ask(&files, &update.origin, Some(update.ticket));
+                    reloads.ask(&files, &guarded, &update.origin, Some(update.ticket));
                 }
                 ev = self.events.recv(), if events_open => {
                     match ev {
@@ -357,13 +513,13 @@ impl Task {
                     let now_fp = fingerprint(&files);
                     if now_fp != fp {
                         fp = now_fp;
-                        reloads.ask(&files, "file change", None);
+                        reloads.ask(&files, &guarded, "file change", None);
                     }
                 }
                 Some(()) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
                     sinks.reconfigure(SinkSettings::from_config(&self.config.current()));
                 }
-                _ = status_tick.tick() => self.refresh_status(&engine, &last_reload, &sinks),
+                _ = status_tick.tick() => self.refresh_status(&engine, &last_reload, &sinks, &guarded),
                 _ = suppress_tick.tick() => {
                     let suppressed = engine.take_suppressed();
                     if !suppressed.is_empty() {
@@ -392,7 +548,14 @@ impl Task {
         }
         self.emit(&mut alerts, &sinks);
         sinks.flush().await;
-        self.refresh_status(&engine, &last_reload, &sinks);
+        // A clean stop proves nothing about the set on trial, and blames
+        // nothing on it either.
+        if let Some((trial, _, _)) = guarded.trial.take()
+            && let Err(e) = guarded.guard.end_trial(trial)
+        {
+            warn!(error = %e, "cannot end the rule set's trial");
+        }
+        self.refresh_status(&engine, &last_reload, &sinks, &guarded);
         Ok(())
     }
 
@@ -416,6 +579,7 @@ impl Task {
         engine: &Engine,
         last_reload: &Option<ReloadNote>,
         sinks: &AlertSinks,
+        guarded: &Guarded,
     ) {
         let set = engine.set();
         let errors = engine
@@ -424,7 +588,21 @@ impl Task {
             .filter(|p| p.severity == Severity::Error)
             .count();
         let loaded = set.rules.len();
-        let (state, summary) = if loaded == 0 {
+        let held_back = guarded
+            .held
+            .as_ref()
+            .map(|(h, running)| held_back_note(h, running));
+        let (state, summary) = if let Some(h) = &held_back {
+            (
+                StageState::Degraded,
+                format!(
+                    "rule set held back: the daemon died of {} on its trial; running {} instead; {}",
+                    h.signals.join(", "),
+                    h.running,
+                    h.what_to_do
+                ),
+            )
+        } else if loaded == 0 {
             (
                 StageState::Degraded,
                 format!("no rules loaded ({errors} errors): the node is not protected"),
@@ -443,6 +621,11 @@ impl Task {
         self.status.set_state(state, summary);
         self.status.details(&RulesDetails {
             last_reload: last_reload.clone(),
+            held_back,
+            trial_ends: guarded
+                .trial
+                .as_ref()
+                .map(|(t, _, _)| t.note.started + guard::TRIAL.as_secs()),
             alert_sinks: sinks.stats.details(),
             ..engine.status_details(unix_time::now_nanos())
         });
@@ -523,6 +706,12 @@ pub fn offline_status(config: &AgentConfig) -> StageStatus {
     let rules = loaded.set.rules.len();
     let engine = Engine::new(loaded, Limits::from(&config.rules), String::new(), 0);
     let d = engine.status_details(0);
+    // The set the daemon will not load at its next start.
+    let held_back = Guard::new(&config.paths.state_dir)
+        .held_back()
+        .ok()
+        .flatten()
+        .map(|h| held_back_note(&h, "the last good rule set, or none"));
     StageStatus::offline(
         StageState::Stopped,
         format!("not running; the config would load {rules} rules ({errors} errors)"),
@@ -533,6 +722,7 @@ pub fn offline_status(config: &AgentConfig) -> StageStatus {
             rules_skipped: d.rules_skipped,
             rules_disabled: d.rules_disabled,
             load_errors: d.load_errors,
+            held_back,
         },
     )
 }
@@ -548,7 +738,98 @@ details! {
         pub rules_skipped: u64,
         pub rules_disabled: u64,
         pub [key] load_errors: Vec<String>,
+        pub [key] held_back: Option<HeldBackNote>,
     }
+}
+
+fn held_back_note(h: &HeldBack, running: &str) -> HeldBackNote {
+    HeldBackNote {
+        sha256: h.set.get(..16).unwrap_or("").to_string(),
+        files: h.files.clone(),
+        signals: h.signals.clone(),
+        tried: h.tried,
+        running: running.to_string(),
+        what_to_do: "change the rule files to load them again (or remove rules-guard/held-back.json in the state directory and restart)".to_string(),
+    }
+}
+
+/// The node event that says a rule set was held back.
+fn held_back_event(h: &HeldBack, running: &str) -> Report {
+    let note = held_back_note(h, running);
+    let Ok(Value::Object(fields)) = serde_json::to_value(&note) else {
+        unreachable!("a note serializes as an object")
+    };
+    Report::node_event(
+        "rules_held_back",
+        format!(
+            "rule set held back: the daemon died of {} on its trial; running {running} instead",
+            h.signals.join(", ")
+        ),
+        fields,
+    )
+}
+
+/// Put a finished load in force (on trial), or refuse it: for its errors,
+/// or because its files are the held-back set.
+fn apply_attempt(
+    engine: &mut Engine,
+    guarded: &mut Guarded,
+    attempt: Attempt,
+    trigger: String,
+) -> (ReloadNote, Result<(), StageError>) {
+    let Attempt::Loaded {
+        loaded,
+        sources,
+        trial,
+    } = attempt
+    else {
+        let (held, running) = guarded.held.as_ref().expect("held back only when a set is");
+        let note = held_back_note(held, running);
+        warn!(
+            trigger,
+            set = note.sha256,
+            "the rule files are still the held-back set: not loaded"
+        );
+        let error = format!(
+            "the rule files are the set held back since the daemon died of {} on its trial; {}",
+            note.signals.join(", "),
+            note.what_to_do
+        );
+        return (
+            ReloadNote {
+                at: unix_now(),
+                trigger,
+                ok: false,
+                errors: vec![error.clone()],
+            },
+            Err(StageError::Refused {
+                total: 1,
+                errors: vec![error],
+            }),
+        );
+    };
+    guarded.held = None;
+    let refused = loaded.has_errors();
+    let result = apply_reload(engine, loaded, trigger);
+    match trial {
+        Some(trial) if refused => {
+            if let Err(e) = guarded.guard.end_trial(trial) {
+                warn!(error = %e, "cannot end the refused rule set's trial");
+            }
+            // The set in force may still be on trial: its note goes back.
+            if let Some((t, _, _)) = &mut guarded.trial {
+                match guarded.guard.begin_trial(&t.note.set, t.note.files.clone()) {
+                    Ok(again) => *t = again,
+                    Err(e) => warn!(error = %e, "cannot put the rule set back on trial"),
+                }
+            }
+        }
+        Some(trial) => {
+            guarded.trial = Some((trial, sources, tokio::time::Instant::now() + guard::TRIAL));
+        }
+        None => {}
+    }
+    result
 }
 
 /// Swap in a reloaded set, or refuse it when it has errors.
