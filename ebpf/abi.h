@@ -84,7 +84,8 @@
 #define EA_EVT_RECVFROM 57
 #define EA_EVT_RECVMSG 58
 #define EA_EVT_DNS 59          /* internal: a DNS answer for the agent's name cache, no evt.type */
-#define EA_EVT_MAX 60          /* one past the highest id; sizes per-type tables */
+#define EA_EVT_REFUSED 60      /* a BPF-LSM hook refused an exec or an open (not an evt.type) */
+#define EA_EVT_MAX 61          /* one past the highest id; sizes per-type tables */
 
 /* ---- per-CPU counters (index into the `ea_counters` map) ---------------- */
 #define EA_CNT_SEEN 0          /* hook runs that could have produced a record */
@@ -99,7 +100,9 @@
 #define EA_CNT_FILTERED_CGROUP 9 /* dropped: task in a cgroup of exclude_cgroups */
 #define EA_CNT_FILTERED_ARGS 10 /* dropped: arguments no rule reads (bpf map access, prctl
 				 * queries, data to or from the peer a socket last named) */
-#define EA_CNT_MAX 11
+#define EA_CNT_REFUSED_EXEC 11 /* execs refused by the BPF-LSM hook (deny_exec) */
+#define EA_CNT_REFUSED_OPEN 12 /* opens refused by the BPF-LSM hook (deny_open) */
+#define EA_CNT_MAX 13
 
 /* ---- bounds ------------------------------------------------------------ */
 #define EA_COMM_LEN 16
@@ -114,10 +117,12 @@
 				* advertise by default (DNS flag day 2020); a larger answer is
 				* cut, and the records that fit are still read */
 #define EA_DNS_PORT 53
+#define EA_DENY_OPEN_RULES 64  /* deny_open rules at most */
 
 /* ---- record header flags (ea_header.flags) ----------------------------- */
 #define EA_F_TRUNCATED 0x1     /* some string was cut at its bound */
 #define EA_F_KILLED 0x2        /* exec: the deny list matched; SIGKILL was sent */
+#define EA_F_REFUSED 0x4       /* REFUSED: a BPF-LSM hook returned -EPERM */
 /* Bits 8-15, one per string slot: (EA_F_STR_CUT << n) is set when string n
  * is not complete. A string read from memory was cut at EA_STR_MAX or at the
  * end of the data area (it holds the string's start); a path walked up from
@@ -134,11 +139,37 @@
 /* ---- config flags (ea_config.flags) ------------------------------------ */
 #define EA_CFG_DENY_EXEC 0x1   /* kill execs that match `ea_deny_exec` */
 #define EA_CFG_EXCLUDE_CGROUPS 0x2 /* `ea_exclude_cgroups` has entries */
+#define EA_CFG_DENY_OPEN 0x4   /* refuse opens that `ea_deny_open_inodes` protects (BPF-LSM) */
+
+/* ---- deny lists (arg0 of EA_EVT_REFUSED records) ------------------------ */
+#define EA_LIST_EXEC 1
+#define EA_LIST_OPEN 2
+
+/* ---- deny_open access (ea_deny_open_rule.access; the f_mode bits) -------- */
+#define EA_ACCESS_READ 0x1     /* FMODE_READ */
+#define EA_ACCESS_WRITE 0x2    /* FMODE_WRITE */
 
 /* Seeds for the two deny-list hashes (FNV-1a 64 over the bytes). */
 #define EA_DENY_SEED_PATH 0xcbf29ce484222325ULL
 #define EA_DENY_SEED_NAME 0x84222325cbf29ce4ULL
 #define EA_FNV_PRIME 0x100000001b3ULL
+
+/* Key of `ea_deny_open_inodes` (a protected file or directory) and, with
+ * `rule`, of `ea_deny_open_allow` (an executable a rule lets through).
+ * Files are matched by inode, not by name, so every path to them counts
+ * (bind mounts, a container's view). `dev` is the kernel's s_dev
+ * (major << 20 | minor), not stat's encoding. */
+struct ea_inode_key {
+	__u32 dev;
+	__u32 rule;          /* 0 in ea_deny_open_inodes */
+	__u64 ino;
+};
+
+/* Value of `ea_deny_open_rules[rule]`. */
+struct ea_deny_open_rule {
+	__u32 access;        /* EA_ACCESS_* bits the rule refuses */
+	__u32 has_allow;     /* 1 when some executables are let through */
+};
 
 /* A string in a record's data area: `off` bytes after the fixed part, `len`
  * bytes long, not counting the NUL that follows it. len 0 = absent or empty. */
@@ -272,6 +303,11 @@ struct ea_sock {
  *   SETSID           arg8/arg9 the process's ids after the call
  *   SETPGID          arg0 pid, arg1 pgid as passed; arg8/arg9 the caller's
  *                    ids after the call
+ *   REFUSED          arg0 EA_LIST_*, arg1 deny_open rule index, arg2 the
+ *                    open's EA_ACCESS_* bits; res -EPERM. EXEC: str0 the
+ *                    refused executable's path, str3 the filename given to
+ *                    exec. OPEN: str0 the refused file's path. Both: the
+ *                    header is the caller's (before the exec).
  *   LOSS             arg0 number of records lost
  * Process ids (exec, fork, setsid, setpgid): arg8 = vpid | vpgid << 32 (in the
  * process's own pid namespace; vpgid 0 when the group leader is outside
@@ -299,6 +335,9 @@ struct ea_config {
 	 * that it polls on its own (every EA_POLL_MS). Waking on every record
 	 * costs more than the record. 0 = wake on every record. */
 	__u32 wakeup_bytes;
+	/* EA_ACCESS_* bits some deny_open rule refuses (a cheap first test). */
+	__u32 deny_open_access;
+	__u32 _pad;
 };
 
 /* How often the reader drains the ring buffer without a wakeup (ms). */
@@ -330,5 +369,7 @@ _Static_assert(__builtin_offsetof(struct ea_record, arg) == 72, "ea_record.arg")
 _Static_assert(__builtin_offsetof(struct ea_record, str) == 200, "ea_record.str");
 _Static_assert(__builtin_offsetof(struct ea_record, sock) == 232, "ea_record.sock");
 _Static_assert(sizeof(struct ea_lpm_key) == 4 + EA_LPM_DATA, "ea_lpm_key is packed");
+_Static_assert(sizeof(struct ea_inode_key) == 16, "ea_inode_key is 16 bytes");
+_Static_assert(sizeof(struct ea_deny_open_rule) == 8, "ea_deny_open_rule is 8 bytes");
 
 #endif /* EA_ABI_H */

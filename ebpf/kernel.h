@@ -40,6 +40,7 @@ enum {
 #define BPF_RB_AVAIL_DATA 0
 
 #define SIGKILL 9
+#define EPERM 1
 #define AT_FDCWD -100
 #define O_ACCMODE 3
 #define O_RDONLY 0
@@ -69,6 +70,7 @@ struct qstr {
 } PRESERVE;
 
 struct super_block {
+	__u32 s_dev;
 	unsigned long s_magic;
 } PRESERVE;
 
@@ -131,6 +133,7 @@ struct path {
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+	unsigned int f_mode;
 	void *private_data;
 } PRESERVE;
 

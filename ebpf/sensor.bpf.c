@@ -19,8 +19,16 @@
  * The agent decides which syscalls are hooked: it fills `ea_syscalls`
  * (syscall number -> EA_EVT_*) for the running architecture.
  *
- * Never sleeps, never writes user memory, never changes what a syscall does;
- * the only action it takes is the opt-in SIGKILL of a denied exec.
+ * Optional BPF-LSM hooks (only where the kernel runs the bpf LSM; loaded
+ * and attached separately, so the rest works without them):
+ *   lsm/bprm_check_security   refuses a denied exec (deny_exec) before it
+ *                             happens: the caller gets EPERM
+ *   lsm/file_open             refuse opens and file creation below the
+ *   lsm/inode_create          protected paths (deny_open)
+ *
+ * Never sleeps and never writes user memory. It changes what a syscall does
+ * only when asked to: the opt-in SIGKILL of a denied exec where BPF-LSM is
+ * missing, and the opt-in refusals of the LSM hooks.
  */
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
@@ -184,6 +192,30 @@ struct {
 	__type(value, __u8);
 } ea_deny_exec SEC(".maps");
 
+/* deny_open: the protected files and directories (inode -> rule index),
+ * what each rule refuses, and the executables each rule lets through
+ * (keyed by inode and rule). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EA_DENY_OPEN_RULES);
+	__type(key, struct ea_inode_key);
+	__type(value, __u32);
+} ea_deny_open_inodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EA_DENY_OPEN_RULES);
+	__type(key, __u32);
+	__type(value, struct ea_deny_open_rule);
+} ea_deny_open_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct ea_inode_key);
+	__type(value, __u8);
+} ea_deny_open_allow SEC(".maps");
+
 /* ---- small helpers ------------------------------------------------------ */
 
 static __always_inline void count(__u32 idx)
@@ -241,7 +273,7 @@ static __always_inline __u64 wakeup_flags(__u16 rec_flags)
 {
 	__u32 zero = 0;
 	struct ea_config *c = bpf_map_lookup_elem(&ea_config, &zero);
-	if (!c || !c->wakeup_bytes || (rec_flags & EA_F_KILLED))
+	if (!c || !c->wakeup_bytes || (rec_flags & (EA_F_KILLED | EA_F_REFUSED)))
 		return 0;
 	if (bpf_ringbuf_query(&ea_events, BPF_RB_AVAIL_DATA) >= c->wakeup_bytes)
 		return BPF_RB_FORCE_WAKEUP;
@@ -963,6 +995,163 @@ int ea_exit(struct bpf_raw_tracepoint_args *ctx)
 	s->rec.arg[0] = BPF_CORE_READ(task, exit_code);
 	submit(s, 0);
 	return 0;
+}
+
+/* ---- BPF-LSM enforcement --------------------------------------------------
+ * The agent loads these only where /sys/kernel/security/lsm lists bpf. Each
+ * returns the previous LSM program's verdict when that already refused. */
+
+SEC("lsm/bprm_check_security")
+int ea_lsm_exec(__u64 *ctx)
+{
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx[0];
+	int ret = (int)ctx[1];
+	struct ea_scratch *s;
+
+	if (ret)
+		return ret;
+	if (!(config_flags() & EA_CFG_DENY_EXEC) || is_own(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	s = scratch();
+	if (!s)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	fill_header(&s->rec, EA_EVT_REFUSED, task);
+	struct file *exe = BPF_CORE_READ(bprm, file);
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	__u32 pos = put_path(s, 0, BPF_CORE_READ(exe, f_path.dentry),
+			     BPF_CORE_READ(exe, f_path.mnt), &fs->root, 0);
+	__u32 fpos = pos;
+	pos = put_kernel_str(s, 3, BPF_CORE_READ(bprm, filename), pos);
+	if (!denied(s, s->rec.str[0].off, s->rec.str[0].len) &&
+	    !(s->rec.str[3].len && denied(s, fpos, s->rec.str[3].len)))
+		return 0;
+	s->rec.h.flags |= EA_F_REFUSED;
+	s->rec.h.res = -EPERM;
+	s->rec.arg[0] = EA_LIST_EXEC;
+	count(EA_CNT_REFUSED_EXEC);
+	submit(s, pos);
+	return -EPERM;
+}
+
+/*
+ * The first deny_open rule that refuses `access` to `dentry` (on `vfsmnt`,
+ * NULL when unknown) for the current executable: index + 1, or 0. Every
+ * protected directory above the file counts (walking up across mounts, at
+ * most EA_WALK_DEPTH steps), and each of them must let the access through.
+ * Matching is by inode, so bind mounts and a container's view of a
+ * protected directory are covered too.
+ */
+static __always_inline int open_refused(struct dentry *dentry, struct vfsmount *vfsmnt,
+					__u32 access)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct inode *exe_inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
+	struct ea_inode_key exe = {};
+	__u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	struct mount *mnt = (struct mount *)((char *)vfsmnt - mnt_off);
+
+	exe.dev = BPF_CORE_READ(exe_inode, i_sb, s_dev);
+	exe.ino = BPF_CORE_READ(exe_inode, i_ino);
+	for (int i = 0; i < EA_WALK_DEPTH; i++) {
+		struct ea_inode_key k = {};
+		k.dev = BPF_CORE_READ(dentry, d_sb, s_dev);
+		k.ino = BPF_CORE_READ(dentry, d_inode, i_ino);
+		__u32 *rule = bpf_map_lookup_elem(&ea_deny_open_inodes, &k);
+		if (rule) {
+			__u32 idx = *rule;
+			struct ea_deny_open_rule *r = bpf_map_lookup_elem(&ea_deny_open_rules, &idx);
+			if (r && (r->access & access)) {
+				exe.rule = idx;
+				if (!r->has_allow || !bpf_map_lookup_elem(&ea_deny_open_allow, &exe))
+					return idx + 1;
+			}
+		}
+		if (vfsmnt && dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+			struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (parent == mnt || !parent)
+				break;
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = parent;
+			vfsmnt = (struct vfsmount *)((char *)parent + mnt_off);
+			continue;
+		}
+		struct dentry *up = BPF_CORE_READ(dentry, d_parent);
+		if (up == dentry || !up)
+			break;
+		dentry = up;
+	}
+	return 0;
+}
+
+/* The access bits some rule refuses (0 when deny_open is off). */
+static __always_inline __u32 deny_open_access(void)
+{
+	__u32 zero = 0;
+	struct ea_config *c = bpf_map_lookup_elem(&ea_config, &zero);
+	if (!c || !(c->flags & EA_CFG_DENY_OPEN))
+		return 0;
+	return c->deny_open_access;
+}
+
+/* Send the REFUSED record for an open or a creation; returns -EPERM. */
+static __always_inline int refuse_open(int refused, __u32 access, struct dentry *dentry,
+				       struct vfsmount *vfsmnt)
+{
+	struct ea_scratch *s = scratch();
+	if (!s)
+		return -EPERM;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	fill_header(&s->rec, EA_EVT_REFUSED, task);
+	s->rec.h.flags |= EA_F_REFUSED;
+	s->rec.h.res = -EPERM;
+	s->rec.arg[0] = EA_LIST_OPEN;
+	s->rec.arg[1] = refused - 1;
+	s->rec.arg[2] = access;
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	__u32 pos = put_path(s, 0, dentry, vfsmnt, &fs->root, 0);
+	count(EA_CNT_REFUSED_OPEN);
+	submit(s, pos);
+	return -EPERM;
+}
+
+SEC("lsm/file_open")
+int ea_lsm_open(__u64 *ctx)
+{
+	struct file *file = (struct file *)ctx[0];
+	int ret = (int)ctx[1];
+
+	if (ret)
+		return ret;
+	__u32 access = BPF_CORE_READ(file, f_mode) & (EA_ACCESS_READ | EA_ACCESS_WRITE);
+	if (!(access & deny_open_access()) || is_own(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
+	struct vfsmount *vfsmnt = BPF_CORE_READ(file, f_path.mnt);
+	int refused = open_refused(dentry, vfsmnt, access);
+	if (!refused)
+		return 0;
+	return refuse_open(refused, access, dentry, vfsmnt);
+}
+
+/* A new file in a protected directory (open with O_CREAT, mknod): refused
+ * before it exists, as a write. Only the directory's own file system is
+ * walked (the hook has no mount). */
+SEC("lsm/inode_create")
+int ea_lsm_create(__u64 *ctx)
+{
+	struct dentry *dentry = (struct dentry *)ctx[1];
+	int ret = (int)ctx[3];
+
+	if (ret)
+		return ret;
+	if (!(deny_open_access() & EA_ACCESS_WRITE) || is_own(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	struct dentry *dir = BPF_CORE_READ(dentry, d_parent);
+	int refused = open_refused(dir, 0, EA_ACCESS_WRITE);
+	if (!refused)
+		return 0;
+	return refuse_open(refused, EA_ACCESS_WRITE, dentry, 0);
 }
 
 /* ---- syscalls ------------------------------------------------------------ */

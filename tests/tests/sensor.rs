@@ -716,6 +716,61 @@ fn a_denied_exec_is_killed_before_it_prints_anything() {
     );
     // Each kill is a critical alert, waiting in the outbox for the fleet.
     expect_in_outbox(&s, "critical_alert", "Critical: Denied executable killed");
+    // This machine's kernel cannot load BPF-LSM programs (scripts/kernel-
+    // matrix.sh tests the refusals on kernels that can): status says the
+    // list kills.
+    assert_eq!(details["deny_exec_mode"], "kill", "{details}");
+}
+
+#[test]
+fn deny_open_is_enforced_only_with_bpf_lsm_and_says_so_when_it_cannot() {
+    require_root();
+    let s = sensor_scratch("");
+    let dir = real(&s.path().to_string_lossy());
+    let protected = s.path().join("k3s");
+    std::fs::create_dir(&protected).unwrap();
+    std::fs::write(protected.join("config.yaml"), "original\n").unwrap();
+    s.write_config(&format!(
+        "[sensor]\nenabled = true\n[[sensor.deny_open]]\npath = \"{dir}/k3s\"\nallow = [\"/usr/local/bin/k3s\"]\n"
+    ));
+    let _d = start_with_sensor(&s);
+    let details = wait_for(EVENT_TIMEOUT, || {
+        let d = sensor_details(&s);
+        d["deny_open_mode"].is_string().then_some(d)
+    })
+    .unwrap_or_else(|| panic!("deny_open_mode in status: {}", sensor_details(&s)));
+    let write = std::fs::write(protected.join("config.yaml"), "changed\n");
+    // Where BPF-LSM programs load (scripts/kernel-matrix.sh's 6.1 kernels)
+    // the write is refused; this machine's kernel lists bpf among its LSMs
+    // but refuses the programs, so the agent must say it cannot enforce.
+    if details["deny_open_mode"] == "lsm" {
+        let e = write.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+        expect_in_outbox(&s, "critical_alert", "Critical: Denied file open refused");
+    } else {
+        // Not enforced here: status says so, the sensor is degraded, and
+        // the rest of the sensor runs.
+        let mode = details["deny_open_mode"].as_str().unwrap();
+        assert!(
+            mode.starts_with("unavailable: ") && mode.to_lowercase().contains("bpf"),
+            "{mode}"
+        );
+        assert!(write.is_ok());
+        let st = status_json(&s);
+        let sensor = &st["stages"]["sensor"];
+        assert_eq!(sensor["state"], "degraded", "{sensor}");
+        assert!(
+            sensor["summary"]
+                .as_str()
+                .unwrap()
+                .contains("deny_open NOT ENFORCED"),
+            "{sensor}"
+        );
+        assert!(
+            details["probes_attached"].as_u64().unwrap() > 30,
+            "{details}"
+        );
+    }
 }
 
 #[test]

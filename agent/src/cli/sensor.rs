@@ -89,6 +89,7 @@ async fn from_daemon(config: &AgentConfig, json: bool) -> Result<Exit, ClientErr
 async fn locally(config: &AgentConfig, json: bool) -> anyhow::Result<Exit> {
     let mut sensor_config = config.sensor.clone();
     sensor_config.deny_exec.clear();
+    sensor_config.deny_open.clear();
     let started = tokio::task::spawn_blocking(move || Sensor::start(&sensor_config)).await?;
     let mut sensor = match started {
         Ok(s) => s,
@@ -115,7 +116,8 @@ async fn locally(config: &AgentConfig, json: bool) -> anyhow::Result<Exit> {
                     eprintln!("edge-agent: the kernel lost {n} events (ring buffer full)");
                     continue;
                 }
-                Decoded::Filtered | Decoded::Learned => continue,
+                // Never produced here: this sensor enforces nothing.
+                Decoded::Filtered | Decoded::Learned | Decoded::Refused { .. } => continue,
             };
             if writeln!(out, "{line}").is_err() {
                 return Ok(Exit::Ok);

@@ -42,7 +42,7 @@ pub use self::fleet::FleetConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::outbox::OutboxConfig;
 pub use self::rules::{Priority, RulesConfig};
-pub use self::sensor::SensorConfig;
+pub use self::sensor::{Access, DenyOpen, SensorConfig};
 pub use self::units::{ByteSize, HumanDuration};
 pub use self::uplink::{BrokerAddress, UplinkConfig};
 

@@ -20,6 +20,56 @@ pub const DEFAULT_RUNTIME_STATE_DIRS: [&str; 2] = [
 const MAX_FILTER_ENTRIES: usize = 256;
 const MAX_DENY_ENTRIES: usize = 512;
 
+/// One `[[sensor.deny_open]]` entry: opens of `path` (a file, or a
+/// directory and everything below it) with `access` are refused, except by
+/// the executables in `allow`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyOpen {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub access: Access,
+    #[serde(default)]
+    pub allow: Vec<PathBuf>,
+}
+
+/// What a `deny_open` entry refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Opens for writing (and creating files below a directory).
+    #[default]
+    Write,
+    /// Opens for reading.
+    Read,
+    /// Both.
+    Any,
+}
+
+impl Access {
+    /// The kernel's `EA_ACCESS_*` bits.
+    pub fn bits(self) -> u32 {
+        use crate::sensor::abi::{ACCESS_READ, ACCESS_WRITE};
+        match self {
+            Access::Write => ACCESS_WRITE,
+            Access::Read => ACCESS_READ,
+            Access::Any => ACCESS_READ | ACCESS_WRITE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Write => "write",
+            Access::Read => "read",
+            Access::Any => "any",
+        }
+    }
+}
+
+/// Executables one `deny_open` entry may let through (the kernel's
+/// `ea_deny_open_allow` holds 1024 in all).
+const MAX_DENY_OPEN_ALLOW: usize = 16;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SensorConfig {
@@ -36,8 +86,12 @@ pub struct SensorConfig {
     pub watch_open_prefixes: Vec<PathBuf>,
     /// Size of the kernel-to-user ring buffer (a power of two).
     pub ring_buffer_bytes: ByteSize,
-    /// Executables (full path or name) killed at exec. Empty: enforcement off.
+    /// Executables (full path or name) refused at exec (BPF-LSM) or killed
+    /// there (elsewhere). Empty: enforcement off.
     pub deny_exec: Vec<String>,
+    /// Files and directories whose opens are refused in the kernel
+    /// (BPF-LSM only). Empty: off.
+    pub deny_open: Vec<DenyOpen>,
     /// Container runtime state directories holding task bundles.
     pub runtime_state_dirs: Vec<PathBuf>,
     /// Processes the process table keeps at most.
@@ -69,6 +123,7 @@ impl Default for SensorConfig {
             // the ring twice for wrap-around), so bigger costs visibly.
             ring_buffer_bytes: ByteSize::mib(4),
             deny_exec: Vec::new(),
+            deny_open: Vec::new(),
             runtime_state_dirs: DEFAULT_RUNTIME_STATE_DIRS
                 .into_iter()
                 .map(PathBuf::from)
@@ -197,6 +252,7 @@ impl SensorConfig {
                 ));
             }
         }
+        self.validate_deny_open(problems);
         for (i, p) in self.runtime_state_dirs.iter().enumerate() {
             if p.as_os_str().is_empty() {
                 problems.push(Problem::new(
@@ -233,6 +289,53 @@ impl Section for SensorConfig {
     ]);
 }
 
+impl SensorConfig {
+    fn validate_deny_open(&self, problems: &mut Vec<Problem>) {
+        let max = crate::sensor::abi::DENY_OPEN_RULES;
+        if self.deny_open.len() > max {
+            problems.push(Problem::new(
+                "sensor.deny_open",
+                format!("at most {max} entries, got {}", self.deny_open.len()),
+            ));
+        }
+        let normal = |p: &Path| {
+            let s = p.to_string_lossy();
+            p.is_absolute() && !s.contains('\0') && !s.split('/').any(|c| c == "." || c == "..")
+        };
+        for (i, d) in self.deny_open.iter().enumerate() {
+            if !normal(&d.path) || d.path == Path::new("/") {
+                problems.push(Problem::new(
+                    format!("sensor.deny_open[{i}].path"),
+                    format!(
+                        "\"{}\" must be an absolute path to a file or directory other than / (no '.' or '..')",
+                        d.path.display()
+                    ),
+                ));
+            }
+            if d.allow.len() > MAX_DENY_OPEN_ALLOW {
+                problems.push(Problem::new(
+                    format!("sensor.deny_open[{i}].allow"),
+                    format!(
+                        "at most {MAX_DENY_OPEN_ALLOW} executables, got {}",
+                        d.allow.len()
+                    ),
+                ));
+            }
+            for (j, a) in d.allow.iter().enumerate() {
+                if !normal(a) || a.to_string_lossy().ends_with('/') {
+                    problems.push(Problem::new(
+                        format!("sensor.deny_open[{i}].allow[{j}]"),
+                        format!(
+                            "\"{}\" must be the absolute path of an executable (no '.' or '..'); bare names are not accepted here, since any program can take a name",
+                            a.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +362,18 @@ mod tests {
             deny_exec: vec!["bin/nc".into(), "/usr/bin/../bin/nc".into(), "xmrig".into()],
             watch_open_prefixes: vec![PathBuf::from("etc")],
             max_processes: 1,
+            deny_open: vec![
+                DenyOpen {
+                    path: "etc/rancher".into(),
+                    access: Access::Write,
+                    allow: vec!["k3s".into(), "/usr/local/bin/k3s".into()],
+                },
+                DenyOpen {
+                    path: "/etc/rancher/k3s/".into(),
+                    access: Access::Any,
+                    allow: vec![],
+                },
+            ],
             ..Default::default()
         };
         let p = problems(&c);
@@ -298,5 +413,45 @@ mod tests {
             p.iter().any(|p| p.starts_with("sensor.max_processes")),
             "{p:?}"
         );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("sensor.deny_open[0].path") && p.contains("absolute")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("sensor.deny_open[0].allow[0]") && p.contains("bare names")),
+            "{p:?}"
+        );
+        assert!(
+            !p.iter()
+                .any(|p| p.starts_with("sensor.deny_open[0].allow[1]")
+                    || p.starts_with("sensor.deny_open[1]")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn deny_open_entries_read_as_an_operator_writes_them() {
+        let c: SensorConfig = toml::from_str(
+            r#"
+            [[deny_open]]
+            path = "/etc/rancher/k3s/"
+            allow = ["/usr/local/bin/k3s"]
+            [[deny_open]]
+            path = "/var/lib/secret.key"
+            access = "any"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.deny_open[0].access, Access::Write);
+        assert_eq!(
+            c.deny_open[0].allow,
+            vec![PathBuf::from("/usr/local/bin/k3s")]
+        );
+        assert_eq!(c.deny_open[1].access.bits(), 0x3);
+        let bad =
+            toml::from_str::<SensorConfig>("[[deny_open]]\npath = \"/x\"\naccess = \"exec\"\n");
+        assert!(bad.unwrap_err().to_string().contains("write"));
     }
 }

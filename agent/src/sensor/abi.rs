@@ -31,11 +31,14 @@ pub const SYSCALL_MAX: u32 = 512;
 pub const DNS_MAX: usize = 1232;
 /// Bytes of a path the kernel's deny-list hash covers (`EA_DENY_PATH_MAX`).
 pub const DENY_PATH_MAX: usize = 256;
+/// `EA_DENY_OPEN_RULES`: `sensor.deny_open` entries at most.
+pub const DENY_OPEN_RULES: usize = 64;
 
 /// `EA_F_*`: record header flags.
 pub mod flags {
     pub const TRUNCATED: u16 = 0x1;
     pub const KILLED: u16 = 0x2;
+    pub const REFUSED: u16 = 0x4;
     /// `EA_F_STR_CUT`: `STR_CUT << n` is set when string slot `n` is not
     /// complete (cut at its bound, or a path walk that stopped before the
     /// root); see [`super::Record::cut`].
@@ -45,6 +48,15 @@ pub mod flags {
 /// `EA_CFG_*`: `ea_config.flags`.
 pub const CFG_DENY_EXEC: u32 = 0x1;
 pub const CFG_EXCLUDE_CGROUPS: u32 = 0x2;
+pub const CFG_DENY_OPEN: u32 = 0x4;
+
+/// `EA_LIST_*`: which deny list a REFUSED record is about (its arg0).
+pub const LIST_EXEC: i64 = 1;
+pub const LIST_OPEN: i64 = 2;
+
+/// `EA_ACCESS_*`: what a deny_open rule refuses (the kernel's f_mode bits).
+pub const ACCESS_READ: u32 = 0x1;
+pub const ACCESS_WRITE: u32 = 0x2;
 
 /// `EA_POLL_MS`: the reader drains the ring buffer at least this often; the
 /// kernel wakes it earlier only when `ea_config.wakeup_bytes` wait.
@@ -129,13 +141,16 @@ pub enum Kind {
     /// Internal: a DNS answer the node received or served, for the name
     /// cache (`fd.sip.name`); never an event.
     Dns = 59,
+    /// A BPF-LSM hook refused an exec or an open. Not an `evt.type`: the
+    /// sensor turns it into an enforcement alert.
+    Refused = 60,
 }
 
 /// `EA_EVT_MAX`: one past the highest id.
-pub const KIND_MAX: u16 = 60;
+pub const KIND_MAX: u16 = 61;
 
 impl Kind {
-    pub const ALL: [Kind; 59] = [
+    pub const ALL: [Kind; 60] = [
         Kind::Loss,
         Kind::Execve,
         Kind::Execveat,
@@ -195,6 +210,7 @@ impl Kind {
         Kind::Recvfrom,
         Kind::Recvmsg,
         Kind::Dns,
+        Kind::Refused,
     ];
 
     pub fn from_id(id: u16) -> Option<Kind> {
@@ -202,11 +218,12 @@ impl Kind {
     }
 
     /// The `evt.type` this record becomes; `None` for the records the
-    /// sensor keeps for itself ([`Kind::Loss`], [`Kind::Dns`]).
+    /// sensor keeps for itself ([`Kind::Loss`], [`Kind::Dns`]) and for
+    /// [`Kind::Refused`], a report about enforcement, not an event.
     pub fn event_type(self) -> Option<EventType> {
         use EventType as T;
         Some(match self {
-            Kind::Loss | Kind::Dns => return None,
+            Kind::Loss | Kind::Dns | Kind::Refused => return None,
             Kind::Execve => T::Execve,
             Kind::Execveat => T::Execveat,
             Kind::Clone => T::Clone,
@@ -285,14 +302,16 @@ pub enum Counter {
     LostUnreported = 8,
     FilteredCgroup = 9,
     FilteredArgs = 10,
+    RefusedExec = 11,
+    RefusedOpen = 12,
 }
 
 /// `EA_CNT_MAX`.
-pub const COUNTER_MAX: u32 = 11;
+pub const COUNTER_MAX: u32 = 13;
 
 impl Counter {
     /// The counters status shows, with their status names.
-    pub const SHOWN: [(Counter, &'static str); 10] = [
+    pub const SHOWN: [(Counter, &'static str); 12] = [
         (Counter::Seen, "seen"),
         (Counter::Sent, "sent"),
         (Counter::Lost, "lost"),
@@ -303,6 +322,8 @@ impl Counter {
         (Counter::FilteredCgroup, "filtered_cgroup"),
         (Counter::FilteredArgs, "filtered_args"),
         (Counter::Killed, "killed"),
+        (Counter::RefusedExec, "refused_exec"),
+        (Counter::RefusedOpen, "refused_open"),
     ];
 }
 
@@ -369,6 +390,41 @@ struct RawLpmKey {
     data: [u8; LPM_DATA],
 }
 
+/// `struct ea_inode_key`: a key of `ea_deny_open_inodes` (rule 0) and
+/// `ea_deny_open_allow`. `dev` is the kernel's internal device number
+/// (`major << 20 | minor`), not `stat`'s encoding: see [`kernel_dev`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub rule: u32,
+    pub ino: u64,
+}
+
+// SAFETY: repr(C), integers only, no padding (16 bytes, asserted below).
+unsafe impl aya::Pod for InodeKey {}
+
+/// `struct ea_deny_open_rule`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenyOpenRule {
+    /// `ACCESS_*` bits the rule refuses.
+    pub access: u32,
+    /// 1 when the rule lets some executables through.
+    pub has_allow: u32,
+}
+
+// SAFETY: repr(C), two u32, no padding (8 bytes, asserted below).
+unsafe impl aya::Pod for DenyOpenRule {}
+
+/// The kernel's `dev_t` (`MKDEV`: major in the top 12 bits, minor in the
+/// low 20) for a device number as `stat` reports it.
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let major = libc::major(st_dev);
+    let minor = libc::minor(st_dev);
+    (major << 20) | (minor & 0xf_ffff)
+}
+
 // The same numbers abi.h asserts with _Static_assert.
 const _: () = {
     assert!(size_of::<RawHeader>() == 72);
@@ -384,6 +440,9 @@ const _: () = {
     assert!(offset_of!(RawRecord, str) == 200);
     assert!(offset_of!(RawRecord, sock) == 232);
     assert!(size_of::<RawLpmKey>() == 4 + LPM_DATA);
+    assert!(size_of::<InodeKey>() == 16);
+    assert!(offset_of!(InodeKey, ino) == 8);
+    assert!(size_of::<DenyOpenRule>() == 8);
 };
 
 /// Bytes of a record's fixed part; its string data follows.
@@ -570,6 +629,10 @@ impl<'a> Record<'a> {
     pub fn killed(&self) -> bool {
         self.h.flags & flags::KILLED != 0
     }
+
+    pub fn refused(&self) -> bool {
+        self.h.flags & flags::REFUSED != 0
+    }
 }
 
 /// Build raw record bytes the way the kernel does. For tests and the
@@ -730,6 +793,8 @@ mod tests {
             ("LOST_UNREPORTED", Counter::LostUnreported),
             ("FILTERED_CGROUP", Counter::FilteredCgroup),
             ("FILTERED_ARGS", Counter::FilteredArgs),
+            ("REFUSED_EXEC", Counter::RefusedExec),
+            ("REFUSED_OPEN", Counter::RefusedOpen),
         ];
         for (name, v) in counters {
             let short = name.trim_start_matches("EA_CNT_");
@@ -755,6 +820,13 @@ mod tests {
         assert_eq!(get("EA_F_TRUNCATED"), Some(u64::from(flags::TRUNCATED)));
         assert_eq!(get("EA_F_KILLED"), Some(u64::from(flags::KILLED)));
         assert_eq!(get("EA_F_STR_CUT"), Some(u64::from(flags::STR_CUT)));
+        assert_eq!(get("EA_F_REFUSED"), Some(u64::from(flags::REFUSED)));
+        assert_eq!(get("EA_CFG_DENY_OPEN"), Some(u64::from(CFG_DENY_OPEN)));
+        assert_eq!(get("EA_LIST_EXEC"), Some(LIST_EXEC as u64));
+        assert_eq!(get("EA_LIST_OPEN"), Some(LIST_OPEN as u64));
+        assert_eq!(get("EA_ACCESS_READ"), Some(u64::from(ACCESS_READ)));
+        assert_eq!(get("EA_ACCESS_WRITE"), Some(u64::from(ACCESS_WRITE)));
+        assert_eq!(get("EA_DENY_OPEN_RULES"), Some(DENY_OPEN_RULES as u64));
         assert_eq!(get("EA_CFG_DENY_EXEC"), Some(u64::from(CFG_DENY_EXEC)));
         assert_eq!(
             get("EA_CFG_EXCLUDE_CGROUPS"),
@@ -828,6 +900,13 @@ mod tests {
         raw[o..o + 2].copy_from_slice(&60000u16.to_ne_bytes());
         let r = Record::parse(&raw).unwrap();
         assert_eq!(r.bytes(0), None);
+    }
+
+    #[test]
+    fn kernel_device_numbers_put_the_major_above_20_bits_of_minor() {
+        // stat's encoding of 8:1 (sda1) and of 259:65536 (a large minor).
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(kernel_dev(libc::makedev(259, 65536)), (259 << 20) | 65536);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What the sensor itself reports to the fleet: an alert for every exec the
-//! deny list killed (in Falco's alert shape, so Falco consumers read it),
+//! deny list killed and every exec or open a BPF-LSM hook refused (in
+//! Falco's alert shape, so Falco consumers read it),
 //! and node events for lost records and for a sensor that cannot start or
 //! runs without some probes.
 //!
@@ -10,11 +11,15 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+use super::decode::{DenyList, Refusal};
 use crate::event::{Event, Field};
 use crate::report::Report;
 
 /// The rule name kills are reported under.
 pub const KILL_RULE: &str = "Denied executable killed";
+/// The rule names BPF-LSM refusals are reported under.
+pub const EXEC_REFUSED_RULE: &str = "Denied executable refused";
+pub const OPEN_REFUSED_RULE: &str = "Denied file open refused";
 
 /// The fields a kill alert carries, in Falco's names.
 const KILL_FIELDS: &[&str] = &[
@@ -41,9 +46,8 @@ pub fn falco_time(unix_ns: u64) -> String {
     humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(unix_ns)).to_string()
 }
 
-/// The critical alert for an exec the kernel killed because `entry` of
-/// `deny_exec` matched.
-pub fn kill_alert(event: &Event, hostname: &str) -> Report {
+/// `event`'s fields, in Falco's names, as an alert's `output_fields`.
+fn output_fields(event: &Event) -> Map<String, Value> {
     let mut fields = Map::new();
     for name in KILL_FIELDS {
         let Ok(f) = Field::parse(name, None) else {
@@ -57,6 +61,13 @@ pub fn kill_alert(event: &Event, hostname: &str) -> Report {
         };
         fields.insert((*name).to_string(), v);
     }
+    fields
+}
+
+/// The critical alert for an exec the kernel killed because `entry` of
+/// `deny_exec` matched.
+pub fn kill_alert(event: &Event, hostname: &str) -> Report {
+    let fields = output_fields(event);
     let get = |k: &str| {
         fields
             .get(k)
@@ -90,6 +101,83 @@ pub fn kill_alert(event: &Event, hostname: &str) -> Report {
         "source": "syscall",
     });
     let Value::Object(payload) = payload else {
+        unreachable!("json! of an object literal is an object")
+    };
+    Report::alert(true, payload)
+}
+
+/// The critical alert for an exec or open a BPF-LSM hook refused (the call
+/// failed with EPERM; nothing of it ran). `deny_open_path` is the
+/// `deny_open` entry that refused an open.
+pub fn refusal_alert(
+    event: &Event,
+    refusal: &Refusal,
+    deny_open_path: Option<&str>,
+    hostname: &str,
+) -> Report {
+    let mut fields = output_fields(event);
+    fields.insert("evt.res".into(), "EPERM".into());
+    let (rule, what, tags) = match refusal.list {
+        DenyList::Exec => {
+            fields.insert("evt.arg.filename".into(), refusal.path.clone().into());
+            (
+                EXEC_REFUSED_RULE,
+                format!("exec of {} refused by deny_exec", refusal.path),
+                ["edge-agent", "enforcement", "process", "mitre_execution"],
+            )
+        }
+        DenyList::Open => {
+            fields.insert("fd.name".into(), refusal.path.clone().into());
+            let flags = event.evt.args.flags.unwrap_or(0) as i32 & libc::O_ACCMODE;
+            let access = match flags {
+                libc::O_RDONLY => "reading",
+                libc::O_WRONLY => "writing",
+                _ => "reading and writing",
+            };
+            fields.insert("evt.arg.flags".into(), access.into());
+            (
+                OPEN_REFUSED_RULE,
+                format!(
+                    "open of {} for {access} refused by deny_open {}",
+                    refusal.path,
+                    deny_open_path.unwrap_or("?")
+                ),
+                [
+                    "edge-agent",
+                    "enforcement",
+                    "filesystem",
+                    "mitre_persistence",
+                ],
+            )
+        }
+    };
+    let s = |k: &str| match fields.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "<NA>".to_string(),
+        Some(v) => v.to_string(),
+    };
+    let time = falco_time(event.evt.time);
+    let output = format!(
+        "{time}: Critical {rule}: {what} (process={} cmdline={} pid={} parent={} user={} container_id={} k8s.pod={} k8s.ns={})",
+        s("proc.exepath"),
+        s("proc.cmdline"),
+        s("proc.pid"),
+        s("proc.pname"),
+        s("user.name"),
+        s("container.id"),
+        s("k8s.pod.name"),
+        s("k8s.ns.name"),
+    );
+    let Value::Object(payload) = json!({
+        "time": time,
+        "rule": rule,
+        "priority": "Critical",
+        "output": output,
+        "output_fields": fields,
+        "tags": tags,
+        "hostname": hostname,
+        "source": "syscall",
+    }) else {
         unreachable!("json! of an object literal is an object")
     };
     Report::alert(true, payload)
@@ -188,5 +276,41 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("cmdline=xmrig -o pool"), "{out}");
+    }
+
+    #[test]
+    fn a_refused_open_is_a_critical_alert_of_its_own_rule_naming_the_file() {
+        let mut e = Event::new(
+            EventType::Openat,
+            Arc::new(Process::new(7, 1, "/bin/busybox", &["sh", "-c", "echo"])),
+        );
+        e.evt.args.flags = Some(libc::O_WRONLY as u64);
+        let refusal = Refusal {
+            list: DenyList::Open,
+            path: "/etc/rancher/k3s/config.yaml".into(),
+            rule: Some(0),
+        };
+        let r = refusal_alert(&e, &refusal, Some("/etc/rancher/k3s"), "node-1");
+        assert_eq!(r.class, Class::CriticalAlert);
+        let p = &r.payload;
+        assert_eq!(p["rule"], OPEN_REFUSED_RULE);
+        assert_eq!(
+            p["output_fields"]["fd.name"],
+            "/etc/rancher/k3s/config.yaml"
+        );
+        assert_eq!(p["output_fields"]["evt.res"], "EPERM");
+        let out = p["output"].as_str().unwrap();
+        assert!(
+            out.contains("open of /etc/rancher/k3s/config.yaml for writing refused by deny_open /etc/rancher/k3s"),
+            "{out}"
+        );
+        let refusal = Refusal {
+            list: DenyList::Exec,
+            path: "/tmp/xmrig".into(),
+            rule: None,
+        };
+        let r = refusal_alert(&e, &refusal, None, "node-1");
+        assert_eq!(r.payload["rule"], EXEC_REFUSED_RULE);
+        assert_eq!(r.payload["output_fields"]["evt.arg.filename"], "/tmp/xmrig");
     }
 }

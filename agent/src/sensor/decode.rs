@@ -34,6 +34,10 @@ pub enum Decoded {
         /// The deny list matched and the kernel killed the process.
         killed: bool,
     },
+    /// A BPF-LSM hook refused an exec or an open. `event` is what was
+    /// attempted (an `execve` or `openat` failing with EPERM, by the caller);
+    /// it is reported as an enforcement alert, not handed to the rules.
+    Refused { event: Event, refusal: Refusal },
     /// The kernel lost this many records (the ring buffer was full).
     Loss(u64),
     /// Dropped by a user-space filter.
@@ -41,6 +45,31 @@ pub enum Decoded {
     /// A record the sensor keeps for itself (a DNS answer for the name
     /// cache): nothing for the rules.
     Learned,
+}
+
+/// Which deny list refused, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub list: DenyList,
+    /// The executable or file refused (as the caller's root sees it).
+    pub path: String,
+    /// `deny_open`: the entry's index in the config.
+    pub rule: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyList {
+    Exec,
+    Open,
+}
+
+impl DenyList {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyList::Exec => "exec",
+            DenyList::Open => "open",
+        }
+    }
 }
 
 /// Decoder and enricher: one per sensor, owned by its reader task.
@@ -100,13 +129,16 @@ impl Enricher {
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let r = Record::parse(bytes)?;
         let Some(ty) = r.h.kind.event_type() else {
-            if r.h.kind == Kind::Dns {
-                if let Some(msg) = r.bytes(0) {
-                    self.dns.learn(msg, r.h.ts_boot_ns);
+            return Ok(match r.h.kind {
+                Kind::Dns => {
+                    if let Some(msg) = r.bytes(0) {
+                        self.dns.learn(msg, r.h.ts_boot_ns);
+                    }
+                    Decoded::Learned
                 }
-                return Ok(Decoded::Learned);
-            }
-            return Ok(Decoded::Loss(r.arg[0].max(0) as u64));
+                Kind::Refused => self.refused(&r),
+                _ => Decoded::Loss(r.arg[0].max(0) as u64),
+            });
         };
         let mut parts = Parts {
             proc: self.subject(&r),
@@ -141,7 +173,9 @@ impl Enricher {
     /// the user-space half of the path filters dropped it.
     fn arguments(&mut self, r: &Record<'_>, p: &mut Parts) -> Kept {
         match r.h.kind {
-            Kind::Loss | Kind::Dns => unreachable!("decode returns these before this"),
+            Kind::Loss | Kind::Dns | Kind::Refused => {
+                unreachable!("decode returns these before this")
+            }
             Kind::Execve | Kind::Execveat => exec_args(r, p),
             Kind::Clone | Kind::Clone3 | Kind::Fork | Kind::Vfork => self.fork(r, p),
             Kind::Procexit => self.exit(r, p),
@@ -176,6 +210,42 @@ impl Enricher {
             Kind::Prctl => self.prctl(r, p),
             Kind::Setsid | Kind::Setpgid => self.session(r, p),
             Kind::Socket => socket(r, p),
+        }
+    }
+
+    /// A REFUSED record: the caller's attempt, as an event for the alert.
+    /// The caller's image is unchanged (a refused exec never happened).
+    fn refused(&mut self, r: &Record<'_>) -> Decoded {
+        let path = r.string(0).unwrap_or_default();
+        let mut parts = Parts {
+            proc: self.subject(r),
+            container: self.container(r),
+            args: Args::default(),
+            fd: None,
+            caps: None,
+        };
+        let (ty, list, rule) = if r.arg[0] == super::abi::LIST_OPEN {
+            let access = r.arg[2] as u32;
+            let flags = match (
+                access & super::abi::ACCESS_READ != 0,
+                access & super::abi::ACCESS_WRITE != 0,
+            ) {
+                (true, true) => libc::O_RDWR,
+                (false, true) => libc::O_WRONLY,
+                _ => libc::O_RDONLY,
+            };
+            parts.args.name = Some(path.clone());
+            parts.args.flags = Some(flags as u64);
+            parts.fd = Some(Fd::file(-1, &path));
+            let rule = usize::try_from(r.arg[1]).ok();
+            (EventType::Openat, DenyList::Open, rule)
+        } else {
+            parts.args.filename = r.string(3).or_else(|| Some(path.clone()));
+            (EventType::Execve, DenyList::Exec, None)
+        };
+        Decoded::Refused {
+            event: self.assemble(ty, r, parts),
+            refusal: Refusal { list, path, rule },
         }
     }
 

@@ -18,13 +18,14 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::{Lsm, RawTracePoint, TracePoint};
 use aya::util::KernelVersion;
-use aya::{Ebpf, EbpfLoader};
+use aya::{Btf, Ebpf, EbpfLoader};
 use tracing::{debug, warn};
 
 use super::SensorError;
-use super::abi::{self, COUNTER_MAX, Counter};
+use super::abi::{self, COUNTER_MAX, Counter, DenyOpenRule, InodeKey};
+use super::enforce::{self, DenyOpenEntries, Mode};
 use super::filters::KernelFilters;
 use super::probes::{self, ENTER_PROG, Hook, MIN_KERNEL, Probe};
 use crate::config::SensorConfig;
@@ -59,7 +60,48 @@ pub struct Kernel {
     cgroup_ids: BTreeSet<u64>,
     /// Where those paths are looked up (found once, at load).
     cgroup_root: Option<PathBuf>,
+    lsm: LsmState,
+    /// `ea_config` as last applied, less the deny_open part.
+    config_flags: u32,
+    wakeup_bytes: u32,
 }
+
+/// The optional BPF-LSM programs: whether the kernel runs the BPF LSM
+/// (checked once, at load), and which hooks are attached. Attached when a
+/// deny list first needs them; never detached (an empty list turns them
+/// into a map lookup and a return).
+struct LsmState {
+    available: Result<(), String>,
+    btf: Option<Btf>,
+    exec: Hooked,
+    open: Hooked,
+    /// `deny_open` as last applied: the config entries and their inodes.
+    deny_open: Vec<crate::config::DenyOpen>,
+    entries: DenyOpenEntries,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hooked {
+    No,
+    Yes,
+    Failed(String),
+}
+
+impl Hooked {
+    fn why_not(&self) -> Option<&str> {
+        match self {
+            Hooked::Failed(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
+/// One optional LSM hook: (program in sensor.bpf.c, LSM hook name).
+const LSM_EXEC: [(&str, &str); 1] = [("ea_lsm_exec", "bprm_check_security")];
+const LSM_OPEN: [(&str, &str); 2] = [
+    ("ea_lsm_open", "file_open"),
+    ("ea_lsm_create", "inode_create"),
+];
 
 /// `ea_exclude_cgroups` holds at most this many ids.
 const MAX_EXCLUDED_CGROUPS: usize = 4096;
@@ -159,6 +201,10 @@ pub fn preflight() -> Result<(), SensorError> {
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
         return Err(SensorError::NotPrivileged);
     }
+    let machine = nix::sys::utsname::uname()
+        .map(|u| u.machine().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    arch_supported(std::env::consts::ARCH, &machine)?;
     if !Path::new(BTF).exists() {
         return Err(SensorError::NoBtf);
     }
@@ -173,6 +219,32 @@ pub fn preflight() -> Result<(), SensorError> {
     ensure_tracefs()?;
     raise_memlock();
     Ok(())
+}
+
+/// Whether the sensor built for `binary` (Rust's `target_arch`) can run on a
+/// kernel whose `uname -m` (as this process sees it) is `machine`.
+///
+/// eBPF is a 64-bit machine: the programs read every kernel pointer and
+/// every syscall tracepoint argument as 8 bytes, which is what 64-bit
+/// kernels store. A 32-bit kernel stores 4, so the sensor refuses to load
+/// there rather than read garbage. The 32-bit ARM build on a 64-bit ARM
+/// kernel (uname says `armv8l` to a 32-bit process) fails differently: its
+/// syscall numbers are not the kernel's, and its own calls are compat calls,
+/// which the syscall tracepoints do not report.
+pub fn arch_supported(binary: &'static str, machine: &str) -> Result<(), SensorError> {
+    if binary != "arm" {
+        return Ok(());
+    }
+    let reason = if machine == "armv8l" || machine == "aarch64" {
+        "this 32-bit ARM build cannot watch a 64-bit kernel (its syscall numbers are not the kernel's, and the kernel does not trace 32-bit calls); install the aarch64 build (edge-agent-aarch64-linux-musl) to get the sensor. Metrics, outbox, uplink, rules and bootstrap run."
+    } else {
+        "the eBPF programs read kernel pointers and syscall arguments as 64-bit values, and a 32-bit kernel stores them in 32 bits, so runtime detection needs a 64-bit kernel (arm64). Metrics, outbox, uplink, rules and bootstrap run."
+    };
+    Err(SensorError::UnsupportedArch {
+        machine: machine.to_string(),
+        binary,
+        reason,
+    })
 }
 
 /// This process's effective capabilities (`CapEff` in /proc/self/status).
@@ -273,6 +345,16 @@ impl Kernel {
             exclude_cgroups: Vec::new(),
             cgroup_ids: BTreeSet::new(),
             cgroup_root: cgroup2_root(),
+            lsm: LsmState {
+                available: enforce::bpf_lsm_here(),
+                btf: None,
+                exec: Hooked::No,
+                open: Hooked::No,
+                deny_open: Vec::new(),
+                entries: DenyOpenEntries::default(),
+            },
+            config_flags: 0,
+            wakeup_bytes: 0,
         };
         {
             let mut own: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
@@ -416,23 +498,160 @@ impl Kernel {
             }
         }
         sync_set(&mut self.bpf, "ea_deny_exec", &f.deny)?;
+        if f.deny_enabled() && self.lsm.exec == Hooked::No {
+            self.lsm.exec = self.attach_lsm(&LSM_EXEC);
+        }
+        self.lsm.deny_open = config.deny_open.clone();
+        if !config.deny_open.is_empty() && self.lsm.open == Hooked::No {
+            self.lsm.open = self.attach_lsm(&LSM_OPEN);
+        }
+        self.lsm.entries = DenyOpenEntries::default();
+        self.refresh_deny_open()?;
+        let mut flags = 0;
+        if f.deny_enabled() {
+            flags |= abi::CFG_DENY_EXEC;
+        }
+        if !self.exclude_cgroups.is_empty() {
+            flags |= abi::CFG_EXCLUDE_CGROUPS;
+        }
+        self.config_flags = flags;
+        self.wakeup_bytes = wakeup_bytes(config);
+        self.write_config()
+    }
+
+    /// The `ea_config` entry from what was last applied.
+    fn write_config(&mut self) -> Result<(), SensorError> {
+        let mut flags = self.config_flags;
+        let mut access = 0;
+        if self.lsm.open == Hooked::Yes && !self.lsm.deny_open.is_empty() {
+            flags |= abi::CFG_DENY_OPEN;
+            access = self.lsm.entries.access;
+        }
+        let map = self
+            .bpf
+            .map_mut("ea_config")
+            .ok_or(SensorError::MissingMap("ea_config"))?;
+        let mut m: Array<_, [u32; 4]> = Array::try_from(map).map_err(map_err("ea_config"))?;
+        m.set(0, [flags, self.wakeup_bytes, access, 0], 0)
+            .map_err(map_err("ea_config"))
+    }
+
+    /// Load and attach LSM `hooks` (all or nothing is reported). Only where
+    /// the kernel runs the BPF LSM; elsewhere the reason is kept for status.
+    fn attach_lsm(&mut self, hooks: &[(&'static str, &'static str)]) -> Hooked {
+        if let Err(why) = &self.lsm.available {
+            return Hooked::Failed(why.clone());
+        }
+        if self.lsm.btf.is_none() {
+            match Btf::from_sys_fs() {
+                Ok(b) => self.lsm.btf = Some(b),
+                Err(e) => return Hooked::Failed(format!("reading the kernel's BTF: {e}")),
+            }
+        }
+        for (prog, hook) in hooks {
+            let btf = self.lsm.btf.as_ref().expect("set above");
+            let r = program::<Lsm>(&mut self.bpf, prog)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    p.load(hook, btf).map_err(|e| error_chain(&e))?;
+                    let id = p.attach().map_err(|e| error_chain(&e))?;
+                    p.take_link(id).map_err(|e| error_chain(&e))
+                });
+            match r {
+                Ok(link) => self.links.push(Box::new(link)),
+                Err(e) => {
+                    warn!(hook, error = %e, "could not attach the BPF-LSM hook");
+                    return Hooked::Failed(format!(
+                        "the kernel did not take the BPF-LSM program lsm/{hook}: {e}"
+                    ));
+                }
+            }
+        }
+        Hooked::Yes
+    }
+
+    /// Resolve `deny_open` again (paths created later, binaries replaced)
+    /// and bring the kernel's maps up to date. Cheap when nothing changed.
+    pub fn refresh_deny_open(&mut self) -> Result<(), SensorError> {
+        if self.lsm.open != Hooked::Yes {
+            return Ok(());
+        }
+        let cfg = crate::config::SensorConfig {
+            deny_open: self.lsm.deny_open.clone(),
+            ..Default::default()
+        };
+        let e = DenyOpenEntries::resolve(&cfg);
+        if e == self.lsm.entries {
+            return Ok(());
+        }
         {
+            let name = "ea_deny_open_rules";
             let map = self
                 .bpf
-                .map_mut("ea_config")
-                .ok_or(SensorError::MissingMap("ea_config"))?;
-            let mut m: Array<_, [u32; 2]> = Array::try_from(map).map_err(map_err("ea_config"))?;
-            let mut flags = 0;
-            if f.deny_enabled() {
-                flags |= abi::CFG_DENY_EXEC;
+                .map_mut(name)
+                .ok_or(SensorError::MissingMap(name))?;
+            let mut rules: Array<_, DenyOpenRule> = Array::try_from(map).map_err(map_err(name))?;
+            for (i, r) in e.rules.iter().enumerate() {
+                rules.set(i as u32, *r, 0).map_err(map_err(name))?;
             }
-            if !self.exclude_cgroups.is_empty() {
-                flags |= abi::CFG_EXCLUDE_CGROUPS;
-            }
-            m.set(0, [flags, wakeup_bytes(config)], 0)
-                .map_err(map_err("ea_config"))?;
         }
-        Ok(())
+        {
+            let name = "ea_deny_open_inodes";
+            let map = self
+                .bpf
+                .map_mut(name)
+                .ok_or(SensorError::MissingMap(name))?;
+            let mut m: BpfHashMap<_, InodeKey, u32> =
+                BpfHashMap::try_from(map).map_err(map_err(name))?;
+            let stale: Vec<InodeKey> = m
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(k, v)| e.inodes.get(k) != Some(v))
+                .map(|(k, _)| k)
+                .collect();
+            for k in stale {
+                m.remove(&k).map_err(map_err(name))?;
+            }
+            for (k, v) in &e.inodes {
+                m.insert(k, v, 0).map_err(map_err(name))?;
+            }
+        }
+        sync_set(&mut self.bpf, "ea_deny_open_allow", &e.allow)?;
+        if !e.missing.is_empty() {
+            debug!(missing = ?e.missing, "deny_open paths that do not exist yet");
+        }
+        self.lsm.entries = e;
+        self.write_config()
+    }
+
+    /// How `deny_exec` and `deny_open` are enforced here (for status).
+    pub fn modes(&self, config: &SensorConfig) -> (Mode, Mode) {
+        let exec = if config.deny_exec.is_empty() {
+            Mode::Off
+        } else if self.lsm.exec == Hooked::Yes {
+            Mode::Lsm
+        } else {
+            Mode::Kill
+        };
+        let open = if config.deny_open.is_empty() {
+            Mode::Off
+        } else if self.lsm.open == Hooked::Yes {
+            Mode::Lsm
+        } else {
+            Mode::Unavailable(
+                self.lsm
+                    .open
+                    .why_not()
+                    .unwrap_or("BPF-LSM is not attached")
+                    .to_string(),
+            )
+        };
+        (exec, open)
+    }
+
+    /// `deny_open` paths that do not exist (yet).
+    pub fn deny_open_missing(&self) -> &[String] {
+        &self.lsm.entries.missing
     }
 
     /// Bring `ea_exclude_cgroups` up to date with the cgroups that exist now
@@ -567,6 +786,17 @@ fn tracepoint_exists(event: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sensor_refuses_32_bit_arm_with_the_reason_and_runs_on_64_bit_kernels() {
+        assert!(arch_supported("x86_64", "x86_64").is_ok());
+        assert!(arch_supported("aarch64", "aarch64").is_ok());
+        let e = arch_supported("arm", "armv7l").unwrap_err();
+        assert_eq!(e.code(), "unsupported_arch");
+        assert!(e.to_string().contains("32-bit kernel"), "{e}");
+        let e = arch_supported("arm", "armv8l").unwrap_err();
+        assert!(e.to_string().contains("aarch64 build"), "{e}");
+    }
 
     #[test]
     fn cgroup_ids_cover_the_subtrees_skip_missing_paths_and_stop_at_the_limit() {

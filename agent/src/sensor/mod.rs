@@ -4,15 +4,17 @@
 //!
 //! Owns the kernel programs and their maps, the kernel/user ABI mirror, and
 //! everything that turns a kernel record into an event. Also the one
-//! enforcement the agent does: the opt-in `deny_exec` list, killed in the
-//! kernel at exec. Never evaluates rules and never writes to disk.
+//! enforcement the agent does: the opt-in `deny_exec` and `deny_open`
+//! lists, refused in BPF-LSM hooks where the kernel runs the BPF LSM (exec
+//! otherwise killed at exec). Never evaluates rules and never writes to disk.
 //!
 //! Layout: `abi` (the ABI mirror, decoding with length checks), `probes`
 //! (the probe table), `filters` (config -> kernel filter entries), `loader`
 //! (aya: load, fill maps, attach, counters), `reader` (a running
 //! [`Sensor`]: start-up order, `AsyncFd` ring reading), `decode` (records ->
-//! events), `proctable`, `container`, `users` (enrichment), `alert` (what the
-//! sensor reports), `stage` (the daemon stage).
+//! events), `proctable`, `container`, `users` (enrichment), `enforce` (BPF-LSM
+//! availability, deny_open resolution, modes), `alert` (what the sensor
+//! reports), `stage` (the daemon stage).
 
 pub mod abi;
 mod alert;
@@ -20,6 +22,7 @@ pub mod confined;
 pub mod container;
 pub mod decode;
 pub mod dns;
+pub mod enforce;
 pub mod filters;
 mod loader;
 pub mod probes;
@@ -48,6 +51,12 @@ pub enum SensorError {
     NoBtf,
     #[error("kernel {found} is too old: the sensor needs Linux >= 5.8 with BTF")]
     KernelTooOld { found: String },
+    #[error("the sensor does not run on this {machine} kernel with the {binary} build: {reason}")]
+    UnsupportedArch {
+        machine: String,
+        binary: &'static str,
+        reason: &'static str,
+    },
     #[error(
         "tracefs is not available ({reason}); mount it with `mount -t tracefs nodev /sys/kernel/tracing` (the syscall tracepoints live there)"
     )]
@@ -78,6 +87,7 @@ impl SensorError {
             SensorError::NotPrivileged => "not_privileged",
             SensorError::NoBtf => "no_btf",
             SensorError::KernelTooOld { .. } => "kernel_too_old",
+            SensorError::UnsupportedArch { .. } => "unsupported_arch",
             SensorError::NoTracefs { .. } => "no_tracefs",
             SensorError::Load { .. }
             | SensorError::MissingProgram(_)

@@ -166,9 +166,11 @@ impl Sensor {
         Ok(())
     }
 
-    /// Follow cgroups created or removed below `exclude_cgroups` entries.
+    /// Follow cgroups created or removed below `exclude_cgroups` entries,
+    /// and `deny_open` paths created or replaced.
     pub fn refresh_cgroups(&mut self) -> Result<(), SensorError> {
-        self.kernel.refresh_cgroups()
+        self.kernel.refresh_cgroups()?;
+        self.kernel.refresh_deny_open()
     }
 
     /// cgroups whose processes the kernel does not watch.

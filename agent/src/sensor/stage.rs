@@ -18,7 +18,8 @@ use tracing::{debug, error, info, warn};
 use super::SensorError;
 use super::abi::Counter;
 use super::alert;
-use super::decode::Decoded;
+use super::decode::{Decoded, DenyList, Refusal};
+use super::enforce::Mode;
 use super::proctable::BootClock;
 use super::reader::{BATCH, Sensor};
 use crate::config::SectionId;
@@ -79,6 +80,16 @@ details! {
         pub [key] kills_total: u64,
         /// A line for people (numbers here would become metrics).
         pub [key] last_kill: Option<String>,
+        /// How each deny list is enforced on this kernel: `off`, `lsm`,
+        /// `kill` (exec only) or `unavailable: <why>`.
+        pub deny_exec_mode: String,
+        pub deny_open_mode: String,
+        /// deny_open paths that do not exist (nothing to protect yet).
+        pub deny_open_missing: Vec<String>,
+        /// Refusals by the BPF-LSM hooks, by list (`exec`, `open`).
+        pub [key] refused_total_by_list: Map<String, Value>,
+        /// A line for people, like `last_kill`.
+        pub [key] last_refusal: Option<String>,
         /// Seconds, to the millisecond (Prometheus wants base units).
         pub startup_seconds: f64,
     }
@@ -159,8 +170,12 @@ async fn run(
         lost_report_at: Instant::now(),
         kills: 0,
         last_kill: None,
+        refused: [0; 2],
+        last_refusal: None,
+        sensor_config: config.sensor.clone(),
         rules_gone: false,
     };
+    stage.log_modes();
     stage.refresh_status();
     let result = stage.run(shutdown).await;
     ctx.router.unregister("sensor.watch");
@@ -251,6 +266,11 @@ struct Running {
     lost_report_at: Instant,
     kills: u64,
     last_kill: Option<String>,
+    /// Refusals by the BPF-LSM hooks: deny_exec, deny_open.
+    refused: [u64; 2],
+    last_refusal: Option<String>,
+    /// The config the kernel runs with (its deny lists name the modes).
+    sensor_config: crate::config::SensorConfig,
     /// The rules stage's receiver is gone (disabled): events are not sent.
     rules_gone: bool,
 }
@@ -273,11 +293,15 @@ impl Running {
                 }
                 _ = tick.tick() => self.on_tick(),
                 update = self.config.changed() => {
-                    // Only the filters and the deny list can have changed
+                    // Only the filters and the deny lists can have changed
                     // live: the rest of [sensor] is read at start.
                     let result = self.sensor.apply(&update.config.sensor);
                     match &result {
-                        Ok(()) => info!(generation = update.generation, "sensor filters and deny list updated from the new config"),
+                        Ok(()) => {
+                            self.sensor_config = update.config.sensor.clone();
+                            self.log_modes();
+                            info!(generation = update.generation, "sensor filters and deny lists updated from the new config");
+                        }
                         Err(e) => {
                             warn!(error = %e, "could not apply the new sensor config; the previous filters stay");
                             self.status.error(format!("reload: {e}"));
@@ -294,6 +318,7 @@ impl Running {
         match d {
             Decoded::Loss(n) => self.lost_seen += n,
             Decoded::Filtered | Decoded::Learned => {}
+            Decoded::Refused { event, refusal } => self.refuse(&event, &refusal),
             Decoded::Event { event, killed } => {
                 self.per_type[event.evt.ty.index()] += 1;
                 if killed {
@@ -385,6 +410,60 @@ impl Running {
         }
     }
 
+    /// A BPF-LSM hook refused an exec or an open: count it, say it, alert.
+    fn refuse(&mut self, event: &Event, refusal: &Refusal) {
+        self.refused[refusal.list as usize] += 1;
+        warn!(
+            list = refusal.list.as_str(),
+            pid = event.proc.pid,
+            process = %event.proc.exepath,
+            refused = %refusal.path,
+            container = %event.container.id,
+            "refused in the kernel (BPF-LSM)"
+        );
+        self.last_refusal = Some(format!(
+            "{} {} {} by pid {} {} in {}",
+            alert::falco_time(event.evt.time),
+            refusal.list.as_str(),
+            refusal.path,
+            event.proc.pid,
+            event.proc.exepath,
+            event.container.id
+        ));
+        let rule = refusal
+            .rule
+            .and_then(|i| self.sensor_config.deny_open.get(i))
+            .map(|d| d.path.display().to_string());
+        if !self.ctx.reports.try_send(alert::refusal_alert(
+            event,
+            refusal,
+            rule.as_deref(),
+            &self.hostname,
+        )) {
+            warn!(
+                "the refusal alert could not be queued (the outbox is behind); it is counted as dropped"
+            );
+        }
+    }
+
+    /// Say once how each deny list is enforced on this kernel.
+    fn log_modes(&self) {
+        let (exec, open) = self.sensor.kernel().modes(&self.sensor_config);
+        if exec == Mode::Kill {
+            warn!(
+                "deny_exec: BPF-LSM is not available, so denied executables are killed with SIGKILL right after exec instead of being refused"
+            );
+        }
+        if let Mode::Unavailable(why) = &open {
+            warn!(reason = %why, "deny_open is NOT enforced on this kernel");
+        }
+        info!(
+            deny_exec = %exec.as_status(),
+            deny_open = %open.as_status(),
+            "enforcement modes"
+        );
+    }
+
     fn refresh_status(&mut self) {
         let secs = self.last_tick.elapsed().as_secs_f64().max(0.001);
         self.last_tick = Instant::now();
@@ -410,6 +489,16 @@ impl Running {
         let lost = counters[Counter::Lost as usize].max(self.lost_seen);
         let probes = &self.sensor.probes;
         let e = &self.sensor.enricher;
+        let (exec_mode, open_mode) = self.sensor.kernel().modes(&self.sensor_config);
+        let refused_by_list = [DenyList::Exec, DenyList::Open]
+            .into_iter()
+            .map(|l| {
+                (
+                    l.as_str().to_string(),
+                    Value::from(self.refused[l as usize]),
+                )
+            })
+            .collect();
         self.status.details(&SensorDetails {
             probes_attached: probes.attached.len() as u64,
             probes_missing: probes.missing.iter().map(|(n, _)| *n).collect(),
@@ -426,10 +515,28 @@ impl Running {
             dns_answers_total: e.dns.answers,
             kills_total: self.kills,
             last_kill: self.last_kill.clone(),
+            deny_exec_mode: exec_mode.as_status(),
+            deny_open_mode: open_mode.as_status(),
+            deny_open_missing: self.sensor.kernel().deny_open_missing().to_vec(),
+            refused_total_by_list: refused_by_list,
+            last_refusal: self.last_refusal.clone(),
             startup_seconds: self.sensor.startup.as_millis() as f64 / 1000.0,
         });
+        let mut enforcing = Vec::new();
+        for (list, mode) in [("deny_exec", &exec_mode), ("deny_open", &open_mode)] {
+            match mode {
+                Mode::Off => {}
+                Mode::Unavailable(_) => enforcing.push(format!("{list} NOT ENFORCED")),
+                m => enforcing.push(format!("{list} {}", m.as_status())),
+            }
+        }
+        let enforcing = if enforcing.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", enforcing.join(", "))
+        };
         let summary = format!(
-            "{} probes attached, {:.0} events/s, {} lost{}",
+            "{} probes attached, {:.0} events/s, {} lost{enforcing}{}",
             probes.attached.len(),
             total_rate,
             lost,
@@ -447,7 +554,7 @@ impl Running {
                 )
             }
         );
-        let state = if probes.missing.is_empty() {
+        let state = if probes.missing.is_empty() && !matches!(open_mode, Mode::Unavailable(_)) {
             StageState::Running
         } else {
             StageState::Degraded
