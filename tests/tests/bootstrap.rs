@@ -74,13 +74,16 @@ fn plan_apply_plan_again_hand_edit_and_rollback_round_trip() {
     let (b, kp) = ipvs_nydus();
     let node = Node::new(&b, &kp);
     node.token();
-    // Stand-in K3s: prints the real v1.31.6+k3s1 `--version` output.
+    // Stand-in K3s carrying the real v1.31.6+k3s1 `--version` output; under
+    // a scratch root its version is read from its bytes, never run.
     node.fake_k3s(K3S_VERSION_OUTPUT_1_31_6);
 
     let plan = node.bootstrap(&["plan"]);
     assert_eq!(plan.status.code(), Some(2), "{}", show(&plan));
     assert!(
-        stdout(&plan).contains("K3s v1.31.6+k3s1 (from /usr/local/bin/k3s --version)"),
+        stdout(&plan).contains(
+            "K3s v1.31.6+k3s1 (read from /usr/local/bin/k3s, not run: the root is not /)"
+        ),
         "{}",
         show(&plan)
     );

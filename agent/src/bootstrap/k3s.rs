@@ -3,7 +3,10 @@
 //! template to extend, which kube-proxy modes its Kubernetes has), and the
 //! config keys it accepts.
 //!
-//! Everything here is pure except [`detect`], which runs `k3s --version`.
+//! Everything here is pure except [`detect`], which runs `k3s --version`
+//! on the real root (`/`) and, under any other root, reads the version out
+//! of the binary's bytes without running it (a root others could write to
+//! must not get a binary run as root).
 //! Each version boundary names where it comes from, so that the next person
 //! can re-check it when K3s moves.
 
@@ -305,6 +308,9 @@ pub enum NftablesSupport {
 pub enum VersionSource {
     /// `<bin> --version` answered.
     Binary(String),
+    /// Read from the binary's bytes (under a root other than `/`, where
+    /// nothing is executed).
+    BinaryText(String),
     /// `bootstrap.k3s_version` (the binary is absent or did not answer).
     Config,
 }
@@ -324,6 +330,9 @@ impl K3sInfo {
     pub fn describe(&self) -> String {
         match (&self.version, &self.source) {
             (Some(v), Some(VersionSource::Binary(bin))) => format!("{v} (from {bin} --version)"),
+            (Some(v), Some(VersionSource::BinaryText(bin))) => {
+                format!("{v} (read from {bin}, not run: the root is not /)")
+            }
             (Some(v), Some(VersionSource::Config)) => {
                 format!("{v} (from bootstrap.k3s_version)")
             }
@@ -343,23 +352,32 @@ pub fn detect(root: &Path, k3s_bin: &Path, pinned: &str) -> K3sInfo {
     let bin = super::under_root(root, k3s_bin);
     let shown = k3s_bin.display().to_string();
     let pinned = K3sVersion::parse(pinned);
-    let (binary, binary_problem) = match run_version(&bin) {
-        Ok(out) => match K3sVersion::from_version_output(&out) {
-            Some(v) => (Some(v), None),
-            None => (
-                None,
-                Some(format!(
+    let executes = root == Path::new("/");
+    let found = if executes {
+        run_version(&bin).and_then(|out| {
+            K3sVersion::from_version_output(&out).ok_or_else(|| {
+                format!(
                     "{shown} --version printed no \"k3s version vX.Y.Z+k3sN\" line: {:?}",
                     out.lines().next().unwrap_or("")
-                )),
-            ),
-        },
+                )
+            })
+        })
+    } else {
+        version_in_file(&bin)
+    };
+    let (binary, binary_problem) = match found {
+        Ok(v) => (Some(v), None),
         Err(why) => (None, Some(why)),
+    };
+    let source = if executes {
+        VersionSource::Binary(shown)
+    } else {
+        VersionSource::BinaryText(shown)
     };
     match (binary, pinned) {
         (Some(b), pinned) => K3sInfo {
             version: Some(b),
-            source: Some(VersionSource::Binary(shown)),
+            source: Some(source),
             binary_problem: None,
             config_mismatch: pinned.filter(|p| *p != b).map(|p| p.to_string()),
         },
@@ -376,6 +394,92 @@ pub fn detect(root: &Path, k3s_bin: &Path, pinned: &str) -> K3sInfo {
             config_mismatch: None,
         },
     }
+}
+
+/// Most bytes of a binary searched for its version (K3s is about 70 MB).
+const MAX_BINARY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The K3s version a binary carries, read from its bytes without running
+/// it: K3s's build stamps `vX.Y.Z+k3sN` into it (the `--version` line is
+/// formatted at run time). Exactly one distinct version must be found.
+fn version_in_file(bin: &Path) -> Result<K3sVersion, String> {
+    use std::io::Read;
+    let shown = bin.display();
+    let file = match std::fs::File::open(bin) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{shown} does not exist (K3s is not installed there)"
+            ));
+        }
+        Err(e) => return Err(format!("cannot read {shown}: {e}")),
+    };
+    let md = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !md.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    // Chunks overlap by the longest version word, so none is cut in two.
+    const CHUNK: usize = 1 << 20;
+    const OVERLAP: usize = 64;
+    let mut found: Vec<K3sVersion> = Vec::new();
+    let mut buf = vec![0u8; CHUNK + OVERLAP];
+    let mut kept = 0;
+    let mut reader = file.take(MAX_BINARY_BYTES);
+    loop {
+        let n = reader
+            .read(&mut buf[kept..])
+            .map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let end = kept + n;
+        for v in versions_in(&buf[..end]) {
+            if !found.contains(&v) {
+                found.push(v);
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        let keep = OVERLAP.min(end);
+        buf.copy_within(end - keep..end, 0);
+        kept = keep;
+    }
+    match found.as_slice() {
+        [v] => Ok(*v),
+        [] => Err(format!("{shown} carries no \"vX.Y.Z+k3sN\" version")),
+        many => Err(format!(
+            "{shown} carries several K3s versions ({}); set bootstrap.k3s_version",
+            many.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Every `vX.Y.Z+k3sN` word in `bytes`.
+fn versions_in(bytes: &[u8]) -> Vec<K3sVersion> {
+    let mut out = Vec::new();
+    for at in memchr::memmem::find_iter(bytes, b"+k3s") {
+        let mut start = at;
+        while start > 0 && (bytes[start - 1].is_ascii_digit() || bytes[start - 1] == b'.') {
+            start -= 1;
+        }
+        if start == 0 || bytes[start - 1] != b'v' {
+            continue;
+        }
+        let mut end = at + 4;
+        while end < bytes.len() && bytes[end].is_ascii_digit() {
+            end += 1;
+        }
+        if let Some(v) = std::str::from_utf8(&bytes[start - 1..end])
+            .ok()
+            .and_then(K3sVersion::parse)
+        {
+            out.push(v);
+        }
+    }
+    out
 }
 
 fn run_version(bin: &Path) -> Result<String, String> {
@@ -503,6 +607,37 @@ mod tests {
         assert!(accepts_key(Role::Server, "tls-san+"));
         assert!(!accepts_key(Role::Server, "disable-apiserver-lb"));
         assert!(!accepts_key(Role::Agent, "kind"));
+    }
+
+    #[test]
+    fn under_a_scratch_root_the_version_is_read_from_the_binary_not_run() {
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("usr/local/bin/k3s");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        let ran = root.path().join("ran");
+        let mut bytes = format!("#!/bin/sh\ntouch {}\n", ran.display()).into_bytes();
+        bytes.extend(vec![0u8; (1 << 20) - 5]); // the version across a chunk edge
+        bytes.extend(b"\0v1.31.6+k3s1\0go1.22.12\0rancher/pause:3.6\0");
+        std::fs::write(&bin, &bytes).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let info = detect(root.path(), Path::new("/usr/local/bin/k3s"), "");
+        assert_eq!(info.version, Some(v("v1.31.6+k3s1")), "{info:?}");
+        assert!(
+            info.describe()
+                .contains("read from /usr/local/bin/k3s, not run")
+        );
+        assert!(!ran.exists(), "the binary was executed");
+        // Two different versions: none is guessed.
+        bytes.extend(b"v1.32.2+k3s1");
+        std::fs::write(&bin, &bytes).unwrap();
+        let info = detect(root.path(), Path::new("/usr/local/bin/k3s"), "");
+        assert_eq!(info.version, None);
+        assert!(
+            info.binary_problem
+                .unwrap()
+                .contains("several K3s versions")
+        );
     }
 
     #[test]

@@ -77,6 +77,60 @@ fn list(b: &[Blocker]) -> String {
         .join("\n")
 }
 
+/// Why a root other than `/` is not safe for root to write under, if it is
+/// not: it, or a directory above it, is not owned by root or can be written
+/// by group or others (a directory with the sticky bit, like `/tmp`, only
+/// above it), or it is a symbolic link. Anyone who can write there could
+/// swap a managed file's parent for a symlink and have root write
+/// elsewhere.
+pub fn unsafe_root(root: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = root.display();
+    match std::fs::symlink_metadata(root) {
+        Err(e) => return Some(format!("{shown}: {e}")),
+        Ok(md) if md.file_type().is_symlink() => {
+            return Some(format!(
+                "{shown} is a symbolic link: give the directory it points to, after checking who owns it"
+            ));
+        }
+        Ok(_) => {}
+    }
+    let real = match std::fs::canonicalize(root) {
+        Ok(p) => p,
+        Err(e) => return Some(format!("{shown}: {e}")),
+    };
+    for dir in real.ancestors() {
+        let md = match std::fs::metadata(dir) {
+            Ok(md) => md,
+            Err(e) => return Some(format!("{}: {e}", dir.display())),
+        };
+        let mode = md.mode();
+        let sticky = mode & 0o1000 != 0;
+        let what = if dir == real {
+            "the root"
+        } else {
+            "a directory above the root"
+        };
+        if md.uid() != 0 {
+            return Some(format!(
+                "{what} {} is owned by uid {}, not root: `chown root {}` or choose a root-owned directory",
+                dir.display(),
+                md.uid(),
+                dir.display()
+            ));
+        }
+        if mode & 0o022 != 0 && (dir == real || !sticky) {
+            return Some(format!(
+                "{what} {} can be written by group or others (mode {:o}): `chmod go-w {}` or choose another directory",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            ));
+        }
+    }
+    None
+}
+
 /// `path` (absolute on the node) below `root`. Paths are validated to have
 /// no `..`; the filter here keeps that true for paths from the undo log.
 pub fn under_root(root: &Path, path: &Path) -> PathBuf {

@@ -350,6 +350,12 @@ fn k3s_version(out: &mut Findings, cfg: &BootstrapConfig, k3s: &K3sInfo) {
             Severity::Ok,
             format!("K3s {v} ({bin} --version)"),
         ),
+        (Some(v), Some(VersionSource::BinaryText(bin))) => out.add(
+            "k3s",
+            "version",
+            Severity::Ok,
+            format!("K3s {v} (read from {bin}; nothing is run under a root other than /)"),
+        ),
         (Some(v), _) => out.add(
             "k3s",
             "version",

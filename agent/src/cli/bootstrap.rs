@@ -70,6 +70,28 @@ pub fn run(config_path: &Path, cmd: BootstrapCommand) -> anyhow::Result<Exit> {
         return Ok(Exit::Usage);
     }
     let target = Target::new(&loaded.config, config_path, root.as_deref());
+    // Run as root, the reconciler writes under the root: someone else who
+    // can write there could point its writes elsewhere.
+    if target.root != Path::new("/")
+        && nix::unistd::geteuid().is_root()
+        && let Some(why) =
+            bootstrap::unsafe_root(root.as_deref().unwrap_or(&loaded.config.bootstrap.root))
+    {
+        let from = if root.is_some() {
+            "--root"
+        } else {
+            "bootstrap.root"
+        };
+        eprintln!(
+            "edge-agent: {from} {}: refused: {why}",
+            target.root.display()
+        );
+        return Ok(if root.is_some() {
+            Exit::Usage
+        } else {
+            Exit::Config
+        });
+    }
     if target.cfg.role.is_none() && !matches!(cmd, BootstrapCommand::Preflight { .. }) {
         eprintln!(
             "{}",
