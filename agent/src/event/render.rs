@@ -106,17 +106,19 @@ pub const UNLINKAT_FLAGS: &[(u64, &str)] = &[(libc::AT_REMOVEDIR as u64, "AT_REM
 
 pub const DUP3_FLAGS: &[(u64, &str)] = &[(libc::O_CLOEXEC as u64, "O_CLOEXEC")];
 
+// `as u64`: the MS_* constants are `c_ulong`, 32 bits on 32-bit ARM.
+#[allow(clippy::unnecessary_cast)]
 pub const MOUNT_FLAGS: &[(u64, &str)] = &[
-    (libc::MS_RDONLY, "MS_RDONLY"),
-    (libc::MS_NOSUID, "MS_NOSUID"),
-    (libc::MS_NODEV, "MS_NODEV"),
-    (libc::MS_NOEXEC, "MS_NOEXEC"),
-    (libc::MS_REMOUNT, "MS_REMOUNT"),
-    (libc::MS_BIND, "MS_BIND"),
-    (libc::MS_MOVE, "MS_MOVE"),
-    (libc::MS_REC, "MS_REC"),
-    (libc::MS_PRIVATE, "MS_PRIVATE"),
-    (libc::MS_SHARED, "MS_SHARED"),
+    (libc::MS_RDONLY as u64, "MS_RDONLY"),
+    (libc::MS_NOSUID as u64, "MS_NOSUID"),
+    (libc::MS_NODEV as u64, "MS_NODEV"),
+    (libc::MS_NOEXEC as u64, "MS_NOEXEC"),
+    (libc::MS_REMOUNT as u64, "MS_REMOUNT"),
+    (libc::MS_BIND as u64, "MS_BIND"),
+    (libc::MS_MOVE as u64, "MS_MOVE"),
+    (libc::MS_REC as u64, "MS_REC"),
+    (libc::MS_PRIVATE as u64, "MS_PRIVATE"),
+    (libc::MS_SHARED as u64, "MS_SHARED"),
 ];
 
 pub const FCHMODAT_FLAGS: &[(u64, &str)] = &[

@@ -437,7 +437,9 @@ impl Worker {
     fn warn_if_disk_smaller(&self, store: &Store) {
         let dir = self.path.parent().unwrap_or(std::path::Path::new("/"));
         if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
-            let free = st.blocks_available() * st.fragment_size();
+            // `as u64`: the fragment size is a `c_ulong`, 32 bits on 32-bit ARM.
+            #[allow(clippy::unnecessary_cast)]
+            let free = st.blocks_available() * st.fragment_size() as u64;
             let room = free + store.file_len();
             if room < self.config.max_bytes.get() {
                 warn!(
