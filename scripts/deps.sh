@@ -26,6 +26,10 @@ PACKAGES=(
     # Falco corpus behaviour test: a network namespace of its own (unshare,
     # ip) and dash copies playing nginx, sshd, mysqld.
     iproute2 dash
+    # kernel matrix (scripts/kernel-matrix.sh, .ci/run): Debian's kernels
+    # booted under qemu with a busybox initramfs; debian-archive-keyring
+    # checks the kernel packages apt downloads.
+    qemu-system-x86 qemu-system-arm cpio debian-archive-keyring
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -562,7 +562,8 @@ impl Kernel {
                 Err(e) => {
                     warn!(hook, error = %e, "could not attach the BPF-LSM hook");
                     return Hooked::Failed(format!(
-                        "the kernel did not take the BPF-LSM program lsm/{hook}: {e}"
+                        "the kernel did not take the BPF-LSM program lsm/{hook}: {e}{}",
+                        lsm_attach_hint(&e)
                     ));
                 }
             }
@@ -783,9 +784,29 @@ fn tracepoint_exists(event: &str) -> bool {
         .any(|t| Path::new(t).join("events/syscalls").join(event).is_dir())
 }
 
+/// What an operator can make of a refused BPF-LSM attach. The kernel's
+/// ENOTSUPP (524, no libc name) is what arm64 kernels before 6.4 answer:
+/// without ftrace direct calls they have no BPF trampoline to hang an LSM
+/// program on (Debian 12's 6.1 arm64 kernel lists bpf among its LSMs and
+/// still answers this).
+fn lsm_attach_hint(error: &str) -> &'static str {
+    if error.contains("os error 524") {
+        " (ENOTSUPP: this kernel has no BPF trampoline for its architecture, as on arm64 before Linux 6.4)"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_lsm_attach_with_enotsupp_names_the_missing_trampoline() {
+        let e = "`bpf_raw_tracepoint_open` failed: No error information (os error 524)";
+        assert!(lsm_attach_hint(e).contains("no BPF trampoline"));
+        assert_eq!(lsm_attach_hint("Operation not permitted (os error 1)"), "");
+    }
 
     #[test]
     fn the_sensor_refuses_32_bit_arm_with_the_reason_and_runs_on_64_bit_kernels() {
