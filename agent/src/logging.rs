@@ -1,6 +1,10 @@
 //! Log set-up: `tracing` to stderr, one line per event. Plain text by default
 //! (journald adds time and unit, so none are printed), JSON on request.
-//! `EDGE_AGENT_LOG` (an `EnvFilter` directive) overrides the configured level.
+//! `EDGE_AGENT_LOG` (`level` and `target=level` directives, comma-separated,
+//! e.g. "debug,rumqttc=info") overrides the configured level. The filter
+//! is tracing-subscriber's `Targets`, not `EnvFilter`: `EnvFilter`'s span and
+//! field directives need a regex DFA builder that cost the static binary
+//! about 150 KiB, for a debugging aid nobody used.
 //!
 //! Owns the global subscriber and the handle that changes the level on a
 //! config reload (`log.level` applies live; `log.format` needs a restart).
@@ -8,7 +12,8 @@
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::{Layer, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat, LogLevel};
 
@@ -21,7 +26,7 @@ const QUIET_LIBRARIES: &str = "aya=warn,rumqttc=warn";
 pub struct LogHandle {
     /// `None` when `EDGE_AGENT_LOG` set the filter (it wins over the config)
     /// or when the subscriber could not be installed.
-    reload: Option<reload::Handle<EnvFilter, Registry>>,
+    reload: Option<reload::Handle<Targets, Registry>>,
 }
 
 impl LogHandle {
@@ -39,16 +44,30 @@ impl LogHandle {
     }
 }
 
-fn config_filter(level: LogLevel) -> EnvFilter {
-    EnvFilter::new(format!("{},{QUIET_LIBRARIES}", level.as_str()))
+fn config_filter(level: LogLevel) -> Targets {
+    format!("{},{QUIET_LIBRARIES}", level.as_str())
+        .parse()
+        .expect("a level and QUIET_LIBRARIES are valid directives")
+}
+
+/// `EDGE_AGENT_LOG`, when it is set and parses.
+fn env_filter() -> Option<Targets> {
+    let directives = std::env::var("EDGE_AGENT_LOG").ok()?;
+    match directives.parse() {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("edge-agent: EDGE_AGENT_LOG={directives:?} ignored ({e}): expected directives such as \"debug,rumqttc=info\"");
+            None
+        }
+    }
 }
 
 /// Install the global subscriber. Call once, before anything logs; a second
 /// call (tests) leaves the first subscriber in place.
 pub fn init(cfg: &LogConfig) -> LogHandle {
-    let (filter, pinned) = match EnvFilter::try_from_env("EDGE_AGENT_LOG") {
-        Ok(f) => (f, true),
-        Err(_) => (config_filter(cfg.level), false),
+    let (filter, pinned) = match env_filter() {
+        Some(f) => (f, true),
+        None => (config_filter(cfg.level), false),
     };
     let (filter, handle) = reload::Layer::new(filter);
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -71,5 +90,39 @@ pub fn init(cfg: &LogConfig) -> LogHandle {
         .is_ok();
     LogHandle {
         reload: (installed && !pinned).then_some(handle),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing::level_filters::LevelFilter;
+
+    use super::*;
+
+    #[test]
+    fn every_configured_level_is_a_filter_that_keeps_libraries_quieter() {
+        for (level, want) in [
+            (LogLevel::Error, LevelFilter::ERROR),
+            (LogLevel::Warn, LevelFilter::WARN),
+            (LogLevel::Info, LevelFilter::INFO),
+            (LogLevel::Debug, LevelFilter::DEBUG),
+            (LogLevel::Trace, LevelFilter::TRACE),
+        ] {
+            let f = config_filter(level);
+            assert_eq!(f.default_level(), Some(want), "{level:?}");
+        }
+        let f = config_filter(LogLevel::Debug);
+        assert!(f.would_enable("edge_agent::uplink", &Level::DEBUG));
+        assert!(!f.would_enable("rumqttc::state", &Level::INFO));
+        assert!(f.would_enable("rumqttc::state", &Level::WARN));
+    }
+
+    #[test]
+    fn edge_agent_log_directives_name_a_level_per_target() {
+        let f: Targets = "debug,rumqttc=info".parse().unwrap();
+        assert!(f.would_enable("edge_agent::fleet", &Level::DEBUG));
+        assert!(f.would_enable("rumqttc::eventloop", &Level::INFO));
+        assert!(!f.would_enable("rumqttc::eventloop", &Level::DEBUG));
     }
 }

@@ -8,7 +8,8 @@
 //! - [`render`]: `[bootstrap]` (+ the K3s version) -> the bytes of every file,
 //!   the modules and the sysctls. Pure.
 //! - [`preflight`]: can this node run it? Findings with what to do.
-//! - [`plan`]: rendered vs. on disk vs. undo log -> what apply would do. Pure.
+//! - [`plan`]: rendered vs. on disk vs. undo log -> what apply would do, with
+//!   a unified diff per file (`diff`). Pure.
 //! - [`apply`]: render everything first, then write each file atomically
 //!   (temp + fsync + rename, explicit mode and owner) after recording the new
 //!   generation in the undo log ([`ledger`]); load modules and set sysctls
@@ -23,6 +24,7 @@
 //! file writes so a test can kill apply half-way; it is for tests only.
 
 pub mod apply;
+mod diff;
 pub mod fsio;
 pub mod k3s;
 pub mod kernel;

@@ -224,11 +224,12 @@ fn unified_diff(path: &Path, old: &[u8], new: &[u8]) -> String {
     let old = String::from_utf8_lossy(old);
     let new = String::from_utf8_lossy(new);
     let shown = path.display().to_string();
-    similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
-        .unified_diff()
-        .context_radius(2)
-        .header(&format!("{shown} (on disk)"), &format!("{shown} (desired)"))
-        .to_string()
+    super::diff::unified(
+        &old,
+        &new,
+        &format!("{shown} (on disk)"),
+        &format!("{shown} (desired)"),
+    )
 }
 
 /// Decide. Blockers from rendering are carried over; refused files add
