@@ -10,9 +10,9 @@
 //! config reload (`log.level` applies live; `log.format` needs a restart).
 //! Never logs anything itself.
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::{Layer, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat, LogLevel};
@@ -56,7 +56,9 @@ fn env_filter() -> Option<Targets> {
     match directives.parse() {
         Ok(f) => Some(f),
         Err(e) => {
-            eprintln!("edge-agent: EDGE_AGENT_LOG={directives:?} ignored ({e}): expected directives such as \"debug,rumqttc=info\"");
+            eprintln!(
+                "edge-agent: EDGE_AGENT_LOG={directives:?} ignored ({e}): expected directives such as \"debug,rumqttc=info\""
+            );
             None
         }
     }

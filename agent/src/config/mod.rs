@@ -289,7 +289,11 @@ fn error_key(e: &toml::de::Error) -> Option<String> {
     let mut e = e.clone();
     e.set_input(None);
     let shown = e.to_string();
-    let key = shown.lines().last()?.strip_prefix("in `")?.strip_suffix('`')?;
+    let key = shown
+        .lines()
+        .last()?
+        .strip_prefix("in `")?
+        .strip_suffix('`')?;
     (!key.is_empty()).then(|| key.to_string())
 }
 
@@ -384,7 +388,10 @@ mod tests {
         assert!(e.starts_with("agent.toml: node.groups: "), "{e}");
         assert!(e.contains("line 2"), "{e}");
         let e = err("[bridge.remote_write_headers]\nx = 1\n");
-        assert!(e.starts_with("agent.toml: bridge.remote_write_headers.x: "), "{e}");
+        assert!(
+            e.starts_with("agent.toml: bridge.remote_write_headers.x: "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -395,12 +402,15 @@ mod tests {
             AgentConfig::from_table(table, Path::new("agent.toml")).unwrap(),
             AgentConfig::from_toml(text, Path::new("agent.toml")).unwrap()
         );
-        let table = AgentConfig::parse_table("[metrics]\ninterval = \"abc\"\n", Path::new("x"))
-            .unwrap();
+        let table =
+            AgentConfig::parse_table("[metrics]\ninterval = \"abc\"\n", Path::new("x")).unwrap();
         let e = AgentConfig::from_table(table, Path::new("agent.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("agent.toml: metrics.interval: expected a duration"), "{e}");
+        assert!(
+            e.starts_with("agent.toml: metrics.interval: expected a duration"),
+            "{e}"
+        );
         assert!(!e.contains("line"), "{e}");
     }
 
