@@ -38,7 +38,7 @@ use crate::systemd::{Notifier, NotifyState};
 
 /// How long SIGTERM may take end to end. systemd's `TimeoutStopSec=` in the
 /// shipped unit is larger, so the agent always exits on its own terms.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Share of the grace period the producers get before the sinks are told to
 /// flush; the sinks need the rest to commit and publish what they were given.
@@ -60,15 +60,15 @@ const STATUS_LINE_INTERVAL: Duration = Duration::from_secs(10);
 const STATE_DIR_MODE: u32 = 0o750;
 
 /// What the process hands the daemon from outside the config file.
-pub struct Supervision {
+pub(crate) struct Supervision {
     /// The service manager's notify socket and watchdog (or none).
-    pub notifier: Notifier,
+    pub(crate) notifier: Notifier,
     /// Changes the log level when a reload changes `log.level`.
-    pub log: LogHandle,
+    pub(crate) log: LogHandle,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     #[error(transparent)]
     Control(#[from] control::ServerError),
     #[error("cannot create the state directory {}: {source}", path.display())]
@@ -109,7 +109,7 @@ struct DaemonInfo {
 
 /// Run until SIGTERM/SIGINT. Returns an error only for failures that should
 /// make systemd restart the agent.
-pub async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), DaemonError> {
+pub(crate) async fn run(loaded: LoadedConfig, supervision: Supervision) -> Result<(), DaemonError> {
     let started_instant = Instant::now();
     let Supervision { notifier, log } = supervision;
     let LoadedConfig {
@@ -387,7 +387,7 @@ impl Sinks {
 }
 
 /// The outbox and the uplink, as the daemon runs them.
-pub fn start_sinks(
+pub(crate) fn start_sinks(
     ctx: &StageContext,
     reports: tokio::sync::mpsc::Receiver<report::Report>,
     shutdown: CancellationToken,
@@ -431,11 +431,11 @@ fn start_fleet_config(
 /// 100,000 events/s this is about 80 ms of slack; the rules engine evaluates
 /// an event in about a microsecond, so a full channel means a real overload,
 /// which the sensor counts as dropped events.
-pub const EVENT_CHANNEL_CAPACITY: usize = 8192;
+pub(crate) const EVENT_CHANNEL_CAPACITY: usize = 8192;
 
 /// The stages that produce reports: sensor, rules, metrics, bootstrap. The
 /// sensor's events go to the rules engine.
-pub fn start_producers(ctx: &StageContext, shutdown: CancellationToken) -> Vec<Stage> {
+pub(crate) fn start_producers(ctx: &StageContext, shutdown: CancellationToken) -> Vec<Stage> {
     let (events_tx, events_rx) =
         tokio::sync::mpsc::channel::<crate::event::Event>(EVENT_CHANNEL_CAPACITY);
     vec![

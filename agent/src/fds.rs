@@ -22,7 +22,7 @@ pub const RESERVE: u64 = 512;
 
 /// Raise the soft limit on open files to the hard limit (always allowed)
 /// and return the soft limit in force.
-pub fn raise_soft_limit() -> u64 {
+pub(crate) fn raise_soft_limit() -> u64 {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return 1024;
     };
@@ -34,7 +34,7 @@ pub fn raise_soft_limit() -> u64 {
 
 /// Descriptors the local servers may spend on client connections, all
 /// together, with a soft limit of `soft`.
-pub fn connection_budget(soft: u64) -> usize {
+pub(crate) fn connection_budget(soft: u64) -> usize {
     soft.saturating_sub(RESERVE) as usize
 }
 

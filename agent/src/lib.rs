@@ -4,6 +4,14 @@
 //! Data flow (see `docs/ARCHITECTURE.md`): sensor -> rules -> reports; metrics and
 //! bootstrap -> reports; reports -> outbox (disk) -> uplink (MQTT). Every
 //! stage publishes a status snapshot read by the control socket.
+//!
+//! The public surface is only what `main.rs`, the benches (`agent/benches`)
+//! and the integration tests and benches (the `tests` crate) use; everything
+//! else is `pub(crate)`, so that the compiler reports dead code. A module
+//! below is `pub` only when one of them names a path through it. To use
+//! something new from outside, make it and the modules on its path `pub`.
+
+#![warn(unreachable_pub)]
 
 pub mod bootstrap;
 pub mod cli;
@@ -13,7 +21,7 @@ pub mod daemon;
 pub mod event;
 pub mod fds;
 pub mod fleet;
-pub mod logging;
+mod logging;
 pub mod metrics;
 pub mod outbox;
 pub mod reload;
@@ -22,12 +30,12 @@ pub mod rules;
 pub mod sensor;
 pub mod stage;
 pub mod status;
-pub mod systemd;
-pub mod unix_time;
-pub mod uplink;
+mod systemd;
+mod unix_time;
+mod uplink;
 
 /// This build's version (from Cargo.toml).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The target triple this binary was built for.
-pub const TARGET: &str = env!("EDGE_AGENT_TARGET");
+pub(crate) const TARGET: &str = env!("EDGE_AGENT_TARGET");

@@ -23,7 +23,7 @@ const QUIET_LIBRARIES: &str = "aya=warn,rumqttc=warn";
 
 /// Changes the log level of the running process.
 #[derive(Clone)]
-pub struct LogHandle {
+pub(crate) struct LogHandle {
     /// `None` when `EDGE_AGENT_LOG` set the filter (it wins over the config)
     /// or when the subscriber could not be installed.
     reload: Option<reload::Handle<Targets, Registry>>,
@@ -31,12 +31,12 @@ pub struct LogHandle {
 
 impl LogHandle {
     /// A handle that changes nothing (tests).
-    pub fn detached() -> Self {
+    pub(crate) fn detached() -> Self {
         Self { reload: None }
     }
 
     /// Apply `level`. Returns false when the level is pinned by `EDGE_AGENT_LOG`.
-    pub fn set_level(&self, level: LogLevel) -> bool {
+    pub(crate) fn set_level(&self, level: LogLevel) -> bool {
         match &self.reload {
             Some(h) => h.reload(config_filter(level)).is_ok(),
             None => false,
@@ -66,7 +66,7 @@ fn env_filter() -> Option<Targets> {
 
 /// Install the global subscriber. Call once, before anything logs; a second
 /// call (tests) leaves the first subscriber in place.
-pub fn init(cfg: &LogConfig) -> LogHandle {
+pub(crate) fn init(cfg: &LogConfig) -> LogHandle {
     let (filter, pinned) = match env_filter() {
         Some(f) => (f, true),
         None => (config_filter(cfg.level), false),

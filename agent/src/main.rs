@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    if !cli.command.is_service() {
+    if !cli.is_service() {
         // A one-shot command piped into `head` should end quietly when the
         // reader goes away, as Unix tools do, not panic on EPIPE. The daemon
         // keeps Rust's default (SIGPIPE ignored; EPIPE is an error on one

@@ -36,7 +36,7 @@ use crate::status::unix_now;
 
 /// Why a stage did not apply a config.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ApplyError {
+pub(crate) enum ApplyError {
     /// The stage tried and failed; the error is the stage's own.
     #[error(transparent)]
     Stage(Arc<dyn std::error::Error + Send + Sync>),
@@ -50,36 +50,36 @@ pub enum ApplyError {
 
 /// What a stage made of the config of one generation.
 #[derive(Debug, Clone)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// The generation it applied (or tried to).
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Unix seconds.
-    pub at: u64,
-    pub result: Result<(), ApplyError>,
+    pub(crate) at: u64,
+    pub(crate) result: Result<(), ApplyError>,
 }
 
 /// One woken stage's answer, as [`Reloader::outcomes`] returns it.
 #[derive(Debug, Clone)]
-pub struct StageOutcome {
-    pub stage: &'static str,
+pub(crate) struct StageOutcome {
+    pub(crate) stage: &'static str,
     /// The generation the answer is for: the one waited for, or a later one
     /// that includes it.
-    pub generation: u64,
-    pub result: Result<(), ApplyError>,
+    pub(crate) generation: u64,
+    pub(crate) result: Result<(), ApplyError>,
 }
 
 /// What [`Reloader::submit`] did.
 #[derive(Debug, Clone)]
-pub struct Submitted {
+pub(crate) struct Submitted {
     /// The new generation (one more than the last).
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// The config now in force.
-    pub config: Arc<AgentConfig>,
+    pub(crate) config: Arc<AgentConfig>,
     /// What changed, what waits for a restart.
-    pub diff: ConfigDiff,
+    pub(crate) diff: ConfigDiff,
     /// The stages this generation wakes; each answers (see
     /// [`Reloader::outcomes`]).
-    pub woken: Vec<&'static str>,
+    pub(crate) woken: Vec<&'static str>,
 }
 
 /// The value on the config channel.
@@ -143,17 +143,17 @@ impl Reloader {
     }
 
     /// The config in force.
-    pub fn current(&self) -> Arc<AgentConfig> {
+    pub(crate) fn current(&self) -> Arc<AgentConfig> {
         self.shared.config.borrow().config.clone()
     }
 
     /// The generation in force.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.shared.config.borrow().generation
     }
 
     /// Keys changed by the last submitted config that wait for a restart.
-    pub fn pending_restart(&self) -> Vec<String> {
+    pub(crate) fn pending_restart(&self) -> Vec<String> {
         self.shared
             .submitting
             .lock()
@@ -162,7 +162,7 @@ impl Reloader {
     }
 
     /// Each following stage's last answer.
-    pub fn applied(&self) -> BTreeMap<&'static str, Applied> {
+    pub(crate) fn applied(&self) -> BTreeMap<&'static str, Applied> {
         self.shared.ledger.borrow().applied.clone()
     }
 
@@ -171,7 +171,7 @@ impl Reloader {
     /// in `also` even if it did not change. `origin` names the submitter in
     /// logs and status. The config must be valid: validation is the
     /// submitter's (`AgentConfig::load`, or the fleet's own checks).
-    pub fn submit(&self, new: AgentConfig, origin: &str, also: &[SectionId]) -> Submitted {
+    pub(crate) fn submit(&self, new: AgentConfig, origin: &str, also: &[SectionId]) -> Submitted {
         let mut pending = self.shared.submitting.lock().expect("reloader lock");
         let last = self.shared.config.borrow().clone();
         let (effective, diff) = ConfigDiff::effective(&last.config, new);
@@ -208,7 +208,7 @@ impl Reloader {
     /// Wait until every stage `submitted` woke has answered for its
     /// generation (or a later one), or has stopped. Bound it with a timeout:
     /// a stage that hangs never answers.
-    pub async fn outcomes(&self, submitted: &Submitted) -> Vec<StageOutcome> {
+    pub(crate) async fn outcomes(&self, submitted: &Submitted) -> Vec<StageOutcome> {
         let g = submitted.generation;
         let answered = |l: &Ledger, stage: &str| {
             !l.followers.contains_key(stage)
@@ -248,13 +248,17 @@ pub struct ConfigFeed {
 
 impl ConfigFeed {
     /// The config in force now (for a control method answering a call, say).
-    pub fn current(&self) -> Arc<AgentConfig> {
+    pub(crate) fn current(&self) -> Arc<AgentConfig> {
         self.config.borrow().config.clone()
     }
 
     /// Follow `sections` as stage `stage`: the watch wakes it only when one
     /// of them changes, and its answers are recorded under its name.
-    pub fn follow(&self, stage: &'static str, sections: &'static [SectionId]) -> ConfigWatch {
+    pub(crate) fn follow(
+        &self,
+        stage: &'static str,
+        sections: &'static [SectionId],
+    ) -> ConfigWatch {
         let mut rx = self.config.clone();
         let seen = rx.borrow_and_update().generation;
         self.ledger.send_modify(|l| {
@@ -271,7 +275,7 @@ impl ConfigFeed {
 }
 
 /// One stage's view of the config: wakes only for its own sections.
-pub struct ConfigWatch {
+pub(crate) struct ConfigWatch {
     rx: watch::Receiver<Arc<Published>>,
     stage: &'static str,
     sections: &'static [SectionId],
@@ -281,17 +285,17 @@ pub struct ConfigWatch {
 }
 
 /// A new config for a stage, and the ticket to answer with.
-pub struct ConfigUpdate {
-    pub config: Arc<AgentConfig>,
-    pub generation: u64,
+pub(crate) struct ConfigUpdate {
+    pub(crate) config: Arc<AgentConfig>,
+    pub(crate) generation: u64,
     /// Who submitted it ("sighup", "fleet", ...).
-    pub origin: Arc<str>,
-    pub ticket: ApplyTicket,
+    pub(crate) origin: Arc<str>,
+    pub(crate) ticket: ApplyTicket,
 }
 
 impl ConfigWatch {
     /// The config in force now: what a stage starts with.
-    pub fn current(&self) -> Arc<AgentConfig> {
+    pub(crate) fn current(&self) -> Arc<AgentConfig> {
         self.rx.borrow().config.clone()
     }
 
@@ -299,7 +303,7 @@ impl ConfigWatch {
     /// Cancel-safe (use it in `select!`). Never completes once the
     /// [`Reloader`] is gone: the config can no longer change, and the stage
     /// ends on its shutdown token like every other.
-    pub async fn changed(&mut self) -> ConfigUpdate {
+    pub(crate) async fn changed(&mut self) -> ConfigUpdate {
         loop {
             if self.rx.changed().await.is_err() {
                 return std::future::pending().await;
@@ -339,7 +343,7 @@ impl Drop for ConfigWatch {
 /// [`ApplyTicket::failed`] or [`ApplyTicket::finish`]. Dropped unanswered,
 /// it answers [`ApplyError::NotApplied`].
 #[must_use = "a stage answers every config it is handed"]
-pub struct ApplyTicket {
+pub(crate) struct ApplyTicket {
     stage: &'static str,
     generation: u64,
     ledger: Option<Arc<watch::Sender<Ledger>>>,
@@ -347,23 +351,26 @@ pub struct ApplyTicket {
 
 impl ApplyTicket {
     /// The generation this ticket answers for.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Applied.
-    pub fn ok(mut self) {
+    pub(crate) fn ok(mut self) {
         self.record(Ok(()));
     }
 
     /// Not applied, because of `error` (the stage keeps its previous config
     /// for what the error concerns).
-    pub fn failed(mut self, error: impl std::error::Error + Send + Sync + 'static) {
+    pub(crate) fn failed(mut self, error: impl std::error::Error + Send + Sync + 'static) {
         self.record(Err(ApplyError::Stage(Arc::new(error))));
     }
 
     /// [`ApplyTicket::ok`] or [`ApplyTicket::failed`], by `result`.
-    pub fn finish<E: std::error::Error + Send + Sync + 'static>(self, result: Result<(), E>) {
+    pub(crate) fn finish<E: std::error::Error + Send + Sync + 'static>(
+        self,
+        result: Result<(), E>,
+    ) {
         match result {
             Ok(()) => self.ok(),
             Err(e) => self.failed(e),

@@ -25,7 +25,7 @@ pub const REPORT_CHANNEL_CAPACITY: usize = 4096;
 /// order in which a full outbox gives records up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Class {
+pub(crate) enum Class {
     CriticalAlert = 0,
     Alert = 1,
     NodeEvent = 2,
@@ -33,14 +33,14 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 4] = [
+    pub(crate) const ALL: [Class; 4] = [
         Class::CriticalAlert,
         Class::Alert,
         Class::NodeEvent,
         Class::Metrics,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Class::CriticalAlert => "critical_alert",
             Class::Alert => "alert",
@@ -49,11 +49,11 @@ impl Class {
         }
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
-    pub fn from_index(i: u8) -> Option<Class> {
+    pub(crate) fn from_index(i: u8) -> Option<Class> {
         Class::ALL.get(usize::from(i)).copied()
     }
 }
@@ -63,31 +63,31 @@ impl Class {
 /// .., "node_event": .., "metrics": ..}`), the form status, the state
 /// message and the listings show.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct PerClass<T>([T; 4]);
+pub(crate) struct PerClass<T>([T; 4]);
 
 impl<T> PerClass<T> {
     /// The value of each class from `f`.
-    pub fn from_fn(mut f: impl FnMut(Class) -> T) -> Self {
+    pub(crate) fn from_fn(mut f: impl FnMut(Class) -> T) -> Self {
         PerClass(Class::ALL.map(&mut f))
     }
 
     /// Each class with its value, in drain order.
-    pub fn iter(&self) -> impl Iterator<Item = (Class, &T)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Class, &T)> {
         Class::ALL.into_iter().zip(&self.0)
     }
 
     /// The values, in drain order.
-    pub fn values(&self) -> impl Iterator<Item = &T> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
         self.0.iter()
     }
 
-    pub fn map<U>(self, f: impl FnMut(T) -> U) -> PerClass<U> {
+    pub(crate) fn map<U>(self, f: impl FnMut(T) -> U) -> PerClass<U> {
         PerClass(self.0.map(f))
     }
 }
 
 impl PerClass<u64> {
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.iter().sum()
     }
 }
@@ -126,7 +126,7 @@ impl<T: Serialize> Serialize for PerClass<T> {
 /// `edge/<fleet>/<node>/<suffix>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Topic {
+pub(crate) enum Topic {
     Alerts,
     Metrics,
     Events,
@@ -134,7 +134,7 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub fn suffix(self) -> &'static str {
+    pub(crate) fn suffix(self) -> &'static str {
         match self {
             Topic::Alerts => "alerts",
             Topic::Metrics => "metrics",
@@ -148,12 +148,12 @@ impl Topic {
 /// sequence number and the schema version when it stores it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    pub class: Class,
-    pub topic: Topic,
+    pub(crate) class: Class,
+    pub(crate) topic: Topic,
     /// When it happened (not when it was queued).
-    pub created: SystemTime,
+    pub(crate) created: SystemTime,
     /// A JSON object; must not use the keys `node`, `seq` or `schema`.
-    pub payload: Map<String, Value>,
+    pub(crate) payload: Map<String, Value>,
 }
 
 impl Report {
@@ -174,7 +174,11 @@ impl Report {
 
     /// A node event: `{"kind": .., "message": .., ..fields}`. `kind` is a
     /// stable snake_case word (`drift`, `sensor_unavailable`, `config_applied`).
-    pub fn node_event(kind: &str, message: impl Into<String>, fields: Map<String, Value>) -> Self {
+    pub(crate) fn node_event(
+        kind: &str,
+        message: impl Into<String>,
+        fields: Map<String, Value>,
+    ) -> Self {
         let mut payload = Map::new();
         payload.insert("kind".into(), Value::from(kind));
         payload.insert("message".into(), Value::from(message.into()));
@@ -189,7 +193,7 @@ impl Report {
 
     /// The result of a fleet config bundle (`config/result`). A node event
     /// by class: it outranks metrics when the outbox must give records up.
-    pub fn config_result(payload: Map<String, Value>) -> Self {
+    pub(crate) fn config_result(payload: Map<String, Value>) -> Self {
         Self {
             class: Class::NodeEvent,
             topic: Topic::ConfigResult,
@@ -199,7 +203,7 @@ impl Report {
     }
 
     /// A metrics batch.
-    pub fn metrics(payload: Map<String, Value>) -> Self {
+    pub(crate) fn metrics(payload: Map<String, Value>) -> Self {
         Self {
             class: Class::Metrics,
             topic: Topic::Metrics,
@@ -214,10 +218,10 @@ impl Report {
 pub struct DropCounters(PerClass<AtomicU64>);
 
 impl DropCounters {
-    pub fn get(&self, class: Class) -> u64 {
+    pub(crate) fn get(&self, class: Class) -> u64 {
         self.0[class].load(Ordering::Relaxed)
     }
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.values().map(|n| n.load(Ordering::Relaxed)).sum()
     }
     fn add(&self, class: Class) {
@@ -235,7 +239,7 @@ pub struct ReportSender {
 impl ReportSender {
     /// Queue without waiting. Returns false (and counts it) when the outbox
     /// stage is behind or gone.
-    pub fn try_send(&self, report: Report) -> bool {
+    pub(crate) fn try_send(&self, report: Report) -> bool {
         let class = report.class;
         match self.tx.try_send(report) {
             Ok(()) => true,

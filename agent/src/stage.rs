@@ -41,30 +41,30 @@ pub struct StageContext {
 
 /// What a stage says about itself, once, in its own module.
 #[derive(Debug)]
-pub struct StageSpec {
+pub(crate) struct StageSpec {
     /// Its name on the status board, in logs and in `status`.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// The config sections it reads and applies live: a reload wakes it
     /// only when one of them changed (see [`crate::reload`]).
-    pub sections: &'static [SectionId],
+    pub(crate) sections: &'static [SectionId],
     /// The details `edge-agent status` shows without `--verbose` whenever
     /// they say something (see [`crate::status::StageStatus::key_details`]).
-    pub key_details: &'static [&'static str],
+    pub(crate) key_details: &'static [&'static str],
 }
 
 /// What belongs to one stage alone.
-pub struct Own {
+pub(crate) struct Own {
     /// Its snapshot on the status board.
-    pub status: StatusReporter,
+    pub(crate) status: StatusReporter,
     /// Its sections of the config: what to start with, and each change.
     /// A stage that stops following (disabled for good, or failed at
     /// start) drops it, so no reload waits for its answer.
-    pub config: ConfigWatch,
+    pub(crate) config: ConfigWatch,
 }
 
 /// A running stage, as the daemon holds it.
 pub struct Stage {
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     pub task: JoinHandle<()>,
 }
 
@@ -74,7 +74,7 @@ pub struct Stage {
 /// its own thread). When the task ends, an error is logged and shown in
 /// status (`failed`); a clean end shows as `stopped` unless the stage was
 /// `disabled`.
-pub fn start<F, Fut, E>(ctx: &StageContext, spec: &StageSpec, body: F) -> Stage
+pub(crate) fn start<F, Fut, E>(ctx: &StageContext, spec: &StageSpec, body: F) -> Stage
 where
     F: FnOnce(Own) -> Fut,
     Fut: Future<Output = Result<(), E>> + Send + 'static,

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 /// Where a stage is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StageState {
+pub(crate) enum StageState {
     Starting,
     /// Doing its job.
     Running,
@@ -36,7 +36,7 @@ pub enum StageState {
 }
 
 impl StageState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StageState::Starting => "starting",
             StageState::Running => "running",
@@ -50,20 +50,20 @@ impl StageState {
 
 /// An error as the technician sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorNote {
+pub(crate) struct ErrorNote {
     /// Unix seconds.
-    pub at: u64,
-    pub message: String,
+    pub(crate) at: u64,
+    pub(crate) message: String,
 }
 
 /// One stage's snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageStatus {
-    pub state: StageState,
+    pub(crate) state: StageState,
     /// Unix seconds of the last state change.
-    pub since: u64,
+    pub(crate) since: u64,
     /// One line for a person, e.g. "connected to mqtts://broker:8883".
-    pub summary: String,
+    pub(crate) summary: String,
     /// Key numbers, in the order the stage set them. Names are stable
     /// (`snake_case`), values are JSON scalars or small objects.
     pub details: Map<String, Value>,
@@ -71,15 +71,19 @@ pub struct StageStatus {
     /// `edge-agent status` shows them without `--verbose` whenever they say
     /// something (non-zero, true, non-empty).
     #[serde(default)]
-    pub key_details: Vec<String>,
-    pub last_error: Option<ErrorNote>,
+    pub(crate) key_details: Vec<String>,
+    pub(crate) last_error: Option<ErrorNote>,
 }
 
 impl StageStatus {
     /// What `status` says of a stage while the daemon is down, from what it
     /// can read on disk: typed details, as a running stage gives them, and
     /// their key details.
-    pub fn offline<D: Details>(state: StageState, summary: impl Into<String>, details: &D) -> Self {
+    pub(crate) fn offline<D: Details>(
+        state: StageState,
+        summary: impl Into<String>,
+        details: &D,
+    ) -> Self {
         StageStatus {
             summary: summary.into(),
             details: details_map(details),
@@ -89,7 +93,7 @@ impl StageStatus {
     }
 
     /// A stage in `state` since now, with nothing else said yet.
-    pub fn new(state: StageState) -> Self {
+    pub(crate) fn new(state: StageState) -> Self {
         Self {
             state,
             since: unix_now(),
@@ -108,7 +112,7 @@ impl StageStatus {
 ///
 /// Declared with [`details!`], which derives `KEY` from the fields marked
 /// `[key]`, so a key detail cannot name a field the stage does not have.
-pub trait Details: Serialize {
+pub(crate) trait Details: Serialize {
     /// The key details: names of fields of this struct.
     const KEY: &'static [&'static str];
 }
@@ -168,105 +172,105 @@ pub(crate) use details;
 /// it; `edge-agent status` fills it too when the daemon does not answer,
 /// with `null` where only the daemon knows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusDocument {
+pub(crate) struct StatusDocument {
     /// [`STATUS_SCHEMA`].
-    pub schema: u32,
-    pub daemon: DaemonStatus,
+    pub(crate) schema: u32,
+    pub(crate) daemon: DaemonStatus,
     /// Null when the config cannot be read.
-    pub node: Option<NodeStatus>,
-    pub config: ConfigStatus,
-    pub paths: PathsStatus,
+    pub(crate) node: Option<NodeStatus>,
+    pub(crate) config: ConfigStatus,
+    pub(crate) paths: PathsStatus,
     /// Reports refused before the outbox, per class (null without the
     /// daemon).
-    pub reports_dropped_before_outbox: Option<IndexMap<crate::report::Class, u64>>,
+    pub(crate) reports_dropped_before_outbox: Option<IndexMap<crate::report::Class, u64>>,
     /// Per stage, in the order they started.
-    pub stages: IndexMap<String, StageStatus>,
+    pub(crate) stages: IndexMap<String, StageStatus>,
     /// The fleet config in force (`enabled`, `layers` with the version per
     /// layer, `effective_sha256`, `trial`, `last_results`; see
     /// `fleet/summary.rs`); null when the config cannot be read.
     #[serde(default)]
-    pub fleet: Option<crate::fleet::summary::Summary>,
+    pub(crate) fleet: Option<crate::fleet::summary::Summary>,
     /// Sections this build does not know (written by a newer daemon), kept
     /// as they are.
     #[serde(flatten)]
-    pub more: Map<String, Value>,
+    pub(crate) more: Map<String, Value>,
 }
 
 /// The `schema` of [`StatusDocument`].
-pub const STATUS_SCHEMA: u32 = 1;
+pub(crate) const STATUS_SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DaemonStatus {
-    pub running: bool,
-    pub pid: Option<u32>,
-    pub version: String,
+pub(crate) struct DaemonStatus {
+    pub(crate) running: bool,
+    pub(crate) pid: Option<u32>,
+    pub(crate) version: String,
     /// Unix seconds.
-    pub started_at: Option<u64>,
-    pub uptime_secs: Option<u64>,
+    pub(crate) started_at: Option<u64>,
+    pub(crate) uptime_secs: Option<u64>,
     /// Why it is not running (null when it is).
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub id: String,
-    pub fleet: String,
-    pub groups: Vec<String>,
+pub(crate) struct NodeStatus {
+    pub(crate) id: String,
+    pub(crate) fleet: String,
+    pub(crate) groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConfigStatus {
-    pub path: PathBuf,
+pub(crate) struct ConfigStatus {
+    pub(crate) path: PathBuf,
     /// The file on disk, as `status` read it just now.
-    pub valid: bool,
-    pub error: Option<String>,
+    pub(crate) valid: bool,
+    pub(crate) error: Option<String>,
     /// The last SIGHUP's outcome (null before the first, or without the
     /// daemon).
-    pub last_reload: Option<ReloadNote>,
+    pub(crate) last_reload: Option<ReloadNote>,
     /// Keys changed on disk that wait for a restart, e.g.
     /// `sensor.ring_buffer_bytes`.
-    pub pending_restart: Vec<String>,
+    pub(crate) pending_restart: Vec<String>,
     /// Of the config in force: 1 at start, one more per config submitted
     /// (null without the daemon).
     #[serde(default)]
-    pub generation: Option<u64>,
+    pub(crate) generation: Option<u64>,
     /// Per stage that follows the config: its answer to the last config it
     /// was handed (null without the daemon).
     #[serde(default)]
-    pub applied: Option<IndexMap<String, AppliedNote>>,
+    pub(crate) applied: Option<IndexMap<String, AppliedNote>>,
 }
 
 /// The outcome of a reload (SIGHUP).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReloadNote {
+pub(crate) struct ReloadNote {
     /// Unix seconds.
-    pub at: u64,
-    pub ok: bool,
-    pub error: Option<String>,
+    pub(crate) at: u64,
+    pub(crate) ok: bool,
+    pub(crate) error: Option<String>,
 }
 
 /// A stage's answer to a config it was handed (see `reload.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AppliedNote {
-    pub generation: u64,
+pub(crate) struct AppliedNote {
+    pub(crate) generation: u64,
     /// Unix seconds.
-    pub at: u64,
-    pub ok: bool,
-    pub error: Option<String>,
+    pub(crate) at: u64,
+    pub(crate) ok: bool,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PathsStatus {
-    pub state_dir: PathBuf,
-    pub state_dir_exists: bool,
-    pub state_dir_bytes: u64,
-    pub runtime_dir: PathBuf,
-    pub control_socket: PathBuf,
+pub(crate) struct PathsStatus {
+    pub(crate) state_dir: PathBuf,
+    pub(crate) state_dir_exists: bool,
+    pub(crate) state_dir_bytes: u64,
+    pub(crate) runtime_dir: PathBuf,
+    pub(crate) control_socket: PathBuf,
 }
 
 /// Bytes in the regular files directly below `dir` (the state directory is
 /// flat); 0 when it cannot be read.
-pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
@@ -278,7 +282,7 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -302,7 +306,7 @@ impl StatusBoard {
     }
 
     /// Add a stage (or replace the one of the same name, after a restart).
-    pub fn register(&self, name: &str) -> StatusReporter {
+    pub(crate) fn register(&self, name: &str) -> StatusReporter {
         let (tx, rx) = watch::channel(StageStatus::new(StageState::Starting));
         let mut stages = self.inner.lock().expect("status board lock");
         match stages.iter_mut().find(|(n, _)| n == name) {
@@ -316,7 +320,7 @@ impl StatusBoard {
     }
 
     /// Those of `names` whose stage is registered and still `Starting`.
-    pub fn starting(&self, names: &[&str]) -> Vec<String> {
+    pub(crate) fn starting(&self, names: &[&str]) -> Vec<String> {
         self.snapshot()
             .into_iter()
             .filter(|(n, s)| s.state == StageState::Starting && names.contains(&n.as_str()))
@@ -327,7 +331,7 @@ impl StatusBoard {
     /// Completes at the next state change of any stage. Create it *before*
     /// looking at the states (and `enable` it), or a change in between is
     /// missed.
-    pub fn state_changed(&self) -> Notified<'_> {
+    pub(crate) fn state_changed(&self) -> Notified<'_> {
         self.state_changed.notified()
     }
 
@@ -341,11 +345,11 @@ impl StatusBoard {
     }
 
     /// Every stage's snapshot keyed by its name, in registration order.
-    pub fn stages(&self) -> IndexMap<String, StageStatus> {
+    pub(crate) fn stages(&self) -> IndexMap<String, StageStatus> {
         self.snapshot().into_iter().collect()
     }
 
-    pub fn names(&self) -> BTreeMap<String, StageState> {
+    pub(crate) fn names(&self) -> BTreeMap<String, StageState> {
         self.snapshot()
             .into_iter()
             .map(|(n, s)| (n, s.state))
@@ -355,14 +359,14 @@ impl StatusBoard {
 
 /// A stage's handle on its own snapshot. Cheap to clone into sub-tasks.
 #[derive(Clone)]
-pub struct StatusReporter {
+pub(crate) struct StatusReporter {
     tx: Arc<watch::Sender<StageStatus>>,
     state_changed: Arc<Notify>,
 }
 
 impl StatusReporter {
     /// A reporter not attached to any board (tests, one-shot CLI commands).
-    pub fn detached() -> Self {
+    pub(crate) fn detached() -> Self {
         let (tx, _rx) = watch::channel(StageStatus::new(StageState::Starting));
         Self {
             tx: Arc::new(tx),
@@ -371,7 +375,7 @@ impl StatusReporter {
     }
 
     /// Change state (and summary); `since` moves only when the state does.
-    pub fn set_state(&self, state: StageState, summary: impl Into<String>) {
+    pub(crate) fn set_state(&self, state: StageState, summary: impl Into<String>) {
         let summary = summary.into();
         let mut changed = false;
         self.tx.send_modify(|s| {
@@ -388,7 +392,7 @@ impl StatusReporter {
     }
 
     /// Set one detail value, keeping the order in which details first appeared.
-    pub fn set(&self, key: &str, value: impl Into<Value>) {
+    pub(crate) fn set(&self, key: &str, value: impl Into<Value>) {
         let value = value.into();
         self.tx.send_modify(|s| {
             s.details.insert(key.to_string(), value);
@@ -397,7 +401,7 @@ impl StatusReporter {
 
     /// Name the details `status` shows on its one screen when they say
     /// something ([`StageStatus::key_details`]).
-    pub fn key_details(&self, names: &[&str]) {
+    pub(crate) fn key_details(&self, names: &[&str]) {
         self.tx.send_modify(|s| {
             s.key_details = names.iter().map(|n| (*n).to_string()).collect();
         });
@@ -405,18 +409,18 @@ impl StatusReporter {
 
     /// Set every detail of `details` at once (one notification), keeping
     /// the order in which details first appeared.
-    pub fn details<D: Details>(&self, details: &D) {
+    pub(crate) fn details<D: Details>(&self, details: &D) {
         let map = details_map(details);
         self.tx.send_modify(|s| s.details.extend(map));
     }
 
     /// Update several details at once (one notification).
-    pub fn update(&self, f: impl FnOnce(&mut Map<String, Value>)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Map<String, Value>)) {
         self.tx.send_modify(|s| f(&mut s.details));
     }
 
     /// Record an error without changing state.
-    pub fn error(&self, message: impl Into<String>) {
+    pub(crate) fn error(&self, message: impl Into<String>) {
         let note = ErrorNote {
             at: unix_now(),
             message: message.into(),
@@ -425,13 +429,13 @@ impl StatusReporter {
     }
 
     /// Record an error and mark the stage failed.
-    pub fn fail(&self, message: impl Into<String>) {
+    pub(crate) fn fail(&self, message: impl Into<String>) {
         let message = message.into();
         self.set_state(StageState::Failed, message.clone());
         self.error(message);
     }
 
-    pub fn current(&self) -> StageStatus {
+    pub(crate) fn current(&self) -> StageStatus {
         self.tx.borrow().clone()
     }
 }

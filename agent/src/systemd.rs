@@ -19,18 +19,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-pub use sd_notify::NotifyState;
+pub(crate) use sd_notify::NotifyState;
 
 /// Where notifications go, and whether the watchdog is armed.
 #[derive(Debug, Clone, Default)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: Option<OsString>,
     watchdog: Option<Duration>,
 }
 
 impl Notifier {
     /// A notifier that sends nothing (not started by systemd, or tests).
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Self::default()
     }
 
@@ -41,7 +41,7 @@ impl Notifier {
     /// Changes the process environment: call it before any other thread
     /// exists (before the tokio runtime is built), as `std::env::remove_var`
     /// requires.
-    pub unsafe fn from_env_and_unset() -> Self {
+    pub(crate) unsafe fn from_env_and_unset() -> Self {
         let socket = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty());
         let watchdog = watchdog_from(
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
@@ -57,24 +57,24 @@ impl Notifier {
     }
 
     /// Is there a service manager listening?
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.socket.is_some()
     }
 
     /// The watchdog timeout systemd set (`WatchdogSec=`), if it is armed for
     /// this process.
-    pub fn watchdog_timeout(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_timeout(&self) -> Option<Duration> {
         self.watchdog
     }
 
     /// How often to send `WATCHDOG=1`: half the timeout, as `sd_watchdog_enabled(3)`
     /// recommends, so one late tick never trips it.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog.map(|d| (d / 2).max(Duration::from_millis(1)))
     }
 
     /// Send `states` in one datagram. A no-op without a notify socket.
-    pub fn notify(&self, states: &[NotifyState]) -> io::Result<()> {
+    pub(crate) fn notify(&self, states: &[NotifyState]) -> io::Result<()> {
         let Some(socket) = &self.socket else {
             return Ok(());
         };

@@ -7,38 +7,38 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Time since the Unix epoch; zero for a time before it.
-pub fn since_epoch(t: SystemTime) -> Duration {
+pub(crate) fn since_epoch(t: SystemTime) -> Duration {
     t.duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-pub fn secs(t: SystemTime) -> u64 {
+pub(crate) fn secs(t: SystemTime) -> u64 {
     since_epoch(t).as_secs()
 }
 
 /// Milliseconds (u64 holds them for half a billion years).
-pub fn millis(t: SystemTime) -> u64 {
+pub(crate) fn millis(t: SystemTime) -> u64 {
     saturate(since_epoch(t).as_millis())
 }
 
 /// Microseconds (u64 holds them for half a million years).
-pub fn micros(t: SystemTime) -> u64 {
+pub(crate) fn micros(t: SystemTime) -> u64 {
     saturate(since_epoch(t).as_micros())
 }
 
 /// Nanoseconds (u64 holds them until the year 2554; later saturates).
-pub fn nanos(t: SystemTime) -> u64 {
+pub(crate) fn nanos(t: SystemTime) -> u64 {
     saturate(since_epoch(t).as_nanos())
 }
 
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     secs(SystemTime::now())
 }
 
-pub fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     millis(SystemTime::now())
 }
 
-pub fn now_nanos() -> u64 {
+pub(crate) fn now_nanos() -> u64 {
     nanos(SystemTime::now())
 }
 

@@ -45,25 +45,25 @@ pub struct ApplyOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Force {
     /// Replace managed files edited by hand.
-    pub edits: bool,
+    pub(crate) edits: bool,
     /// Take over existing files edge-agent never wrote.
-    pub foreign: bool,
+    pub(crate) foreign: bool,
     /// Apply on the real root although preflight finds failures.
-    pub preflight: bool,
+    pub(crate) preflight: bool,
 }
 
 impl Force {
     pub fn none() -> Force {
         Force::default()
     }
-    pub fn all() -> Force {
+    pub(crate) fn all() -> Force {
         Force {
             edits: true,
             foreign: true,
             preflight: true,
         }
     }
-    pub fn drift() -> Force {
+    pub(crate) fn drift() -> Force {
         Force {
             edits: true,
             ..Force::default()
@@ -75,25 +75,25 @@ impl Force {
 /// written while a sysctl or a restart could not be done.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ApplyReport {
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Nothing needed doing.
-    pub already_in_sync: bool,
-    pub written: Vec<PathBuf>,
-    pub mode_fixed: Vec<PathBuf>,
-    pub removed: Vec<PathBuf>,
+    pub(crate) already_in_sync: bool,
+    pub(crate) written: Vec<PathBuf>,
+    pub(crate) mode_fixed: Vec<PathBuf>,
+    pub(crate) removed: Vec<PathBuf>,
     /// Hand-edited copies kept in the undo log.
-    pub displaced: Vec<PathBuf>,
-    pub kernel_done: Vec<String>,
-    pub kernel_problems: Vec<String>,
-    pub restarted: Vec<String>,
+    pub(crate) displaced: Vec<PathBuf>,
+    pub(crate) kernel_done: Vec<String>,
+    pub(crate) kernel_problems: Vec<String>,
+    pub(crate) restarted: Vec<String>,
     /// Why restarts did not happen (and are owed), if they did not.
-    pub restarts_skipped: Option<String>,
-    pub owed_restarts: Vec<String>,
-    pub notes: Vec<String>,
+    pub(crate) restarts_skipped: Option<String>,
+    pub(crate) owed_restarts: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl ApplyReport {
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         if self.kernel_problems.is_empty() && self.owed_restarts.is_empty() {
             "ok"
         } else {
@@ -101,7 +101,7 @@ impl ApplyReport {
         }
     }
 
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.already_in_sync {
             return "already in sync".into();
         }
@@ -130,7 +130,7 @@ impl ApplyReport {
     }
 
     /// The text `bootstrap apply` prints.
-    pub fn text(&self, root: &Path) -> String {
+    pub(crate) fn text(&self, root: &Path) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
         if self.already_in_sync {
@@ -443,7 +443,7 @@ type Restore = (Vec<u8>, u32, Option<(u32, u32)>);
 /// an interrupted apply, the current one. Paths the restored generation
 /// does not have get back what they held before edge-agent first wrote
 /// them (or disappear, if nothing was there).
-pub fn rollback(target: &Target, force: bool) -> Result<ApplyReport, BootstrapError> {
+pub(crate) fn rollback(target: &Target, force: bool) -> Result<ApplyReport, BootstrapError> {
     let _lock = Ledger::lock(&target.ledger_dir)?;
     let mut ledger = Ledger::open(&target.ledger_dir, &target.root)?;
     let (from_n, to_n) = match (ledger.pending(), ledger.current()) {

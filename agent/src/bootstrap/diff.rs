@@ -33,7 +33,7 @@ enum Op {
 
 /// The unified diff from `old` to `new` under the given header names;
 /// empty when they are equal.
-pub fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+pub(crate) fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
     let a: Vec<&str> = old.split_inclusive('\n').collect();
     let b: Vec<&str> = new.split_inclusive('\n').collect();
     let ops = edit_script(&a, &b, MAX_EDITS);

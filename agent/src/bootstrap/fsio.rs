@@ -20,11 +20,11 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 /// Test-only: milliseconds to sleep before each managed-file write.
-pub const TEST_PAUSE_ENV: &str = "EDGE_AGENT_TEST_APPLY_PAUSE_MS";
+pub(crate) const TEST_PAUSE_ENV: &str = "EDGE_AGENT_TEST_APPLY_PAUSE_MS";
 
 /// What is at a path on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observed {
+pub(crate) enum Observed {
     Absent,
     File {
         content: Vec<u8>,
@@ -39,7 +39,7 @@ pub enum Observed {
 }
 
 impl Observed {
-    pub fn content(&self) -> Option<&[u8]> {
+    pub(crate) fn content(&self) -> Option<&[u8]> {
         match self {
             Observed::File { content, .. } => Some(content),
             _ => None,
@@ -49,7 +49,7 @@ impl Observed {
 
 /// Read `path` (already joined to the root). Symlinks are not followed for
 /// the kind check: a managed path that is a symlink is "not a file".
-pub fn observe(path: &Path) -> Observed {
+pub(crate) fn observe(path: &Path) -> Observed {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Observed::Absent,
@@ -77,7 +77,7 @@ pub fn observe(path: &Path) -> Observed {
 }
 
 /// Sleep before a managed-file write when the test hook asks for it.
-pub fn pause_between_writes() {
+pub(crate) fn pause_between_writes() {
     if let Some(ms) = std::env::var(TEST_PAUSE_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -100,7 +100,7 @@ fn is_our_temp(name: &str) -> bool {
 
 /// Create the parent directories of `path` with `mode` (existing ones are
 /// left as they are).
-pub fn create_parents(path: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn create_parents(path: &Path, mode: u32) -> io::Result<()> {
     let Some(parent) = path.parent() else {
         return Ok(());
     };
@@ -115,7 +115,7 @@ pub fn create_parents(path: &Path, mode: u32) -> io::Result<()> {
 
 /// Atomically replace `path` with `content`, mode `mode`, owned by
 /// `owner` (uid, gid) when given.
-pub fn write_atomic(
+pub(crate) fn write_atomic(
     path: &Path,
     content: &[u8],
     mode: u32,
@@ -146,7 +146,7 @@ pub fn write_atomic(
 }
 
 /// Change only mode and owner (the content is already right).
-pub fn fix_mode(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+pub(crate) fn fix_mode(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
@@ -155,7 +155,7 @@ pub fn fix_mode(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result
 }
 
 /// Remove `path` (absent is fine) and make the removal durable.
-pub fn remove(path: &Path) -> io::Result<()> {
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Ok(()) => sync_dir(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -171,7 +171,7 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 }
 
 /// Remove temp files an interrupted write left beside `path`.
-pub fn remove_stale_temps(path: &Path) {
+pub(crate) fn remove_stale_temps(path: &Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return;
     };
@@ -189,7 +189,7 @@ pub fn remove_stale_temps(path: &Path) {
 
 /// The owner new files get: root:root when running as root, else nothing
 /// is changed (an unprivileged apply into a scratch root keeps its own uid).
-pub fn wanted_owner() -> Option<(u32, u32)> {
+pub(crate) fn wanted_owner() -> Option<(u32, u32)> {
     nix::unistd::geteuid().is_root().then_some((0, 0))
 }
 

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 /// `--embedded-registry` and `--disable-apiserver-lb`, so they describe the
 /// K3s v1.31-and-later command line; keys only older releases had
 /// (`no-deploy`, `cluster-secret`) are deliberately absent.
-pub const K3S_KEYS_SOURCE: &str =
+pub(crate) const K3S_KEYS_SOURCE: &str =
     "k3s-io/docs docs/cli/server.md and docs/cli/agent.md (`k3s server|agent --help`, K3s v1.31+)";
 
 /// Config-file keys `k3s agent` accepts (its flag names, without dashes).
-pub const AGENT_KEYS: &[&str] = &[
+pub(crate) const AGENT_KEYS: &[&str] = &[
     "config",
     "debug",
     "v",
@@ -74,7 +74,7 @@ pub const AGENT_KEYS: &[&str] = &[
 
 /// Config-file keys only `k3s server` accepts (it also accepts every agent
 /// key except `disable-apiserver-lb`, which the agent alone has).
-pub const SERVER_ONLY_KEYS: &[&str] = &[
+pub(crate) const SERVER_ONLY_KEYS: &[&str] = &[
     "https-listen-port",
     "advertise-address",
     "advertise-port",
@@ -145,7 +145,7 @@ pub const SERVER_ONLY_KEYS: &[&str] = &[
 
 /// Whether `k3s <role>` accepts config-file key `key`. A trailing `+`
 /// (K3s's "append to the value from earlier files") is not part of the key.
-pub fn accepts_key(role: crate::config::Role, key: &str) -> bool {
+pub(crate) fn accepts_key(role: crate::config::Role, key: &str) -> bool {
     let key = key.strip_suffix('+').unwrap_or(key);
     match role {
         crate::config::Role::Agent => AGENT_KEYS.contains(&key),
@@ -158,11 +158,11 @@ pub fn accepts_key(role: crate::config::Role, key: &str) -> bool {
 
 /// A K3s release: `v1.31.6+k3s1` is Kubernetes 1.31.6, K3s revision 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct K3sVersion {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-    pub k3s: u32,
+pub(crate) struct K3sVersion {
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
+    pub(crate) patch: u32,
+    pub(crate) k3s: u32,
 }
 
 impl std::fmt::Display for K3sVersion {
@@ -178,7 +178,7 @@ impl std::fmt::Display for K3sVersion {
 /// The containerd config template file K3s reads, which depends on the
 /// containerd it embeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerdTemplate {
+pub(crate) enum ContainerdTemplate {
     /// containerd 1.7 (and older): `config.toml.tmpl`, config version 2.
     V2,
     /// containerd 2.x: `config-v3.toml.tmpl`, config version 3.
@@ -186,14 +186,14 @@ pub enum ContainerdTemplate {
 }
 
 impl ContainerdTemplate {
-    pub fn file_name(self) -> &'static str {
+    pub(crate) fn file_name(self) -> &'static str {
         match self {
             ContainerdTemplate::V2 => "config.toml.tmpl",
             ContainerdTemplate::V3 => "config-v3.toml.tmpl",
         }
     }
 
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             ContainerdTemplate::V2 => "containerd 1.7, config version 2",
             ContainerdTemplate::V3 => "containerd 2.x, config version 3",
@@ -204,7 +204,7 @@ impl ContainerdTemplate {
 impl K3sVersion {
     /// `v1.31.6+k3s1` (the leading `v` and the `+k3sN` are optional; a
     /// missing revision is 1).
-    pub fn parse(s: &str) -> Option<K3sVersion> {
+    pub(crate) fn parse(s: &str) -> Option<K3sVersion> {
         let s = s.trim();
         let s = s.strip_prefix('v').unwrap_or(s);
         let (core, rev) = match s.split_once('+') {
@@ -232,7 +232,7 @@ impl K3sVersion {
     }
 
     /// The first line of `k3s --version`: `k3s version v1.31.6+k3s1 (6a1e6fd6)`.
-    pub fn from_version_output(out: &str) -> Option<K3sVersion> {
+    pub(crate) fn from_version_output(out: &str) -> Option<K3sVersion> {
         let line = out
             .lines()
             .find(|l| l.trim_start().starts_with("k3s version"))?;
@@ -247,7 +247,7 @@ impl K3sVersion {
     /// K3s embeds containerd 2.0 "as of the February 2025 releases:
     /// v1.31.6+k3s1 and v1.32.2+k3s1" (k3s-io/docs, docs/advanced.md,
     /// "Configuring containerd"); every later minor has it too.
-    pub fn containerd_template(&self) -> ContainerdTemplate {
+    pub(crate) fn containerd_template(&self) -> ContainerdTemplate {
         let v3 = self.major > 1
             || self.minor >= 33
             || (self.minor == 32 && self.patch >= 2)
@@ -262,7 +262,7 @@ impl K3sVersion {
     /// `{{ template "base" . }}` exists "as of September 2023 releases:
     /// v1.24.17+k3s1, v1.25.13+k3s1, v1.26.8+k3s1, v1.27.5+k3s1,
     /// v1.28.1+k3s1" (k3s-io/docs, docs/advanced.md, "Base template").
-    pub fn has_base_template(&self) -> bool {
+    pub(crate) fn has_base_template(&self) -> bool {
         if self.major > 1 || self.minor >= 29 {
             return true;
         }
@@ -279,7 +279,7 @@ impl K3sVersion {
     /// kube-proxy's nftables mode: alpha behind the `NFTablesProxyMode`
     /// feature gate in Kubernetes 1.29-1.30, beta and on by default from
     /// 1.31, GA in 1.33.
-    pub fn nftables_support(&self) -> NftablesSupport {
+    pub(crate) fn nftables_support(&self) -> NftablesSupport {
         if self.at_least(31, 0) {
             NftablesSupport::Default
         } else if self.at_least(29, 0) {
@@ -290,13 +290,13 @@ impl K3sVersion {
     }
 
     /// IPVS mode is deprecated from Kubernetes 1.35.
-    pub fn ipvs_deprecated(&self) -> bool {
+    pub(crate) fn ipvs_deprecated(&self) -> bool {
         self.at_least(35, 0)
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NftablesSupport {
+pub(crate) enum NftablesSupport {
     Missing,
     /// Needs `feature-gates=NFTablesProxyMode=true` on kube-proxy.
     FeatureGate,
@@ -305,7 +305,7 @@ pub enum NftablesSupport {
 
 /// Where the version the reconciler renders for came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VersionSource {
+pub(crate) enum VersionSource {
     /// `<bin> --version` answered.
     Binary(String),
     /// Read from the binary's bytes (under a root other than `/`, where
@@ -317,17 +317,17 @@ pub enum VersionSource {
 
 /// What the reconciler knows about the installed K3s.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct K3sInfo {
-    pub version: Option<K3sVersion>,
-    pub source: Option<VersionSource>,
+pub(crate) struct K3sInfo {
+    pub(crate) version: Option<K3sVersion>,
+    pub(crate) source: Option<VersionSource>,
     /// Why the binary gave no version (absent, not executable, odd output).
-    pub binary_problem: Option<String>,
+    pub(crate) binary_problem: Option<String>,
     /// The binary's version when the config pins a different one.
-    pub config_mismatch: Option<String>,
+    pub(crate) config_mismatch: Option<String>,
 }
 
 impl K3sInfo {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.version, &self.source) {
             (Some(v), Some(VersionSource::Binary(bin))) => format!("{v} (from {bin} --version)"),
             (Some(v), Some(VersionSource::BinaryText(bin))) => {
@@ -348,7 +348,7 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Ask `root/k3s_bin --version`; fall back to `pinned` (the config). The
 /// binary's answer wins: it is what will read the files.
-pub fn detect(root: &Path, k3s_bin: &Path, pinned: &str) -> K3sInfo {
+pub(crate) fn detect(root: &Path, k3s_bin: &Path, pinned: &str) -> K3sInfo {
     let bin = super::under_root(root, k3s_bin);
     let shown = k3s_bin.display().to_string();
     let pinned = K3sVersion::parse(pinned);

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 /// Where a kernel module stands on this kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModuleState {
+pub(crate) enum ModuleState {
     /// Listed in /sys/module: loaded, or built in.
     Loaded,
     /// Built into the kernel image.
@@ -25,14 +25,14 @@ pub enum ModuleState {
 }
 
 impl ModuleState {
-    pub fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         matches!(
             self,
             ModuleState::Loaded | ModuleState::BuiltIn | ModuleState::Loadable
         )
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             ModuleState::Loaded => "loaded".into(),
             ModuleState::BuiltIn => "built into the kernel".into(),
@@ -44,7 +44,7 @@ impl ModuleState {
 
 /// The kernel config symbol for the modules the reconciler knows, to
 /// answer from `/proc/config.gz` when `/lib/modules` is absent.
-pub fn config_symbol(module: &str) -> Option<String> {
+pub(crate) fn config_symbol(module: &str) -> Option<String> {
     let s = match module {
         "br_netfilter" => "BRIDGE_NETFILTER",
         "overlay" => "OVERLAY_FS",
@@ -63,8 +63,8 @@ pub fn config_symbol(module: &str) -> Option<String> {
 
 /// Facts about the running kernel used to answer module questions.
 #[derive(Debug, Clone, Default)]
-pub struct KernelInfo {
-    pub release: String,
+pub(crate) struct KernelInfo {
+    pub(crate) release: String,
     /// `CONFIG_X` -> "y" / "m" / "n", from /proc/config.gz or /boot.
     config: Option<HashMap<String, String>>,
     config_source: String,
@@ -74,7 +74,7 @@ pub struct KernelInfo {
 }
 
 impl KernelInfo {
-    pub fn read() -> KernelInfo {
+    pub(crate) fn read() -> KernelInfo {
         let release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -106,13 +106,13 @@ impl KernelInfo {
     }
 
     /// Can this kernel load modules at all?
-    pub fn loads_modules(&self) -> Option<bool> {
+    pub(crate) fn loads_modules(&self) -> Option<bool> {
         self.config
             .as_ref()
             .map(|c| c.get("CONFIG_MODULES").is_some_and(|v| v == "y"))
     }
 
-    pub fn module_state(&self, name: &str) -> ModuleState {
+    pub(crate) fn module_state(&self, name: &str) -> ModuleState {
         let under = name.replace('-', "_");
         if Path::new("/sys/module").join(&under).exists() {
             return ModuleState::Loaded;
@@ -181,22 +181,22 @@ fn parse_kconfig(text: &str) -> HashMap<String, String> {
 }
 
 /// `/proc/sys/<a/b/c>` for `a.b.c`. Names are validated (no `/`, no `..`).
-pub fn sysctl_path(name: &str) -> PathBuf {
+pub(crate) fn sysctl_path(name: &str) -> PathBuf {
     PathBuf::from("/proc/sys").join(name.replace('.', "/"))
 }
 
 /// The live value, whitespace-normalised (`"4096\t87380"` -> `"4096 87380"`).
-pub fn read_sysctl(name: &str) -> Option<String> {
+pub(crate) fn read_sysctl(name: &str) -> Option<String> {
     std::fs::read_to_string(sysctl_path(name))
         .ok()
         .map(|v| normalize_sysctl(&v))
 }
 
-pub fn normalize_sysctl(v: &str) -> String {
+pub(crate) fn normalize_sysctl(v: &str) -> String {
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-pub fn write_sysctl(name: &str, value: &str) -> Result<(), String> {
+pub(crate) fn write_sysctl(name: &str, value: &str) -> Result<(), String> {
     let p = sysctl_path(name);
     if !p.exists() {
         return Err(format!(
@@ -209,7 +209,7 @@ pub fn write_sysctl(name: &str, value: &str) -> Result<(), String> {
 
 /// `modprobe <name>`. An absent `modprobe` or a kernel without module
 /// support is an error that says so.
-pub fn load_module(name: &str, kernel: &KernelInfo) -> Result<(), String> {
+pub(crate) fn load_module(name: &str, kernel: &KernelInfo) -> Result<(), String> {
     if kernel.loads_modules() == Some(false) {
         return Err(format!(
             "{name}: this kernel cannot load modules (built without CONFIG_MODULES)"
@@ -235,7 +235,7 @@ pub fn load_module(name: &str, kernel: &KernelInfo) -> Result<(), String> {
 
 /// Search `PATH` and the sbin directories root's PATH has (a daemon under
 /// systemd may run with a short PATH).
-pub fn which(tool: &str) -> Option<PathBuf> {
+pub(crate) fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':')
         .filter(|d| !d.is_empty())
@@ -258,7 +258,7 @@ fn is_executable(p: &Path) -> bool {
 
 /// cgroup layout of this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CgroupLayout {
+pub(crate) enum CgroupLayout {
     /// Only cgroup v2 at /sys/fs/cgroup.
     Unified,
     /// v1 controllers plus a v2 hierarchy at /sys/fs/cgroup/unified.
@@ -267,14 +267,14 @@ pub enum CgroupLayout {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgroupFacts {
-    pub layout: CgroupLayout,
+pub(crate) struct CgroupFacts {
+    pub(crate) layout: CgroupLayout,
     /// Whether the memory controller is usable (in cgroup.controllers for
     /// v2; mounted for v1/hybrid).
-    pub memory: bool,
+    pub(crate) memory: bool,
 }
 
-pub fn cgroups() -> CgroupFacts {
+pub(crate) fn cgroups() -> CgroupFacts {
     let root = Path::new("/sys/fs/cgroup");
     if let Ok(c) = std::fs::read_to_string(root.join("cgroup.controllers")) {
         return CgroupFacts {
@@ -294,7 +294,7 @@ pub fn cgroups() -> CgroupFacts {
 }
 
 /// Active swap in KiB, from /proc/swaps.
-pub fn swap_kib() -> u64 {
+pub(crate) fn swap_kib() -> u64 {
     std::fs::read_to_string("/proc/swaps")
         .map(|t| {
             t.lines()
@@ -307,7 +307,7 @@ pub fn swap_kib() -> u64 {
 
 /// Is systemd the init system (`/run/systemd/system` exists, as
 /// sd_booted(3) checks), and what is PID 1?
-pub fn systemd() -> (bool, String) {
+pub(crate) fn systemd() -> (bool, String) {
     let pid1 = std::fs::read_to_string("/proc/1/comm")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -316,7 +316,7 @@ pub fn systemd() -> (bool, String) {
 
 /// Free bytes on the filesystem that holds `path` (or its nearest existing
 /// ancestor), and that ancestor.
-pub fn free_bytes(path: &Path) -> Option<(PathBuf, u64)> {
+pub(crate) fn free_bytes(path: &Path) -> Option<(PathBuf, u64)> {
     let mut p = path.to_path_buf();
     loop {
         if p.exists() {
@@ -332,7 +332,7 @@ pub fn free_bytes(path: &Path) -> Option<(PathBuf, u64)> {
 }
 
 /// Read every desired sysctl's live value.
-pub fn read_sysctls<'a>(
+pub(crate) fn read_sysctls<'a>(
     names: impl Iterator<Item = &'a String>,
 ) -> BTreeMap<String, Option<String>> {
     names.map(|n| (n.clone(), read_sysctl(n))).collect()

@@ -35,11 +35,11 @@ use serde::{Deserialize, Serialize};
 use super::fsio::{self, Observed};
 
 /// The format this build reads and writes.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// Generations kept for rollback. Each is a few KiB; ten covers a long run
 /// of fleet pushes while keeping the state directory small on flash.
-pub const KEEP_GENERATIONS: u64 = 10;
+pub(crate) const KEEP_GENERATIONS: u64 = 10;
 
 /// How long apply/rollback wait for another one (the daemon's auto-correct
 /// or a second shell) to finish before giving up.
@@ -77,16 +77,16 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
 
 /// How the last apply (or rollback) ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastApply {
+pub(crate) struct LastApply {
     /// Unix seconds.
-    pub at: u64,
+    pub(crate) at: u64,
     /// "apply", "rollback" or "auto-correct".
-    pub action: String,
-    pub generation: u64,
+    pub(crate) action: String,
+    pub(crate) generation: u64,
     /// "ok", "partial" (files written, some kernel step or restart did not
     /// happen) or "failed".
-    pub outcome: String,
-    pub summary: String,
+    pub(crate) outcome: String,
+    pub(crate) summary: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,14 +103,14 @@ struct StateFile {
 
 /// What a path held before edge-agent first wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Original {
-    pub existed: bool,
+pub(crate) struct Original {
+    pub(crate) existed: bool,
     #[serde(default)]
-    pub mode: u32,
+    pub(crate) mode: u32,
     #[serde(default)]
-    pub uid: u32,
+    pub(crate) uid: u32,
     #[serde(default)]
-    pub gid: u32,
+    pub(crate) gid: u32,
     #[serde(default)]
     blob: Option<String>,
 }
@@ -144,41 +144,41 @@ struct Manifest {
 
 /// A managed file as one generation has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenFile {
-    pub content: Vec<u8>,
-    pub mode: u32,
-    pub sensitive: bool,
+pub(crate) struct GenFile {
+    pub(crate) content: Vec<u8>,
+    pub(crate) mode: u32,
+    pub(crate) sensitive: bool,
 }
 
 /// One generation, loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Generation {
-    pub number: u64,
-    pub created_at: u64,
-    pub k3s_version: Option<String>,
-    pub files: BTreeMap<PathBuf, GenFile>,
+pub(crate) struct Generation {
+    pub(crate) number: u64,
+    pub(crate) created_at: u64,
+    pub(crate) k3s_version: Option<String>,
+    pub(crate) files: BTreeMap<PathBuf, GenFile>,
     /// Hand-edited content `--force` replaced, kept for the operator.
-    pub displaced: BTreeMap<PathBuf, Vec<u8>>,
+    pub(crate) displaced: BTreeMap<PathBuf, Vec<u8>>,
     /// Live sysctl values before this generation applied its own.
-    pub sysctls_before: BTreeMap<String, String>,
+    pub(crate) sysctls_before: BTreeMap<String, String>,
 }
 
 /// The undo log of one root.
-pub struct Ledger {
+pub(crate) struct Ledger {
     dir: PathBuf,
     state: StateFile,
     originals: OriginalsFile,
 }
 
 /// Holds the ledger's lock until dropped.
-pub struct LockGuard {
+pub(crate) struct LockGuard {
     _lock: nix::fcntl::Flock<fs::File>,
 }
 
 /// The ledger directory for `root` below the agent's state dir: the host
 /// root keeps the plain path; a scratch root gets its own, so trying
 /// `--root /tmp/x` never mixes with the node's real undo log.
-pub fn dir_for(state_dir: &Path, root: &Path) -> PathBuf {
+pub(crate) fn dir_for(state_dir: &Path, root: &Path) -> PathBuf {
     let base = state_dir.join("bootstrap");
     if root == Path::new("/") {
         base
@@ -243,7 +243,7 @@ impl Ledger {
     /// Open (or start) the log in `dir` for `root`. Read-only callers
     /// (`plan`, the daemon's checks) may open a log that does not exist
     /// yet: nothing is created until [`Ledger::begin`].
-    pub fn open(dir: &Path, root: &Path) -> Result<Ledger, LedgerError> {
+    pub(crate) fn open(dir: &Path, root: &Path) -> Result<Ledger, LedgerError> {
         let root_s = root.to_string_lossy().into_owned();
         let state_path = dir.join("state.json");
         let state = match read_json::<StateFile>(&state_path)? {
@@ -283,7 +283,7 @@ impl Ledger {
     }
 
     /// Take the lock (waiting up to 30 s for another apply to finish).
-    pub fn lock(dir: &Path) -> Result<LockGuard, LedgerError> {
+    pub(crate) fn lock(dir: &Path) -> Result<LockGuard, LedgerError> {
         use nix::fcntl::{Flock, FlockArg};
         mkdir_private(dir)?;
         let path = dir.join("lock");
@@ -313,27 +313,27 @@ impl Ledger {
         }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub fn current(&self) -> u64 {
+    pub(crate) fn current(&self) -> u64 {
         self.state.current
     }
 
-    pub fn pending(&self) -> Option<u64> {
+    pub(crate) fn pending(&self) -> Option<u64> {
         self.state.pending
     }
 
-    pub fn last_apply(&self) -> Option<&LastApply> {
+    pub(crate) fn last_apply(&self) -> Option<&LastApply> {
         self.state.last_apply.as_ref()
     }
 
-    pub fn owed_restarts(&self) -> &[String] {
+    pub(crate) fn owed_restarts(&self) -> &[String] {
         &self.state.owed_restarts
     }
 
-    pub fn original(&self, path: &Path) -> Option<&Original> {
+    pub(crate) fn original(&self, path: &Path) -> Option<&Original> {
         self.originals.files.get(path)
     }
 
@@ -342,7 +342,7 @@ impl Ledger {
     }
 
     /// Load generation `n` (0 is the empty generation before any apply).
-    pub fn generation(&self, n: u64) -> Result<Generation, LedgerError> {
+    pub(crate) fn generation(&self, n: u64) -> Result<Generation, LedgerError> {
         if n == 0 {
             return Ok(Generation::default());
         }
@@ -384,7 +384,10 @@ impl Ledger {
     }
 
     /// The bytes `original` held, when it existed.
-    pub fn original_content(&self, original: &Original) -> Result<Option<Vec<u8>>, LedgerError> {
+    pub(crate) fn original_content(
+        &self,
+        original: &Original,
+    ) -> Result<Option<Vec<u8>>, LedgerError> {
         match &original.blob {
             Some(b) => {
                 let p = self.dir.join(b);
@@ -396,7 +399,11 @@ impl Ledger {
 
     /// Remember what `path` held before edge-agent first writes it. Only
     /// the first call for a path counts.
-    pub fn record_original(&mut self, path: &Path, observed: &Observed) -> Result<(), LedgerError> {
+    pub(crate) fn record_original(
+        &mut self,
+        path: &Path,
+        observed: &Observed,
+    ) -> Result<(), LedgerError> {
         if self.originals.files.contains_key(path) {
             return Ok(());
         }
@@ -435,7 +442,7 @@ impl Ledger {
 
     /// Write generation `current + 1` completely and mark it pending. No
     /// managed file has been touched when this returns.
-    pub fn begin(&mut self, mut g: Generation) -> Result<u64, LedgerError> {
+    pub(crate) fn begin(&mut self, mut g: Generation) -> Result<u64, LedgerError> {
         mkdir_private(&self.dir)?;
         let gens = self.dir.join("generations");
         mkdir_private(&gens)?;
@@ -495,7 +502,7 @@ impl Ledger {
     }
 
     /// The pending generation's files are all in place.
-    pub fn commit(&mut self, n: u64) -> Result<(), LedgerError> {
+    pub(crate) fn commit(&mut self, n: u64) -> Result<(), LedgerError> {
         self.state.current = n;
         self.state.pending = None;
         self.save_state()?;
@@ -504,13 +511,13 @@ impl Ledger {
 
     /// Make `n` current again (rollback). Generations after it stay until
     /// the next apply.
-    pub fn set_current(&mut self, n: u64) -> Result<(), LedgerError> {
+    pub(crate) fn set_current(&mut self, n: u64) -> Result<(), LedgerError> {
         self.state.current = n;
         self.state.pending = None;
         self.save_state()
     }
 
-    pub fn record_outcome(
+    pub(crate) fn record_outcome(
         &mut self,
         last: LastApply,
         owed_restarts: Vec<String>,

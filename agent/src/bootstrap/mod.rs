@@ -23,23 +23,24 @@
 //! Test hook: `EDGE_AGENT_TEST_APPLY_PAUSE_MS` (see [`fsio`]) pauses between
 //! file writes so a test can kill apply half-way; it is for tests only.
 
-pub mod apply;
+pub(crate) mod apply;
 mod diff;
-pub mod fsio;
-pub mod k3s;
-pub mod kernel;
-pub mod ledger;
-pub mod plan;
-pub mod preflight;
-pub mod render;
-pub mod stage;
+pub(crate) mod fsio;
+pub(crate) mod k3s;
+pub(crate) mod kernel;
+pub(crate) mod ledger;
+pub(crate) mod plan;
+pub(crate) mod preflight;
+pub(crate) mod render;
+pub(crate) mod stage;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-pub use self::apply::{ApplyOptions, ApplyReport, Force, apply, rollback};
-pub use self::k3s::{K3sInfo, K3sVersion};
-pub use self::stage::start;
+pub use self::apply::{ApplyOptions, Force, apply};
+pub(crate) use self::apply::{ApplyReport, rollback};
+pub(crate) use self::k3s::{K3sInfo, K3sVersion};
+pub(crate) use self::stage::start;
 
 use crate::config::{AgentConfig, BootstrapConfig};
 
@@ -85,7 +86,7 @@ fn list(b: &[Blocker]) -> String {
 /// above it), or it is a symbolic link. Anyone who can write there could
 /// swap a managed file's parent for a symlink and have root write
 /// elsewhere.
-pub fn unsafe_root(root: &Path) -> Option<String> {
+pub(crate) fn unsafe_root(root: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let shown = root.display();
     match std::fs::symlink_metadata(root) {
@@ -135,7 +136,7 @@ pub fn unsafe_root(root: &Path) -> Option<String> {
 
 /// `path` (absolute on the node) below `root`. Paths are validated to have
 /// no `..`; the filter here keeps that true for paths from the undo log.
-pub fn under_root(root: &Path, path: &Path) -> PathBuf {
+pub(crate) fn under_root(root: &Path, path: &Path) -> PathBuf {
     let rel: PathBuf = path
         .components()
         .filter(|c| matches!(c, Component::Normal(_)))
@@ -146,11 +147,11 @@ pub fn under_root(root: &Path, path: &Path) -> PathBuf {
 /// Where a reconciler works: the config, the root, the undo log.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub cfg: BootstrapConfig,
-    pub root: PathBuf,
-    pub ledger_dir: PathBuf,
+    pub(crate) cfg: BootstrapConfig,
+    pub(crate) root: PathBuf,
+    pub(crate) ledger_dir: PathBuf,
     /// For messages: which agent.toml this came from.
-    pub config_path: String,
+    pub(crate) config_path: String,
 }
 
 impl Target {
@@ -168,11 +169,11 @@ impl Target {
         }
     }
 
-    pub fn real_root(&self) -> bool {
+    pub(crate) fn real_root(&self) -> bool {
         self.root == Path::new("/")
     }
 
-    pub fn k3s_unit(&self) -> String {
+    pub(crate) fn k3s_unit(&self) -> String {
         self.cfg.k3s_service()
     }
 }
@@ -180,19 +181,19 @@ impl Target {
 /// Everything known about the node at one moment: the input of `plan`,
 /// `apply` and the daemon's checks.
 pub struct Assessment {
-    pub k3s: K3sInfo,
-    pub rendered: Rendered,
+    pub(crate) k3s: K3sInfo,
+    pub(crate) rendered: Rendered,
     pub plan: Plan,
-    pub findings: Vec<Finding>,
-    pub generation: u64,
-    pub interrupted: Option<u64>,
-    pub last_apply: Option<LastApply>,
-    pub observed: BTreeMap<PathBuf, Observed>,
-    pub current: Generation,
+    pub(crate) findings: Vec<Finding>,
+    pub(crate) generation: u64,
+    pub(crate) interrupted: Option<u64>,
+    pub(crate) last_apply: Option<LastApply>,
+    pub(crate) observed: BTreeMap<PathBuf, Observed>,
+    pub(crate) current: Generation,
 }
 
 impl Assessment {
-    pub fn text(&self, root: &Path) -> String {
+    pub(crate) fn text(&self, root: &Path) -> String {
         plan::render_text(
             &self.plan,
             &plan::Header {
@@ -279,7 +280,7 @@ pub(crate) fn assess_with(
 }
 
 /// Preflight alone (for `bootstrap preflight`).
-pub fn preflight(target: &Target) -> (K3sInfo, Vec<Finding>) {
+pub(crate) fn preflight(target: &Target) -> (K3sInfo, Vec<Finding>) {
     let cfg = &target.cfg;
     let k3s = k3s::detect(&target.root, &cfg.k3s_bin, &cfg.k3s_version);
     let modules = render::modules(cfg);
@@ -289,7 +290,7 @@ pub fn preflight(target: &Target) -> (K3sInfo, Vec<Finding>) {
 }
 
 /// What `status` shows without the daemon: the undo log's last apply.
-pub fn offline_status(config: &AgentConfig) -> Option<crate::status::StageStatus> {
+pub(crate) fn offline_status(config: &AgentConfig) -> Option<crate::status::StageStatus> {
     let b = &config.bootstrap;
     b.role?;
     let root = std::fs::canonicalize(&b.root).unwrap_or_else(|_| b.root.clone());
@@ -322,18 +323,18 @@ pub fn offline_status(config: &AgentConfig) -> Option<crate::status::StageStatus
 crate::status::details! {
     /// What `status` shows of bootstrap while the daemon is down: what the
     /// undo log says.
-    pub struct OfflineDetails {
+    pub(crate) struct OfflineDetails {
         /// The root the managed paths are under (`/` on a node).
-        pub root: String,
+        pub(crate) root: String,
         /// The undo log's current generation.
-        pub generation: u64,
+        pub(crate) generation: u64,
         /// The generation an interrupted apply left pending.
         #[serde(skip_serializing_if = "Option::is_none")]
-        pub interrupted_apply: Option<u64>,
-        pub last_apply: Option<LastApply>,
+        pub(crate) interrupted_apply: Option<u64>,
+        pub(crate) last_apply: Option<LastApply>,
         /// Service restarts an apply still owes.
         #[serde(skip_serializing_if = "Vec::is_empty")]
-        pub owed_restarts: Vec<String>,
+        pub(crate) owed_restarts: Vec<String>,
     }
 }
 

@@ -25,7 +25,7 @@ use super::render::{Blocker, Reader, Rendered, RenderedFile};
 
 /// What is true of one managed path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileStatus {
+pub(crate) enum FileStatus {
     InSync,
     /// Not there yet.
     New,
@@ -51,14 +51,14 @@ pub enum FileStatus {
 
 impl FileStatus {
     /// A change someone made on the node (not a change of desired state).
-    pub fn is_drift(&self) -> bool {
+    pub(crate) fn is_drift(&self) -> bool {
         matches!(
             self,
             FileStatus::Missing | FileStatus::ModeChanged { .. } | FileStatus::Edited
         )
     }
 
-    pub fn word(&self) -> &'static str {
+    pub(crate) fn word(&self) -> &'static str {
         match self {
             FileStatus::InSync => "in sync",
             FileStatus::New => "new",
@@ -74,7 +74,7 @@ impl FileStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileAction {
+pub(crate) enum FileAction {
     None,
     Write,
     FixMode,
@@ -84,92 +84,92 @@ pub enum FileAction {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileItem {
-    pub path: PathBuf,
-    pub status: FileStatus,
-    pub action: FileAction,
+pub(crate) struct FileItem {
+    pub(crate) path: PathBuf,
+    pub(crate) status: FileStatus,
+    pub(crate) action: FileAction,
     /// What to write (for Write/FixMode).
-    pub desired: Option<RenderedFile>,
+    pub(crate) desired: Option<RenderedFile>,
     /// Who reads it (restart mapping); from the generation when unwanted.
-    pub reader: Option<Reader>,
-    pub sensitive: bool,
+    pub(crate) reader: Option<Reader>,
+    pub(crate) sensitive: bool,
     /// Unified diff of on-disk -> desired, unless sensitive.
-    pub diff: Option<String>,
+    pub(crate) diff: Option<String>,
     /// The bytes on disk when `force` replaces a hand edit or foreign file.
-    pub displaced: Option<Vec<u8>>,
+    pub(crate) displaced: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleItem {
-    pub name: String,
-    pub state: ModuleState,
+pub(crate) struct ModuleItem {
+    pub(crate) name: String,
+    pub(crate) state: ModuleState,
     /// `modprobe` it now.
-    pub load: bool,
+    pub(crate) load: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SysctlItem {
-    pub name: String,
-    pub want: String,
+pub(crate) struct SysctlItem {
+    pub(crate) name: String,
+    pub(crate) want: String,
     /// None: the kernel has no such setting.
-    pub live: Option<String>,
+    pub(crate) live: Option<String>,
 }
 
 impl SysctlItem {
-    pub fn in_sync(&self) -> bool {
+    pub(crate) fn in_sync(&self) -> bool {
         self.live.as_deref() == Some(self.want.as_str())
     }
 }
 
 /// Kernel state, observed only for the real root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelObs {
-    pub modules: BTreeMap<String, ModuleState>,
-    pub sysctls: BTreeMap<String, Option<String>>,
+pub(crate) struct KernelObs {
+    pub(crate) modules: BTreeMap<String, ModuleState>,
+    pub(crate) sysctls: BTreeMap<String, Option<String>>,
 }
 
 /// Everything the planner needs.
-pub struct PlanInput<'a> {
-    pub rendered: &'a Rendered,
+pub(crate) struct PlanInput<'a> {
+    pub(crate) rendered: &'a Rendered,
     /// On-disk state of every path in `rendered` and in the generations.
-    pub observed: &'a BTreeMap<PathBuf, Observed>,
-    pub current: &'a BTreeMap<PathBuf, GenFile>,
+    pub(crate) observed: &'a BTreeMap<PathBuf, Observed>,
+    pub(crate) current: &'a BTreeMap<PathBuf, GenFile>,
     /// An interrupted apply's generation, whose bytes also count as ours.
-    pub pending: Option<&'a BTreeMap<PathBuf, GenFile>>,
-    pub kernel: Option<&'a KernelObs>,
+    pub(crate) pending: Option<&'a BTreeMap<PathBuf, GenFile>>,
+    pub(crate) kernel: Option<&'a KernelObs>,
     /// Units whose restart the last apply could not do.
-    pub owed_restarts: &'a [String],
+    pub(crate) owed_restarts: &'a [String],
     /// systemd unit names for K3s and nydus-snapshotter.
-    pub k3s_unit: &'a str,
-    pub nydus_unit: &'a str,
-    pub force: super::apply::Force,
+    pub(crate) k3s_unit: &'a str,
+    pub(crate) nydus_unit: &'a str,
+    pub(crate) force: super::apply::Force,
     /// The owner new files get, when the reconciler can set it.
-    pub owner: Option<(u32, u32)>,
+    pub(crate) owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub files: Vec<FileItem>,
-    pub modules: Vec<ModuleItem>,
-    pub sysctls: Vec<SysctlItem>,
+    pub(crate) files: Vec<FileItem>,
+    pub(crate) modules: Vec<ModuleItem>,
+    pub(crate) sysctls: Vec<SysctlItem>,
     /// Units to restart, in order (nydus before K3s).
-    pub restarts: Vec<String>,
+    pub(crate) restarts: Vec<String>,
     /// `systemctl daemon-reload` first (a unit file changes).
-    pub daemon_reload: bool,
-    pub blockers: Vec<Blocker>,
-    pub notes: Vec<String>,
-    pub kernel_checked: bool,
+    pub(crate) daemon_reload: bool,
+    pub(crate) blockers: Vec<Blocker>,
+    pub(crate) notes: Vec<String>,
+    pub(crate) kernel_checked: bool,
 }
 
 impl Plan {
-    pub fn file_changes(&self) -> usize {
+    pub(crate) fn file_changes(&self) -> usize {
         self.files
             .iter()
             .filter(|f| f.action != FileAction::None)
             .count()
     }
 
-    pub fn kernel_changes(&self) -> usize {
+    pub(crate) fn kernel_changes(&self) -> usize {
         self.modules.iter().filter(|m| m.load).count()
             + self
                 .sysctls
@@ -188,7 +188,7 @@ impl Plan {
 
     /// Changes made on the node by hand: files, and sysctls whose live
     /// value differs although our sysctl file is in place.
-    pub fn drift(&self) -> Vec<String> {
+    pub(crate) fn drift(&self) -> Vec<String> {
         let mut d: Vec<String> = self
             .files
             .iter()
@@ -211,7 +211,7 @@ impl Plan {
     }
 
     /// Paths with something to do, for status lines.
-    pub fn pending_paths(&self) -> Vec<String> {
+    pub(crate) fn pending_paths(&self) -> Vec<String> {
         self.files
             .iter()
             .filter(|f| f.action != FileAction::None && !f.status.is_drift())
@@ -234,7 +234,7 @@ fn unified_diff(path: &Path, old: &[u8], new: &[u8]) -> String {
 
 /// Decide. Blockers from rendering are carried over; refused files add
 /// their own.
-pub fn plan(input: &PlanInput<'_>) -> Plan {
+pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
     let mut plan = Plan {
         blockers: input.rendered.blockers.clone(),
         notes: input.rendered.notes.clone(),
@@ -491,15 +491,15 @@ pub(crate) fn reader_of(path: &Path) -> Option<Reader> {
 }
 
 /// The context a plan is printed with.
-pub struct Header<'a> {
-    pub root: &'a Path,
-    pub k3s: String,
-    pub generation: u64,
-    pub interrupted: Option<u64>,
+pub(crate) struct Header<'a> {
+    pub(crate) root: &'a Path,
+    pub(crate) k3s: String,
+    pub(crate) generation: u64,
+    pub(crate) interrupted: Option<u64>,
 }
 
 /// The human-readable plan (what `bootstrap plan` prints).
-pub fn render_text(plan: &Plan, header: &Header<'_>, findings: &[Finding]) -> String {
+pub(crate) fn render_text(plan: &Plan, header: &Header<'_>, findings: &[Finding]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -26,7 +26,7 @@ const DISK_WARN_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     Ok,
     Info,
     Warn,
@@ -35,7 +35,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Ok => "ok",
             Severity::Info => "info",
@@ -49,34 +49,34 @@ impl Severity {
 pub struct Finding {
     /// Stable id: `kernel_module`, `cgroup`, `swap`, `tool`, `k3s`,
     /// `disk`, `systemd`, `nydus`.
-    pub check: &'static str,
-    pub subject: String,
-    pub severity: Severity,
-    pub message: String,
+    pub(crate) check: &'static str,
+    pub(crate) subject: String,
+    pub(crate) severity: Severity,
+    pub(crate) message: String,
 }
 
 /// What the checks look at.
 #[derive(Debug, Clone)]
-pub struct HostFacts {
-    pub scratch_root: bool,
-    pub kernel_release: String,
-    pub kernel_loads_modules: Option<bool>,
-    pub modules: BTreeMap<String, ModuleState>,
+pub(crate) struct HostFacts {
+    pub(crate) scratch_root: bool,
+    pub(crate) kernel_release: String,
+    pub(crate) kernel_loads_modules: Option<bool>,
+    pub(crate) modules: BTreeMap<String, ModuleState>,
     /// nf_tables is available (asked even when the mode does not need it,
     /// to suggest nftables mode where IPVS is missing).
-    pub nftables: bool,
-    pub cgroups: CgroupFacts,
-    pub swap_kib: u64,
-    pub tools: BTreeMap<&'static str, Option<PathBuf>>,
-    pub systemd: bool,
-    pub pid1: String,
-    pub disk: Option<(PathBuf, u64)>,
+    pub(crate) nftables: bool,
+    pub(crate) cgroups: CgroupFacts,
+    pub(crate) swap_kib: u64,
+    pub(crate) tools: BTreeMap<&'static str, Option<PathBuf>>,
+    pub(crate) systemd: bool,
+    pub(crate) pid1: String,
+    pub(crate) disk: Option<(PathBuf, u64)>,
     /// Nydus binaries (node path, present below the root).
-    pub nydus_bins: Vec<(PathBuf, bool)>,
+    pub(crate) nydus_bins: Vec<(PathBuf, bool)>,
 }
 
 impl HostFacts {
-    pub fn gather(cfg: &BootstrapConfig, root: &Path, modules: &[String]) -> HostFacts {
+    pub(crate) fn gather(cfg: &BootstrapConfig, root: &Path, modules: &[String]) -> HostFacts {
         let k = kernel::KernelInfo::read();
         let (systemd, pid1) = kernel::systemd();
         let tools = ["iptables", "ipset", "nft", "modprobe"]
@@ -112,7 +112,7 @@ impl HostFacts {
 }
 
 /// The findings, most severe first within each check's order.
-pub fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<Finding> {
+pub(crate) fn findings(cfg: &BootstrapConfig, k3s: &K3sInfo, facts: &HostFacts) -> Vec<Finding> {
     let host = if facts.scratch_root {
         "this machine".to_string()
     } else {

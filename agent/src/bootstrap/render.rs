@@ -37,16 +37,16 @@ use super::k3s::{ContainerdTemplate, K3sInfo, NftablesSupport};
 /// The drop-in's name. K3s reads `config.yaml.d/*.yaml` in lexical order
 /// and later files win: operators' own drop-ins numbered above 50 override
 /// ours, those below are overridden.
-pub const DROPIN_PATH: &str = "/etc/rancher/k3s/config.yaml.d/50-edge-agent.yaml";
-pub const REGISTRIES_PATH: &str = "/etc/rancher/k3s/registries.yaml";
-pub const MODULES_PATH: &str = "/etc/modules-load.d/edge-agent.conf";
-pub const SYSCTL_PATH: &str = "/etc/sysctl.d/90-edge-agent.conf";
-pub const NYDUS_CONFIG_PATH: &str = "/etc/nydus/config.toml";
-pub const NYDUSD_CONFIG_PATH: &str = "/etc/nydus/nydusd-config.fusedev.json";
-pub const NYDUS_UNIT: &str = "nydus-snapshotter.service";
-pub const NYDUS_UNIT_PATH: &str = "/etc/systemd/system/nydus-snapshotter.service";
+pub(crate) const DROPIN_PATH: &str = "/etc/rancher/k3s/config.yaml.d/50-edge-agent.yaml";
+pub(crate) const REGISTRIES_PATH: &str = "/etc/rancher/k3s/registries.yaml";
+pub(crate) const MODULES_PATH: &str = "/etc/modules-load.d/edge-agent.conf";
+pub(crate) const SYSCTL_PATH: &str = "/etc/sysctl.d/90-edge-agent.conf";
+pub(crate) const NYDUS_CONFIG_PATH: &str = "/etc/nydus/config.toml";
+pub(crate) const NYDUSD_CONFIG_PATH: &str = "/etc/nydus/nydusd-config.fusedev.json";
+pub(crate) const NYDUS_UNIT: &str = "nydus-snapshotter.service";
+pub(crate) const NYDUS_UNIT_PATH: &str = "/etc/systemd/system/nydus-snapshotter.service";
 /// K3s's default `--data-dir` for root.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/rancher/k3s";
+pub(crate) const DEFAULT_DATA_DIR: &str = "/var/lib/rancher/k3s";
 
 /// inotify limits: every pod's log tailer and every configmap watcher takes
 /// an inotify instance; the kernel default of 128 instances per user runs
@@ -56,7 +56,7 @@ const INOTIFY_MAX_USER_WATCHES: &str = "524288";
 
 /// Who reads a managed file, and so must restart when it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reader {
+pub(crate) enum Reader {
     K3s,
     Nydus,
     /// systemd-modules-load / systemd-sysctl at boot; applied live by the
@@ -66,22 +66,22 @@ pub enum Reader {
 
 /// One file the reconciler owns, fully rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedFile {
+pub(crate) struct RenderedFile {
     /// The path on the node (absolute; below the root when written).
-    pub path: PathBuf,
-    pub content: Vec<u8>,
-    pub mode: u32,
-    pub reader: Reader,
+    pub(crate) path: PathBuf,
+    pub(crate) content: Vec<u8>,
+    pub(crate) mode: u32,
+    pub(crate) reader: Reader,
     /// Holds credentials: never shown in a diff, never logged.
-    pub sensitive: bool,
+    pub(crate) sensitive: bool,
 }
 
 /// Something that stops `apply`: the plan is still shown, with these.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocker {
     /// The `agent.toml` key to look at, when there is one.
-    pub key: Option<String>,
-    pub message: String,
+    pub(crate) key: Option<String>,
+    pub(crate) message: String,
 }
 
 impl std::fmt::Display for Blocker {
@@ -95,20 +95,20 @@ impl std::fmt::Display for Blocker {
 
 /// Everything that should be on the node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rendered {
-    pub files: Vec<RenderedFile>,
-    pub modules: Vec<String>,
-    pub sysctls: BTreeMap<String, String>,
+pub(crate) struct Rendered {
+    pub(crate) files: Vec<RenderedFile>,
+    pub(crate) modules: Vec<String>,
+    pub(crate) sysctls: BTreeMap<String, String>,
     /// Things the operator should know that change nothing (e.g. "ipvs is
     /// deprecated in this Kubernetes").
-    pub notes: Vec<String>,
-    pub blockers: Vec<Blocker>,
+    pub(crate) notes: Vec<String>,
+    pub(crate) blockers: Vec<Blocker>,
 }
 
 /// Secrets read from the node for rendering. `Debug` hides them.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secrets {
-    pub registry_passwords: BTreeMap<String, String>,
+pub(crate) struct Secrets {
+    pub(crate) registry_passwords: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -121,7 +121,7 @@ impl std::fmt::Debug for Secrets {
 
 /// Read the password files and check the token file, below `root`. The
 /// token is never read into memory beyond a length check, never logged.
-pub fn gather_secrets(cfg: &BootstrapConfig, root: &Path) -> (Secrets, Vec<Blocker>) {
+pub(crate) fn gather_secrets(cfg: &BootstrapConfig, root: &Path) -> (Secrets, Vec<Blocker>) {
     let mut blockers = Vec::new();
     let mut secrets = Secrets::default();
     if !cfg.token_file.as_os_str().is_empty()
@@ -183,7 +183,7 @@ fn check_secret_file(root: &Path, path: &Path, what: &str) -> Result<Vec<u8>, St
 }
 
 /// Render everything `cfg` asks for. `cfg.role` must be set.
-pub fn render(cfg: &BootstrapConfig, k3s: &K3sInfo, secrets: &Secrets) -> Rendered {
+pub(crate) fn render(cfg: &BootstrapConfig, k3s: &K3sInfo, secrets: &Secrets) -> Rendered {
     let mut out = Rendered::default();
     let Some(role) = cfg.role else {
         out.blockers.push(Blocker {
@@ -269,7 +269,7 @@ pub fn render(cfg: &BootstrapConfig, k3s: &K3sInfo, secrets: &Secrets) -> Render
 }
 
 /// Which containerd template K3s will read, or why it cannot be told.
-pub fn containerd_template_for(k3s: &K3sInfo) -> Result<ContainerdTemplate, String> {
+pub(crate) fn containerd_template_for(k3s: &K3sInfo) -> Result<ContainerdTemplate, String> {
     let Some(v) = k3s.version else {
         let why = k3s
             .binary_problem
@@ -287,7 +287,10 @@ pub fn containerd_template_for(k3s: &K3sInfo) -> Result<ContainerdTemplate, Stri
     Ok(v.containerd_template())
 }
 
-pub fn containerd_template_path(cfg: &BootstrapConfig, generation: ContainerdTemplate) -> PathBuf {
+pub(crate) fn containerd_template_path(
+    cfg: &BootstrapConfig,
+    generation: ContainerdTemplate,
+) -> PathBuf {
     cfg.data_dir
         .join("agent/etc/containerd")
         .join(generation.file_name())
@@ -601,7 +604,7 @@ fn nydus_unit(cfg: &BootstrapConfig) -> String {
 }
 
 /// Kernel modules, in load order, without duplicates.
-pub fn modules(cfg: &BootstrapConfig) -> Vec<String> {
+pub(crate) fn modules(cfg: &BootstrapConfig) -> Vec<String> {
     let mut m: Vec<String> = vec!["br_netfilter".into(), "overlay".into()];
     match cfg.kube_proxy.mode {
         KubeProxyMode::Iptables => {}
@@ -640,7 +643,7 @@ fn modules_file(cfg: &BootstrapConfig, modules: &[String]) -> String {
 }
 
 /// Sysctls: the reconciler's own, then `cfg.sysctls` (which win).
-pub fn sysctls(cfg: &BootstrapConfig) -> BTreeMap<String, String> {
+pub(crate) fn sysctls(cfg: &BootstrapConfig) -> BTreeMap<String, String> {
     let mut s = BTreeMap::new();
     let mut set = |k: &str, v: &str| {
         s.insert(k.to_string(), v.to_string());

@@ -26,7 +26,7 @@ use super::preflight::Severity;
 use super::{ApplyOptions, Assessment, BootstrapError, Force, Target};
 
 /// The bootstrap stage.
-pub const STAGE: StageSpec = StageSpec {
+pub(crate) const STAGE: StageSpec = StageSpec {
     name: "bootstrap",
     sections: &[SectionId::Bootstrap],
     key_details: BootstrapDetails::KEY,
@@ -34,39 +34,39 @@ pub const STAGE: StageSpec = StageSpec {
 
 details! {
     /// What the bootstrap stage shows in `status`.
-    pub struct BootstrapDetails {
+    pub(crate) struct BootstrapDetails {
         /// The root the managed paths are under (`/` on a node).
-        pub root: String,
+        pub(crate) root: String,
         /// The K3s version planned for, and where it came from.
-        pub k3s: String,
-        pub files: FileCounts,
+        pub(crate) k3s: String,
+        pub(crate) files: FileCounts,
         /// Changes by hand to managed files or settings (`[corrected]` when
         /// an auto-correct has just undone them).
-        pub [key] drift: Vec<String>,
+        pub(crate) [key] drift: Vec<String>,
         /// Managed paths with a change waiting for `bootstrap apply`.
-        pub [key] pending: Vec<String>,
+        pub(crate) [key] pending: Vec<String>,
         /// The undo log's current generation.
-        pub generation: u64,
+        pub(crate) generation: u64,
         /// The generation an interrupted apply left pending.
-        pub interrupted_apply: Option<u64>,
-        pub last_apply: Option<super::LastApply>,
+        pub(crate) interrupted_apply: Option<u64>,
+        pub(crate) last_apply: Option<super::LastApply>,
         /// Preflight findings at warn or worse, as `severity: message`.
-        pub preflight: Vec<String>,
+        pub(crate) preflight: Vec<String>,
         /// Unix seconds.
-        pub last_check: u64,
+        pub(crate) last_check: u64,
     }
 }
 
 /// Managed files by what the last check found.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct FileCounts {
-    pub in_sync: usize,
-    pub drifted: usize,
-    pub pending: usize,
+pub(crate) struct FileCounts {
+    pub(crate) in_sync: usize,
+    pub(crate) drifted: usize,
+    pub(crate) pending: usize,
 }
 
 /// Start the bootstrap stage.
-pub fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
+pub(crate) fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
     stage::start(ctx, &STAGE, |own| run(ctx.clone(), own, shutdown))
 }
 

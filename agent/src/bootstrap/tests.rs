@@ -15,7 +15,7 @@ use crate::config::{
 
 /// K3s's base template output for `generation`, with its CRI snapshotter
 /// table when `snapshotter` is not empty (see testdata/README.md).
-pub fn k3s_base(generation: ContainerdTemplate, snapshotter: &str) -> String {
+pub(crate) fn k3s_base(generation: ContainerdTemplate, snapshotter: &str) -> String {
     let (text, table) = match generation {
         ContainerdTemplate::V2 => (
             include_str!("testdata/k3s-base-v2.toml"),
@@ -37,7 +37,7 @@ pub fn k3s_base(generation: ContainerdTemplate, snapshotter: &str) -> String {
 /// Execute our template the way K3s would for a node without
 /// `--default-runtime`: the base is substituted, the `with` block (false
 /// here) disappears with the whitespace its `{{-` trims.
-pub fn render_like_k3s(template: &str, base: &str) -> String {
+pub(crate) fn render_like_k3s(template: &str, base: &str) -> String {
     let mut out = template.replace("{{ template \"base\" . }}", base);
     let open = "\n{{- with .NodeConfig.DefaultRuntime }}";
     if let Some(start) = out.find(open) {

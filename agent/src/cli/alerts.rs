@@ -16,14 +16,14 @@ use crate::config::AgentConfig;
 use crate::control::{Client, ClientError};
 use crate::rules::history::{self, Query};
 
-pub struct Options {
-    pub follow: bool,
-    pub since: Option<Duration>,
-    pub rule: Option<String>,
-    pub json: bool,
+pub(crate) struct Options {
+    pub(crate) follow: bool,
+    pub(crate) since: Option<Duration>,
+    pub(crate) rule: Option<String>,
+    pub(crate) json: bool,
 }
 
-pub async fn alerts(config_path: &Path, opts: Options) -> anyhow::Result<Exit> {
+pub(crate) async fn alerts(config_path: &Path, opts: Options) -> anyhow::Result<Exit> {
     let config = match AgentConfig::load(config_path) {
         Ok(l) => l.config,
         Err(e) => {
@@ -123,7 +123,7 @@ pub async fn alerts(config_path: &Path, opts: Options) -> anyhow::Result<Exit> {
 }
 
 /// The date, then Falco's output line (`HH:MM:SS.nnnnnnnnn: Priority text`).
-pub fn line(a: &Value) -> String {
+pub(crate) fn line(a: &Value) -> String {
     let date = a["time"]
         .as_str()
         .and_then(|t| t.get(..10))

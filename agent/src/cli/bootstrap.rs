@@ -16,7 +16,7 @@ use crate::bootstrap::{self, ApplyOptions, Force, Target};
 use crate::config::AgentConfig;
 
 #[derive(Debug, Subcommand)]
-pub enum BootstrapCommand {
+pub(crate) enum BootstrapCommand {
     /// Show what apply would change (files, modules, sysctls, restarts). Exit 0 in sync, 2 pending.
     Plan {
         /// Scratch root instead of bootstrap.root (every managed path lives below it).
@@ -46,7 +46,7 @@ pub enum BootstrapCommand {
     },
 }
 
-pub fn run(config_path: &Path, cmd: BootstrapCommand) -> anyhow::Result<Exit> {
+pub(crate) fn run(config_path: &Path, cmd: BootstrapCommand) -> anyhow::Result<Exit> {
     let loaded = match AgentConfig::load(config_path) {
         Ok(l) => l,
         Err(e) => {

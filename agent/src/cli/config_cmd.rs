@@ -5,7 +5,7 @@ use std::path::Path;
 use super::Exit;
 use crate::config::AgentConfig;
 
-pub fn check(path: &Path) -> Exit {
+pub(crate) fn check(path: &Path) -> Exit {
     match AgentConfig::load(path) {
         Ok(loaded) => {
             let c = &loaded.config;
@@ -55,7 +55,7 @@ fn groups(g: &[String]) -> String {
 /// paths resolved). `--effective`: with the fleet layers the node holds
 /// laid over it (what the agent starts with). `--origin`: one dotted key
 /// per line, each with the file or layer it came from (still valid TOML).
-pub fn show(path: &Path, effective: bool, origin: bool) -> Exit {
+pub(crate) fn show(path: &Path, effective: bool, origin: bool) -> Exit {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(source) => {

@@ -15,7 +15,7 @@ use crate::config::HumanDuration;
 use crate::fleet::ops::{Ops, OpsError};
 
 #[derive(Debug, Subcommand)]
-pub enum FleetCommand {
+pub(crate) enum FleetCommand {
     /// Make an Ed25519 key pair for signing bundles: FILE (private, mode 0600) and FILE.pub (what nodes list in fleet.trusted_keys).
     Keygen {
         /// Where to write the private key; never overwritten.
@@ -106,12 +106,12 @@ pub enum FleetCommand {
 
 impl FleetCommand {
     /// Whether the command is a long-running service with its own logging.
-    pub fn is_service(&self) -> bool {
+    pub(crate) fn is_service(&self) -> bool {
         matches!(self, FleetCommand::Bridge { status: false, .. })
     }
 }
 
-pub fn run(config: &Path, cmd: FleetCommand) -> anyhow::Result<Exit> {
+pub(crate) fn run(config: &Path, cmd: FleetCommand) -> anyhow::Result<Exit> {
     match cmd {
         FleetCommand::Keygen { out } => Ok(sign::keygen(&out)),
         FleetCommand::Bundle {

@@ -10,7 +10,7 @@ use super::fleet::load_ops;
 use crate::config::{HumanDuration, Priority};
 use crate::fleet::{alerts, bridge};
 
-pub fn bridge(config: &Path, status: bool, json: bool) -> anyhow::Result<Exit> {
+pub(crate) fn bridge(config: &Path, status: bool, json: bool) -> anyhow::Result<Exit> {
     let ops = match load_ops(config) {
         Ok(o) => o,
         Err(exit) => return Ok(exit),
@@ -33,7 +33,7 @@ pub fn bridge(config: &Path, status: bool, json: bool) -> anyhow::Result<Exit> {
     }
 }
 
-pub fn alerts(
+pub(crate) fn alerts(
     config: &Path,
     follow: bool,
     node: Option<String>,

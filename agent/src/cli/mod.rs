@@ -7,7 +7,7 @@
 mod alerts;
 mod bootstrap;
 mod config_cmd;
-pub mod fleet;
+pub(crate) mod fleet;
 mod fleet_bridge;
 mod outbox_cmd;
 mod rules;
@@ -62,14 +62,14 @@ impl From<Exit> for ExitCode {
 pub struct Cli {
     /// Config file.
     #[arg(long, short = 'c', global = true, value_name = "PATH", env = "EDGE_AGENT_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the agent in the foreground (what systemd starts).
     Run,
     /// Is this node healthy, connected, protected, and what is it waiting to send?
@@ -141,7 +141,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Check a config file (default: the one given with --config) and print every problem.
     Check {
         /// The file to check.
@@ -159,7 +159,7 @@ pub enum ConfigCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum RulesCommand {
+pub(crate) enum RulesCommand {
     /// Load rule files as the daemon would and list every problem (default: the config's rules.files).
     Check {
         /// Rule files, loaded in order.
@@ -183,7 +183,7 @@ pub enum RulesCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SensorCommand {
+pub(crate) enum SensorCommand {
     /// Stream the sensor's decoded events until Ctrl-C (from the daemon; a
     /// sensor of its own when no daemon runs).
     Watch {
@@ -198,7 +198,7 @@ pub enum SensorCommand {
 
 impl Command {
     /// Long-running commands set up their own logging (and keep SIGPIPE ignored).
-    pub fn is_service(&self) -> bool {
+    pub(crate) fn is_service(&self) -> bool {
         match self {
             Command::Run => true,
             Command::Fleet(f) => f.is_service(),
@@ -208,6 +208,11 @@ impl Command {
 }
 
 impl Cli {
+    /// Whether the command is long-running (see [`Command::is_service`]).
+    pub fn is_service(&self) -> bool {
+        self.command.is_service()
+    }
+
     /// Parse argv; usage errors print clap's message and map to [`Exit::Usage`]
     /// (clap's own code 2 is taken by "attention needed").
     pub fn parse_or_exit() -> Result<Cli, ExitCode> {

@@ -13,7 +13,11 @@ use super::Exit;
 use crate::config::{AgentConfig, ByteSize};
 use crate::control::{Client, ClientError};
 
-pub async fn outbox(config_path: &Path, as_json: bool, limit: usize) -> anyhow::Result<Exit> {
+pub(crate) async fn outbox(
+    config_path: &Path,
+    as_json: bool,
+    limit: usize,
+) -> anyhow::Result<Exit> {
     let loaded = match AgentConfig::load(config_path) {
         Ok(l) => l,
         Err(e) => {

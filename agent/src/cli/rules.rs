@@ -52,7 +52,7 @@ fn summary(l: &Loaded) -> String {
 }
 
 /// `rules check [FILE...]`.
-pub fn check(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
+pub(crate) fn check(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
     let files = match rule_files(config_path, files)? {
         Ok(f) => f,
         Err(exit) => return Ok(exit),
@@ -86,7 +86,7 @@ pub fn check(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
 }
 
 /// `rules list [--json]`.
-pub async fn list(config_path: &Path, as_json: bool) -> anyhow::Result<Exit> {
+pub(crate) async fn list(config_path: &Path, as_json: bool) -> anyhow::Result<Exit> {
     let loaded_cfg = AgentConfig::load(config_path);
     let socket = match &loaded_cfg {
         Ok(l) => l.config.paths.control_socket(),
@@ -168,7 +168,7 @@ fn unlimited() -> Limits {
 }
 
 /// `rules test --events FILE [--rules FILE...]`.
-pub fn test(config_path: &Path, events: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
+pub(crate) fn test(config_path: &Path, events: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
     let files = match rule_files(config_path, files)? {
         Ok(f) => f,
         Err(exit) => return Ok(exit),

@@ -21,7 +21,7 @@ const MAX_WORKER_THREADS: usize = 2;
 /// the process exits.
 const BLOCKING_TASKS_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
-pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
+pub(crate) fn run(config_path: &Path) -> anyhow::Result<Exit> {
     // SAFETY: no other thread exists yet: the runtime is built below, and
     // nothing before this line spawns one.
     let notifier = unsafe { Notifier::from_env_and_unset() };

@@ -18,7 +18,7 @@ use crate::control::{Client, ClientError};
 use crate::event::Event;
 use crate::sensor::{Decoded, Sensor};
 
-pub async fn watch(config_path: &Path, json: bool, local: bool) -> anyhow::Result<Exit> {
+pub(crate) async fn watch(config_path: &Path, json: bool, local: bool) -> anyhow::Result<Exit> {
     let config = match AgentConfig::load(config_path) {
         Ok(l) => l.config,
         Err(e) => {
@@ -127,7 +127,7 @@ async fn locally(config: &AgentConfig, json: bool) -> anyhow::Result<Exit> {
 }
 
 /// One line per event for a person: time, type, process, what it did.
-pub fn render(e: &Event) -> String {
+pub(crate) fn render(e: &Event) -> String {
     let t = crate::sensor::falco_time(e.evt.time);
     let mut line = format!(
         "{t} {:<12} {}[{}] ppid={} uid={}",

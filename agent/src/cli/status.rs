@@ -28,14 +28,18 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much of each stage the text view shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Detail {
+pub(crate) enum Detail {
     /// State, summary and last error: fits one screen.
     Summary,
     /// Every detail too.
     All,
 }
 
-pub async fn status(config_path: &Path, as_json: bool, detail: Detail) -> anyhow::Result<Exit> {
+pub(crate) async fn status(
+    config_path: &Path,
+    as_json: bool,
+    detail: Detail,
+) -> anyhow::Result<Exit> {
     let loaded = AgentConfig::load(config_path);
     // The paths come from the config; from as much of it as can be read when
     // it is broken, so a running daemon is still found.

@@ -12,7 +12,7 @@ use super::Exit;
 use crate::config::AgentConfig;
 use crate::control::{Client, ClientError};
 
-pub async fn test_alert(
+pub(crate) async fn test_alert(
     config_path: &Path,
     priority: &str,
     count: u64,

@@ -1,6 +1,6 @@
 //! `edge-agent version`.
 
-pub fn print() {
+pub(crate) fn print() {
     println!("edge-agent {} ({})", crate::VERSION, crate::TARGET);
     println!("control protocol v{}", crate::control::PROTOCOL_VERSION);
 }

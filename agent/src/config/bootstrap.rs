@@ -27,7 +27,7 @@ use super::{HumanDuration, Problem, resolve_path};
 const MIN_INTERVAL_SECS: u64 = 1;
 
 /// K3s's `--disable` accepts these packaged components (`k3s server --help`).
-pub const K3S_DISABLE_ITEMS: &[&str] = &[
+pub(crate) const K3S_DISABLE_ITEMS: &[&str] = &[
     "coredns",
     "servicelb",
     "traefik",
@@ -38,11 +38,11 @@ pub const K3S_DISABLE_ITEMS: &[&str] = &[
 
 /// K3s's `--flannel-backend` values (`k3s server --help`; `ipsec` and
 /// `wireguard` were removed in favour of `wireguard-native`).
-pub const FLANNEL_BACKENDS: &[&str] = &["none", "vxlan", "host-gw", "wireguard-native"];
+pub(crate) const FLANNEL_BACKENDS: &[&str] = &["none", "vxlan", "host-gw", "wireguard-native"];
 
 /// IPVS schedulers kube-proxy accepts for `--ipvs-scheduler`; each needs the
 /// kernel module `ip_vs_<name>`.
-pub const IPVS_SCHEDULERS: &[&str] = &[
+pub(crate) const IPVS_SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh",
 ];
 
@@ -58,7 +58,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Server => "server",
             Role::Agent => "agent",
@@ -66,7 +66,7 @@ impl Role {
     }
 
     /// The systemd unit K3s's install script creates for this role.
-    pub fn default_service(self) -> &'static str {
+    pub(crate) fn default_service(self) -> &'static str {
         match self {
             Role::Server => "k3s.service",
             Role::Agent => "k3s-agent.service",
@@ -92,7 +92,7 @@ pub enum KubeProxyMode {
 }
 
 impl KubeProxyMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             KubeProxyMode::Iptables => "iptables",
             KubeProxyMode::Ipvs => "ipvs",
@@ -113,7 +113,7 @@ pub enum Snapshotter {
 }
 
 impl Snapshotter {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Snapshotter::Overlayfs => "overlayfs",
             Snapshotter::Nydus => "nydus",
@@ -128,17 +128,17 @@ pub struct KubeProxyConfig {
     pub mode: KubeProxyMode,
     /// ipvs only: `--ipvs-strict-arp` (needed by MetalLB-style L2 load
     /// balancers); also sets arp_ignore/arp_announce in the sysctl file.
-    pub ipvs_strict_arp: Option<bool>,
+    pub(crate) ipvs_strict_arp: Option<bool>,
     /// ipvs only: `--ipvs-scheduler` (default "rr").
-    pub ipvs_scheduler: Option<String>,
+    pub(crate) ipvs_scheduler: Option<String>,
 }
 
 impl KubeProxyConfig {
-    pub fn strict_arp(&self) -> bool {
+    pub(crate) fn strict_arp(&self) -> bool {
         self.mode == KubeProxyMode::Ipvs && self.ipvs_strict_arp.unwrap_or(false)
     }
 
-    pub fn scheduler(&self) -> &str {
+    pub(crate) fn scheduler(&self) -> &str {
         self.ipvs_scheduler.as_deref().unwrap_or("rr")
     }
 }
@@ -146,15 +146,15 @@ impl KubeProxyConfig {
 /// `[bootstrap.nydus]`: where nydus-snapshotter and nydusd live on the node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NydusConfig {
+pub(crate) struct NydusConfig {
     /// `containerd-nydus-grpc`, the snapshotter daemon.
-    pub snapshotter_bin: PathBuf,
-    pub nydusd_bin: PathBuf,
-    pub nydus_image_bin: PathBuf,
+    pub(crate) snapshotter_bin: PathBuf,
+    pub(crate) nydusd_bin: PathBuf,
+    pub(crate) nydus_image_bin: PathBuf,
     /// The snapshotter's gRPC socket (containerd's proxy plugin address).
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// The snapshotter's own state directory.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
 }
 
 impl Default for NydusConfig {
@@ -172,37 +172,37 @@ impl Default for NydusConfig {
 /// One registry mirror in `registries.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct MirrorConfig {
+pub(crate) struct MirrorConfig {
     /// Endpoints tried in order (`https://mirror.example:5000`).
-    pub endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
 }
 
 /// Credentials and TLS for one registry host in `registries.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RegistryAuthConfig {
-    pub username: String,
+pub(crate) struct RegistryAuthConfig {
+    pub(crate) username: String,
     /// A file (mode 0600, on the node) holding the password. The password
     /// itself never appears in agent.toml, in logs or in `plan` output.
-    pub password_file: PathBuf,
-    pub ca_file: PathBuf,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub insecure_skip_verify: bool,
+    pub(crate) password_file: PathBuf,
+    pub(crate) ca_file: PathBuf,
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    pub(crate) insecure_skip_verify: bool,
 }
 
 /// `[bootstrap.registries]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RegistriesConfig {
+pub(crate) struct RegistriesConfig {
     /// Registry name (`docker.io`, `registry.example:5000`) -> mirror.
-    pub mirrors: BTreeMap<String, MirrorConfig>,
+    pub(crate) mirrors: BTreeMap<String, MirrorConfig>,
     /// Registry host -> credentials/TLS.
-    pub configs: BTreeMap<String, RegistryAuthConfig>,
+    pub(crate) configs: BTreeMap<String, RegistryAuthConfig>,
 }
 
 impl RegistriesConfig {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.mirrors.is_empty() && self.configs.is_empty()
     }
 }
@@ -212,60 +212,60 @@ impl RegistriesConfig {
 pub struct BootstrapConfig {
     /// Run the reconciler in the daemon: drift checks on a timer. The
     /// daemon only reads unless `auto_correct` is also true.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Root under which every managed path lives ("/" on a real node).
     /// Kernel state (modules, sysctls) is only checked and changed when it
     /// is "/".
     pub root: PathBuf,
     /// How often the daemon compares the node with the desired state.
-    pub interval: HumanDuration,
+    pub(crate) interval: HumanDuration,
     /// Let the daemon apply pending changes and undo drift (a hand-edited
     /// managed file is overwritten; its content is kept in the undo log).
-    pub auto_correct: bool,
+    pub(crate) auto_correct: bool,
 
     /// Empty: no desired state (the reconciler has nothing to do).
     pub role: Option<Role>,
     /// server only: start a new cluster with embedded etcd.
-    pub cluster_init: bool,
+    pub(crate) cluster_init: bool,
     /// URL of a K3s server to join (`https://10.0.0.1:6443`).
     pub server: String,
     /// File on the node holding the join token (mode 0600). Rendered as
     /// `token-file`; the token is never copied, logged or shown.
     pub token_file: PathBuf,
     /// K3s data directory (`--data-dir`).
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// The K3s binary asked `k3s --version`.
-    pub k3s_bin: PathBuf,
+    pub(crate) k3s_bin: PathBuf,
     /// The K3s version to render for when the binary is not installed yet
     /// ("v1.31.6+k3s1"). When the binary answers, its version wins.
     pub k3s_version: String,
     /// systemd unit restarted when a file K3s reads changes. Empty: the
     /// install script's name for the role (k3s.service, k3s-agent.service).
-    pub k3s_service: String,
-    pub node_name: String,
+    pub(crate) k3s_service: String,
+    pub(crate) node_name: String,
     /// server only: extra Subject Alternative Names.
-    pub tls_san: Vec<String>,
+    pub(crate) tls_san: Vec<String>,
     /// `key=value`, applied at registration.
-    pub node_labels: Vec<String>,
+    pub(crate) node_labels: Vec<String>,
     /// `key=value:Effect`, applied at registration.
-    pub node_taints: Vec<String>,
+    pub(crate) node_taints: Vec<String>,
     /// server only: packaged components not to deploy.
-    pub disable: Vec<String>,
+    pub(crate) disable: Vec<String>,
     /// kubelet flags without the leading dashes (`max-pods=250`).
-    pub kubelet_args: Vec<String>,
+    pub(crate) kubelet_args: Vec<String>,
     /// server only: flannel backend; empty leaves K3s's default (vxlan).
-    pub flannel_backend: String,
+    pub(crate) flannel_backend: String,
     /// `--protect-kernel-defaults`, and the kernel.panic / vm settings K3s's
     /// hardening guide asks for in the sysctl file.
-    pub protect_kernel_defaults: bool,
+    pub(crate) protect_kernel_defaults: bool,
     pub snapshotter: Snapshotter,
     pub kube_proxy: KubeProxyConfig,
-    pub nydus: NydusConfig,
-    pub registries: RegistriesConfig,
+    pub(crate) nydus: NydusConfig,
+    pub(crate) registries: RegistriesConfig,
     /// Extra sysctls (override the reconciler's own where the key is the same).
-    pub sysctls: BTreeMap<String, String>,
+    pub(crate) sysctls: BTreeMap<String, String>,
     /// Extra kernel modules to load at boot.
-    pub modules: Vec<String>,
+    pub(crate) modules: Vec<String>,
 }
 
 impl Default for BootstrapConfig {
@@ -307,7 +307,7 @@ impl BootstrapConfig {
     }
 
     /// The systemd unit to restart when K3s's files change.
-    pub fn k3s_service(&self) -> String {
+    pub(crate) fn k3s_service(&self) -> String {
         if !self.k3s_service.is_empty() {
             self.k3s_service.clone()
         } else {
@@ -319,7 +319,7 @@ impl BootstrapConfig {
     }
 
     /// Does this node join an existing cluster (and so need a token)?
-    pub fn joins(&self) -> bool {
+    pub(crate) fn joins(&self) -> bool {
         !self.server.is_empty()
     }
 
@@ -739,7 +739,7 @@ fn check_registry_name(name: &str) -> Result<(), String> {
 }
 
 /// `net.ipv4.ip_forward`: dots between lowercase words; never a path.
-pub fn check_sysctl_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_sysctl_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
         && !name.ends_with('.')

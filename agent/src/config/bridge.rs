@@ -13,34 +13,34 @@ use super::{ByteSize, HumanDuration, Problem, check_topic_level, resolve_path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct BridgeConfig {
+pub(crate) struct BridgeConfig {
     /// MQTT shared-subscription group: bridges with the same group split
     /// the fleet's messages between them.
-    pub share_group: String,
+    pub(crate) share_group: String,
     /// MQTT client id (the persistent session). Empty: `<fleet>-bridge-<hostname>`.
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// Prometheus remote-write endpoint. Empty: metrics are not consumed.
-    pub remote_write_url: String,
+    pub(crate) remote_write_url: String,
     /// Extra HTTP headers on every remote-write request (e.g. `X-Scope-OrgID`).
-    pub remote_write_headers: BTreeMap<String, String>,
+    pub(crate) remote_write_headers: BTreeMap<String, String>,
     /// URLs that get every alert (Falco's JSON) by HTTP POST. Empty: alerts
     /// are not consumed.
-    pub alert_webhooks: Vec<String>,
+    pub(crate) alert_webhooks: Vec<String>,
     /// URLs that get every node event (JSON) by HTTP POST. Empty: events
     /// are not consumed.
-    pub event_webhooks: Vec<String>,
+    pub(crate) event_webhooks: Vec<String>,
     /// PEM CA bundle trusted for https remote-write and webhook URLs.
-    pub ca_file: PathBuf,
+    pub(crate) ca_file: PathBuf,
     /// How long a delivered (node, seq) is remembered to refuse duplicates.
-    pub dedup_window: HumanDuration,
+    pub(crate) dedup_window: HumanDuration,
     /// A write that keeps failing for this long is given up (counted).
-    pub give_up_after: HumanDuration,
+    pub(crate) give_up_after: HumanDuration,
     /// Deadline of one HTTP request.
-    pub request_timeout: HumanDuration,
+    pub(crate) request_timeout: HumanDuration,
     /// Messages larger than this are refused as bad input.
-    pub max_message_bytes: ByteSize,
+    pub(crate) max_message_bytes: ByteSize,
     /// The bridge's own `/metrics` and `/status`. Empty: off.
-    pub listen: String,
+    pub(crate) listen: String,
 }
 
 impl Default for BridgeConfig {

@@ -10,13 +10,13 @@ use super::{Problem, check_topic_level, resolve_path};
 /// `[node]`: who this node is in the fleet. These become MQTT topic levels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NodeConfig {
+pub(crate) struct NodeConfig {
     /// Node id; empty means `/etc/machine-id`, else the hostname.
-    pub id: String,
+    pub(crate) id: String,
     /// Fleet id: the second level of every topic.
-    pub fleet: String,
+    pub(crate) fleet: String,
     /// Groups this node belongs to, for group-wide config pushes.
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -56,10 +56,10 @@ impl NodeConfig {
 
 /// Node ids that would collide with the fleet-wide config topics
 /// (`edge/<fleet>/all/config`, `edge/<fleet>/group/<group>/config`).
-pub const RESERVED_NODE_IDS: [&str; 2] = ["all", "group"];
+pub(crate) const RESERVED_NODE_IDS: [&str; 2] = ["all", "group"];
 
 /// `/etc/machine-id` when it holds an id, else the hostname, else "unknown".
-pub fn default_node_id() -> String {
+pub(crate) fn default_node_id() -> String {
     std::fs::read_to_string("/etc/machine-id")
         .ok()
         .map(|s| s.trim().to_string())
@@ -74,9 +74,9 @@ pub fn default_node_id() -> String {
 }
 
 /// Where a system install keeps its state (systemd's `StateDirectory=edge-agent`).
-pub const SYSTEM_STATE_DIR: &str = "/var/lib/edge-agent";
+pub(crate) const SYSTEM_STATE_DIR: &str = "/var/lib/edge-agent";
 /// Where a system install puts its socket (systemd's `RuntimeDirectory=edge-agent`).
-pub const SYSTEM_RUNTIME_DIR: &str = "/run/edge-agent";
+pub(crate) const SYSTEM_RUNTIME_DIR: &str = "/run/edge-agent";
 
 /// `[paths]`: where the agent keeps state (outbox, undo log) and its socket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -87,7 +87,7 @@ pub struct PathsConfig {
     pub state_dir: PathBuf,
     /// Empty means: `$RUNTIME_DIRECTORY`, else `/run/edge-agent` as root,
     /// else `$XDG_RUNTIME_DIR/edge-agent`, else `/tmp/edge-agent-<uid>`.
-    pub runtime_dir: PathBuf,
+    pub(crate) runtime_dir: PathBuf,
     /// Which of the two were left empty and filled from the defaults above.
     /// A default depends on who asks (root or not, under systemd or not), so
     /// a client such as `status` run by a member of the control group also
@@ -151,7 +151,7 @@ impl PathsConfig {
     }
 
     /// `<runtime_dir>/control.sock`.
-    pub fn control_socket(&self) -> PathBuf {
+    pub(crate) fn control_socket(&self) -> PathBuf {
         self.runtime_dir.join(CONTROL_SOCKET_NAME)
     }
 
@@ -159,7 +159,7 @@ impl PathsConfig {
     /// configured (or defaulted) one, then, when `runtime_dir` was left
     /// empty, where a system install puts it. A member of the control group
     /// is not root, so its own default differs from the daemon's.
-    pub fn control_socket_candidates(&self) -> Vec<PathBuf> {
+    pub(crate) fn control_socket_candidates(&self) -> Vec<PathBuf> {
         let mut v = vec![self.control_socket()];
         let system = Path::new(SYSTEM_RUNTIME_DIR).join(CONTROL_SOCKET_NAME);
         if self.defaulted.runtime_dir && !v.contains(&system) {
@@ -170,7 +170,7 @@ impl PathsConfig {
 
     /// The state directory a client should report: the configured one, or,
     /// when it was left empty and only a system install's exists, that one.
-    pub fn state_dir_for_client(&self) -> PathBuf {
+    pub(crate) fn state_dir_for_client(&self) -> PathBuf {
         let system = Path::new(SYSTEM_STATE_DIR);
         if self.defaulted.state_dir && !self.state_dir.is_dir() && system.is_dir() {
             system.to_path_buf()
@@ -186,7 +186,7 @@ impl PathsConfig {
     /// A file that is not even TOML is read line by line: the `[paths]`
     /// section's `key = "value"` lines are usually intact when a typo
     /// elsewhere breaks the syntax.
-    pub fn lenient(text: &str, config_path: &Path) -> PathsConfig {
+    pub(crate) fn lenient(text: &str, config_path: &Path) -> PathsConfig {
         let table: toml::Table = text.parse().unwrap_or_else(|_| paths_lines(text));
         let paths = table.get("paths").and_then(|p| p.as_table());
         let get = |key: &str| {
@@ -224,7 +224,7 @@ fn paths_lines(text: &str) -> toml::Table {
 }
 
 /// The control socket's file name inside `runtime_dir`.
-pub const CONTROL_SOCKET_NAME: &str = "control.sock";
+pub(crate) const CONTROL_SOCKET_NAME: &str = "control.sock";
 
 /// systemd passes `STATE_DIRECTORY=/var/lib/a:/var/lib/b`; the first is ours.
 fn first_env_dir(var: &str) -> Option<PathBuf> {
@@ -250,7 +250,7 @@ fn xdg_dir(var: &str, fallback_below_home: &str) -> PathBuf {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     Error,
     Warn,
     #[default]
@@ -260,7 +260,7 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LogLevel::Error => "error",
             LogLevel::Warn => "warn",
@@ -273,7 +273,7 @@ impl LogLevel {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One line per event, no colours, no timestamps (journald adds its own).
     #[default]
     Plain,
@@ -284,17 +284,17 @@ pub enum LogFormat {
 /// `[log]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub level: LogLevel,
-    pub format: LogFormat,
+pub(crate) struct LogConfig {
+    pub(crate) level: LogLevel,
+    pub(crate) format: LogFormat,
 }
 
 /// `[control]`: who may talk to the daemon's control socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ControlConfig {
+pub(crate) struct ControlConfig {
     /// Group that owns the socket (mode 0660). Members and root may connect.
-    pub group: String,
+    pub(crate) group: String,
 }
 
 impl Default for ControlConfig {

@@ -21,7 +21,7 @@ use super::AgentConfig;
 /// A top-level table of `agent.toml`: what a stage follows, and what a
 /// reload reports as changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SectionId {
+pub(crate) enum SectionId {
     Node,
     Paths,
     Log,
@@ -39,7 +39,7 @@ pub enum SectionId {
 
 impl SectionId {
     /// Every section, in file order.
-    pub const ALL: [SectionId; 12] = [
+    pub(crate) const ALL: [SectionId; 12] = [
         SectionId::Node,
         SectionId::Paths,
         SectionId::Log,
@@ -55,7 +55,7 @@ impl SectionId {
     ];
 
     /// Its name in `agent.toml`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             SectionId::Node => "node",
             SectionId::Paths => "paths",
@@ -73,7 +73,7 @@ impl SectionId {
     }
 
     /// Position in [`SectionId::ALL`], for per-section tables.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -85,10 +85,10 @@ impl std::fmt::Display for SectionId {
 }
 
 /// Keeps one restart-only key's running value in a new section.
-pub type Keep<S> = fn(new: &mut S, running: &S);
+pub(crate) type Keep<S> = fn(new: &mut S, running: &S);
 
 /// How much of a section the running agent reads only at start.
-pub enum RestartOnly<S: 'static> {
+pub(crate) enum RestartOnly<S: 'static> {
     /// Nothing: every key applies live.
     Nothing,
     /// Every key (the node's identity, where the state lives).
@@ -99,7 +99,7 @@ pub enum RestartOnly<S: 'static> {
 }
 
 /// A section of `agent.toml`, as a reload sees it.
-pub trait Section: Serialize + Clone + PartialEq + Sized + 'static {
+pub(crate) trait Section: Serialize + Clone + PartialEq + Sized + 'static {
     const ID: SectionId;
     /// What a reload cannot apply until the next restart.
     const RESTART_ONLY: RestartOnly<Self>;
@@ -107,12 +107,12 @@ pub trait Section: Serialize + Clone + PartialEq + Sized + 'static {
 
 /// What a new config changes against the one in force.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ConfigDiff {
+pub(crate) struct ConfigDiff {
     /// Keys that changed and apply now, e.g. `metrics.interval`.
-    pub changed: Vec<String>,
+    pub(crate) changed: Vec<String>,
     /// Keys that changed but keep their running value until the next
     /// restart, e.g. `sensor.ring_buffer_bytes`.
-    pub pending_restart: Vec<String>,
+    pub(crate) pending_restart: Vec<String>,
     /// Sections with at least one live change.
     sections: Vec<SectionId>,
 }
@@ -120,36 +120,39 @@ pub struct ConfigDiff {
 impl ConfigDiff {
     /// The config to run instead of `running`: `new`, but with every
     /// restart-only key keeping its running value; and what differs.
-    pub fn effective(running: &AgentConfig, mut new: AgentConfig) -> (AgentConfig, ConfigDiff) {
+    pub(crate) fn effective(
+        running: &AgentConfig,
+        mut new: AgentConfig,
+    ) -> (AgentConfig, ConfigDiff) {
         let mut diff = ConfigDiff::default();
         each_section(running, &mut new, &mut diff);
         (new, diff)
     }
 
     /// Whether `section` has a live change.
-    pub fn changed_section(&self, section: SectionId) -> bool {
+    pub(crate) fn changed_section(&self, section: SectionId) -> bool {
         self.sections.contains(&section)
     }
 
     /// The sections with a live change, in file order.
-    pub fn changed_sections(&self) -> &[SectionId] {
+    pub(crate) fn changed_sections(&self) -> &[SectionId] {
         &self.sections
     }
 
     /// Nothing applies now (restart-only keys may still be pending).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.sections.is_empty()
     }
 }
 
 /// Something done to every section of a pair of configs.
-pub trait Visit {
+pub(crate) trait Visit {
     fn section<S: Section>(&mut self, running: &S, new: &mut S);
 }
 
 /// Visit every section of `agent.toml`, in file order. The one list of the
 /// sections a reload knows.
-pub fn each_section(running: &AgentConfig, new: &mut AgentConfig, v: &mut impl Visit) {
+pub(crate) fn each_section(running: &AgentConfig, new: &mut AgentConfig, v: &mut impl Visit) {
     v.section(&running.node, &mut new.node);
     v.section(&running.paths, &mut new.paths);
     v.section(&running.log, &mut new.log);

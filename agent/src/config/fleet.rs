@@ -10,16 +10,16 @@ use super::{ByteSize, HumanDuration, Problem, resolve_path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct FleetConfig {
+pub(crate) struct FleetConfig {
     /// Ed25519 public key files (PEM or raw) or globs of them whose
     /// signatures this node accepts. Empty: fleet config is off and the
     /// uplink subscribes to nothing.
-    pub trusted_keys: Vec<PathBuf>,
+    pub(crate) trusted_keys: Vec<PathBuf>,
     /// How long a newly applied bundle has to prove every stage healthy
     /// before it is reverted.
-    pub confirm_timeout: HumanDuration,
+    pub(crate) confirm_timeout: HumanDuration,
     /// Bundles larger than this are refused unread.
-    pub max_bundle_bytes: ByteSize,
+    pub(crate) max_bundle_bytes: ByteSize,
 }
 
 impl Default for FleetConfig {
@@ -43,9 +43,9 @@ impl FleetConfig {
     const MIN_BUNDLE: ByteSize = ByteSize::kib(4);
     /// The uplink reads packets up to this size (and drops the connection
     /// on larger ones), so a bundle must fit well inside it.
-    pub const MAX_BUNDLE: ByteSize = ByteSize::mib(8);
+    pub(crate) const MAX_BUNDLE: ByteSize = ByteSize::mib(8);
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.trusted_keys.is_empty()
     }
 
@@ -101,7 +101,7 @@ impl FleetConfig {
     /// The key files `trusted_keys` names now: plain paths as given (a
     /// missing one is reported when read), globs expanded in name order.
     /// A glob that matches nothing is an error, as in `rules.files`.
-    pub fn key_files(&self) -> (Vec<PathBuf>, Vec<Problem>) {
+    pub(crate) fn key_files(&self) -> (Vec<PathBuf>, Vec<Problem>) {
         let mut files = Vec::new();
         let mut problems = Vec::new();
         for (i, pattern) in self.trusted_keys.iter().enumerate() {

@@ -10,33 +10,33 @@ use super::{HumanDuration, Problem, resolve_path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct MetricsConfig {
-    pub enabled: bool,
+pub(crate) struct MetricsConfig {
+    pub(crate) enabled: bool,
     /// How often a batch is collected and queued for the fleet.
-    pub interval: HumanDuration,
+    pub(crate) interval: HumanDuration,
     /// `address:port` of the local Prometheus endpoint; empty switches it off.
-    pub listen: String,
+    pub(crate) listen: String,
     /// Collectors to run: empty means all; `["cpu", "meminfo"]` only those;
     /// `["-hwmon", "-ipvs"]` all but those.
-    pub collectors: Vec<String>,
+    pub(crate) collectors: Vec<String>,
     /// Compress batches for the fleet (deflate + base64 inside the JSON).
-    pub compress: bool,
+    pub(crate) compress: bool,
     /// The kubelet's health endpoint; empty: not probed.
-    pub kubelet_healthz_url: String,
+    pub(crate) kubelet_healthz_url: String,
     /// The API server's readiness endpoint (server nodes); empty: not probed.
-    pub apiserver_readyz_url: String,
+    pub(crate) apiserver_readyz_url: String,
     /// The CA that signs the API server's certificate; its absence means
     /// "not a K3s server node" and the readiness probe is skipped.
-    pub apiserver_ca_file: PathBuf,
+    pub(crate) apiserver_ca_file: PathBuf,
     /// Client certificate and key for `/readyz` (K3s refuses anonymous
     /// checks); empty: none presented.
-    pub apiserver_cert_file: PathBuf,
-    pub apiserver_key_file: PathBuf,
+    pub(crate) apiserver_cert_file: PathBuf,
+    pub(crate) apiserver_key_file: PathBuf,
     /// Where collectors read from (node_exporter's `--path.*`), for an agent
     /// in a container with the host mounted elsewhere.
-    pub procfs: PathBuf,
-    pub sysfs: PathBuf,
-    pub rootfs: PathBuf,
+    pub(crate) procfs: PathBuf,
+    pub(crate) sysfs: PathBuf,
+    pub(crate) rootfs: PathBuf,
 }
 
 impl Default for MetricsConfig {

@@ -14,7 +14,7 @@
 mod bootstrap;
 mod bridge;
 mod core;
-pub mod diff;
+pub(crate) mod diff;
 mod fleet;
 mod metrics;
 mod outbox;
@@ -28,57 +28,60 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::bootstrap::{
-    BootstrapConfig, KubeProxyConfig, KubeProxyMode, MirrorConfig, NydusConfig, RegistriesConfig,
-    RegistryAuthConfig, Role, Snapshotter,
+pub(crate) use self::bootstrap::{
+    BootstrapConfig, KubeProxyConfig, MirrorConfig, NydusConfig, RegistriesConfig,
+    RegistryAuthConfig,
 };
-pub use self::bridge::BridgeConfig;
-pub use self::core::{
+pub use self::bootstrap::{KubeProxyMode, Role, Snapshotter};
+pub(crate) use self::bridge::BridgeConfig;
+pub(crate) use self::core::{
     CONTROL_SOCKET_NAME, ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig,
     RESERVED_NODE_IDS, SYSTEM_RUNTIME_DIR, SYSTEM_STATE_DIR,
 };
-pub use self::diff::{ConfigDiff, SectionId};
-pub use self::fleet::FleetConfig;
-pub use self::metrics::MetricsConfig;
-pub use self::outbox::OutboxConfig;
-pub use self::rules::{Priority, RulesConfig};
-pub use self::sensor::{Access, DenyOpen, SensorConfig};
-pub use self::units::{ByteSize, HumanDuration};
-pub use self::uplink::{BrokerAddress, UplinkConfig};
+pub(crate) use self::diff::{ConfigDiff, SectionId};
+pub(crate) use self::fleet::FleetConfig;
+pub(crate) use self::metrics::MetricsConfig;
+pub(crate) use self::outbox::OutboxConfig;
+pub use self::rules::Priority;
+pub(crate) use self::rules::RulesConfig;
+pub use self::sensor::SensorConfig;
+pub(crate) use self::sensor::{Access, DenyOpen};
+pub(crate) use self::units::{ByteSize, HumanDuration};
+pub(crate) use self::uplink::{BrokerAddress, UplinkConfig};
 
 /// Where the agent looks for its config when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/edge-agent/agent.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/edge-agent/agent.toml";
 
 /// The whole of `agent.toml`. Every section has defaults, so an empty file is
 /// a valid config for a local, offline try.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    pub node: NodeConfig,
+    pub(crate) node: NodeConfig,
     pub paths: PathsConfig,
-    pub log: LogConfig,
-    pub control: ControlConfig,
-    pub uplink: UplinkConfig,
-    pub outbox: OutboxConfig,
-    pub sensor: SensorConfig,
-    pub rules: RulesConfig,
-    pub metrics: MetricsConfig,
+    pub(crate) log: LogConfig,
+    pub(crate) control: ControlConfig,
+    pub(crate) uplink: UplinkConfig,
+    pub(crate) outbox: OutboxConfig,
+    pub(crate) sensor: SensorConfig,
+    pub(crate) rules: RulesConfig,
+    pub(crate) metrics: MetricsConfig,
     pub bootstrap: BootstrapConfig,
-    pub fleet: FleetConfig,
+    pub(crate) fleet: FleetConfig,
     /// Operator side only (`edge-agent fleet bridge`); a node ignores it.
-    pub bridge: BridgeConfig,
+    pub(crate) bridge: BridgeConfig,
 }
 
 /// One thing wrong with a value that parsed: which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// Dotted key path, e.g. `uplink.cert_file`.
-    pub key: String,
-    pub reason: String,
+    pub(crate) key: String,
+    pub(crate) reason: String,
 }
 
 impl Problem {
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             reason: reason.into(),
@@ -120,17 +123,17 @@ fn render_problems(path: &Path, problems: &[Problem]) -> String {
 
 /// A config that parsed and validated, with where it came from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LoadedConfig {
-    pub config: AgentConfig,
+pub(crate) struct LoadedConfig {
+    pub(crate) config: AgentConfig,
     /// The file it was read from (as given, not canonicalised).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Its text as read (fleet config lays its layers over it).
-    pub text: String,
+    pub(crate) text: String,
 }
 
 impl AgentConfig {
     /// Read, parse, resolve defaults and relative paths, and validate.
-    pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -163,7 +166,7 @@ impl AgentConfig {
     /// (fleet config merges the local file's table with the bundles'
     /// overlays): the same checks, defaults and relative-path resolution as
     /// [`AgentConfig::from_toml`]. Errors carry the key, not a position.
-    pub fn from_table(table: toml::Table, path: &Path) -> Result<AgentConfig, ConfigError> {
+    pub(crate) fn from_table(table: toml::Table, path: &Path) -> Result<AgentConfig, ConfigError> {
         // Through the text deserializer, not `toml::Value`'s: a second
         // deserializer for the whole schema doubled its code in the static
         // binary (about 300 KiB). Positions in the rewritten text would mean
@@ -187,7 +190,7 @@ impl AgentConfig {
     }
 
     /// The file's text as a TOML table (syntax only; no schema check).
-    pub fn parse_table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+    pub(crate) fn parse_table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
         text.parse::<toml::Table>().map_err(|e| {
             let position = e
                 .span()
@@ -220,7 +223,7 @@ impl AgentConfig {
     }
 
     /// Every problem at once, so an operator fixes the file in one pass.
-    pub fn validate(&self) -> Vec<Problem> {
+    pub(crate) fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         self.node.validate(&mut problems);
         self.paths.validate(&mut problems);
@@ -312,7 +315,7 @@ impl fmt::Display for Problem {
 }
 
 /// Make `p` absolute against `base` when it is relative. Empty stays empty.
-pub fn resolve_path(base: &Path, p: &mut PathBuf) {
+pub(crate) fn resolve_path(base: &Path, p: &mut PathBuf) {
     if !p.as_os_str().is_empty() && p.is_relative() {
         *p = base.join(&*p);
     }
@@ -320,7 +323,7 @@ pub fn resolve_path(base: &Path, p: &mut PathBuf) {
 
 /// Check a value that becomes one level of an MQTT topic (node id, fleet,
 /// group): non-empty, no `/`, `+`, `#`, whitespace or control characters.
-pub fn check_topic_level(key: &str, value: &str, problems: &mut Vec<Problem>) {
+pub(crate) fn check_topic_level(key: &str, value: &str, problems: &mut Vec<Problem>) {
     /// Long enough for a UUID or a machine-id with a prefix; short enough that
     /// topics stay readable.
     const MAX_TOPIC_LEVEL: usize = 64;

@@ -11,17 +11,17 @@ use crate::report::Class;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct OutboxConfig {
+pub(crate) struct OutboxConfig {
     /// Hard cap on the size of the outbox file. Records may fill about half
     /// of it (the rest is B-tree slack and the file's growth step, see the
     /// outbox module). When full, metrics go first (older batches thinned,
     /// then the oldest dropped), then node events, then alerts; critical
     /// alerts last. Sized for a small eMMC.
-    pub max_bytes: ByteSize,
+    pub(crate) max_bytes: ByteSize,
     /// Optional time-to-live per class: a record older than this is given up
     /// (counted as expired) instead of sent. Absent: kept until sent or
     /// given up to `max_bytes`.
-    pub max_age: MaxAge,
+    pub(crate) max_age: MaxAge,
 }
 
 impl Default for OutboxConfig {
@@ -36,19 +36,19 @@ impl Default for OutboxConfig {
 /// `[outbox.max_age]`: one optional duration per record class.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct MaxAge {
+pub(crate) struct MaxAge {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub critical_alert: Option<HumanDuration>,
+    pub(crate) critical_alert: Option<HumanDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub alert: Option<HumanDuration>,
+    pub(crate) alert: Option<HumanDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_event: Option<HumanDuration>,
+    pub(crate) node_event: Option<HumanDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<HumanDuration>,
+    pub(crate) metrics: Option<HumanDuration>,
 }
 
 impl MaxAge {
-    pub fn get(&self, class: Class) -> Option<Duration> {
+    pub(crate) fn get(&self, class: Class) -> Option<Duration> {
         match class {
             Class::CriticalAlert => self.critical_alert,
             Class::Alert => self.alert,

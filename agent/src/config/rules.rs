@@ -24,7 +24,7 @@ pub enum Priority {
 
 impl Priority {
     /// Most severe first.
-    pub const ALL: [Priority; 8] = [
+    pub(crate) const ALL: [Priority; 8] = [
         Priority::Emergency,
         Priority::Alert,
         Priority::Critical,
@@ -36,7 +36,7 @@ impl Priority {
     ];
 
     /// How Falco prints it in alerts (`"priority": "Warning"`).
-    pub fn falco_name(self) -> &'static str {
+    pub(crate) fn falco_name(self) -> &'static str {
         match self {
             Priority::Emergency => "Emergency",
             Priority::Alert => "Alert",
@@ -50,7 +50,7 @@ impl Priority {
     }
 
     /// Lower-case key (`warning`), as in config and status.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Priority::Emergency => "emergency",
             Priority::Alert => "alert",
@@ -64,7 +64,7 @@ impl Priority {
     }
 
     /// A rule file's `priority:` value, in any case (`WARNING`, `Informational`).
-    pub fn parse_falco(s: &str) -> Option<Priority> {
+    pub(crate) fn parse_falco(s: &str) -> Option<Priority> {
         let l = s.trim().to_ascii_lowercase();
         match l.as_str() {
             "informational" | "info" => Some(Priority::Info),
@@ -73,11 +73,11 @@ impl Priority {
     }
 
     /// Whether this priority is at least as severe as `threshold`.
-    pub fn at_or_above(self, threshold: Priority) -> bool {
+    pub(crate) fn at_or_above(self, threshold: Priority) -> bool {
         self <= threshold
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -91,27 +91,27 @@ const MAX_HISTORY: u32 = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RulesConfig {
+pub(crate) struct RulesConfig {
     /// Rule files or globs, loaded in order; relative to the config file.
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// Alerts at or above this priority are critical-alert outbox records.
-    pub alert_threshold: Priority,
+    pub(crate) alert_threshold: Priority,
     /// Alerts per second each rule may emit (token bucket refill rate).
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// Burst of alerts a rule may emit before `rate` applies.
-    pub max_burst: u32,
+    pub(crate) max_burst: u32,
     /// Also append every alert as a JSON line to this file. Empty: off.
-    pub json_file: PathBuf,
+    pub(crate) json_file: PathBuf,
     /// `json_file` is rotated (`.1`, `.2`, ...) when it reaches this size. 0: never.
-    pub json_file_max_bytes: ByteSize,
+    pub(crate) json_file_max_bytes: ByteSize,
     /// Rotated `json_file`s kept.
-    pub json_file_keep: u32,
+    pub(crate) json_file_keep: u32,
     /// Alerts kept on the node (state directory) for `edge-agent alerts`. 0: none.
-    pub history: u32,
+    pub(crate) history: u32,
     /// Disk the kept alerts may take at most.
-    pub history_max_bytes: ByteSize,
+    pub(crate) history_max_bytes: ByteSize,
     /// One journald line per alert at the rule's priority (Falco's syslog_output).
-    pub syslog_output: bool,
+    pub(crate) syslog_output: bool,
 }
 
 impl Default for RulesConfig {

@@ -9,7 +9,7 @@ use super::{ByteSize, Problem, resolve_path};
 
 /// Where containerd keeps its running tasks' bundles (`<dir>/[<namespace>/]<id>/config.json`):
 /// K3s's embedded containerd (namespace `k8s.io`) and a plain containerd.
-pub const DEFAULT_RUNTIME_STATE_DIRS: [&str; 2] = [
+pub(crate) const DEFAULT_RUNTIME_STATE_DIRS: [&str; 2] = [
     "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io",
     "/run/containerd/io.containerd.runtime.v2.task",
 ];
@@ -26,17 +26,17 @@ const MAX_DENY_ENTRIES: usize = 512;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DenyOpen {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     #[serde(default)]
-    pub access: Access,
+    pub(crate) access: Access,
     #[serde(default)]
-    pub allow: Vec<PathBuf>,
+    pub(crate) allow: Vec<PathBuf>,
 }
 
 /// What a `deny_open` entry refuses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Access {
+pub(crate) enum Access {
     /// Opens for writing (and creating files below a directory).
     #[default]
     Write,
@@ -48,7 +48,7 @@ pub enum Access {
 
 impl Access {
     /// The kernel's `EA_ACCESS_*` bits.
-    pub fn bits(self) -> u32 {
+    pub(crate) fn bits(self) -> u32 {
         use crate::sensor::abi::{ACCESS_READ, ACCESS_WRITE};
         match self {
             Access::Write => ACCESS_WRITE,
@@ -57,7 +57,7 @@ impl Access {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Access::Write => "write",
             Access::Read => "read",

@@ -12,16 +12,16 @@ use serde::{Deserialize, Serialize, Serializer};
 
 /// A duration written as a string such as `"30s"`, `"500ms"`, `"5m"` or `"1h 30m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct HumanDuration(pub Duration);
+pub(crate) struct HumanDuration(pub(crate) Duration);
 
 impl HumanDuration {
-    pub const fn from_secs(secs: u64) -> Self {
+    pub(crate) const fn from_secs(secs: u64) -> Self {
         Self(Duration::from_secs(secs))
     }
-    pub const fn from_millis(ms: u64) -> Self {
+    pub(crate) const fn from_millis(ms: u64) -> Self {
         Self(Duration::from_millis(ms))
     }
-    pub fn get(self) -> Duration {
+    pub(crate) fn get(self) -> Duration {
         self.0
     }
 }
@@ -79,16 +79,16 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// A size in bytes, written as an integer or as a string such as `"256 MiB"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct ByteSize(pub u64);
+pub struct ByteSize(pub(crate) u64);
 
 impl ByteSize {
-    pub const fn mib(n: u64) -> Self {
+    pub(crate) const fn mib(n: u64) -> Self {
         Self(n * 1024 * 1024)
     }
-    pub const fn kib(n: u64) -> Self {
+    pub(crate) const fn kib(n: u64) -> Self {
         Self(n * 1024)
     }
-    pub const fn get(self) -> u64 {
+    pub(crate) const fn get(self) -> u64 {
         self.0
     }
 }

@@ -9,23 +9,23 @@ use super::{HumanDuration, Problem, resolve_path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct UplinkConfig {
+pub(crate) struct UplinkConfig {
     /// `mqtts://host:port`, or `mqtt://host:port` only with
     /// `insecure_plaintext = true`. Empty: no uplink; the outbox keeps
     /// everything (within its budget) until one is configured.
-    pub url: String,
+    pub(crate) url: String,
     /// PEM CA bundle that signs the broker's certificate.
-    pub ca_file: PathBuf,
+    pub(crate) ca_file: PathBuf,
     /// PEM client certificate (chain) presented to the broker.
-    pub cert_file: PathBuf,
+    pub(crate) cert_file: PathBuf,
     /// PEM private key for `cert_file`.
-    pub key_file: PathBuf,
+    pub(crate) key_file: PathBuf,
     /// Allow `mqtt://` without TLS. For local tries only.
-    pub insecure_plaintext: bool,
+    pub(crate) insecure_plaintext: bool,
     /// QoS 1 publishes awaiting PUBACK at once.
-    pub inflight: u16,
+    pub(crate) inflight: u16,
     /// MQTT keep-alive interval.
-    pub keep_alive: HumanDuration,
+    pub(crate) keep_alive: HumanDuration,
 }
 
 impl Default for UplinkConfig {
@@ -44,11 +44,11 @@ impl Default for UplinkConfig {
 
 /// Where the broker is, from `uplink.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddress {
-    pub host: String,
-    pub port: u16,
+pub(crate) struct BrokerAddress {
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// `mqtts://`: TLS with a client certificate.
-    pub tls: bool,
+    pub(crate) tls: bool,
 }
 
 impl BrokerAddress {
@@ -59,7 +59,7 @@ impl BrokerAddress {
 
     /// Parse `mqtts://host[:port]` or `mqtt://host[:port]`; an IPv6 host is
     /// written in brackets (`mqtts://[fd00::1]:8883`).
-    pub fn parse(url: &str) -> Result<BrokerAddress, String> {
+    pub(crate) fn parse(url: &str) -> Result<BrokerAddress, String> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
             (true, rest)
         } else if let Some(rest) = url.strip_prefix("mqtt://") {
@@ -120,14 +120,14 @@ impl UplinkConfig {
     /// In-flight publishes beyond this cost memory (each holds its payload)
     /// for no gain: rumqttc got about 110K QoS 1 acknowledgements/s of 512 B
     /// over mTLS from a local mosquitto at 1,000 in flight (70-80K at 100).
-    pub const MAX_INFLIGHT: u16 = 10_000;
+    pub(crate) const MAX_INFLIGHT: u16 = 10_000;
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.url.is_empty()
     }
 
     /// The broker address, when `url` is set and valid.
-    pub fn broker(&self) -> Option<BrokerAddress> {
+    pub(crate) fn broker(&self) -> Option<BrokerAddress> {
         BrokerAddress::parse(&self.url).ok()
     }
 

@@ -13,7 +13,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use super::{ControlError, PROTOCOL_VERSION};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// No socket, or nobody listening on it.
     #[error("the edge-agent daemon is not running (no answer on {})", path.display())]
     NotRunning { path: PathBuf },
@@ -27,14 +27,14 @@ pub enum ClientError {
     Refused(ControlError),
 }
 
-pub struct Client {
+pub(crate) struct Client {
     path: PathBuf,
     lines: Lines<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
 }
 
 impl Client {
-    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+    pub(crate) async fn connect(path: &Path) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|source| match source.kind() {
@@ -100,7 +100,7 @@ impl Client {
     }
 
     /// One request, one answer.
-    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
         if let Err(sent) = self.send(method, params).await {
             // The daemon may have answered and closed before our request was
             // written (a refusal): its answer explains more than EPIPE does.
@@ -115,11 +115,15 @@ impl Client {
     }
 
     /// Start a streaming request; then call [`Client::next_item`] until `None`.
-    pub async fn start_stream(&mut self, method: &str, params: Value) -> Result<(), ClientError> {
+    pub(crate) async fn start_stream(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<(), ClientError> {
         self.send(method, params).await
     }
 
-    pub async fn next_item(&mut self) -> Result<Option<Value>, ClientError> {
+    pub(crate) async fn next_item(&mut self) -> Result<Option<Value>, ClientError> {
         let mut v = self.next_answer().await?;
         if v.get("end") == Some(&Value::Bool(true)) {
             return Ok(None);

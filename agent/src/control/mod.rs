@@ -45,55 +45,56 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-pub use client::{Client, ClientError};
-pub use server::{Limits, ServerError, serve, serve_with};
+pub(crate) use client::{Client, ClientError};
+pub use server::Limits;
+pub(crate) use server::{ServerError, serve, serve_with};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// Requests are small commands; anything larger is a confused or hostile peer.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Request {
-    pub v: u32,
-    pub method: String,
+pub(crate) struct Request {
+    pub(crate) v: u32,
+    pub(crate) method: String,
     #[serde(default)]
-    pub params: Value,
+    pub(crate) params: Value,
 }
 
 /// A stable, machine-readable error: `code` is what scripts match on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message} [{code}]")]
-pub struct ControlError {
-    pub code: String,
-    pub message: String,
+pub(crate) struct ControlError {
+    pub(crate) code: String,
+    pub(crate) message: String,
 }
 
 impl ControlError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.to_string(),
             message: message.into(),
         }
     }
-    pub fn bad_params(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_params(message: impl Into<String>) -> Self {
         Self::new("bad_params", message)
     }
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new("unavailable", message)
     }
 }
 
 /// What a handler answers.
-pub enum Reply {
+pub(crate) enum Reply {
     Value(Value),
     /// Items until the sender is dropped or the client goes away.
     Stream(mpsc::Receiver<Value>),
 }
 
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, ControlError>> + Send>>;
-pub type Handler = Arc<dyn Fn(Value) -> HandlerFuture + Send + Sync>;
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, ControlError>> + Send>>;
+pub(crate) type Handler = Arc<dyn Fn(Value) -> HandlerFuture + Send + Sync>;
 
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,14 +107,14 @@ enum Access {
 
 /// The caller of a request, as the socket's peer check saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// Root or the daemon's own user (not merely a member of the group).
-    pub privileged: bool,
+    pub(crate) privileged: bool,
 }
 
 impl Caller {
     /// A call from inside the daemon (or a test): no peer to check.
-    pub const IN_PROCESS: Caller = Caller { privileged: true };
+    pub(crate) const IN_PROCESS: Caller = Caller { privileged: true };
 }
 
 /// Method name -> handler. Stages register theirs when they start.
@@ -137,7 +138,7 @@ impl Default for Router {
 
 /// The longest a call to a not-yet-registered method waits for start-up to
 /// finish; past it the answer is `unknown_method` as usual.
-pub const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Router {
     /// A router whose method set is complete (tests, one-shot tools).
@@ -149,7 +150,7 @@ impl Router {
     }
 
     /// A router for a daemon still starting its stages.
-    pub fn starting() -> Self {
+    pub(crate) fn starting() -> Self {
         Self {
             handlers: Arc::default(),
             started: watch::Sender::new(false),
@@ -157,7 +158,7 @@ impl Router {
     }
 
     /// Every stage has registered its methods: unknown is unknown from now on.
-    pub fn started(&self) {
+    pub(crate) fn started(&self) {
         self.started.send_replace(true);
     }
 
@@ -170,7 +171,7 @@ impl Router {
     }
 
     /// Register (or replace) `method`, open to every caller the socket lets in.
-    pub fn register<F, Fut>(&self, method: &str, f: F)
+    pub(crate) fn register<F, Fut>(&self, method: &str, f: F)
     where
         F: Fn(Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Reply, ControlError>> + Send + 'static,
@@ -180,7 +181,7 @@ impl Router {
 
     /// Register (or replace) `method`, answered only for root and the
     /// daemon's own user; group members get `permission_denied`.
-    pub fn register_privileged<F, Fut>(&self, method: &str, f: F)
+    pub(crate) fn register_privileged<F, Fut>(&self, method: &str, f: F)
     where
         F: Fn(Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Reply, ControlError>> + Send + 'static,
@@ -200,11 +201,11 @@ impl Router {
             .insert(method.to_string(), (handler, access));
     }
 
-    pub fn unregister(&self, method: &str) {
+    pub(crate) fn unregister(&self, method: &str) {
         self.handlers.write().expect("router lock").remove(method);
     }
 
-    pub fn methods(&self) -> Vec<String> {
+    pub(crate) fn methods(&self) -> Vec<String> {
         let mut m: Vec<_> = self
             .handlers
             .read()
@@ -217,12 +218,12 @@ impl Router {
     }
 
     /// Answer a request from inside the daemon (no peer to check).
-    pub async fn dispatch(&self, request: Request) -> Result<Reply, ControlError> {
+    pub(crate) async fn dispatch(&self, request: Request) -> Result<Reply, ControlError> {
         self.dispatch_from(request, Caller::IN_PROCESS).await
     }
 
     /// Answer a request from `caller`.
-    pub async fn dispatch_from(
+    pub(crate) async fn dispatch_from(
         &self,
         request: Request,
         caller: Caller,

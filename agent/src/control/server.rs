@@ -33,7 +33,7 @@ use super::{Caller, ControlError, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Re
 
 /// The lock that makes one daemon per runtime directory, beside the socket.
 /// It holds the pid of the daemon that owns it.
-pub const LOCK_FILE_NAME: &str = "edge-agent.lock";
+pub(crate) const LOCK_FILE_NAME: &str = "edge-agent.lock";
 
 /// The socket is bound under this name, given its owner and mode, then
 /// renamed to its final name. It is no longer than `control.sock`, so a
@@ -52,14 +52,14 @@ pub struct Limits {
     pub max_connections: usize,
     /// Of those, slots only root and the daemon's own user may take, so a
     /// technician running `sudo edge-agent status` always gets in.
-    pub privileged_reserve: usize,
+    pub(crate) privileged_reserve: usize,
     /// Connections open at once per peer user other than root and the
     /// daemon's own.
-    pub per_peer: usize,
+    pub(crate) per_peer: usize,
     /// A connection with no request for this long is closed.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// A client that does not read its answer for this long is dropped.
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
 }
 
 /// `status`, `rules list` and the like open one connection each and close
@@ -85,7 +85,7 @@ impl Default for Limits {
 impl Limits {
     /// The default caps, lowered when the process may not open enough
     /// descriptors for them besides its own work.
-    pub fn within(connection_budget: usize) -> Limits {
+    pub(crate) fn within(connection_budget: usize) -> Limits {
         let d = Limits::default();
         let max = d.max_connections.min(connection_budget).max(4);
         Limits {
@@ -161,7 +161,7 @@ fn take_slot(
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
+pub(crate) enum ServerError {
     #[error("cannot create the runtime directory {}: {source}", path.display())]
     CreateDir { path: PathBuf, source: io::Error },
     #[error("cannot open the instance lock {}: {source}", path.display())]
@@ -296,7 +296,7 @@ fn lock_instance(dir: &Path) -> Result<Flock<std::fs::File>, ServerError> {
 }
 
 /// [`serve_with`] the default [`Limits`].
-pub async fn serve(
+pub(crate) async fn serve(
     path: &Path,
     group_name: &str,
     router: Router,
@@ -308,7 +308,7 @@ pub async fn serve(
 /// Bind the socket, then serve until `shutdown`. The socket file is removed on
 /// the way out. Returns once bound (the serving runs in a spawned task, which
 /// also holds the instance lock until it ends).
-pub async fn serve_with(
+pub(crate) async fn serve_with(
     path: &Path,
     group_name: &str,
     router: Router,

@@ -86,7 +86,7 @@ use super::render::{
 
 /// A field's value on one event.
 #[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue<'a> {
+pub(crate) enum FieldValue<'a> {
     Absent,
     Str(Cow<'a, str>),
     Int(i64),
@@ -101,7 +101,7 @@ pub enum FieldValue<'a> {
 }
 
 impl FieldValue<'_> {
-    pub fn is_absent(&self) -> bool {
+    pub(crate) fn is_absent(&self) -> bool {
         matches!(self, FieldValue::Absent)
     }
 }
@@ -135,7 +135,7 @@ impl fmt::Display for FieldValue<'_> {
 
 /// What kind of value a field holds; decides how a rule's literal is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldKind {
+pub(crate) enum FieldKind {
     Str,
     Int,
     Bool,
@@ -145,7 +145,7 @@ pub enum FieldKind {
 
 /// Whether this agent's sensor ever fills a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Collected {
+pub(crate) enum Collected {
     /// The sensor fills it (on the event types that have it).
     Filled,
     /// Never filled: a *condition* on it could never be true, so the rules
@@ -155,7 +155,7 @@ pub enum Collected {
 
 /// What reading a field costs, for the evaluator's "cheap tests first".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Read {
+pub(crate) enum Read {
     /// The value as stored: a number, a flag, borrowed text.
     Stored,
     /// Formatted into new text on every read (`evt.res`, `evt.arg.flags`).
@@ -164,7 +164,7 @@ pub enum Read {
 
 /// Why a field name was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FieldError {
+pub(crate) enum FieldError {
     #[error("unknown field {0}")]
     Unknown(String),
     #[error("field {field} needs an index such as {field}[1]")]
@@ -188,10 +188,10 @@ fn index_hint(field: &str) -> &'static str {
 
 /// The deepest ancestor an index may name. The sensor's ancestor lists are
 /// bounded to this depth too.
-pub const MAX_ANCESTOR_DEPTH: u8 = 16;
+pub(crate) const MAX_ANCESTOR_DEPTH: u8 = 16;
 
 /// What may stand in a field's `[index]`.
-pub trait FieldIndex: Sized {
+pub(crate) trait FieldIndex: Sized {
     /// The index from its text (already trimmed); `None` if it is not one.
     fn parse_index(index: &str) -> Option<Self>;
 }
@@ -199,10 +199,10 @@ pub trait FieldIndex: Sized {
 /// An ancestor in `proc.aname[N]` and friends: 0 is the process itself, 1
 /// its parent, ... at most [`MAX_ANCESTOR_DEPTH`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Depth(u8);
+pub(crate) struct Depth(u8);
 
 impl Depth {
-    pub fn get(self) -> usize {
+    pub(crate) fn get(self) -> usize {
         self.0.into()
     }
 }
@@ -304,14 +304,14 @@ macro_rules! args {
     )*) => {
         /// `evt.arg.<name>` names.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Arg {
+        pub(crate) enum Arg {
             $( $(#[$doc])* $variant, )*
         }
 
         impl Arg {
             const ALL: &'static [Arg] = &[$(Arg::$variant),*];
 
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $( Arg::$variant => $name, )*
                 }
@@ -326,7 +326,7 @@ macro_rules! args {
 
         impl Event {
             /// `evt.arg.<name>`, rendered the way Falco renders it.
-            pub fn arg(&self, arg: Arg) -> FieldValue<'_> {
+            pub(crate) fn arg(&self, arg: Arg) -> FieldValue<'_> {
                 use FieldValue::Absent;
                 match arg {
                     $( Arg::$variant => {
@@ -411,7 +411,7 @@ args! {
 }
 
 impl Arg {
-    pub fn parse(name: &str) -> Option<Arg> {
+    pub(crate) fn parse(name: &str) -> Option<Arg> {
         Arg::ALL.iter().copied().find(|a| a.as_str() == name)
     }
 }
@@ -452,7 +452,7 @@ macro_rules! fields {
     )*) => {
         /// A Falco field this agent knows. Parsed once when a rule compiles.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Field {
+        pub(crate) enum Field {
             $( $(#[$doc])* $variant $(($index_ty))?, )*
         }
 
@@ -464,7 +464,7 @@ macro_rules! fields {
         impl Field {
             /// The kind of value; a rule's literal is read as this kind.
             #[allow(unused_variables)]
-            pub fn kind(&self) -> FieldKind {
+            pub(crate) fn kind(&self) -> FieldKind {
                 use FieldKind::*;
                 match *self {
                     $( Field::$variant $(($index))? => $kind, )*
@@ -472,14 +472,14 @@ macro_rules! fields {
             }
 
             /// Whether the sensor ever fills the field.
-            pub fn collected(&self) -> Collected {
+            pub(crate) fn collected(&self) -> Collected {
                 match self {
                     $( Field::$variant { .. } => Collected::$collected, )*
                 }
             }
 
             /// What reading the field costs.
-            pub fn read_cost(&self) -> Read {
+            pub(crate) fn read_cost(&self) -> Read {
                 match self {
                     $( Field::$variant { .. } => Read::$cost, )*
                 }
@@ -488,7 +488,7 @@ macro_rules! fields {
 
         impl Event {
             /// Read a field. Never panics; what the event does not know is `Absent`.
-            pub fn field(&self, f: &Field) -> FieldValue<'_> {
+            pub(crate) fn field(&self, f: &Field) -> FieldValue<'_> {
                 use FieldValue::{Absent, Bool, Int};
                 match *f {
                     $( Field::$variant $(($index))? => {
@@ -805,7 +805,7 @@ impl Field {
     /// Parse `name` (without brackets) and its optional `[index]` content.
     /// `evt.arg.flags`, `evt.rawarg.flags` and `evt.arg[flags]` are the
     /// same field.
-    pub fn parse(name: &str, index: Option<&str>) -> Result<Field, FieldError> {
+    pub(crate) fn parse(name: &str, index: Option<&str>) -> Result<Field, FieldError> {
         // Falco's dotted spellings of an argument.
         if let Some(arg) = name
             .strip_prefix("evt.arg.")
@@ -863,13 +863,13 @@ impl Field {
     /// *condition* reads a field that is never filled would silently never
     /// match, so the rules loader refuses it; outputs may still name it and
     /// print `<NA>`.
-    pub fn is_collected(&self) -> bool {
+    pub(crate) fn is_collected(&self) -> bool {
         self.collected() == Collected::Filled
     }
 
     /// Every field name a rule may write, in table order (indexed names
     /// once per index type; `evt.arg.<name>` spellings not included).
-    pub fn names() -> impl Iterator<Item = &'static str> {
+    pub(crate) fn names() -> impl Iterator<Item = &'static str> {
         ENTRIES.iter().flat_map(|e| e.names.iter().copied())
     }
 }
@@ -884,7 +884,7 @@ impl Event {
     }
 
     /// `evt.args`: every present argument as `name=value`, space separated.
-    pub fn render_args(&self) -> String {
+    pub(crate) fn render_args(&self) -> String {
         let mut out = String::new();
         for arg in std::iter::once(&Arg::Res).chain(self.evt.ty.arg_order()) {
             let v = self.arg(*arg);

@@ -16,16 +16,14 @@
 //! `PTRACE_ATTACH`, `evt.res` as `ENOENT`) are stored raw and rendered on
 //! access, so the sensor never formats strings for events no rule reads.
 
-pub mod fields;
-pub mod model;
-pub mod render;
+pub(crate) mod fields;
+pub(crate) mod model;
+pub(crate) mod render;
 
-pub use fields::{
+pub(crate) use fields::{
     Arg, Collected, Depth, Field, FieldError, FieldIndex, FieldKind, FieldValue,
     MAX_ANCESTOR_DEPTH, Read,
 };
-pub use model::{
-    Args, Caps, Container, Event, EventType, Evt, Fd, FdType, HostNames, L4Proto, Mount, Process,
-    Role, User, exe_flags,
-};
-pub use render::FlagNames;
+pub(crate) use model::{Args, Caps, Evt, FdType, HostNames, Mount, User, exe_flags};
+pub use model::{Container, Event, EventType, Fd, L4Proto, Process, Role};
+pub(crate) use render::FlagNames;

@@ -42,13 +42,13 @@ macro_rules! event_types {
 
         impl EventType {
             /// How many types there are.
-            pub const COUNT: usize = [$($name),*].len();
+            pub(crate) const COUNT: usize = [$($name),*].len();
 
             /// Every type, in [`EventType::index`] order.
-            pub const ALL: [EventType; Self::COUNT] = [$(EventType::$variant),*];
+            pub(crate) const ALL: [EventType; Self::COUNT] = [$(EventType::$variant),*];
 
             /// Falco's name for it (`openat`, `init_module`, ...).
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $( EventType::$variant => $name, )*
                 }
@@ -56,14 +56,14 @@ macro_rules! event_types {
 
             /// The names of this type's arguments, in Falco's order (for
             /// `evt.arg[N]` and `evt.args`).
-            pub fn arg_order(self) -> &'static [Arg] {
+            pub(crate) fn arg_order(self) -> &'static [Arg] {
                 match self {
                     $( EventType::$variant => &[$(Arg::$arg),*], )*
                 }
             }
 
             /// How `evt.arg.flags` prints on this type.
-            pub fn flag_names(self) -> FlagNames {
+            pub(crate) fn flag_names(self) -> FlagNames {
                 use FlagNames::*;
                 match self {
                     $( EventType::$variant => $flags, )*
@@ -137,18 +137,18 @@ event_types! {
 
 impl EventType {
     /// Dense index, for per-type tables (rule indexes, counters).
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
-    pub fn is_open(self) -> bool {
+    pub(crate) fn is_open(self) -> bool {
         matches!(
             self,
             EventType::Open | EventType::Openat | EventType::Openat2 | EventType::Creat
         )
     }
 
-    pub fn is_exec(self) -> bool {
+    pub(crate) fn is_exec(self) -> bool {
         matches!(self, EventType::Execve | EventType::Execveat)
     }
 }
@@ -174,7 +174,7 @@ impl FromStr for EventType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evt {
     #[serde(rename = "type")]
-    pub ty: EventType,
+    pub(crate) ty: EventType,
     /// Nanoseconds since the Unix epoch.
     pub time: u64,
     /// The sensor's running event number (`evt.num`).
@@ -198,117 +198,117 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flags: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<u32>,
+    pub(crate) mode: Option<u32>,
     /// execve's path argument as the caller gave it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub filename: Option<String>,
+    pub(crate) filename: Option<String>,
     /// open: the path as given; memfd_create: the memfd's name; modules: the module name when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// unlink/unlinkat target.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub oldpath: Option<String>,
+    pub(crate) oldpath: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub newpath: Option<String>,
+    pub(crate) newpath: Option<String>,
     /// symlink: what the link points to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
     /// symlink: where the link is created.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub linkpath: Option<String>,
+    pub(crate) linkpath: Option<String>,
     /// `evt.arg.path_truncated`: a resolved path argument (`filename` of
     /// chmod, `path`, `oldpath`, `newpath`, `linkpath`) is known only in
     /// part, as for `Fd::name_truncated`; rules treat them as partial.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub path_truncated: bool,
+    pub(crate) path_truncated: bool,
     /// ptrace request number.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request: Option<u64>,
+    pub(crate) request: Option<u64>,
     /// ptrace target pid.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i64>,
+    pub(crate) pid: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub uid: Option<u32>,
+    pub(crate) uid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gid: Option<u32>,
+    pub(crate) gid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ruid: Option<u32>,
+    pub(crate) ruid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub euid: Option<u32>,
+    pub(crate) euid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub suid: Option<u32>,
+    pub(crate) suid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rgid: Option<u32>,
+    pub(crate) rgid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub egid: Option<u32>,
+    pub(crate) egid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sgid: Option<u32>,
+    pub(crate) sgid: Option<u32>,
     /// finit_module's fd.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fd: Option<i64>,
+    pub(crate) fd: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub oldfd: Option<i64>,
+    pub(crate) oldfd: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub newfd: Option<i64>,
+    pub(crate) newfd: Option<i64>,
     /// socket: address family (`AF_*`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<u32>,
+    pub(crate) domain: Option<u32>,
     /// socket: type (`SOCK_*`), without the NONBLOCK/CLOEXEC bits.
     #[serde(skip_serializing_if = "Option::is_none", rename = "type")]
-    pub sock_type: Option<u32>,
+    pub(crate) sock_type: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proto: Option<u32>,
+    pub(crate) proto: Option<u32>,
     /// mount: source device.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dev: Option<String>,
+    pub(crate) dev: Option<String>,
     /// mount: mount point.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dir: Option<String>,
+    pub(crate) dir: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fstype: Option<String>,
+    pub(crate) fstype: Option<String>,
     /// procexit: exit code (or 128 + signal when killed).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<i64>,
+    pub(crate) status: Option<i64>,
     /// fchmodat, mkdirat: the directory fd a relative path starts from.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dirfd: Option<i64>,
+    pub(crate) dirfd: Option<i64>,
     /// setns: the namespace type asked for (`CLONE_NEW*`, 0 = any).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub nstype: Option<u64>,
+    pub(crate) nstype: Option<u64>,
     /// bpf: the command (`BPF_PROG_LOAD`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cmd: Option<u32>,
+    pub(crate) cmd: Option<u32>,
     /// prctl: the option (`PR_SET_NAME`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub option: Option<u32>,
+    pub(crate) option: Option<u32>,
     /// prctl: the second argument as a string (the name for PR_SET_NAME).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub arg2_str: Option<String>,
+    pub(crate) arg2_str: Option<String>,
     /// prctl: the second argument as an integer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub arg2_int: Option<i64>,
+    pub(crate) arg2_int: Option<i64>,
     /// setpgid: the process group asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pgid: Option<i64>,
+    pub(crate) pgid: Option<i64>,
     /// listen: the backlog asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub backlog: Option<i64>,
+    pub(crate) backlog: Option<i64>,
 }
 
 impl Args {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == Args::default()
     }
 }
 
 /// `evt.arg.flags` bits on execve/execveat, as Falco defines them.
-pub mod exe_flags {
-    pub const EXE_WRITABLE: u64 = 1;
-    pub const EXE_UPPER_LAYER: u64 = 2;
-    pub const EXE_FROM_MEMFD: u64 = 4;
-    pub const EXE_LOWER_LAYER: u64 = 8;
+pub(crate) mod exe_flags {
+    pub(crate) const EXE_WRITABLE: u64 = 1;
+    pub(crate) const EXE_UPPER_LAYER: u64 = 2;
+    pub(crate) const EXE_FROM_MEMFD: u64 = 4;
+    pub(crate) const EXE_LOWER_LAYER: u64 = 8;
 }
 
 /// A process as the sensor's process table knows it. Shared (`Arc`) between
@@ -316,57 +316,57 @@ pub mod exe_flags {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Process {
-    pub pid: u32,
-    pub ppid: u32,
+    pub(crate) pid: u32,
+    pub(crate) ppid: u32,
     /// Session id (`proc.sid`); 0 when unknown.
-    pub sid: u32,
+    pub(crate) sid: u32,
     /// `proc.name`: the command name (comm, at most 15 bytes in the kernel).
-    pub name: String,
+    pub(crate) name: String,
     /// `proc.exe`: argv[0] as the process was started.
-    pub exe: String,
+    pub(crate) exe: String,
     /// `proc.exepath`: full path of the executable.
-    pub exepath: String,
+    pub(crate) exepath: String,
     /// `proc.exepath_truncated`: `exepath` is not the whole path, only
     /// its last components (the kernel walks at most 32 levels up) or
     /// nothing (it could not be read); rules treat it as partial.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub exepath_truncated: bool,
+    pub(crate) exepath_truncated: bool,
     /// `proc.args`: argv[1..].
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// `proc.cmdline`: `name` then the args, space separated. Filled by
     /// [`Process::finish`] when empty.
-    pub cmdline: String,
-    pub cwd: Option<String>,
+    pub(crate) cmdline: String,
+    pub(crate) cwd: Option<String>,
     /// `proc.cwd_truncated`: `cwd` is not the whole path (as for
     /// `exepath_truncated`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub cwd_truncated: bool,
+    pub(crate) cwd_truncated: bool,
     /// Controlling terminal device number; 0 = none.
     pub tty: u32,
     /// Start time, nanoseconds since the Unix epoch (0 when unknown).
     pub start_time: u64,
-    pub exe_upper_layer: Option<bool>,
-    pub exe_from_memfd: Option<bool>,
+    pub(crate) exe_upper_layer: Option<bool>,
+    pub(crate) exe_from_memfd: Option<bool>,
     /// Effective capability mask, when the sensor reads it.
-    pub cap_effective: Option<u64>,
+    pub(crate) cap_effective: Option<u64>,
     /// Permitted and inheritable capability masks, when known.
-    pub cap_permitted: Option<u64>,
-    pub cap_inheritable: Option<u64>,
+    pub(crate) cap_permitted: Option<u64>,
+    pub(crate) cap_inheritable: Option<u64>,
     /// Pid and process group in the process's own pid namespace
     /// (`proc.vpid`, `proc.vpgid`); 0 when unknown (and vpgid 0 when the
     /// group's leader is outside that namespace).
-    pub vpid: u32,
-    pub vpgid: u32,
+    pub(crate) vpid: u32,
+    pub(crate) vpgid: u32,
     /// Process group as the host sees it; 0 when unknown.
-    pub pgid: u32,
+    pub(crate) pgid: u32,
     /// `proc.env`: the environment at exec, `NAME=value` entries joined
     /// by spaces (as Falco prints it), cut at 4 KiB. Shared by the
     /// processes that inherited it.
-    pub env: Option<Arc<str>>,
+    pub(crate) env: Option<Arc<str>>,
     /// The executable's inode number, ctime and mtime (ns since the Unix epoch).
-    pub exe_ino: Option<u64>,
-    pub exe_ino_ctime: Option<u64>,
-    pub exe_ino_mtime: Option<u64>,
+    pub(crate) exe_ino: Option<u64>,
+    pub(crate) exe_ino_ctime: Option<u64>,
+    pub(crate) exe_ino_mtime: Option<u64>,
 }
 
 impl Process {
@@ -389,7 +389,7 @@ impl Process {
     }
 
     /// Derive `cmdline` from `name` and `args` if it is empty.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if self.cmdline.is_empty() {
             self.cmdline = std::iter::once(self.name.as_str())
                 .chain(self.args.iter().map(String::as_str))
@@ -399,7 +399,7 @@ impl Process {
     }
 
     /// `proc.args`: the arguments joined with spaces.
-    pub fn args_str(&self) -> Cow<'_, str> {
+    pub(crate) fn args_str(&self) -> Cow<'_, str> {
         match self.cmdline.strip_prefix(self.name.as_str()) {
             Some(rest) if !self.cmdline.is_empty() => {
                 Cow::Borrowed(rest.strip_prefix(' ').unwrap_or(rest))
@@ -412,20 +412,20 @@ impl Process {
 /// Who did it (`user.*`, `group.*`): the credentials at the time of the event.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct User {
-    pub uid: u32,
-    pub gid: u32,
+pub(crate) struct User {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
     /// Audit login uid; `None` when unset (the kernel's `(uid_t)-1`).
-    pub loginuid: Option<u32>,
-    pub name: Option<Arc<str>>,
-    pub group: Option<Arc<str>>,
-    pub loginname: Option<Arc<str>>,
+    pub(crate) loginuid: Option<u32>,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) group: Option<Arc<str>>,
+    pub(crate) loginname: Option<Arc<str>>,
 }
 
 /// `fd.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FdType {
+pub(crate) enum FdType {
     File,
     Directory,
     Ipv4,
@@ -438,7 +438,7 @@ pub enum FdType {
 }
 
 impl FdType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FdType::File => "file",
             FdType::Directory => "directory",
@@ -453,7 +453,7 @@ impl FdType {
     }
 
     /// `fd.typechar`, as Falco spells it.
-    pub fn typechar(self) -> &'static str {
+    pub(crate) fn typechar(self) -> &'static str {
         match self {
             FdType::File => "f",
             FdType::Directory => "d",
@@ -467,7 +467,7 @@ impl FdType {
         }
     }
 
-    pub fn is_ip(self) -> bool {
+    pub(crate) fn is_ip(self) -> bool {
         matches!(self, FdType::Ipv4 | FdType::Ipv6)
     }
 }
@@ -492,7 +492,7 @@ pub enum L4Proto {
 }
 
 impl L4Proto {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             L4Proto::Tcp => "tcp",
             L4Proto::Udp => "udp",
@@ -506,46 +506,46 @@ impl L4Proto {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fd {
     /// `fd.num`: the fd number; -1 when the call failed.
-    pub num: i64,
+    pub(crate) num: i64,
     #[serde(rename = "type")]
-    pub ty: FdType,
+    pub(crate) ty: FdType,
     /// `fd.name`: the path for files; `cip:cport->sip:sport` for IP sockets;
     /// the path for unix sockets.
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local: Option<SocketAddr>,
+    pub(crate) local: Option<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote: Option<SocketAddr>,
+    pub(crate) remote: Option<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<Role>,
+    pub(crate) role: Option<Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub l4proto: Option<L4Proto>,
+    pub(crate) l4proto: Option<L4Proto>,
     /// `fd.connected`: the socket is connected (a connected UDP socket
     /// too), as the kernel said at the event; unknown for files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connected: Option<bool>,
+    pub(crate) connected: Option<bool>,
     /// `fd.name_changed`: this event gave the fd a new name (a datagram to
     /// or from a peer other than the last one).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub name_changed: bool,
+    pub(crate) name_changed: bool,
     /// `fd.name_truncated`: `name` is a path the sensor could not read in
     /// full: only its last components (a path deeper than the kernel's
     /// walk), its start (cut at PATH_MAX), or a relative path whose
     /// starting directory could not be read. Rules treat it as partial.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub name_truncated: bool,
+    pub(crate) name_truncated: bool,
     /// The host names the node resolved to the remote address (DNS answers
     /// the sensor saw; `fd.rip.name`, and `fd.sip.name` or `fd.cip.name` by
     /// role), most recent first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_names: Option<HostNames>,
+    pub(crate) remote_names: Option<HostNames>,
     /// The same for the local address (`fd.lip.name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_names: Option<HostNames>,
+    pub(crate) local_names: Option<HostNames>,
 }
 
 /// Host names of one address, shared by every event that names it.
-pub type HostNames = Arc<[Arc<str>]>;
+pub(crate) type HostNames = Arc<[Arc<str>]>;
 
 impl Fd {
     pub fn file(num: i64, path: &str) -> Self {
@@ -634,8 +634,8 @@ impl Fd {
 /// A bind mount of a container (from its runtime bundle).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mount {
-    pub source: String,
-    pub dest: String,
+    pub(crate) source: String,
+    pub(crate) dest: String,
 }
 
 /// The container a process runs in (`container.*`, `k8s.*`). Host processes
@@ -661,7 +661,7 @@ pub struct Container {
 }
 
 impl Container {
-    pub const HOST_ID: &'static str = "host";
+    pub(crate) const HOST_ID: &'static str = "host";
 
     pub fn host() -> Arc<Container> {
         Arc::new(Container {
@@ -670,7 +670,7 @@ impl Container {
         })
     }
 
-    pub fn is_host(&self) -> bool {
+    pub(crate) fn is_host(&self) -> bool {
         self.id == Self::HOST_ID
     }
 }
@@ -679,7 +679,7 @@ impl Container {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub evt: Evt,
-    pub proc: Arc<Process>,
+    pub(crate) proc: Arc<Process>,
     /// Parent first, then grandparent, ... as far as the process table knows.
     #[serde(
         default,
@@ -688,10 +688,10 @@ pub struct Event {
     )]
     pub ancestors: Vec<Arc<Process>>,
     #[serde(default)]
-    pub user: User,
+    pub(crate) user: User,
     /// Thread id of the caller (`thread.tid`); equals `proc.pid` for the main thread.
     #[serde(default)]
-    pub tid: u32,
+    pub(crate) tid: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<Fd>,
     #[serde(default = "Container::host")]
@@ -700,15 +700,15 @@ pub struct Event {
     /// the sensor reads them then (setns, unshare); otherwise the
     /// process's as of its exec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caps: Option<Caps>,
+    pub(crate) caps: Option<Caps>,
 }
 
 /// Capability masks (`thread.cap_*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Caps {
-    pub effective: u64,
-    pub permitted: u64,
-    pub inheritable: u64,
+pub(crate) struct Caps {
+    pub(crate) effective: u64,
+    pub(crate) permitted: u64,
+    pub(crate) inheritable: u64,
 }
 
 /// Ancestors in an event's JSON, without their environments: rules read
@@ -748,7 +748,7 @@ impl Event {
     }
 
     /// The `n`th ancestor: 0 is the process itself, 1 its parent, ...
-    pub fn ancestor(&self, n: usize) -> Option<&Process> {
+    pub(crate) fn ancestor(&self, n: usize) -> Option<&Process> {
         if n == 0 {
             Some(&self.proc)
         } else {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use super::model::{EventType, exe_flags};
 
 /// `evt.res`: `SUCCESS` for results >= 0, the errno name otherwise.
-pub fn render_res(res: i64) -> Cow<'static, str> {
+pub(crate) fn render_res(res: i64) -> Cow<'static, str> {
     if res >= 0 {
         return Cow::Borrowed("SUCCESS");
     }
@@ -70,7 +70,7 @@ const OPEN_FLAGS: &[(u64, &str)] = &[
 /// How `evt.arg.flags` prints on an event type (a column of the event-type
 /// table in [`super::model`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlagNames {
+pub(crate) enum FlagNames {
     /// No names: the number, in decimal.
     Numeric,
     /// Open flags: the access mode (`O_RDONLY`, ...) then the other bits.
@@ -81,14 +81,14 @@ pub enum FlagNames {
 }
 
 /// `evt.arg.flags` on execve/execveat.
-pub const EXEC_FLAGS: &[(u64, &str)] = &[
+pub(crate) const EXEC_FLAGS: &[(u64, &str)] = &[
     (exe_flags::EXE_WRITABLE, "EXE_WRITABLE"),
     (exe_flags::EXE_UPPER_LAYER, "EXE_UPPER_LAYER"),
     (exe_flags::EXE_FROM_MEMFD, "EXE_FROM_MEMFD"),
     (exe_flags::EXE_LOWER_LAYER, "EXE_LOWER_LAYER"),
 ];
 
-pub const MEMFD_FLAGS: &[(u64, &str)] = &[
+pub(crate) const MEMFD_FLAGS: &[(u64, &str)] = &[
     (1, "MFD_CLOEXEC"),
     (2, "MFD_ALLOW_SEALING"),
     (4, "MFD_HUGETLB"),
@@ -96,19 +96,19 @@ pub const MEMFD_FLAGS: &[(u64, &str)] = &[
     (0x10, "MFD_EXEC"),
 ];
 
-pub const RENAMEAT2_FLAGS: &[(u64, &str)] = &[
+pub(crate) const RENAMEAT2_FLAGS: &[(u64, &str)] = &[
     (1, "RENAME_NOREPLACE"),
     (2, "RENAME_EXCHANGE"),
     (4, "RENAME_WHITEOUT"),
 ];
 
-pub const UNLINKAT_FLAGS: &[(u64, &str)] = &[(libc::AT_REMOVEDIR as u64, "AT_REMOVEDIR")];
+pub(crate) const UNLINKAT_FLAGS: &[(u64, &str)] = &[(libc::AT_REMOVEDIR as u64, "AT_REMOVEDIR")];
 
-pub const DUP3_FLAGS: &[(u64, &str)] = &[(libc::O_CLOEXEC as u64, "O_CLOEXEC")];
+pub(crate) const DUP3_FLAGS: &[(u64, &str)] = &[(libc::O_CLOEXEC as u64, "O_CLOEXEC")];
 
 // `as u64`: the MS_* constants are `c_ulong`, 32 bits on 32-bit ARM.
 #[allow(clippy::unnecessary_cast)]
-pub const MOUNT_FLAGS: &[(u64, &str)] = &[
+pub(crate) const MOUNT_FLAGS: &[(u64, &str)] = &[
     (libc::MS_RDONLY as u64, "MS_RDONLY"),
     (libc::MS_NOSUID as u64, "MS_NOSUID"),
     (libc::MS_NODEV as u64, "MS_NODEV"),
@@ -121,12 +121,12 @@ pub const MOUNT_FLAGS: &[(u64, &str)] = &[
     (libc::MS_SHARED as u64, "MS_SHARED"),
 ];
 
-pub const FCHMODAT_FLAGS: &[(u64, &str)] = &[
+pub(crate) const FCHMODAT_FLAGS: &[(u64, &str)] = &[
     (libc::AT_SYMLINK_NOFOLLOW as u64, "AT_SYMLINK_NOFOLLOW"),
     (libc::AT_EMPTY_PATH as u64, "AT_EMPTY_PATH"),
 ];
 
-pub const USERFAULTFD_FLAGS: &[(u64, &str)] = &[
+pub(crate) const USERFAULTFD_FLAGS: &[(u64, &str)] = &[
     (1, "UFFD_USER_MODE_ONLY"),
     (libc::O_NONBLOCK as u64, "O_NONBLOCK"),
     (libc::O_CLOEXEC as u64, "O_CLOEXEC"),
@@ -150,7 +150,7 @@ const CHMOD_MODE: &[(u64, &str)] = &[
 
 /// `evt.arg.mode`: chmod's mode by Falco's bit names (`S_ISUID|...`),
 /// open's and mkdir's in octal.
-pub fn render_mode(ty: EventType, mode: u32) -> String {
+pub(crate) fn render_mode(ty: EventType, mode: u32) -> String {
     match ty {
         EventType::Chmod | EventType::Fchmod | EventType::Fchmodat => {
             render_bits(u64::from(mode), CHMOD_MODE)
@@ -160,7 +160,7 @@ pub fn render_mode(ty: EventType, mode: u32) -> String {
 }
 
 /// bpf() commands by name, the number for the rest.
-pub fn bpf_cmd_name(cmd: u32) -> Cow<'static, str> {
+pub(crate) fn bpf_cmd_name(cmd: u32) -> Cow<'static, str> {
     const NAMES: [&str; 37] = [
         "BPF_MAP_CREATE",
         "BPF_MAP_LOOKUP_ELEM",
@@ -207,7 +207,7 @@ pub fn bpf_cmd_name(cmd: u32) -> Cow<'static, str> {
 }
 
 /// prctl() options by name (those the sensor reports), the number for the rest.
-pub fn prctl_option_name(option: u32) -> Cow<'static, str> {
+pub(crate) fn prctl_option_name(option: u32) -> Cow<'static, str> {
     Cow::Borrowed(match option {
         4 => "PR_SET_DUMPABLE",
         8 => "PR_SET_KEEPCAPS",
@@ -225,12 +225,12 @@ pub fn prctl_option_name(option: u32) -> Cow<'static, str> {
 }
 
 /// setns's namespace type (`CLONE_NEW*`).
-pub fn render_nstype(nstype: u64) -> String {
+pub(crate) fn render_nstype(nstype: u64) -> String {
     render_bits(nstype, CLONE_FLAGS)
 }
 
 /// clone/clone3/fork/vfork.
-pub const CLONE_FLAGS: &[(u64, &str)] = &[
+pub(crate) const CLONE_FLAGS: &[(u64, &str)] = &[
     (libc::CLONE_VM as u64, "CLONE_VM"),
     (libc::CLONE_FS as u64, "CLONE_FS"),
     (libc::CLONE_FILES as u64, "CLONE_FILES"),
@@ -250,7 +250,7 @@ pub const CLONE_FLAGS: &[(u64, &str)] = &[
 ];
 
 /// `evt.arg.flags` as Falco prints it on an event of type `ty`.
-pub fn render_flags(ty: EventType, flags: u64) -> Cow<'static, str> {
+pub(crate) fn render_flags(ty: EventType, flags: u64) -> Cow<'static, str> {
     let s = match ty.flag_names() {
         FlagNames::Numeric => format!("{flags}"),
         FlagNames::Open => {
@@ -272,7 +272,7 @@ pub fn render_flags(ty: EventType, flags: u64) -> Cow<'static, str> {
 }
 
 /// Falco's names for ptrace requests.
-pub fn ptrace_request_name(r: u64) -> &'static str {
+pub(crate) fn ptrace_request_name(r: u64) -> &'static str {
     match r {
         0 => "PTRACE_TRACEME",
         1 => "PTRACE_PEEKTEXT",
@@ -305,7 +305,7 @@ pub fn ptrace_request_name(r: u64) -> &'static str {
 }
 
 /// Falco's names for socket families.
-pub fn af_name(family: u32) -> &'static str {
+pub(crate) fn af_name(family: u32) -> &'static str {
     match family as i32 {
         libc::AF_UNSPEC => "AF_UNSPEC",
         libc::AF_UNIX => "AF_UNIX",
@@ -321,7 +321,7 @@ pub fn af_name(family: u32) -> &'static str {
 }
 
 /// Falco's names for socket types.
-pub fn sock_type_name(t: u32) -> &'static str {
+pub(crate) fn sock_type_name(t: u32) -> &'static str {
     match t as i32 {
         libc::SOCK_STREAM => "SOCK_STREAM",
         libc::SOCK_DGRAM => "SOCK_DGRAM",
@@ -378,7 +378,7 @@ const CAPS: [&str; 41] = [
 ];
 
 /// A capability mask as Falco prints it: names, space separated.
-pub fn render_caps(mask: u64) -> String {
+pub(crate) fn render_caps(mask: u64) -> String {
     CAPS.iter()
         .enumerate()
         .filter(|(i, _)| mask & (1u64 << i) != 0)

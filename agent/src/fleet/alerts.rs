@@ -27,18 +27,18 @@ const QUIET: Duration = Duration::from_secs(2);
 const SEEN: usize = 100_000;
 
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub node: Option<String>,
+pub(crate) struct Filter {
+    pub(crate) node: Option<String>,
     /// At or above this priority.
-    pub priority: Option<Priority>,
+    pub(crate) priority: Option<Priority>,
     /// Not older than this.
-    pub since: Option<Duration>,
-    pub json: bool,
+    pub(crate) since: Option<Duration>,
+    pub(crate) json: bool,
 }
 
 impl Filter {
     /// Whether `alert` (a record from `node`) passes.
-    pub fn matches(&self, node: &str, alert: &Value, now: SystemTime) -> bool {
+    pub(crate) fn matches(&self, node: &str, alert: &Value, now: SystemTime) -> bool {
         if self.node.as_deref().is_some_and(|n| n != node) {
             return false;
         }
@@ -61,21 +61,21 @@ impl Filter {
 }
 
 /// One line for a person: the node, then Falco's output line.
-pub fn line(node: &str, alert: &Value) -> String {
+pub(crate) fn line(node: &str, alert: &Value) -> String {
     let output = alert["output"].as_str().unwrap_or("(no output)");
     format!("{node}: {output}")
 }
 
 /// (node, seq) already printed, the oldest forgotten first.
 #[derive(Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     set: HashSet<(String, u64)>,
     order: VecDeque<(String, u64)>,
 }
 
 impl Seen {
     /// True the first time.
-    pub fn first(&mut self, node: &str, seq: u64) -> bool {
+    pub(crate) fn first(&mut self, node: &str, seq: u64) -> bool {
         let key = (node.to_string(), seq);
         if !self.set.insert(key.clone()) {
             return false;
@@ -103,7 +103,7 @@ fn tail_client_id(config: &AgentConfig) -> String {
 }
 
 /// Run the tail; returns how many alerts were printed.
-pub async fn tail(ops: &Ops, filter: &Filter, follow: bool) -> anyhow::Result<u64> {
+pub(crate) async fn tail(ops: &Ops, filter: &Filter, follow: bool) -> anyhow::Result<u64> {
     let config = &ops.config;
     let options = ConnectOptions {
         client_id: tail_client_id(config),

@@ -60,7 +60,7 @@ pub const SCHEMA: u64 = 1;
 
 /// At most this many rule files in one bundle (a fleet's rule set is a
 /// handful of files; more is a mistake or an attack).
-pub const MAX_RULE_FILES: usize = 64;
+pub(crate) const MAX_RULE_FILES: usize = 64;
 
 /// A rule file name's longest length (one path component).
 const MAX_RULE_NAME: usize = 100;
@@ -75,7 +75,7 @@ pub enum Target {
 
 impl Target {
     /// The retained topic the bundle for this layer lives on.
-    pub fn topic(&self, fleet: &str) -> String {
+    pub(crate) fn topic(&self, fleet: &str) -> String {
         match self {
             Target::Fleet => format!("edge/{fleet}/all/config"),
             Target::Group(g) => format!("edge/{fleet}/group/{g}/config"),
@@ -85,7 +85,7 @@ impl Target {
 
     /// The fleet and layer of a config topic (the inverse of
     /// [`Target::topic`]).
-    pub fn from_topic(topic: &str) -> Option<(&str, Target)> {
+    pub(crate) fn from_topic(topic: &str) -> Option<(&str, Target)> {
         let rest = topic.strip_prefix("edge/")?.strip_suffix("/config")?;
         let (fleet, layer) = rest.split_once('/')?;
         let target = match layer.split_once('/') {
@@ -152,11 +152,11 @@ impl<'de> Deserialize<'de> for Target {
 /// The signed envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Envelope {
-    pub schema: u64,
-    pub key_id: String,
-    pub signature: String,
-    pub payload: String,
+pub(crate) struct Envelope {
+    pub(crate) schema: u64,
+    pub(crate) key_id: String,
+    pub(crate) signature: String,
+    pub(crate) payload: String,
 }
 
 /// What a bundle says (the signed part).
@@ -179,7 +179,7 @@ pub struct Payload {
 impl Payload {
     /// When it expires, if it does (an unparsable time is refused by
     /// [`check_payload`] before anyone asks).
-    pub fn expires(&self) -> Option<SystemTime> {
+    pub(crate) fn expires(&self) -> Option<SystemTime> {
         self.expires_at
             .as_deref()
             .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
@@ -189,7 +189,7 @@ impl Payload {
 /// Why a bundle is refused before its content is looked at. Each names
 /// what to fix; [`Refusal::code`] is stable (logs, status).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("the bundle is {bytes} bytes, over fleet.max_bundle_bytes ({max})")]
     Oversized { bytes: usize, max: usize },
     #[error("not a bundle: {0}")]
@@ -227,7 +227,7 @@ fn render_problems(problems: &[Problem]) -> String {
 }
 
 impl Refusal {
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Refusal::Oversized { .. } => "oversized",
             Refusal::Malformed(_) => "malformed",
@@ -242,7 +242,7 @@ impl Refusal {
     }
 
     /// The reasons, one per problem (for the result's `reasons`).
-    pub fn reasons(&self) -> Vec<String> {
+    pub(crate) fn reasons(&self) -> Vec<String> {
         match self {
             Refusal::Content(problems) => problems.iter().map(ToString::to_string).collect(),
             other => vec![other.to_string()],
@@ -253,11 +253,11 @@ impl Refusal {
 /// A bundle whose signature checked out against a trusted key, for the
 /// layer it arrived on, not expired.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    pub payload: Payload,
-    pub key_id: KeyId,
+pub(crate) struct Verified {
+    pub(crate) payload: Payload,
+    pub(crate) key_id: KeyId,
     /// SHA-256 of the envelope as received, lowercase hex.
-    pub sha256: String,
+    pub(crate) sha256: String,
 }
 
 /// Lowercase hex SHA-256.
@@ -273,7 +273,7 @@ pub fn seal(payload: &Payload, key: &SigningKey) -> Vec<u8> {
 }
 
 /// Sign exactly `payload` (any bytes) into an envelope.
-pub fn seal_bytes(payload: &[u8], key: &SigningKey) -> Vec<u8> {
+pub(crate) fn seal_bytes(payload: &[u8], key: &SigningKey) -> Vec<u8> {
     let envelope = Envelope {
         schema: SCHEMA,
         key_id: key.public().id().to_string(),
@@ -287,7 +287,7 @@ pub fn seal_bytes(payload: &[u8], key: &SigningKey) -> Vec<u8> {
 
 /// Read an envelope and its payload without checking the signature (what
 /// `fleet publish` needs to find the topic).
-pub fn peek(bytes: &[u8]) -> Result<Payload, Refusal> {
+pub(crate) fn peek(bytes: &[u8]) -> Result<Payload, Refusal> {
     let envelope = envelope(bytes)?;
     let payload = decode(&envelope.payload, "payload")?;
     parse_payload(&payload)
@@ -299,7 +299,7 @@ pub fn peek(bytes: &[u8]) -> Result<Payload, Refusal> {
 /// this layer; whether it may be accepted is [`accept`]'s question, asked
 /// after the receiver has compared its version with the one in force (an
 /// expired copy of the version in force is no news, not a refusal).
-pub fn open(
+pub(crate) fn open(
     bytes: &[u8],
     fleet: &str,
     layer: &Target,
@@ -347,7 +347,7 @@ pub fn open(
 /// rules ([`check_payload`]) and, when `now` is given, its expiry. A bundle
 /// the node already holds is checked without `now`: expiry bounds when a
 /// bundle may be accepted, not how long it stays in force.
-pub fn accept(v: &Verified, now: Option<SystemTime>) -> Result<(), Refusal> {
+pub(crate) fn accept(v: &Verified, now: Option<SystemTime>) -> Result<(), Refusal> {
     let problems = check_payload(&v.payload);
     if !problems.is_empty() {
         return Err(Refusal::Content(problems));
@@ -407,7 +407,7 @@ fn parse_payload(bytes: &[u8]) -> Result<Payload, Refusal> {
 
 /// What a payload must satisfy on its own: a version, times that parse,
 /// rule file names that are one safe path component.
-pub fn check_payload(p: &Payload) -> Vec<Problem> {
+pub(crate) fn check_payload(p: &Payload) -> Vec<Problem> {
     let mut problems = Vec::new();
     if p.version == 0 {
         problems.push(Problem::new("version", "must be 1 or more"));
@@ -445,7 +445,7 @@ pub fn check_payload(p: &Payload) -> Vec<Problem> {
 
 /// A rule file name becomes a file under the state directory: one path
 /// component of safe characters, ending in `.yaml` or `.yml`.
-pub fn check_rule_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_rule_name(name: &str) -> Result<(), String> {
     let safe = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));

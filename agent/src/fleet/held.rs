@@ -15,7 +15,7 @@ use crate::config::AgentConfig;
 
 /// The node's layers, lowest precedence first: the fleet, each of its
 /// groups in `node.groups` order, then the node itself.
-pub fn node_layers(config: &AgentConfig) -> Vec<Target> {
+pub(crate) fn node_layers(config: &AgentConfig) -> Vec<Target> {
     let mut v = vec![Target::Fleet];
     v.extend(config.node.groups.iter().cloned().map(Target::Group));
     v.push(Target::Node(config.node.id.clone()));
@@ -24,7 +24,7 @@ pub fn node_layers(config: &AgentConfig) -> Vec<Target> {
 
 /// Read every key `fleet.trusted_keys` names. Keys that cannot be read are
 /// left out, each with a sentence saying why.
-pub fn trusted_keys(config: &AgentConfig) -> (Vec<PublicKey>, Vec<String>) {
+pub(crate) fn trusted_keys(config: &AgentConfig) -> (Vec<PublicKey>, Vec<String>) {
     let (files, problems) = config.fleet.key_files();
     let mut notes: Vec<String> = problems.iter().map(ToString::to_string).collect();
     let mut keys = Vec::new();
@@ -43,7 +43,7 @@ pub fn trusted_keys(config: &AgentConfig) -> (Vec<PublicKey>, Vec<String>) {
 
 /// Read back one held bundle as a layer. `None` with a reason when it can
 /// no longer be used (its file is gone, its key is no longer trusted).
-pub fn read_layer(
+pub(crate) fn read_layer(
     dir: &Dir,
     config: &AgentConfig,
     target: &Target,
@@ -80,7 +80,7 @@ pub fn read_layer(
 
 /// The layers in force per `state` (each layer's `good` bundle), in
 /// precedence order, with a sentence for each one that had to be left out.
-pub fn good_layers(
+pub(crate) fn good_layers(
     dir: &Dir,
     config: &AgentConfig,
     state: &FleetState,
@@ -107,18 +107,18 @@ pub fn good_layers(
 /// The effective config a node starts with, and what `config show
 /// --effective` prints: the local file plus the layers that passed their
 /// trial. Fleet config off (no trusted keys): the local file alone.
-pub struct Start {
-    pub effective: Effective,
-    pub layers: Vec<Layer>,
+pub(crate) struct Start {
+    pub(crate) effective: Effective,
+    pub(crate) layers: Vec<Layer>,
     /// Layers left out, and why (logged, and shown in status).
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// Compute [`Start`] from the local file's text and the fleet state (as
 /// loaded from the state directory). A local file that is itself invalid
 /// is an error; layers that no longer merge into a valid config are left
 /// out (all of them) with the reason.
-pub fn start(
+pub(crate) fn start(
     local_text: &str,
     local_path: &Path,
     local: &AgentConfig,
@@ -166,7 +166,7 @@ pub fn start(
 /// The fleet summary a client can read without the daemon: the versions
 /// that passed their trial, the trial that was running when the agent
 /// stopped, the last results (`status` with the daemon down).
-pub fn summary_from_disk(config: &AgentConfig) -> super::summary::Summary {
+pub(crate) fn summary_from_disk(config: &AgentConfig) -> super::summary::Summary {
     use super::summary::{Summary, TrialSummary};
     let (state, _) = Dir::new(&config.paths.state_dir_for_client()).load_quiet();
     let mut layers = serde_json::Map::new();

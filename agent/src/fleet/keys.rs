@@ -49,8 +49,8 @@ const PKCS8_V1_PREFIX: [u8; 16] = [
 const PKCS8_V2_SEED: std::ops::Range<usize> = 16..48;
 
 /// Length of an Ed25519 public key and of a signature.
-pub const PUBLIC_KEY_LEN: usize = 32;
-pub const SIGNATURE_LEN: usize = 64;
+pub(crate) const PUBLIC_KEY_LEN: usize = 32;
+pub(crate) const SIGNATURE_LEN: usize = 64;
 
 /// Key files are small; anything larger is not a key (and is not read
 /// whole into memory).
@@ -83,11 +83,11 @@ pub enum KeyError {
 
 /// A public key that may verify bundles.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PublicKey {
+pub(crate) struct PublicKey {
     bytes: [u8; PUBLIC_KEY_LEN],
     /// Where it was read from (for status and messages); empty for keys
     /// derived from a private key.
-    pub source: PathBuf,
+    pub(crate) source: PathBuf,
 }
 
 impl fmt::Debug for PublicKey {
@@ -97,12 +97,12 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    pub fn from_bytes(bytes: [u8; PUBLIC_KEY_LEN], source: PathBuf) -> PublicKey {
+    pub(crate) fn from_bytes(bytes: [u8; PUBLIC_KEY_LEN], source: PathBuf) -> PublicKey {
         PublicKey { bytes, source }
     }
 
     /// The key id: 16 hex digits of SHA-256 over the key bytes.
-    pub fn id(&self) -> KeyId {
+    pub(crate) fn id(&self) -> KeyId {
         let d = ring::digest::digest(&ring::digest::SHA256, &self.bytes);
         let mut id = [0u8; 8];
         id.copy_from_slice(&d.as_ref()[..8]);
@@ -110,21 +110,21 @@ impl PublicKey {
     }
 
     /// Whether `signature` is this key's Ed25519 signature of `message`.
-    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         UnparsedPublicKey::new(&ED25519, &self.bytes)
             .verify(message, signature)
             .is_ok()
     }
 
     /// PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
-    pub fn to_pem(&self) -> String {
+    pub(crate) fn to_pem(&self) -> String {
         let mut der = SPKI_PREFIX.to_vec();
         der.extend_from_slice(&self.bytes);
         pem("PUBLIC KEY", &der)
     }
 
     /// Read a public key file in any of the accepted forms.
-    pub fn read(path: &Path) -> Result<PublicKey, KeyError> {
+    pub(crate) fn read(path: &Path) -> Result<PublicKey, KeyError> {
         let bytes = read_small(path)?;
         let bad = |reason: &str| KeyError::BadPublic {
             path: path.to_path_buf(),
@@ -175,7 +175,7 @@ fn decode_text_key(text: &str) -> Option<Vec<u8>> {
 
 /// A key id, as carried in a bundle's envelope.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub [u8; 8]);
+pub(crate) struct KeyId(pub(crate) [u8; 8]);
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -232,7 +232,7 @@ impl SigningKey {
         Ok(SigningKey { pair })
     }
 
-    pub fn public(&self) -> PublicKey {
+    pub(crate) fn public(&self) -> PublicKey {
         let mut bytes = [0u8; PUBLIC_KEY_LEN];
         bytes.copy_from_slice(self.pair.public_key().as_ref());
         PublicKey {
@@ -242,7 +242,7 @@ impl SigningKey {
     }
 
     /// The Ed25519 signature of exactly `message`.
-    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+    pub(crate) fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
         let mut sig = [0u8; SIGNATURE_LEN];
         sig.copy_from_slice(self.pair.sign(message).as_ref());
         sig
@@ -252,9 +252,9 @@ impl SigningKey {
 /// What `keygen` wrote.
 #[derive(Debug)]
 pub struct Generated {
-    pub private: PathBuf,
-    pub public: PathBuf,
-    pub id: KeyId,
+    pub(crate) private: PathBuf,
+    pub(crate) public: PathBuf,
+    pub(crate) id: KeyId,
 }
 
 /// Make a new key pair: `out` (the private key, mode 0600, never

@@ -18,47 +18,47 @@ use crate::config::AgentConfig;
 /// each gets one retained message per (re)subscription; more than this
 /// waiting means a flood, which the uplink counts and drops (the retained
 /// bundles come again with its next subscription).
-pub const INBOX_CAPACITY: usize = 16;
+pub(crate) const INBOX_CAPACITY: usize = 16;
 
 /// A message that arrived on one of the node's config topics.
 #[derive(Debug, Clone)]
-pub struct Incoming {
-    pub topic: String,
-    pub payload: Bytes,
-    pub received: Instant,
+pub(crate) struct Incoming {
+    pub(crate) topic: String,
+    pub(crate) payload: Bytes,
+    pub(crate) received: Instant,
 }
 
 /// How the uplink is doing, for the trial of a new config.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LinkHealth {
-    pub connected: bool,
+pub(crate) struct LinkHealth {
+    pub(crate) connected: bool,
     /// CONNACKs so far.
-    pub connects: u64,
+    pub(crate) connects: u64,
     /// PUBACKs so far (records and state messages).
-    pub acks: u64,
+    pub(crate) acks: u64,
     /// PUBACKs on the current connection.
-    pub acks_this_connection: u64,
+    pub(crate) acks_this_connection: u64,
 }
 
 /// The uplink's end.
 #[derive(Clone)]
 pub struct UplinkSide {
     /// `None`: nothing takes bundles (fleet config off in this process).
-    pub inbox: Option<mpsc::Sender<Incoming>>,
+    pub(crate) inbox: Option<mpsc::Sender<Incoming>>,
     /// What the state message says under `fleet`.
-    pub summary: watch::Receiver<Summary>,
-    pub health: watch::Sender<LinkHealth>,
+    pub(crate) summary: watch::Receiver<Summary>,
+    pub(crate) health: watch::Sender<LinkHealth>,
 }
 
 /// The fleet stage's end.
-pub struct FleetSide {
-    pub inbox: mpsc::Receiver<Incoming>,
-    pub summary: watch::Sender<Summary>,
-    pub health: watch::Receiver<LinkHealth>,
+pub(crate) struct FleetSide {
+    pub(crate) inbox: mpsc::Receiver<Incoming>,
+    pub(crate) summary: watch::Sender<Summary>,
+    pub(crate) health: watch::Receiver<LinkHealth>,
 }
 
 /// A connected pair.
-pub fn pair() -> (UplinkSide, FleetSide) {
+pub(crate) fn pair() -> (UplinkSide, FleetSide) {
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (summary_tx, summary_rx) = watch::channel(Summary::default());
     let (health_tx, health_rx) = watch::channel(LinkHealth::default());
@@ -91,7 +91,7 @@ impl UplinkSide {
 
 /// The topics the uplink subscribes to for `config`: none when fleet
 /// config is off (no trusted keys), else the node's layers.
-pub fn config_topics(config: &AgentConfig) -> Vec<String> {
+pub(crate) fn config_topics(config: &AgentConfig) -> Vec<String> {
     if !config.fleet.enabled() {
         return Vec::new();
     }

@@ -11,16 +11,16 @@
 //! tail). The node's side grows beside them.
 //! Neither side ever rewrites the node's local agent.toml.
 
-pub mod alerts;
-pub mod bridge;
+pub(crate) mod alerts;
+pub(crate) mod bridge;
 pub mod bundle;
-pub mod held;
+pub(crate) mod held;
 pub mod keys;
 pub mod link;
-pub mod ops;
-pub mod overlay;
-pub mod receiver;
-pub mod sources;
-pub mod stage;
-pub mod state;
-pub mod summary;
+pub(crate) mod ops;
+pub(crate) mod overlay;
+pub(crate) mod receiver;
+pub(crate) mod sources;
+pub(crate) mod stage;
+pub(crate) mod state;
+pub(crate) mod summary;

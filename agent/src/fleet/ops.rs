@@ -41,7 +41,7 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
-pub enum OpsError {
+pub(crate) enum OpsError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error(
@@ -71,7 +71,7 @@ pub enum OpsError {
 impl OpsError {
     /// Whether the command should report a bad config (exit 78) rather
     /// than a runtime failure.
-    pub fn is_config(&self) -> bool {
+    pub(crate) fn is_config(&self) -> bool {
         matches!(
             self,
             OpsError::Config(_) | OpsError::NoBroker { .. } | OpsError::Tls { .. }
@@ -81,16 +81,16 @@ impl OpsError {
 
 /// A loaded `ops.toml`.
 #[derive(Debug, Clone)]
-pub struct Ops {
-    pub config: AgentConfig,
-    pub path: PathBuf,
-    pub broker: BrokerAddress,
+pub(crate) struct Ops {
+    pub(crate) config: AgentConfig,
+    pub(crate) path: PathBuf,
+    pub(crate) broker: BrokerAddress,
 }
 
 impl Ops {
     /// Load and validate `ops.toml` (agent.toml's loader and rules) and
     /// check that it names a broker.
-    pub fn load(path: &Path) -> Result<Ops, OpsError> {
+    pub(crate) fn load(path: &Path) -> Result<Ops, OpsError> {
         let loaded = AgentConfig::load(path)?;
         let broker = loaded
             .config
@@ -108,34 +108,34 @@ impl Ops {
     }
 
     /// The fleet this file is about (`[node] fleet`).
-    pub fn fleet(&self) -> &str {
+    pub(crate) fn fleet(&self) -> &str {
         &self.config.node.fleet
     }
 }
 
 /// How an operator connection presents itself.
 #[derive(Debug, Clone)]
-pub struct ConnectOptions {
+pub(crate) struct ConnectOptions {
     /// Unique per connection unless a persistent session is wanted (a
     /// second connection with the same id pushes the first one off).
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// `false`: the broker keeps subscriptions and queues QoS 1 messages
     /// while the client is away (for the bridge).
-    pub clean_session: bool,
+    pub(crate) clean_session: bool,
     /// Acknowledge incoming QoS 1 messages only when the caller says so
     /// (`AsyncClient::ack`), e.g. after they were written elsewhere.
-    pub manual_acks: bool,
+    pub(crate) manual_acks: bool,
     /// The largest packet either way.
-    pub max_packet_bytes: usize,
+    pub(crate) max_packet_bytes: usize,
     /// Requests (publishes, subscribes, acks) queued towards the event
     /// loop before `publish` waits.
-    pub request_capacity: usize,
+    pub(crate) request_capacity: usize,
 }
 
 impl ConnectOptions {
     /// A throw-away session for one command: a client id unique to this
     /// process and moment, clean session, automatic acknowledgements.
-    pub fn one_shot(purpose: &str) -> ConnectOptions {
+    pub(crate) fn one_shot(purpose: &str) -> ConnectOptions {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -151,7 +151,7 @@ impl ConnectOptions {
 
 /// An operator's connection to the fleet's broker. Poll it for events;
 /// publish and subscribe through [`OpsConnection::client`].
-pub struct OpsConnection {
+pub(crate) struct OpsConnection {
     client: AsyncClient,
     eventloop: EventLoop,
     ops: Ops,
@@ -164,7 +164,7 @@ pub struct OpsConnection {
 
 impl OpsConnection {
     /// Set up the client (reads the TLS files) without connecting yet.
-    pub fn new(ops: &Ops, options: ConnectOptions) -> Result<OpsConnection, OpsError> {
+    pub(crate) fn new(ops: &Ops, options: ConnectOptions) -> Result<OpsConnection, OpsError> {
         let transport = if ops.broker.tls {
             let tls = crate::uplink::tls::client_config(&ops.config.uplink).map_err(|source| {
                 OpsError::Tls {
@@ -200,7 +200,10 @@ impl OpsConnection {
 
     /// [`OpsConnection::new`], then wait for the broker's CONNACK. The first
     /// failure is returned (one-shot commands stop on it).
-    pub async fn connect(ops: &Ops, options: ConnectOptions) -> Result<OpsConnection, OpsError> {
+    pub(crate) async fn connect(
+        ops: &Ops,
+        options: ConnectOptions,
+    ) -> Result<OpsConnection, OpsError> {
         let mut c = OpsConnection::new(ops, options)?;
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT + Duration::from_secs(1);
         loop {
@@ -214,15 +217,15 @@ impl OpsConnection {
     }
 
     /// Publish, subscribe, acknowledge.
-    pub fn client(&self) -> &AsyncClient {
+    pub(crate) fn client(&self) -> &AsyncClient {
         &self.client
     }
 
-    pub fn ops(&self) -> &Ops {
+    pub(crate) fn ops(&self) -> &Ops {
         &self.ops
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected
     }
 
@@ -230,7 +233,7 @@ impl OpsConnection {
     /// [`OpsError::Connection`]; the next call then waits the backoff
     /// delay and reconnects, so long-running commands just keep polling
     /// (and subscribe again on a CONNACK without `session_present`).
-    pub async fn poll(&mut self) -> Result<Event, OpsError> {
+    pub(crate) async fn poll(&mut self) -> Result<Event, OpsError> {
         if let Some(delay) = self.retry_in.take() {
             tokio::time::sleep(delay).await;
         }
@@ -253,7 +256,7 @@ impl OpsConnection {
 
     /// Publish one message (QoS 1) and wait for the broker's PUBACK,
     /// handing every other event to `other` meanwhile.
-    pub async fn publish_and_wait(
+    pub(crate) async fn publish_and_wait(
         &mut self,
         topic: &str,
         payload: Vec<u8>,
@@ -281,7 +284,7 @@ impl OpsConnection {
 
     /// Subscribe to `filters` (QoS 1) and wait for the SUBACK, handing
     /// every other event (retained messages may come first) to `other`.
-    pub async fn subscribe_and_wait(
+    pub(crate) async fn subscribe_and_wait(
         &mut self,
         filters: &[String],
         mut other: impl FnMut(Event),
@@ -324,12 +327,12 @@ impl OpsConnection {
 
     /// The client and its event loop, for a caller that drives the loop
     /// itself (its own reconnect policy, its own task).
-    pub fn into_parts(self) -> (AsyncClient, EventLoop) {
+    pub(crate) fn into_parts(self) -> (AsyncClient, EventLoop) {
         (self.client, self.eventloop)
     }
 
     /// Say goodbye (DISCONNECT) and let the event loop write it.
-    pub async fn disconnect(mut self) {
+    pub(crate) async fn disconnect(mut self) {
         if !self.connected {
             return;
         }
@@ -365,12 +368,12 @@ impl OpsConnection {
 
 /// The fleet's topic for `node` and `suffix` (`alerts`, `state`,
 /// `config/result`, ...).
-pub fn topic(fleet: &str, node: &str, suffix: &str) -> String {
+pub(crate) fn topic(fleet: &str, node: &str, suffix: &str) -> String {
     format!("edge/{fleet}/{node}/{suffix}")
 }
 
 /// `(node, suffix)` of a topic `edge/<fleet>/<node>/<suffix>` of `fleet`.
-pub fn parse_topic<'a>(fleet: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
+pub(crate) fn parse_topic<'a>(fleet: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
     let rest = topic
         .strip_prefix("edge/")?
         .strip_prefix(fleet)?

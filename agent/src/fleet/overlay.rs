@@ -34,19 +34,19 @@ const STAYS_LOCAL: &str = "the node's identity, paths, control socket, fleet tru
 
 /// One layer of fleet config, as the node holds it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Layer {
-    pub target: Target,
-    pub version: u64,
-    pub overlay: toml::Table,
+pub(crate) struct Layer {
+    pub(crate) target: Target,
+    pub(crate) version: u64,
+    pub(crate) overlay: toml::Table,
     /// The rule files it brought, as written under the state directory,
     /// in name order.
-    pub rule_files: Vec<PathBuf>,
+    pub(crate) rule_files: Vec<PathBuf>,
 }
 
 impl Layer {
     /// `fleet v3`, `group:eu v2`, `node:n1 v7`: how results and `config
     /// show --origin` name it.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("{} v{}", self.target, self.version)
     }
 }
@@ -58,7 +58,7 @@ impl fmt::Display for Layer {
 }
 
 /// Parse an overlay's TOML and check that it sets only what a bundle may.
-pub fn parse_overlay(text: &str) -> Result<toml::Table, Vec<Problem>> {
+pub(crate) fn parse_overlay(text: &str) -> Result<toml::Table, Vec<Problem>> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         vec![Problem::new(
             "overlay",
@@ -74,7 +74,7 @@ pub fn parse_overlay(text: &str) -> Result<toml::Table, Vec<Problem>> {
 }
 
 /// Every key of `overlay` a bundle may not set, with the reason.
-pub fn check_keys(overlay: &toml::Table) -> Vec<Problem> {
+pub(crate) fn check_keys(overlay: &toml::Table) -> Vec<Problem> {
     let known = known_sections();
     let mut problems = Vec::new();
     for (section, value) in overlay {
@@ -157,7 +157,7 @@ fn defaults() -> toml::Table {
 }
 
 /// Lay `overlay` over `base`: tables merge, other values replace.
-pub fn merge(base: &mut toml::Table, overlay: &toml::Table) {
+pub(crate) fn merge(base: &mut toml::Table, overlay: &toml::Table) {
     for (k, v) in overlay {
         match (base.get_mut(k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
@@ -170,7 +170,7 @@ pub fn merge(base: &mut toml::Table, overlay: &toml::Table) {
 
 /// Where a key's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Nobody set it: the built-in default.
     Default,
     /// The local file.
@@ -181,27 +181,27 @@ pub enum Origin {
 
 /// The merged config and where each key came from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Effective {
-    pub config: AgentConfig,
+pub(crate) struct Effective {
+    pub(crate) config: AgentConfig,
     /// Every leaf key (dotted) that the local file or a layer set, and
     /// who set it last.
-    pub set_by: BTreeMap<String, Origin>,
+    pub(crate) set_by: BTreeMap<String, Origin>,
     /// Layers with rule files, whose files were appended to `rules.files`.
-    pub rule_layers: Vec<String>,
+    pub(crate) rule_layers: Vec<String>,
     /// SHA-256 of the effective config (its canonical TOML).
-    pub sha256: String,
+    pub(crate) sha256: String,
 }
 
 impl Effective {
     /// Who set `key` (a dotted leaf path).
-    pub fn origin(&self, key: &str) -> Origin {
+    pub(crate) fn origin(&self, key: &str) -> Origin {
         self.set_by.get(key).cloned().unwrap_or(Origin::Default)
     }
 }
 
 /// Why the layers cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum EffectiveError {
+pub(crate) enum EffectiveError {
     /// The local file itself is broken: not the layers' fault.
     #[error(transparent)]
     Local(ConfigError),
@@ -213,7 +213,7 @@ pub enum EffectiveError {
 
 /// Merge the local file (`local_text`, read from `local_path`) with
 /// `layers` (lowest precedence first).
-pub fn effective(
+pub(crate) fn effective(
     local_text: &str,
     local_path: &Path,
     layers: &[Layer],
@@ -257,7 +257,7 @@ pub fn effective(
 }
 
 /// SHA-256 of a config's canonical TOML (every key, defaults included).
-pub fn config_sha256(config: &AgentConfig) -> String {
+pub(crate) fn config_sha256(config: &AgentConfig) -> String {
     let text = toml::to_string(config).expect("a config serializes");
     super::bundle::sha256_hex(text.as_bytes())
 }
@@ -287,7 +287,7 @@ fn record_leaves(
 
 /// `problems` of one layer, each key prefixed with the layer's label
 /// (`node:n1 v7: uplink.url`).
-pub fn attribute(problems: Vec<Problem>, label: &str) -> Vec<Problem> {
+pub(crate) fn attribute(problems: Vec<Problem>, label: &str) -> Vec<Problem> {
     problems
         .into_iter()
         .map(|p| Problem::new(format!("{label}: {}", p.key), p.reason))
@@ -350,7 +350,7 @@ fn layer_of(key: &str, set_by: &BTreeMap<String, Origin>) -> Option<String> {
 
 /// Every leaf of `config` as `(dotted key, TOML value)`, in the schema's
 /// order (for `config show --origin`).
-pub fn leaves(config: &AgentConfig) -> Vec<(String, toml::Value)> {
+pub(crate) fn leaves(config: &AgentConfig) -> Vec<(String, toml::Value)> {
     fn walk(t: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
         for (k, v) in t {
             let key = if prefix.is_empty() {

@@ -27,7 +27,7 @@ use crate::config::AgentConfig;
 
 /// What to do with one message.
 #[derive(Debug)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Not a bundle for this node: a topic it no longer reads, or the
     /// broker's empty "retained message deleted" marker.
     Ignore(&'static str),
@@ -41,19 +41,19 @@ pub enum Decision {
 
 /// A refusal and what it means for the layer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Refused {
-    pub layer: Target,
-    pub outcome: Outcome,
+pub(crate) struct Refused {
+    pub(crate) layer: Target,
+    pub(crate) outcome: Outcome,
     /// What the bundle says it is for, when it could be read.
-    pub target: Option<String>,
-    pub version: Option<u64>,
-    pub bundle_sha256: String,
+    pub(crate) target: Option<String>,
+    pub(crate) version: Option<u64>,
+    pub(crate) bundle_sha256: String,
     /// Stable code (`bad_signature`, `stale`, `invalid`, ...).
-    pub code: &'static str,
-    pub reasons: Vec<String>,
+    pub(crate) code: &'static str,
+    pub(crate) reasons: Vec<String>,
     /// The bundle was authentic and newer than the layer's decided
     /// version: that version is now decided.
-    pub decides: Option<u64>,
+    pub(crate) decides: Option<u64>,
 }
 
 impl Refused {
@@ -62,23 +62,23 @@ impl Refused {
     /// makes one, and each version is decided once, so its result is the
     /// operator's answer and is never held back. Everything else (junk,
     /// other keys, replays, stale copies) may come from a flooding broker.
-    pub fn limited(&self) -> bool {
+    pub(crate) fn limited(&self) -> bool {
         self.decides.is_none()
     }
 }
 
 /// A bundle that passed every check that needs only itself.
 #[derive(Debug)]
-pub struct Candidate {
-    pub layer: Target,
-    pub verified: Verified,
-    pub overlay: toml::Table,
+pub(crate) struct Candidate {
+    pub(crate) layer: Target,
+    pub(crate) verified: Verified,
+    pub(crate) overlay: toml::Table,
     /// The bundle as received (kept on disk, verified again at each start).
-    pub raw: Vec<u8>,
+    pub(crate) raw: Vec<u8>,
 }
 
 /// Decide about `bytes`, which arrived on `topic`.
-pub fn inspect(
+pub(crate) fn inspect(
     topic: &str,
     bytes: &[u8],
     config: &AgentConfig,
@@ -156,23 +156,23 @@ pub fn inspect(
 /// How many refusal results may go out in a burst, and how fast the
 /// allowance comes back: a flood of junk costs the outbox at most a
 /// result every [`REFUSAL_REFILL`], whatever the broker sends.
-pub const REFUSAL_BURST: u32 = 10;
-pub const REFUSAL_REFILL: Duration = Duration::from_secs(6);
+pub(crate) const REFUSAL_BURST: u32 = 10;
+pub(crate) const REFUSAL_REFILL: Duration = Duration::from_secs(6);
 
 /// A token bucket for refusal results (outcome `refused` or `stale`) that
 /// do not decide a version ([`Refused::limited`]). Refusals over the
 /// allowance are counted, logged once a minute at most, and not reported
 /// one by one.
 #[derive(Debug, Clone)]
-pub struct RefusalLimiter {
+pub(crate) struct RefusalLimiter {
     tokens: u32,
     last_refill: Instant,
     /// Refusals not reported since the last one that was.
-    pub suppressed: u64,
+    pub(crate) suppressed: u64,
 }
 
 impl RefusalLimiter {
-    pub fn new(now: Instant) -> RefusalLimiter {
+    pub(crate) fn new(now: Instant) -> RefusalLimiter {
         RefusalLimiter {
             tokens: REFUSAL_BURST,
             last_refill: now,
@@ -181,7 +181,7 @@ impl RefusalLimiter {
     }
 
     /// Whether a refusal at `now` may be reported.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last_refill);
         let refill = (elapsed.as_millis() / REFUSAL_REFILL.as_millis()) as u32;
         if refill > 0 {

@@ -24,23 +24,23 @@ struct Parts {
 
 /// The two sources of the config in force, and the reloader they feed.
 #[derive(Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     parts: Arc<Mutex<Parts>>,
     reloader: Reloader,
     log: Option<LogHandle>,
 }
 
 /// What a submit did, with the merged config behind it.
-pub struct Composed {
-    pub submitted: Submitted,
-    pub effective: Effective,
+pub(crate) struct Composed {
+    pub(crate) submitted: Submitted,
+    pub(crate) effective: Effective,
 }
 
 impl Sources {
     /// `local_text` (read from `local_path`) with `layers` is what
     /// `reloader` runs now. `log`: the daemon's log level switch, set when
     /// a submit changes `log.level` (whoever submitted it).
-    pub fn new(
+    pub(crate) fn new(
         reloader: Reloader,
         local_text: String,
         local_path: &Path,
@@ -58,18 +58,18 @@ impl Sources {
         }
     }
 
-    pub fn reloader(&self) -> &Reloader {
+    pub(crate) fn reloader(&self) -> &Reloader {
         &self.reloader
     }
 
     /// The layers in force.
-    pub fn layers(&self) -> Vec<Layer> {
+    pub(crate) fn layers(&self) -> Vec<Layer> {
         self.lock().layers.clone()
     }
 
     /// Merge the local file with `layers` without submitting anything: the
     /// effective config they would make, or why they cannot.
-    pub fn merge(&self, layers: &[Layer]) -> Result<Effective, EffectiveError> {
+    pub(crate) fn merge(&self, layers: &[Layer]) -> Result<Effective, EffectiveError> {
         let parts = self.lock();
         overlay::effective(&parts.local_text, &parts.local_path, layers)
     }
@@ -77,7 +77,7 @@ impl Sources {
     /// A new local file (SIGHUP), already checked on its own: merged with
     /// the layers in force and submitted. A file that the layers no longer
     /// merge with is refused like an invalid one (the running config stays).
-    pub fn set_local(&self, text: String) -> Result<Composed, EffectiveError> {
+    pub(crate) fn set_local(&self, text: String) -> Result<Composed, EffectiveError> {
         let mut parts = self.lock();
         let effective = overlay::effective(&text, &parts.local_path, &parts.layers)?;
         parts.local_text = text;
@@ -86,7 +86,7 @@ impl Sources {
 
     /// New layers (a bundle on trial, or the layers it replaced): merged with
     /// the local file and submitted.
-    pub fn set_layers(&self, layers: Vec<Layer>) -> Result<Composed, EffectiveError> {
+    pub(crate) fn set_layers(&self, layers: Vec<Layer>) -> Result<Composed, EffectiveError> {
         let mut parts = self.lock();
         let effective = overlay::effective(&parts.local_text, &parts.local_path, &layers)?;
         parts.layers = layers;

@@ -49,7 +49,7 @@ use crate::report::{Report, ReportSender};
 use crate::stage::{self, Stage, StageContext, StageSpec};
 use crate::status::{Details, StageState, StatusBoard, StatusReporter, details, unix_now};
 
-pub const STAGE: StageSpec = StageSpec {
+pub(crate) const STAGE: StageSpec = StageSpec {
     name: "fleet",
     sections: &[SectionId::Fleet],
     key_details: FleetDetails::KEY,
@@ -57,23 +57,23 @@ pub const STAGE: StageSpec = StageSpec {
 
 details! {
     /// What the fleet stage shows in `status`.
-    pub struct FleetDetails {
+    pub(crate) struct FleetDetails {
         /// The version in force per layer.
-        pub layers: serde_json::Map<String, Value>,
-        pub effective_sha256: Option<String>,
+        pub(crate) layers: serde_json::Map<String, Value>,
+        pub(crate) effective_sha256: Option<String>,
         /// The trial in progress.
-        pub [key] trial: Option<TrialSummary>,
-        pub [key] last_result: Option<ConfigResult>,
-        pub trusted_keys: u64,
-        pub applied_total: u64,
-        pub [key] reverted_total: u64,
-        pub refused_total: u64,
-        pub stale_total: u64,
-        pub ignored_total: u64,
-        pub unchanged_total: u64,
-        pub [key] refusals_suppressed_total: u64,
+        pub(crate) [key] trial: Option<TrialSummary>,
+        pub(crate) [key] last_result: Option<ConfigResult>,
+        pub(crate) trusted_keys: u64,
+        pub(crate) applied_total: u64,
+        pub(crate) [key] reverted_total: u64,
+        pub(crate) refused_total: u64,
+        pub(crate) stale_total: u64,
+        pub(crate) ignored_total: u64,
+        pub(crate) unchanged_total: u64,
+        pub(crate) [key] refusals_suppressed_total: u64,
         /// What was wrong with the fleet config at start (unusable keys, ...).
-        pub [key] notes: Vec<String>,
+        pub(crate) [key] notes: Vec<String>,
     }
 }
 
@@ -90,22 +90,22 @@ const REVERT_WAIT: Duration = Duration::from_secs(30);
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
-pub enum FleetError {
+pub(crate) enum FleetError {
     #[error(transparent)]
     State(#[from] super::state::StateError),
 }
 
 /// What the daemon hands the fleet stage.
-pub struct Inputs {
-    pub side: FleetSide,
-    pub sources: Sources,
+pub(crate) struct Inputs {
+    pub(crate) side: FleetSide,
+    pub(crate) sources: Sources,
     /// `state.json` as the daemon read it at start.
-    pub state: FleetState,
+    pub(crate) state: FleetState,
     /// Why held layers were left out at start (shown in status).
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
-pub fn start(ctx: &StageContext, inputs: Inputs, shutdown: CancellationToken) -> Stage {
+pub(crate) fn start(ctx: &StageContext, inputs: Inputs, shutdown: CancellationToken) -> Stage {
     let board = ctx.board.clone();
     let reports = ctx.reports.clone();
     stage::start(ctx, &STAGE, |own| async move {
@@ -828,7 +828,7 @@ impl Task {
 /// Test-only: milliseconds the trial waits after the apply before it looks
 /// at the stages, so the crash test can kill the agent during a trial.
 /// Never set it on a node.
-pub const TEST_TRIAL_PAUSE_ENV: &str = "EDGE_AGENT_TEST_TRIAL_PAUSE_MS";
+pub(crate) const TEST_TRIAL_PAUSE_ENV: &str = "EDGE_AGENT_TEST_TRIAL_PAUSE_MS";
 
 fn test_trial_pause() -> Option<Duration> {
     std::env::var(TEST_TRIAL_PAUSE_ENV)

@@ -62,7 +62,7 @@ const DIR_MODE: u32 = 0o750;
 const FILE_MODE: u32 = 0o640;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub(crate) enum StateError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -76,43 +76,43 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 
 /// A layer's bundle in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Held {
-    pub version: u64,
-    pub bundle_sha256: String,
+pub(crate) struct Held {
+    pub(crate) version: u64,
+    pub(crate) bundle_sha256: String,
     /// The bundle file, relative to `<state_dir>/fleet/`.
-    pub bundle: String,
-    pub applied_at: String,
+    pub(crate) bundle: String,
+    pub(crate) applied_at: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerState {
-    pub decided: u64,
+pub(crate) struct LayerState {
+    pub(crate) decided: u64,
     #[serde(default)]
-    pub good: Option<Held>,
+    pub(crate) good: Option<Held>,
 }
 
 /// A bundle on trial.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Trial {
-    pub target: String,
-    pub version: u64,
-    pub bundle_sha256: String,
-    pub bundle: String,
-    pub started_at: String,
+pub(crate) struct Trial {
+    pub(crate) target: String,
+    pub(crate) version: u64,
+    pub(crate) bundle_sha256: String,
+    pub(crate) bundle: String,
+    pub(crate) started_at: String,
 }
 
 /// `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FleetState {
-    pub schema: u64,
+pub(crate) struct FleetState {
+    pub(crate) schema: u64,
     #[serde(default)]
-    pub layers: BTreeMap<String, LayerState>,
+    pub(crate) layers: BTreeMap<String, LayerState>,
     #[serde(default)]
-    pub trial: Option<Trial>,
+    pub(crate) trial: Option<Trial>,
     #[serde(default)]
-    pub effective_sha256: Option<String>,
+    pub(crate) effective_sha256: Option<String>,
     #[serde(default)]
-    pub last_results: BTreeMap<String, Value>,
+    pub(crate) last_results: BTreeMap<String, Value>,
 }
 
 impl Default for FleetState {
@@ -129,13 +129,13 @@ impl Default for FleetState {
 
 /// Where the fleet's files live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dir {
+pub(crate) struct Dir {
     root: PathBuf,
 }
 
 /// A layer's name in file names: `fleet`, `group.<name>`, `node` (group
 /// names are topic levels, so they hold no `/`).
-pub fn file_stem(target: &Target) -> String {
+pub(crate) fn file_stem(target: &Target) -> String {
     match target {
         Target::Fleet => "fleet".into(),
         Target::Group(g) => format!("group.{g}"),
@@ -144,27 +144,27 @@ pub fn file_stem(target: &Target) -> String {
 }
 
 impl Dir {
-    pub fn new(state_dir: &Path) -> Dir {
+    pub(crate) fn new(state_dir: &Path) -> Dir {
         Dir {
             root: state_dir.join("fleet"),
         }
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn state_file(&self) -> PathBuf {
+    pub(crate) fn state_file(&self) -> PathBuf {
         self.root.join("state.json")
     }
 
-    pub fn effective_file(&self) -> PathBuf {
+    pub(crate) fn effective_file(&self) -> PathBuf {
         self.root.join("effective.toml")
     }
 
     /// Load `state.json`. Returns the state and, when the file was
     /// unreadable and moved aside, a sentence saying so.
-    pub fn load(&self) -> (FleetState, Option<String>) {
+    pub(crate) fn load(&self) -> (FleetState, Option<String>) {
         let path = self.state_file();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -205,7 +205,7 @@ impl Dir {
 
     /// Load `state.json` for a reader that must not change anything (a
     /// CLI command): an unreadable file is not moved aside.
-    pub fn load_quiet(&self) -> (FleetState, Option<String>) {
+    pub(crate) fn load_quiet(&self) -> (FleetState, Option<String>) {
         let path = self.state_file();
         match std::fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (FleetState::default(), None),
@@ -232,7 +232,7 @@ impl Dir {
     }
 
     /// Write `state.json` (temp file, fsync, rename, fsync of the directory).
-    pub fn save(&self, state: &FleetState) -> Result<(), StateError> {
+    pub(crate) fn save(&self, state: &FleetState) -> Result<(), StateError> {
         let path = self.state_file();
         let mut text = serde_json::to_vec_pretty(state).expect("the state serializes");
         text.push(b'\n');
@@ -240,7 +240,7 @@ impl Dir {
     }
 
     /// Keep a received bundle; returns its name relative to the root.
-    pub fn save_bundle(
+    pub(crate) fn save_bundle(
         &self,
         target: &Target,
         version: u64,
@@ -251,13 +251,13 @@ impl Dir {
         Ok(rel)
     }
 
-    pub fn read_bundle(&self, rel: &str) -> Result<Vec<u8>, StateError> {
+    pub(crate) fn read_bundle(&self, rel: &str) -> Result<Vec<u8>, StateError> {
         let path = self.root.join(rel);
         std::fs::read(&path).map_err(io_err(&path))
     }
 
     /// The directory a layer version's rule files go to.
-    pub fn rules_dir(&self, target: &Target, version: u64) -> PathBuf {
+    pub(crate) fn rules_dir(&self, target: &Target, version: u64) -> PathBuf {
         self.root
             .join("rules")
             .join(file_stem(target))
@@ -266,7 +266,7 @@ impl Dir {
 
     /// Write a bundle's rule files (names already checked: one safe path
     /// component each) and return their paths in name order.
-    pub fn write_rules(
+    pub(crate) fn write_rules(
         &self,
         target: &Target,
         version: u64,
@@ -283,7 +283,7 @@ impl Dir {
     }
 
     /// The rule files of a layer version as written (name order).
-    pub fn rule_files(
+    pub(crate) fn rule_files(
         &self,
         target: &Target,
         version: u64,
@@ -295,7 +295,7 @@ impl Dir {
 
     /// Remove bundles and rule directories of layer versions not in
     /// `keep` (`(layer stem, version)`). Failures are left for next time.
-    pub fn prune(&self, keep: &[(String, u64)]) {
+    pub(crate) fn prune(&self, keep: &[(String, u64)]) {
         let kept = |stem: &str, v: u64| keep.iter().any(|(s, k)| s == stem && *k == v);
         if let Ok(rd) = std::fs::read_dir(self.root.join("bundles")) {
             for e in rd.flatten() {
@@ -329,7 +329,7 @@ impl Dir {
     }
 
     /// Write the last good effective config for people to read.
-    pub fn save_effective(&self, text: &str) -> Result<(), StateError> {
+    pub(crate) fn save_effective(&self, text: &str) -> Result<(), StateError> {
         self.write(&self.effective_file(), text.as_bytes())
     }
 

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 /// What the node did with a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// In force: it passed its trial.
     Applied,
     /// Not applied, nothing changed (bad signature, forbidden keys, ...).
@@ -44,7 +44,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
             Outcome::Refused => "refused",
@@ -62,20 +62,20 @@ impl fmt::Display for Outcome {
 
 /// One `config/result` record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigResult {
-    pub layer: String,
-    pub target: Option<String>,
-    pub version: Option<u64>,
-    pub bundle_sha256: String,
-    pub outcome: Outcome,
-    pub reasons: Vec<String>,
-    pub effective_sha256: String,
-    pub time: String,
+pub(crate) struct ConfigResult {
+    pub(crate) layer: String,
+    pub(crate) target: Option<String>,
+    pub(crate) version: Option<u64>,
+    pub(crate) bundle_sha256: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) reasons: Vec<String>,
+    pub(crate) effective_sha256: String,
+    pub(crate) time: String,
 }
 
 impl ConfigResult {
     /// The record's payload for the outbox.
-    pub fn to_map(&self) -> Map<String, Value> {
+    pub(crate) fn to_map(&self) -> Map<String, Value> {
         match serde_json::to_value(self).expect("a result serializes") {
             Value::Object(m) => m,
             _ => unreachable!("a struct serializes to an object"),
@@ -85,30 +85,30 @@ impl ConfigResult {
 
 /// The trial in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrialSummary {
-    pub layer: String,
-    pub version: u64,
+pub(crate) struct TrialSummary {
+    pub(crate) layer: String,
+    pub(crate) version: u64,
     /// Unix seconds.
-    pub started_at: u64,
+    pub(crate) started_at: u64,
     /// Unix seconds: reverted unless healthy by then.
-    pub deadline: u64,
+    pub(crate) deadline: u64,
 }
 
 /// The node's fleet config at a glance.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// `fleet.trusted_keys` is set: the node takes fleet config.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Version in force per layer, lowest precedence first.
-    pub layers: Map<String, Value>,
-    pub effective_sha256: Option<String>,
-    pub trial: Option<TrialSummary>,
-    pub last_results: Map<String, Value>,
+    pub(crate) layers: Map<String, Value>,
+    pub(crate) effective_sha256: Option<String>,
+    pub(crate) trial: Option<TrialSummary>,
+    pub(crate) last_results: Map<String, Value>,
 }
 
 impl Summary {
     /// `fleet v3, group:eu v1, node:n1 v7` (or `none`).
-    pub fn layers_line(&self) -> String {
+    pub(crate) fn layers_line(&self) -> String {
         if self.layers.is_empty() {
             return "no fleet layers".into();
         }
@@ -120,7 +120,7 @@ impl Summary {
     }
 
     /// The most recent result of any layer.
-    pub fn last_result(&self) -> Option<ConfigResult> {
+    pub(crate) fn last_result(&self) -> Option<ConfigResult> {
         self.last_results
             .values()
             .filter_map(|v| serde_json::from_value::<ConfigResult>(v.clone()).ok())

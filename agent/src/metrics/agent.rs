@@ -37,7 +37,11 @@ const FIXED: [&str; 4] = [
     "edge_agent_reports_dropped_total",
 ];
 
-pub fn collect(stages: &[(String, StageStatus)], dropped: &DropCounters, out: &mut Snapshot) {
+pub(crate) fn collect(
+    stages: &[(String, StageStatus)],
+    dropped: &DropCounters,
+    out: &mut Snapshot,
+) {
     out.family(
         "edge_agent_build_info",
         "The agent's version and build target; always 1.",

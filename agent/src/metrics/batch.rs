@@ -37,7 +37,7 @@ use serde_json::{Map, Value, json};
 use super::family::Snapshot;
 
 /// Bumped when a consumer written for the old shape would misread the new.
-pub const METRICS_SCHEMA: u64 = 1;
+pub(crate) const METRICS_SCHEMA: u64 = 1;
 
 /// How a batch carries its families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Encoding::Json => "json",
             Encoding::DeflateBase64 => "deflate+base64",
@@ -59,7 +59,7 @@ impl Encoding {
 }
 
 /// The families as the JSON array described above.
-pub fn families_json(snapshot: &Snapshot) -> Value {
+pub(crate) fn families_json(snapshot: &Snapshot) -> Value {
     let families: Vec<Value> = snapshot
         .families
         .iter()
@@ -132,7 +132,7 @@ pub fn payload(
 
 /// Raw deflate at the default level (6): on a metrics batch levels 7-9
 /// gain under 2 % for twice the CPU.
-pub fn deflate_base64(raw: &[u8]) -> String {
+pub(crate) fn deflate_base64(raw: &[u8]) -> String {
     let mut enc = flate2::write::DeflateEncoder::new(
         Vec::with_capacity(raw.len() / 4),
         flate2::Compression::default(),
@@ -144,7 +144,7 @@ pub fn deflate_base64(raw: &[u8]) -> String {
 }
 
 /// Decode a payload back to its families array (consumers, tests).
-pub fn decode_families(payload: &Map<String, Value>) -> Result<Value, String> {
+pub(crate) fn decode_families(payload: &Map<String, Value>) -> Result<Value, String> {
     if payload.get("metrics_schema").and_then(Value::as_u64) != Some(METRICS_SCHEMA) {
         return Err(format!(
             "unknown metrics_schema {:?}",

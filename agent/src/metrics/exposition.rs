@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use super::family::{Family, Snapshot};
 
 /// The `Content-Type` of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Render a snapshot: per family a `# HELP` and a `# TYPE` line, then one
 /// line per sample. Families without samples are left out (a HELP/TYPE pair
@@ -83,7 +83,7 @@ fn escape_label_value(out: &mut String, text: &str) {
 /// Prometheus spells the special floats `NaN`, `+Inf` and `-Inf`; Rust's
 /// `Display` gives the shortest text that reads back as the same f64, which
 /// the format accepts for every finite value.
-pub fn push_value(out: &mut String, value: f64) {
+pub(crate) fn push_value(out: &mut String, value: f64) {
     if value.is_nan() {
         out.push_str("NaN");
     } else if value.is_infinite() {
@@ -94,7 +94,7 @@ pub fn push_value(out: &mut String, value: f64) {
 }
 
 /// Is `name` a valid metric or label name (`[a-zA-Z_:][a-zA-Z0-9_:]*`)?
-pub fn is_valid_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')

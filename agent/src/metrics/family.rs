@@ -17,7 +17,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -27,19 +27,19 @@ impl Kind {
 
 /// One sample: label values in the order of the family's label names.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub labels: Vec<String>,
-    pub value: f64,
+pub(crate) struct Sample {
+    pub(crate) labels: Vec<String>,
+    pub(crate) value: f64,
 }
 
 /// All samples of one metric name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
-    pub name: Cow<'static, str>,
-    pub help: Cow<'static, str>,
-    pub kind: Kind,
-    pub label_names: Vec<Cow<'static, str>>,
-    pub samples: Vec<Sample>,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) help: Cow<'static, str>,
+    pub(crate) kind: Kind,
+    pub(crate) label_names: Vec<Cow<'static, str>>,
+    pub(crate) samples: Vec<Sample>,
 }
 
 impl Family {
@@ -67,7 +67,7 @@ impl Family {
 /// The families of one collection, in the order collectors produced them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    pub families: Vec<Family>,
+    pub(crate) families: Vec<Family>,
 }
 
 impl Snapshot {
@@ -95,7 +95,7 @@ impl Snapshot {
     }
 
     /// [`family`](Self::family) with label names known only at run time.
-    pub fn family_with(
+    pub(crate) fn family_with(
         &mut self,
         name: impl Into<Cow<'static, str>>,
         help: impl Into<Cow<'static, str>>,
@@ -132,7 +132,7 @@ impl Snapshot {
     }
 
     /// Move every family of `other` to the end of this snapshot.
-    pub fn append(&mut self, other: Snapshot) {
+    pub(crate) fn append(&mut self, other: Snapshot) {
         for family in other.families {
             match self.families.iter_mut().find(|f| f.name == family.name) {
                 Some(existing) => existing.samples.extend(family.samples),
@@ -146,12 +146,12 @@ impl Snapshot {
         self.families.iter().map(|f| f.samples.len()).sum()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Family> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Family> {
         self.families.iter().find(|f| f.name == name)
     }
 
     /// The value of the sample of `name` whose labels equal `labels`.
-    pub fn value(&self, name: &str, labels: &[&str]) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, labels: &[&str]) -> Option<f64> {
         self.get(name)?
             .samples
             .iter()

@@ -55,7 +55,7 @@ pub struct HealthTargets {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HealthError {
+pub(crate) enum HealthError {
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -69,14 +69,14 @@ pub enum HealthError {
 
 /// One endpoint's result.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Probe {
-    pub endpoint: &'static str,
-    pub outcome: Outcome,
-    pub seconds: f64,
+pub(crate) struct Probe {
+    pub(crate) endpoint: &'static str,
+    pub(crate) outcome: Outcome,
+    pub(crate) seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// It answered with this HTTP status.
     Http(u16),
     /// It did not answer: refused, timed out, TLS failed.
@@ -87,7 +87,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// One line for `edge-agent status`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Outcome::Http(code) if (200..300).contains(code) => "ok".into(),
             Outcome::Http(401) => "401 unauthorized: K3s refuses anonymous health checks; set metrics.apiserver_cert_file and key_file to a client certificate allowed to GET /readyz".into(),
@@ -99,7 +99,7 @@ impl Outcome {
 }
 
 /// The probes and their TLS settings, rebuilt when the TLS files change.
-pub struct K3sHealth {
+pub(crate) struct K3sHealth {
     targets: HealthTargets,
     client: Option<Arc<rustls::ClientConfig>>,
     /// Modification times of (ca, cert, key) the client was built from.
@@ -107,7 +107,7 @@ pub struct K3sHealth {
 }
 
 impl K3sHealth {
-    pub fn new(targets: HealthTargets) -> Self {
+    pub(crate) fn new(targets: HealthTargets) -> Self {
         Self {
             targets,
             client: None,
@@ -115,14 +115,14 @@ impl K3sHealth {
         }
     }
 
-    pub fn set_targets(&mut self, targets: HealthTargets) {
+    pub(crate) fn set_targets(&mut self, targets: HealthTargets) {
         if targets != self.targets {
             *self = K3sHealth::new(targets);
         }
     }
 
     /// Probe both endpoints concurrently.
-    pub async fn probe(&mut self) -> Vec<Probe> {
+    pub(crate) async fn probe(&mut self) -> Vec<Probe> {
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => {
@@ -325,7 +325,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HealthError> 
 }
 
 /// `edge_agent_k3s_health_*`; skipped endpoints have no series.
-pub fn push(out: &mut Snapshot, probes: &[Probe]) {
+pub(crate) fn push(out: &mut Snapshot, probes: &[Probe]) {
     let probed: Vec<&Probe> = probes
         .iter()
         .filter(|p| !matches!(p.outcome, Outcome::Skipped(_)))

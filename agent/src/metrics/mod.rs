@@ -45,11 +45,15 @@ use crate::report::Report;
 use crate::stage::{self, Own, Stage, StageContext, StageSpec};
 use crate::status::{Details, StageState, StatusReporter, details};
 
-pub use batch::{Encoding, METRICS_SCHEMA, decode_families, payload};
-pub use collectors::{CollectorId, Host, Outcome, collector_names, select};
-pub use exposition::{CONTENT_TYPE, render};
-pub use family::{Family, Kind, Sample, Snapshot};
-pub use health::{HealthTargets, K3sHealth};
+pub use batch::{Encoding, payload};
+pub(crate) use batch::{METRICS_SCHEMA, decode_families};
+pub use collectors::select;
+pub(crate) use collectors::{CollectorId, Host, Outcome, collector_names};
+pub(crate) use exposition::CONTENT_TYPE;
+pub use exposition::render;
+pub(crate) use family::{Family, Kind, Sample, Snapshot};
+pub use health::HealthTargets;
+pub(crate) use health::K3sHealth;
 pub use server::MAX_CONNECTIONS as MAX_ENDPOINT_CONNECTIONS;
 pub use source::Roots;
 
@@ -77,7 +81,7 @@ pub enum MetricsError {
 }
 
 /// The metrics stage.
-pub const STAGE: StageSpec = StageSpec {
+pub(crate) const STAGE: StageSpec = StageSpec {
     name: "metrics",
     sections: &[SectionId::Metrics],
     key_details: MetricsDetails::KEY,
@@ -85,28 +89,28 @@ pub const STAGE: StageSpec = StageSpec {
 
 details! {
     /// What the metrics stage shows in `status`.
-    pub struct MetricsDetails {
-        pub series: u64,
-        pub collections_total: u64,
-        pub collection_seconds: f64,
-        pub batches_queued_total: u64,
+    pub(crate) struct MetricsDetails {
+        pub(crate) series: u64,
+        pub(crate) collections_total: u64,
+        pub(crate) collection_seconds: f64,
+        pub(crate) batches_queued_total: u64,
         /// Batches the outbox's input refused (full, or not running).
-        pub [key] batches_refused_total: u64,
-        pub last_batch_bytes: u64,
-        pub scrapes_total: u64,
-        pub [key] failing_collectors: u64,
+        pub(crate) [key] batches_refused_total: u64,
+        pub(crate) last_batch_bytes: u64,
+        pub(crate) scrapes_total: u64,
+        pub(crate) [key] failing_collectors: u64,
         /// Mount points whose statfs did not return (skipped since).
-        pub [key] stuck_mounts: u64,
+        pub(crate) [key] stuck_mounts: u64,
         /// The endpoint's address, `unavailable` or `off`.
-        pub listen: String,
+        pub(crate) listen: String,
         /// `k3s_<endpoint>`: the last K3s health probe of each endpoint.
         #[serde(flatten)]
-        pub k3s: serde_json::Map<String, serde_json::Value>,
+        pub(crate) k3s: serde_json::Map<String, serde_json::Value>,
     }
 }
 
 /// Start the metrics stage.
-pub fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
+pub(crate) fn start(ctx: &StageContext, shutdown: CancellationToken) -> Stage {
     stage::start(ctx, &STAGE, |own| run(ctx.clone(), own, shutdown))
 }
 
@@ -176,8 +180,8 @@ pub struct Collector {
     last: Option<(Instant, Arc<Snapshot>)>,
     last_probes: Option<Vec<health::Probe>>,
     stuck: usize,
-    pub collections: u64,
-    pub last_seconds: f64,
+    pub(crate) collections: u64,
+    pub(crate) last_seconds: f64,
 }
 
 impl Collector {
@@ -205,7 +209,7 @@ impl Collector {
     }
 
     /// The latest snapshot if younger than [`MIN_REFRESH`], else a new one.
-    pub async fn snapshot(&mut self) -> Result<Arc<Snapshot>, MetricsError> {
+    pub(crate) async fn snapshot(&mut self) -> Result<Arc<Snapshot>, MetricsError> {
         if let Some((at, snap)) = &self.last
             && at.elapsed() < MIN_REFRESH
         {
@@ -291,7 +295,7 @@ impl Collector {
     }
 
     /// Collectors failing in the last collection, as "name: error".
-    pub fn failing(&self) -> Vec<String> {
+    pub(crate) fn failing(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .failing
             .iter()

@@ -58,12 +58,12 @@ const MAX_REQUESTS_PER_CONNECTION: usize = 10;
 const SCRAPE_WAIT: Duration = Duration::from_secs(10);
 
 /// A scrape asking the stage for the current snapshot.
-pub struct ScrapeRequest {
-    pub reply: oneshot::Sender<Arc<Snapshot>>,
+pub(crate) struct ScrapeRequest {
+    pub(crate) reply: oneshot::Sender<Arc<Snapshot>>,
 }
 
 /// Serve until `shutdown`. `served` counts answered scrapes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     scrapes: mpsc::Sender<ScrapeRequest>,
     served: Arc<AtomicU64>,
@@ -190,7 +190,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 /// Bind `addr`; the caller reports failure and keeps collecting without
 /// the endpoint.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     Ok((listener, local))

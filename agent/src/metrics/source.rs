@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roots {
     /// Usually `/proc`.
-    pub procfs: PathBuf,
+    pub(crate) procfs: PathBuf,
     /// Usually `/sys`.
-    pub sysfs: PathBuf,
+    pub(crate) sysfs: PathBuf,
     /// Usually `/`: mount points from the mount table are looked up below it.
-    pub rootfs: PathBuf,
+    pub(crate) rootfs: PathBuf,
 }
 
 impl Default for Roots {
@@ -30,16 +30,16 @@ impl Default for Roots {
 }
 
 impl Roots {
-    pub fn proc(&self, rel: &str) -> PathBuf {
+    pub(crate) fn proc(&self, rel: &str) -> PathBuf {
         self.procfs.join(rel)
     }
-    pub fn sys(&self, rel: &str) -> PathBuf {
+    pub(crate) fn sys(&self, rel: &str) -> PathBuf {
         self.sysfs.join(rel)
     }
     /// `mountpoint` (absolute, from the mount table) below the root prefix.
     /// `..` and `.` are dropped, so no mount table entry can name a path
     /// outside the prefix.
-    pub fn under_root(&self, mountpoint: &str) -> PathBuf {
+    pub(crate) fn under_root(&self, mountpoint: &str) -> PathBuf {
         let mut p = self.rootfs.clone();
         for c in Path::new(mountpoint).components() {
             if let std::path::Component::Normal(part) = c {
@@ -52,7 +52,7 @@ impl Roots {
 
 /// Why a collector could not produce its series.
 #[derive(Debug, thiserror::Error)]
-pub enum CollectError {
+pub(crate) enum CollectError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error("{}: {reason}", path.display())]
@@ -60,7 +60,7 @@ pub enum CollectError {
 }
 
 impl CollectError {
-    pub fn parse(path: &Path, reason: impl Into<String>) -> Self {
+    pub(crate) fn parse(path: &Path, reason: impl Into<String>) -> Self {
         CollectError::Parse {
             path: path.to_path_buf(),
             reason: reason.into(),
@@ -77,13 +77,13 @@ const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// A read buffer reused across files and cycles, so a collection does not
 /// allocate a fresh string per file.
 #[derive(Debug, Default)]
-pub struct FileReader {
+pub(crate) struct FileReader {
     buf: String,
 }
 
 impl FileReader {
     /// Read `path` into the buffer and return it.
-    pub fn read(&mut self, path: &Path) -> Result<&str, CollectError> {
+    pub(crate) fn read(&mut self, path: &Path) -> Result<&str, CollectError> {
         self.buf.clear();
         let res = std::fs::File::open(path)
             .and_then(|f| f.take(MAX_FILE_BYTES).read_to_string(&mut self.buf));
@@ -99,7 +99,7 @@ impl FileReader {
     /// Like [`read`](Self::read), but a file that does not exist (or that
     /// the kernel refuses as unsupported, as /proc/pressure does with
     /// `psi=0`) is `None`: the feature is absent, which is not an error.
-    pub fn read_optional(&mut self, path: &Path) -> Result<Option<&str>, CollectError> {
+    pub(crate) fn read_optional(&mut self, path: &Path) -> Result<Option<&str>, CollectError> {
         self.buf.clear();
         let res = std::fs::File::open(path)
             .and_then(|f| f.take(MAX_FILE_BYTES).read_to_string(&mut self.buf));
@@ -117,7 +117,7 @@ impl FileReader {
 /// Errors that mean "this thing is not there (any more)": the file never
 /// existed, a process or interface went away between listing and reading,
 /// or the kernel does not support it.
-pub fn is_absent(e: &io::Error) -> bool {
+pub(crate) fn is_absent(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
@@ -134,20 +134,20 @@ pub fn is_absent(e: &io::Error) -> bool {
 /// Read a small sysfs attribute as a trimmed string; `None` if absent or
 /// unreadable (sysfs attributes of a device that is going away fail in
 /// several ways, none of which should fail a collection).
-pub fn read_attr(path: &Path) -> Option<String> {
+pub(crate) fn read_attr(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_string())
 }
 
 /// Read a small sysfs attribute as an integer.
-pub fn read_attr_i64(path: &Path) -> Option<i64> {
+pub(crate) fn read_attr_i64(path: &Path) -> Option<i64> {
     read_attr(path)?.parse().ok()
 }
 
 /// Names in a directory, sorted (so output order is stable across scrapes);
 /// empty if the directory does not exist.
-pub fn list_dir(path: &Path) -> Result<Vec<String>, CollectError> {
+pub(crate) fn list_dir(path: &Path) -> Result<Vec<String>, CollectError> {
     let entries = match std::fs::read_dir(path) {
         Ok(e) => e,
         Err(e) if is_absent(&e) => return Ok(Vec::new()),
@@ -167,14 +167,14 @@ pub fn list_dir(path: &Path) -> Result<Vec<String>, CollectError> {
 }
 
 /// Parse a whitespace-separated field as u64, naming the file on failure.
-pub fn parse_u64(path: &Path, field: &str, what: &str) -> Result<u64, CollectError> {
+pub(crate) fn parse_u64(path: &Path, field: &str, what: &str) -> Result<u64, CollectError> {
     field.parse().map_err(|_| {
         CollectError::parse(path, format!("{what}: expected an integer, got {field:?}"))
     })
 }
 
 /// Parse a field as f64, naming the file on failure.
-pub fn parse_f64(path: &Path, field: &str, what: &str) -> Result<f64, CollectError> {
+pub(crate) fn parse_f64(path: &Path, field: &str, what: &str) -> Result<f64, CollectError> {
     field
         .parse()
         .map_err(|_| CollectError::parse(path, format!("{what}: expected a number, got {field:?}")))
@@ -182,14 +182,14 @@ pub fn parse_f64(path: &Path, field: &str, what: &str) -> Result<f64, CollectErr
 
 /// `sysconf` values the collectors convert with.
 #[derive(Debug, Clone, Copy)]
-pub struct SysConf {
+pub(crate) struct SysConf {
     /// Clock ticks per second (USER_HZ) of /proc/stat and /proc/PID/stat.
-    pub clk_tck: f64,
-    pub page_size: f64,
+    pub(crate) clk_tck: f64,
+    pub(crate) page_size: f64,
 }
 
 impl SysConf {
-    pub fn get() -> Self {
+    pub(crate) fn get() -> Self {
         // SAFETY: sysconf has no preconditions; it returns -1 for an unknown
         // name, which the fallbacks below cover.
         let (tck, page) = unsafe {

@@ -23,7 +23,7 @@ use redb::backends::FileBackend;
 
 /// Why the last growth was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     None = 0,
     /// Growing would pass `outbox.max_bytes`.
     Cap = 1,
@@ -34,13 +34,13 @@ pub enum Refusal {
 /// Shared between the backend (inside redb) and the store, which reads why
 /// a commit failed.
 #[derive(Debug, Default)]
-pub struct Growth {
+pub(crate) struct Growth {
     refusal: AtomicU8,
     cap: AtomicU64,
 }
 
 impl Growth {
-    pub fn new(cap: u64) -> Arc<Growth> {
+    pub(crate) fn new(cap: u64) -> Arc<Growth> {
         Arc::new(Growth {
             refusal: AtomicU8::new(Refusal::None as u8),
             cap: AtomicU64::new(cap),
@@ -48,7 +48,7 @@ impl Growth {
     }
 
     /// Take the last refusal (and forget it).
-    pub fn take_refusal(&self) -> Refusal {
+    pub(crate) fn take_refusal(&self) -> Refusal {
         match self.refusal.swap(Refusal::None as u8, Ordering::AcqRel) {
             1 => Refusal::Cap,
             2 => Refusal::DiskFull,
@@ -56,7 +56,7 @@ impl Growth {
         }
     }
 
-    pub fn set_cap(&self, cap: u64) {
+    pub(crate) fn set_cap(&self, cap: u64) {
         self.cap.store(cap, Ordering::Relaxed);
     }
 
@@ -66,7 +66,7 @@ impl Growth {
 }
 
 #[derive(Debug)]
-pub struct CappedFile {
+pub(crate) struct CappedFile {
     inner: FileBackend,
     /// The same open file, for `posix_fallocate`.
     file: File,
@@ -74,7 +74,7 @@ pub struct CappedFile {
 }
 
 impl CappedFile {
-    pub fn new(file: File, growth: Arc<Growth>) -> Result<CappedFile, redb::DatabaseError> {
+    pub(crate) fn new(file: File, growth: Arc<Growth>) -> Result<CappedFile, redb::DatabaseError> {
         let dup = file.try_clone()?;
         Ok(CappedFile {
             inner: FileBackend::new(file)?,

@@ -12,21 +12,21 @@ use crate::report::{Class, PerClass};
 
 /// Records and estimated file bytes (see `format::cost`) of one class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub records: u64,
-    pub cost: u64,
+pub(crate) struct Usage {
+    pub(crate) records: u64,
+    pub(crate) cost: u64,
 }
 
 /// Per-class usage.
-pub type ByClass = PerClass<Usage>;
+pub(crate) type ByClass = PerClass<Usage>;
 
-pub fn total(u: &ByClass) -> u64 {
+pub(crate) fn total(u: &ByClass) -> u64 {
     u.values().map(|c| c.cost).sum()
 }
 
 /// One step of giving up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Delete every second record of the older half of the stored metrics
     /// (the oldest record of the half stays). Loses time resolution of old
     /// metrics, keeps their span. Frees about a quarter of the metrics.
@@ -42,10 +42,10 @@ pub enum Step {
 
 /// Fewest stored metrics batches worth thinning: with fewer, the older half
 /// holds a single batch and thinning frees nothing.
-pub const MIN_THIN_RECORDS: u64 = 4;
+pub(crate) const MIN_THIN_RECORDS: u64 = 4;
 
 /// The order in which classes are given up: the reverse of the drain order.
-pub const GIVE_UP_ORDER: [Class; 4] = [
+pub(crate) const GIVE_UP_ORDER: [Class; 4] = [
     Class::Metrics,
     Class::NodeEvent,
     Class::Alert,
@@ -57,7 +57,12 @@ pub const GIVE_UP_ORDER: [Class; 4] = [
 /// thinning pass already ran for this batch: one pass per batch, so that a
 /// long outage thins old metrics progressively (each pass halves the older
 /// half again) instead of all at once.
-pub fn next_step(stored: &ByClass, incoming: &ByClass, budget: u64, thinned: bool) -> Option<Step> {
+pub(crate) fn next_step(
+    stored: &ByClass,
+    incoming: &ByClass,
+    budget: u64,
+    thinned: bool,
+) -> Option<Step> {
     let used = total(stored) + total(incoming);
     let over = used.checked_sub(budget).filter(|o| *o > 0)?;
     for class in GIVE_UP_ORDER {

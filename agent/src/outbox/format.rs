@@ -8,24 +8,24 @@ use serde_json::{Map, Value};
 use crate::report::{Class, Topic};
 
 /// The file format this build writes (meta key `format`).
-pub const FILE_FORMAT: u8 = 1;
+pub(crate) const FILE_FORMAT: u8 = 1;
 
 /// The record value format this build writes and reads (first value byte).
-pub const RECORD_VERSION: u8 = 1;
+pub(crate) const RECORD_VERSION: u8 = 1;
 
 /// `schema` in every payload: the envelope (`node`, `seq`, `schema` at the
 /// top level of the producer's JSON object). Bumped only if those three
 /// change meaning.
-pub const PAYLOAD_SCHEMA: u64 = 1;
+pub(crate) const PAYLOAD_SCHEMA: u64 = 1;
 
 /// Version byte + created (u64) + topic code.
 const HEADER_LEN: usize = 1 + 8 + 1;
 
 /// Bytes of a record's key: class (u8) + sequence number (u64).
-pub const KEY_LEN: usize = 9;
+pub(crate) const KEY_LEN: usize = 9;
 
 /// The stable on-disk code of a topic. Never renumber.
-pub fn topic_code(topic: Topic) -> u8 {
+pub(crate) fn topic_code(topic: Topic) -> u8 {
     match topic {
         Topic::Alerts => 0,
         Topic::Metrics => 1,
@@ -34,7 +34,7 @@ pub fn topic_code(topic: Topic) -> u8 {
     }
 }
 
-pub fn topic_from_code(code: u8) -> Option<Topic> {
+pub(crate) fn topic_from_code(code: u8) -> Option<Topic> {
     Some(match code {
         0 => Topic::Alerts,
         1 => Topic::Metrics,
@@ -45,7 +45,7 @@ pub fn topic_from_code(code: u8) -> Option<Topic> {
 }
 
 /// A record value: version 1 header, then the payload.
-pub fn encode_value(created_ms: u64, topic: Topic, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_value(created_ms: u64, topic: Topic, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(HEADER_LEN + payload.len());
     v.push(RECORD_VERSION);
     v.extend_from_slice(&created_ms.to_be_bytes());
@@ -56,7 +56,7 @@ pub fn encode_value(created_ms: u64, topic: Topic, payload: &[u8]) -> Vec<u8> {
 
 /// What a stored value turned out to be.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Decoded<'a> {
+pub(crate) enum Decoded<'a> {
     Record {
         created_ms: u64,
         topic: Topic,
@@ -67,7 +67,7 @@ pub enum Decoded<'a> {
     Unreadable { version: u8 },
 }
 
-pub fn decode_value(bytes: &[u8]) -> Decoded<'_> {
+pub(crate) fn decode_value(bytes: &[u8]) -> Decoded<'_> {
     let version = bytes.first().copied().unwrap_or(0);
     if version != RECORD_VERSION || bytes.len() < HEADER_LEN {
         return Decoded::Unreadable { version };
@@ -85,7 +85,7 @@ pub fn decode_value(bytes: &[u8]) -> Decoded<'_> {
 
 /// The created time of a value, whatever it is (0 when unreadable): for
 /// ages and time-to-live.
-pub fn created_ms(bytes: &[u8]) -> u64 {
+pub(crate) fn created_ms(bytes: &[u8]) -> u64 {
     match decode_value(bytes) {
         Decoded::Record { created_ms, .. } => created_ms,
         Decoded::Unreadable { .. } => 0,
@@ -95,7 +95,7 @@ pub fn created_ms(bytes: &[u8]) -> u64 {
 /// The producer's object as JSON, without the envelope keys (`node`,
 /// `seq`, `schema`: the report contract forbids them, so any found are
 /// dropped rather than published twice).
-pub fn body(payload: &Map<String, Value>) -> Vec<u8> {
+pub(crate) fn body(payload: &Map<String, Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.push(b'{');
     let mut first = true;
@@ -117,14 +117,14 @@ pub fn body(payload: &Map<String, Value>) -> Vec<u8> {
 
 /// Bytes the envelope adds to a body of a node id of `node_len` bytes, at
 /// most (a 20-digit sequence number, an escaped id).
-pub fn envelope_overhead(node_len: usize) -> usize {
+pub(crate) fn envelope_overhead(node_len: usize) -> usize {
     node_len * 2 + 48
 }
 
 /// The payload as published: `{"node":..,"seq":..,"schema":1, ..body}`.
 /// The three envelope keys come first so a person reading `mosquitto_sub`
 /// output sees them at once.
-pub fn envelope(node: &str, seq: u64, body: &[u8]) -> Vec<u8> {
+pub(crate) fn envelope(node: &str, seq: u64, body: &[u8]) -> Vec<u8> {
     let node = serde_json::to_string(node).expect("a string always serializes");
     let mut out = Vec::with_capacity(body.len() + node.len() + 48);
     out.extend_from_slice(b"{\"node\":");
@@ -151,7 +151,7 @@ const ENTRY_OVERHEAD: u64 = 16;
 /// the model is within 10 % of redb's allocated pages. The budget counts
 /// this, not the bare payload size, because what fills a small eMMC is
 /// pages, not bytes.
-pub fn cost(value_len: usize) -> u64 {
+pub(crate) fn cost(value_len: usize) -> u64 {
     let entry = KEY_LEN as u64 + value_len as u64 + ENTRY_OVERHEAD;
     if entry <= PAGE / 2 {
         PAGE / (PAGE / entry)
@@ -161,7 +161,7 @@ pub fn cost(value_len: usize) -> u64 {
 }
 
 /// The class of a stored key.
-pub fn class_of(code: u8) -> Option<Class> {
+pub(crate) fn class_of(code: u8) -> Option<Class> {
     Class::from_index(code)
 }
 

@@ -86,8 +86,8 @@
 
 mod backend;
 mod budget;
-pub mod format;
-pub mod store;
+pub(crate) mod format;
+pub(crate) mod store;
 mod synthetic;
 mod worker;
 
@@ -106,12 +106,12 @@ use crate::report::{Class, PerClass, Report};
 use crate::stage::{self, Stage, StageContext, StageSpec};
 use crate::status::{Details, StageState, StageStatus, details};
 
-pub use store::{Cursors, Listing, RecordKey, StoredRecord, read_offline};
+pub(crate) use store::{Cursors, Listing, RecordKey, StoredRecord, read_offline};
 
 /// Records a listing shows per class at most; `after` pages through more.
 /// A thousand fill several screens, and reading them takes milliseconds.
-pub const MAX_LISTING_PER_CLASS: usize = 1000;
-pub use worker::{Command, Fetched, MAX_APPENDS_PER_COMMIT};
+pub(crate) const MAX_LISTING_PER_CLASS: usize = 1000;
+pub(crate) use worker::{Command, Fetched, MAX_APPENDS_PER_COMMIT};
 
 /// Commands queued to the outbox thread. Each carries a batch (up to
 /// [`REPORTS_PER_FORWARD`] reports) or a small request; 64 of them are far
@@ -162,20 +162,20 @@ impl OutboxError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub open: bool,
-    pub records: PerClass<u64>,
-    pub bytes: PerClass<u64>,
-    pub given_up: PerClass<u64>,
-    pub expired: PerClass<u64>,
-    pub oldest_created_ms: PerClass<Option<u64>>,
+    pub(crate) records: PerClass<u64>,
+    pub(crate) bytes: PerClass<u64>,
+    pub(crate) given_up: PerClass<u64>,
+    pub(crate) expired: PerClass<u64>,
+    pub(crate) oldest_created_ms: PerClass<Option<u64>>,
     /// Records appended since the agent started; grows with every commit
     /// that appends (the uplink's "something new" signal).
     pub appended_total: u64,
-    pub next_seq: u64,
-    pub file_bytes: u64,
-    pub used_cost: u64,
-    pub budget: u64,
-    pub disk_full: bool,
-    pub held: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) file_bytes: u64,
+    pub(crate) used_cost: u64,
+    pub(crate) budget: u64,
+    pub(crate) disk_full: bool,
+    pub(crate) held: u64,
 }
 
 impl Summary {
@@ -183,16 +183,16 @@ impl Summary {
         self.records.total()
     }
 
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.bytes.total()
     }
 
-    pub fn oldest_age_secs(&self) -> Option<u64> {
+    pub(crate) fn oldest_age_secs(&self) -> Option<u64> {
         let oldest = self.oldest_created_ms.values().flatten().min()?;
         Some(crate::unix_time::now_millis().saturating_sub(*oldest) / 1000)
     }
 
-    pub fn budget_used_percent(&self) -> f64 {
+    pub(crate) fn budget_used_percent(&self) -> f64 {
         if self.budget == 0 {
             return 0.0;
         }
@@ -200,7 +200,7 @@ impl Summary {
     }
 
     /// One line for `status`.
-    pub fn headline(&self) -> String {
+    pub(crate) fn headline(&self) -> String {
         let n = self.total_records();
         if n == 0 {
             return "empty: everything has been sent".into();
@@ -215,7 +215,7 @@ impl Summary {
 
 /// Why [`Outbox::try_ack`] did not take the keys.
 #[derive(Debug)]
-pub enum TryAck {
+pub(crate) enum TryAck {
     /// The outbox thread is behind: here they are, try again later.
     Busy(Vec<RecordKey>),
     Stopped,
@@ -255,7 +255,7 @@ impl Outbox {
     }
 
     /// Records the broker acknowledged (deleted with the next commit).
-    pub async fn ack(&self, keys: Vec<RecordKey>) -> Result<(), OutboxError> {
+    pub(crate) async fn ack(&self, keys: Vec<RecordKey>) -> Result<(), OutboxError> {
         self.tx
             .send(Command::Ack(keys))
             .await
@@ -264,7 +264,7 @@ impl Outbox {
 
     /// [`Outbox::ack`] without waiting: while the outbox thread is busy
     /// committing, the keys come back to be sent later with more.
-    pub fn try_ack(&self, keys: Vec<RecordKey>) -> Result<(), TryAck> {
+    pub(crate) fn try_ack(&self, keys: Vec<RecordKey>) -> Result<(), TryAck> {
         match self.tx.try_send(Command::Ack(keys)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(Command::Ack(keys))) => Err(TryAck::Busy(keys)),
@@ -274,7 +274,7 @@ impl Outbox {
 
     /// Up to `limit` records (about `max_bytes` of payload, at least one)
     /// after `after`, in drain order.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         after: Cursors,
         limit: usize,
@@ -290,14 +290,21 @@ impl Outbox {
     }
 
     /// Which of `keys` are still waiting.
-    pub async fn waiting(&self, keys: Vec<RecordKey>) -> Result<Vec<RecordKey>, OutboxError> {
+    pub(crate) async fn waiting(
+        &self,
+        keys: Vec<RecordKey>,
+    ) -> Result<Vec<RecordKey>, OutboxError> {
         self.ask(|r| Command::Waiting(keys, r)).await
     }
 
     /// What waits, with up to `per_class` records of each class after
     /// `after` (capped at [`MAX_LISTING_PER_CLASS`]). Read from a snapshot
     /// on a blocking thread; the outbox thread only starts the read.
-    pub async fn listing(&self, per_class: usize, after: Cursors) -> Result<Listing, OutboxError> {
+    pub(crate) async fn listing(
+        &self,
+        per_class: usize,
+        after: Cursors,
+    ) -> Result<Listing, OutboxError> {
         let per_class = per_class.min(MAX_LISTING_PER_CLASS);
         let _turn = self
             .listings
@@ -328,12 +335,12 @@ impl Outbox {
 }
 
 /// The outbox file of a config.
-pub fn file_path(config: &AgentConfig) -> PathBuf {
+pub(crate) fn file_path(config: &AgentConfig) -> PathBuf {
     config.paths.state_dir.join(store::FILE_NAME)
 }
 
 /// The outbox stage.
-pub const STAGE: StageSpec = StageSpec {
+pub(crate) const STAGE: StageSpec = StageSpec {
     name: "outbox",
     sections: &[SectionId::Outbox],
     key_details: worker::OutboxDetails::KEY,
@@ -343,7 +350,7 @@ pub const STAGE: StageSpec = StageSpec {
 /// report channel), and its control methods (`outbox.list`,
 /// `outbox.test_alert`, and `outbox.test_report` for root only). At shutdown the stage waits for `uplink_done` (the
 /// uplink's last acknowledgements) before closing the file.
-pub fn start(
+pub(crate) fn start(
     ctx: &StageContext,
     reports: mpsc::Receiver<Report>,
     shutdown: CancellationToken,
@@ -543,7 +550,7 @@ fn listing_after(after: Option<&Value>) -> Result<Cursors, ControlError> {
 }
 
 /// The JSON form of a listing (`edge-agent outbox --json`, schema 1).
-pub fn listing_json(l: &Listing, summary: Option<&Summary>) -> Value {
+pub(crate) fn listing_json(l: &Listing, summary: Option<&Summary>) -> Value {
     let classes: Vec<Value> = l
         .classes
         .iter()
@@ -577,26 +584,26 @@ details! {
     /// What `status` shows of the outbox while the daemon is down: what
     /// the file says (the running outbox's [`worker::OutboxDetails`] less
     /// what only the worker knows).
-    pub struct OfflineDetails {
-        pub records_waiting_by_class: PerClass<u64>,
-        pub bytes_waiting_by_class: PerClass<u64>,
-        pub oldest_waiting_age_secs: Option<u64>,
-        pub [key] given_up_total_by_class: PerClass<u64>,
-        pub [key] expired_total_by_class: PerClass<u64>,
-        pub file_bytes: u64,
-        pub next_seq: u64,
+    pub(crate) struct OfflineDetails {
+        pub(crate) records_waiting_by_class: PerClass<u64>,
+        pub(crate) bytes_waiting_by_class: PerClass<u64>,
+        pub(crate) oldest_waiting_age_secs: Option<u64>,
+        pub(crate) [key] given_up_total_by_class: PerClass<u64>,
+        pub(crate) [key] expired_total_by_class: PerClass<u64>,
+        pub(crate) file_bytes: u64,
+        pub(crate) next_seq: u64,
     }
 }
 
 details! {
     /// What `status` shows of an outbox file it cannot read.
-    pub struct UnreadableDetails {
-        pub file_bytes: u64,
+    pub(crate) struct UnreadableDetails {
+        pub(crate) file_bytes: u64,
     }
 }
 
 /// `status` without the daemon: what waits in the outbox file.
-pub fn offline_status(config: &AgentConfig) -> Option<StageStatus> {
+pub(crate) fn offline_status(config: &AgentConfig) -> Option<StageStatus> {
     let path = file_path(config);
     if !path.exists() {
         return None;

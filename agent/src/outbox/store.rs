@@ -23,7 +23,7 @@ use crate::report::{Class, PerClass, Report, Topic};
 use crate::unix_time;
 
 /// The outbox file's name in the state directory.
-pub const FILE_NAME: &str = "outbox.redb";
+pub(crate) const FILE_NAME: &str = "outbox.redb";
 
 /// Records: `(class, seq)` -> version byte, created, topic, payload.
 const RECORDS: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("records");
@@ -39,7 +39,7 @@ const CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Largest record accepted. Far above any real report (a metrics batch of
 /// a busy node is ~100 KB of JSON) and small enough to publish as one MQTT
 /// packet on a slow link.
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 /// Share of `max_bytes` that records may fill (by `format::cost`), in
 /// percent. redb doubles its file as it grows (until 1 GiB), so under a
@@ -54,7 +54,7 @@ fn record_budget(max_bytes: u64) -> u64 {
 }
 
 /// Called with the repair's progress (0.0-1.0) when redb repairs the file.
-pub type RepairProgress = Arc<dyn Fn(f64) + Send + Sync>;
+pub(crate) type RepairProgress = Arc<dyn Fn(f64) + Send + Sync>;
 
 /// Compact when the file is at least this large and at least this many
 /// times larger than what it holds: smaller wins are not worth rewriting
@@ -65,8 +65,8 @@ const COMPACT_RATIO: u64 = 4;
 /// A record's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordKey {
-    pub class: Class,
-    pub seq: u64,
+    pub(crate) class: Class,
+    pub(crate) seq: u64,
 }
 
 impl RecordKey {
@@ -107,7 +107,10 @@ pub enum StoreError {
 /// a panic inside it into [`StoreError::Damaged`]. redb asserts on what it
 /// reads (in debug builds on any corruption, in release builds on some):
 /// garbage in the file must cost the file, not the outbox thread.
-pub fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+pub(crate) fn guard<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(panic) => Err(StoreError::Damaged {
@@ -118,7 +121,7 @@ pub fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Resul
 }
 
 /// The message a panic carried.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -138,7 +141,7 @@ fn is_damage(source: &redb::Error) -> bool {
 impl StoreError {
     /// The handle is unusable after this error (redb refuses every later
     /// operation after an I/O error): close and reopen before retrying.
-    pub fn needs_reopen(&self) -> bool {
+    pub(crate) fn needs_reopen(&self) -> bool {
         matches!(
             self,
             StoreError::DiskFull { .. }
@@ -152,17 +155,17 @@ impl StoreError {
 /// Counters kept in the file with every commit, so that they survive
 /// restarts and always agree with the records (meta key `counters`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// The next sequence number to hand out.
-    pub next_seq: u64,
+    pub(crate) next_seq: u64,
     /// Records and estimated file bytes waiting, by class.
-    pub usage: ByClass,
+    pub(crate) usage: ByClass,
     /// Payload bytes waiting, by class (what `status` shows as bytes).
-    pub bytes: PerClass<u64>,
+    pub(crate) bytes: PerClass<u64>,
     /// Records given up, by class, for any reason (budget, age, size).
-    pub given_up: PerClass<u64>,
+    pub(crate) given_up: PerClass<u64>,
     /// Of those, records given up for their age.
-    pub expired: PerClass<u64>,
+    pub(crate) expired: PerClass<u64>,
 }
 
 /// Version of the `counters` value layout.
@@ -209,11 +212,11 @@ impl Counters {
         Some(c)
     }
 
-    pub fn records(&self) -> u64 {
+    pub(crate) fn records(&self) -> u64 {
         self.usage.values().map(|u| u.records).sum()
     }
 
-    pub fn cost(&self) -> u64 {
+    pub(crate) fn cost(&self) -> u64 {
         budget::total(&self.usage)
     }
 
@@ -238,77 +241,77 @@ type Incoming = (Class, Topic, u64, Vec<u8>, usize);
 
 /// One stored record, as the uplink publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRecord {
-    pub key: RecordKey,
-    pub topic: Topic,
-    pub created_ms: u64,
-    pub payload: Vec<u8>,
+pub(crate) struct StoredRecord {
+    pub(crate) key: RecordKey,
+    pub(crate) topic: Topic,
+    pub(crate) created_ms: u64,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// Where the uplink is in each class: the highest sequence number it has
 /// been handed. `None`: from the start.
-pub type Cursors = PerClass<Option<u64>>;
+pub(crate) type Cursors = PerClass<Option<u64>>;
 
 /// What a fetch read.
 #[derive(Debug, Clone, Default)]
-pub struct Fetch {
-    pub records: Vec<StoredRecord>,
+pub(crate) struct Fetch {
+    pub(crate) records: Vec<StoredRecord>,
     /// The cursors after what was read (past unreadable records too).
-    pub cursors: Cursors,
-    pub unreadable: u64,
+    pub(crate) cursors: Cursors,
+    pub(crate) unreadable: u64,
     /// It stopped at its limit: more may follow.
-    pub more: bool,
+    pub(crate) more: bool,
 }
 
 /// A batch of changes committed as one transaction.
 #[derive(Debug, Default)]
-pub struct Batch {
-    pub appends: Vec<Report>,
+pub(crate) struct Batch {
+    pub(crate) appends: Vec<Report>,
     /// Records the broker acknowledged.
-    pub acks: Vec<RecordKey>,
+    pub(crate) acks: Vec<RecordKey>,
     /// Records given up before they reached the file (held in memory while
     /// the disk was full), to add to the persisted counts.
-    pub given_up_elsewhere: PerClass<u64>,
+    pub(crate) given_up_elsewhere: PerClass<u64>,
 }
 
 /// What a commit did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Committed {
+pub(crate) struct Committed {
     /// The sequence number of each append, in order; `None` if it was
     /// given up (too large, or no room).
-    pub seqs: Vec<Option<u64>>,
-    pub given_up: PerClass<u64>,
+    pub(crate) seqs: Vec<Option<u64>>,
+    pub(crate) given_up: PerClass<u64>,
     /// Acknowledged records that were still there (others were given up,
     /// or acknowledged twice after a reconnect).
-    pub acked: u64,
+    pub(crate) acked: u64,
 }
 
 /// How the file was opened.
 #[derive(Debug, Default)]
-pub struct Opened {
-    pub created: bool,
+pub(crate) struct Opened {
+    pub(crate) created: bool,
     /// redb repaired the file after an unclean stop, taking this long.
-    pub repaired: Option<Duration>,
-    pub open_time: Duration,
+    pub(crate) repaired: Option<Duration>,
+    pub(crate) open_time: Duration,
     /// An unusable file was moved aside and a new one started.
-    pub replaced: Option<Replaced>,
+    pub(crate) replaced: Option<Replaced>,
 }
 
 /// A file that was moved aside and replaced by a new one.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Replaced {
-    pub moved_to: PathBuf,
-    pub reason: String,
+pub(crate) struct Replaced {
+    pub(crate) moved_to: PathBuf,
+    pub(crate) reason: String,
     /// The old file's size.
-    pub file_bytes: u64,
+    pub(crate) file_bytes: u64,
     /// Records it held, by class, when they were known (the outbox had the
     /// file open); `None` when it could not be opened at all.
-    pub lost_by_class: Option<PerClass<u64>>,
+    pub(crate) lost_by_class: Option<PerClass<u64>>,
     /// When, in Unix seconds.
-    pub at: u64,
+    pub(crate) at: u64,
 }
 
-pub struct Store {
+pub(crate) struct Store {
     db: Database,
     path: PathBuf,
     node: String,
@@ -357,7 +360,7 @@ impl Store {
     /// with a timestamp suffix and a new file started, so that the node
     /// keeps recording; `Opened::moved_aside` says so. `on_repair` is told
     /// the repair's progress (0.0-1.0) when redb must repair the file.
-    pub fn open(
+    pub(crate) fn open(
         path: &Path,
         node: &str,
         max_bytes: u64,
@@ -382,7 +385,7 @@ impl Store {
     /// Move this (damaged) file aside and open a new one in its place,
     /// which carries on the old one's sequence numbers and counts: what it
     /// held is counted as given up. What the move cost is in the result.
-    pub fn replace(self, why: &StoreError) -> Result<(Store, Replaced), StoreError> {
+    pub(crate) fn replace(self, why: &StoreError) -> Result<(Store, Replaced), StoreError> {
         let Store {
             db,
             path,
@@ -605,26 +608,26 @@ impl Store {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn counters(&self) -> &Counters {
+    pub(crate) fn counters(&self) -> &Counters {
         &self.counters
     }
 
-    pub fn file_len(&self) -> u64 {
+    pub(crate) fn file_len(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
     /// What records may fill, by cost (40 % of `max_bytes`, or less after
     /// the file hit its cap early).
-    pub fn budget(&self) -> u64 {
+    pub(crate) fn budget(&self) -> u64 {
         self.effective_budget
     }
 
     /// Apply a new `max_bytes` (config reload).
-    pub fn set_max_bytes(&mut self, max_bytes: u64) {
+    pub(crate) fn set_max_bytes(&mut self, max_bytes: u64) {
         self.max_bytes = max_bytes;
         self.record_budget = record_budget(max_bytes);
         self.effective_budget = self.record_budget;
@@ -644,7 +647,7 @@ impl Store {
     /// When the file would pass `max_bytes` although the estimate said the
     /// batch fits (fragmentation), the budget is lowered to 90 % of what
     /// the file holds and the batch tried again, giving up more.
-    pub fn commit(&mut self, batch: &Batch) -> Result<Committed, StoreError> {
+    pub(crate) fn commit(&mut self, batch: &Batch) -> Result<Committed, StoreError> {
         /// Each retry lowers the budget by a tenth; three make room in any
         /// file that is not all critical alerts.
         const CAP_RETRIES: usize = 3;
@@ -863,7 +866,7 @@ impl Store {
     /// Give up records older than their class's time-to-live, oldest
     /// first, at most `limit` per call (so one call never holds the writer
     /// long). Returns how many expired, by class.
-    pub fn expire(
+    pub(crate) fn expire(
         &mut self,
         max_age: PerClass<Option<Duration>>,
         now_ms: u64,
@@ -920,7 +923,7 @@ impl Store {
     /// one record) after `after`, in drain order (class, then sequence).
     /// Unreadable records are skipped (the cursors move past them) and
     /// counted.
-    pub fn fetch(
+    pub(crate) fn fetch(
         &self,
         after: &Cursors,
         limit: usize,
@@ -975,7 +978,7 @@ impl Store {
     }
 
     /// Which of `keys` are still waiting.
-    pub fn waiting(&self, keys: &[RecordKey]) -> Result<Vec<RecordKey>, StoreError> {
+    pub(crate) fn waiting(&self, keys: &[RecordKey]) -> Result<Vec<RecordKey>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e.into()))?;
         let table = match txn.open_table(RECORDS) {
             Ok(t) => t,
@@ -996,7 +999,7 @@ impl Store {
     }
 
     /// The created time of the oldest waiting record of each class.
-    pub fn oldest_created(&self) -> Result<PerClass<Option<u64>>, StoreError> {
+    pub(crate) fn oldest_created(&self) -> Result<PerClass<Option<u64>>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e.into()))?;
         let mut out = PerClass::default();
         let table = match txn.open_table(RECORDS) {
@@ -1019,21 +1022,21 @@ impl Store {
     }
 
     /// What waits, by class, with the oldest `per_class` records of each.
-    pub fn listing(&self, per_class: usize) -> Result<Listing, StoreError> {
+    pub(crate) fn listing(&self, per_class: usize) -> Result<Listing, StoreError> {
         self.snapshot()?.listing(per_class, &Cursors::default())
     }
 
     /// A read-only view of the last commit, for reading on another thread:
     /// redb readers never block the writer, so a long listing costs the
     /// outbox thread only the start of a read transaction.
-    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+    pub(crate) fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e.into()))?;
         Ok(Snapshot(txn, self.path.clone()))
     }
 
     /// Make the file small again after a large backlog drained, when that
     /// is worth it. Returns the file size before and after.
-    pub fn compact_if_worthwhile(&mut self) -> Result<Option<(u64, u64)>, StoreError> {
+    pub(crate) fn compact_if_worthwhile(&mut self) -> Result<Option<(u64, u64)>, StoreError> {
         let before = self.file_len();
         if before < COMPACT_MIN_FILE || self.counters.cost().saturating_mul(COMPACT_RATIO) > before
         {
@@ -1113,37 +1116,37 @@ fn move_aside(
 
 /// One class in a listing.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct ClassListing {
-    pub class: &'static str,
-    pub records: u64,
-    pub bytes: u64,
-    pub oldest_created_ms: Option<u64>,
+pub(crate) struct ClassListing {
+    pub(crate) class: &'static str,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+    pub(crate) oldest_created_ms: Option<u64>,
     /// Records after `after`, oldest first, at most `per_class`.
-    pub oldest: Vec<ListedRecord>,
+    pub(crate) oldest: Vec<ListedRecord>,
     /// More records follow the last one listed.
-    pub more: bool,
+    pub(crate) more: bool,
 }
 
 /// One record in a listing.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ListedRecord {
-    pub seq: u64,
-    pub created_ms: u64,
+pub(crate) struct ListedRecord {
+    pub(crate) seq: u64,
+    pub(crate) created_ms: u64,
     /// Topic suffix; `None` for an unreadable record.
-    pub topic: Option<&'static str>,
-    pub bytes: usize,
+    pub(crate) topic: Option<&'static str>,
+    pub(crate) bytes: usize,
     /// A few words about it: the rule and priority of an alert, the kind
     /// of a node event, the record version of an unreadable one.
-    pub about: String,
+    pub(crate) about: String,
 }
 
 /// A read transaction on the outbox file (see [`Store::snapshot`]).
-pub struct Snapshot(redb::ReadTransaction, PathBuf);
+pub(crate) struct Snapshot(redb::ReadTransaction, PathBuf);
 
 impl Snapshot {
     /// What waits, by class, with up to `per_class` records of each after
     /// `after` (from the oldest when `None`).
-    pub fn listing(&self, per_class: usize, after: &Cursors) -> Result<Listing, StoreError> {
+    pub(crate) fn listing(&self, per_class: usize, after: &Cursors) -> Result<Listing, StoreError> {
         guard(&self.1, || {
             listing(&self.0, per_class, after).map_err(|source| {
                 if is_damage(&source) {
@@ -1164,11 +1167,11 @@ impl Snapshot {
 
 /// What waits in an outbox file.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Listing {
-    pub next_seq: u64,
-    pub given_up: PerClass<u64>,
-    pub expired: PerClass<u64>,
-    pub classes: Vec<ClassListing>,
+pub(crate) struct Listing {
+    pub(crate) next_seq: u64,
+    pub(crate) given_up: PerClass<u64>,
+    pub(crate) expired: PerClass<u64>,
+    pub(crate) classes: Vec<ClassListing>,
 }
 
 fn listing(
@@ -1272,7 +1275,7 @@ fn about(payload: &[u8]) -> String {
 /// Read an outbox file without the daemon (it must not be running: the
 /// daemon holds the file exclusively). For `status` and `outbox` when the
 /// daemon is down.
-pub fn read_offline(path: &Path, per_class: usize) -> Result<Listing, StoreError> {
+pub(crate) fn read_offline(path: &Path, per_class: usize) -> Result<Listing, StoreError> {
     let err = |source: redb::Error| StoreError::Storage {
         path: path.to_path_buf(),
         source,

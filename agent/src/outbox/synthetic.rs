@@ -18,7 +18,7 @@ use crate::status::StatusBoard;
 
 /// Alerts one `test-alert` may make: enough to see a burst drain, few
 /// enough that nobody floods a fleet's alert topic by a typo.
-pub const MAX_TEST_ALERTS: u64 = 1000;
+pub(crate) const MAX_TEST_ALERTS: u64 = 1000;
 
 /// How long `test-alert` waits for the broker by default.
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
@@ -76,7 +76,7 @@ fn hostname() -> String {
 /// The `outbox.test_alert` control method (`edge-agent test-alert`). Params: `priority` (Falco's names,
 /// default `critical`), `count` (default 1), `wait_ms` (default 10 s; 0
 /// returns once the alerts are durable).
-pub async fn test_alert(
+pub(crate) async fn test_alert(
     outbox: &Outbox,
     config: &AgentConfig,
     board: &StatusBoard,
@@ -160,7 +160,7 @@ pub async fn test_alert(
 /// `count` synthetic reports of `class`, each with `pad` bytes of filler,
 /// appended durably; their keys (`None` where given up). The caller bounds
 /// `count` and `pad` (the control method does).
-pub async fn test_reports(
+pub(crate) async fn test_reports(
     outbox: &Outbox,
     class: Class,
     count: u64,

@@ -28,34 +28,34 @@ use crate::status::{StageState, StatusReporter, details};
 details! {
     /// What the outbox shows in `status` (the agent's own metrics derive
     /// from these names: `_total` counters, `_by_class` families).
-    pub struct OutboxDetails {
-        pub records_waiting_by_class: PerClass<u64>,
-        pub bytes_waiting_by_class: PerClass<u64>,
-        pub oldest_waiting_age_secs: Option<u64>,
-        pub [key] given_up_total_by_class: PerClass<u64>,
-        pub [key] expired_total_by_class: PerClass<u64>,
-        pub held_in_memory: u64,
-        pub [key] disk_full: bool,
-        pub file_bytes: u64,
-        pub max_bytes: u64,
-        pub budget_used_percent: f64,
-        pub next_seq: u64,
-        pub appended_total: u64,
-        pub commits_total: u64,
-        pub batch_mean: f64,
-        pub batch_max: u64,
+    pub(crate) struct OutboxDetails {
+        pub(crate) records_waiting_by_class: PerClass<u64>,
+        pub(crate) bytes_waiting_by_class: PerClass<u64>,
+        pub(crate) oldest_waiting_age_secs: Option<u64>,
+        pub(crate) [key] given_up_total_by_class: PerClass<u64>,
+        pub(crate) [key] expired_total_by_class: PerClass<u64>,
+        pub(crate) held_in_memory: u64,
+        pub(crate) [key] disk_full: bool,
+        pub(crate) file_bytes: u64,
+        pub(crate) max_bytes: u64,
+        pub(crate) budget_used_percent: f64,
+        pub(crate) next_seq: u64,
+        pub(crate) appended_total: u64,
+        pub(crate) commits_total: u64,
+        pub(crate) batch_mean: f64,
+        pub(crate) batch_max: u64,
         /// Seconds, rounded to 0.1 ms (Prometheus wants base units).
-        pub commit_seconds_mean: f64,
-        pub commit_seconds_max: f64,
-        pub compactions_total: u64,
+        pub(crate) commit_seconds_mean: f64,
+        pub(crate) commit_seconds_max: f64,
+        pub(crate) compactions_total: u64,
         /// How the file was opened when that is news (moved aside, repaired).
         #[serde(skip_serializing_if = "Option::is_none")]
-        pub opened: Option<String>,
+        pub(crate) opened: Option<String>,
         /// The last damaged file moved aside: where, why, what it held.
         #[serde(skip_serializing_if = "Option::is_none")]
-        pub last_file_replaced: Option<Replaced>,
+        pub(crate) last_file_replaced: Option<Replaced>,
         /// Panics the outbox thread got over (see [`Worker::run`]).
-        pub thread_panics_total: u64,
+        pub(crate) thread_panics_total: u64,
     }
 }
 
@@ -65,7 +65,7 @@ details! {
 const MAX_HELD_RECORDS: usize = crate::report::REPORT_CHANNEL_CAPACITY;
 
 /// Most reports in one transaction: bounds a commit's latency and memory.
-pub const MAX_APPENDS_PER_COMMIT: usize = 8192;
+pub(crate) const MAX_APPENDS_PER_COMMIT: usize = 8192;
 
 /// Expiry and compaction checks: cheap, but nothing needs them sooner.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
@@ -95,19 +95,19 @@ const PANIC_WINDOW: Duration = Duration::from_secs(600);
 
 /// What a fetch returns.
 #[derive(Debug, Clone, Default)]
-pub struct Fetched {
-    pub records: Vec<StoredRecord>,
-    pub cursors: Cursors,
+pub(crate) struct Fetched {
+    pub(crate) records: Vec<StoredRecord>,
+    pub(crate) cursors: Cursors,
     /// It stopped at its limit: more may follow.
-    pub more: bool,
+    pub(crate) more: bool,
     /// `Summary::appended_total` when the records were read: without
     /// `more`, nothing newer than this exists.
-    pub appended_total: u64,
+    pub(crate) appended_total: u64,
 }
 
-pub type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
 
-pub enum Command {
+pub(crate) enum Command {
     /// Reports from producers (the report channel).
     Append(Vec<Report>),
     /// Reports whose sequence numbers the caller wants once durable (`None`
@@ -163,7 +163,7 @@ struct Stats {
     commit_time_max: Duration,
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     path: PathBuf,
     node: String,
     config: OutboxConfig,
@@ -193,7 +193,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
+    pub(crate) fn new(
         path: PathBuf,
         node: String,
         config: OutboxConfig,
@@ -235,7 +235,7 @@ impl Worker {
     /// their callers are answered `Stopped`, durable records are kept.
     /// (redb's own panics are caught closer, per call, and cost the file,
     /// not the round: see [`store::guard`].)
-    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         self.open();
         self.publish(true);
         loop {

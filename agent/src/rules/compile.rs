@@ -28,26 +28,26 @@ use super::strset::StrSet;
 
 /// A named list as the compiler sees it (items already unquoted).
 #[derive(Debug, Clone, Default)]
-pub struct ListDef {
-    pub items: Vec<Literal>,
+pub(crate) struct ListDef {
+    pub(crate) items: Vec<Literal>,
 }
 
 /// A macro: its parsed condition (or why it does not parse).
 #[derive(Debug, Clone)]
-pub struct MacroDef {
-    pub parsed: Result<Expr, condition::SyntaxError>,
+pub(crate) struct MacroDef {
+    pub(crate) parsed: Result<Expr, condition::SyntaxError>,
 }
 
 /// Lists and macros a condition may name.
-pub struct Env<'a> {
-    pub lists: &'a HashMap<String, ListDef>,
-    pub macros: &'a HashMap<String, MacroDef>,
+pub(crate) struct Env<'a> {
+    pub(crate) lists: &'a HashMap<String, ListDef>,
+    pub(crate) macros: &'a HashMap<String, MacroDef>,
 }
 
 /// Why a condition does not compile. `Display` is the precise reason shown
 /// in `rules check`, status and logs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CompileError {
+pub(crate) enum CompileError {
     #[error("syntax error{}: {error}", in_macro(.within))]
     Syntax {
         error: condition::SyntaxError,
@@ -87,7 +87,7 @@ pub enum CompileError {
 
 /// What a condition's size is measured in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Measure {
+pub(crate) enum Measure {
     /// Condition nodes with every macro expanded where it is used: a macro
     /// used twice by the macro above it doubles at each level.
     Nodes,
@@ -99,14 +99,14 @@ pub enum Measure {
 
 /// One cap on a condition's size, and whose cap it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub max: usize,
-    pub scope: Scope,
+pub(crate) struct Limit {
+    pub(crate) max: usize,
+    pub(crate) scope: Scope,
 }
 
 /// Whose budget a [`Limit`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// The rule's own cap.
     Rule,
     /// What the rules of the same file had left of the file's cap.
@@ -141,9 +141,9 @@ fn too_large(what: &Measure, limit: &Limit, within: &[String]) -> String {
 /// How large one rule's condition may grow when macros and lists are
 /// expanded (see [`Budget::per_rule`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    pub nodes: Limit,
-    pub items: Limit,
+pub(crate) struct Budget {
+    pub(crate) nodes: Limit,
+    pub(crate) items: Limit,
 }
 
 /// Condition nodes one rule may expand to. The largest rule of Falco's
@@ -151,24 +151,24 @@ pub struct Budget {
 /// that compile to 2,799 together: the caps leave an order of magnitude
 /// of room over real rule sets, and hold one rule to a few MiB of memory
 /// and milliseconds of compile time.
-pub const MAX_NODES_PER_RULE: usize = 10_000;
+pub(crate) const MAX_NODES_PER_RULE: usize = 10_000;
 /// List items one rule may expand to (Falco's largest: 534).
-pub const MAX_ITEMS_PER_RULE: usize = 20_000;
+pub(crate) const MAX_ITEMS_PER_RULE: usize = 20_000;
 /// Condition nodes the rules of one file may expand to together, so that
 /// a file of many rules each just under the rule cap is refused too
 /// (Falco's three files: 2,799 in all).
-pub const MAX_NODES_PER_FILE: usize = 100_000;
+pub(crate) const MAX_NODES_PER_FILE: usize = 100_000;
 /// List items the rules of one file may expand to together (Falco's three
 /// files: 3,920 in all).
-pub const MAX_ITEMS_PER_FILE: usize = 200_000;
+pub(crate) const MAX_ITEMS_PER_FILE: usize = 200_000;
 /// Levels of nesting with every macro expanded. The evaluator and the
 /// compiler's passes recurse once per level, so this bounds their stack
 /// (a few hundred bytes a level) well inside a 2 MiB thread stack.
-pub const MAX_EXPANDED_DEPTH: usize = 256;
+pub(crate) const MAX_EXPANDED_DEPTH: usize = 256;
 
 impl Budget {
     /// A rule's own caps.
-    pub const fn per_rule() -> Budget {
+    pub(crate) const fn per_rule() -> Budget {
         Budget {
             nodes: Limit {
                 max: MAX_NODES_PER_RULE,
@@ -182,7 +182,7 @@ impl Budget {
     }
 
     /// The rule's caps, lowered to what its file has left.
-    pub fn within_file(nodes_left: usize, items_left: usize) -> Budget {
+    pub(crate) fn within_file(nodes_left: usize, items_left: usize) -> Budget {
         let cap = |rule: usize, left: usize| {
             if left < rule {
                 Limit {
@@ -205,7 +205,7 @@ impl Budget {
 
 impl CompileError {
     /// Whether `skip-if-unknown-filter: true` turns this failure into a skip.
-    pub fn is_unknown_filter(&self) -> bool {
+    pub(crate) fn is_unknown_filter(&self) -> bool {
         matches!(self, CompileError::UnknownField { .. })
     }
 }
@@ -244,27 +244,27 @@ fn hint(field: &str) -> &'static str {
 
 /// A compiled condition: the evaluator plus the event types it can match.
 #[derive(Debug, Clone)]
-pub struct Compiled {
-    pub node: Node,
-    pub types: TypeMask,
+pub(crate) struct Compiled {
+    pub(crate) node: Node,
+    pub(crate) types: TypeMask,
     /// `evt.type` names the sensor never produces (the branches naming them
     /// can never be true); a warning when `types` is still non-empty.
-    pub unknown_types: Vec<String>,
+    pub(crate) unknown_types: Vec<String>,
     /// Condition nodes it expanded to (macros expanded), before folding.
-    pub nodes: usize,
+    pub(crate) nodes: usize,
     /// List items it expanded to.
-    pub items: usize,
+    pub(crate) items: usize,
 }
 
 /// Compile a parsed condition within a rule's own caps.
-pub fn compile(expr: &Expr, env: &Env<'_>) -> Result<Compiled, CompileError> {
+pub(crate) fn compile(expr: &Expr, env: &Env<'_>) -> Result<Compiled, CompileError> {
     compile_within(expr, env, Budget::per_rule())
 }
 
 /// Compile a parsed condition; refuse it as soon as it expands past
 /// `budget` (counted while expanding, so a condition that would expand to
 /// billions of nodes costs no more than the budget to refuse).
-pub fn compile_within(
+pub(crate) fn compile_within(
     expr: &Expr,
     env: &Env<'_>,
     budget: Budget,
@@ -299,7 +299,7 @@ pub fn compile_within(
 
 impl Node {
     /// Event types for which the node may be true.
-    pub fn may_types(&self) -> TypeMask {
+    pub(crate) fn may_types(&self) -> TypeMask {
         match self {
             Node::Const(b) => {
                 if *b {
@@ -335,7 +335,7 @@ impl Node {
     }
 
     /// A rough cost of evaluating the node, to test cheap things first.
-    pub fn cost(&self) -> u32 {
+    pub(crate) fn cost(&self) -> u32 {
         match self {
             Node::Const(_) | Node::Types(_) => 0,
             Node::And(items) | Node::Or(items) => items.iter().map(Node::cost).sum(),
@@ -349,7 +349,7 @@ impl Node {
     /// startswith /etc`, `proc.name in (shell_binaries)`) are rarely true,
     /// the exceptions after them (`not proc.name in (...)`, `!=`, `exists`)
     /// almost always are.
-    pub fn p_true(&self) -> f32 {
+    pub(crate) fn p_true(&self) -> f32 {
         match self {
             Node::Const(b) => f32::from(u8::from(*b)),
             Node::Types(_) => 0.5,
@@ -399,7 +399,7 @@ impl Node {
 
     /// The node as evaluated behind the event-type index: `evt.type` tests
     /// at the top of the condition that every indexed type passes are dropped.
-    pub fn behind_index(self, types: TypeMask) -> Node {
+    pub(crate) fn behind_index(self, types: TypeMask) -> Node {
         match self {
             Node::Types(m) if types & !m == 0 => Node::Const(true),
             Node::And(items) => {
@@ -433,7 +433,7 @@ impl Node {
     }
 
     /// Number of nodes (for `rules list` and memory figures).
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         match self {
             Node::And(items) | Node::Or(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
             Node::Not(n) => 1 + n.size(),

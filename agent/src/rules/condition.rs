@@ -23,7 +23,7 @@ use std::fmt;
 
 /// A parsed condition.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Expr {
+pub(crate) enum Expr {
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
@@ -37,21 +37,21 @@ pub enum Expr {
 
 /// `field op operand`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Check {
-    pub field: FieldExpr,
-    pub op: Op,
-    pub operand: Operand,
+pub(crate) struct Check {
+    pub(crate) field: FieldExpr,
+    pub(crate) op: Op,
+    pub(crate) operand: Operand,
     /// Byte offset of the check in the condition text.
-    pub at: usize,
+    pub(crate) at: usize,
 }
 
 /// A field reference, possibly wrapped in transformers
 /// (`tolower(proc.name)` is `transformers = [ToLower]`, innermost last).
 #[derive(Debug, Clone, PartialEq)]
-pub struct FieldExpr {
-    pub transformers: Vec<Transformer>,
-    pub name: String,
-    pub index: Option<String>,
+pub(crate) struct FieldExpr {
+    pub(crate) transformers: Vec<Transformer>,
+    pub(crate) name: String,
+    pub(crate) index: Option<String>,
 }
 
 impl fmt::Display for FieldExpr {
@@ -71,7 +71,7 @@ impl fmt::Display for FieldExpr {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transformer {
+pub(crate) enum Transformer {
     ToLower,
     ToUpper,
     Basename,
@@ -89,7 +89,7 @@ impl Transformer {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Transformer::ToLower => "tolower",
             Transformer::ToUpper => "toupper",
@@ -101,7 +101,7 @@ impl Transformer {
 
 /// Falco's comparison operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
+pub(crate) enum Op {
     Eq,
     Ne,
     Lt,
@@ -140,7 +140,7 @@ impl Op {
         ("exists", Op::Exists),
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Op::Eq => "=",
             Op::Ne => "!=",
@@ -156,7 +156,7 @@ impl Op {
     }
 
     /// Operators whose operand is a list.
-    pub fn takes_list(self) -> bool {
+    pub(crate) fn takes_list(self) -> bool {
         matches!(self, Op::In | Op::Intersects | Op::PMatch)
     }
 }
@@ -165,13 +165,13 @@ impl Op {
 /// (a bare item in a list may name a list to expand; a quoted one never does
 /// in our reading, but Falco expands either, so the compiler checks both).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Literal {
-    pub text: String,
-    pub quoted: bool,
+pub(crate) struct Literal {
+    pub(crate) text: String,
+    pub(crate) quoted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Operand {
+pub(crate) enum Operand {
     /// `exists` takes none.
     None,
     Value(Literal),
@@ -186,14 +186,14 @@ pub enum Operand {
 /// A syntax error, with the byte offset where it was noticed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} at column {} (near \"{near}\")", at + 1)]
-pub struct SyntaxError {
-    pub message: String,
-    pub at: usize,
-    pub near: String,
+pub(crate) struct SyntaxError {
+    pub(crate) message: String,
+    pub(crate) at: usize,
+    pub(crate) near: String,
 }
 
 /// Parse a whole condition.
-pub fn parse(text: &str) -> Result<Expr, SyntaxError> {
+pub(crate) fn parse(text: &str) -> Result<Expr, SyntaxError> {
     let mut p = Parser {
         s: text,
         pos: 0,
@@ -213,7 +213,7 @@ pub fn parse(text: &str) -> Result<Expr, SyntaxError> {
 
 /// Unquote a list item written in a rules file list (`'"(systemd)"'` in YAML
 /// is the item `(systemd)`); a bare item is returned as it is.
-pub fn unquote_item(raw: &str) -> Literal {
+pub(crate) fn unquote_item(raw: &str) -> Literal {
     let t = raw.trim();
     let bytes = t.as_bytes();
     if bytes.len() >= 2
@@ -240,7 +240,7 @@ pub fn unquote_item(raw: &str) -> Literal {
 /// Parentheses and `not`s nest at most this deep. Real rules nest a handful
 /// of levels; the limit keeps a hostile rule file from overflowing the stack
 /// of the recursive parser (and of the compiler and evaluator after it).
-pub const MAX_NESTING: usize = 128;
+pub(crate) const MAX_NESTING: usize = 128;
 
 struct Parser<'a> {
     s: &'a str,

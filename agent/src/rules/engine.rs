@@ -39,13 +39,13 @@ impl From<&RulesConfig> for Limits {
 
 /// Falco's outputs token bucket: `max_burst` tokens, refilled at `rate`/s.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     last_ns: u64,
 }
 
 impl TokenBucket {
-    pub fn full(limits: &Limits, now_ns: u64) -> Self {
+    pub(crate) fn full(limits: &Limits, now_ns: u64) -> Self {
         TokenBucket {
             tokens: f64::from(limits.max_burst),
             last_ns: now_ns,
@@ -53,7 +53,7 @@ impl TokenBucket {
     }
 
     /// Take one token if there is one.
-    pub fn take(&mut self, limits: &Limits, now_ns: u64) -> bool {
+    pub(crate) fn take(&mut self, limits: &Limits, now_ns: u64) -> bool {
         let elapsed = now_ns.saturating_sub(self.last_ns) as f64 / 1e9;
         self.last_ns = self.last_ns.max(now_ns);
         self.tokens = (self.tokens + elapsed * limits.rate).min(f64::from(limits.max_burst));
@@ -68,12 +68,12 @@ impl TokenBucket {
 
 /// What the engine keeps per rule, across reloads.
 #[derive(Debug, Clone)]
-pub struct RuleState {
-    pub hits: u64,
-    pub alerts: u64,
-    pub suppressed: u64,
+pub(crate) struct RuleState {
+    pub(crate) hits: u64,
+    pub(crate) alerts: u64,
+    pub(crate) suppressed: u64,
     /// Suppressed since the last suppression report.
-    pub unreported: u64,
+    pub(crate) unreported: u64,
     bucket: TokenBucket,
 }
 
@@ -113,9 +113,9 @@ impl HourWindow {
 /// An alert ready for the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
-    pub critical: bool,
-    pub priority: Priority,
-    pub payload: Map<String, Value>,
+    pub(crate) critical: bool,
+    pub(crate) priority: Priority,
+    pub(crate) payload: Map<String, Value>,
 }
 
 pub struct Engine {
@@ -152,16 +152,16 @@ impl Engine {
         &self.set
     }
 
-    pub fn problems(&self) -> &[Problem] {
+    pub(crate) fn problems(&self) -> &[Problem] {
         &self.problems
     }
 
-    pub fn set_limits(&mut self, limits: Limits) {
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
     }
 
     /// Put a new rule set in force, keeping counters and buckets by rule name.
-    pub fn swap(&mut self, loaded: Loaded, now_ns: u64) {
+    pub(crate) fn swap(&mut self, loaded: Loaded, now_ns: u64) {
         let mut old: HashMap<Arc<str>, RuleState> = self
             .set
             .rules
@@ -225,12 +225,12 @@ impl Engine {
         });
     }
 
-    pub fn events(&self) -> u64 {
+    pub(crate) fn events(&self) -> u64 {
         self.events
     }
 
     /// Rules that suppressed alerts since the last call, with counts.
-    pub fn take_suppressed(&mut self) -> Vec<(String, u64)> {
+    pub(crate) fn take_suppressed(&mut self) -> Vec<(String, u64)> {
         self.set
             .rules
             .iter()
@@ -241,7 +241,7 @@ impl Engine {
     }
 
     /// Every rule of the catalog with its counters (`rules list`).
-    pub fn rules_list(&self) -> Value {
+    pub(crate) fn rules_list(&self) -> Value {
         let by_name: HashMap<&str, &RuleState> = self
             .set
             .rules
@@ -277,7 +277,7 @@ impl Engine {
 
     /// The stage's status details as the engine knows them (files, counts,
     /// alerts in the last hour, suppressed); `last_reload` is the stage's.
-    pub fn status_details(&self, now_ns: u64) -> RulesDetails {
+    pub(crate) fn status_details(&self, now_ns: u64) -> RulesDetails {
         let set = &self.set;
         let files = set
             .files

@@ -34,21 +34,21 @@ use super::glob::Glob;
 use super::strset::StrSet;
 
 /// Bit set of event types ([`EventType::index`]).
-pub type TypeMask = u64;
+pub(crate) type TypeMask = u64;
 
 const _: () = assert!(
     EventType::COUNT < 64,
     "TypeMask is a u64: widen it before adding a 64th event type"
 );
 
-pub const ALL_TYPES: TypeMask = (1u64 << EventType::ALL.len()) - 1;
+pub(crate) const ALL_TYPES: TypeMask = (1u64 << EventType::ALL.len()) - 1;
 
-pub fn type_bit(t: EventType) -> TypeMask {
+pub(crate) fn type_bit(t: EventType) -> TypeMask {
     1u64 << t.index()
 }
 
 /// The names in a mask, for messages and `rules list`.
-pub fn type_names(mask: TypeMask) -> Vec<&'static str> {
+pub(crate) fn type_names(mask: TypeMask) -> Vec<&'static str> {
     EventType::ALL
         .iter()
         .filter(|t| mask & type_bit(**t) != 0)
@@ -58,7 +58,7 @@ pub fn type_names(mask: TypeMask) -> Vec<&'static str> {
 
 /// The compiled form of a condition.
 #[derive(Debug, Clone)]
-pub enum Node {
+pub(crate) enum Node {
     Const(bool),
     And(Box<[Node]>),
     Or(Box<[Node]>),
@@ -71,7 +71,7 @@ pub enum Node {
 impl Node {
     /// Whether the condition holds on `e`.
     #[inline]
-    pub fn eval(&self, e: &Event) -> bool {
+    pub(crate) fn eval(&self, e: &Event) -> bool {
         self.eval_as(e, true)
     }
 
@@ -93,7 +93,7 @@ impl Node {
 
 /// Where a predicate reads its value.
 #[derive(Debug, Clone)]
-pub enum Reader {
+pub(crate) enum Reader {
     Field(Field),
     /// `proc.aname` / `proc.apid` without index: true if any ancestor matches.
     AncestorNames,
@@ -105,7 +105,7 @@ pub enum Reader {
 
 /// One comparison.
 #[derive(Debug, Clone)]
-pub enum Pred {
+pub(crate) enum Pred {
     /// A value test on a field (optionally transformed).
     Value {
         reader: Reader,
@@ -135,7 +135,7 @@ pub enum Pred {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlagMatch {
+pub(crate) enum FlagMatch {
     /// The name is printed when these bits are all set.
     Bits(u64),
     /// `O_RDONLY` / `O_WRONLY` / `O_RDWR`: the access mode equals this.
@@ -163,7 +163,7 @@ impl FlagMatch {
 
 /// `evt.res` answers: for success, and for each errno up to 4095.
 #[derive(Debug, Clone)]
-pub struct ResTable {
+pub(crate) struct ResTable {
     pub(super) success: bool,
     /// Bit `n` set: the predicate holds for result `-n`.
     pub(super) errno: [u64; 64],
@@ -173,7 +173,7 @@ pub struct ResTable {
 
 /// A value test, by the value's kind.
 #[derive(Debug, Clone)]
-pub enum Test {
+pub(crate) enum Test {
     Exists,
     Str(StrTest),
     Int(IntTest),
@@ -182,7 +182,7 @@ pub enum Test {
 }
 
 #[derive(Debug, Clone)]
-pub enum StrTest {
+pub(crate) enum StrTest {
     Eq(Box<str>),
     Ne(Box<str>),
     Lt(Box<str>),
@@ -205,13 +205,13 @@ pub enum StrTest {
 }
 
 #[derive(Debug, Clone)]
-pub enum IntTest {
+pub(crate) enum IntTest {
     Cmp(CmpOp, i64),
     In(Box<[i64]>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
+pub(crate) enum CmpOp {
     Eq,
     Ne,
     Lt,
@@ -221,7 +221,7 @@ pub enum CmpOp {
 }
 
 #[derive(Debug, Clone)]
-pub enum IpTest {
+pub(crate) enum IpTest {
     Eq(IpAddr),
     Ne(IpAddr),
     In(Box<[IpAddr]>),
@@ -231,13 +231,13 @@ pub enum IpTest {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    pub addr: IpAddr,
-    pub prefix: u8,
+pub(crate) struct IpNet {
+    pub(crate) addr: IpAddr,
+    pub(crate) prefix: u8,
 }
 
 impl IpNet {
-    pub fn parse(s: &str) -> Option<IpNet> {
+    pub(crate) fn parse(s: &str) -> Option<IpNet> {
         let (a, p) = s.split_once('/').unwrap_or((s, ""));
         let addr: IpAddr = a.trim().parse().ok()?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -249,7 +249,7 @@ impl IpNet {
         (prefix <= max).then_some(IpNet { addr, prefix })
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = u32::MAX
@@ -278,7 +278,7 @@ impl IpNet {
 impl Pred {
     /// Whether the predicate holds on `e`, as a condition of its own.
     #[inline]
-    pub fn eval(&self, e: &Event) -> bool {
+    pub(crate) fn eval(&self, e: &Event) -> bool {
         self.eval_as(e, true)
     }
 
@@ -471,7 +471,7 @@ fn basename(s: &str) -> &str {
 
 impl StrTest {
     #[inline]
-    pub fn test(&self, s: &str) -> bool {
+    pub(crate) fn test(&self, s: &str) -> bool {
         match self {
             StrTest::Eq(v) => s == &**v,
             StrTest::Ne(v) => s != &**v,
@@ -522,7 +522,7 @@ fn path_under(path: &str, prefix: &str) -> bool {
 
 impl IntTest {
     #[inline]
-    pub fn test(&self, v: i64) -> bool {
+    pub(crate) fn test(&self, v: i64) -> bool {
         match self {
             IntTest::Cmp(op, x) => match op {
                 CmpOp::Eq => v == *x,

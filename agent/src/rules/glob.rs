@@ -4,7 +4,7 @@
 
 /// A compiled glob pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob {
+pub(crate) struct Glob {
     tokens: Vec<Token>,
     case_insensitive: bool,
 }
@@ -22,7 +22,7 @@ enum Token {
 }
 
 impl Glob {
-    pub fn new(pattern: &str, case_insensitive: bool) -> Glob {
+    pub(crate) fn new(pattern: &str, case_insensitive: bool) -> Glob {
         let p = pattern.as_bytes();
         let fold = |b: u8| {
             if case_insensitive {
@@ -71,7 +71,7 @@ impl Glob {
         }
     }
 
-    pub fn matches(&self, text: &str) -> bool {
+    pub(crate) fn matches(&self, text: &str) -> bool {
         let t = text.as_bytes();
         let fold = |b: u8| {
             if self.case_insensitive {

@@ -40,17 +40,17 @@ use super::loader::Source;
 /// How long a new set runs before it counts as good. A set that kills the
 /// daemon while compiling does so within the load; one that kills it on
 /// the events it meets does so within seconds on a node that runs anything.
-pub const TRIAL: Duration = Duration::from_secs(20);
+pub(crate) const TRIAL: Duration = Duration::from_secs(20);
 
 /// The guard's files under the state directory.
 #[derive(Debug, Clone)]
-pub struct Guard {
+pub(crate) struct Guard {
     dir: PathBuf,
 }
 
 /// A rule set's identity: the SHA-256 of its files' paths and texts, in
 /// load order (a file that could not be read counts by its error).
-pub fn set_id(sources: &[Source]) -> String {
+pub(crate) fn set_id(sources: &[Source]) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for s in sources {
         let path = s.path.to_string_lossy();
@@ -72,43 +72,43 @@ pub fn set_id(sources: &[Source]) -> String {
 
 /// The first line of `trial`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialNote {
-    pub set: String,
-    pub files: Vec<PathBuf>,
+pub(crate) struct TrialNote {
+    pub(crate) set: String,
+    pub(crate) files: Vec<PathBuf>,
     /// Unix seconds.
-    pub started: u64,
+    pub(crate) started: u64,
 }
 
 /// A set held back after the daemon died of a fatal signal on trial of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HeldBack {
+pub(crate) struct HeldBack {
     /// [`set_id`] of the set.
-    pub set: String,
-    pub files: Vec<PathBuf>,
+    pub(crate) set: String,
+    pub(crate) files: Vec<PathBuf>,
     /// The signals the daemon died of (`SIGABRT`, ...).
-    pub signals: Vec<String>,
+    pub(crate) signals: Vec<String>,
     /// When its trial began (unix seconds).
-    pub tried: u64,
+    pub(crate) tried: u64,
 }
 
 /// The last set that ran through its trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastGood {
-    pub set: String,
+pub(crate) struct LastGood {
+    pub(crate) set: String,
     /// Unix seconds.
-    pub proven: u64,
-    pub files: Vec<GoodFile>,
+    pub(crate) proven: u64,
+    pub(crate) files: Vec<GoodFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GoodFile {
-    pub path: PathBuf,
-    pub text: String,
+pub(crate) struct GoodFile {
+    pub(crate) path: PathBuf,
+    pub(crate) text: String,
 }
 
 impl LastGood {
     /// The set's files as sources to load, under their original paths.
-    pub fn sources(&self) -> Vec<Source> {
+    pub(crate) fn sources(&self) -> Vec<Source> {
         self.files
             .iter()
             .map(|f| Source {
@@ -123,9 +123,9 @@ impl LastGood {
 /// it lives. Dropping it ends the trial without a verdict (the file stays
 /// for the next start to read): use [`Guard::end_trial`] for a clean end.
 #[derive(Debug)]
-pub struct Trial {
+pub(crate) struct Trial {
     file: File,
-    pub note: TrialNote,
+    pub(crate) note: TrialNote,
 }
 
 impl Drop for Trial {
@@ -141,7 +141,7 @@ impl Drop for Trial {
 }
 
 impl Guard {
-    pub fn new(state_dir: &Path) -> Guard {
+    pub(crate) fn new(state_dir: &Path) -> Guard {
         Guard {
             dir: state_dir.join("rules-guard"),
         }
@@ -163,7 +163,7 @@ impl Guard {
     /// signal becomes the held-back set; the held-back set (new or kept
     /// from before) is returned. A trial without one is only logged by the
     /// caller (returned as the second value) and forgotten.
-    pub fn recover(&self) -> io::Result<(Option<HeldBack>, Option<TrialNote>)> {
+    pub(crate) fn recover(&self) -> io::Result<(Option<HeldBack>, Option<TrialNote>)> {
         let mut unproven = None;
         if let Some(text) = read_optional(&self.trial_path())? {
             let mut lines = text.lines();
@@ -191,22 +191,22 @@ impl Guard {
     }
 
     /// The set held back, if any.
-    pub fn held_back(&self) -> io::Result<Option<HeldBack>> {
+    pub(crate) fn held_back(&self) -> io::Result<Option<HeldBack>> {
         read_json(&self.held_path())
     }
 
     /// Forget the held-back set (a different set is configured now).
-    pub fn release(&self) -> io::Result<()> {
+    pub(crate) fn release(&self) -> io::Result<()> {
         fsio::remove(&self.held_path())
     }
 
-    pub fn last_good(&self) -> io::Result<Option<LastGood>> {
+    pub(crate) fn last_good(&self) -> io::Result<Option<LastGood>> {
         read_json(&self.last_good_path())
     }
 
     /// Put `set` on trial: its note is on disk (synced) before this returns,
     /// and a fatal signal from now on is written beside it.
-    pub fn begin_trial(&self, set: &str, files: Vec<PathBuf>) -> io::Result<Trial> {
+    pub(crate) fn begin_trial(&self, set: &str, files: Vec<PathBuf>) -> io::Result<Trial> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -226,13 +226,13 @@ impl Guard {
 
     /// The trial ended without a fatal signal: the set was refused before
     /// it ran, or the daemon stops cleanly. Nothing is learned.
-    pub fn end_trial(&self, trial: Trial) -> io::Result<()> {
+    pub(crate) fn end_trial(&self, trial: Trial) -> io::Result<()> {
         drop(trial);
         fsio::remove(&self.trial_path())
     }
 
     /// The set ran through its trial: it becomes the last good set.
-    pub fn proven(&self, trial: Trial, sources: &[Source]) -> io::Result<()> {
+    pub(crate) fn proven(&self, trial: Trial, sources: &[Source]) -> io::Result<()> {
         let good = LastGood {
             set: trial.note.set.clone(),
             proven: unix_now(),
@@ -290,7 +290,7 @@ static PREVIOUS: OnceLock<[libc::sigaction; FATAL.len()]> = OnceLock::new();
 
 /// Note fatal signals in the `trial` file, then let each end the process
 /// as it would have. Installed once, by the daemon only.
-pub fn install_fatal_signal_note() {
+pub(crate) fn install_fatal_signal_note() {
     PREVIOUS.get_or_init(|| {
         // SAFETY: all-zero is a valid `sigaction` (no handler, no flags, an
         // empty mask); each is filled by the kernel below.

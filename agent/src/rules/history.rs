@@ -20,22 +20,22 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub const CURRENT: &str = "alerts.jsonl";
-pub const PREVIOUS: &str = "alerts.jsonl.1";
+pub(crate) const CURRENT: &str = "alerts.jsonl";
+pub(crate) const PREVIOUS: &str = "alerts.jsonl.1";
 
 /// Which alerts a reader wants.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Query {
+pub(crate) struct Query {
     /// Alerts whose `time` is at or after this (Unix ms).
-    pub since_ms: Option<u64>,
+    pub(crate) since_ms: Option<u64>,
     /// Rule name: exact (any case) or a glob (`Terminal*`).
-    pub rule: Option<String>,
+    pub(crate) rule: Option<String>,
     /// The last this many (after filtering).
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
 }
 
 impl Query {
-    pub fn matcher(&self) -> impl Fn(&Value) -> bool + use<> {
+    pub(crate) fn matcher(&self) -> impl Fn(&Value) -> bool + use<> {
         let since = self.since_ms;
         let rule = self.rule.as_ref().map(|r| {
             globset::GlobBuilder::new(r)
@@ -68,7 +68,7 @@ impl Query {
 }
 
 /// The writer (the rules stage's sink thread owns it).
-pub struct History {
+pub(crate) struct History {
     dir: PathBuf,
     limit: usize,
     max_bytes: u64,
@@ -79,7 +79,7 @@ pub struct History {
 
 impl History {
     /// Open (or start) the history in `dir`; `limit` 0 keeps nothing.
-    pub fn open(dir: &Path, limit: usize, max_bytes: u64) -> std::io::Result<History> {
+    pub(crate) fn open(dir: &Path, limit: usize, max_bytes: u64) -> std::io::Result<History> {
         let mut h = History {
             dir: dir.to_path_buf(),
             limit,
@@ -116,7 +116,7 @@ impl History {
     }
 
     /// Append one alert.
-    pub fn append(&mut self, alert: &Value) -> std::io::Result<()> {
+    pub(crate) fn append(&mut self, alert: &Value) -> std::io::Result<()> {
         if self.limit == 0 {
             return Ok(());
         }
@@ -152,13 +152,13 @@ impl History {
     }
 
     /// Alerts kept now.
-    pub fn read(&self, q: &Query) -> Vec<Value> {
+    pub(crate) fn read(&self, q: &Query) -> Vec<Value> {
         read(&self.dir, self.limit, q)
     }
 }
 
 /// The kept alerts in `dir` (oldest first): the last `limit`, filtered by `q`.
-pub fn read(dir: &Path, limit: usize, q: &Query) -> Vec<Value> {
+pub(crate) fn read(dir: &Path, limit: usize, q: &Query) -> Vec<Value> {
     let mut all = Vec::new();
     for name in [PREVIOUS, CURRENT] {
         let Ok(text) = std::fs::read_to_string(dir.join(name)) else {

@@ -22,12 +22,12 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// socket buffer, and an alert line is for people.
 const MAX_MESSAGE: usize = 8 * 1024;
 
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     socket: Option<UnixDatagram>,
     said_absent: bool,
-    pub sent: u64,
-    pub errors: u64,
+    pub(crate) sent: u64,
+    pub(crate) errors: u64,
 }
 
 impl Default for Journal {
@@ -37,7 +37,7 @@ impl Default for Journal {
 }
 
 impl Journal {
-    pub fn new() -> Journal {
+    pub(crate) fn new() -> Journal {
         let path = std::env::var_os("EDGE_AGENT_JOURNAL_SOCKET")
             .map_or_else(|| PathBuf::from(JOURNAL_SOCKET), PathBuf::from);
         Journal {
@@ -50,7 +50,7 @@ impl Journal {
     }
 
     /// Send one alert (Falco's JSON object).
-    pub fn send(&mut self, alert: &Map<String, Value>) {
+    pub(crate) fn send(&mut self, alert: &Map<String, Value>) {
         if !self.path.exists() {
             if !self.said_absent {
                 info!(socket = %self.path.display(), "no journald socket: rules.syslog_output writes nothing");
@@ -84,7 +84,7 @@ impl Journal {
 }
 
 /// The native-protocol datagram for `alert`.
-pub fn entry(alert: &Map<String, Value>) -> Vec<u8> {
+pub(crate) fn entry(alert: &Map<String, Value>) -> Vec<u8> {
     let str_of = |k: &str| alert.get(k).and_then(Value::as_str).unwrap_or("");
     let priority = Priority::parse_falco(str_of("priority")).unwrap_or(Priority::Warning);
     let mut message = str_of("output").to_string();

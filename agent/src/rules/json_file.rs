@@ -22,12 +22,12 @@ use crate::uplink::Backoff;
 
 /// Lines kept while the file cannot be written: a few minutes of a busy
 /// node's alerts; the outbox and the history keep them all anyway.
-pub const MAX_WAITING_LINES: usize = 1000;
+pub(crate) const MAX_WAITING_LINES: usize = 1000;
 
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-pub struct JsonFile {
+pub(crate) struct JsonFile {
     path: PathBuf,
     max_bytes: u64,
     keep: u32,
@@ -37,14 +37,14 @@ pub struct JsonFile {
     waiting: VecDeque<Vec<u8>>,
     retry_at: Option<Instant>,
     backoff: Backoff,
-    pub errors: u64,
-    pub lost: u64,
-    pub rotations: u64,
+    pub(crate) errors: u64,
+    pub(crate) lost: u64,
+    pub(crate) rotations: u64,
     failing: bool,
 }
 
 impl JsonFile {
-    pub fn new(path: &Path, max_bytes: u64, keep: u32) -> JsonFile {
+    pub(crate) fn new(path: &Path, max_bytes: u64, keep: u32) -> JsonFile {
         JsonFile {
             path: path.to_path_buf(),
             max_bytes,
@@ -63,12 +63,12 @@ impl JsonFile {
     }
 
     #[cfg(test)]
-    pub fn waiting(&self) -> usize {
+    pub(crate) fn waiting(&self) -> usize {
         self.waiting.len()
     }
 
     /// Queue one line and write what can be written.
-    pub fn write(&mut self, line: Vec<u8>) {
+    pub(crate) fn write(&mut self, line: Vec<u8>) {
         if self.waiting.len() >= MAX_WAITING_LINES {
             self.waiting.pop_front();
             self.lost += 1;
@@ -78,14 +78,14 @@ impl JsonFile {
     }
 
     /// Close; the next write opens the path again (SIGHUP, logrotate).
-    pub fn reopen(&mut self) {
+    pub(crate) fn reopen(&mut self) {
         self.file = None;
         self.retry_at = None;
         self.flush();
     }
 
     /// Reopen when the path no longer names the open file.
-    pub fn check_moved(&mut self) {
+    pub(crate) fn check_moved(&mut self) {
         if self.file.is_none() {
             self.flush();
             return;
@@ -98,7 +98,7 @@ impl JsonFile {
     }
 
     /// Write the waiting lines, unless a retry is not due yet.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if self.waiting.is_empty() || self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }

@@ -34,12 +34,12 @@ use super::yaml::{self, Node as Yaml, Style, Value};
 
 /// The highest Falco engine version whose rule syntax this engine reads
 /// (the stable rules of 2026 ask for 0.57.0; the items they use are here).
-pub const ENGINE_VERSION: &str = "0.57.0";
+pub(crate) const ENGINE_VERSION: &str = "0.57.0";
 
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     /// The file, item or rule did not load.
     Error,
     /// Skipped as the rule asked (`skip-if-unknown-filter`) or by source.
@@ -51,13 +51,13 @@ pub enum Severity {
 /// One thing wrong with the rule files.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Problem {
-    pub severity: Severity,
-    pub file: PathBuf,
+    pub(crate) severity: Severity,
+    pub(crate) file: PathBuf,
     /// 1-based; 0 when the problem is the whole file.
-    pub line: usize,
-    pub column: usize,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
     /// `rule`, `macro`, `list`, or `file`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The rule, macro or list name ("" for the file).
     pub name: String,
     pub reason: String,
@@ -87,11 +87,11 @@ impl fmt::Display for Problem {
 pub struct FileInfo {
     pub path: PathBuf,
     /// Hex SHA-256 of the bytes read.
-    pub sha256: String,
-    pub bytes: usize,
-    pub required_engine_version: Option<String>,
+    pub(crate) sha256: String,
+    pub(crate) bytes: usize,
+    pub(crate) required_engine_version: Option<String>,
     /// Rules this file defined (not counting appends and overrides).
-    pub rules: usize,
+    pub(crate) rules: usize,
     /// Why the file did not load, when it did not.
     pub error: Option<String>,
 }
@@ -100,26 +100,26 @@ pub struct FileInfo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleInfo {
     pub name: String,
-    pub priority: Priority,
-    pub enabled: bool,
+    pub(crate) priority: Priority,
+    pub(crate) enabled: bool,
     /// `loaded`, `failed`, `skipped` or `disabled`.
     pub state: &'static str,
-    pub file: PathBuf,
-    pub line: usize,
-    pub tags: Vec<String>,
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+    pub(crate) tags: Vec<String>,
     /// Event types the rule is indexed under (empty unless loaded).
-    pub event_types: Vec<&'static str>,
+    pub(crate) event_types: Vec<&'static str>,
 }
 
 /// A compiled, enabled rule.
 #[derive(Debug)]
 pub struct CompiledRule {
     pub name: Arc<str>,
-    pub priority: Priority,
+    pub(crate) priority: Priority,
     pub tags: Vec<String>,
-    pub output: OutputFormat,
-    pub node: Node,
-    pub types: TypeMask,
+    pub(crate) output: OutputFormat,
+    pub(crate) node: Node,
+    pub(crate) types: TypeMask,
 }
 
 /// An immutable, compiled rule set, indexed by event type.
@@ -147,11 +147,11 @@ impl RuleSet {
     }
 
     /// Rules an event of type `t` meets.
-    pub fn rules_for(&self, t: EventType) -> usize {
+    pub(crate) fn rules_for(&self, t: EventType) -> usize {
         self.index.get(t.index()).map_or(0, |v| v.len())
     }
 
-    pub fn count(&self, state: &str) -> usize {
+    pub(crate) fn count(&self, state: &str) -> usize {
         self.catalog.iter().filter(|r| r.state == state).count()
     }
 }
@@ -160,7 +160,7 @@ impl RuleSet {
 #[derive(Debug)]
 pub struct Loaded {
     pub set: RuleSet,
-    pub problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Loaded {
@@ -171,21 +171,21 @@ impl Loaded {
             .filter(|p| p.severity == Severity::Error)
     }
 
-    pub fn has_errors(&self) -> bool {
+    pub(crate) fn has_errors(&self) -> bool {
         self.errors().next().is_some()
     }
 }
 
 /// One file's text (or why it could not be read).
 #[derive(Debug, Clone)]
-pub struct Source {
-    pub path: PathBuf,
-    pub text: Result<String, String>,
+pub(crate) struct Source {
+    pub(crate) path: PathBuf,
+    pub(crate) text: Result<String, String>,
 }
 
 /// Expand globs in order (each glob's matches sorted), keeping plain paths
 /// that do not exist so their absence is reported.
-pub fn expand_files(patterns: &[PathBuf]) -> (Vec<PathBuf>, Vec<Problem>) {
+pub(crate) fn expand_files(patterns: &[PathBuf]) -> (Vec<PathBuf>, Vec<Problem>) {
     let mut files = Vec::new();
     let mut problems = Vec::new();
     for p in patterns {
@@ -250,7 +250,7 @@ pub fn load_paths(patterns: &[PathBuf]) -> Loaded {
 
 /// Read rule files (paths or globs), in order, without loading them; the
 /// problems are those of the patterns (a plain path that does not exist).
-pub fn read_paths(patterns: &[PathBuf]) -> (Vec<Source>, Vec<Problem>) {
+pub(crate) fn read_paths(patterns: &[PathBuf]) -> (Vec<Source>, Vec<Problem>) {
     let (files, problems) = expand_files(patterns);
     let sources = files
         .into_iter()
@@ -263,7 +263,7 @@ pub fn read_paths(patterns: &[PathBuf]) -> (Vec<Source>, Vec<Problem>) {
 }
 
 /// Load what [`read_paths`] read, its problems first.
-pub fn load_read(sources: Vec<Source>, mut problems: Vec<Problem>) -> Loaded {
+pub(crate) fn load_read(sources: Vec<Source>, mut problems: Vec<Problem>) -> Loaded {
     let mut loaded = load_sources(sources);
     problems.append(&mut loaded.problems);
     loaded.problems = problems;
@@ -292,7 +292,7 @@ fn read_bounded(path: &Path) -> Result<String, String> {
 }
 
 /// Load rule files from their text, in order.
-pub fn load_sources(sources: Vec<Source>) -> Loaded {
+pub(crate) fn load_sources(sources: Vec<Source>) -> Loaded {
     let mut b = Builder::default();
     for (fi, src) in sources.iter().enumerate() {
         b.file(fi, src);

@@ -12,27 +12,28 @@
 //! Never reads the kernel or the disk on the hot path: rule files are read and compiled off it, and the
 //! compiled set is swapped in whole.
 
-pub mod compile;
-pub mod condition;
+pub(crate) mod compile;
+pub(crate) mod condition;
 pub mod engine;
-pub mod eval;
-pub mod glob;
-pub mod guard;
-pub mod history;
+pub(crate) mod eval;
+pub(crate) mod glob;
+pub(crate) mod guard;
+pub(crate) mod history;
 mod journal;
 mod json_file;
-pub mod loader;
-pub mod output;
-pub mod sinks;
-pub mod stage;
-pub mod strset;
-pub mod yaml;
+pub(crate) mod loader;
+pub(crate) mod output;
+pub(crate) mod sinks;
+pub(crate) mod stage;
+pub(crate) mod strset;
+pub(crate) mod yaml;
 
 #[cfg(test)]
 mod falco_tests;
 #[cfg(test)]
 mod shipped_tests;
 
-pub use engine::Engine;
-pub use loader::{Loaded, Problem, RuleSet, Severity, load_paths, load_sources};
-pub use stage::start;
+pub(crate) use engine::Engine;
+pub use loader::load_paths;
+pub(crate) use loader::{Loaded, Problem, RuleSet, Severity, load_sources};
+pub(crate) use stage::start;

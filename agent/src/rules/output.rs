@@ -17,7 +17,7 @@ use crate::event::{Event, Field, FieldValue};
 
 /// A parsed output format.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutputFormat {
+pub(crate) struct OutputFormat {
     parts: Vec<Part>,
 }
 
@@ -40,7 +40,7 @@ enum Source {
 
 impl OutputFormat {
     /// Parse `text`; returns the format and the field names it does not know.
-    pub fn parse(text: &str) -> (OutputFormat, Vec<String>) {
+    pub(crate) fn parse(text: &str) -> (OutputFormat, Vec<String>) {
         // Folded YAML (`output: >`) ends with a newline; alerts are one line.
         let text = text.trim();
         let mut parts = Vec::new();
@@ -109,7 +109,7 @@ impl OutputFormat {
     }
 
     /// The text, and the fields as Falco's `output_fields`.
-    pub fn render(&self, e: &Event) -> (String, Map<String, Value>) {
+    pub(crate) fn render(&self, e: &Event) -> (String, Map<String, Value>) {
         let mut out = String::new();
         let mut fields = Map::new();
         for p in &self.parts {
@@ -145,15 +145,15 @@ fn json_value(v: &FieldValue<'_>) -> Value {
 }
 
 /// What an alert says besides the event: which rule, how bad, where.
-pub struct AlertHead<'a> {
-    pub rule: &'a str,
-    pub priority: Priority,
-    pub tags: &'a [String],
-    pub hostname: &'a str,
+pub(crate) struct AlertHead<'a> {
+    pub(crate) rule: &'a str,
+    pub(crate) priority: Priority,
+    pub(crate) tags: &'a [String],
+    pub(crate) hostname: &'a str,
 }
 
 /// Falco's alert object for `e`.
-pub fn alert(head: &AlertHead<'_>, format: &OutputFormat, e: &Event) -> Map<String, Value> {
+pub(crate) fn alert(head: &AlertHead<'_>, format: &OutputFormat, e: &Event) -> Map<String, Value> {
     let (text, fields) = format.render(e);
     let at = UNIX_EPOCH + Duration::from_nanos(e.evt.time);
     let rfc = humantime::format_rfc3339_nanos(at).to_string();

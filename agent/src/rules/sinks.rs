@@ -34,18 +34,18 @@ const MOVE_CHECK: Duration = Duration::from_secs(2);
 
 /// What the sinks need from the config.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub state_dir: PathBuf,
-    pub history: u32,
-    pub history_max_bytes: u64,
-    pub json_file: PathBuf,
-    pub json_file_max_bytes: u64,
-    pub json_file_keep: u32,
-    pub syslog_output: bool,
+pub(crate) struct Settings {
+    pub(crate) state_dir: PathBuf,
+    pub(crate) history: u32,
+    pub(crate) history_max_bytes: u64,
+    pub(crate) json_file: PathBuf,
+    pub(crate) json_file_max_bytes: u64,
+    pub(crate) json_file_keep: u32,
+    pub(crate) syslog_output: bool,
 }
 
 impl Settings {
-    pub fn from_config(c: &AgentConfig) -> Settings {
+    pub(crate) fn from_config(c: &AgentConfig) -> Settings {
         Settings {
             state_dir: c.paths.state_dir.clone(),
             history: c.rules.history,
@@ -68,31 +68,31 @@ enum Msg {
 
 /// Counters for the rules stage's status.
 #[derive(Debug, Default)]
-pub struct SinkStats {
-    pub dropped: AtomicU64,
-    pub json_file_errors: AtomicU64,
-    pub json_file_lost: AtomicU64,
-    pub journal_errors: AtomicU64,
-    pub history_errors: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
+pub(crate) struct SinkStats {
+    pub(crate) dropped: AtomicU64,
+    pub(crate) json_file_errors: AtomicU64,
+    pub(crate) json_file_lost: AtomicU64,
+    pub(crate) journal_errors: AtomicU64,
+    pub(crate) history_errors: AtomicU64,
+    pub(crate) last_error: Mutex<Option<String>>,
 }
 
 /// The sinks' counters in the rules stage's status.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct SinkDetails {
+pub(crate) struct SinkDetails {
     /// Alerts not handed to the sink thread: its queue was full.
-    pub alerts_dropped_before_sinks_total: u64,
-    pub json_file_errors_total: u64,
+    pub(crate) alerts_dropped_before_sinks_total: u64,
+    pub(crate) json_file_errors_total: u64,
     /// Lines given up after the json_file kept failing.
-    pub json_file_lost_total: u64,
-    pub journal_errors_total: u64,
-    pub history_errors_total: u64,
-    pub alert_sinks_last_error: Option<String>,
+    pub(crate) json_file_lost_total: u64,
+    pub(crate) journal_errors_total: u64,
+    pub(crate) history_errors_total: u64,
+    pub(crate) alert_sinks_last_error: Option<String>,
 }
 
 impl SinkDetails {
     /// Its keys, which only a running daemon knows.
-    pub const KEYS: [&str; 6] = [
+    pub(crate) const KEYS: [&str; 6] = [
         "alerts_dropped_before_sinks_total",
         "json_file_errors_total",
         "json_file_lost_total",
@@ -103,7 +103,7 @@ impl SinkDetails {
 }
 
 impl SinkStats {
-    pub fn details(&self) -> SinkDetails {
+    pub(crate) fn details(&self) -> SinkDetails {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SinkDetails {
             alerts_dropped_before_sinks_total: load(&self.dropped),
@@ -118,14 +118,14 @@ impl SinkStats {
 
 /// The stage's handle on the sink thread.
 #[derive(Clone)]
-pub struct AlertSinks {
+pub(crate) struct AlertSinks {
     tx: SyncSender<Msg>,
     follow: broadcast::Sender<Arc<Map<String, Value>>>,
-    pub stats: Arc<SinkStats>,
+    pub(crate) stats: Arc<SinkStats>,
 }
 
 impl AlertSinks {
-    pub fn start(settings: Settings) -> std::io::Result<AlertSinks> {
+    pub(crate) fn start(settings: Settings) -> std::io::Result<AlertSinks> {
         let (tx, rx) = sync_channel(QUEUE);
         let (follow, _) = broadcast::channel(FOLLOW_BUFFER);
         let stats = Arc::new(SinkStats::default());
@@ -137,7 +137,7 @@ impl AlertSinks {
     }
 
     /// Hand over one alert; never waits.
-    pub fn send(&self, alert: Map<String, Value>) {
+    pub(crate) fn send(&self, alert: Map<String, Value>) {
         let alert = Arc::new(alert);
         let _ = self.follow.send(alert.clone());
         if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Alert(alert)) {
@@ -145,24 +145,24 @@ impl AlertSinks {
         }
     }
 
-    pub fn reconfigure(&self, settings: Settings) {
+    pub(crate) fn reconfigure(&self, settings: Settings) {
         let _ = self.tx.try_send(Msg::Settings(settings));
     }
 
     /// The kept alerts that match `q`.
-    pub async fn read(&self, q: Query) -> Option<Vec<Value>> {
+    pub(crate) async fn read(&self, q: Query) -> Option<Vec<Value>> {
         let (tx, rx) = oneshot::channel();
         self.tx.try_send(Msg::Read(q, tx)).ok()?;
         rx.await.ok()
     }
 
     /// New alerts as they come.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Map<String, Value>>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Map<String, Value>>> {
         self.follow.subscribe()
     }
 
     /// Wait until everything handed over so far is written.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         let sender = self.tx.clone();
         // The queue may be full: wait for room off the runtime.

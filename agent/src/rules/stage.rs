@@ -61,7 +61,7 @@ const EVENT_BATCH: usize = 256;
 const CONTROL_CAPACITY: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StageError {
+pub(crate) enum StageError {
     #[error("the rules loader thread failed: {0}")]
     Loader(#[from] tokio::task::JoinError),
     /// A new rule set with errors, refused: the running set stays.
@@ -102,7 +102,7 @@ impl Default for Timers {
 }
 
 /// The rules stage.
-pub const STAGE: StageSpec = StageSpec {
+pub(crate) const STAGE: StageSpec = StageSpec {
     name: "rules",
     sections: &[SectionId::Rules],
     key_details: RulesDetails::KEY,
@@ -111,38 +111,38 @@ pub const STAGE: StageSpec = StageSpec {
 details! {
     /// What the rules stage shows in `status` (the engine fills all but
     /// `last_reload`: [`Engine::status_details`]).
-    pub struct RulesDetails {
+    pub(crate) struct RulesDetails {
         /// Per file: `path`, `sha256` (first 16 hex digits),
         /// `engine_version`, `rules`.
-        pub files: Vec<Value>,
-        pub rules_loaded: u64,
-        pub [key] rules_failed: u64,
-        pub rules_skipped: u64,
-        pub rules_disabled: u64,
+        pub(crate) files: Vec<Value>,
+        pub(crate) rules_loaded: u64,
+        pub(crate) [key] rules_failed: u64,
+        pub(crate) rules_skipped: u64,
+        pub(crate) rules_disabled: u64,
         /// The first 20 errors of the set in force.
-        pub [key] load_errors: Vec<String>,
-        pub events_evaluated: u64,
+        pub(crate) [key] load_errors: Vec<String>,
+        pub(crate) events_evaluated: u64,
         /// The rule set held back because the daemon died on trial of it
         /// (null when none is).
-        pub [key] held_back: Option<HeldBackNote>,
+        pub(crate) [key] held_back: Option<HeldBackNote>,
         /// When the set in force ends its trial (unix seconds; null when
         /// it has ended).
-        pub trial_ends: Option<u64>,
+        pub(crate) trial_ends: Option<u64>,
         /// Per priority with alerts.
-        pub [key] alerts_last_hour: Map<String, Value>,
-        pub alerts_total: u64,
-        pub [key] alerts_suppressed: u64,
+        pub(crate) [key] alerts_last_hour: Map<String, Value>,
+        pub(crate) alerts_total: u64,
+        pub(crate) [key] alerts_suppressed: u64,
         /// The five rules with the most hits.
-        pub top_hits: Map<String, Value>,
-        pub last_reload: Option<ReloadNote>,
+        pub(crate) top_hits: Map<String, Value>,
+        pub(crate) last_reload: Option<ReloadNote>,
         /// The node's own alert sinks (history, json_file, journald).
         #[serde(flatten)]
-        pub alert_sinks: SinkDetails,
+        pub(crate) alert_sinks: SinkDetails,
     }
 }
 
 /// Start the rules stage on `events`.
-pub fn start(
+pub(crate) fn start(
     ctx: &StageContext,
     events: mpsc::Receiver<Event>,
     shutdown: CancellationToken,
@@ -209,17 +209,17 @@ struct Task {
 
 /// `held_back` in status: the set, why, and what runs instead.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct HeldBackNote {
+pub(crate) struct HeldBackNote {
     /// The set's SHA-256 (first 16 hex digits).
-    pub sha256: String,
-    pub files: Vec<PathBuf>,
+    pub(crate) sha256: String,
+    pub(crate) files: Vec<PathBuf>,
     /// The fatal signals the daemon died of on its trial.
-    pub signals: Vec<String>,
+    pub(crate) signals: Vec<String>,
     /// When its trial began (unix seconds).
-    pub tried: u64,
+    pub(crate) tried: u64,
     /// What runs instead.
-    pub running: String,
-    pub what_to_do: String,
+    pub(crate) running: String,
+    pub(crate) what_to_do: String,
 }
 
 /// What the crash guard knows while the stage runs.
@@ -287,7 +287,7 @@ fn fingerprint(patterns: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> 
 
 /// The result of the last reload, for status.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ReloadNote {
+pub(crate) struct ReloadNote {
     at: u64,
     /// What asked for it: the config's submitter ("sighup", "fleet") or
     /// "file change".
@@ -700,7 +700,7 @@ fn query(params: &Value) -> Result<Query, ControlError> {
 
 /// What `status` shows for the rules while the daemon is down: what the
 /// config would load.
-pub fn offline_status(config: &AgentConfig) -> StageStatus {
+pub(crate) fn offline_status(config: &AgentConfig) -> StageStatus {
     let loaded = loader::load_paths(&config.rules.files);
     let errors = loaded.errors().count();
     let rules = loaded.set.rules.len();
@@ -731,14 +731,14 @@ details! {
     /// What `status` shows of the rules while the daemon is down: what the
     /// config's rule files would load (the running stage's [`RulesDetails`]
     /// less what only a running engine counts).
-    pub struct OfflineDetails {
-        pub files: Vec<Value>,
-        pub rules_loaded: u64,
-        pub [key] rules_failed: u64,
-        pub rules_skipped: u64,
-        pub rules_disabled: u64,
-        pub [key] load_errors: Vec<String>,
-        pub [key] held_back: Option<HeldBackNote>,
+    pub(crate) struct OfflineDetails {
+        pub(crate) files: Vec<Value>,
+        pub(crate) rules_loaded: u64,
+        pub(crate) [key] rules_failed: u64,
+        pub(crate) rules_skipped: u64,
+        pub(crate) rules_disabled: u64,
+        pub(crate) [key] load_errors: Vec<String>,
+        pub(crate) [key] held_back: Option<HeldBackNote>,
     }
 }
 

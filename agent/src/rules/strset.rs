@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 const LINEAR_MAX: usize = 8;
 
 #[derive(Debug, Clone)]
-pub enum StrSet {
+pub(crate) enum StrSet {
     Linear(Box<[Box<str>]>),
     Hashed {
         set: HashSet<Box<str>, BuildHasherDefault<FxHasher>>,
@@ -27,7 +27,7 @@ fn len_bit(s: &str) -> u64 {
 }
 
 impl StrSet {
-    pub fn new<I: IntoIterator<Item = String>>(items: I) -> StrSet {
+    pub(crate) fn new<I: IntoIterator<Item = String>>(items: I) -> StrSet {
         let mut v: Vec<Box<str>> = items.into_iter().map(String::into_boxed_str).collect();
         v.sort();
         v.dedup();
@@ -42,25 +42,25 @@ impl StrSet {
     }
 
     #[inline]
-    pub fn contains(&self, s: &str) -> bool {
+    pub(crate) fn contains(&self, s: &str) -> bool {
         match self {
             StrSet::Linear(v) => v.iter().any(|x| **x == *s),
             StrSet::Hashed { set, lens } => lens & len_bit(s) != 0 && set.contains(s),
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             StrSet::Linear(v) => v.len(),
             StrSet::Hashed { set, .. } => set.len(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match self {
             StrSet::Linear(v) => Box::new(v.iter().map(|s| &**s)),
             StrSet::Hashed { set, .. } => Box::new(set.iter().map(|s| &**s)),
@@ -70,7 +70,7 @@ impl StrSet {
 
 /// The Fx hash (as used inside rustc): one multiply and rotate per word.
 #[derive(Default, Clone, Copy)]
-pub struct FxHasher {
+pub(crate) struct FxHasher {
     hash: u64,
 }
 

@@ -20,33 +20,33 @@ use granit_parser::{ErrorKind, Event, Parser, ScalarStyle};
 /// Largest rules file read. Falco's largest official file is 95 KB; this
 /// leaves room for generated allow-lists while bounding what a dropped-in
 /// file can make the loader read into memory.
-pub const MAX_FILE_BYTES: usize = 4 << 20;
+pub(crate) const MAX_FILE_BYTES: usize = 4 << 20;
 
 /// Deepest nesting of sequences and mappings. Falco's files nest 4 levels
 /// (item, exceptions, values, tuple); a recursive walk of 64 levels is
 /// nothing for any thread's stack.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// Alias uses (`*name`) per file. Falco's files use none; each one copies
 /// its anchor's content, so they are counted and their copies are charged
 /// to [`MAX_TREE_BYTES`].
-pub const MAX_ALIASES: usize = 1_000;
+pub(crate) const MAX_ALIASES: usize = 1_000;
 
 /// Memory the tree of one file may take, alias copies included: about a
 /// hundred times what Falco's largest official file needs (~250 KB), and
 /// small next to the agent's whole memory budget.
-pub const MAX_TREE_BYTES: usize = 16 << 20;
+pub(crate) const MAX_TREE_BYTES: usize = 16 << 20;
 
 /// A node with where it starts (1-based line and column).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    pub line: u32,
-    pub column: u32,
-    pub value: Value,
+pub(crate) struct Node {
+    pub(crate) line: u32,
+    pub(crate) column: u32,
+    pub(crate) value: Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     Scalar(String, Style),
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
@@ -55,7 +55,7 @@ pub enum Value {
 /// How a scalar was written: quoting matters to the condition language
 /// (`'"(systemd)"'` keeps its inner quotes) and to null detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     Plain,
     Quoted,
     /// A `|` or `>` block scalar.
@@ -64,17 +64,17 @@ pub enum Style {
 
 /// Why a file is not loadable YAML, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct YamlError {
-    pub line: usize,
-    pub column: usize,
-    pub reason: String,
+pub(crate) struct YamlError {
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+    pub(crate) reason: String,
 }
 
 /// Cost charged for every node, on top of a scalar's text.
 const NODE_BYTES: usize = std::mem::size_of::<Node>();
 
 /// Parse every document of `text` into a tree.
-pub fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(YamlError {
             line: 0,
@@ -114,7 +114,7 @@ pub fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
 }
 
 /// The message for a file over [`MAX_FILE_BYTES`].
-pub fn too_large(bytes: usize) -> String {
+pub(crate) fn too_large(bytes: usize) -> String {
     format!(
         "the file is {bytes} bytes, over the limit of {MAX_FILE_BYTES} bytes for one rules file; split it"
     )

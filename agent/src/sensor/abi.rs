@@ -15,62 +15,62 @@ use std::mem::{offset_of, size_of};
 use crate::event::EventType;
 
 /// `EA_ABI_VERSION`.
-pub const ABI_VERSION: u32 = 2;
+pub(crate) const ABI_VERSION: u32 = 2;
 
 /// `EA_COMM_LEN`.
-pub const COMM_LEN: usize = 16;
+pub(crate) const COMM_LEN: usize = 16;
 /// `EA_NARG`: integer slots per record.
-pub const NARG: usize = 16;
+pub(crate) const NARG: usize = 16;
 /// `EA_NSTR`: string slots per record.
-pub const NSTR: usize = 8;
+pub(crate) const NSTR: usize = 8;
 /// `EA_LPM_DATA`: bytes of a path the kernel's prefix maps compare.
-pub const LPM_DATA: usize = 128;
+pub(crate) const LPM_DATA: usize = 128;
 /// `EA_SYSCALL_MAX`: syscall numbers the `ea_syscalls` map covers.
-pub const SYSCALL_MAX: u32 = 512;
+pub(crate) const SYSCALL_MAX: u32 = 512;
 /// `EA_DNS_MAX`: bytes of a DNS message the kernel copies.
-pub const DNS_MAX: usize = 1232;
+pub(crate) const DNS_MAX: usize = 1232;
 /// Bytes of a path the kernel's deny-list hash covers (`EA_DENY_PATH_MAX`).
-pub const DENY_PATH_MAX: usize = 256;
+pub(crate) const DENY_PATH_MAX: usize = 256;
 /// `EA_DENY_OPEN_RULES`: `sensor.deny_open` entries at most.
-pub const DENY_OPEN_RULES: usize = 64;
+pub(crate) const DENY_OPEN_RULES: usize = 64;
 
 /// `EA_F_*`: record header flags.
-pub mod flags {
-    pub const TRUNCATED: u16 = 0x1;
-    pub const KILLED: u16 = 0x2;
-    pub const REFUSED: u16 = 0x4;
+pub(crate) mod flags {
+    pub(crate) const TRUNCATED: u16 = 0x1;
+    pub(crate) const KILLED: u16 = 0x2;
+    pub(crate) const REFUSED: u16 = 0x4;
     /// `EA_F_STR_CUT`: `STR_CUT << n` is set when string slot `n` is not
     /// complete (cut at its bound, or a path walk that stopped before the
     /// root); see [`super::Record::cut`].
-    pub const STR_CUT: u16 = 0x100;
+    pub(crate) const STR_CUT: u16 = 0x100;
 }
 
 /// `EA_CFG_*`: `ea_config.flags`.
-pub const CFG_DENY_EXEC: u32 = 0x1;
-pub const CFG_EXCLUDE_CGROUPS: u32 = 0x2;
-pub const CFG_DENY_OPEN: u32 = 0x4;
+pub(crate) const CFG_DENY_EXEC: u32 = 0x1;
+pub(crate) const CFG_EXCLUDE_CGROUPS: u32 = 0x2;
+pub(crate) const CFG_DENY_OPEN: u32 = 0x4;
 
 /// `EA_LIST_*`: which deny list a REFUSED record is about (its arg0).
-pub const LIST_EXEC: i64 = 1;
-pub const LIST_OPEN: i64 = 2;
+pub(crate) const LIST_EXEC: i64 = 1;
+pub(crate) const LIST_OPEN: i64 = 2;
 
 /// `EA_ACCESS_*`: what a deny_open rule refuses (the kernel's f_mode bits).
-pub const ACCESS_READ: u32 = 0x1;
-pub const ACCESS_WRITE: u32 = 0x2;
+pub(crate) const ACCESS_READ: u32 = 0x1;
+pub(crate) const ACCESS_WRITE: u32 = 0x2;
 
 /// `EA_POLL_MS`: the reader drains the ring buffer at least this often; the
 /// kernel wakes it earlier only when `ea_config.wakeup_bytes` wait.
-pub const POLL_MS: u64 = 50;
+pub(crate) const POLL_MS: u64 = 50;
 
 /// `EA_DENY_SEED_*` and `EA_FNV_PRIME`: the kernel hashes executable paths
 /// and names with FNV-1a 64 from these seeds; the agent hashes the deny list
 /// the same way.
-pub const DENY_SEED_PATH: u64 = 0xcbf2_9ce4_8422_2325;
-pub const DENY_SEED_NAME: u64 = 0x8422_2325_cbf2_9ce4;
+pub(crate) const DENY_SEED_PATH: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const DENY_SEED_NAME: u64 = 0x8422_2325_cbf2_9ce4;
 const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
 /// FNV-1a 64 of `bytes` from `seed`, as `denied()` in the kernel computes it.
-pub fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .fold(seed, |h, &c| (h ^ u64::from(c)).wrapping_mul(FNV_PRIME))
@@ -147,10 +147,10 @@ pub enum Kind {
 }
 
 /// `EA_EVT_MAX`: one past the highest id.
-pub const KIND_MAX: u16 = 61;
+pub(crate) const KIND_MAX: u16 = 61;
 
 impl Kind {
-    pub const ALL: [Kind; 60] = [
+    pub(crate) const ALL: [Kind; 60] = [
         Kind::Loss,
         Kind::Execve,
         Kind::Execveat,
@@ -213,14 +213,14 @@ impl Kind {
         Kind::Refused,
     ];
 
-    pub fn from_id(id: u16) -> Option<Kind> {
+    pub(crate) fn from_id(id: u16) -> Option<Kind> {
         Kind::ALL.iter().copied().find(|k| *k as u16 == id)
     }
 
     /// The `evt.type` this record becomes; `None` for the records the
     /// sensor keeps for itself ([`Kind::Loss`], [`Kind::Dns`]) and for
     /// [`Kind::Refused`], a report about enforcement, not an event.
-    pub fn event_type(self) -> Option<EventType> {
+    pub(crate) fn event_type(self) -> Option<EventType> {
         use EventType as T;
         Some(match self {
             Kind::Loss | Kind::Dns | Kind::Refused => return None,
@@ -289,7 +289,7 @@ impl Kind {
 /// Per-CPU counter indexes (`EA_CNT_*`) in the `ea_counters` map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum Counter {
+pub(crate) enum Counter {
     Seen = 0,
     Sent = 1,
     Lost = 2,
@@ -307,11 +307,11 @@ pub enum Counter {
 }
 
 /// `EA_CNT_MAX`.
-pub const COUNTER_MAX: u32 = 13;
+pub(crate) const COUNTER_MAX: u32 = 13;
 
 impl Counter {
     /// The counters status shows, with their status names.
-    pub const SHOWN: [(Counter, &'static str); 12] = [
+    pub(crate) const SHOWN: [(Counter, &'static str); 12] = [
         (Counter::Seen, "seen"),
         (Counter::Sent, "sent"),
         (Counter::Lost, "lost"),
@@ -395,10 +395,10 @@ struct RawLpmKey {
 /// (`major << 20 | minor`), not `stat`'s encoding: see [`kernel_dev`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct InodeKey {
-    pub dev: u32,
-    pub rule: u32,
-    pub ino: u64,
+pub(crate) struct InodeKey {
+    pub(crate) dev: u32,
+    pub(crate) rule: u32,
+    pub(crate) ino: u64,
 }
 
 // SAFETY: repr(C), integers only, no padding (16 bytes, asserted below).
@@ -407,11 +407,11 @@ unsafe impl aya::Pod for InodeKey {}
 /// `struct ea_deny_open_rule`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DenyOpenRule {
+pub(crate) struct DenyOpenRule {
     /// `ACCESS_*` bits the rule refuses.
-    pub access: u32,
+    pub(crate) access: u32,
     /// 1 when the rule lets some executables through.
-    pub has_allow: u32,
+    pub(crate) has_allow: u32,
 }
 
 // SAFETY: repr(C), two u32, no padding (8 bytes, asserted below).
@@ -419,7 +419,7 @@ unsafe impl aya::Pod for DenyOpenRule {}
 
 /// The kernel's `dev_t` (`MKDEV`: major in the top 12 bits, minor in the
 /// low 20) for a device number as `stat` reports it.
-pub fn kernel_dev(st_dev: u64) -> u32 {
+pub(crate) fn kernel_dev(st_dev: u64) -> u32 {
     let major = libc::major(st_dev);
     let minor = libc::minor(st_dev);
     (major << 20) | (minor & 0xf_ffff)
@@ -446,7 +446,7 @@ const _: () = {
 };
 
 /// Bytes of a record's fixed part; its string data follows.
-pub const RECORD_FIXED: usize = size_of::<RawRecord>();
+pub(crate) const RECORD_FIXED: usize = size_of::<RawRecord>();
 
 // ---- decoding ---------------------------------------------------------------
 
@@ -465,25 +465,25 @@ pub enum DecodeError {
 
 /// A record's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub kind: Kind,
-    pub flags: u16,
-    pub ts_boot_ns: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub gid: u32,
+pub(crate) struct Header {
+    pub(crate) kind: Kind,
+    pub(crate) flags: u16,
+    pub(crate) ts_boot_ns: u64,
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
+    pub(crate) ppid: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
     /// `None` when the kernel reports it unset (`(uid_t)-1`).
-    pub loginuid: Option<u32>,
-    pub cgroup_id: u64,
-    pub res: i64,
-    pub comm: [u8; COMM_LEN],
+    pub(crate) loginuid: Option<u32>,
+    pub(crate) cgroup_id: u64,
+    pub(crate) res: i64,
+    pub(crate) comm: [u8; COMM_LEN],
 }
 
 impl Header {
     /// The command name, up to its first NUL.
-    pub fn comm(&self) -> &[u8] {
+    pub(crate) fn comm(&self) -> &[u8] {
         let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
         &self.comm[..end]
     }
@@ -505,11 +505,11 @@ pub struct Sock {
 
 /// One decoded record, borrowing its string data from the ring buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record<'a> {
-    pub h: Header,
-    pub arg: [i64; NARG],
+pub(crate) struct Record<'a> {
+    pub(crate) h: Header,
+    pub(crate) arg: [i64; NARG],
     strs: [(u16, u16); NSTR],
-    pub sock: Sock,
+    pub(crate) sock: Sock,
     data: &'a [u8],
 }
 
@@ -532,7 +532,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 impl<'a> Record<'a> {
     /// Decode `buf` after checking its length against the fixed part and
     /// the size the record claims.
-    pub fn parse(buf: &'a [u8]) -> Result<Record<'a>, DecodeError> {
+    pub(crate) fn parse(buf: &'a [u8]) -> Result<Record<'a>, DecodeError> {
         if buf.len() < RECORD_FIXED {
             return Err(DecodeError::Short { got: buf.len() });
         }
@@ -603,7 +603,7 @@ impl<'a> Record<'a> {
 
     /// String slot `i` as raw bytes; `None` when empty, absent, or (a kernel
     /// bug) outside the record's data.
-    pub fn bytes(&self, i: usize) -> Option<&'a [u8]> {
+    pub(crate) fn bytes(&self, i: usize) -> Option<&'a [u8]> {
         let (off, len) = *self.strs.get(i)?;
         let (off, len) = (usize::from(off), usize::from(len));
         if len == 0 {
@@ -613,7 +613,7 @@ impl<'a> Record<'a> {
     }
 
     /// String slot `i` as text (invalid UTF-8 replaced).
-    pub fn string(&self, i: usize) -> Option<String> {
+    pub(crate) fn string(&self, i: usize) -> Option<String> {
         self.bytes(i)
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
@@ -622,15 +622,15 @@ impl<'a> Record<'a> {
     /// (it holds the string's start), or its path walk stopped after
     /// `EA_WALK_DEPTH` steps (it holds the path's last components), or
     /// there was no room left for it at all (it is empty).
-    pub fn cut(&self, i: usize) -> bool {
+    pub(crate) fn cut(&self, i: usize) -> bool {
         i < NSTR && self.h.flags & (flags::STR_CUT << i) != 0
     }
 
-    pub fn killed(&self) -> bool {
+    pub(crate) fn killed(&self) -> bool {
         self.h.flags & flags::KILLED != 0
     }
 
-    pub fn refused(&self) -> bool {
+    pub(crate) fn refused(&self) -> bool {
         self.h.flags & flags::REFUSED != 0
     }
 }
@@ -686,12 +686,12 @@ impl RecordBuilder {
         )
     }
 
-    pub fn cgroup(&mut self, id: u64) -> &mut Self {
+    pub(crate) fn cgroup(&mut self, id: u64) -> &mut Self {
         let h = offset_of!(RawRecord, h);
         self.put(h + offset_of!(RawHeader, cgroup_id), &id.to_ne_bytes())
     }
 
-    pub fn flags(&mut self, flags: u16) -> &mut Self {
+    pub(crate) fn flags(&mut self, flags: u16) -> &mut Self {
         let h = offset_of!(RawRecord, h);
         self.put(h + offset_of!(RawHeader, flags), &flags.to_ne_bytes())
     }

@@ -16,10 +16,10 @@ use crate::event::{Event, Field};
 use crate::report::Report;
 
 /// The rule name kills are reported under.
-pub const KILL_RULE: &str = "Denied executable killed";
+pub(crate) const KILL_RULE: &str = "Denied executable killed";
 /// The rule names BPF-LSM refusals are reported under.
-pub const EXEC_REFUSED_RULE: &str = "Denied executable refused";
-pub const OPEN_REFUSED_RULE: &str = "Denied file open refused";
+pub(crate) const EXEC_REFUSED_RULE: &str = "Denied executable refused";
+pub(crate) const OPEN_REFUSED_RULE: &str = "Denied file open refused";
 
 /// The fields a kill alert carries, in Falco's names.
 const KILL_FIELDS: &[&str] = &[
@@ -42,7 +42,7 @@ const KILL_FIELDS: &[&str] = &[
 ];
 
 /// Falco's time format: RFC 3339 with nanoseconds, UTC.
-pub fn falco_time(unix_ns: u64) -> String {
+pub(crate) fn falco_time(unix_ns: u64) -> String {
     humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(unix_ns)).to_string()
 }
 
@@ -66,7 +66,7 @@ fn output_fields(event: &Event) -> Map<String, Value> {
 
 /// The critical alert for an exec the kernel killed because `entry` of
 /// `deny_exec` matched.
-pub fn kill_alert(event: &Event, hostname: &str) -> Report {
+pub(crate) fn kill_alert(event: &Event, hostname: &str) -> Report {
     let fields = output_fields(event);
     let get = |k: &str| {
         fields
@@ -109,7 +109,7 @@ pub fn kill_alert(event: &Event, hostname: &str) -> Report {
 /// The critical alert for an exec or open a BPF-LSM hook refused (the call
 /// failed with EPERM; nothing of it ran). `deny_open_path` is the
 /// `deny_open` entry that refused an open.
-pub fn refusal_alert(
+pub(crate) fn refusal_alert(
     event: &Event,
     refusal: &Refusal,
     deny_open_path: Option<&str>,
@@ -184,7 +184,7 @@ pub fn refusal_alert(
 }
 
 /// A node event: the kernel lost `lost` records in the last `over`.
-pub fn loss_event(lost: u64, lost_total: u64, over: Duration) -> Report {
+pub(crate) fn loss_event(lost: u64, lost_total: u64, over: Duration) -> Report {
     let mut f = Map::new();
     f.insert("lost".into(), lost.into());
     f.insert("lost_total".into(), lost_total.into());
@@ -200,7 +200,7 @@ pub fn loss_event(lost: u64, lost_total: u64, over: Duration) -> Report {
 }
 
 /// A node event: the sensor could not start; the rest of the agent runs.
-pub fn unavailable_event(code: &str, reason: &str) -> Report {
+pub(crate) fn unavailable_event(code: &str, reason: &str) -> Report {
     let mut f = Map::new();
     f.insert("code".into(), code.into());
     Report::node_event(
@@ -213,7 +213,7 @@ pub fn unavailable_event(code: &str, reason: &str) -> Report {
 }
 
 /// A node event: the sensor runs without some optional probes.
-pub fn degraded_event(missing: &[(&'static str, String)]) -> Report {
+pub(crate) fn degraded_event(missing: &[(&'static str, String)]) -> Report {
     let mut f = Map::new();
     f.insert(
         "missing_probes".into(),

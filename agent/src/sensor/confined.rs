@@ -26,7 +26,7 @@ use nix::sys::stat::{Mode, SFlag, fstat};
 
 /// Why a confined read gave nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfinedError {
+pub(crate) enum ConfinedError {
     #[error("{path} does not exist")]
     NotFound { path: String },
     #[error("{path} is not a regular file (a device, FIFO, socket or directory)")]
@@ -47,13 +47,13 @@ fn file_flags() -> OFlag {
 
 /// Read `rel` (a path inside the root, such as `etc/passwd`) from the
 /// container whose root the host sees at `root`, at most `max` bytes.
-pub fn read_in_root(root: &Path, rel: &str, max: u64) -> Result<Vec<u8>, ConfinedError> {
+pub(crate) fn read_in_root(root: &Path, rel: &str, max: u64) -> Result<Vec<u8>, ConfinedError> {
     read_confined(root, rel, max, ResolveFlag::RESOLVE_IN_ROOT)
 }
 
 /// Read `name` from directory `dir`, refusing symlinks anywhere below `dir`
 /// (the directory itself is the caller's choice), at most `max` bytes.
-pub fn read_beneath(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>, ConfinedError> {
+pub(crate) fn read_beneath(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>, ConfinedError> {
     read_confined(
         dir,
         name,

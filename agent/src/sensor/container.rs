@@ -42,7 +42,7 @@ struct Known {
     retry: Option<(Instant, u8)>,
 }
 
-pub struct Containers {
+pub(crate) struct Containers {
     state_dirs: Vec<PathBuf>,
     proc_root: PathBuf,
     host: Arc<Container>,
@@ -53,7 +53,7 @@ pub struct Containers {
 }
 
 impl Containers {
-    pub fn new(state_dirs: &[PathBuf], proc_root: &Path) -> Containers {
+    pub(crate) fn new(state_dirs: &[PathBuf], proc_root: &Path) -> Containers {
         Containers {
             state_dirs: state_dirs.to_vec(),
             proc_root: proc_root.to_path_buf(),
@@ -63,12 +63,12 @@ impl Containers {
         }
     }
 
-    pub fn host(&self) -> Arc<Container> {
+    pub(crate) fn host(&self) -> Arc<Container> {
         self.host.clone()
     }
 
     /// Distinct containers currently known.
-    pub fn known(&self) -> usize {
+    pub(crate) fn known(&self) -> usize {
         let mut ids: Vec<&str> = self
             .by_cgroup
             .values()
@@ -83,7 +83,12 @@ impl Containers {
     /// The container of a process in cgroup `cgroup_id`. `leaf` is the end
     /// of the cgroup's path (`<parent>/<name>`) when the kernel sent it (exec
     /// records); else the process's `/proc/<pid>/cgroup` is read.
-    pub fn lookup(&mut self, cgroup_id: u64, pid: u32, leaf: Option<&str>) -> Arc<Container> {
+    pub(crate) fn lookup(
+        &mut self,
+        cgroup_id: u64,
+        pid: u32,
+        leaf: Option<&str>,
+    ) -> Arc<Container> {
         let leaf = leaf.filter(|l| container_id(l).is_some());
         if let Some(k) = self.by_cgroup.get_mut(&cgroup_id) {
             // An exec naming a container cgroup corrects a cgroup first seen
@@ -201,7 +206,7 @@ impl Containers {
     /// The container's root as the host sees it: the bundle's `root.path`,
     /// else `/proc/<pid>/root` of a live process that is already inside it
     /// (runc's init is not, until it pivots).
-    pub fn root_of(&mut self, container: &Container, pid: u32) -> Option<String> {
+    pub(crate) fn root_of(&mut self, container: &Container, pid: u32) -> Option<String> {
         if container.is_host() {
             return None;
         }
@@ -223,7 +228,7 @@ impl Containers {
     }
 
     /// Drop containers whose bundle is gone (they stopped). Returns their ids.
-    pub fn sweep(&mut self) -> Vec<String> {
+    pub(crate) fn sweep(&mut self) -> Vec<String> {
         let mut gone = Vec::new();
         let dirs = &self.state_dirs;
         self.by_cgroup.retain(|_, k| {
@@ -320,7 +325,7 @@ fn is_privileged(spec: &Value) -> bool {
 }
 
 /// `registry/repo:tag` -> (`registry/repo`, `tag`); a digest has no tag.
-pub fn split_image(image: &str) -> (String, Option<String>) {
+pub(crate) fn split_image(image: &str) -> (String, Option<String>) {
     if let Some((repo, _digest)) = image.split_once('@') {
         return (repo.to_string(), None);
     }
@@ -336,7 +341,7 @@ pub fn split_image(image: &str) -> (String, Option<String>) {
 
 /// The container id a cgroup path names, if any: a 64-hex component, bare
 /// (cgroupfs driver) or as `<runtime>-<id>.scope` (systemd driver).
-pub fn container_id(path: &str) -> Option<&str> {
+pub(crate) fn container_id(path: &str) -> Option<&str> {
     path.rsplit('/').find_map(|seg| {
         let seg = seg.strip_suffix(".scope").unwrap_or(seg);
         let id = seg.rsplit('-').next().unwrap_or(seg);
@@ -346,7 +351,7 @@ pub fn container_id(path: &str) -> Option<&str> {
 
 /// The pod uid a kubepods cgroup path names (`pod<uid>`, or
 /// `kubepods-besteffort-pod<uid_with_underscores>.slice`).
-pub fn pod_uid_from_cgroup(path: &str) -> Option<String> {
+pub(crate) fn pod_uid_from_cgroup(path: &str) -> Option<String> {
     path.split('/').find_map(|seg| {
         let seg = seg.strip_suffix(".slice").unwrap_or(seg);
         let pod = match seg.rfind("-pod") {

@@ -50,21 +50,21 @@ pub enum Decoded {
 /// Which deny list refused, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub list: DenyList,
+    pub(crate) list: DenyList,
     /// The executable or file refused (as the caller's root sees it).
-    pub path: String,
+    pub(crate) path: String,
     /// `deny_open`: the entry's index in the config.
-    pub rule: Option<usize>,
+    pub(crate) rule: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyList {
+pub(crate) enum DenyList {
     Exec,
     Open,
 }
 
 impl DenyList {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DenyList::Exec => "exec",
             DenyList::Open => "open",
@@ -75,17 +75,17 @@ impl DenyList {
 /// Decoder and enricher: one per sensor, owned by its reader task.
 pub struct Enricher {
     pub procs: ProcessTable,
-    pub containers: Containers,
-    pub users: Users,
+    pub(crate) containers: Containers,
+    pub(crate) users: Users,
     filter: PathFilter,
     clock: BootClock,
     proc_root: std::path::PathBuf,
     envs: EnvCache,
     /// Host names from the DNS answers the node saw (`fd.sip.name`).
-    pub dns: DnsCache,
+    pub(crate) dns: DnsCache,
     num: u64,
     /// Records dropped by the user-space half of the path filters.
-    pub filtered_user: u64,
+    pub(crate) filtered_user: u64,
 }
 
 const AT_FDCWD: i64 = libc::AT_FDCWD as i64;
@@ -114,11 +114,11 @@ impl Enricher {
     }
 
     /// Apply a reloaded config's filters.
-    pub fn set_filters(&mut self, config: &SensorConfig) {
+    pub(crate) fn set_filters(&mut self, config: &SensorConfig) {
         self.filter = PathFilter::from_config(config);
     }
 
-    pub fn set_clock(&mut self, clock: BootClock) {
+    pub(crate) fn set_clock(&mut self, clock: BootClock) {
         self.clock = clock;
         self.procs.set_clock(clock);
     }
@@ -836,7 +836,7 @@ fn fd_num(res: i64) -> i64 {
 }
 
 /// Falco's procexit status: the exit code, or 128 + the signal that killed it.
-pub fn exit_status(raw: i64) -> i64 {
+pub(crate) fn exit_status(raw: i64) -> i64 {
     let sig = raw & 0x7f;
     if sig != 0 {
         128 + sig
@@ -922,7 +922,7 @@ fn trim_nul(b: &[u8]) -> &[u8] {
 }
 
 /// Lexically normalise an absolute path: no `.`, `..` or empty components.
-pub fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {

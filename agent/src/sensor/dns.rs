@@ -27,20 +27,20 @@ use crate::event::HostNames;
 /// Addresses the cache holds at most. A node's processes rarely talk to
 /// more distinct resolved addresses within [`MAX_KEEP_NS`]; at about 150
 /// bytes an entry the full cache is ~300 KiB.
-pub const CAPACITY: usize = 2048;
+pub(crate) const CAPACITY: usize = 2048;
 
 /// Names kept per address, most recent first: several names may share one
 /// address (a CNAME chain, virtual hosting).
-pub const NAMES_PER_ADDRESS: usize = 4;
+pub(crate) const NAMES_PER_ADDRESS: usize = 4;
 
 /// An answer is kept at least this long, whatever its TTL: programs keep
 /// answers longer than their TTL (the JVM, nscd, connection pools), and a
 /// connection made from such a cached answer should still be named.
-pub const MIN_KEEP_NS: u64 = 10 * 60 * 1_000_000_000;
+pub(crate) const MIN_KEEP_NS: u64 = 10 * 60 * 1_000_000_000;
 
 /// ... and at most this long, so that an address given to another site
 /// later is not named after the old one forever.
-pub const MAX_KEEP_NS: u64 = 24 * 3600 * 1_000_000_000;
+pub(crate) const MAX_KEEP_NS: u64 = 24 * 3600 * 1_000_000_000;
 
 /// Compression pointers followed in one name; a loop ends here.
 const MAX_JUMPS: usize = 16;
@@ -54,17 +54,17 @@ const CLASS_IN: u16 = 1;
 
 /// What one answer message says.
 #[derive(Debug, Default, PartialEq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Every name of the question and its CNAME chain, the question first,
     /// lower case, without the trailing dot.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Each address with its TTL in seconds.
-    pub addresses: Vec<(IpAddr, u32)>,
+    pub(crate) addresses: Vec<(IpAddr, u32)>,
 }
 
 /// Read an answer message. `None` if it is no answer (not a response, an
 /// error code, no question); records after a cut are missing.
-pub fn parse(msg: &[u8]) -> Option<Answer> {
+pub(crate) fn parse(msg: &[u8]) -> Option<Answer> {
     let be16 =
         |at: usize| -> Option<u16> { Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?])) };
     let flags = be16(2)?;
@@ -184,20 +184,20 @@ struct Entry {
 /// expire (checked on lookup) or, when the cache is full, the least
 /// recently learned first.
 #[derive(Default)]
-pub struct DnsCache {
+pub(crate) struct DnsCache {
     map: HashMap<IpAddr, Entry>,
     /// Addresses in the order they were learned; an item whose `seq` no
     /// longer matches its entry is stale and skipped.
     order: VecDeque<(IpAddr, u64)>,
     seq: u64,
     /// Answers read (a metric: how much the cache has to go on).
-    pub answers: u64,
+    pub(crate) answers: u64,
 }
 
 impl DnsCache {
     /// Learn from an answer message seen at `now_ns` (any monotonic clock,
     /// the same as [`DnsCache::lookup`] is given).
-    pub fn learn(&mut self, msg: &[u8], now_ns: u64) {
+    pub(crate) fn learn(&mut self, msg: &[u8], now_ns: u64) {
         let Some(answer) = parse(msg) else {
             return;
         };
@@ -255,7 +255,7 @@ impl DnsCache {
     }
 
     /// The names the node resolved to `ip`, if that was within their keep time.
-    pub fn lookup(&self, ip: IpAddr, now_ns: u64) -> Option<HostNames> {
+    pub(crate) fn lookup(&self, ip: IpAddr, now_ns: u64) -> Option<HostNames> {
         if self.map.is_empty() {
             return None;
         }
@@ -266,11 +266,11 @@ impl DnsCache {
     }
 
     /// Addresses held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 }

@@ -16,12 +16,12 @@ use super::abi::{DenyOpenRule, InodeKey, kernel_dev};
 use crate::config::SensorConfig;
 
 /// The kernel's list of active LSMs (securityfs).
-pub const LSM_FILE: &str = "/sys/kernel/security/lsm";
+pub(crate) const LSM_FILE: &str = "/sys/kernel/security/lsm";
 
 /// Whether the kernel runs the BPF LSM: `Ok` when `lsm_list` (the content
 /// of [`LSM_FILE`], `None` when it cannot be read) names `bpf`, else why not,
 /// in words an operator can act on.
-pub fn bpf_lsm(lsm_list: Option<&str>) -> Result<(), String> {
+pub(crate) fn bpf_lsm(lsm_list: Option<&str>) -> Result<(), String> {
     let Some(list) = lsm_list else {
         return Err(format!(
             "{LSM_FILE} cannot be read (securityfs not mounted, or a kernel without LSM support)"
@@ -39,7 +39,7 @@ pub fn bpf_lsm(lsm_list: Option<&str>) -> Result<(), String> {
 /// Read [`LSM_FILE`] and judge it with [`bpf_lsm`]. securityfs is mounted
 /// at /sys/kernel/security first when nothing is (systemd does it on a
 /// node; a bare container or initramfs may not have).
-pub fn bpf_lsm_here() -> Result<(), String> {
+pub(crate) fn bpf_lsm_here() -> Result<(), String> {
     if !Path::new(LSM_FILE).exists() && Path::new(SECURITYFS).is_dir() {
         match nix::mount::mount(
             Some("securityfs"),
@@ -65,7 +65,7 @@ const SECURITYFS: &str = "/sys/kernel/security";
 /// How a deny list is enforced on this node (`status`: `deny_exec_mode`,
 /// `deny_open_mode`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// The list is empty.
     Off,
     /// Refused in a BPF-LSM hook: the call fails with EPERM, nothing ran.
@@ -78,7 +78,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn as_status(&self) -> String {
+    pub(crate) fn as_status(&self) -> String {
         match self {
             Mode::Off => "off".into(),
             Mode::Lsm => "lsm".into(),
@@ -90,17 +90,17 @@ impl Mode {
 
 /// `deny_open` in the kernel's terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DenyOpenEntries {
+pub(crate) struct DenyOpenEntries {
     /// Protected inode -> the index of the entry protecting it.
-    pub inodes: BTreeMap<InodeKey, u32>,
+    pub(crate) inodes: BTreeMap<InodeKey, u32>,
     /// Per entry, what it refuses (index = entry index).
-    pub rules: Vec<DenyOpenRule>,
+    pub(crate) rules: Vec<DenyOpenRule>,
     /// (entry, executable inode) pairs that are let through.
-    pub allow: Vec<InodeKey>,
+    pub(crate) allow: Vec<InodeKey>,
     /// The union of every entry's access bits.
-    pub access: u32,
+    pub(crate) access: u32,
     /// Paths that do not exist (yet): nothing to protect there until they do.
-    pub missing: Vec<String>,
+    pub(crate) missing: Vec<String>,
 }
 
 fn inode_key(path: &Path, rule: u32) -> Option<InodeKey> {
@@ -119,7 +119,7 @@ impl DenyOpenEntries {
     /// listed in `missing`; the sensor resolves again every second, so a
     /// directory created later (K3s installed after the agent) or a binary
     /// replaced by an upgrade (a new inode) is followed.
-    pub fn resolve(config: &SensorConfig) -> DenyOpenEntries {
+    pub(crate) fn resolve(config: &SensorConfig) -> DenyOpenEntries {
         let mut out = DenyOpenEntries::default();
         for (i, entry) in config.deny_open.iter().enumerate() {
             let idx = i as u32;

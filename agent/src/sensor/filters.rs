@@ -14,13 +14,13 @@ use crate::config::SensorConfig;
 /// An `ea_lpm_key`: a path prefix with its trailing '/', so that `/etc`
 /// matches `/etc/passwd` and not `/etcd/x`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PrefixKey {
-    pub bits: u32,
-    pub data: [u8; abi::LPM_DATA],
+pub(crate) struct PrefixKey {
+    pub(crate) bits: u32,
+    pub(crate) data: [u8; abi::LPM_DATA],
 }
 
 impl PrefixKey {
-    pub fn new(prefix: &Path) -> PrefixKey {
+    pub(crate) fn new(prefix: &Path) -> PrefixKey {
         let s = dir_prefix(&prefix.to_string_lossy());
         let n = s.len().min(abi::LPM_DATA);
         let mut data = [0u8; abi::LPM_DATA];
@@ -40,17 +40,17 @@ fn dir_prefix(p: &str) -> String {
 
 /// The entries of every kernel filter map for one config.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelFilters {
+pub(crate) struct KernelFilters {
     /// `ea_exclude_comms` keys: the comm, NUL-padded to 16 bytes.
-    pub comms: Vec<[u8; abi::COMM_LEN]>,
-    pub open_prefixes: Vec<PrefixKey>,
-    pub exclude_paths: Vec<PrefixKey>,
+    pub(crate) comms: Vec<[u8; abi::COMM_LEN]>,
+    pub(crate) open_prefixes: Vec<PrefixKey>,
+    pub(crate) exclude_paths: Vec<PrefixKey>,
     /// `ea_deny_exec` keys.
-    pub deny: Vec<u64>,
+    pub(crate) deny: Vec<u64>,
 }
 
 impl KernelFilters {
-    pub fn from_config(c: &SensorConfig) -> KernelFilters {
+    pub(crate) fn from_config(c: &SensorConfig) -> KernelFilters {
         let comms = c
             .exclude_comms
             .iter()
@@ -73,7 +73,7 @@ impl KernelFilters {
         }
     }
 
-    pub fn deny_enabled(&self) -> bool {
+    pub(crate) fn deny_enabled(&self) -> bool {
         !self.deny.is_empty()
     }
 }
@@ -81,7 +81,7 @@ impl KernelFilters {
 /// The kernel's hash for a deny-list entry: a full path hashes with the path
 /// seed (matched against the executable's real path and the path given to
 /// exec); a bare name with the name seed (matched against both base names).
-pub fn deny_hash(entry: &str) -> u64 {
+pub(crate) fn deny_hash(entry: &str) -> u64 {
     if entry.starts_with('/') {
         abi::fnv1a(abi::DENY_SEED_PATH, entry.as_bytes())
     } else {
@@ -92,13 +92,13 @@ pub fn deny_hash(entry: &str) -> u64 {
 /// The open/path filters for paths resolved in user space. Mirrors the
 /// kernel's rules exactly (prefix with trailing '/').
 #[derive(Debug, Clone, Default)]
-pub struct PathFilter {
+pub(crate) struct PathFilter {
     watch: Vec<String>,
     exclude: Vec<String>,
 }
 
 impl PathFilter {
-    pub fn from_config(c: &SensorConfig) -> PathFilter {
+    pub(crate) fn from_config(c: &SensorConfig) -> PathFilter {
         let norm =
             |v: &[std::path::PathBuf]| v.iter().map(|p| dir_prefix(&p.to_string_lossy())).collect();
         PathFilter {
@@ -108,12 +108,12 @@ impl PathFilter {
     }
 
     /// Is `path` (absolute) below an excluded prefix?
-    pub fn excluded(&self, path: &str) -> bool {
+    pub(crate) fn excluded(&self, path: &str) -> bool {
         self.exclude.iter().any(|p| path.starts_with(p.as_str()))
     }
 
     /// Would the kernel have reported an open of `path` with `flags`?
-    pub fn reports_open(&self, path: &str, flags: u64) -> bool {
+    pub(crate) fn reports_open(&self, path: &str, flags: u64) -> bool {
         if self.excluded(path) {
             return false;
         }
@@ -128,7 +128,7 @@ impl PathFilter {
 /// that rules see other processes' secrets read while the rest of /proc
 /// stays filtered. The kernel compares at most `LPM_DATA - 1` bytes of a
 /// path; a path that long or longer never matches there, nor here.
-pub fn is_proc_environ(path: &str) -> bool {
+pub(crate) fn is_proc_environ(path: &str) -> bool {
     path.len() < abi::LPM_DATA - 1
         && path.len() > "/proc//environ".len()
         && path.starts_with("/proc/")
@@ -137,7 +137,7 @@ pub fn is_proc_environ(path: &str) -> bool {
 
 /// The kernel's notion of a read-only open: O_RDONLY without O_CREAT,
 /// O_TRUNC or O_TMPFILE.
-pub fn is_read_only(flags: u64) -> bool {
+pub(crate) fn is_read_only(flags: u64) -> bool {
     let f = flags as i32;
     f & libc::O_ACCMODE == libc::O_RDONLY
         && f & (libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE) == 0

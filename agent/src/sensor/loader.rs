@@ -39,16 +39,16 @@ const BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Which probes attached.
 #[derive(Debug, Clone, Default)]
-pub struct ProbeReport {
-    pub attached: Vec<&'static str>,
+pub(crate) struct ProbeReport {
+    pub(crate) attached: Vec<&'static str>,
     /// Optional probes that did not attach, with the reason.
-    pub missing: Vec<(&'static str, String)>,
+    pub(crate) missing: Vec<(&'static str, String)>,
     /// Rows this architecture has no syscall for.
-    pub not_applicable: Vec<&'static str>,
+    pub(crate) not_applicable: Vec<&'static str>,
 }
 
 /// The loaded kernel side.
-pub struct Kernel {
+pub(crate) struct Kernel {
     bpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     /// Owned here rather than by the programs, so that [`Drop`] can close
@@ -121,7 +121,7 @@ fn cgroup2_root() -> Option<PathBuf> {
 /// The ids of the cgroups at `paths` (below `root`) and of every cgroup
 /// below them. On cgroup v2 a cgroup's id is its directory's inode number.
 /// Paths that do not exist (yet) are skipped; the walk stops at `max`.
-pub fn cgroup_ids(root: &Path, paths: &[String], max: usize) -> BTreeSet<u64> {
+pub(crate) fn cgroup_ids(root: &Path, paths: &[String], max: usize) -> BTreeSet<u64> {
     let mut ids = BTreeSet::new();
     let mut dirs: Vec<PathBuf> = paths
         .iter()
@@ -192,7 +192,7 @@ impl Drop for Kernel {
 }
 
 /// Everything that must hold before loading; mounts tracefs when it can.
-pub fn preflight() -> Result<(), SensorError> {
+pub(crate) fn preflight() -> Result<(), SensorError> {
     let caps = effective_caps();
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
@@ -231,7 +231,7 @@ pub fn preflight() -> Result<(), SensorError> {
 /// kernel (uname says `armv8l` to a 32-bit process) fails differently: its
 /// syscall numbers are not the kernel's, and its own calls are compat calls,
 /// which the syscall tracepoints do not report.
-pub fn arch_supported(binary: &'static str, machine: &str) -> Result<(), SensorError> {
+pub(crate) fn arch_supported(binary: &'static str, machine: &str) -> Result<(), SensorError> {
     if binary != "arm" {
         return Ok(());
     }
@@ -315,7 +315,7 @@ impl Kernel {
     /// Load the object and every program, fill the maps; attach nothing yet.
     /// Returns the ring buffer for the consumer, which must exist before
     /// [`Kernel::attach`] is called.
-    pub fn load(
+    pub(crate) fn load(
         config: &SensorConfig,
         own_tgid: u32,
     ) -> Result<(Kernel, RingBuf<MapData>), SensorError> {
@@ -372,7 +372,7 @@ impl Kernel {
 
     /// Attach the probe table. A required probe that fails stops here with
     /// an error naming it; an optional one is reported missing.
-    pub fn attach(&mut self) -> Result<ProbeReport, SensorError> {
+    pub(crate) fn attach(&mut self) -> Result<ProbeReport, SensorError> {
         let mut report = ProbeReport::default();
         for probe in probes::table() {
             match self.attach_one(&probe) {
@@ -459,7 +459,7 @@ impl Kernel {
 
     /// Make the kernel's filter maps and deny list match `config` (at start
     /// and on reload): entries not wanted are removed, missing ones added.
-    pub fn apply_filters(&mut self, config: &SensorConfig) -> Result<(), SensorError> {
+    pub(crate) fn apply_filters(&mut self, config: &SensorConfig) -> Result<(), SensorError> {
         let f = KernelFilters::from_config(config);
         sync_set(&mut self.bpf, "ea_exclude_comms", &f.comms)?;
         self.exclude_cgroups = config.exclude_cgroups.clone();
@@ -573,7 +573,7 @@ impl Kernel {
 
     /// Resolve `deny_open` again (paths created later, binaries replaced)
     /// and bring the kernel's maps up to date. Cheap when nothing changed.
-    pub fn refresh_deny_open(&mut self) -> Result<(), SensorError> {
+    pub(crate) fn refresh_deny_open(&mut self) -> Result<(), SensorError> {
         if self.lsm.open != Hooked::Yes {
             return Ok(());
         }
@@ -626,7 +626,7 @@ impl Kernel {
     }
 
     /// How `deny_exec` and `deny_open` are enforced here (for status).
-    pub fn modes(&self, config: &SensorConfig) -> (Mode, Mode) {
+    pub(crate) fn modes(&self, config: &SensorConfig) -> (Mode, Mode) {
         let exec = if config.deny_exec.is_empty() {
             Mode::Off
         } else if self.lsm.exec == Hooked::Yes {
@@ -651,14 +651,14 @@ impl Kernel {
     }
 
     /// `deny_open` paths that do not exist (yet).
-    pub fn deny_open_missing(&self) -> &[String] {
+    pub(crate) fn deny_open_missing(&self) -> &[String] {
         &self.lsm.entries.missing
     }
 
     /// Bring `ea_exclude_cgroups` up to date with the cgroups that exist now
     /// below the `exclude_cgroups` entries (containers and services come and
     /// go). Cheap when nothing is excluded or nothing changed.
-    pub fn refresh_cgroups(&mut self) -> Result<(), SensorError> {
+    pub(crate) fn refresh_cgroups(&mut self) -> Result<(), SensorError> {
         let ids = match &self.cgroup_root {
             Some(root) if !self.exclude_cgroups.is_empty() => {
                 cgroup_ids(root, &self.exclude_cgroups, MAX_EXCLUDED_CGROUPS)
@@ -674,12 +674,12 @@ impl Kernel {
     }
 
     /// cgroups whose processes the kernel does not watch.
-    pub fn excluded_cgroups(&self) -> usize {
+    pub(crate) fn excluded_cgroups(&self) -> usize {
         self.cgroup_ids.len()
     }
 
     /// The kernel's counters, summed over CPUs, indexed by [`Counter`].
-    pub fn counters(&self) -> [u64; COUNTER_MAX as usize] {
+    pub(crate) fn counters(&self) -> [u64; COUNTER_MAX as usize] {
         let mut out = [0u64; COUNTER_MAX as usize];
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(values) = self.counters.get(&(i as u32), 0) {
@@ -689,7 +689,7 @@ impl Kernel {
         out
     }
 
-    pub fn counter(&self, c: Counter) -> u64 {
+    pub(crate) fn counter(&self, c: Counter) -> u64 {
         self.counters()[c as usize]
     }
 }

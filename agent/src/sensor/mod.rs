@@ -18,29 +18,29 @@
 
 pub mod abi;
 mod alert;
-pub mod confined;
-pub mod container;
-pub mod decode;
-pub mod dns;
-pub mod enforce;
-pub mod filters;
+pub(crate) mod confined;
+pub(crate) mod container;
+pub(crate) mod decode;
+pub(crate) mod dns;
+pub(crate) mod enforce;
+pub(crate) mod filters;
 mod loader;
-pub mod probes;
+pub(crate) mod probes;
 pub mod proctable;
 mod reader;
 mod stage;
-pub mod users;
+pub(crate) mod users;
 
-pub use alert::falco_time;
+pub(crate) use alert::falco_time;
 pub use decode::{Decoded, Enricher};
-pub use loader::ProbeReport;
-pub use reader::Sensor;
-pub use stage::start;
+pub(crate) use loader::ProbeReport;
+pub(crate) use reader::Sensor;
+pub(crate) use stage::start;
 
 /// Why the sensor could not start (or stopped). Each has a stable
 /// [`SensorError::code`] for status and node events.
 #[derive(Debug, thiserror::Error)]
-pub enum SensorError {
+pub(crate) enum SensorError {
     #[error(
         "not privileged: loading eBPF programs needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN for tracefs); run edge-agent as root"
     )]
@@ -82,7 +82,7 @@ pub enum SensorError {
 
 impl SensorError {
     /// A stable code for scripts, status and node events.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             SensorError::NotPrivileged => "not_privileged",
             SensorError::NoBtf => "no_btf",

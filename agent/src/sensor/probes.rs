@@ -11,7 +11,7 @@ use super::abi::Kind;
 
 /// How a probe attaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
+pub(crate) enum Hook {
     /// `raw_tracepoint/<tp>` running program `prog`.
     RawTracepoint {
         prog: &'static str,
@@ -29,19 +29,19 @@ pub enum Hook {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct Probe {
-    pub hook: Hook,
-    pub required: bool,
+pub(crate) struct Probe {
+    pub(crate) hook: Hook,
+    pub(crate) required: bool,
     /// Oldest kernel (major, minor) with the hook; shown when it is missing.
-    pub min_kernel: (u32, u32),
+    pub(crate) min_kernel: (u32, u32),
     /// A condition without which the probe does not apply to this node
     /// (skipped, not missing).
-    pub only_if: Option<fn() -> bool>,
+    pub(crate) only_if: Option<fn() -> bool>,
 }
 
 impl Probe {
     /// The name status and errors use (`sched_process_exec`, `openat`).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self.hook {
             Hook::RawTracepoint { tp, .. } => tp,
             Hook::Syscall { name, .. } => name,
@@ -50,7 +50,7 @@ impl Probe {
 }
 
 /// The program every hooked syscall's entry runs.
-pub const ENTER_PROG: &str = "ea_sys_enter";
+pub(crate) const ENTER_PROG: &str = "ea_sys_enter";
 const FILE: Option<&str> = Some("ea_sys_exit_file");
 const NET: Option<&str> = Some("ea_sys_exit_net");
 const MISC: Option<&str> = Some("ea_sys_exit_misc");
@@ -58,7 +58,7 @@ const PROC: Option<&str> = Some("ea_sys_exit_proc");
 
 /// The oldest kernel the sensor runs on: BPF ring buffers and
 /// `bpf_ktime_get_boot_ns` arrived in 5.8.
-pub const MIN_KERNEL: (u32, u32) = (5, 8);
+pub(crate) const MIN_KERNEL: (u32, u32) = (5, 8);
 
 const fn raw(prog: &'static str, tp: &'static str) -> Probe {
     Probe {
@@ -130,7 +130,7 @@ macro_rules! nr {
 /// Every probe. The order is the attach order: syscall entries and exits
 /// first, then the sched hooks (exec last, so that the first exec record
 /// already finds its execveat entry hooked).
-pub fn table() -> Vec<Probe> {
+pub(crate) fn table() -> Vec<Probe> {
     const OLD: (u32, u32) = MIN_KERNEL;
     vec![
         sys("openat", nr!(SYS_openat), Kind::Openat, FILE, true, OLD),

@@ -19,7 +19,7 @@ use crate::event::{MAX_ANCESTOR_DEPTH, Process};
 /// How long an exited process stays: records of it and of its children that
 /// are still in the ring buffer (8 MiB holds a few hundred milliseconds of a
 /// burst) must still find it.
-pub const EXIT_GRACE_NS: u64 = 5_000_000_000;
+pub(crate) const EXIT_GRACE_NS: u64 = 5_000_000_000;
 
 /// Converts the kernel's boot-time clock to Unix time.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +30,7 @@ pub struct BootClock {
 impl BootClock {
     /// `CLOCK_REALTIME - CLOCK_BOOTTIME`, now. Refresh it now and then: NTP
     /// steps move the wall clock.
-    pub fn now() -> BootClock {
+    pub(crate) fn now() -> BootClock {
         let real = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
         let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
         BootClock {
@@ -43,11 +43,11 @@ impl BootClock {
         BootClock { offset_ns }
     }
 
-    pub fn to_unix_ns(&self, boot_ns: u64) -> u64 {
+    pub(crate) fn to_unix_ns(&self, boot_ns: u64) -> u64 {
         (i128::from(boot_ns) + self.offset_ns).max(0) as u64
     }
 
-    pub fn boot_now_ns() -> u64 {
+    pub(crate) fn boot_now_ns() -> u64 {
         clock_ns(nix::time::ClockId::CLOCK_BOOTTIME).max(0) as u64
     }
 }
@@ -76,7 +76,7 @@ pub struct ProcessTable {
 
 impl ProcessTable {
     /// An empty table of at most `max` processes reading `proc_root` (`/proc`).
-    pub fn new(max: usize, proc_root: &Path, clock: BootClock) -> ProcessTable {
+    pub(crate) fn new(max: usize, proc_root: &Path, clock: BootClock) -> ProcessTable {
         ProcessTable {
             procs: HashMap::with_capacity(max.min(4096)),
             max: max.max(2),
@@ -87,7 +87,7 @@ impl ProcessTable {
         }
     }
 
-    pub fn set_clock(&mut self, clock: BootClock) {
+    pub(crate) fn set_clock(&mut self, clock: BootClock) {
         self.clock = clock;
     }
 
@@ -95,17 +95,17 @@ impl ProcessTable {
         self.procs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.procs.is_empty()
     }
 
     /// Processes given up because the table was full.
-    pub fn evicted(&self) -> u64 {
+    pub(crate) fn evicted(&self) -> u64 {
         self.evicted
     }
 
     /// Read every process in `/proc`. Returns how many it added.
-    pub fn seed(&mut self) -> usize {
+    pub(crate) fn seed(&mut self) -> usize {
         let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
             return 0;
         };
@@ -132,7 +132,7 @@ impl ProcessTable {
     }
 
     /// The process, if known.
-    pub fn get(&mut self, pid: u32) -> Option<Arc<Process>> {
+    pub(crate) fn get(&mut self, pid: u32) -> Option<Arc<Process>> {
         let t = self.touch();
         self.procs.get_mut(&pid).map(|e| {
             e.last_used = t;
@@ -143,7 +143,7 @@ impl ProcessTable {
     /// The process; read from `/proc` if unknown, else built by `fallback`.
     /// `ppid` is the parent the kernel reports now: a reparented process is
     /// updated.
-    pub fn get_or_load(
+    pub(crate) fn get_or_load(
         &mut self,
         pid: u32,
         ppid: u32,
@@ -162,7 +162,7 @@ impl ProcessTable {
     }
 
     /// Add or replace a process (exec replaces the image of the same pid).
-    pub fn insert(&mut self, mut p: Process) -> Arc<Process> {
+    pub(crate) fn insert(&mut self, mut p: Process) -> Arc<Process> {
         p.finish();
         if self.procs.len() >= self.max && !self.procs.contains_key(&p.pid) {
             self.evict();
@@ -184,7 +184,7 @@ impl ProcessTable {
     /// A new process `child` forked by `parent`: a copy of the parent's
     /// image with its own pid and parent, then `own` for what the child
     /// does not share (its ids in its pid namespace).
-    pub fn fork(
+    pub(crate) fn fork(
         &mut self,
         parent: &Process,
         child: u32,
@@ -200,21 +200,25 @@ impl ProcessTable {
     }
 
     /// Change a known process (a rename, a new session); `None` if unknown.
-    pub fn modify(&mut self, pid: u32, f: impl FnOnce(&mut Process)) -> Option<Arc<Process>> {
+    pub(crate) fn modify(
+        &mut self,
+        pid: u32,
+        f: impl FnOnce(&mut Process),
+    ) -> Option<Arc<Process>> {
         let mut p = (*self.get(pid)?).clone();
         f(&mut p);
         Some(self.insert(p))
     }
 
     /// The process exited at boot time `at_ns`; it is removed after the grace period.
-    pub fn exit(&mut self, pid: u32, at_ns: u64) {
+    pub(crate) fn exit(&mut self, pid: u32, at_ns: u64) {
         if let Some(e) = self.procs.get_mut(&pid) {
             e.exited_at = Some(at_ns);
         }
     }
 
     /// Remove processes that exited more than [`EXIT_GRACE_NS`] before `now_ns`.
-    pub fn sweep(&mut self, now_ns: u64) {
+    pub(crate) fn sweep(&mut self, now_ns: u64) {
         self.procs.retain(|_, e| {
             e.exited_at
                 .is_none_or(|at| now_ns.saturating_sub(at) < EXIT_GRACE_NS)
@@ -222,7 +226,7 @@ impl ProcessTable {
     }
 
     /// Parent first, as deep as the table knows, at most [`MAX_ANCESTOR_DEPTH`].
-    pub fn ancestors(&self, p: &Process) -> Vec<Arc<Process>> {
+    pub(crate) fn ancestors(&self, p: &Process) -> Vec<Arc<Process>> {
         let mut out = Vec::new();
         let mut ppid = p.ppid;
         let mut pid = p.pid;
@@ -261,7 +265,7 @@ impl ProcessTable {
 /// dozen distinct ones. Bounded; when full it starts over (processes keep
 /// theirs).
 #[derive(Default)]
-pub struct EnvCache {
+pub(crate) struct EnvCache {
     by_hash: HashMap<u64, Arc<str>>,
 }
 
@@ -270,7 +274,7 @@ const ENV_CACHE_MAX: usize = 512;
 
 impl EnvCache {
     /// The shared `proc.env` form of a NUL-separated environment block.
-    pub fn intern(&mut self, block: &[u8]) -> Arc<str> {
+    pub(crate) fn intern(&mut self, block: &[u8]) -> Arc<str> {
         let hash = crate::sensor::abi::fnv1a(crate::sensor::abi::DENY_SEED_PATH, block);
         if let Some(e) = self.by_hash.get(&hash)
             && env_matches(e, block)
@@ -287,7 +291,7 @@ impl EnvCache {
 }
 
 /// `NAME=value` entries of a NUL-separated block, joined by spaces.
-pub fn env_string(block: &[u8]) -> String {
+pub(crate) fn env_string(block: &[u8]) -> String {
     block
         .split(|&b| b == 0)
         .filter(|v| !v.is_empty())
@@ -319,7 +323,7 @@ fn env_matches(env: &str, block: &[u8]) -> bool {
 }
 
 /// Read `/proc/<pid>` into a [`Process`]. `None` if it is gone or unreadable.
-pub fn read_proc(proc_root: &Path, pid: u32, clock: &BootClock) -> Option<Process> {
+pub(crate) fn read_proc(proc_root: &Path, pid: u32, clock: &BootClock) -> Option<Process> {
     let dir = proc_root.join(pid.to_string());
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let stat = parse_stat(&stat)?;
@@ -386,7 +390,7 @@ pub fn read_proc(proc_root: &Path, pid: u32, clock: &BootClock) -> Option<Proces
 
 /// Bytes of an environment the sensor keeps, as the kernel side cuts it
 /// (`EA_STR_MAX`).
-pub const ENV_MAX: usize = 4096;
+pub(crate) const ENV_MAX: usize = 4096;
 
 /// The first `max` bytes of a file.
 fn read_bounded(path: &Path, max: usize) -> Option<Vec<u8>> {
@@ -417,7 +421,7 @@ fn too_long(p: &Path) -> bool {
 
 /// `/proc/<pid>/exe` shows paths from the reader's root; the kernel reports
 /// them from the process's root. Strip the process's root to match.
-pub fn strip_root(root: &str, path: &str) -> String {
+pub(crate) fn strip_root(root: &str, path: &str) -> String {
     if root == "/" || root.is_empty() {
         return path.to_string();
     }
@@ -441,18 +445,18 @@ fn clk_tck() -> u64 {
 
 /// The parts of `/proc/<pid>/stat` the table uses.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Stat {
-    pub comm: String,
-    pub ppid: u32,
-    pub pgrp: u32,
-    pub session: u32,
-    pub tty: u32,
-    pub start_ticks: u64,
+pub(crate) struct Stat {
+    pub(crate) comm: String,
+    pub(crate) ppid: u32,
+    pub(crate) pgrp: u32,
+    pub(crate) session: u32,
+    pub(crate) tty: u32,
+    pub(crate) start_ticks: u64,
 }
 
 /// Parse `/proc/<pid>/stat`; the comm may hold spaces and parentheses, so
 /// the fields are counted from its last ')'.
-pub fn parse_stat(s: &str) -> Option<Stat> {
+pub(crate) fn parse_stat(s: &str) -> Option<Stat> {
     let open = s.find('(')?;
     let close = s.rfind(')')?;
     let comm = s.get(open + 1..close)?.to_string();

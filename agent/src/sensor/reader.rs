@@ -24,19 +24,19 @@ use crate::config::SensorConfig;
 
 /// Records decoded per wakeup before the reader lets the rest of its task
 /// run (status, reloads, shutdown). About a millisecond of work.
-pub const BATCH: usize = 1024;
+pub(crate) const BATCH: usize = 1024;
 
-pub struct Sensor {
+pub(crate) struct Sensor {
     kernel: Kernel,
     ring: AsyncFd<RingBuf<MapData>>,
-    pub enricher: Enricher,
-    pub probes: ProbeReport,
+    pub(crate) enricher: Enricher,
+    pub(crate) probes: ProbeReport,
     /// Records that failed their length checks (a bug if ever nonzero).
-    pub decode_errors: u64,
+    pub(crate) decode_errors: u64,
     /// Time from the start of [`Sensor::start`] to probes attached.
-    pub startup: Duration,
+    pub(crate) startup: Duration,
     /// Processes found in `/proc` at start.
-    pub seeded: usize,
+    pub(crate) seeded: usize,
     /// The last read stopped at [`BATCH`] with records left.
     backlog: bool,
 }
@@ -67,7 +67,7 @@ impl Sensor {
     /// Check, load, start the consumer, attach, seed the process table.
     /// Blocking (program loading, `/proc`): call it from a blocking thread
     /// inside the runtime (the consumer registers with its reactor).
-    pub fn start(config: &SensorConfig) -> Result<Sensor, SensorError> {
+    pub(crate) fn start(config: &SensorConfig) -> Result<Sensor, SensorError> {
         let t0 = Instant::now();
         preflight()?;
         let t_pre = t0.elapsed();
@@ -108,7 +108,7 @@ impl Sensor {
     /// Wait for records, then decode up to [`BATCH`] of them into `out`.
     /// The kernel wakes the reader only once a batch has built up (or for a
     /// kill), so this also drains every [`abi::POLL_MS`] without a wakeup.
-    pub async fn read(&mut self, out: &mut Vec<Decoded>) -> Result<(), SensorError> {
+    pub(crate) async fn read(&mut self, out: &mut Vec<Decoded>) -> Result<(), SensorError> {
         if self.backlog {
             // The last batch left records behind: take the next one now,
             // after letting the rest of the task's work run.
@@ -150,17 +150,17 @@ impl Sensor {
         Ok(())
     }
 
-    pub fn kernel(&self) -> &Kernel {
+    pub(crate) fn kernel(&self) -> &Kernel {
         &self.kernel
     }
 
-    pub fn counter(&self, c: Counter) -> u64 {
+    pub(crate) fn counter(&self, c: Counter) -> u64 {
         self.kernel.counter(c)
     }
 
     /// Apply a reloaded config's filters and deny list, in the kernel and
     /// in user space.
-    pub fn apply(&mut self, config: &SensorConfig) -> Result<(), SensorError> {
+    pub(crate) fn apply(&mut self, config: &SensorConfig) -> Result<(), SensorError> {
         self.kernel.apply_filters(config)?;
         self.enricher.set_filters(config);
         Ok(())
@@ -168,13 +168,13 @@ impl Sensor {
 
     /// Follow cgroups created or removed below `exclude_cgroups` entries,
     /// and `deny_open` paths created or replaced.
-    pub fn refresh_cgroups(&mut self) -> Result<(), SensorError> {
+    pub(crate) fn refresh_cgroups(&mut self) -> Result<(), SensorError> {
         self.kernel.refresh_cgroups()?;
         self.kernel.refresh_deny_open()
     }
 
     /// cgroups whose processes the kernel does not watch.
-    pub fn excluded_cgroups(&self) -> usize {
+    pub(crate) fn excluded_cgroups(&self) -> usize {
         self.kernel.excluded_cgroups()
     }
 }

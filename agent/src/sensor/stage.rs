@@ -48,7 +48,7 @@ const WATCH_CAPACITY: usize = 4096;
 const WATCH_STREAM_CAPACITY: usize = 256;
 
 /// The sensor stage.
-pub const STAGE: StageSpec = StageSpec {
+pub(crate) const STAGE: StageSpec = StageSpec {
     name: "sensor",
     sections: &[SectionId::Sensor],
     key_details: SensorDetails::KEY,
@@ -58,45 +58,45 @@ pub const STAGE: StageSpec = StageSpec {
 // end in `_total`, labelled families in `_by_<label>`.
 details! {
     /// What the sensor shows in `status`.
-    pub struct SensorDetails {
-        pub probes_attached: u64,
+    pub(crate) struct SensorDetails {
+        pub(crate) probes_attached: u64,
         /// Optional probes this kernel lacks.
-        pub [key] probes_missing: Vec<&'static str>,
+        pub(crate) [key] probes_missing: Vec<&'static str>,
         /// One counter family, `edge_agent_sensor_events_total{type}`; a
         /// scalar `events_total` beside it would take that name.
-        pub events_total_by_type: Map<String, Value>,
-        pub [key] lost_total: u64,
-        pub kernel_events_total_by_outcome: Map<String, Value>,
-        pub filtered_user_total: u64,
-        pub cgroups_excluded: u64,
-        pub [key] decode_errors_total: u64,
-        pub process_table: u64,
-        pub processes_evicted_total: u64,
-        pub containers_known: u64,
+        pub(crate) events_total_by_type: Map<String, Value>,
+        pub(crate) [key] lost_total: u64,
+        pub(crate) kernel_events_total_by_outcome: Map<String, Value>,
+        pub(crate) filtered_user_total: u64,
+        pub(crate) cgroups_excluded: u64,
+        pub(crate) [key] decode_errors_total: u64,
+        pub(crate) process_table: u64,
+        pub(crate) processes_evicted_total: u64,
+        pub(crate) containers_known: u64,
         /// Addresses the DNS name cache holds (`fd.sip.name`).
-        pub dns_addresses: u64,
+        pub(crate) dns_addresses: u64,
         /// DNS answers the cache learned from.
-        pub dns_answers_total: u64,
-        pub [key] kills_total: u64,
+        pub(crate) dns_answers_total: u64,
+        pub(crate) [key] kills_total: u64,
         /// A line for people (numbers here would become metrics).
-        pub [key] last_kill: Option<String>,
+        pub(crate) [key] last_kill: Option<String>,
         /// How each deny list is enforced on this kernel: `off`, `lsm`,
         /// `kill` (exec only) or `unavailable: <why>`.
-        pub deny_exec_mode: String,
-        pub deny_open_mode: String,
+        pub(crate) deny_exec_mode: String,
+        pub(crate) deny_open_mode: String,
         /// deny_open paths that do not exist (nothing to protect yet).
-        pub deny_open_missing: Vec<String>,
+        pub(crate) deny_open_missing: Vec<String>,
         /// Refusals by the BPF-LSM hooks, by list (`exec`, `open`).
-        pub [key] refused_total_by_list: Map<String, Value>,
+        pub(crate) [key] refused_total_by_list: Map<String, Value>,
         /// A line for people, like `last_kill`.
-        pub [key] last_refusal: Option<String>,
+        pub(crate) [key] last_refusal: Option<String>,
         /// Seconds, to the millisecond (Prometheus wants base units).
-        pub startup_seconds: f64,
+        pub(crate) startup_seconds: f64,
     }
 }
 
 /// Start the sensor stage: its events go to `events` (the rules stage).
-pub fn start(
+pub(crate) fn start(
     ctx: &StageContext,
     events: mpsc::Sender<Event>,
     shutdown: CancellationToken,

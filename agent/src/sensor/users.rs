@@ -20,19 +20,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How often the node's files are checked for changes. Users are rarely
 /// added on an edge node; a minute-old view costs nothing.
-pub const RECHECK: Duration = Duration::from_secs(10);
+pub(crate) const RECHECK: Duration = Duration::from_secs(10);
 
 /// Container databases kept at most (one per running container).
 const MAX_CONTAINER_DBS: usize = 512;
 
 /// A container's passwd or group file is read up to this size; a bigger one
 /// gives no names (a real one is a few KiB; 10,000 users are ~1 MiB).
-pub const MAX_DB_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_DB_BYTES: u64 = 4 << 20;
 
 /// How long the first event of a new container waits for its names. A read
 /// takes well under a millisecond; a file that cannot be read in time is the
 /// container's doing, and its events go on without names meanwhile.
-pub const FIRST_WAIT: Duration = Duration::from_millis(20);
+pub(crate) const FIRST_WAIT: Duration = Duration::from_millis(20);
 
 /// Container databases being read at once at most; past that a container
 /// waits for a free reader (its events carry no names until then).
@@ -90,7 +90,7 @@ fn parse_ids(text: &str, field: usize) -> HashMap<u32, Arc<str>> {
     out
 }
 
-pub struct Users {
+pub(crate) struct Users {
     host_root: PathBuf,
     host: Db,
     host_stamp: Option<(SystemTime, SystemTime)>,
@@ -104,15 +104,15 @@ pub struct Users {
 
 /// The names for one event.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Names {
-    pub user: Option<Arc<str>>,
-    pub group: Option<Arc<str>>,
-    pub login: Option<Arc<str>>,
+pub(crate) struct Names {
+    pub(crate) user: Option<Arc<str>>,
+    pub(crate) group: Option<Arc<str>>,
+    pub(crate) login: Option<Arc<str>>,
 }
 
 impl Users {
     /// Databases under `host_root` (`/` on a node).
-    pub fn new(host_root: &Path) -> Users {
+    pub(crate) fn new(host_root: &Path) -> Users {
         let (done_tx, done_rx) = mpsc::channel();
         let mut u = Users {
             host_root: host_root.to_path_buf(),
@@ -147,7 +147,7 @@ impl Users {
     }
 
     /// Re-read the node's files if they changed (at most every [`RECHECK`]).
-    pub fn refresh(&mut self) {
+    pub(crate) fn refresh(&mut self) {
         if self.checked.elapsed() < RECHECK {
             return;
         }
@@ -210,7 +210,7 @@ impl Users {
     }
 
     /// Forget a container's database (it stopped).
-    pub fn forget_container(&mut self, id: &str) {
+    pub(crate) fn forget_container(&mut self, id: &str) {
         self.containers.remove(id);
     }
 
@@ -218,7 +218,7 @@ impl Users {
     /// (`None` = the host), whose files are under `root` as the host sees
     /// it. A container whose root is not known yet gets no names (rather
     /// than the host's, which would be wrong).
-    pub fn names(
+    pub(crate) fn names(
         &mut self,
         container: Option<(&str, Option<&str>)>,
         uid: u32,

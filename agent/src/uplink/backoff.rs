@@ -8,7 +8,7 @@ use std::time::Duration;
 /// broker at once does not come back at once, and no delay is shorter
 /// than half its step.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     max: Duration,
     attempt: u32,
@@ -16,7 +16,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(first: Duration, max: Duration, seed: u64) -> Backoff {
+    pub(crate) fn new(first: Duration, max: Duration, seed: u64) -> Backoff {
         Backoff {
             first,
             max,
@@ -27,16 +27,16 @@ impl Backoff {
     }
 
     /// A backoff seeded from the clock and the process id.
-    pub fn seeded(first: Duration, max: Duration) -> Backoff {
+    pub(crate) fn seeded(first: Duration, max: Duration) -> Backoff {
         let nanos = crate::unix_time::now_nanos();
         Backoff::new(first, max, nanos ^ (u64::from(std::process::id()) << 32))
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let step = self
             .first
             .saturating_mul(2u32.saturating_pow(self.attempt.min(31)))

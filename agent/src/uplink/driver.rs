@@ -21,9 +21,9 @@ use tokio_util::sync::CancellationToken;
 /// Events in flight from the driver to the session task. A burst of
 /// PUBACKs for a full window (up to `uplink.inflight`) fits many times;
 /// when the session is slower, the driver simply waits.
-pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
+pub(crate) const EVENT_CHANNEL_CAPACITY: usize = 1024;
 
-pub async fn drive(
+pub(crate) async fn drive(
     mut eventloop: EventLoop,
     events: mpsc::Sender<Result<Event, ConnectionError>>,
     mut resume: mpsc::Receiver<Duration>,

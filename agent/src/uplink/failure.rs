@@ -11,12 +11,12 @@ use crate::config::{BrokerAddress, UplinkConfig};
 /// Why the link is down.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} [{code}]")]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Stable: `tls_server_untrusted`, `tls_rejected_by_broker`,
     /// `refused`, `unreachable`, `timeout`, `dns`, `connection_closed`,
     /// `tls_config`, `protocol`, `error`.
-    pub code: &'static str,
-    pub message: String,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 /// The first rustls error in `e`'s chain, looking inside `io::Error`s
@@ -51,7 +51,7 @@ fn find_io(e: &ConnectionError) -> Option<&io::Error> {
 
 /// Describe a connection error. `connecting`: it happened before the
 /// broker accepted the connection (no CONNACK yet).
-pub fn describe(
+pub(crate) fn describe(
     e: &ConnectionError,
     config: &UplinkConfig,
     broker: &BrokerAddress,

@@ -26,7 +26,7 @@ mod backoff;
 mod driver;
 mod failure;
 mod session;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,9 +42,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use self::backoff::Backoff;
-pub use self::failure::{Failure, describe as describe_failure};
-pub use self::session::{FetchRequest, Session, SessionError, Slot};
+pub(crate) use self::backoff::Backoff;
+pub(crate) use self::failure::{Failure, describe as describe_failure};
+pub(crate) use self::session::{FetchRequest, Session, SessionError, Slot};
 
 use crate::config::{AgentConfig, BrokerAddress, SectionId};
 use crate::fleet::link::{Incoming, LinkHealth, UplinkSide};
@@ -67,7 +67,7 @@ const CONNECT_TIMEOUT_SECS: u64 = 10;
 
 /// The largest packet either way: a record of the outbox's largest size
 /// plus topic and header.
-pub const MAX_PACKET_BYTES: usize = crate::outbox::store::MAX_RECORD_BYTES + 4096;
+pub(crate) const MAX_PACKET_BYTES: usize = crate::outbox::store::MAX_RECORD_BYTES + 4096;
 
 /// At shutdown: how long to wait for PUBACKs of what is in flight (so
 /// those records are not sent twice), and for the offline state message.
@@ -103,13 +103,13 @@ const LOG_REPEAT: Duration = Duration::from_secs(600);
 const STATE_SCHEMA: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
-pub enum UplinkError {
+pub(crate) enum UplinkError {
     #[error("uplink.url: {0}")]
     Url(String),
 }
 
 /// The uplink stage.
-pub const STAGE: StageSpec = StageSpec {
+pub(crate) const STAGE: StageSpec = StageSpec {
     name: "uplink",
     // [fleet]: which config topics to read (none without trusted keys).
     sections: &[SectionId::Uplink, SectionId::Fleet],
@@ -118,25 +118,25 @@ pub const STAGE: StageSpec = StageSpec {
 
 details! {
     /// What the uplink shows in `status`.
-    pub struct UplinkDetails {
-        pub connected: bool,
+    pub(crate) struct UplinkDetails {
+        pub(crate) connected: bool,
         /// `uplink.url`.
-        pub broker: String,
+        pub(crate) broker: String,
         /// Unix seconds (null while disconnected).
-        pub connected_since: Option<u64>,
+        pub(crate) connected_since: Option<u64>,
         /// Unix seconds (null while connected).
-        pub disconnected_since: Option<u64>,
+        pub(crate) disconnected_since: Option<u64>,
         /// Unix seconds of the last PUBACK.
-        pub [key] last_publish_at: Option<u64>,
-        pub published_total: u64,
-        pub acked_total: u64,
-        pub in_flight: u64,
-        pub [key] reconnects_total: u64,
-        pub connects_total: u64,
-        pub next_retry_secs: Option<u64>,
+        pub(crate) [key] last_publish_at: Option<u64>,
+        pub(crate) published_total: u64,
+        pub(crate) acked_total: u64,
+        pub(crate) in_flight: u64,
+        pub(crate) [key] reconnects_total: u64,
+        pub(crate) connects_total: u64,
+        pub(crate) next_retry_secs: Option<u64>,
         /// The last failure's stable code (`unreachable`, `tls_rejected_by_broker`, ...).
-        pub [key] last_error_code: Option<&'static str>,
-        pub config_dropped_total: u64,
+        pub(crate) [key] last_error_code: Option<&'static str>,
+        pub(crate) config_dropped_total: u64,
     }
 }
 
@@ -144,7 +144,7 @@ details! {
 /// stopped (after handing its last acknowledgements to the outbox).
 /// `fleet`: where bundles on the node's config topics go, and what the
 /// state message says about fleet config.
-pub fn start(
+pub(crate) fn start(
     ctx: &StageContext,
     outbox: Outbox,
     shutdown: CancellationToken,

@@ -31,7 +31,7 @@ use super::backoff::Backoff;
 
 /// What a queued publish carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
+pub(crate) enum Slot {
     /// An outbox record.
     Record(RecordKey),
     /// The retained `/state` message.
@@ -40,23 +40,23 @@ pub enum Slot {
 
 /// A fetch the task should make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FetchRequest {
+pub(crate) struct FetchRequest {
     /// The connection it is for; a reply for an older one is ignored.
-    pub epoch: u64,
-    pub after: Cursors,
-    pub limit: usize,
+    pub(crate) epoch: u64,
+    pub(crate) after: Cursors,
+    pub(crate) limit: usize,
     /// About this much payload at most (at least one record).
-    pub max_bytes: usize,
+    pub(crate) max_bytes: usize,
 }
 
 /// Payload bytes fetched ahead of the window at most: a few fetches of
 /// alerts, or a handful of large metrics batches.
-pub const READY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const READY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The pairing of packet ids broke: drop the connection, send everything
 /// again. Never deletes anything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     #[error("rumqttc reported packet id {0} for a publish the uplink did not queue")]
     UnexpectedPublish(u16),
     #[error("rumqttc reported packet id {pkid} still in flight for another publish")]
@@ -64,7 +64,7 @@ pub enum SessionError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Link {
+pub(crate) enum Link {
     /// Not connected; since when.
     Down(Instant),
     /// Connected on connection `epoch`, since when.
@@ -73,17 +73,17 @@ pub enum Link {
 
 /// Counters for `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub published: u64,
-    pub acked: u64,
+pub(crate) struct Stats {
+    pub(crate) published: u64,
+    pub(crate) acked: u64,
     /// Connections lost or refused (each is followed by a retry).
-    pub reconnects: u64,
+    pub(crate) reconnects: u64,
     /// CONNACKs received.
-    pub connects: u64,
-    pub last_ack: Option<Instant>,
+    pub(crate) connects: u64,
+    pub(crate) last_ack: Option<Instant>,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     window: usize,
     link: Link,
     epoch: u64,
@@ -107,11 +107,11 @@ pub struct Session {
     /// A PUBACK arrived on this connection (the link works).
     acked_this_connection: bool,
     backoff: Backoff,
-    pub stats: Stats,
+    pub(crate) stats: Stats,
 }
 
 impl Session {
-    pub fn new(window: u16, backoff: Backoff, now: Instant) -> Session {
+    pub(crate) fn new(window: u16, backoff: Backoff, now: Instant) -> Session {
         Session {
             window: usize::from(window.max(1)),
             link: Link::Down(now),
@@ -130,16 +130,16 @@ impl Session {
         }
     }
 
-    pub fn link(&self) -> Link {
+    pub(crate) fn link(&self) -> Link {
         self.link
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         matches!(self.link, Link::Up { .. })
     }
 
     /// Publishes queued or awaiting PUBACK.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.queued.len() + self.inflight.len() + usize::from(self.collided.is_some())
     }
 
@@ -149,7 +149,7 @@ impl Session {
 
     /// CONNACK: a new connection. Everything unacknowledged is fetched
     /// again from the front of the outbox.
-    pub fn connected(&mut self, now: Instant) -> u64 {
+    pub(crate) fn connected(&mut self, now: Instant) -> u64 {
         self.epoch += 1;
         self.link = Link::Up {
             since: now,
@@ -163,7 +163,7 @@ impl Session {
 
     /// The connection is gone (or never came up). Returns how long to wait
     /// before the next attempt.
-    pub fn lost(&mut self, now: Instant) -> Duration {
+    pub(crate) fn lost(&mut self, now: Instant) -> Duration {
         if self.acked_this_connection {
             self.backoff.reset();
         }
@@ -196,7 +196,7 @@ impl Session {
     /// The fetch to make now, if any: connected, none outstanding, the
     /// outbox may hold something not fetched yet, and less than a window
     /// is ready to publish.
-    pub fn want_fetch(&mut self, appended_total: u64) -> Option<FetchRequest> {
+    pub(crate) fn want_fetch(&mut self, appended_total: u64) -> Option<FetchRequest> {
         let Link::Up { epoch, .. } = self.link else {
             return None;
         };
@@ -217,7 +217,7 @@ impl Session {
 
     /// A fetch came back; its records join the ready queue. Returns false
     /// (and keeps nothing) for a stale epoch.
-    pub fn fetched(&mut self, request: &FetchRequest, f: Fetched) -> bool {
+    pub(crate) fn fetched(&mut self, request: &FetchRequest, f: Fetched) -> bool {
         if !matches!(self.link, Link::Up { epoch, .. } if epoch == request.epoch) {
             return false;
         }
@@ -232,7 +232,7 @@ impl Session {
     }
 
     /// A fetch failed: try again on the next occasion.
-    pub fn fetch_failed(&mut self, request: &FetchRequest) {
+    pub(crate) fn fetch_failed(&mut self, request: &FetchRequest) {
         if matches!(self.link, Link::Up { epoch, .. } if epoch == request.epoch) {
             self.fetching = false;
         }
@@ -240,7 +240,7 @@ impl Session {
 
     /// The next record to publish, if the window has room: the task hands
     /// it to rumqttc at once (it is queued here already).
-    pub fn next_publish(&mut self) -> Option<StoredRecord> {
+    pub(crate) fn next_publish(&mut self) -> Option<StoredRecord> {
         if !self.is_up() || self.room() == 0 {
             return None;
         }
@@ -251,7 +251,7 @@ impl Session {
     }
 
     /// The task is about to hand this publish to rumqttc.
-    pub fn queue(&mut self, slot: Slot) {
+    pub(crate) fn queue(&mut self, slot: Slot) {
         self.queued.push_back(slot);
         if matches!(slot, Slot::Record(_)) {
             self.stats.published += 1;
@@ -259,7 +259,7 @@ impl Session {
     }
 
     /// `Outgoing::Publish(pkid)`: the oldest queued publish got `pkid`.
-    pub fn outgoing_publish(&mut self, pkid: u16) -> Result<(), SessionError> {
+    pub(crate) fn outgoing_publish(&mut self, pkid: u16) -> Result<(), SessionError> {
         if let Some((p, slot)) = self.collided
             && p == pkid
         {
@@ -283,7 +283,7 @@ impl Session {
 
     /// `Outgoing::AwaitAck(pkid)`: the oldest queued publish got `pkid` but
     /// waits until the publish holding it is acknowledged.
-    pub fn await_ack(&mut self, pkid: u16) -> Result<(), SessionError> {
+    pub(crate) fn await_ack(&mut self, pkid: u16) -> Result<(), SessionError> {
         let slot = self
             .queued
             .pop_front()
@@ -294,7 +294,7 @@ impl Session {
 
     /// PUBACK for `pkid`: what it acknowledges (`None` for an id not in
     /// flight, e.g. from before a reconnect).
-    pub fn puback(&mut self, pkid: u16, now: Instant) -> Option<Slot> {
+    pub(crate) fn puback(&mut self, pkid: u16, now: Instant) -> Option<Slot> {
         let slot = self.inflight.remove(&pkid)?;
         self.acked_this_connection = true;
         self.stats.last_ack = Some(now);

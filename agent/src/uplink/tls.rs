@@ -15,7 +15,7 @@ use rustls::{ClientConfig, RootCertStore};
 use crate::config::UplinkConfig;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("{key} {}: cannot read it: {source} (check the path and that the agent may read it)", path.display())]
     Read {
         key: &'static str,
@@ -80,7 +80,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The client configuration for `config` (an `mqtts://` uplink).
-pub fn client_config(config: &UplinkConfig) -> Result<Arc<ClientConfig>, TlsError> {
+pub(crate) fn client_config(config: &UplinkConfig) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     let (added, ignored) =
         roots.add_parsable_certificates(read_certs("uplink.ca_file", &config.ca_file)?);

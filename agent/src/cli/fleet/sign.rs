@@ -17,7 +17,7 @@ use crate::fleet::overlay;
 /// ones: `fleet.max_bundle_bytes`, 1 MiB by default, 8 MiB at most).
 const MAX_BUNDLE_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-pub fn keygen(out: &Path) -> Exit {
+pub(crate) fn keygen(out: &Path) -> Exit {
     match keys::generate(out) {
         Ok(g) => {
             println!(
@@ -35,21 +35,21 @@ pub fn keygen(out: &Path) -> Exit {
     }
 }
 
-pub struct BundleArgs {
-    pub target: String,
-    pub version: u64,
-    pub overlay: Option<PathBuf>,
-    pub rules_files: Vec<PathBuf>,
-    pub key: PathBuf,
-    pub out: PathBuf,
-    pub fleet: Option<String>,
-    pub expires_in: Option<Duration>,
+pub(crate) struct BundleArgs {
+    pub(crate) target: String,
+    pub(crate) version: u64,
+    pub(crate) overlay: Option<PathBuf>,
+    pub(crate) rules_files: Vec<PathBuf>,
+    pub(crate) key: PathBuf,
+    pub(crate) out: PathBuf,
+    pub(crate) fleet: Option<String>,
+    pub(crate) expires_in: Option<Duration>,
 }
 
 /// Build, check, sign and write a bundle. Problems a node would refuse the
 /// bundle for are refused here (exit 78 for the overlay, 64 for
 /// arguments); what depends on each node's local file is a warning.
-pub fn bundle(config: &Path, args: &BundleArgs) -> Exit {
+pub(crate) fn bundle(config: &Path, args: &BundleArgs) -> Exit {
     let fail = |code: Exit, msg: String| {
         eprintln!("edge-agent fleet bundle: {msg}");
         code
@@ -192,7 +192,7 @@ fn read_rules(files: &[PathBuf]) -> Result<BTreeMap<String, String>, String> {
     Ok(rules)
 }
 
-pub async fn publish(config: &Path, path: &Path) -> anyhow::Result<Exit> {
+pub(crate) async fn publish(config: &Path, path: &Path) -> anyhow::Result<Exit> {
     let ops = match load_ops(config) {
         Ok(o) => o,
         Err(exit) => return Ok(exit),

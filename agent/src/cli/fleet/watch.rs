@@ -29,7 +29,7 @@ const COLLECT_MAX: Duration = Duration::from_secs(20);
 /// What was collected: each node's latest state document.
 type States = BTreeMap<String, Value>;
 
-pub async fn results(
+pub(crate) async fn results(
     config: &Path,
     watch: bool,
     node: Option<&str>,
@@ -108,7 +108,7 @@ pub async fn results(
     follow(&mut conn, &filters, |p| on_publish(p)).await
 }
 
-pub async fn nodes(config: &Path, as_json: bool, watch: bool) -> anyhow::Result<Exit> {
+pub(crate) async fn nodes(config: &Path, as_json: bool, watch: bool) -> anyhow::Result<Exit> {
     let ops = match load_ops(config) {
         Ok(o) => o,
         Err(exit) => return Ok(exit),

@@ -32,26 +32,26 @@ const PRUNE_CHUNK: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {message}", path.display())]
-pub struct DedupError {
-    pub path: PathBuf,
-    pub message: String,
+pub(crate) struct DedupError {
+    pub(crate) path: PathBuf,
+    pub(crate) message: String,
 }
 
-pub struct Dedup {
+pub(crate) struct Dedup {
     db: Database,
     path: PathBuf,
 }
 
 /// The hash a URL is remembered by (FNV-1a, 64 bits: stable across
 /// builds, unlike std's hasher).
-pub fn url_key(url: &str) -> u64 {
+pub(crate) fn url_key(url: &str) -> u64 {
     url.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
 impl Dedup {
-    pub fn open(path: &Path) -> Result<Dedup, DedupError> {
+    pub(crate) fn open(path: &Path) -> Result<Dedup, DedupError> {
         let err = |e: &dyn std::fmt::Display| DedupError {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -99,7 +99,7 @@ impl Dedup {
     }
 
     /// The URL keys `(node, seq)` was delivered to.
-    pub fn delivered(&self, node: &str, seq: u64) -> Result<Vec<u64>, DedupError> {
+    pub(crate) fn delivered(&self, node: &str, seq: u64) -> Result<Vec<u64>, DedupError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(DELIVERED).map_err(|e| self.err(e))?;
         Ok(match t.get((node, seq)).map_err(|e| self.err(e))? {
@@ -110,7 +110,11 @@ impl Dedup {
 
     /// Record deliveries `(node, seq, url key)` at `now_ms`, in one
     /// durable transaction.
-    pub fn record(&self, deliveries: &[(String, u64, u64)], now_ms: u64) -> Result<(), DedupError> {
+    pub(crate) fn record(
+        &self,
+        deliveries: &[(String, u64, u64)],
+        now_ms: u64,
+    ) -> Result<(), DedupError> {
         if deliveries.is_empty() {
             return Ok(());
         }
@@ -143,7 +147,7 @@ impl Dedup {
     }
 
     /// Forget entries recorded before `cutoff_ms`; how many went.
-    pub fn prune(&self, cutoff_ms: u64) -> Result<usize, DedupError> {
+    pub(crate) fn prune(&self, cutoff_ms: u64) -> Result<usize, DedupError> {
         let mut total = 0;
         loop {
             let tx = self.db.begin_write().map_err(|e| self.err(e))?;
@@ -177,7 +181,7 @@ impl Dedup {
     }
 
     /// Entries remembered.
-    pub fn entries(&self) -> Result<u64, DedupError> {
+    pub(crate) fn entries(&self) -> Result<u64, DedupError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(BY_TIME).map_err(|e| self.err(e))?;
         t.len().map_err(|e| self.err(e))

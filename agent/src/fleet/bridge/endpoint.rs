@@ -27,7 +27,7 @@ use crate::metrics::exposition;
 const MAX_CONNECTIONS: usize = 8;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
     head: Value,

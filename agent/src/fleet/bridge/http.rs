@@ -34,7 +34,7 @@ const ERROR_TEXT: usize = 300;
 
 /// What became of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// 2xx.
     Ok,
     /// Worth trying again: no connection, timeout, 5xx, 408, 429.
@@ -44,7 +44,7 @@ pub enum Outcome {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error("bridge.ca_file {}: {reason}", path.display())]
     Ca {
         path: std::path::PathBuf,
@@ -54,7 +54,7 @@ pub enum HttpError {
 
 type Sender = SendRequest<Full<Bytes>>;
 
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     idle: Mutex<HashMap<String, Vec<Sender>>>,
@@ -62,7 +62,11 @@ pub struct HttpClient {
 
 impl HttpClient {
     /// A client; `ca_file` is read only when `https` is true.
-    pub fn new(https: bool, ca_file: &Path, timeout: Duration) -> Result<HttpClient, HttpError> {
+    pub(crate) fn new(
+        https: bool,
+        ca_file: &Path,
+        timeout: Duration,
+    ) -> Result<HttpClient, HttpError> {
         let tls = if https {
             Some(Arc::new(tls_config(ca_file)?))
         } else {
@@ -76,7 +80,7 @@ impl HttpClient {
     }
 
     /// POST `body` to `uri` with `headers`.
-    pub async fn post(&self, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Outcome {
+    pub(crate) async fn post(&self, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Outcome {
         match tokio::time::timeout(self.timeout, self.post_inner(uri, headers, body)).await {
             Ok(o) => o,
             Err(_) => Outcome::Retry(format!("no answer within {:?}", self.timeout)),
@@ -142,7 +146,7 @@ impl HttpClient {
     }
 
     /// GET `uri` on a fresh connection: the body of a 2xx answer.
-    pub async fn get(&self, uri: &Uri) -> Result<Bytes, String> {
+    pub(crate) async fn get(&self, uri: &Uri) -> Result<Bytes, String> {
         let fut = async {
             let mut sender = self.connect(uri).await?;
             let req = Request::builder()
@@ -227,7 +231,7 @@ where
 }
 
 /// The JSON content type webhooks get.
-pub fn json_headers() -> HeaderMap {
+pub(crate) fn json_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h

@@ -26,22 +26,22 @@ use super::{Acker, BadInput, Msg, retry_backoff};
 /// Samples in one request at most. Prometheus's own remote-write sends
 /// 2,000 per request by default; larger requests cost the receiver more
 /// memory at once for little gain. 10,000 is 33 node batches of 300.
-pub const MAX_SAMPLES_PER_WRITE: usize = 10_000;
+pub(crate) const MAX_SAMPLES_PER_WRITE: usize = 10_000;
 
-pub struct MetricsSink {
-    pub url: Uri,
-    pub headers: HeaderMap,
-    pub client: Arc<HttpClient>,
-    pub fleet: String,
-    pub give_up_after: Duration,
-    pub stats: Arc<Stats>,
-    pub acker: Acker,
-    pub bad: BadInput,
+pub(crate) struct MetricsSink {
+    pub(crate) url: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) client: Arc<HttpClient>,
+    pub(crate) fleet: String,
+    pub(crate) give_up_after: Duration,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) acker: Acker,
+    pub(crate) bad: BadInput,
 }
 
 impl MetricsSink {
     /// The headers of every request: remote-write 1.0 and the configured extras.
-    pub fn headers(extra: &std::collections::BTreeMap<String, String>) -> HeaderMap {
+    pub(crate) fn headers(extra: &std::collections::BTreeMap<String, String>) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(
             CONTENT_TYPE,
@@ -66,7 +66,7 @@ impl MetricsSink {
         h
     }
 
-    pub async fn run(self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -18,12 +18,12 @@
 //!
 //! Never runs on a node and never publishes.
 
-pub mod dedup;
+pub(crate) mod dedup;
 mod endpoint;
-pub mod http;
+pub(crate) mod http;
 mod metrics_sink;
-pub mod remote_write;
-pub mod stats;
+pub(crate) mod remote_write;
+pub(crate) mod stats;
 mod webhook;
 
 use std::collections::HashMap;
@@ -41,7 +41,7 @@ use crate::config::AgentConfig;
 use crate::fleet::ops::{ConnectOptions, Ops, OpsConnection, OpsError};
 use crate::uplink::Backoff;
 
-pub use stats::{Kind, Stats, render_status};
+pub(crate) use stats::{Kind, Stats, render_status};
 
 /// Messages waiting for each sink. The broker sends at most its
 /// `max_inflight_messages` unacknowledged messages per client (mosquitto:
@@ -67,7 +67,7 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 const MAX_PACKET_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub enum BridgeError {
+pub(crate) enum BridgeError {
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -91,12 +91,12 @@ pub enum BridgeError {
 }
 
 /// One message taken from the broker.
-pub struct Msg {
-    pub kind: Kind,
-    pub node: String,
-    pub publish: Publish,
+pub(crate) struct Msg {
+    pub(crate) kind: Kind,
+    pub(crate) node: String,
+    pub(crate) publish: Publish,
     /// The connection it came on (see [`Acker`]).
-    pub generation: u64,
+    pub(crate) generation: u64,
 }
 
 /// Acknowledges messages on the connection they came on. rumqttc drops
@@ -105,14 +105,14 @@ pub struct Msg {
 /// that reused the id, so those are not sent: the broker sends the
 /// message again and the copy is acknowledged.
 #[derive(Clone)]
-pub struct Acker {
+pub(crate) struct Acker {
     client: AsyncClient,
     generation: Arc<AtomicU64>,
     stats: Arc<Stats>,
 }
 
 impl Acker {
-    pub async fn ack(&self, m: &Msg) {
+    pub(crate) async fn ack(&self, m: &Msg) {
         self.stats.unacked.fetch_sub(1, Ordering::Relaxed);
         if m.generation == self.generation.load(Ordering::Acquire) {
             let _ = self.client.ack(&m.publish).await;
@@ -122,13 +122,13 @@ impl Acker {
 
 /// Counts bad input and logs it once per node a minute.
 #[derive(Clone)]
-pub struct BadInput {
+pub(crate) struct BadInput {
     stats: Arc<Stats>,
     last_logged: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl BadInput {
-    pub fn report(&self, kind: Kind, node: &str, why: stats::Bad, detail: &str) {
+    pub(crate) fn report(&self, kind: Kind, node: &str, why: stats::Bad, detail: &str) {
         self.stats.bad(kind, node, why);
         let mut last = self.last_logged.lock().expect("bad input log");
         let now = Instant::now();
@@ -154,7 +154,7 @@ impl BadInput {
 
 impl BridgeError {
     /// Whether it is the file's fault (exit 78): fix ops.toml, then start.
-    pub fn is_config(&self) -> bool {
+    pub(crate) fn is_config(&self) -> bool {
         match self {
             BridgeError::Config(_) => true,
             BridgeError::Ops(e) => e.is_config(),
@@ -164,7 +164,7 @@ impl BridgeError {
 }
 
 /// `(node, suffix)` of a topic `edge/<fleet>/<node>/<suffix>` of `fleet`.
-pub fn parse_topic<'a>(fleet: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
+pub(crate) fn parse_topic<'a>(fleet: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
     let rest = topic
         .strip_prefix("edge/")?
         .strip_prefix(fleet)?
@@ -175,7 +175,7 @@ pub fn parse_topic<'a>(fleet: &str, topic: &'a str) -> Option<(&'a str, &'a str)
 
 /// `seq` of a record of ours from `node`: a JSON object with `schema` 1,
 /// `node` equal to the topic's node, and a `seq`.
-pub fn check_record(payload: &Map<String, Value>, node: &str) -> Result<u64, String> {
+pub(crate) fn check_record(payload: &Map<String, Value>, node: &str) -> Result<u64, String> {
     if payload.get("schema").and_then(Value::as_u64) != Some(1) {
         return Err(format!("schema {:?}, expected 1", payload.get("schema")));
     }
@@ -253,7 +253,7 @@ fn status_head(config: &AgentConfig, client_id: &str) -> Value {
 }
 
 /// Run until SIGTERM/SIGINT.
-pub async fn run(ops: Ops) -> Result<(), BridgeError> {
+pub(crate) async fn run(ops: Ops) -> Result<(), BridgeError> {
     let config = ops.config.clone();
     let subs = filters(&config);
     if subs.is_empty() {

@@ -16,76 +16,80 @@ use crate::metrics::batch::decode_families;
 
 /// The protobuf messages of `prometheus/prompb/{remote,types}.proto`,
 /// only the fields remote-write 1.0 sends.
-pub mod proto {
+pub(crate) mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct WriteRequest {
+    pub(crate) struct WriteRequest {
         #[prost(message, repeated, tag = "1")]
-        pub timeseries: Vec<TimeSeries>,
+        pub(crate) timeseries: Vec<TimeSeries>,
         #[prost(message, repeated, tag = "3")]
-        pub metadata: Vec<MetricMetadata>,
+        pub(crate) metadata: Vec<MetricMetadata>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TimeSeries {
+    pub(crate) struct TimeSeries {
         /// Sorted by name, `__name__` included.
         #[prost(message, repeated, tag = "1")]
-        pub labels: Vec<Label>,
+        pub(crate) labels: Vec<Label>,
         #[prost(message, repeated, tag = "2")]
-        pub samples: Vec<Sample>,
+        pub(crate) samples: Vec<Sample>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Label {
+    pub(crate) struct Label {
         #[prost(string, tag = "1")]
-        pub name: String,
+        pub(crate) name: String,
         #[prost(string, tag = "2")]
-        pub value: String,
+        pub(crate) value: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
+    pub(crate) struct Sample {
         #[prost(double, tag = "1")]
-        pub value: f64,
+        pub(crate) value: f64,
         /// Milliseconds since the Unix epoch.
         #[prost(int64, tag = "2")]
-        pub timestamp: i64,
+        pub(crate) timestamp: i64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct MetricMetadata {
+    pub(crate) struct MetricMetadata {
         /// 0 unknown, 1 counter, 2 gauge (prompb `MetricType`).
         #[prost(int32, tag = "1")]
-        pub r#type: i32,
+        pub(crate) r#type: i32,
         #[prost(string, tag = "2")]
-        pub metric_family_name: String,
+        pub(crate) metric_family_name: String,
     }
 }
 
 /// Headers every remote-write 1.0 request carries.
-pub const CONTENT_TYPE: &str = "application/x-protobuf";
-pub const CONTENT_ENCODING: &str = "snappy";
-pub const VERSION_HEADER: &str = "X-Prometheus-Remote-Write-Version";
-pub const VERSION: &str = "0.1.0";
+pub(crate) const CONTENT_TYPE: &str = "application/x-protobuf";
+pub(crate) const CONTENT_ENCODING: &str = "snappy";
+pub(crate) const VERSION_HEADER: &str = "X-Prometheus-Remote-Write-Version";
+pub(crate) const VERSION: &str = "0.1.0";
 
 /// Labels the bridge adds; a batch label of the same name becomes `exported_<name>`.
 const ADDED: [&str; 3] = ["fleet", "group", "node"];
 
 /// One decoded batch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    pub time_ms: i64,
-    pub series: Vec<proto::TimeSeries>,
-    pub metadata: Vec<proto::MetricMetadata>,
+pub(crate) struct Batch {
+    pub(crate) time_ms: i64,
+    pub(crate) series: Vec<proto::TimeSeries>,
+    pub(crate) metadata: Vec<proto::MetricMetadata>,
 }
 
 /// Why a payload is not a batch this bridge can write (bad input).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct BatchError(pub String);
+pub(crate) struct BatchError(pub(crate) String);
 
 /// Decode a metrics record (the node's payload with `node`, `seq`,
 /// `schema`) into series for `fleet`/`node`.
-pub fn decode(payload: &Map<String, Value>, fleet: &str, node: &str) -> Result<Batch, BatchError> {
+pub(crate) fn decode(
+    payload: &Map<String, Value>,
+    fleet: &str,
+    node: &str,
+) -> Result<Batch, BatchError> {
     let time_ms = payload
         .get("time_ms")
         .and_then(Value::as_i64)
@@ -224,7 +228,7 @@ fn number(v: &Value) -> Option<f64> {
 
 /// The request body for `batches`: one WriteRequest, snappy-compressed.
 /// Metadata is sent once per family name.
-pub fn encode(batches: &[&Batch]) -> Vec<u8> {
+pub(crate) fn encode(batches: &[&Batch]) -> Vec<u8> {
     use prost::Message as _;
     let mut req = proto::WriteRequest::default();
     let mut seen = std::collections::HashSet::new();

@@ -14,16 +14,16 @@ use crate::metrics::family::{Kind as MetricKind, Snapshot};
 
 /// The kinds of message the bridge consumes, by topic suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     Alerts,
     Events,
     Metrics,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Alerts, Kind::Events, Kind::Metrics];
+    pub(crate) const ALL: [Kind; 3] = [Kind::Alerts, Kind::Events, Kind::Metrics];
 
-    pub fn suffix(self) -> &'static str {
+    pub(crate) fn suffix(self) -> &'static str {
         match self {
             Kind::Alerts => "alerts",
             Kind::Events => "events",
@@ -31,7 +31,7 @@ impl Kind {
         }
     }
 
-    pub fn from_suffix(s: &str) -> Option<Kind> {
+    pub(crate) fn from_suffix(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.suffix() == s)
     }
 
@@ -42,7 +42,7 @@ impl Kind {
 
 /// Why a message was refused as bad input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Bad {
+pub(crate) enum Bad {
     /// Not `edge/<fleet>/<node>/<alerts|events|metrics>`.
     Topic,
     TooLarge,
@@ -63,7 +63,7 @@ impl Bad {
         Bad::Undecodable,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Bad::Topic => "topic",
             Bad::TooLarge => "too_large",
@@ -97,41 +97,41 @@ struct NodeStat {
 const MAX_NODES: usize = 100_000;
 
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     kinds: [PerKind; 3],
     bad: [[AtomicU64; 5]; 3],
-    pub samples_written: AtomicU64,
-    pub connected: AtomicBool,
-    pub connects: AtomicU64,
-    pub unacked: AtomicU64,
-    pub dedup_entries: AtomicU64,
+    pub(crate) samples_written: AtomicU64,
+    pub(crate) connected: AtomicBool,
+    pub(crate) connects: AtomicU64,
+    pub(crate) unacked: AtomicU64,
+    pub(crate) dedup_entries: AtomicU64,
     nodes: Mutex<HashMap<String, NodeStat>>,
     last_error: Mutex<Option<(u64, String)>>,
     connected_since: Mutex<Option<u64>>,
 }
 
 impl Stats {
-    pub fn received(&self, k: Kind) {
+    pub(crate) fn received(&self, k: Kind) {
         self.kinds[k.index()]
             .received
             .fetch_add(1, Ordering::Relaxed);
     }
-    pub fn retried(&self, k: Kind) {
+    pub(crate) fn retried(&self, k: Kind) {
         self.kinds[k.index()]
             .retried
             .fetch_add(1, Ordering::Relaxed);
     }
-    pub fn given_up(&self, k: Kind, n: u64) {
+    pub(crate) fn given_up(&self, k: Kind, n: u64) {
         self.kinds[k.index()]
             .given_up
             .fetch_add(n, Ordering::Relaxed);
     }
-    pub fn duplicate(&self, k: Kind) {
+    pub(crate) fn duplicate(&self, k: Kind) {
         self.kinds[k.index()]
             .duplicates
             .fetch_add(1, Ordering::Relaxed);
     }
-    pub fn get(&self, k: Kind) -> [u64; 5] {
+    pub(crate) fn get(&self, k: Kind) -> [u64; 5] {
         let p = &self.kinds[k.index()];
         [
             p.received.load(Ordering::Relaxed),
@@ -141,7 +141,7 @@ impl Stats {
             p.duplicates.load(Ordering::Relaxed),
         ]
     }
-    pub fn bad_total(&self, k: Kind) -> u64 {
+    pub(crate) fn bad_total(&self, k: Kind) -> u64 {
         self.bad[k.index()]
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
@@ -149,7 +149,7 @@ impl Stats {
     }
 
     /// A record of `node` was written; it was made at `created_ms` (0: unknown).
-    pub fn written(&self, k: Kind, node: &str, created_ms: u64, now_ms: u64) {
+    pub(crate) fn written(&self, k: Kind, node: &str, created_ms: u64, now_ms: u64) {
         self.kinds[k.index()]
             .written
             .fetch_add(1, Ordering::Relaxed);
@@ -161,7 +161,7 @@ impl Stats {
         });
     }
 
-    pub fn bad(&self, k: Kind, node: &str, why: Bad) {
+    pub(crate) fn bad(&self, k: Kind, node: &str, why: Bad) {
         self.bad[k.index()][Bad::ALL.iter().position(|b| *b == why).unwrap_or(0)]
             .fetch_add(1, Ordering::Relaxed);
         if !node.is_empty() {
@@ -178,11 +178,11 @@ impl Stats {
         }
     }
 
-    pub fn error(&self, now: u64, message: String) {
+    pub(crate) fn error(&self, now: u64, message: String) {
         *self.last_error.lock().expect("last error") = Some((now, message));
     }
 
-    pub fn set_connected(&self, connected: bool, now: u64) {
+    pub(crate) fn set_connected(&self, connected: bool, now: u64) {
         self.connected.store(connected, Ordering::Relaxed);
         let mut since = self.connected_since.lock().expect("since");
         if connected {
@@ -194,7 +194,7 @@ impl Stats {
     }
 
     /// The bridge's own metrics, in Prometheus names.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::new();
         let counters: [(&str, &str, usize); 5] = [
             (
@@ -298,7 +298,7 @@ impl Stats {
     }
 
     /// The `/status` document.
-    pub fn status(&self, head: Value) -> Value {
+    pub(crate) fn status(&self, head: Value) -> Value {
         let kinds: serde_json::Map<String, Value> = Kind::ALL
             .iter()
             .map(|k| {
@@ -337,7 +337,7 @@ impl Stats {
 }
 
 /// The status document as a few lines for a person (SIGUSR1, `--status`).
-pub fn render_status(doc: &Value) -> String {
+pub(crate) fn render_status(doc: &Value) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let since = doc["connected_since"].as_u64().map(|t| {

@@ -32,18 +32,18 @@ use super::{Acker, BadInput, Msg, retry_backoff};
 
 /// Deliveries under way at once. A receiver such as falcosidekick takes
 /// hundreds of requests at once; more would only queue in its backlog.
-pub const MAX_CONCURRENT_DELIVERIES: usize = 64;
+pub(crate) const MAX_CONCURRENT_DELIVERIES: usize = 64;
 
 /// One webhook.
 #[derive(Clone)]
-pub struct Target {
-    pub url: String,
-    pub uri: Uri,
-    pub key: u64,
+pub(crate) struct Target {
+    pub(crate) url: String,
+    pub(crate) uri: Uri,
+    pub(crate) key: u64,
 }
 
 impl Target {
-    pub fn new(url: &str) -> Option<Target> {
+    pub(crate) fn new(url: &str) -> Option<Target> {
         Some(Target {
             url: url.to_string(),
             uri: url.parse().ok()?,
@@ -52,15 +52,15 @@ impl Target {
     }
 }
 
-pub struct Deliverer {
-    pub kind: Kind,
-    pub targets: Vec<Target>,
-    pub client: Arc<HttpClient>,
-    pub dedup: Arc<Dedup>,
-    pub give_up_after: Duration,
-    pub stats: Arc<Stats>,
-    pub acker: Acker,
-    pub bad: BadInput,
+pub(crate) struct Deliverer {
+    pub(crate) kind: Kind,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) client: Arc<HttpClient>,
+    pub(crate) dedup: Arc<Dedup>,
+    pub(crate) give_up_after: Duration,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) acker: Acker,
+    pub(crate) bad: BadInput,
 }
 
 /// What a delivery task reports back.
@@ -76,7 +76,7 @@ struct Done {
 }
 
 impl Deliverer {
-    pub async fn run(self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(MAX_CONCURRENT_DELIVERIES);

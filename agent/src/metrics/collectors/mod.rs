@@ -21,8 +21,8 @@ use std::time::Instant;
 use super::family::{Kind, Snapshot};
 use super::source::{CollectError, FileReader, Roots, SysConf};
 
-pub use processes::ProcessTracker;
-pub use storage::StatfsGuard;
+pub(crate) use processes::ProcessTracker;
+pub(crate) use storage::StatfsGuard;
 
 /// Every collector, by the name `metrics.collectors` uses (node_exporter's
 /// collector names where one exists).
@@ -50,7 +50,7 @@ pub enum CollectorId {
 }
 
 impl CollectorId {
-    pub const ALL: [CollectorId; 17] = [
+    pub(crate) const ALL: [CollectorId; 17] = [
         CollectorId::Cpu,
         CollectorId::Stat,
         CollectorId::Loadavg,
@@ -70,7 +70,7 @@ impl CollectorId {
         CollectorId::Agent,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             CollectorId::Cpu => "cpu",
             CollectorId::Stat => "stat",
@@ -92,7 +92,7 @@ impl CollectorId {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<CollectorId> {
+    pub(crate) fn from_name(name: &str) -> Option<CollectorId> {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
@@ -120,7 +120,7 @@ impl CollectorId {
 }
 
 /// All collector names, for config validation and help texts.
-pub fn collector_names() -> Vec<&'static str> {
+pub(crate) fn collector_names() -> Vec<&'static str> {
     CollectorId::ALL.iter().map(|c| c.name()).collect()
 }
 
@@ -147,15 +147,15 @@ type HostFn = fn(&mut Host, &mut Snapshot) -> Result<(), CollectError>;
 
 /// How one collector did in one collection.
 #[derive(Debug, Clone)]
-pub struct Outcome {
-    pub collector: CollectorId,
-    pub seconds: f64,
-    pub error: Option<String>,
+pub(crate) struct Outcome {
+    pub(crate) collector: CollectorId,
+    pub(crate) seconds: f64,
+    pub(crate) error: Option<String>,
 }
 
 /// The state of the host collectors between collections.
 #[derive(Debug)]
-pub struct Host {
+pub(crate) struct Host {
     pub(crate) roots: Roots,
     reader: FileReader,
     sysconf: SysConf,
@@ -164,7 +164,7 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(roots: Roots) -> Self {
+    pub(crate) fn new(roots: Roots) -> Self {
         Self {
             roots,
             reader: FileReader::default(),
@@ -175,19 +175,19 @@ impl Host {
     }
 
     /// Point the collectors at other roots (a config reload).
-    pub fn set_roots(&mut self, roots: Roots) {
+    pub(crate) fn set_roots(&mut self, roots: Roots) {
         if roots != self.roots {
             *self = Host::new(roots);
         }
     }
 
     /// Mount points whose `statvfs` has not returned.
-    pub fn stuck_mounts(&self) -> usize {
+    pub(crate) fn stuck_mounts(&self) -> usize {
         self.statfs.stuck()
     }
 
     /// Run the host collectors among `which` into `out`, each timed.
-    pub fn collect(&mut self, which: &[CollectorId], out: &mut Snapshot) -> Vec<Outcome> {
+    pub(crate) fn collect(&mut self, which: &[CollectorId], out: &mut Snapshot) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(which.len());
         for &id in which {
             let Some(f) = id.host_fn() else { continue };
@@ -215,7 +215,7 @@ impl Host {
 }
 
 /// node_exporter's per-collector self-metrics.
-pub fn push_outcomes(out: &mut Snapshot, outcomes: &[Outcome]) {
+pub(crate) fn push_outcomes(out: &mut Snapshot, outcomes: &[Outcome]) {
     let duration = out.family(
         "node_scrape_collector_duration_seconds",
         "node_exporter: Duration of a collector scrape.",

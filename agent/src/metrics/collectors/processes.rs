@@ -75,7 +75,7 @@ struct ProcStat {
 
 /// Per-role memory of the last collection. Bounded: one entry per role.
 #[derive(Debug, Default)]
-pub struct ProcessTracker {
+pub(crate) struct ProcessTracker {
     watched: [Watched; ROLES.len()],
     boot_time: Option<f64>,
 }

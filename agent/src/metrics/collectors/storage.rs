@@ -74,13 +74,13 @@ const STATFS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Mount points whose `statvfs` has not returned yet, shared with the
 /// helper threads that remove them when it finally does.
 #[derive(Debug, Default)]
-pub struct StatfsGuard {
+pub(crate) struct StatfsGuard {
     pending: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl StatfsGuard {
     /// How many mount points are currently stuck.
-    pub fn stuck(&self) -> usize {
+    pub(crate) fn stuck(&self) -> usize {
         self.pending.lock().map_or(0, |p| p.len())
     }
 }
