@@ -80,11 +80,6 @@ pub(crate) enum DaemonError {
     Config(#[from] ConfigError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("stage {stage} failed to start: {message}")]
-    StageStart {
-        stage: &'static str,
-        message: String,
-    },
     #[error("stage {stage} failed, and the agent does not run without it: {message}")]
     StageFailed {
         stage: &'static str,

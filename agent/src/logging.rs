@@ -30,11 +30,6 @@ pub(crate) struct LogHandle {
 }
 
 impl LogHandle {
-    /// A handle that changes nothing (tests).
-    pub(crate) fn detached() -> Self {
-        Self { reload: None }
-    }
-
     /// Apply `level`. Returns false when the level is pinned by `EDGE_AGENT_LOG`.
     pub(crate) fn set_level(&self, level: LogLevel) -> bool {
         match &self.reload {

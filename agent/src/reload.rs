@@ -64,6 +64,7 @@ pub(crate) struct StageOutcome {
     pub(crate) stage: &'static str,
     /// The generation the answer is for: the one waited for, or a later one
     /// that includes it.
+    #[cfg(test)]
     pub(crate) generation: u64,
     pub(crate) result: Result<(), ApplyError>,
 }
@@ -225,11 +226,13 @@ impl Reloader {
             .map(|&stage| match ledger.applied.get(stage) {
                 Some(a) if a.generation >= g => StageOutcome {
                     stage,
+                    #[cfg(test)]
                     generation: a.generation,
                     result: a.result.clone(),
                 },
                 _ => StageOutcome {
                     stage,
+                    #[cfg(test)]
                     generation: g,
                     result: Err(ApplyError::Stopped),
                 },
@@ -350,11 +353,6 @@ pub(crate) struct ApplyTicket {
 }
 
 impl ApplyTicket {
-    /// The generation this ticket answers for.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// Applied.
     pub(crate) fn ok(mut self) {
         self.record(Ok(()));

@@ -221,6 +221,7 @@ impl DropCounters {
     pub(crate) fn get(&self, class: Class) -> u64 {
         self.0[class].load(Ordering::Relaxed)
     }
+    #[cfg(test)]
     pub(crate) fn total(&self) -> u64 {
         self.0.values().map(|n| n.load(Ordering::Relaxed)).sum()
     }

@@ -8,7 +8,6 @@
 //! [`StatusReporter`]; nothing here blocks a stage (a `watch` channel keeps
 //! just the latest value).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -348,13 +347,6 @@ impl StatusBoard {
     pub(crate) fn stages(&self) -> IndexMap<String, StageStatus> {
         self.snapshot().into_iter().collect()
     }
-
-    pub(crate) fn names(&self) -> BTreeMap<String, StageState> {
-        self.snapshot()
-            .into_iter()
-            .map(|(n, s)| (n, s.state))
-            .collect()
-    }
 }
 
 /// A stage's handle on its own snapshot. Cheap to clone into sub-tasks.
@@ -366,6 +358,7 @@ pub(crate) struct StatusReporter {
 
 impl StatusReporter {
     /// A reporter not attached to any board (tests, one-shot CLI commands).
+    #[cfg(test)]
     pub(crate) fn detached() -> Self {
         let (tx, _rx) = watch::channel(StageStatus::new(StageState::Starting));
         Self {
@@ -412,11 +405,6 @@ impl StatusReporter {
     pub(crate) fn details<D: Details>(&self, details: &D) {
         let map = details_map(details);
         self.tx.send_modify(|s| s.details.extend(map));
-    }
-
-    /// Update several details at once (one notification).
-    pub(crate) fn update(&self, f: impl FnOnce(&mut Map<String, Value>)) {
-        self.tx.send_modify(|s| f(&mut s.details));
     }
 
     /// Record an error without changing state.

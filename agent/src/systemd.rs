@@ -30,6 +30,7 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     /// A notifier that sends nothing (not started by systemd, or tests).
+    #[cfg(test)]
     pub(crate) fn disabled() -> Self {
         Self::default()
     }
@@ -57,14 +58,9 @@ impl Notifier {
     }
 
     /// Is there a service manager listening?
+    #[cfg(test)]
     pub(crate) fn enabled(&self) -> bool {
         self.socket.is_some()
-    }
-
-    /// The watchdog timeout systemd set (`WatchdogSec=`), if it is armed for
-    /// this process.
-    pub(crate) fn watchdog_timeout(&self) -> Option<Duration> {
-        self.watchdog
     }
 
     /// How often to send `WATCHDOG=1`: half the timeout, as `sd_watchdog_enabled(3)`

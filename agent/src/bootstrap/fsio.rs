@@ -38,15 +38,6 @@ pub(crate) enum Observed {
     Unreadable(String),
 }
 
-impl Observed {
-    pub(crate) fn content(&self) -> Option<&[u8]> {
-        match self {
-            Observed::File { content, .. } => Some(content),
-            _ => None,
-        }
-    }
-}
-
 /// Read `path` (already joined to the root). Symlinks are not followed for
 /// the kind check: a managed path that is a symlink is "not a file".
 pub(crate) fn observe(path: &Path) -> Observed {

@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 /// `--embedded-registry` and `--disable-apiserver-lb`, so they describe the
 /// K3s v1.31-and-later command line; keys only older releases had
 /// (`no-deploy`, `cluster-secret`) are deliberately absent.
+#[cfg(test)]
 pub(crate) const K3S_KEYS_SOURCE: &str =
     "k3s-io/docs docs/cli/server.md and docs/cli/agent.md (`k3s server|agent --help`, K3s v1.31+)";
 
 /// Config-file keys `k3s agent` accepts (its flag names, without dashes).
+#[cfg(test)]
 pub(crate) const AGENT_KEYS: &[&str] = &[
     "config",
     "debug",
@@ -74,6 +76,7 @@ pub(crate) const AGENT_KEYS: &[&str] = &[
 
 /// Config-file keys only `k3s server` accepts (it also accepts every agent
 /// key except `disable-apiserver-lb`, which the agent alone has).
+#[cfg(test)]
 pub(crate) const SERVER_ONLY_KEYS: &[&str] = &[
     "https-listen-port",
     "advertise-address",
@@ -145,6 +148,7 @@ pub(crate) const SERVER_ONLY_KEYS: &[&str] = &[
 
 /// Whether `k3s <role>` accepts config-file key `key`. A trailing `+`
 /// (K3s's "append to the value from earlier files") is not part of the key.
+#[cfg(test)]
 pub(crate) fn accepts_key(role: crate::config::Role, key: &str) -> bool {
     let key = key.strip_suffix('+').unwrap_or(key);
     match role {

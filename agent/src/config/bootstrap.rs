@@ -112,15 +112,6 @@ pub enum Snapshotter {
     Nydus,
 }
 
-impl Snapshotter {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Snapshotter::Overlayfs => "overlayfs",
-            Snapshotter::Nydus => "nydus",
-        }
-    }
-}
-
 /// `[bootstrap.kube_proxy]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -140,6 +140,7 @@ impl ConfigDiff {
     }
 
     /// Nothing applies now (restart-only keys may still be pending).
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.sections.is_empty()
     }

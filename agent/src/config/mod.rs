@@ -28,15 +28,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use self::bootstrap::{
-    BootstrapConfig, KubeProxyConfig, MirrorConfig, NydusConfig, RegistriesConfig,
-    RegistryAuthConfig,
-};
+pub(crate) use self::bootstrap::BootstrapConfig;
 pub use self::bootstrap::{KubeProxyMode, Role, Snapshotter};
+#[cfg(test)]
+pub(crate) use self::bootstrap::{MirrorConfig, RegistryAuthConfig};
 pub(crate) use self::bridge::BridgeConfig;
 pub(crate) use self::core::{
-    CONTROL_SOCKET_NAME, ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig,
-    RESERVED_NODE_IDS, SYSTEM_RUNTIME_DIR, SYSTEM_STATE_DIR,
+    ControlConfig, LogConfig, LogFormat, LogLevel, NodeConfig, PathsConfig, RESERVED_NODE_IDS,
 };
 pub(crate) use self::diff::{ConfigDiff, SectionId};
 pub(crate) use self::fleet::FleetConfig;
@@ -44,8 +42,10 @@ pub(crate) use self::metrics::MetricsConfig;
 pub(crate) use self::outbox::OutboxConfig;
 pub use self::rules::Priority;
 pub(crate) use self::rules::RulesConfig;
+#[cfg(test)]
+pub(crate) use self::sensor::Access;
+pub(crate) use self::sensor::DenyOpen;
 pub use self::sensor::SensorConfig;
-pub(crate) use self::sensor::{Access, DenyOpen};
 pub(crate) use self::units::{ByteSize, HumanDuration};
 pub(crate) use self::uplink::{BrokerAddress, UplinkConfig};
 

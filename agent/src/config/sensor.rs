@@ -56,14 +56,6 @@ impl Access {
             Access::Any => ACCESS_READ | ACCESS_WRITE,
         }
     }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Access::Write => "write",
-            Access::Read => "read",
-            Access::Any => "any",
-        }
-    }
 }
 
 /// Executables one `deny_open` entry may let through (the kernel's

@@ -18,9 +18,6 @@ impl HumanDuration {
     pub(crate) const fn from_secs(secs: u64) -> Self {
         Self(Duration::from_secs(secs))
     }
-    pub(crate) const fn from_millis(ms: u64) -> Self {
-        Self(Duration::from_millis(ms))
-    }
     pub(crate) fn get(self) -> Duration {
         self.0
     }

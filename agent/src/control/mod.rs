@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, watch};
 
 pub(crate) use client::{Client, ClientError};
 pub use server::Limits;
-pub(crate) use server::{ServerError, serve, serve_with};
+pub(crate) use server::{ServerError, serve_with};
 
 /// The protocol version this build speaks.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
@@ -114,6 +114,7 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// A call from inside the daemon (or a test): no peer to check.
+    #[cfg(test)]
     pub(crate) const IN_PROCESS: Caller = Caller { privileged: true };
 }
 
@@ -205,19 +206,8 @@ impl Router {
         self.handlers.write().expect("router lock").remove(method);
     }
 
-    pub(crate) fn methods(&self) -> Vec<String> {
-        let mut m: Vec<_> = self
-            .handlers
-            .read()
-            .expect("router lock")
-            .keys()
-            .cloned()
-            .collect();
-        m.sort();
-        m
-    }
-
     /// Answer a request from inside the daemon (no peer to check).
+    #[cfg(test)]
     pub(crate) async fn dispatch(&self, request: Request) -> Result<Reply, ControlError> {
         self.dispatch_from(request, Caller::IN_PROCESS).await
     }

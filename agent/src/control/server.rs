@@ -295,16 +295,6 @@ fn lock_instance(dir: &Path) -> Result<Flock<std::fs::File>, ServerError> {
     }
 }
 
-/// [`serve_with`] the default [`Limits`].
-pub(crate) async fn serve(
-    path: &Path,
-    group_name: &str,
-    router: Router,
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, ServerError> {
-    serve_with(path, group_name, router, shutdown, Limits::default()).await
-}
-
 /// Bind the socket, then serve until `shutdown`. The socket file is removed on
 /// the way out. Returns once bound (the serving runs in a spawned task, which
 /// also holds the instance lock until it ends).

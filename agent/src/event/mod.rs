@@ -20,10 +20,6 @@ pub(crate) mod fields;
 pub(crate) mod model;
 pub(crate) mod render;
 
-pub(crate) use fields::{
-    Arg, Collected, Depth, Field, FieldError, FieldIndex, FieldKind, FieldValue,
-    MAX_ANCESTOR_DEPTH, Read,
-};
+pub(crate) use fields::{Arg, Field, FieldError, FieldKind, FieldValue, MAX_ANCESTOR_DEPTH, Read};
 pub(crate) use model::{Args, Caps, Evt, FdType, HostNames, Mount, User, exe_flags};
 pub use model::{Container, Event, EventType, Fd, L4Proto, Process, Role};
-pub(crate) use render::FlagNames;

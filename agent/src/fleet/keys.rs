@@ -97,10 +97,6 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    pub(crate) fn from_bytes(bytes: [u8; PUBLIC_KEY_LEN], source: PathBuf) -> PublicKey {
-        PublicKey { bytes, source }
-    }
-
     /// The key id: 16 hex digits of SHA-256 over the key bytes.
     pub(crate) fn id(&self) -> KeyId {
         let d = ring::digest::digest(&ring::digest::SHA256, &self.bytes);

@@ -5,8 +5,6 @@
 //! Owns only channel types. The uplink subscribes and forwards (never
 //! looks inside a bundle); the fleet stage decides.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
@@ -25,7 +23,6 @@ pub(crate) const INBOX_CAPACITY: usize = 16;
 pub(crate) struct Incoming {
     pub(crate) topic: String,
     pub(crate) payload: Bytes,
-    pub(crate) received: Instant,
 }
 
 /// How the uplink is doing, for the trial of a new config.

@@ -221,14 +221,6 @@ impl OpsConnection {
         &self.client
     }
 
-    pub(crate) fn ops(&self) -> &Ops {
-        &self.ops
-    }
-
-    pub(crate) fn is_connected(&self) -> bool {
-        self.connected
-    }
-
     /// The next event. A failed or lost connection comes back as
     /// [`OpsError::Connection`]; the next call then waits the backoff
     /// delay and reconnects, so long-running commands just keep polling
@@ -323,12 +315,6 @@ impl OpsConnection {
                 ev => other(ev),
             }
         }
-    }
-
-    /// The client and its event loop, for a caller that drives the loop
-    /// itself (its own reconnect policy, its own task).
-    pub(crate) fn into_parts(self) -> (AsyncClient, EventLoop) {
-        (self.client, self.eventloop)
     }
 
     /// Say goodbye (DISCONNECT) and let the event loop write it.

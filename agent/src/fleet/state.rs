@@ -150,6 +150,7 @@ impl Dir {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn root(&self) -> &Path {
         &self.root
     }

@@ -146,11 +146,13 @@ impl Snapshot {
         self.families.iter().map(|f| f.samples.len()).sum()
     }
 
+    #[cfg(test)]
     pub(crate) fn get(&self, name: &str) -> Option<&Family> {
         self.families.iter().find(|f| f.name == name)
     }
 
     /// The value of the sample of `name` whose labels equal `labels`.
+    #[cfg(test)]
     pub(crate) fn value(&self, name: &str, labels: &[&str]) -> Option<f64> {
         self.get(name)?
             .samples

@@ -46,12 +46,10 @@ use crate::stage::{self, Own, Stage, StageContext, StageSpec};
 use crate::status::{Details, StageState, StatusReporter, details};
 
 pub use batch::{Encoding, payload};
-pub(crate) use batch::{METRICS_SCHEMA, decode_families};
 pub use collectors::select;
 pub(crate) use collectors::{CollectorId, Host, Outcome, collector_names};
-pub(crate) use exposition::CONTENT_TYPE;
 pub use exposition::render;
-pub(crate) use family::{Family, Kind, Sample, Snapshot};
+pub(crate) use family::Snapshot;
 pub use health::HealthTargets;
 pub(crate) use health::K3sHealth;
 pub use server::MAX_CONNECTIONS as MAX_ENDPOINT_CONNECTIONS;

@@ -608,6 +608,7 @@ impl Store {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -1022,6 +1023,7 @@ impl Store {
     }
 
     /// What waits, by class, with the oldest `per_class` records of each.
+    #[cfg(test)]
     pub(crate) fn listing(&self, per_class: usize) -> Result<Listing, StoreError> {
         self.snapshot()?.listing(per_class, &Cursors::default())
     }

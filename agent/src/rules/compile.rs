@@ -168,6 +168,7 @@ pub(crate) const MAX_EXPANDED_DEPTH: usize = 256;
 
 impl Budget {
     /// A rule's own caps.
+    #[cfg(test)]
     pub(crate) const fn per_rule() -> Budget {
         Budget {
             nodes: Limit {
@@ -257,6 +258,7 @@ pub(crate) struct Compiled {
 }
 
 /// Compile a parsed condition within a rule's own caps.
+#[cfg(test)]
 pub(crate) fn compile(expr: &Expr, env: &Env<'_>) -> Result<Compiled, CompileError> {
     compile_within(expr, env, Budget::per_rule())
 }
@@ -429,15 +431,6 @@ impl Node {
                 n => Node::Not(Box::new(n)),
             },
             n => n,
-        }
-    }
-
-    /// Number of nodes (for `rules list` and memory figures).
-    pub(crate) fn size(&self) -> usize {
-        match self {
-            Node::And(items) | Node::Or(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
-            Node::Not(n) => 1 + n.size(),
-            _ => 1,
         }
     }
 }

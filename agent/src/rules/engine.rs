@@ -225,10 +225,6 @@ impl Engine {
         });
     }
 
-    pub(crate) fn events(&self) -> u64 {
-        self.events
-    }
-
     /// Rules that suppressed alerts since the last call, with counts.
     pub(crate) fn take_suppressed(&mut self) -> Vec<(String, u64)> {
         self.set

@@ -147,6 +147,7 @@ impl RuleSet {
     }
 
     /// Rules an event of type `t` meets.
+    #[cfg(test)]
     pub(crate) fn rules_for(&self, t: EventType) -> usize {
         self.index.get(t.index()).map_or(0, |v| v.len())
     }

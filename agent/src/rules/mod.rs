@@ -33,7 +33,6 @@ mod falco_tests;
 #[cfg(test)]
 mod shipped_tests;
 
-pub(crate) use engine::Engine;
 pub use loader::load_paths;
-pub(crate) use loader::{Loaded, Problem, RuleSet, Severity, load_sources};
+pub(crate) use loader::{Loaded, Severity};
 pub(crate) use stage::start;

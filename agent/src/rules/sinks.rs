@@ -90,18 +90,6 @@ pub(crate) struct SinkDetails {
     pub(crate) alert_sinks_last_error: Option<String>,
 }
 
-impl SinkDetails {
-    /// Its keys, which only a running daemon knows.
-    pub(crate) const KEYS: [&str; 6] = [
-        "alerts_dropped_before_sinks_total",
-        "json_file_errors_total",
-        "json_file_lost_total",
-        "journal_errors_total",
-        "history_errors_total",
-        "alert_sinks_last_error",
-    ];
-}
-
 impl SinkStats {
     pub(crate) fn details(&self) -> SinkDetails {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -49,21 +49,11 @@ impl StrSet {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         match self {
             StrSet::Linear(v) => v.len(),
             StrSet::Hashed { set, .. } => set.len(),
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
-        match self {
-            StrSet::Linear(v) => Box::new(v.iter().map(|s| &**s)),
-            StrSet::Hashed { set, .. } => Box::new(set.iter().map(|s| &**s)),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::mem::{offset_of, size_of};
 use crate::event::EventType;
 
 /// `EA_ABI_VERSION`.
+#[cfg(test)]
 pub(crate) const ABI_VERSION: u32 = 2;
 
 /// `EA_COMM_LEN`.
@@ -26,8 +27,10 @@ pub(crate) const NSTR: usize = 8;
 /// `EA_LPM_DATA`: bytes of a path the kernel's prefix maps compare.
 pub(crate) const LPM_DATA: usize = 128;
 /// `EA_SYSCALL_MAX`: syscall numbers the `ea_syscalls` map covers.
+#[cfg(test)]
 pub(crate) const SYSCALL_MAX: u32 = 512;
 /// `EA_DNS_MAX`: bytes of a DNS message the kernel copies.
+#[cfg(test)]
 pub(crate) const DNS_MAX: usize = 1232;
 /// Bytes of a path the kernel's deny-list hash covers (`EA_DENY_PATH_MAX`).
 pub(crate) const DENY_PATH_MAX: usize = 256;
@@ -36,8 +39,10 @@ pub(crate) const DENY_OPEN_RULES: usize = 64;
 
 /// `EA_F_*`: record header flags.
 pub(crate) mod flags {
+    #[cfg(test)]
     pub(crate) const TRUNCATED: u16 = 0x1;
     pub(crate) const KILLED: u16 = 0x2;
+    #[cfg(test)]
     pub(crate) const REFUSED: u16 = 0x4;
     /// `EA_F_STR_CUT`: `STR_CUT << n` is set when string slot `n` is not
     /// complete (cut at its bound, or a path walk that stopped before the
@@ -51,6 +56,7 @@ pub(crate) const CFG_EXCLUDE_CGROUPS: u32 = 0x2;
 pub(crate) const CFG_DENY_OPEN: u32 = 0x4;
 
 /// `EA_LIST_*`: which deny list a REFUSED record is about (its arg0).
+#[cfg(test)]
 pub(crate) const LIST_EXEC: i64 = 1;
 pub(crate) const LIST_OPEN: i64 = 2;
 
@@ -147,6 +153,7 @@ pub enum Kind {
 }
 
 /// `EA_EVT_MAX`: one past the highest id.
+#[cfg(test)]
 pub(crate) const KIND_MAX: u16 = 61;
 
 impl Kind {
@@ -299,6 +306,7 @@ pub(crate) enum Counter {
     FilteredPath = 6,
     Killed = 7,
     /// Internal to the kernel side (losses not yet sent as a loss record).
+    #[cfg(test)]
     LostUnreported = 8,
     FilteredCgroup = 9,
     FilteredArgs = 10,
@@ -629,10 +637,6 @@ impl<'a> Record<'a> {
     pub(crate) fn killed(&self) -> bool {
         self.h.flags & flags::KILLED != 0
     }
-
-    pub(crate) fn refused(&self) -> bool {
-        self.h.flags & flags::REFUSED != 0
-    }
 }
 
 /// Build raw record bytes the way the kernel does. For tests and the
@@ -686,11 +690,13 @@ impl RecordBuilder {
         )
     }
 
+    #[cfg(test)]
     pub(crate) fn cgroup(&mut self, id: u64) -> &mut Self {
         let h = offset_of!(RawRecord, h);
         self.put(h + offset_of!(RawHeader, cgroup_id), &id.to_ne_bytes())
     }
 
+    #[cfg(test)]
     pub(crate) fn flags(&mut self, flags: u16) -> &mut Self {
         let h = offset_of!(RawRecord, h);
         self.put(h + offset_of!(RawHeader, flags), &flags.to_ne_bytes())

@@ -63,10 +63,6 @@ impl Containers {
         }
     }
 
-    pub(crate) fn host(&self) -> Arc<Container> {
-        self.host.clone()
-    }
-
     /// Distinct containers currently known.
     pub(crate) fn known(&self) -> usize {
         let mut ids: Vec<&str> = self

@@ -33,7 +33,6 @@ pub(crate) mod users;
 
 pub(crate) use alert::falco_time;
 pub use decode::{Decoded, Enricher};
-pub(crate) use loader::ProbeReport;
 pub(crate) use reader::Sensor;
 pub(crate) use stage::start;
 

@@ -43,7 +43,7 @@ impl BootClock {
         BootClock { offset_ns }
     }
 
-    pub(crate) fn to_unix_ns(&self, boot_ns: u64) -> u64 {
+    pub(crate) fn to_unix_ns(self, boot_ns: u64) -> u64 {
         (i128::from(boot_ns) + self.offset_ns).max(0) as u64
     }
 
@@ -95,7 +95,7 @@ impl ProcessTable {
         self.procs.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.procs.is_empty()
     }
 

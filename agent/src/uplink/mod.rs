@@ -44,7 +44,7 @@ use tracing::{debug, error, info, warn};
 
 pub(crate) use self::backoff::Backoff;
 pub(crate) use self::failure::{Failure, describe as describe_failure};
-pub(crate) use self::session::{FetchRequest, Session, SessionError, Slot};
+pub(crate) use self::session::{FetchRequest, Session, Slot};
 
 use crate::config::{AgentConfig, BrokerAddress, SectionId};
 use crate::fleet::link::{Incoming, LinkHealth, UplinkSide};
@@ -698,7 +698,6 @@ impl Link {
         let msg = Incoming {
             topic: p.topic,
             payload: p.payload,
-            received: Instant::now(),
         };
         if inbox.try_send(msg).is_err() {
             self.config_dropped += 1;

@@ -130,10 +130,6 @@ impl Session {
         }
     }
 
-    pub(crate) fn link(&self) -> Link {
-        self.link
-    }
-
     pub(crate) fn is_up(&self) -> bool {
         matches!(self.link, Link::Up { .. })
     }

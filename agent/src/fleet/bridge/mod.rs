@@ -92,7 +92,6 @@ pub(crate) enum BridgeError {
 
 /// One message taken from the broker.
 pub(crate) struct Msg {
-    pub(crate) kind: Kind,
     pub(crate) node: String,
     pub(crate) publish: Publish,
     /// The connection it came on (see [`Acker`]).
@@ -511,7 +510,6 @@ impl Intake {
             .and_then(|(node, suffix)| Some((node.to_string(), Kind::from_suffix(suffix)?)));
         let Some((node, kind)) = parsed else {
             let m = Msg {
-                kind: Kind::Alerts,
                 node: String::new(),
                 publish: p,
                 generation,
@@ -523,7 +521,6 @@ impl Intake {
         };
         self.stats.received(kind);
         let m = Msg {
-            kind,
             node,
             publish: p,
             generation,

@@ -64,7 +64,6 @@ pub(crate) mod proto {
 /// Headers every remote-write 1.0 request carries.
 pub(crate) const CONTENT_TYPE: &str = "application/x-protobuf";
 pub(crate) const CONTENT_ENCODING: &str = "snappy";
-pub(crate) const VERSION_HEADER: &str = "X-Prometheus-Remote-Write-Version";
 pub(crate) const VERSION: &str = "0.1.0";
 
 /// Labels the bridge adds; a batch label of the same name becomes `exported_<name>`.

@@ -92,6 +92,7 @@ impl CollectorId {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn from_name(name: &str) -> Option<CollectorId> {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
