@@ -15,13 +15,7 @@ use std::time::Duration;
 
 use crate::{Scratch, status_json, wait_for};
 
-/// A port that was free a moment ago (bind to 0, read, release).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
+pub use crate::broker::free_port;
 
 /// `GET path` over HTTP/1.0; the status code and the body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
