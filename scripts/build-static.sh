@@ -75,7 +75,12 @@ build() { # build ARCH: prints the path of the built binary
         [ "$arch" = armv7 ] || die "rustup target add $triple failed: $(rust rustup target add "$triple" 2>&1 | grep -m1 error)"
         echo "rustup has no prebuilt standard library for $triple in this toolchain; compiling it from rust-src (-Zbuild-std)" >&2
         rust rustup component add rust-src >/dev/null || die "rustup component add rust-src failed: it is needed to build the standard library for $triple"
-        env+=(RUSTC_BOOTSTRAP=1)
+        # A standard library built from source comes without the
+        # self-contained musl start files (crt1.o, crti.o, ...) that the
+        # prebuilt one ships; the linker (zig cc) supplies its own instead.
+        local flags_var
+        flags_var=CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS
+        env+=(RUSTC_BOOTSTRAP=1 "$flags_var=-Clink-self-contained=no")
         std=('-Zbuild-std=std,panic_unwind')
     fi
     case $arch in
