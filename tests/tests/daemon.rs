@@ -276,7 +276,7 @@ fn a_sighup_that_changes_only_metrics_wakes_neither_the_sensor_nor_the_rules() {
     );
     let sensor_updates = d
         .log()
-        .matches("sensor filters and deny list updated")
+        .matches("sensor filters and deny lists updated")
         .count();
     assert_eq!(
         sensor_updates,
