@@ -292,12 +292,24 @@ fn error_key(e: &toml::de::Error) -> Option<String> {
     let mut e = e.clone();
     e.set_input(None);
     let shown = e.to_string();
-    let key = shown
+    let table = shown
         .lines()
-        .last()?
-        .strip_prefix("in `")?
-        .strip_suffix('`')?;
-    (!key.is_empty()).then(|| key.to_string())
+        .last()
+        .and_then(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+        .unwrap_or("");
+    // An unknown key's trail ends at its table; the key itself is only in
+    // the message ("unknown field `max_bursts`, expected ...").
+    let unknown = e
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field);
+    let key = match (table, unknown) {
+        ("", Some(field)) => field.to_string(),
+        (table, Some(field)) => format!("{table}.{field}"),
+        (table, None) => table.to_string(),
+    };
+    (!key.is_empty()).then_some(key)
 }
 
 /// 1-based line and column of a byte offset.
@@ -379,10 +391,12 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected_with_their_path() {
         let e = err("[metrics]\nintervall = \"30s\"\n");
-        assert!(e.contains("metrics"), "{e}");
-        assert!(e.contains("intervall"), "{e}");
+        assert!(e.starts_with("agent.toml: metrics.intervall: "), "{e}");
         let e = err("[metrix]\n");
-        assert!(e.contains("metrix"), "{e}");
+        assert!(e.starts_with("agent.toml: metrix: "), "{e}");
+        let e = err("[[sensor.deny_open]]\npath = \"/etc\"\nacess = \"write\"\n");
+        assert!(e.contains("sensor.deny_open"), "{e}");
+        assert!(e.contains("acess"), "{e}");
     }
 
     #[test]
