@@ -10,8 +10,10 @@
 //! namespace, uid, container name, image). The state directories are
 //! configurable (`[sensor] runtime_state_dirs`). A cgroup without a
 //! container id is the host. A container whose bundle is not found yet is
-//! looked up again, a few times, on later events. Never writes anything,
-//! and reads bundle files only through [`super::confined`].
+//! looked up again, a few times, on later events. A container that ended
+//! (and whose bundle was deleted) before its first event was decoded gets
+//! the copy [`super::bundles`] made when the runtime wrote it. Never writes
+//! anything, and reads bundle files only through [`super::confined`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::bundles::BundleWatch;
 use crate::event::{Container, Mount};
 
 /// How often, and how many times, a container whose bundle was not found is
@@ -50,6 +53,9 @@ pub(crate) struct Containers {
     /// The root of each container as the host sees it (`/proc/<pid>/root`),
     /// to turn host paths into container paths.
     roots: HashMap<String, String>,
+    /// Copies of bundles made as they were written (`None`: no state
+    /// directory existed at start, or no inotify).
+    watch: Option<BundleWatch>,
 }
 
 impl Containers {
@@ -60,6 +66,7 @@ impl Containers {
             host: Container::host(),
             by_cgroup: HashMap::new(),
             roots: HashMap::new(),
+            watch: BundleWatch::start(state_dirs, MAX_BUNDLE_BYTES),
         }
     }
 
@@ -164,38 +171,40 @@ impl Containers {
     /// Everything the bundle of container `full_id` says; only the id when
     /// no bundle is found.
     fn read_bundle(&mut self, full_id: &str, pod_uid: Option<String>) -> Container {
-        let mut c = Container {
+        let bare = Container {
             id: full_id.chars().take(12).collect(),
             full_id: Some(full_id.to_string()),
-            pod_uid,
+            pod_uid: pod_uid.clone(),
             ..Default::default()
         };
-        let Some(config) = find_bundle(&self.state_dirs, full_id) else {
-            return c;
-        };
-        // The runtime writes it, but it sits beside the container's files:
-        // no symlinks, a regular file, a size cap.
-        let bundle = config.parent().unwrap_or(Path::new("/"));
-        let text = match super::confined::read_beneath(bundle, "config.json", MAX_BUNDLE_BYTES) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::debug!(error = %e, "container bundle not read");
-                return c;
+        let found = match find_bundle(&self.state_dirs, full_id) {
+            Some(config) => {
+                // The runtime writes it, but it sits beside the container's
+                // files: no symlinks, a regular file, a size cap.
+                let bundle = config.parent().unwrap_or(Path::new("/"));
+                match super::confined::read_beneath(bundle, "config.json", MAX_BUNDLE_BYTES) {
+                    Ok(text) => from_bundle(full_id, pod_uid, bundle, &text),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "container bundle not read");
+                        None
+                    }
+                }
             }
+            // Gone already: what the runtime wrote, read when it wrote it.
+            None => self.watch.as_ref().and_then(|w| w.get(full_id)).map(|k| {
+                let (mut c, root) = (k.container, k.root);
+                if c.pod_uid.is_none() {
+                    c.pod_uid = pod_uid;
+                }
+                (c, root)
+            }),
         };
-        let Ok(spec) = serde_json::from_slice::<Value>(&text) else {
-            return c;
+        let Some((c, root)) = found else {
+            return bare;
         };
-        apply_spec(&mut c, &spec);
-        if let Some(root) = spec["root"]["path"].as_str() {
-            // Relative to the bundle directory when not absolute (OCI).
-            let root = bundle.join(root).to_string_lossy().into_owned();
+        if let Some(root) = root {
             self.roots.insert(c.id.clone(), root);
         }
-        c.start_ts = std::fs::metadata(&config)
-            .and_then(|m| m.modified())
-            .ok()
-            .map_or(Some(0), |t| Some(crate::unix_time::nanos(t)));
         c
     }
 
@@ -266,6 +275,35 @@ fn find_bundle(dirs: &[PathBuf], id: &str) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// Container `full_id` as its bundle directory `bundle` and the
+/// `config.json` text read from it describe it, with the container's root
+/// as the host sees it; `None` when the text is not JSON.
+pub(super) fn from_bundle(
+    full_id: &str,
+    pod_uid: Option<String>,
+    bundle: &Path,
+    text: &[u8],
+) -> Option<(Container, Option<String>)> {
+    let spec = serde_json::from_slice::<Value>(text).ok()?;
+    let mut c = Container {
+        id: full_id.chars().take(12).collect(),
+        full_id: Some(full_id.to_string()),
+        pod_uid,
+        ..Default::default()
+    };
+    apply_spec(&mut c, &spec);
+    // Relative to the bundle directory when not absolute (OCI).
+    let root = spec["root"]["path"]
+        .as_str()
+        .map(|r| bundle.join(r).to_string_lossy().into_owned());
+    c.start_ts = Some(
+        std::fs::metadata(bundle.join("config.json"))
+            .and_then(|m| m.modified())
+            .map_or(0, crate::unix_time::nanos),
+    );
+    Some((c, root))
 }
 
 /// Fill `c` from an OCI runtime spec (`config.json`).
@@ -419,6 +457,38 @@ mod tests {
             ("registry:5000/app".into(), Some("v2".into()))
         );
         assert_eq!(split_image("app@sha256:abc"), ("app".into(), None));
+    }
+
+    #[test]
+    fn a_container_that_ended_before_its_first_event_was_decoded_keeps_its_bundles_facts() {
+        let state = tempfile::tempdir().unwrap();
+        let proc_root = tempfile::tempdir().unwrap();
+        let mut cs = Containers::new(&[state.path().to_path_buf()], proc_root.path());
+        // The runtime writes the bundle after the agent started, the
+        // container runs and ends, its bundle is deleted; only then does
+        // the reader get to the container's first event.
+        let bundle = state.path().join("k8s.io").join(ID);
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::json!({
+                "annotations": {"io.kubernetes.cri.sandbox-name": "one-shot"},
+                "process": {"capabilities": {"bounding": ["CAP_SYS_ADMIN", "CAP_SYS_MODULE"]}},
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let seen = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            cs.watch.as_ref().is_some_and(|w| w.get(ID).is_some())
+        });
+        assert!(seen, "the watcher never read the bundle");
+        std::fs::remove_dir_all(&bundle).unwrap();
+        let leaf = format!("pod1/{ID}");
+        let c = cs.lookup(9, 4242, Some(&leaf));
+        assert_eq!(c.pod_name.as_deref(), Some("one-shot"));
+        assert_eq!(c.privileged, Some(true));
+        assert!(c.start_ts.is_some(), "found: no retries");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 pub mod abi;
 mod alert;
+mod bundles;
 pub(crate) mod confined;
 pub(crate) mod container;
 pub(crate) mod decode;
