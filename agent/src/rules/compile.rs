@@ -24,6 +24,7 @@ use super::eval::{
     Test, TypeMask, type_bit,
 };
 use super::glob::Glob;
+use super::strany::StrAny;
 use super::strset::StrSet;
 
 /// A named list as the compiler sees it (items already unquoted).
@@ -257,6 +258,13 @@ pub(crate) struct Compiled {
     pub(crate) items: usize,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Off: compile without [`Node::merge_string_tests`], so that tests can
+    /// compare whole rule sets compiled both ways.
+    pub(crate) static MERGE_STRING_TESTS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
 /// Compile a parsed condition within a rule's own caps.
 #[cfg(test)]
 pub(crate) fn compile(expr: &Expr, env: &Env<'_>) -> Result<Compiled, CompileError> {
@@ -280,7 +288,16 @@ pub(crate) fn compile_within(
         items: std::cell::Cell::new(0),
         depth: 0,
     };
-    let node = c.expr(expr)?.simplify().order_by_cost();
+    let node = c.expr(expr)?.simplify();
+    #[cfg(test)]
+    let node = if MERGE_STRING_TESTS.get() {
+        node.merge_string_tests()
+    } else {
+        node
+    };
+    #[cfg(not(test))]
+    let node = node.merge_string_tests();
+    let node = node.order_by_cost();
     let types = node.may_types();
     let mut unknown = c.unknown_types;
     unknown.sort();
@@ -359,6 +376,28 @@ impl Node {
             Node::Not(n) => 1.0 - n.p_true(),
             Node::And(items) => items.iter().map(Node::p_true).product(),
             Node::Or(items) => 1.0 - items.iter().map(|n| 1.0 - n.p_true()).product::<f32>(),
+        }
+    }
+
+    /// Read each field once per junction: the string tests of one field
+    /// that are branches of one `or` become one [`Pred::AnyStr`], and so
+    /// do negated ones in one `and` (`not f in (a) and not f startswith b`
+    /// is `not (f in (a) or f startswith b)`). Only plain string tests of
+    /// the same field merge (no transformers, no ancestor or mount lists):
+    /// their absent, partial and list values are decided alike, so the
+    /// merged test answers what the branches answered.
+    fn merge_string_tests(self) -> Node {
+        match self {
+            Node::Or(items) => {
+                let items = items.into_vec().into_iter().map(Node::merge_string_tests);
+                junction(merge_by_field(items.collect(), false), false)
+            }
+            Node::And(items) => {
+                let items = items.into_vec().into_iter().map(Node::merge_string_tests);
+                junction(merge_by_field(items.collect(), true), true)
+            }
+            Node::Not(n) => Node::Not(Box::new(n.merge_string_tests())),
+            n => n,
         }
     }
 
@@ -458,6 +497,99 @@ fn fold_junction(items: Box<[Node]>, is_and: bool) -> Node {
     }
 }
 
+/// An `and` or `or` of `items`, or the one item.
+fn junction(mut items: Vec<Node>, is_and: bool) -> Node {
+    match items.len() {
+        1 => items.pop().expect("one"),
+        _ if is_and => Node::And(items.into_boxed_slice()),
+        _ => Node::Or(items.into_boxed_slice()),
+    }
+}
+
+/// The field of a plain string test (`negated`: under one `not`), the only
+/// kind [`StrAny`] merges.
+fn plain_string_field(n: &Node, negated: bool) -> Option<Field> {
+    let inner = match (n, negated) {
+        (Node::Not(inner), true) => &**inner,
+        (n, false) => n,
+        _ => return None,
+    };
+    match inner {
+        Node::Pred(p) => match &**p {
+            Pred::Value {
+                reader: Reader::Field(f),
+                transformers,
+                test: Test::Str(_),
+            } if transformers.is_empty() => Some(*f),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Merge the plain string tests of each field among `items` (the branches
+/// of an `or`, or with `negated` the `not`s of an `and`) into one
+/// [`Pred::AnyStr`] at the place of the field's first test.
+fn merge_by_field(items: Vec<Node>, negated: bool) -> Vec<Node> {
+    let fields: Vec<Option<Field>> = items
+        .iter()
+        .map(|n| plain_string_field(n, negated))
+        .collect();
+    let repeated = |f: &Option<Field>| f.is_some() && fields.iter().filter(|g| *g == f).count() > 1;
+    if !fields.iter().any(repeated) {
+        return items;
+    }
+    let mut out: Vec<Node> = Vec::with_capacity(items.len());
+    let mut groups: Vec<(Field, usize, Vec<StrTest>, f32)> = Vec::new();
+    for (n, f) in items.into_iter().zip(&fields) {
+        let Some(field) = f.filter(|_| repeated(f)) else {
+            out.push(n);
+            continue;
+        };
+        let p_true = if negated {
+            1.0 - n.p_true()
+        } else {
+            n.p_true()
+        };
+        let pred = match n {
+            Node::Not(inner) => *inner,
+            n => n,
+        };
+        let Node::Pred(p) = pred else {
+            unreachable!("plain_string_field saw a predicate")
+        };
+        let Pred::Value {
+            test: Test::Str(t), ..
+        } = *p
+        else {
+            unreachable!("plain_string_field saw a string test")
+        };
+        match groups.iter_mut().find(|g| g.0 == field) {
+            Some(g) => {
+                g.2.push(t);
+                g.3 *= 1.0 - p_true;
+            }
+            None => {
+                groups.push((field, out.len(), vec![t], 1.0 - p_true));
+                out.push(Node::Const(false)); // replaced below
+            }
+        }
+    }
+    for (field, at, tests, p_false) in groups {
+        let any = StrAny::new(tests, 1.0 - p_false);
+        let pred = Node::Pred(Box::new(Pred::AnyStr {
+            field,
+            any: Box::new(any),
+        }));
+        out[at] = if negated {
+            Node::Not(Box::new(pred))
+        } else {
+            pred
+        };
+    }
+    out
+}
+
 impl Reader {
     fn kind(&self) -> FieldKind {
         match self {
@@ -493,6 +625,7 @@ impl Pred {
                     RARE
                 }
             }
+            Pred::AnyStr { any, .. } => any.p_true(),
             Pred::Value { reader, test, .. } => match test {
                 Test::Exists => USUAL,
                 Test::Bool { .. } if few_values(reader) => RARE,
@@ -524,40 +657,47 @@ impl Pred {
         match self {
             Pred::Flags { .. } | Pred::Res(_) | Pred::EnumArg { .. } => 1,
             Pred::FieldEq { .. } => 4,
+            Pred::AnyStr { field, any } => {
+                read_cost(&Reader::Field(*field)) + any.cost(str_test_cost)
+            }
             Pred::Value {
                 reader,
                 transformers,
                 test,
             } => {
-                let read = match reader {
-                    Reader::Field(f) => match f.read_cost() {
-                        Read::Stored => 1,
-                        Read::Rendered => 6,
-                    },
-                    Reader::AncestorNames | Reader::AncestorPids => 6,
-                    Reader::MountDests | Reader::MountSources => 4,
-                };
                 let t = match test {
                     Test::Exists | Test::Bool { .. } | Test::Int(IntTest::Cmp(..)) => 0,
                     Test::Int(IntTest::In(_)) | Test::Ip(_) => 1,
-                    Test::Str(
-                        StrTest::Eq(_)
-                        | StrTest::Ne(_)
-                        | StrTest::StartsWith(_)
-                        | StrTest::EndsWith(_),
-                    ) => 1,
-                    Test::Str(
-                        StrTest::Lt(_) | StrTest::Le(_) | StrTest::Gt(_) | StrTest::Ge(_),
-                    ) => 1,
-                    Test::Str(StrTest::In(_) | StrTest::Intersects(_)) => 2,
-                    Test::Str(StrTest::PMatch(p)) => 1 + p.len() as u32,
-                    Test::Str(StrTest::Contains(_)) => 3,
-                    Test::Str(StrTest::IContains(_) | StrTest::Glob(_)) => 5,
-                    Test::Str(StrTest::Regex(_)) => 10,
+                    Test::Str(t) => str_test_cost(t),
                 };
-                read + t + 8 * transformers.len() as u32
+                read_cost(reader) + t + 8 * transformers.len() as u32
             }
         }
+    }
+}
+
+/// What reading a value costs, in [`Pred::cost`]'s units.
+fn read_cost(reader: &Reader) -> u32 {
+    match reader {
+        Reader::Field(f) => match f.read_cost() {
+            Read::Stored => 1,
+            Read::Rendered => 6,
+        },
+        Reader::AncestorNames | Reader::AncestorPids => 6,
+        Reader::MountDests | Reader::MountSources => 4,
+    }
+}
+
+/// What a string test costs once the value is read.
+fn str_test_cost(t: &StrTest) -> u32 {
+    match t {
+        StrTest::Eq(_) | StrTest::Ne(_) | StrTest::StartsWith(_) | StrTest::EndsWith(_) => 1,
+        StrTest::Lt(_) | StrTest::Le(_) | StrTest::Gt(_) | StrTest::Ge(_) => 1,
+        StrTest::In(_) | StrTest::Intersects(_) => 2,
+        StrTest::PMatch(p) => 1 + p.len() as u32,
+        StrTest::Contains(_) => 3,
+        StrTest::IContains(_) | StrTest::Glob(_) => 5,
+        StrTest::Regex(_) => 10,
     }
 }
 
@@ -1587,7 +1727,7 @@ mod tests {
         );
         assert!(matches!(items[items.len() - 1], Node::Not(_)), "{node:?}");
         // In an `or`, the branch most likely true comes first.
-        let comp = c("evt.type = execve and (proc.name = sh or proc.name != x)");
+        let comp = c("evt.type = execve and (proc.name = sh or proc.exe != x)");
         let node = comp.node.clone().behind_index(comp.types);
         let Node::Or(alts) = &node else {
             panic!("{node:?}")
@@ -1598,6 +1738,66 @@ mod tests {
         let comp = c("evt.type = execve and not proc.name in (a, b) and proc.name = sh");
         assert!(comp.node.eval(&exec("/bin/sh", &["sh"])));
         assert!(!comp.node.eval(&exec("/bin/a", &["a"])));
+    }
+
+    #[test]
+    fn string_tests_of_one_field_in_one_junction_read_the_field_once() {
+        let comp = c("evt.type = openat and (fd.name endswith /.aws/credentials \
+             or fd.name startswith /etc/cron or fd.name in (/etc/shadow) \
+             or proc.name = vi or fd.name glob '/root/*.pem')");
+        let node = comp.node.clone().behind_index(comp.types);
+        let Node::Or(alts) = &node else {
+            panic!("{node:?}")
+        };
+        assert_eq!(alts.len(), 2, "fd.name's four tests are one: {node:?}");
+        for (path, fires) in [
+            ("/root/.aws/credentials", true),
+            ("/etc/crontab", true),
+            ("/etc/shadow", true),
+            ("/etc/shadow-", false),
+            ("/root/k.pem", true),
+            ("/root/k.pem.txt", false),
+        ] {
+            assert_eq!(node.eval(&open(path, libc::O_RDONLY)), fires, "{path}");
+        }
+        // Exceptions (negated tests of one field in an `and`) merge too.
+        let comp = c("evt.type = openat and not proc.name in (a, b) \
+             and not proc.name startswith kube and fd.name startswith /etc");
+        let node = comp.node.clone().behind_index(comp.types);
+        let Node::And(items) = &node else {
+            panic!("{node:?}")
+        };
+        assert_eq!(items.len(), 2, "{node:?}");
+        assert!(node.eval(&open("/etc/x", libc::O_RDONLY)));
+        // Different fields, transformers and list fields stay apart.
+        let comp = c("evt.type = execve and (proc.name = a or proc.pname = a \
+             or tolower(proc.name) = b or proc.aname = c or proc.aname = d)");
+        let node = comp.node.clone().behind_index(comp.types);
+        let Node::Or(alts) = &node else {
+            panic!("{node:?}")
+        };
+        assert_eq!(alts.len(), 5, "{node:?}");
+    }
+
+    #[test]
+    fn a_merged_test_on_a_partial_path_is_undecided_as_each_test_was() {
+        let comp = c("evt.type = openat and (fd.name startswith /etc or fd.name endswith .pem)");
+        let mut e = open("/a/b", libc::O_RDONLY);
+        e.fd.as_mut().expect("fd").name_truncated = true;
+        assert!(comp.node.eval(&e), "undecided lets the rule match");
+        let comp =
+            c("evt.type = openat and not fd.name startswith /etc and not fd.name endswith .pem");
+        assert!(comp.node.eval(&e), "under a not, undecided is false");
+        let comp =
+            c("evt.type = openat and not (fd.name startswith /etc or fd.name endswith .pem)");
+        assert!(comp.node.eval(&e));
+        let mut absent = open("/a/b", libc::O_RDONLY);
+        absent.fd = None;
+        let comp = c("evt.type = openat and (fd.name startswith /etc or fd.name endswith .pem)");
+        assert!(!comp.node.eval(&absent), "absent fails every test");
+        let comp =
+            c("evt.type = openat and not fd.name startswith /etc and not fd.name endswith .pem");
+        assert!(comp.node.eval(&absent), "and its negations hold");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::event::{Arg, Event, EventType, Field, FieldValue};
 
 use super::condition::Transformer;
 use super::glob::Glob;
+use super::strany::StrAny;
 use super::strset::StrSet;
 
 /// Bit set of event types ([`EventType::index`]).
@@ -54,6 +55,57 @@ pub(crate) fn type_names(mask: TypeMask) -> Vec<&'static str> {
         .filter(|t| mask & type_bit(**t) != 0)
         .map(|t| t.as_str())
         .collect()
+}
+
+/// What the rule index knows of an event before any rule runs: besides
+/// its type, the access mode of an open and whether it happened on the
+/// host. Rules whose condition is false for an event's class
+/// ([`Node::decide`]) are not indexed under it: a read-only open never
+/// meets the rules about writes, a host event never meets `container.id
+/// != host` rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EventClass {
+    pub(crate) ty: EventType,
+    /// `O_RDONLY`, `O_WRONLY`, `O_RDWR` of an open; [`EventClass::OTHER_ACCESS`]
+    /// for any other event, an open without flags or access mode 3.
+    pub(crate) access: u8,
+    pub(crate) host: bool,
+}
+
+impl EventClass {
+    pub(crate) const OTHER_ACCESS: u8 = 3;
+    /// Classes per event type: four access values times host or not.
+    pub(crate) const PER_TYPE: usize = 8;
+
+    #[inline]
+    pub(crate) fn of(e: &Event) -> EventClass {
+        let access = match e.evt.args.flags {
+            Some(f) if e.evt.ty.is_open() => (f & libc::O_ACCMODE as u64) as u8,
+            _ => Self::OTHER_ACCESS,
+        };
+        EventClass {
+            ty: e.evt.ty,
+            access,
+            host: e.container.is_host(),
+        }
+    }
+
+    /// The class's slot in the index.
+    #[inline]
+    pub(crate) fn slot(self) -> usize {
+        self.ty.index() * Self::PER_TYPE + usize::from(self.access) + 4 * usize::from(self.host)
+    }
+
+    /// Every class of type `ty`.
+    pub(crate) fn all(ty: EventType) -> impl Iterator<Item = EventClass> {
+        (0..=Self::OTHER_ACCESS)
+            .flat_map(move |access| [false, true].map(|host| EventClass { ty, access, host }))
+    }
+
+    /// The access mode, when it is a real one.
+    fn mode(self) -> Option<u64> {
+        (self.ty.is_open() && self.access < Self::OTHER_ACCESS).then_some(u64::from(self.access))
+    }
 }
 
 /// The compiled form of a condition.
@@ -87,6 +139,91 @@ impl Node {
             Node::Not(n) => !n.eval_as(e, !undecided),
             Node::Types(m) => m & type_bit(e.evt.ty) != 0,
             Node::Pred(p) => p.eval_as(e, undecided),
+        }
+    }
+}
+
+impl Node {
+    /// The node's value on every event of class `c`, if the class alone
+    /// decides it (`None`: the event's other fields do). Never decides a
+    /// comparison that a partial path could leave undecided, so the answer
+    /// holds under any number of `not`s.
+    pub(crate) fn decide(&self, c: EventClass) -> Option<bool> {
+        match self {
+            Node::Const(b) => Some(*b),
+            Node::Types(m) => Some(m & type_bit(c.ty) != 0),
+            Node::Not(n) => n.decide(c).map(|b| !b),
+            Node::And(items) => {
+                let mut all = Some(true);
+                for n in items.iter() {
+                    match n.decide(c) {
+                        Some(false) => return Some(false),
+                        None => all = None,
+                        Some(true) => {}
+                    }
+                }
+                all
+            }
+            Node::Or(items) => {
+                let mut all = Some(false);
+                for n in items.iter() {
+                    match n.decide(c) {
+                        Some(true) => return Some(true),
+                        None => all = None,
+                        Some(false) => {}
+                    }
+                }
+                all
+            }
+            Node::Pred(p) => p.decide(c),
+        }
+    }
+}
+
+impl Pred {
+    /// See [`Node::decide`]: `evt.is_open_read`/`evt.is_open_write` and the
+    /// access-mode flags of opens, `container.id` compared with `host`.
+    fn decide(&self, c: EventClass) -> Option<bool> {
+        let (o_wronly, o_rdwr) = (libc::O_WRONLY as u64, libc::O_RDWR as u64);
+        match self {
+            Pred::Value {
+                reader: Reader::Field(f @ (Field::EvtIsOpenRead | Field::EvtIsOpenWrite)),
+                transformers,
+                test: Test::Bool { want, negate },
+            } if transformers.is_empty() => {
+                if !c.ty.is_open() {
+                    // Absent: every comparison is false.
+                    return Some(false);
+                }
+                let mode = c.mode()?;
+                let v = if *f == Field::EvtIsOpenRead {
+                    mode != o_wronly
+                } else {
+                    mode != libc::O_RDONLY as u64
+                };
+                Some((v == *want) != *negate)
+            }
+            Pred::Flags { open: Some(m), .. } if c.ty.is_open() => match m {
+                FlagMatch::Never => Some(false),
+                FlagMatch::AccMode(want) => c.mode().map(|mode| mode == *want),
+                FlagMatch::ReadOnly => c.mode().map(|mode| mode != o_wronly && mode != o_rdwr),
+                FlagMatch::Bits(_) => None,
+            },
+            Pred::Value {
+                reader: Reader::Field(Field::ContainerId),
+                transformers,
+                test: Test::Str(t),
+            } if transformers.is_empty() => match (c.host, t) {
+                (true, t) => Some(t.test(crate::event::Container::HOST_ID)),
+                (false, StrTest::Eq(v)) if &**v == crate::event::Container::HOST_ID => Some(false),
+                (false, StrTest::Ne(v)) if &**v == crate::event::Container::HOST_ID => Some(true),
+                _ => None,
+            },
+            Pred::AnyStr {
+                field: Field::ContainerId,
+                any,
+            } if c.host => Some(any.test(crate::event::Container::HOST_ID)),
+            _ => None,
         }
     }
 }
@@ -132,6 +269,10 @@ pub(crate) enum Pred {
     },
     /// `a = val(b)` / `a != val(b)`.
     FieldEq { a: Reader, b: Reader, negate: bool },
+    /// Several string tests of one field that were branches of one `or`
+    /// (see [`StrAny`]): the field is read once. Absent, partial and
+    /// list values are handled as [`Pred::Value`] handles them.
+    AnyStr { field: Field, any: Box<StrAny> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,6 +478,13 @@ impl Pred {
                     },
                 }
             }
+            Pred::AnyStr { field, any } => match e.field(field) {
+                FieldValue::Absent | FieldValue::Bool(_) | FieldValue::Ip(_) => false,
+                FieldValue::Partial(_) => undecided,
+                FieldValue::Str(s) => any.test(&s),
+                FieldValue::Int(i) => any.test(&i.to_string()),
+                FieldValue::List(items) => items.iter().any(|s| any.test(s)),
+            },
             Pred::FieldEq { a, b, negate } => {
                 let (va, vb) = (read_plain(a, e), read_plain(b, e));
                 if va.is_absent() || vb.is_absent() {
@@ -510,7 +658,7 @@ fn icontains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// `pmatch`: `path` is `prefix` or lies below it.
-fn path_under(path: &str, prefix: &str) -> bool {
+pub(super) fn path_under(path: &str, prefix: &str) -> bool {
     if prefix == "/" {
         return path.starts_with('/');
     }

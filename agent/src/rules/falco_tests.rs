@@ -218,3 +218,231 @@ fn falco_rules_evaluate_on_our_events() {
     );
     assert!(fired(&g).contains(&"Search Private Keys or Passwords".to_string()));
 }
+
+/// Falco's three files (vendored) in Falco's order, and the shipped set.
+fn all_rule_sets() -> Vec<Vec<PathBuf>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let falco = root.join("tests/data/falco");
+    vec![
+        vec![
+            falco.join("falco_rules.yaml"),
+            falco.join("falco-incubating_rules.yaml"),
+            falco.join("falco-sandbox_rules.yaml"),
+        ],
+        vec![root.join("configs/rules/*.yaml")],
+    ]
+}
+
+/// Events that reach the merged string tests from every side: paths the
+/// rules watch and their near misses, truncated paths, absent fields,
+/// images Falco trusts and images it does not, miner command lines.
+fn merge_probe_events() -> Vec<Event> {
+    let images = [
+        None,
+        Some("docker.io/library/alpine"),
+        Some("docker.io/calico/node"),
+        Some("602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon-k8s-cni"),
+        Some("602401143452.dkr.ecr.us-west-2.amazonaws.com/other"),
+        Some("registry.redhat.io/openshift-logging/fluentd-rhel8"),
+        Some("quay.io/sysdig/agent"),
+        Some("istio/proxy_v2"),
+    ];
+    let mut containers = vec![Container::host()];
+    for (i, image) in images.iter().enumerate() {
+        for privileged in [None, Some(true), Some(false)] {
+            containers.push(Arc::new(Container {
+                id: format!("c0ffee{i:06}"),
+                image_repository: image.map(str::to_string),
+                privileged,
+                ..Default::default()
+            }));
+        }
+    }
+    let procs: [(&str, &[&str]); 9] = [
+        ("/bin/bash", &["bash"]),
+        ("/bin/sh", &["sh", "-c", "/dev/shm/x.sh"]),
+        (
+            "/usr/bin/xmrig",
+            &[
+                "xmrig",
+                "--donate-level",
+                "1",
+                "-o",
+                "stratum+tcp://pool.minexmr.com:4444",
+            ],
+        ),
+        ("/usr/bin/python3", &["python3", "-c", "import pty"]),
+        ("/usr/bin/find", &["find", "/", "-name", "id_rsa"]),
+        ("/usr/bin/cat", &["cat", "/etc/shadow"]),
+        ("/tmp/x", &["x"]),
+        ("/usr/bin/aws", &["aws", "s3", "ls"]),
+        ("/usr/bin/apt-get", &["apt-get", "install", "-y", "nmap"]),
+    ];
+    let paths = [
+        "/etc/shadow",
+        "/etc/shadow.d",
+        "/etc/sudoers",
+        "/root/.aws/credentials",
+        "/home/u/.ssh/id_rsa",
+        "/home/u/.ssh/authorized_keys",
+        "/home/u/.bash_history",
+        "/home/u/.bashrc",
+        "/etc/cron.d/job",
+        "/etc/cron.daily",
+        "/etc/profile.d/x.sh",
+        "/proc/1/environ",
+        "/var/log/syslog",
+        "/dev/shm/x",
+        "/usr/bin/.hidden",
+        "/var/lib/rpm/Packages",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "",
+    ];
+    let mut out = Vec::new();
+    for (n, (exe, argv)) in procs.iter().enumerate() {
+        for (ci, ct) in containers.iter().enumerate() {
+            let mut proc = Process::new(100 + n as u32, 1, exe, argv);
+            proc.vpid = if ci % 2 == 0 { 1 } else { 7 };
+            proc.env = Some(Arc::from("HISTFILE=/dev/null PATH=/bin"));
+            let proc = Arc::new(proc);
+            let mut x = ev(EventType::Execve, proc.clone());
+            x.container = ct.clone();
+            x.ancestors = vec![
+                p("/usr/sbin/nginx", &["nginx"]),
+                p("/usr/bin/containerd-shim", &["containerd-shim"]),
+            ];
+            out.push(x);
+            if ci > 3 {
+                continue;
+            }
+            for (pi, path) in paths.iter().enumerate() {
+                for flags in [
+                    Some(libc::O_RDONLY),
+                    Some(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
+                    Some(libc::O_RDWR | libc::O_CREAT),
+                    Some(libc::O_ACCMODE),
+                    None,
+                ] {
+                    let mut o = ev(EventType::Openat, proc.clone());
+                    o.evt.args.flags = flags.map(|f| f as u64);
+                    o.evt.args.name = Some((*path).into());
+                    o.evt.res = 3;
+                    let mut fd = Fd::file(3, path);
+                    fd.name_truncated = pi % 7 == 3;
+                    o.fd = Some(fd);
+                    o.container = ct.clone();
+                    out.push(o);
+                }
+                for ty in [
+                    EventType::Renameat2,
+                    EventType::Unlinkat,
+                    EventType::Mkdirat,
+                ] {
+                    let mut r = ev(ty, proc.clone());
+                    r.evt.args.path = Some((*path).into());
+                    r.evt.args.oldpath = Some((*path).into());
+                    r.evt.args.newpath = Some((*path).into());
+                    r.container = ct.clone();
+                    out.push(r);
+                }
+            }
+        }
+    }
+    let mut c = ev(EventType::Connect, p("/usr/bin/curl", &["curl"]));
+    c.fd = Some(Fd::socket(
+        4,
+        "10.0.0.2:40000".parse().unwrap(),
+        "10.0.0.9:3333".parse().unwrap(),
+        Role::Client,
+        L4Proto::Tcp,
+    ));
+    out.push(c);
+    out
+}
+
+/// Merged string tests and the index by event class answer what separate
+/// tests behind a plain index by type answered: the rule set compiled
+/// without merging, every rule of the event's type evaluated.
+#[test]
+fn merged_string_tests_answer_what_the_separate_tests_answered_on_every_rule() {
+    use super::compile::MERGE_STRING_TESTS;
+    let events = merge_probe_events();
+    for files in all_rule_sets() {
+        MERGE_STRING_TESTS.set(false);
+        let separate = load_paths(&files);
+        MERGE_STRING_TESTS.set(true);
+        let merged = load_paths(&files);
+        assert_eq!(separate.set.rules.len(), merged.set.rules.len());
+        assert!(merged.set.rules.len() >= 54, "{}", merged.set.rules.len());
+        let mut fired_total = 0;
+        for e in &events {
+            let bit = super::eval::type_bit(e.evt.ty);
+            let a: Vec<usize> = (separate.set.rules.iter().enumerate())
+                .filter(|(_, r)| r.types & bit != 0 && r.node.eval(e))
+                .map(|(i, _)| i)
+                .collect();
+            let mut b = Vec::new();
+            merged.set.for_each_match(e, |i, _| b.push(i));
+            assert_eq!(a, b, "{:?} {:?} in {:?}", e.evt.ty, e.fd, e.container);
+            fired_total += b.len();
+        }
+        // The probe reaches the rules: many of them fire somewhere.
+        assert!(fired_total > 100, "{fired_total} matches");
+    }
+}
+
+#[test]
+fn launch_privileged_container_fires_for_untrusted_images_only_with_merged_tests() {
+    let files = &all_rule_sets()[0];
+    let set = load_paths(files).set;
+    let start = |image: Option<&str>, privileged: bool| {
+        let mut proc = Process::new(60, 59, "/bin/sh", &["sh"]);
+        proc.vpid = 1;
+        let mut e = ev(EventType::Execve, Arc::new(proc));
+        e.container = Arc::new(Container {
+            id: "0123456789ab".into(),
+            image_repository: image.map(str::to_string),
+            privileged: Some(privileged),
+            ..Default::default()
+        });
+        let mut v = Vec::new();
+        set.for_each_match(&e, |_, r| v.push(r.name.to_string()));
+        v.contains(&"Launch Privileged Container".to_string())
+    };
+    assert!(start(Some("docker.io/library/alpine"), true));
+    assert!(start(None, true), "an unknown image is not a trusted one");
+    assert!(!start(Some("docker.io/library/alpine"), false));
+    for trusted in [
+        "docker.io/calico/node",
+        "602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon-k8s-cni",
+        "registry.redhat.io/openshift-logging/fluentd-rhel8",
+        "quay.io/sysdig/agent",
+        "istio/proxy_v2",
+    ] {
+        assert!(!start(Some(trusted), true), "{trusted}");
+    }
+    // An EKS registry with an image Falco does not list is not trusted.
+    assert!(start(
+        Some("602401143452.dkr.ecr.us-west-2.amazonaws.com/other"),
+        true
+    ));
+}
+
+#[test]
+fn a_read_only_open_on_the_host_meets_neither_write_rules_nor_container_rules() {
+    use super::eval::EventClass;
+    for files in all_rule_sets() {
+        let set = load_paths(&files).set;
+        let class = |access: i32, host: bool| EventClass {
+            ty: EventType::Openat,
+            access: access as u8,
+            host,
+        };
+        let host_read = set.rules_for_class(class(libc::O_RDONLY, true));
+        let ct_write = set.rules_for_class(class(libc::O_WRONLY, false));
+        let unknown = set.rules_for_class(class(i32::from(EventClass::OTHER_ACCESS), false));
+        println!("{files:?}: host read {host_read}, container write {ct_write}, unknown {unknown}");
+        assert!(host_read * 3 < unknown * 2, "{host_read} of {unknown}");
+        assert!(ct_write < unknown, "{ct_write} of {unknown}");
+    }
+}

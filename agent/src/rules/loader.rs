@@ -28,7 +28,7 @@ use crate::event::{Event, EventType};
 
 use super::compile::{self, CompileError, ListDef, MacroDef};
 use super::condition::{self, Literal};
-use super::eval::{self, Node, TypeMask};
+use super::eval::{self, EventClass, Node, TypeMask};
 use super::output::OutputFormat;
 use super::yaml::{self, Node as Yaml, Style, Value};
 
@@ -126,7 +126,9 @@ pub struct CompiledRule {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     pub rules: Vec<CompiledRule>,
-    /// For each event type, the rules (indexes into `rules`) it must meet.
+    /// For each event class ([`EventClass::slot`]: the type, an open's
+    /// access mode, host or container), the rules (indexes into `rules`)
+    /// it must meet.
     index: Vec<Box<[u32]>>,
     pub catalog: Vec<RuleInfo>,
     pub files: Vec<FileInfo>,
@@ -136,7 +138,7 @@ impl RuleSet {
     /// Call `f` with each rule that matches `e`, in load order.
     #[inline]
     pub fn for_each_match(&self, e: &Event, mut f: impl FnMut(usize, &CompiledRule)) {
-        if let Some(ids) = self.index.get(e.evt.ty.index()) {
+        if let Some(ids) = self.index.get(EventClass::of(e).slot()) {
             for &i in ids.iter() {
                 let rule = &self.rules[i as usize];
                 if rule.node.eval(e) {
@@ -146,10 +148,19 @@ impl RuleSet {
         }
     }
 
-    /// Rules an event of type `t` meets.
+    /// Rules an event of type `t` meets (the most of any of its classes).
     #[cfg(test)]
     pub(crate) fn rules_for(&self, t: EventType) -> usize {
-        self.index.get(t.index()).map_or(0, |v| v.len())
+        EventClass::all(t)
+            .map(|c| self.rules_for_class(c))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Rules an event of class `c` meets.
+    #[cfg(test)]
+    pub(crate) fn rules_for_class(&self, c: EventClass) -> usize {
+        self.index.get(c.slot()).map_or(0, |v| v.len())
     }
 
     pub(crate) fn count(&self, state: &str) -> usize {
@@ -1261,11 +1272,17 @@ impl Builder {
             }
             set.catalog.push(info);
         }
-        let mut index: Vec<Vec<u32>> = vec![Vec::new(); EventType::ALL.len()];
+        let mut index: Vec<Vec<u32>> =
+            vec![Vec::new(); EventType::ALL.len() * EventClass::PER_TYPE];
         for (i, r) in set.rules.iter().enumerate() {
             for t in EventType::ALL {
-                if r.types & eval::type_bit(t) != 0 {
-                    index[t.index()].push(i as u32);
+                if r.types & eval::type_bit(t) == 0 {
+                    continue;
+                }
+                for c in EventClass::all(t) {
+                    if r.node.decide(c) != Some(false) {
+                        index[c.slot()].push(i as u32);
+                    }
                 }
             }
         }

@@ -25,6 +25,7 @@ pub(crate) mod loader;
 pub(crate) mod output;
 pub(crate) mod sinks;
 pub(crate) mod stage;
+pub(crate) mod strany;
 pub(crate) mod strset;
 pub(crate) mod yaml;
 

@@ -49,6 +49,14 @@ impl StrSet {
         }
     }
 
+    /// The items (for merging sets; never on the hot path).
+    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            StrSet::Linear(v) => Box::new(v.iter().map(|s| &**s)),
+            StrSet::Hashed { set, .. } => Box::new(set.iter().map(|s| &**s)),
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         match self {
