@@ -48,6 +48,7 @@ use tokio::sync::{mpsc, watch};
 pub(crate) use client::{Client, ClientError};
 pub use server::Limits;
 pub(crate) use server::{ServerError, serve_with};
+pub(crate) use server::{error_line, read_line_limited};
 
 /// The protocol version this build speaks.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
@@ -61,6 +62,14 @@ pub(crate) struct Request {
     pub(crate) method: String,
     #[serde(default)]
     pub(crate) params: Value,
+}
+
+/// One request line as it came off the socket (newline included or not).
+/// Anything that is not a request is `bad_request`; the version and the
+/// method are the router's business.
+pub(crate) fn parse_request(line: &[u8]) -> Result<Request, ControlError> {
+    serde_json::from_slice::<Request>(line)
+        .map_err(|e| ControlError::new("bad_request", format!("not a control request: {e}")))
 }
 
 /// A stable, machine-readable error: `code` is what scripts match on.

@@ -29,7 +29,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Caller, ControlError, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Router};
+use super::{
+    Caller, ControlError, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Router, parse_request,
+};
 
 /// The lock that makes one daemon per runtime directory, beside the socket.
 /// It holds the pid of the daemon that owns it.
@@ -481,15 +483,12 @@ async fn connection(
                 return;
             }
         }
-        let answer = match serde_json::from_slice::<Request>(&buf) {
+        let answer = match parse_request(&buf) {
             Ok(req) => {
                 debug!(method = %req.method, uid, "control request");
                 router.dispatch_from(req, caller).await
             }
-            Err(e) => Err(ControlError::new(
-                "bad_request",
-                format!("not a control request: {e}"),
-            )),
+            Err(e) => Err(e),
         };
         let wt = limits.write_timeout;
         let ok = match answer {
@@ -534,11 +533,11 @@ async fn connection(
     }
 }
 
-fn error_line(e: &ControlError) -> Value {
+pub(crate) fn error_line(e: &ControlError) -> Value {
     json!({"v": PROTOCOL_VERSION, "ok": false, "error": e})
 }
 
-async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(
+pub(crate) async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
 ) -> io::Result<usize> {

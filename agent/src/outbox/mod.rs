@@ -88,7 +88,7 @@ mod backend;
 mod budget;
 pub(crate) mod format;
 pub(crate) mod store;
-mod synthetic;
+pub(crate) mod synthetic;
 mod worker;
 
 use std::path::PathBuf;
@@ -444,7 +444,7 @@ const MAX_TEST_PAD_BYTES: u64 = store::MAX_RECORD_BYTES as u64;
 const MAX_TEST_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
 
 /// `outbox.test_report`'s `count` and `pad_bytes`, within bounds.
-fn test_report_size(params: &Value) -> Result<(u64, usize), ControlError> {
+pub(crate) fn test_report_size(params: &Value) -> Result<(u64, usize), ControlError> {
     let count = params.get("count").and_then(Value::as_u64).unwrap_or(1);
     let pad = params.get("pad_bytes").and_then(Value::as_u64).unwrap_or(0);
     if count > MAX_TEST_RECORDS {
@@ -526,7 +526,7 @@ fn register_methods(ctx: &StageContext, outbox: &Outbox) {
 
 /// The `outbox` method's `after`: `{class: seq}`, list each class after
 /// that sequence number (absent or null: from the oldest).
-fn listing_after(after: Option<&Value>) -> Result<Cursors, ControlError> {
+pub(crate) fn listing_after(after: Option<&Value>) -> Result<Cursors, ControlError> {
     let mut cursors = Cursors::default();
     let Some(after) = after.filter(|v| !v.is_null()) else {
         return Ok(cursors);

@@ -73,15 +73,14 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// The `outbox.test_alert` control method (`edge-agent test-alert`). Params: `priority` (Falco's names,
-/// default `critical`), `count` (default 1), `wait_ms` (default 10 s; 0
-/// returns once the alerts are durable).
-pub(crate) async fn test_alert(
-    outbox: &Outbox,
-    config: &AgentConfig,
-    board: &StatusBoard,
-    params: &Value,
-) -> Result<Reply, ControlError> {
+/// `outbox.test_alert`'s params, checked.
+pub(crate) struct TestAlertParams {
+    pub(crate) priority: Priority,
+    pub(crate) count: u64,
+    pub(crate) wait: Duration,
+}
+
+pub(crate) fn test_alert_params(params: &Value) -> Result<TestAlertParams, ControlError> {
     let priority = match params.get("priority") {
         None | Some(Value::Null) => Priority::Critical,
         Some(v) => v.as_str().and_then(Priority::parse_falco).ok_or_else(|| {
@@ -100,6 +99,27 @@ pub(crate) async fn test_alert(
         .get("wait_ms")
         .and_then(Value::as_u64)
         .map_or(DEFAULT_WAIT, Duration::from_millis);
+    Ok(TestAlertParams {
+        priority,
+        count,
+        wait,
+    })
+}
+
+/// The `outbox.test_alert` control method (`edge-agent test-alert`). Params: `priority` (Falco's names,
+/// default `critical`), `count` (default 1), `wait_ms` (default 10 s; 0
+/// returns once the alerts are durable).
+pub(crate) async fn test_alert(
+    outbox: &Outbox,
+    config: &AgentConfig,
+    board: &StatusBoard,
+    params: &Value,
+) -> Result<Reply, ControlError> {
+    let TestAlertParams {
+        priority,
+        count,
+        wait,
+    } = test_alert_params(params)?;
     let critical = priority.at_or_above(config.rules.alert_threshold);
     let test_id = format!("{:x}", crate::unix_time::now_nanos());
     let host = hostname();

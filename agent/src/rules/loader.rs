@@ -295,6 +295,14 @@ fn read_bounded(path: &Path) -> Result<String, String> {
         let size = std::fs::metadata(path).map_or(bytes.len(), |m| m.len() as usize);
         return Err(yaml::too_large(size));
     }
+    text_of_file(bytes)
+}
+
+/// A rules file's bytes as text, or why they are not.
+pub(crate) fn text_of_file(bytes: Vec<u8>) -> Result<String, String> {
+    if bytes.len() > yaml::MAX_FILE_BYTES {
+        return Err(yaml::too_large(bytes.len()));
+    }
     String::from_utf8(bytes).map_err(|e| {
         format!(
             "the file is not UTF-8 text (invalid byte at offset {})",

@@ -678,7 +678,7 @@ fn register_alert_methods(router: &Router, sinks: &AlertSinks) {
     });
 }
 
-fn query(params: &Value) -> Result<Query, ControlError> {
+pub(crate) fn query(params: &Value) -> Result<Query, ControlError> {
     let number = |k: &str| -> Result<Option<u64>, ControlError> {
         match params.get(k) {
             None | Some(Value::Null) => Ok(None),
