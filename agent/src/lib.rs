@@ -5,8 +5,9 @@
 //! bootstrap -> reports; reports -> outbox (disk) -> uplink (MQTT). Every
 //! stage publishes a status snapshot read by the control socket.
 //!
-//! The public surface is only what `main.rs`, the benches (`agent/benches`)
-//! and the integration tests and benches (the `tests` crate) use; everything
+//! The public surface is only what `main.rs`, the benches (`agent/benches`),
+//! the integration tests and benches (the `tests` crate) and the fuzz
+//! targets (`fuzz/`, through the entry points in [`fuzz`] alone) use; everything
 //! else is `pub(crate)`, so that the compiler reports dead code. A module
 //! below is `pub` only when one of them names a path through it. To use
 //! something new from outside, make it and the modules on its path `pub`.
@@ -21,6 +22,9 @@ pub mod daemon;
 pub mod event;
 pub mod fds;
 pub mod fleet;
+// Entry points for the fuzz targets in fuzz/ (scripts/fuzz.sh); not an API.
+#[doc(hidden)]
+pub mod fuzz;
 mod logging;
 pub mod metrics;
 pub mod outbox;
