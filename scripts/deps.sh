@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
     # foundation: building; install.sh and the unit (groupadd, setpriv,
     # runuser, systemd-analyze, shellcheck); the static builds (.ci/run):
-    # musl-gcc, a venv for zig, qemu to run the aarch64 binary.
+    # musl-gcc, a venv for zig, qemu to run the aarch64 binary. The fuzz
+    # step (scripts/fuzz.sh) needs only build-essential's g++ (libFuzzer).
     build-essential pkg-config git ca-certificates openssl
     passwd util-linux systemd shellcheck
     file musl-tools python3-venv qemu-user-static

@@ -39,7 +39,7 @@ rust cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build"
 rust cargo build --workspace --all-targets --locked
 step "shellcheck"
-shellcheck -x install.sh scripts/*.sh .ci/run
+shellcheck -x install.sh scripts/*.sh .ci/run fuzz/sancov-rustc
 
 step "cargo test"
 if [ -z "$TOOLCHAIN_USER" ]; then
