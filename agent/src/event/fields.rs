@@ -877,7 +877,6 @@ impl Field {
 
     /// Every field name a rule may write, in table order (indexed names
     /// once per index type; `evt.arg.<name>` spellings not included).
-    #[cfg(test)]
     pub(crate) fn names() -> impl Iterator<Item = &'static str> {
         ENTRIES.iter().flat_map(|e| e.names.iter().copied())
     }

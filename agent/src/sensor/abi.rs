@@ -56,7 +56,6 @@ pub(crate) const CFG_EXCLUDE_CGROUPS: u32 = 0x2;
 pub(crate) const CFG_DENY_OPEN: u32 = 0x4;
 
 /// `EA_LIST_*`: which deny list a REFUSED record is about (its arg0).
-#[cfg(test)]
 pub(crate) const LIST_EXEC: i64 = 1;
 pub(crate) const LIST_OPEN: i64 = 2;
 
@@ -690,7 +689,6 @@ impl RecordBuilder {
         )
     }
 
-    #[cfg(test)]
     pub(crate) fn cgroup(&mut self, id: u64) -> &mut Self {
         let h = offset_of!(RawRecord, h);
         self.put(h + offset_of!(RawHeader, cgroup_id), &id.to_ne_bytes())
