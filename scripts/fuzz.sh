@@ -81,13 +81,14 @@ rust env RUSTC_WORKSPACE_WRAPPER="$PWD/fuzz/sancov-rustc" CARGO_TERM_COLOR=never
     --message-format=json-render-diagnostics >"$built"
 echo "built in $(($(date +%s) - build_start)) s"
 
-# The executables cargo built (target/debug/NAME is also the name of the
-# workspace's own replay build of a target, so take cargo's word for it).
-bin_of() {
-    sed -n "s/.*\"name\":\"$1\",\"src_path\".*\"executable\":\"\([^\"]*\)\".*/\1/p" "$built" | tail -n 1
-}
+# The executables cargo built, copied aside: target/debug/NAME is also
+# where the workspace's own builds put each target's replay program.
+bin_of() { echo "$RUNS/bin/$1"; }
+rust mkdir -p "$RUNS/bin"
 for t in "${targets[@]}"; do
-    [ -x "$(bin_of "$t")" ] || die "cargo built no executable for $t (see $built)"
+    exe=$(sed -n "s/.*\"name\":\"$t\",\"src_path\".*\"executable\":\"\([^\"]*\)\".*/\1/p" "$built" | tail -n 1)
+    [ -x "$exe" ] || die "cargo built no executable for $t (see $built)"
+    rust cp "$exe" "$(bin_of "$t")"
 done
 
 if [ "$merge" = 1 ]; then
