@@ -97,9 +97,11 @@ if [ "$merge" = 1 ]; then
         [ -d "$found" ] || die "nothing found for $t yet ($found): run ./scripts/fuzz.sh $t first"
         printf '\n==> merging %s into fuzz/corpus/%s\n' "$found" "$t"
         before=$(find "fuzz/corpus/$t" -type f | wc -l)
-        rust "$(bin_of "$t")" -merge=1 -rss_limit_mb=$RSS_LIMIT_MB -timeout=$TIMEOUT_S \
+        # Edges only (-use_counters=0): hit-count features would keep
+        # several times the files for the same code reached.
+        rust "$(bin_of "$t")" -merge=1 -use_counters=0 -rss_limit_mb=$RSS_LIMIT_MB -timeout=$TIMEOUT_S \
             "fuzz/corpus/$t" "$found" 2>&1 | grep -E '^MERGE-OUTER: [0-9]+ new files' || true
-        echo "fuzz/corpus/$t: $before -> $(find "fuzz/corpus/$t" -type f | wc -l) files, $(du -sh "fuzz/corpus/$t" | cut -f1)"
+        echo "fuzz/corpus/$t: $before -> $(find "fuzz/corpus/$t" -type f | wc -l) files, $(cat "fuzz/corpus/$t"/* | wc -c) bytes"
     done
     exit 0
 fi
