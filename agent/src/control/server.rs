@@ -606,6 +606,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_line_over_the_limit_is_refused_and_one_at_it_is_read() {
+        let mut at_limit = vec![b'x'; MAX_REQUEST_BYTES - 1];
+        at_limit.push(b'\n');
+        let mut buf = Vec::new();
+        let mut r = tokio::io::BufReader::with_capacity(1000, &at_limit[..]);
+        assert_eq!(
+            read_line_limited(&mut r, &mut buf).await.unwrap(),
+            MAX_REQUEST_BYTES
+        );
+        let over = vec![b'x'; MAX_REQUEST_BYTES + 1];
+        let mut r = tokio::io::BufReader::with_capacity(1000, &over[..]);
+        buf.clear();
+        let e = read_line_limited(&mut r, &mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            buf.len() <= MAX_REQUEST_BYTES + 1000,
+            "read no more than one buffer past the limit"
+        );
+    }
+
+    #[tokio::test]
     async fn peer_groups_come_from_the_kernel_for_a_live_connection() {
         let (a, _b) = UnixStream::pair().unwrap();
         let mut expected: Vec<u32> = nix::unistd::getgroups()
