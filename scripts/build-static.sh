@@ -166,8 +166,8 @@ over=()
 for out in "${built[@]}"; do
     bytes=$(stat -c %s "$out")
     awk -v f="$out" -v b="$bytes" 'BEGIN { printf "%-40s %9d bytes  %5.2f MiB\n", f, b, b / 1048576 }'
-    # The budget (DESIGN.md: <= 10 MB, read as 10,000,000 bytes) is for the
-    # x86_64 binary; the ARM ones come out smaller.
+    # The budget (docs/ARCHITECTURE.md, budgets: <= 10 MB, read as 10,000,000
+    # bytes) is for the x86_64 binary; the ARM ones come out smaller.
     case $out in
         *x86_64*) [ "$bytes" -le "$SIZE_BUDGET" ] || over+=("$out: $bytes bytes") ;;
     esac
