@@ -44,6 +44,8 @@ pub fn start_with_sensor(s: &Scratch) -> Daemon {
 pub struct Watch {
     child: Child,
     rx: Receiver<Value>,
+    /// The daemon's config, to ask its status when an event never comes.
+    config: PathBuf,
     /// Every event received so far, in order.
     pub seen: Vec<Value>,
 }
@@ -75,6 +77,7 @@ impl Watch {
         let mut w = Watch {
             child,
             rx,
+            config: s.config_path(),
             seen: Vec::new(),
         };
         let marker = s.path().join("watch-ready");
@@ -133,11 +136,32 @@ impl Watch {
             // The daemon skips events for a watcher that falls behind and
             // says how many; a loaded machine shows here.
             let lagged: u64 = self.seen.iter().filter_map(|v| v["lagged"].as_u64()).sum();
+            // The kernel side: a ring buffer that was full drops events
+            // before any watcher sees them.
+            let kernel = &self.sensor_details()["kernel_events_total_by_outcome"];
             panic!(
-                "no event {what} within {EVENT_TIMEOUT:?}; {} events seen, {lagged} skipped for this watcher",
+                "no event {what} within {EVENT_TIMEOUT:?}; {} events seen, {lagged} skipped for this watcher; kernel outcomes: {kernel}",
                 self.seen.len()
             )
         })
+    }
+
+    /// The watched daemon's sensor details from `status` (null when it
+    /// does not answer).
+    pub fn sensor_details(&self) -> Value {
+        Command::new(agent_bin())
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+            .map(|st| st["stages"]["sensor"]["details"].clone())
+            .unwrap_or_default()
+    }
+
+    /// Kernel events the watched daemon lost to a full ring buffer so far.
+    pub fn kernel_lost(&self) -> u64 {
+        self.sensor_details()["lost_total"].as_u64().unwrap_or(0)
     }
 
     /// Everything seen so far plus whatever arrives within `settle`.
