@@ -237,7 +237,7 @@ impl Worker {
     /// not the round: see [`store::guard`].)
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         self.open();
-        self.publish(true);
+        self.refresh_summary(true);
         loop {
             let served =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve(&mut rx)));
@@ -538,7 +538,7 @@ impl Worker {
         if tick {
             self.housekeeping();
         }
-        self.publish(tick);
+        self.refresh_summary(tick);
         close
     }
 
@@ -789,10 +789,10 @@ impl Worker {
         }
     }
 
-    /// Publish the summary (for the uplink) and the status snapshot.
-    /// `tick`: called from a tick (4 a second): publish what changed since,
+    /// Refresh the summary (for the uplink) and the status snapshot.
+    /// `tick`: called from a tick (4 a second): refresh what changed since,
     /// and refresh ages once a second even when nothing changed.
-    fn publish(&mut self, tick: bool) {
+    fn refresh_summary(&mut self, tick: bool) {
         let since = self.last_summary.elapsed();
         let due = if tick {
             self.summary_dirty || since >= Duration::from_secs(1)

@@ -399,7 +399,7 @@ impl Link {
             ticket.ok();
         }
         // Not connected with these settings yet.
-        self.publish_health();
+        self.share_health();
         let window = usize::from(self.config.uplink.inflight);
         // The window plus the state message and a disconnect: the session
         // never queues more, so publishing never finds this full.
@@ -489,7 +489,7 @@ impl Link {
             }
             self.publish_ready(&client);
             self.refresh_status(false);
-            self.publish_health();
+            self.share_health();
         };
         if matches!(ending, Ending::Shutdown) {
             self.goodbye(&client, &mut events).await;
@@ -559,7 +559,7 @@ impl Link {
                 self.connecting = true;
                 self.connected_at = None;
                 self.health.connected = false;
-                self.publish_health();
+                self.share_health();
                 let delay = self.session.lost(now);
                 self.failed(f, delay);
                 // Re-read the TLS files for the next attempt; a file that
@@ -713,7 +713,7 @@ impl Link {
     }
 
     /// Tell the fleet stage how the link is doing (only when it changed).
-    fn publish_health(&self) {
+    fn share_health(&self) {
         let h = self.health;
         self.fleet.health.send_if_modified(|old| {
             let changed = *old != h;

@@ -109,19 +109,19 @@ impl MetricsSink {
             Ok(p) => p,
             Err(e) => {
                 self.bad
-                    .report(Kind::Metrics, &m.node, Bad::NotJson, &e.to_string());
+                    .count(Kind::Metrics, &m.node, Bad::NotJson, &e.to_string());
                 return None;
             }
         };
         if let Err(why) = super::check_record(&payload, &m.node) {
-            self.bad.report(Kind::Metrics, &m.node, Bad::NotOurs, &why);
+            self.bad.count(Kind::Metrics, &m.node, Bad::NotOurs, &why);
             return None;
         }
         match remote_write::decode(&payload, &self.fleet, &m.node) {
             Ok(b) => Some(b),
             Err(e) => {
                 self.bad
-                    .report(Kind::Metrics, &m.node, Bad::Undecodable, &e.0);
+                    .count(Kind::Metrics, &m.node, Bad::Undecodable, &e.0);
                 None
             }
         }

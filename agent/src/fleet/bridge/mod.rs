@@ -127,7 +127,7 @@ pub(crate) struct BadInput {
 }
 
 impl BadInput {
-    pub(crate) fn report(&self, kind: Kind, node: &str, why: stats::Bad, detail: &str) {
+    pub(crate) fn count(&self, kind: Kind, node: &str, why: stats::Bad, detail: &str) {
         self.stats.bad(kind, node, why);
         let mut last = self.last_logged.lock().expect("bad input log");
         let now = Instant::now();
@@ -515,7 +515,7 @@ impl Intake {
                 generation,
             };
             self.bad
-                .report(Kind::Alerts, "", stats::Bad::Topic, &m.publish.topic);
+                .count(Kind::Alerts, "", stats::Bad::Topic, &m.publish.topic);
             self.acker.ack(&m).await;
             return;
         };
@@ -526,7 +526,7 @@ impl Intake {
             generation,
         };
         if m.publish.payload.len() > self.max_message_bytes {
-            self.bad.report(
+            self.bad.count(
                 kind,
                 &m.node,
                 stats::Bad::TooLarge,
@@ -538,7 +538,7 @@ impl Intake {
         let Some(tx) = self.sinks.get(&kind) else {
             // Subscribed only to kinds with a sink; a stray one is not ours.
             self.bad
-                .report(kind, &m.node, stats::Bad::Topic, &m.publish.topic);
+                .count(kind, &m.node, stats::Bad::Topic, &m.publish.topic);
             self.acker.ack(&m).await;
             return;
         };

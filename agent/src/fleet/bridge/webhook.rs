@@ -129,14 +129,14 @@ impl Deliverer {
             Ok(p) => p,
             Err(e) => {
                 self.bad
-                    .report(self.kind, &m.node, Bad::NotJson, &e.to_string());
+                    .count(self.kind, &m.node, Bad::NotJson, &e.to_string());
                 return None;
             }
         };
         let seq = match super::check_record(&payload, &m.node) {
             Ok(seq) => seq,
             Err(why) => {
-                self.bad.report(self.kind, &m.node, Bad::NotOurs, &why);
+                self.bad.count(self.kind, &m.node, Bad::NotOurs, &why);
                 return None;
             }
         };
@@ -144,7 +144,7 @@ impl Deliverer {
         if self.kind == Kind::Alerts {
             for key in ["rule", "priority", "output"] {
                 if !payload.get(key).is_some_and(Value::is_string) {
-                    self.bad.report(
+                    self.bad.count(
                         self.kind,
                         &m.node,
                         Bad::NotOurs,
