@@ -41,6 +41,12 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// The operator's state dir (the tail's spool) beside ops.toml, not the
+/// machine's own `~/.local/state`.
+fn state_home(ops: &Path) -> PathBuf {
+    ops.with_file_name("state")
+}
+
 /// `edge-agent fleet <args> --config ops`, to its end.
 fn fleet(ops: &Path, args: &[&str]) -> Output {
     Command::new(agent_bin())
@@ -48,6 +54,7 @@ fn fleet(ops: &Path, args: &[&str]) -> Output {
         .args(args)
         .arg("--config")
         .arg(ops)
+        .env("XDG_STATE_HOME", state_home(ops))
         .stdin(Stdio::null())
         .output()
         .expect("run edge-agent fleet")
@@ -124,6 +131,7 @@ impl Follow {
             .args(args)
             .arg("--config")
             .arg(ops)
+            .env("XDG_STATE_HOME", state_home(ops))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("follow output"))
             .stderr(Stdio::null())
@@ -192,13 +200,24 @@ fn fleet_alerts_lists_each_alert_of_the_fleet_once_and_filters_by_node_priority_
     // What was printed is not printed again.
     assert!(alerts(&ops, &["--json"]).is_empty());
 
-    // --node: only that node.
+    // --node: only that node; the other node's alerts are kept for the
+    // next run, not consumed.
     test_alerts(&a, 2, "warning");
     test_alerts(&b, 2, "critical");
-    wait_carried(&sub, 12);
+    let carried = wait_carried(&sub, 12);
     let only_b = json_lines(&alerts(&ops, &["--json", "--node", "node-b"]));
     assert_eq!(only_b.len(), 2, "{only_b:?}");
     assert!(only_b.iter().all(|a| a["node"] == "node-b"), "{only_b:?}");
+    let rest = json_lines(&alerts(&ops, &["--json"]));
+    let held_a: Vec<&Value> = carried[8..]
+        .iter()
+        .filter(|a| a["node"] == "node-a")
+        .collect();
+    assert_eq!(
+        keys(&rest),
+        keys(&held_a.into_iter().cloned().collect::<Vec<_>>()),
+        "the run after --node node-b shows node-a's alerts it left: {rest:?}"
+    );
 
     // --priority: at or above it (critical passes error, warning does not).
     test_alerts(&a, 2, "warning");
@@ -210,6 +229,14 @@ fn fleet_alerts_lists_each_alert_of_the_fleet_once_and_filters_by_node_priority_
     assert_eq!(severe[0]["priority"], "Critical");
     let bad = fleet(&ops, &["alerts", "--priority", "loud"]);
     assert_eq!(bad.status.code(), Some(64), "{}", text(&bad));
+    // The warnings it left out come with the next run, once.
+    let warnings = json_lines(&alerts(&ops, &["--json"]));
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings.iter().all(|a| a["priority"] == "Warning"),
+        "{warnings:?}"
+    );
+    assert!(alerts(&ops, &["--json"]).is_empty());
 
     // --since: an alert older than that is left out.
     test_alerts(&a, 1, "notice");
@@ -223,10 +250,11 @@ fn fleet_alerts_lists_each_alert_of_the_fleet_once_and_filters_by_node_priority_
     assert_eq!(recent.len(), 1, "{recent:?}");
     assert_eq!(recent[0]["seq"], fresh["seq"]);
 
-    // Without --json: one line each, the node then Falco's output line.
+    // Without --json: one line each, the node then Falco's output line;
+    // the old alert --since left out comes first.
     test_alerts(&a, 1, "warning");
     test_alerts(&b, 1, "warning");
-    let last: Vec<Value> = wait_carried(&sub, 19).split_off(17);
+    let last: Vec<Value> = wait_carried(&sub, 19).split_off(16);
     let lines = alerts(&ops, &[]);
     let want: BTreeSet<String> = last
         .iter()
@@ -239,7 +267,12 @@ fn fleet_alerts_lists_each_alert_of_the_fleet_once_and_filters_by_node_priority_
         })
         .collect();
     assert_eq!(lines.iter().cloned().collect::<BTreeSet<_>>(), want);
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        format!("node-a: {}", old["output"].as_str().unwrap()),
+        "{lines:?}"
+    );
     for l in &lines {
         assert!(l.contains("edge-agent test alert"), "{l}");
     }

@@ -84,7 +84,7 @@ pub(crate) enum FleetCommand {
         #[arg(long, requires = "status")]
         json: bool,
     },
-    /// The fleet's alerts, de-duplicated: what arrived since the last run, or --follow.
+    /// The fleet's alerts, de-duplicated: what arrived since the last run, or --follow. Alerts a filter leaves out are kept for the next run.
     Alerts {
         /// Keep printing new alerts until Ctrl-C.
         #[arg(long, short = 'f')]
