@@ -192,6 +192,15 @@ struct {
 	__type(value, __u8);
 } ea_deny_exec SEC(".maps");
 
+/* The inodes of deny_exec entries given as full paths (rule 0): a hard
+ * link, a bind mount or a path too deep to read back names the same file. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512);
+	__type(key, struct ea_inode_key);
+	__type(value, __u8);
+} ea_deny_exec_inodes SEC(".maps");
+
 /* deny_open: the protected files and directories (inode -> rule index),
  * what each rule refuses, and the executables each rule lets through
  * (keyed by inode and rule). */
@@ -685,6 +694,17 @@ static __always_inline int denied(struct ea_scratch *s, __u32 off, __u32 len)
 	return bpf_map_lookup_elem(&ea_deny_exec, &name) != 0;
 }
 
+/* Is the executable `exe` a denied file, by inode? */
+static __always_inline int denied_inode(struct file *exe)
+{
+	struct ea_inode_key k = {};
+	struct inode *inode = BPF_CORE_READ(exe, f_inode);
+
+	k.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	k.ino = BPF_CORE_READ(inode, i_ino);
+	return bpf_map_lookup_elem(&ea_deny_exec_inodes, &k) != 0;
+}
+
 /* EA_EXE_* flags of the executable `f`: overlayfs layer, memfd. */
 static __always_inline __s64 exe_flags(struct file *f)
 {
@@ -889,6 +909,8 @@ int ea_exec(struct bpf_raw_tracepoint_args *ctx)
 		kill = denied(s, s->rec.str[0].off, s->rec.str[0].len);
 		if (!kill && s->rec.str[3].len)
 			kill = denied(s, fpos, s->rec.str[3].len);
+		if (!kill)
+			kill = denied_inode(exe);
 	}
 	if (kill) {
 		bpf_send_signal(SIGKILL);
@@ -1024,7 +1046,7 @@ int ea_lsm_exec(__u64 *ctx)
 	__u32 fpos = pos;
 	pos = put_kernel_str(s, 3, BPF_CORE_READ(bprm, filename), pos);
 	if (!denied(s, s->rec.str[0].off, s->rec.str[0].len) &&
-	    !(s->rec.str[3].len && denied(s, fpos, s->rec.str[3].len)))
+	    !(s->rec.str[3].len && denied(s, fpos, s->rec.str[3].len)) && !denied_inode(exe))
 		return 0;
 	s->rec.h.flags |= EA_F_REFUSED;
 	s->rec.h.res = -EPERM;

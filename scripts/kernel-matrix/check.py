@@ -115,11 +115,13 @@ def main():
         for action, rule in RULES.items():
             check(alert(rule), f"no alert '{rule}' ({action})")
         check(kv.get("denied_exec_ran") == "no", "the denied executable ran")
+        check(kv.get("denied_link_ran") == "no", "a hard link to the denied executable ran")
         if a.lsm == "yes":
             check(details.get("deny_exec_mode") == "lsm", f"deny_exec_mode is {details.get('deny_exec_mode')}, expected lsm")
             check(details.get("deny_open_mode") == "lsm", f"deny_open_mode is {details.get('deny_open_mode')}, expected lsm")
             check(kv.get("rc_denied_exec") == "126" and "not permitted" in kv.get("denied_exec_msg", ""),
                   f"the denied exec gave {kv.get('rc_denied_exec')} ({kv.get('denied_exec_msg')}), expected 126 with EPERM")
+            check(kv.get("rc_denied_link") == "126", f"the denied hard link gave {kv.get('rc_denied_link')}, expected 126")
             check(alert(EXEC_REFUSED), f"no alert '{EXEC_REFUSED}'")
             check(kv.get("denied_open_content") == "original", "the denied write changed /etc/rancher/k3s/config.yaml")
             check("not permitted" in kv.get("denied_open_msg", ""), f"the denied write said '{kv.get('denied_open_msg')}', expected EPERM")
@@ -133,6 +135,7 @@ def main():
             check(str(details.get("deny_open_mode", "")).startswith("unavailable"),
                   f"deny_open_mode is {details.get('deny_open_mode')}, expected unavailable")
             check(kv.get("rc_denied_exec") == "137", f"the denied exec gave {kv.get('rc_denied_exec')}, expected 137 (SIGKILL)")
+            check(kv.get("rc_denied_link") == "137", f"the denied hard link gave {kv.get('rc_denied_link')}, expected 137 (SIGKILL)")
             check(alert(EXEC_KILLED), f"no alert '{EXEC_KILLED}'")
 
     ok = not failures

@@ -102,6 +102,12 @@ cp /bin/busybox /usr/local/bin/matrix-denied
 run denied_exec /usr/local/bin/matrix-denied touch /tmp/denied-ran
 kv denied_exec_ran "$([ -e /tmp/denied-ran ] && echo yes || echo no)"
 kv denied_exec_msg "$(tr '\n' ' ' </tmp/denied_exec.out)"
+# The same file under another name (a hard link) is denied by its inode,
+# which the sensor resolves again every second.
+sleep 2
+ln /usr/local/bin/matrix-denied /usr/local/busybox-renamed
+run denied_link /usr/local/busybox-renamed touch /tmp/denied-link-ran
+kv denied_link_ran "$([ -e /tmp/denied-link-ran ] && echo yes || echo no)"
 # deny_open protects /etc/rancher/k3s/ from writers other than
 # /usr/local/bin/k3s (a busybox here, called as its tee applet).
 run denied_open sh -c 'echo changed >/etc/rancher/k3s/config.yaml'

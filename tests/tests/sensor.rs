@@ -635,11 +635,22 @@ fn a_denied_exec_is_killed_before_it_prints_anything() {
     let by_name = copy_binary("/bin/echo", &s.path().join("sub"), "evil-miner");
     let allowed = copy_binary("/bin/echo", s.path(), "allowed-echo");
     s.write_config(&format!(
-        "[sensor]\nenabled = true\ndeny_exec = [\"{dir}/denied-echo\", \"evil-miner\"]\n"
+        "[sensor]\nenabled = true\ndeny_exec = [\"{dir}/denied-echo\", \"evil-miner\", \"{dir}/later/dropped\"]\n"
     ));
     let _d = start_with_sensor(&s);
+    // A denied path is denied by inode too: a hard link under another name
+    // in another directory is the same file.
+    let linked = s.path().join("sub").join("innocent-name");
+    std::fs::hard_link(&denied, &linked).unwrap();
+    // A denied path that only exists after the sensor started (resolved
+    // again every second).
+    std::fs::create_dir(s.path().join("later")).unwrap();
+    let dropped = copy_binary("/bin/echo", &s.path().join("later"), "dropped");
+    let dropped_link = s.path().join("sub").join("also-innocent");
+    std::fs::hard_link(&dropped, &dropped_link).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
 
-    for bin in [&denied, &by_name] {
+    for bin in [&denied, &by_name, &linked, &dropped_link] {
         let out = Command::new(bin)
             .arg("should never print")
             .output()
@@ -662,16 +673,17 @@ fn a_denied_exec_is_killed_before_it_prints_anything() {
 
     let details = wait_for(EVENT_TIMEOUT, || {
         let d = sensor_details(&s);
-        (d["kills_total"].as_u64() == Some(2)).then_some(d)
+        (d["kills_total"].as_u64() == Some(4)).then_some(d)
     })
-    .unwrap_or_else(|| panic!("two kills in status: {}", sensor_details(&s)));
+    .unwrap_or_else(|| panic!("four kills in status: {}", sensor_details(&s)));
     assert_eq!(
         details["kernel_events_total_by_outcome"]["killed"].as_u64(),
-        Some(2)
+        Some(4)
     );
     let last = details["last_kill"].as_str().unwrap_or_default();
     assert!(
-        last.contains(by_name.to_string_lossy().as_ref()) && last.contains("should never print"),
+        last.contains(dropped_link.to_string_lossy().as_ref())
+            && last.contains("should never print"),
         "{last}"
     );
     // Each kill is a critical alert, waiting in the outbox for the fleet.

@@ -113,6 +113,21 @@ fn inode_key(path: &Path, rule: u32) -> Option<InodeKey> {
     })
 }
 
+/// The inodes of the `deny_exec` entries given as full paths, as they are
+/// on disk now (an entry that does not exist yet has none; the sensor
+/// resolves again every second). A bare name has no inode: it is matched
+/// by name only.
+pub(crate) fn deny_exec_inodes(entries: &[String]) -> Vec<InodeKey> {
+    let mut keys: Vec<InodeKey> = entries
+        .iter()
+        .filter(|e| e.starts_with('/'))
+        .filter_map(|e| inode_key(Path::new(e), 0))
+        .collect();
+    keys.sort_unstable_by_key(|k| (k.dev, k.ino));
+    keys.dedup();
+    keys
+}
+
 impl DenyOpenEntries {
     /// Resolve every `deny_open` entry (and its allowed executables) to
     /// inodes, as they are on disk now. A path that does not exist yet is
@@ -148,6 +163,33 @@ impl DenyOpenEntries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deny_exec_full_paths_resolve_to_inodes_and_names_to_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("miner");
+        std::fs::write(&bin, b"#!/bin/sh\n").unwrap();
+        let link = dir.path().join("renamed");
+        std::fs::hard_link(&bin, &link).unwrap();
+        let entries = vec![
+            bin.display().to_string(),
+            link.display().to_string(),
+            "miner".to_string(),
+            dir.path().join("not-yet").display().to_string(),
+        ];
+        let keys = deny_exec_inodes(&entries);
+        // The path and its hard link are one inode; a bare name and a
+        // missing path have none.
+        let m = std::fs::metadata(&bin).unwrap();
+        assert_eq!(
+            keys,
+            vec![InodeKey {
+                dev: kernel_dev(m.dev()),
+                rule: 0,
+                ino: m.ino(),
+            }]
+        );
+    }
     use crate::config::{Access, DenyOpen};
 
     #[test]

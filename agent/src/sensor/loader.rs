@@ -78,6 +78,9 @@ struct LsmState {
     /// `deny_open` as last applied: the config entries and their inodes.
     deny_open: Vec<crate::config::DenyOpen>,
     entries: DenyOpenEntries,
+    /// `deny_exec` as last applied, and the inodes of its full paths.
+    deny_exec: Vec<String>,
+    exec_inodes: Vec<InodeKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,6 +355,8 @@ impl Kernel {
                 open: Hooked::No,
                 deny_open: Vec::new(),
                 entries: DenyOpenEntries::default(),
+                deny_exec: Vec::new(),
+                exec_inodes: Vec::new(),
             },
             config_flags: 0,
             wakeup_bytes: 0,
@@ -498,6 +503,9 @@ impl Kernel {
             }
         }
         sync_set(&mut self.bpf, "ea_deny_exec", &f.deny)?;
+        self.lsm.deny_exec = config.deny_exec.clone();
+        self.lsm.exec_inodes.clear();
+        self.refresh_deny_exec()?;
         if f.deny_enabled() && self.lsm.exec == Hooked::No {
             self.lsm.exec = self.attach_lsm(&LSM_EXEC);
         }
@@ -569,6 +577,18 @@ impl Kernel {
             }
         }
         Hooked::Yes
+    }
+
+    /// Resolve `deny_exec`'s full paths to inodes again (files created
+    /// later, binaries replaced) and bring `ea_deny_exec_inodes` up to date.
+    pub(crate) fn refresh_deny_exec(&mut self) -> Result<(), SensorError> {
+        let want = enforce::deny_exec_inodes(&self.lsm.deny_exec);
+        if want == self.lsm.exec_inodes {
+            return Ok(());
+        }
+        sync_set(&mut self.bpf, "ea_deny_exec_inodes", &want)?;
+        self.lsm.exec_inodes = want;
+        Ok(())
     }
 
     /// Resolve `deny_open` again (paths created later, binaries replaced)

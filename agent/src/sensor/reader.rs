@@ -167,9 +167,10 @@ impl Sensor {
     }
 
     /// Follow cgroups created or removed below `exclude_cgroups` entries,
-    /// and `deny_open` paths created or replaced.
+    /// and `deny_open` and `deny_exec` paths created or replaced.
     pub(crate) fn refresh_cgroups(&mut self) -> Result<(), SensorError> {
         self.kernel.refresh_cgroups()?;
+        self.kernel.refresh_deny_exec()?;
         self.kernel.refresh_deny_open()
     }
 
