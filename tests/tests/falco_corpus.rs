@@ -43,6 +43,9 @@ enum At {
     TtyEntry,
     /// As `Entry`, in a privileged container.
     PrivilegedEntry,
+    /// As `Entry`, in a container with the node's /etc bind-mounted
+    /// (read-only) at /host-etc: a sensitive mount.
+    MountEntry,
     /// As `Entry`, on the node's network (a `hostNetwork` pod), where the
     /// test's DNS server listens: `{dns}` in the script is its address
     /// and `{ip}` the address prefix (`127.54.N`) it gives out.
@@ -472,6 +475,11 @@ const CASES: &[Case] = &[
     Case {
         rule: "Launch Privileged Container",
         attack: (At::PrivilegedEntry, ": @"),
+        benign: (At::Entry, ": @"),
+    },
+    Case {
+        rule: "Launch Sensitive Mount Container",
+        attack: (At::MountEntry, ": @"),
         benign: (At::Entry, ": @"),
     },
     Case {
@@ -905,16 +913,10 @@ fn the_falco_rules_that_do_not_compile_say_why_in_falcos_terms() {
         .errors()
         .map(|e| (e.name.as_str(), e.reason.as_str()))
         .collect();
-    let expected: BTreeMap<&str, &str> = [
-        (
-            "Launch Sensitive Mount Container",
-            "field container.mount.dest takes no index (Falco looks a mount up by its source path",
-        ),
-        (
-            "Java Process Class File Download",
-            "unknown field evt.buffer (the sensor does not capture the data",
-        ),
-    ]
+    let expected: BTreeMap<&str, &str> = [(
+        "Java Process Class File Download",
+        "unknown field evt.buffer (the sensor does not capture the data",
+    )]
     .into_iter()
     .collect();
     assert_eq!(
@@ -979,7 +981,11 @@ fn falcos_own_rules_fire_on_attacks_on_the_host_and_in_containers_and_not_on_loo
                 }
                 At::Container => in_plain.push((tok, script)),
                 At::Privileged => in_privileged.push((tok, script)),
-                At::Entry | At::TtyEntry | At::PrivilegedEntry | At::HostNetEntry => {
+                At::Entry
+                | At::TtyEntry
+                | At::PrivilegedEntry
+                | At::MountEntry
+                | At::HostNetEntry => {
                     // A file of its own for the entry process to read.
                     std::fs::write(plain.join("root").join(&tok), "artifact\n").unwrap();
                     let script = script
@@ -1038,6 +1044,7 @@ fn falcos_own_rules_fire_on_attacks_on_the_host_and_in_containers_and_not_on_loo
         let cgroup = format!("/kubepods/besteffort/podfe{}/{id}", &id[..8]);
         let options: &[&str] = match at {
             At::PrivilegedEntry => &["--privileged"],
+            At::MountEntry => &["--mount type=bind,src=/etc,dst=/host-etc,options=rbind:ro"],
             At::HostNetEntry => &["--net-host"],
             _ => &[],
         };

@@ -78,7 +78,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use super::model::{Event, Fd, FdType, HostNames};
+use super::model::{Event, Fd, FdType, HostNames, Mount};
 use super::render::{
     af_name, bpf_cmd_name, prctl_option_name, ptrace_request_name, render_caps, render_flags,
     render_mode, render_nstype, render_res, sock_type_name,
@@ -173,21 +173,10 @@ pub(crate) enum FieldError {
     Unknown(String),
     #[error("field {field} needs an index such as {field}[1]")]
     IndexRequired { field: String },
-    #[error("field {field} takes no index{}", index_hint(.field))]
+    #[error("field {field} takes no index")]
     IndexNotAllowed { field: String },
     #[error("field {field}: bad index \"{index}\"")]
     BadIndex { field: String, index: String },
-}
-
-/// Why a Falco field's index form is not taken here, for a precise reason.
-fn index_hint(field: &str) -> &'static str {
-    match field {
-        "container.mount.dest" | "container.mount.source" => {
-            " (Falco looks a mount up by its source path, container.mount.dest[/proc*]; here \
-             the field is the list of every mount, so test container.mount.source with in or pmatch)"
-        }
-        _ => "",
-    }
 }
 
 /// The deepest ancestor an index may name. The sensor's ancestor lists are
@@ -218,6 +207,79 @@ impl FieldIndex for Depth {
             .ok()
             .filter(|n| *n <= MAX_ANCESTOR_DEPTH)
             .map(Depth)
+    }
+}
+
+/// A container mount in `container.mount.dest[...]` and friends, as Falco
+/// names one: by its place in the runtime's list (`[0]`) or by a glob on
+/// its other end (`container.mount.dest[/proc*]` is the destination of the
+/// first mount whose source matches `/proc*`; `container.mount.source[..]`
+/// looks up by destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum MountKey {
+    Nth(u16),
+    /// Interned: a field is `Copy`, and rules name few distinct patterns.
+    Path(&'static str),
+}
+
+impl FieldIndex for MountKey {
+    fn parse_index(index: &str) -> Option<Self> {
+        if let Ok(n) = index.parse::<u16>() {
+            return Some(MountKey::Nth(n));
+        }
+        index
+            .starts_with('/')
+            .then(|| MountKey::Path(intern(index)))
+    }
+}
+
+/// One copy of each mount pattern for the process's lifetime (bounded by
+/// the distinct patterns the loaded rule files ever named).
+fn intern(pattern: &str) -> &'static str {
+    static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = seen.iter().find(|p| **p == pattern) {
+        return p;
+    }
+    let p: &'static str = Box::leak(pattern.into());
+    seen.push(p);
+    p
+}
+
+/// The mount `key` names in the event's container: `Ok(None)` on the host,
+/// `Err(())` for a container without such a mount.
+fn mount_at(e: &Event, key: MountKey, by_dest: bool) -> Result<Option<&Mount>, ()> {
+    if e.container.is_host() {
+        return Ok(None);
+    }
+    let found = match key {
+        MountKey::Nth(n) => e.container.mounts.get(usize::from(n)),
+        MountKey::Path(p) => {
+            let glob = crate::rules::glob::Glob::new(p, false);
+            e.container
+                .mounts
+                .iter()
+                .find(|m| glob.matches(if by_dest { &m.dest } else { &m.source }))
+        }
+    };
+    found.map(Some).ok_or(())
+}
+
+/// A container's mount as a field: `<NA>` when the container has no such
+/// mount, so that Falco's own test for one (`not container.mount.dest[/etc]
+/// in ("<NA>","N/A")`) reads as its authors meant; absent on the host.
+fn mount_field<'e>(
+    e: &'e Event,
+    key: MountKey,
+    by_dest: bool,
+    part: impl Fn(&'e Mount) -> FieldValue<'e>,
+) -> FieldValue<'e> {
+    match mount_at(e, key, by_dest) {
+        Ok(None) => FieldValue::Absent,
+        Ok(Some(m)) => part(m),
+        Err(()) => text("<NA>"),
     }
 }
 
@@ -799,6 +861,22 @@ fields! {
         |e| FieldValue::List(e.container.mounts.iter().map(|m| Cow::Borrowed(m.dest.as_str())).collect());
     ContainerMountSource = "container.mount.source", List, Filled, Stored,
         |e| FieldValue::List(e.container.mounts.iter().map(|m| Cow::Borrowed(m.source.as_str())).collect());
+    /// The destination of the mount whose source matches (or the Nth).
+    ContainerMountDestAt(k: MountKey) = "container.mount.dest", Str, Filled, Stored,
+        |e| mount_field(e, k, false, |m| text(&m.dest));
+    /// The source of the mount whose destination matches (or the Nth).
+    ContainerMountSourceAt(k: MountKey) = "container.mount.source", Str, Filled, Stored,
+        |e| mount_field(e, k, true, |m| text(&m.source));
+    /// `source:dest:mode:rdrw:propagation` of the mount whose source matches.
+    ContainerMountAt(k: MountKey) = "container.mount", Str, Filled, Rendered,
+        |e| mount_field(e, k, false, |m| FieldValue::Str(Cow::Owned(m.describe())));
+    /// Every mount, `source:dest:mode:rdrw:propagation`, comma-separated.
+    ContainerMounts = "container.mounts", Str, Filled, Rendered,
+        |e| if e.container.is_host() {
+            Absent
+        } else {
+            FieldValue::Str(Cow::Owned(e.container.mounts.iter().map(Mount::describe).collect::<Vec<_>>().join(",")))
+        };
     ContainerStartTs = "container.start_ts", Int, Filled, Stored,
         |e| e.container.start_ts.map_or(Absent, |t| Int(t as i64));
     K8sPodName = "k8s.pod.name", Str, Filled, Stored,

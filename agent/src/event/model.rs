@@ -636,6 +636,33 @@ impl Fd {
 pub struct Mount {
     pub(crate) source: String,
     pub(crate) dest: String,
+    /// The runtime's mount options (`ro`, `rbind`, `rprivate`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) options: Vec<String>,
+}
+
+impl Mount {
+    /// Falco's `source:dest:mode:rdrw:propagation` (mode is Docker's SELinux
+    /// label option, which the OCI spec does not carry: empty).
+    pub(crate) fn describe(&self) -> String {
+        let has = |o: &str| self.options.iter().any(|x| x == o);
+        let propagation = self
+            .options
+            .iter()
+            .find(|o| {
+                matches!(
+                    o.as_str(),
+                    "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
+                )
+            })
+            .map_or("", String::as_str);
+        format!(
+            "{}:{}::{}:{propagation}",
+            self.source,
+            self.dest,
+            !has("ro")
+        )
+    }
 }
 
 /// The container a process runs in (`container.*`, `k8s.*`). Host processes

@@ -1835,11 +1835,10 @@ mod tests {
                 .starts_with("unknown field evt.buffer (the sensor does not capture the data"),
             "{e}"
         );
-        let e = compile_with("container.mount.dest[/proc*] = x", &[], &[]).unwrap_err();
+        let e = compile_with("container.mount.dest[proc] = x", &[], &[]).unwrap_err();
         assert!(
-            e.to_string().starts_with(
-                "field container.mount.dest takes no index (Falco looks a mount up by its source"
-            ),
+            e.to_string()
+                .starts_with("field container.mount.dest: bad index \"proc\""),
             "{e}"
         );
         let e = compile_with("nope", &[], &[]).unwrap_err();
@@ -2027,10 +2026,12 @@ mod tests {
                 Mount {
                     source: "/etc".into(),
                     dest: "/host/etc".into(),
+                    options: Vec::new(),
                 },
                 Mount {
                     source: "/data".into(),
                     dest: "/data".into(),
+                    options: Vec::new(),
                 },
             ],
             ..Default::default()
@@ -2043,8 +2044,31 @@ mod tests {
             ("container.mount.source pmatch (/data)", true),
             ("container.mount.dest = /data", true),
             ("container.mount.dest exists", true),
+            // Falco's lookups: the destination of the mount whose source
+            // matches a glob, the source by destination, or the Nth.
+            ("container.mount.dest[/et*] = /host/etc", true),
+            ("container.mount.dest[/data] = /data", true),
+            ("container.mount.source[/host/etc] = /etc", true),
+            ("container.mount.source[1] = /data", true),
+            ("container.mount[0] = \"/etc:/host/etc::true:\"", true),
+            // No such mount reads <NA>, as Falco's sensitive_mount expects.
+            ("container.mount.dest[/proc*] = \"<NA>\"", true),
+            (
+                "not container.mount.dest[/proc*] in (\"<NA>\",\"N/A\")",
+                false,
+            ),
+            ("not container.mount.dest[/etc] in (\"<NA>\",\"N/A\")", true),
+            ("container.mount.dest[7] = \"<NA>\"", true),
         ] {
             assert_eq!(c(cond).node.eval(&e), want, "{cond}");
+        }
+        // On the host there is no container, so no mount at all.
+        e.container = Container::host();
+        for cond in [
+            "container.mount.dest[/etc] = \"<NA>\"",
+            "not container.mount.dest[/etc] in (\"<NA>\",\"N/A\")",
+        ] {
+            assert!(c(cond).node.eval(&e) == cond.starts_with("not"), "{cond}");
         }
     }
 

@@ -609,10 +609,12 @@ fn sensitive_host_path_mounted_into_a_container() {
                     Mount {
                         source: "/var/lib/rancher/k3s/agent/containerd/io.containerd.grpc.v1.cri/sandboxes/ab/resolv.conf".into(),
                         dest: "/etc/resolv.conf".into(),
+                        options: Vec::new(),
                     },
                     Mount {
                         source: source.into(),
                         dest: "/host".into(),
+                        options: Vec::new(),
                     },
                 ]
             })

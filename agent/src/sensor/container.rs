@@ -337,6 +337,14 @@ fn apply_spec(c: &mut Container, spec: &Value) {
                     Some(Mount {
                         dest: m["destination"].as_str()?.to_string(),
                         source: m["source"].as_str().unwrap_or_default().to_string(),
+                        options: m["options"]
+                            .as_array()
+                            .map(|o| {
+                                o.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     })
                 })
                 .collect()
@@ -505,7 +513,7 @@ mod tests {
                     "io.kubernetes.cri.sandbox-namespace": "shop",
                     "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25",
                 },
-                "mounts": [{"destination": "/proc", "source": "proc"}, {"destination": "/data", "source": "/srv/data"}],
+                "mounts": [{"destination": "/proc", "source": "proc"}, {"destination": "/data", "source": "/srv/data", "options": ["rbind", "rprivate", "ro"]}],
                 "process": {"capabilities": {"bounding": ["CAP_CHOWN"]}},
                 "linux": {"maskedPaths": ["/proc/kcore"]},
             })
@@ -533,6 +541,7 @@ mod tests {
         assert_eq!(c.image_tag.as_deref(), Some("1.25"));
         assert_eq!(c.privileged, Some(false));
         assert_eq!(c.mounts[1].dest, "/data");
+        assert_eq!(c.mounts[1].describe(), "/srv/data:/data::false:rprivate");
         assert!(c.start_ts.unwrap() > 0);
         assert_eq!(cs.known(), 1);
         // Cached by cgroup: the next lookup does not read /proc.
