@@ -1,12 +1,32 @@
 //! `edge-agent bootstrap` as root against roots someone else controls: a
 //! root others can write to (or a link to one) is refused before anything
 //! is read or written, and a K3s binary under a root other than `/` is
-//! never run (its version is read from its bytes).
+//! never run (its version is read from its bytes). The daemon's bootstrap
+//! stage refuses such a root on every check too.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use edge_agent_tests::bootstrap::{Node, agent_section, show, stderr, stdout};
+use edge_agent_tests::{Daemon, status_json, wait_for};
+
+/// Every file below `dir`, sorted.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p.clone());
+            }
+            out.push(p.display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
 
 /// `edge-agent bootstrap plan --root ROOT` with the node's config.
 fn plan_at(node: &Node, root: &Path) -> std::process::Output {
@@ -113,4 +133,45 @@ fn bootstrap_under_a_scratch_root_never_runs_its_k3s_binary() {
         );
         assert!(!ran.exists(), "{cmd} ran the root's k3s: {}", show(&out));
     }
+}
+
+#[test]
+fn the_daemon_refuses_a_root_others_can_write_on_every_check_and_resumes_once_fixed() {
+    edge_agent_tests::require_root();
+    let node = Node::new(
+        &agent_section("enabled = true\ninterval = \"1s\"\nauto_correct = true\n"),
+        "",
+    );
+    node.token();
+    chmod(&node.root(), 0o777);
+    let before = files_below(&node.root());
+    let daemon = Daemon::start(&node.scratch, &[]);
+    let stage = |want: &dyn Fn(&serde_json::Value) -> bool| {
+        wait_for(Duration::from_secs(30), || {
+            let b = status_json(&node.scratch)["stages"]["bootstrap"].clone();
+            want(&b).then_some(b)
+        })
+    };
+    let b = stage(&|b| b["summary"].as_str().is_some_and(|s| s.contains("refused")))
+        .unwrap_or_else(|| panic!("the unsafe root was not refused; log:\n{}", daemon.log()));
+    assert_eq!(b["state"], "degraded", "{b}");
+    let summary = b["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("can be written by group or others")
+            && summary.contains(&node.root().display().to_string()),
+        "{b}"
+    );
+    // Auto-correct is on, yet several checks later nothing was written.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(files_below(&node.root()), before);
+
+    // Fixed by hand: the next check goes ahead and writes the node's files.
+    chmod(&node.root(), 0o755);
+    stage(&|b| b["state"] == "running")
+        .unwrap_or_else(|| panic!("never resumed; log:\n{}", daemon.log()));
+    assert!(
+        files_below(&node.root()).len() > before.len(),
+        "auto-correct wrote nothing after the fix; log:\n{}",
+        daemon.log()
+    );
 }

@@ -71,6 +71,8 @@ pub enum BootstrapError {
     NothingToRollBack(PathBuf),
     #[error("rollback refused; nothing was changed:\n{}", list(.0))]
     RollbackRefused(Vec<Blocker>),
+    #[error("bootstrap.root {}: refused, nothing read or written: {why}", root.display())]
+    UnsafeRoot { root: PathBuf, why: String },
 }
 
 fn list(b: &[Blocker]) -> String {

@@ -161,6 +161,18 @@ async fn run(
 }
 
 fn check_once(target: &Target, auto_correct: bool) -> Result<Check, BootstrapError> {
+    // As `edge-agent bootstrap` does: the daemon runs as root, and someone
+    // who can write under the root could point its writes elsewhere. Each
+    // check asks again (ownership and modes can change under it).
+    if target.root != Path::new("/")
+        && nix::unistd::geteuid().is_root()
+        && let Some(why) = super::unsafe_root(&target.root)
+    {
+        return Err(BootstrapError::UnsafeRoot {
+            root: target.root.clone(),
+            why,
+        });
+    }
     let assessment = super::assess(target, Force::none())?;
     let mut applied = None;
     if auto_correct && !assessment.plan.in_sync() {
