@@ -988,6 +988,132 @@ impl Event {
     }
 }
 
+// ---- string fields read without a FieldValue -------------------------------
+
+/// The string fields that rules test most (Falco's corpus: `proc.name`,
+/// `fd.typechar`, `fd.name`, `fd.directory`, ...), read straight from the
+/// event for the evaluator's hot path: no [`FieldValue`] to build, match
+/// and drop. Each reads what [`Event::field`] reads for its [`Field`]
+/// (unit test `fast_string_fields_read_what_the_field_table_reads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StrField {
+    ProcName,
+    ProcExe,
+    ProcExepath,
+    ProcCwd,
+    ProcPname,
+    ProcAname(Depth),
+    UserName,
+    ContainerId,
+    ContainerImageRepository,
+    FdTypechar,
+    FdName,
+    FdDirectory,
+    FdFilename,
+}
+
+/// A [`StrField`]'s value: the three cases of [`FieldValue`] a string
+/// field can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StrValue<'a> {
+    Absent,
+    Whole(&'a str),
+    /// [`FieldValue::Partial`]: no comparison is decided on it.
+    Partial,
+}
+
+fn str_path(v: &str, truncated: bool) -> StrValue<'_> {
+    if truncated {
+        StrValue::Partial
+    } else {
+        StrValue::Whole(v)
+    }
+}
+
+impl StrField {
+    /// The fast reader of `f`, if it has one.
+    pub(crate) fn of(f: Field) -> Option<StrField> {
+        Some(match f {
+            Field::ProcName => StrField::ProcName,
+            Field::ProcExe => StrField::ProcExe,
+            Field::ProcExepath => StrField::ProcExepath,
+            Field::ProcCwd => StrField::ProcCwd,
+            Field::ProcPname => StrField::ProcPname,
+            Field::ProcAname(n) => StrField::ProcAname(n),
+            Field::UserName => StrField::UserName,
+            Field::ContainerId => StrField::ContainerId,
+            Field::ContainerImageRepository => StrField::ContainerImageRepository,
+            Field::FdTypechar => StrField::FdTypechar,
+            Field::FdName => StrField::FdName,
+            Field::FdDirectory => StrField::FdDirectory,
+            Field::FdFilename => StrField::FdFilename,
+            _ => return None,
+        })
+    }
+
+    /// The field it reads.
+    pub(crate) fn field(self) -> Field {
+        match self {
+            StrField::ProcName => Field::ProcName,
+            StrField::ProcExe => Field::ProcExe,
+            StrField::ProcExepath => Field::ProcExepath,
+            StrField::ProcCwd => Field::ProcCwd,
+            StrField::ProcPname => Field::ProcPname,
+            StrField::ProcAname(n) => Field::ProcAname(n),
+            StrField::UserName => Field::UserName,
+            StrField::ContainerId => Field::ContainerId,
+            StrField::ContainerImageRepository => Field::ContainerImageRepository,
+            StrField::FdTypechar => Field::FdTypechar,
+            StrField::FdName => Field::FdName,
+            StrField::FdDirectory => Field::FdDirectory,
+            StrField::FdFilename => Field::FdFilename,
+        }
+    }
+
+    /// The value on `e`, as [`Event::field`] reads it.
+    #[inline]
+    pub(crate) fn get(self, e: &Event) -> StrValue<'_> {
+        use StrValue::{Absent, Whole};
+        fn name(p: Option<&super::model::Process>) -> StrValue<'_> {
+            p.map_or(StrValue::Absent, |p| StrValue::Whole(&p.name))
+        }
+        let file = || e.fd.as_ref().filter(|f| f.is_path());
+        match self {
+            StrField::ProcName => Whole(&e.proc.name),
+            StrField::ProcExe => Whole(&e.proc.exe),
+            StrField::ProcExepath => str_path(&e.proc.exepath, e.proc.exepath_truncated),
+            StrField::ProcCwd => match &e.proc.cwd {
+                Some(cwd) => str_path(cwd, e.proc.cwd_truncated),
+                None if e.proc.cwd_truncated => StrValue::Partial,
+                None => Absent,
+            },
+            StrField::ProcPname => name(e.ancestor(1)),
+            StrField::ProcAname(n) => name(e.ancestor(n.get())),
+            StrField::UserName => e.user.name.as_deref().map_or(Absent, Whole),
+            StrField::ContainerId => Whole(&e.container.id),
+            StrField::ContainerImageRepository => e
+                .container
+                .image_repository
+                .as_deref()
+                .map_or(Absent, Whole),
+            StrField::FdTypechar => e.fd.as_ref().map_or(Absent, |f| Whole(f.ty.typechar())),
+            StrField::FdName => {
+                e.fd.as_ref()
+                    .map_or(Absent, |f| str_path(&f.name, f.name_truncated))
+            }
+            StrField::FdDirectory => {
+                file().map_or(Absent, |f| str_path(dirname(&f.name), f.name_truncated))
+            }
+            StrField::FdFilename => file().map_or(Absent, |f| {
+                str_path(
+                    f.name.rsplit('/').next().unwrap_or(&f.name),
+                    f.name_truncated,
+                )
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;

@@ -625,7 +625,15 @@ impl Pred {
                     RARE
                 }
             }
-            Pred::AnyStr { any, .. } => any.p_true(),
+            Pred::AnyStr { any, .. } | Pred::FastAnyStr { any, .. } => any.p_true(),
+            // Made after compiling (`Node::read_fast`); answered as the
+            // general form would be.
+            Pred::FastStr { field, test } => Pred::Value {
+                reader: Reader::Field(field.field()),
+                transformers: Box::new([]),
+                test: Test::Str(test.clone()),
+            }
+            .p_true(),
             Pred::Value { reader, test, .. } => match test {
                 Test::Exists => USUAL,
                 Test::Bool { .. } if few_values(reader) => RARE,
@@ -659,6 +667,12 @@ impl Pred {
             Pred::FieldEq { .. } => 4,
             Pred::AnyStr { field, any } => {
                 read_cost(&Reader::Field(*field)) + any.cost(str_test_cost)
+            }
+            Pred::FastAnyStr { field, any } => {
+                read_cost(&Reader::Field(field.field())) + any.cost(str_test_cost)
+            }
+            Pred::FastStr { field, test } => {
+                read_cost(&Reader::Field(field.field())) + str_test_cost(test)
             }
             Pred::Value {
                 reader,

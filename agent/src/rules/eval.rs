@@ -27,6 +27,7 @@
 
 use std::net::IpAddr;
 
+use crate::event::fields::{StrField, StrValue};
 use crate::event::{Arg, Event, EventType, Field, FieldValue};
 
 use super::condition::Transformer;
@@ -180,6 +181,36 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The same condition with its string tests on the fields of
+    /// [`StrField`] read by the fast readers ([`Pred::FastStr`],
+    /// [`Pred::FastAnyStr`]). Done after the rule is indexed:
+    /// [`Node::decide`] knows the general forms only.
+    pub(crate) fn read_fast(self) -> Node {
+        match self {
+            Node::And(items) => Node::And(items.into_iter().map(Node::read_fast).collect()),
+            Node::Or(items) => Node::Or(items.into_iter().map(Node::read_fast).collect()),
+            Node::Not(n) => Node::Not(Box::new(n.read_fast())),
+            Node::Pred(p) => Node::Pred(Box::new(match *p {
+                Pred::Value {
+                    reader: Reader::Field(f),
+                    transformers,
+                    test: Test::Str(test),
+                } if transformers.is_empty() && StrField::of(f).is_some() => Pred::FastStr {
+                    field: StrField::of(f).expect("checked"),
+                    test,
+                },
+                Pred::AnyStr { field, any } => match StrField::of(field) {
+                    Some(field) => Pred::FastAnyStr { field, any },
+                    None => Pred::AnyStr { field, any },
+                },
+                other => other,
+            })),
+            other @ (Node::Const(_) | Node::Types(_)) => other,
+        }
+    }
+}
+
 impl Pred {
     /// See [`Node::decide`]: `evt.is_open_read`/`evt.is_open_write` and the
     /// access-mode flags of opens, `container.id` compared with `host`.
@@ -273,6 +304,12 @@ pub(crate) enum Pred {
     /// (see [`StrAny`]): the field is read once. Absent, partial and
     /// list values are handled as [`Pred::Value`] handles them.
     AnyStr { field: Field, any: Box<StrAny> },
+    /// [`Pred::Value`] with a string test on a [`StrField`] and no
+    /// transformer: the same answers, read without a [`FieldValue`].
+    /// Made by [`Node::read_fast`] once the rule is indexed.
+    FastStr { field: StrField, test: StrTest },
+    /// [`Pred::AnyStr`] on a [`StrField`].
+    FastAnyStr { field: StrField, any: Box<StrAny> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -478,6 +515,16 @@ impl Pred {
                     },
                 }
             }
+            Pred::FastStr { field, test } => match field.get(e) {
+                StrValue::Absent => false,
+                StrValue::Partial => undecided,
+                StrValue::Whole(s) => test.test(s),
+            },
+            Pred::FastAnyStr { field, any } => match field.get(e) {
+                StrValue::Absent => false,
+                StrValue::Partial => undecided,
+                StrValue::Whole(s) => any.test(s),
+            },
             Pred::AnyStr { field, any } => match e.field(field) {
                 FieldValue::Absent | FieldValue::Bool(_) | FieldValue::Ip(_) => false,
                 FieldValue::Partial(_) => undecided,

@@ -378,7 +378,7 @@ fn merged_string_tests_answer_what_the_separate_tests_answered_on_every_rule() {
         for e in &events {
             let bit = super::eval::type_bit(e.evt.ty);
             let a: Vec<usize> = (separate.set.rules.iter().enumerate())
-                .filter(|(_, r)| r.types & bit != 0 && r.node.eval(e))
+                .filter(|(_, r)| r.types & bit != 0 && r.tree.eval(e))
                 .map(|(i, _)| i)
                 .collect();
             let mut b = Vec::new();
@@ -389,6 +389,67 @@ fn merged_string_tests_answer_what_the_separate_tests_answered_on_every_rule() {
         // The probe reaches the rules: many of them fire somewhere.
         assert!(fired_total > 100, "{fired_total} matches");
     }
+}
+
+/// The evaluator's fast string readers read what the field table reads,
+/// on the probe events and on the cases they do not cover (truncated
+/// executable and working directory, no working directory, a user name,
+/// a socket, no fd, ancestors beyond the list).
+#[test]
+fn fast_string_fields_read_what_the_field_table_reads() {
+    use crate::event::fields::{StrField, StrValue};
+    use crate::event::{Field, FieldValue};
+    let mut events = merge_probe_events();
+    let mut extra = Vec::new();
+    for (i, e) in events.iter().enumerate().step_by(7) {
+        let mut e = e.clone();
+        let mut p = (*e.proc).clone();
+        p.exepath_truncated = i % 2 == 0;
+        p.cwd = (i % 3 != 0).then(|| "/home/u".to_string());
+        p.cwd_truncated = i % 5 < 2;
+        e.proc = Arc::new(p);
+        e.user.name = (i % 2 == 1).then(|| Arc::from("root"));
+        if i % 4 == 0 {
+            e.fd = None;
+        }
+        extra.push(e);
+    }
+    events.extend(extra);
+    let fields = [
+        Field::ProcName,
+        Field::ProcExe,
+        Field::ProcExepath,
+        Field::ProcCwd,
+        Field::ProcPname,
+        Field::UserName,
+        Field::ContainerId,
+        Field::ContainerImageRepository,
+        Field::FdTypechar,
+        Field::FdName,
+        Field::FdDirectory,
+        Field::FdFilename,
+    ]
+    .into_iter()
+    .chain((0..=4).map(|n| Field::parse("proc.aname", Some(&n.to_string())).unwrap()));
+    let mut checked = 0;
+    for f in fields {
+        let fast = StrField::of(f).expect("a fast reader");
+        assert_eq!(fast.field(), f);
+        for e in &events {
+            let want = match e.field(&f) {
+                FieldValue::Absent => StrValue::Absent,
+                FieldValue::Str(s) => StrValue::Whole(match s {
+                    std::borrow::Cow::Borrowed(b) => b,
+                    owned => panic!("{f:?} rendered {owned:?}"),
+                }),
+                FieldValue::Partial(_) => StrValue::Partial,
+                other => panic!("{f:?} read {other:?}"),
+            };
+            assert_eq!(fast.get(e), want, "{f:?} on {:?} {:?}", e.evt.ty, e.fd);
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{checked}");
 }
 
 #[test]

@@ -119,6 +119,10 @@ pub struct CompiledRule {
     pub tags: Vec<String>,
     pub(crate) output: OutputFormat,
     pub(crate) node: Node,
+    /// The condition as compiled, before [`Node::read_fast`]: what the
+    /// tests compare the evaluated form with.
+    #[cfg(test)]
+    pub(crate) tree: Node,
     pub(crate) types: TypeMask,
 }
 
@@ -1270,6 +1274,8 @@ impl Builder {
                             priority: r.priority,
                             tags: r.tags.clone(),
                             output,
+                            #[cfg(test)]
+                            tree: c.node.clone().behind_index(c.types),
                             node: c.node.behind_index(c.types),
                             types: c.types,
                         });
@@ -1295,6 +1301,9 @@ impl Builder {
             }
         }
         set.index = index.into_iter().map(Vec::into_boxed_slice).collect();
+        for r in &mut set.rules {
+            r.node = std::mem::replace(&mut r.node, Node::Const(false)).read_fast();
+        }
         set.files = self.files;
         let mut all = self.problems;
         all.extend(problems);
