@@ -636,6 +636,22 @@ impl Pred {
             .p_true(),
             Pred::Value { reader, test, .. } => match test {
                 Test::Exists => USUAL,
+                // An open's access mode is part of the event's class: the
+                // index sends the rule only opens whose mode can pass, so
+                // on the events the rule meets the test nearly always holds
+                // (`open_read` is four tests that a read-only open passes).
+                Test::Bool { want, negate }
+                    if matches!(
+                        reader,
+                        Reader::Field(Field::EvtIsOpenRead | Field::EvtIsOpenWrite)
+                    ) =>
+                {
+                    if want != negate {
+                        USUAL
+                    } else {
+                        RARE
+                    }
+                }
                 Test::Bool { .. } if few_values(reader) => RARE,
                 Test::Bool { .. } => EVEN,
                 Test::Int(IntTest::Cmp(CmpOp::Eq, _) | IntTest::In(_)) => RARE,
@@ -1752,6 +1768,22 @@ mod tests {
         let comp = c("evt.type = execve and not proc.name in (a, b) and proc.name = sh");
         assert!(comp.node.eval(&exec("/bin/sh", &["sh"])));
         assert!(!comp.node.eval(&exec("/bin/a", &["a"])));
+    }
+
+    #[test]
+    fn an_opens_access_mode_test_runs_after_the_selective_test() {
+        // The index already sent the rule only opens whose mode can pass.
+        let comp = c("evt.type = openat and evt.is_open_read = true \
+             and fd.name in (/etc/shadow, /etc/sudoers)");
+        let node = comp.node.clone().behind_index(comp.types);
+        let Node::And(items) = &node else {
+            panic!("{node:?}")
+        };
+        assert!(format!("{:?}", items[0]).contains("FdName"), "{node:?}");
+        let mut e = open("/etc/shadow", libc::O_RDONLY);
+        assert!(node.eval(&e));
+        e.evt.args.flags = Some(libc::O_WRONLY as u64);
+        assert!(!node.eval(&e));
     }
 
     #[test]
