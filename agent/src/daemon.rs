@@ -44,6 +44,23 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// flush; the sinks need the rest to commit and publish what they were given.
 const PRODUCER_GRACE: Duration = Duration::from_secs(4);
 
+/// glibc's allocator raises its mmap threshold (128 KiB at start) up to
+/// 32 MiB each time a large mapped block is freed, after which blocks of
+/// that size come from the arenas and stay there once freed. Start-up frees
+/// many (aya's parsed BTF, the rule loader's documents), so fix the
+/// threshold: large blocks are then mapped and unmapped every time. The
+/// glibc build with Falco's three rule files loaded idled at 24.0-24.8 MiB
+/// of RSS without this and 23.2-23.4 MiB with it (musl's allocator maps
+/// large blocks anyway). Call before the runtime starts its threads.
+pub(crate) fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of glibc's allocator, under
+    // its lock; the value is glibc's own default threshold.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Give the allocator's free memory back to the kernel once start-up is
 /// done. Start-up peaks (aya parsing the kernel's BTF, rule compilation)
 /// run on threads of their own, and glibc keeps what they freed in its

@@ -33,6 +33,7 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<Exit> {
         }
     };
     let log = crate::logging::init(&loaded.config.log);
+    crate::daemon::tune_allocator();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_WORKER_THREADS);
